@@ -1,0 +1,392 @@
+//! Accounts: the caller's identity and namespace, from a bearer JWT.
+//!
+//! The namespace a caller acts in is always its account ID, taken from the verified token,
+//! never from a request field.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Longest account ID accepted; it becomes the first registry path component.
+pub const MAX_ACCOUNT_ID_LEN: usize = 64;
+/// Audience of account tokens.
+pub const ACCOUNT_AUDIENCE: &str = "berth";
+
+/// An account ID, which is also the account's registry namespace.
+///
+/// Grammar: one distribution path component, `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`,
+/// at most [`MAX_ACCOUNT_ID_LEN`] characters. Rejected, never normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AccountId(String);
+
+/// Why a string is not an [`AccountId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountIdError {
+    /// Empty.
+    #[error("account id is empty")]
+    Empty,
+    /// Too long.
+    #[error("account id is longer than {MAX_ACCOUNT_ID_LEN} characters")]
+    TooLong,
+    /// Not one registry path component.
+    #[error("account id must be lowercase letters and digits, separated by '.', '_', '__' or '-'")]
+    Grammar,
+}
+
+impl AccountId {
+    /// Validates `value` as an account ID.
+    pub fn parse(value: &str) -> Result<Self, AccountIdError> {
+        if value.is_empty() {
+            return Err(AccountIdError::Empty);
+        }
+        if value.len() > MAX_ACCOUNT_ID_LEN {
+            return Err(AccountIdError::TooLong);
+        }
+        if !is_path_component(value) {
+            return Err(AccountIdError::Grammar);
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Distribution's path-component grammar: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
+pub fn is_path_component(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < bytes.len() && alnum(bytes[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == bytes.len() {
+            return true;
+        }
+        let sep_start = i;
+        match bytes[i] {
+            b'.' => i += 1,
+            b'_' => {
+                i += 1;
+                if i < bytes.len() && bytes[i] == b'_' {
+                    i += 1;
+                }
+            }
+            b'-' => {
+                while i < bytes.len() && bytes[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+        debug_assert!(i > sep_start);
+    }
+}
+
+/// Claims of an account token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountClaims {
+    /// The account ID.
+    pub sub: AccountId,
+    /// Issuer.
+    pub iss: String,
+    /// Audience, always [`ACCOUNT_AUDIENCE`].
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+}
+
+/// Errors loading account keys or issuing tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountKeyError {
+    /// The key file could not be read.
+    #[error("cannot read account key file {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a P-256 key in PEM.
+    #[error("account key file {path} is not a P-256 EC key in PEM (PUBLIC KEY or PKCS#8 PRIVATE KEY)")]
+    Format {
+        /// The path.
+        path: String,
+    },
+    /// Only a public key is configured, so tokens cannot be issued here.
+    #[error("no private account key is configured; tokens can only be verified")]
+    CannotIssue,
+    /// Signing failed.
+    #[error("signing an account token failed")]
+    Sign,
+}
+
+/// Keys that verify (and, given a private key, issue) account tokens. ES256 only.
+#[derive(Clone)]
+pub struct AccountKeys {
+    issuer: String,
+    decoding: Arc<DecodingKey>,
+    encoding: Option<Arc<EncodingKey>>,
+}
+
+impl fmt::Debug for AccountKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountKeys")
+            .field("issuer", &self.issuer)
+            .field("can_issue", &self.encoding.is_some())
+            .finish()
+    }
+}
+
+impl AccountKeys {
+    /// Loads a PEM file: a `PUBLIC KEY` verifies only; a PKCS#8 `PRIVATE KEY` also issues.
+    pub fn load(path: &Path, issuer: &str) -> Result<Self, AccountKeyError> {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|source| AccountKeyError::Read { path: shown.clone(), source })?;
+        Self::from_pem(&pem, issuer).ok_or(AccountKeyError::Format { path: shown })
+    }
+
+    /// Parses PEM text as [`AccountKeys::load`] does.
+    pub fn from_pem(pem: &[u8], issuer: &str) -> Option<Self> {
+        let text = std::str::from_utf8(pem).ok()?;
+        if text.contains("-----BEGIN PRIVATE KEY-----") {
+            let der = pem_body(text, "PRIVATE KEY")?;
+            Self::from_pkcs8(&der, issuer)
+        } else {
+            let decoding = DecodingKey::from_ec_pem(pem).ok()?;
+            Some(Self { issuer: issuer.to_owned(), decoding: Arc::new(decoding), encoding: None })
+        }
+    }
+
+    /// Keys from a PKCS#8 P-256 private key (DER).
+    pub fn from_pkcs8(der: &[u8], issuer: &str) -> Option<Self> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).ok()?;
+        let point = pair.public_key().as_ref();
+        // Uncompressed SEC1 point: 0x04 || x || y.
+        if point.len() != 65 || point[0] != 4 {
+            return None;
+        }
+        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+        let decoding = DecodingKey::from_ec_components(&x, &y).ok()?;
+        Some(Self {
+            issuer: issuer.to_owned(),
+            decoding: Arc::new(decoding),
+            encoding: Some(Arc::new(EncodingKey::from_ec_der(der))),
+        })
+    }
+
+    /// Verifies a bearer token and returns its account.
+    pub fn verify(&self, token: &str) -> Result<AccountClaims, ApiError> {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[ACCOUNT_AUDIENCE]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+        validation.leeway = 30;
+        jsonwebtoken::decode::<AccountClaims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| ApiError::Unauthenticated(format!("invalid account token: {}", describe_jwt_error(&e))))
+    }
+
+    /// Issues a token for `account`, valid for `ttl_seconds`.
+    pub fn issue(&self, account: &AccountId, ttl_seconds: u64) -> Result<String, AccountKeyError> {
+        let encoding = self.encoding.as_ref().ok_or(AccountKeyError::CannotIssue)?;
+        let now = unix_now();
+        let claims = AccountClaims {
+            sub: account.clone(),
+            iss: self.issuer.clone(),
+            aud: ACCOUNT_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + ttl_seconds,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, encoding).map_err(|_| AccountKeyError::Sign)
+    }
+}
+
+/// Generates a new P-256 private key and returns it as PKCS#8 PEM.
+pub fn generate_private_key_pem() -> String {
+    let document = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .expect("P-256 key generation does not fail");
+    pem_encode("PRIVATE KEY", document.as_ref())
+}
+
+/// PEM-encodes DER bytes under `label`.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn pem_body(text: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = start + text[start..].find(&end)?;
+    let body: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    STANDARD.decode(body).ok()
+}
+
+fn describe_jwt_error(error: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm => "algorithm must be ES256",
+        ErrorKind::MissingRequiredClaim(_) => "missing claim",
+        ErrorKind::ImmatureSignature => "not yet valid",
+        ErrorKind::Json(_) => "bad claims",
+        _ => "malformed",
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The authenticated caller of a request. Extracting it verifies the bearer token.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The account, which is also the registry namespace.
+    pub id: AccountId,
+}
+
+/// State types that can verify account tokens implement this to enable the [`Account`] extractor.
+pub trait HasAccountKeys {
+    /// The verifying keys.
+    fn account_keys(&self) -> &AccountKeys;
+}
+
+impl<S> FromRequestParts<S> for Account
+where
+    S: HasAccountKeys + Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthenticated("missing Authorization: Bearer token".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or_else(|| ApiError::Unauthenticated("Authorization must be 'Bearer <token>'".into()))?;
+        let claims = state.account_keys().verify(token.trim())?;
+        Ok(Self { id: claims.sub })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> AccountKeys {
+        AccountKeys::from_pem(generate_private_key_pem().as_bytes(), "berth").unwrap()
+    }
+
+    #[test]
+    fn account_id_grammar() {
+        for ok in ["a", "acme", "1234567890", "a.b", "a_b", "a__b", "a-b", "a---b"] {
+            assert!(AccountId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "a/b", "a..b", "-a", "a-", "a___b", "a b", "..", "%2F", "a_", "ä"] {
+            assert!(AccountId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(AccountId::parse(&"a".repeat(65)), Err(AccountIdError::TooLong));
+    }
+
+    #[test]
+    fn issued_token_verifies_to_its_account() {
+        let keys = keys();
+        let account = AccountId::parse("acme").unwrap();
+        let token = keys.issue(&account, 60).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().sub, account);
+    }
+
+    #[test]
+    fn token_from_other_key_or_issuer_or_expired_is_refused() {
+        let account = AccountId::parse("acme").unwrap();
+        let token = keys().issue(&account, 60).unwrap();
+        assert!(matches!(keys().verify(&token), Err(ApiError::Unauthenticated(m)) if m.contains("bad signature")));
+
+        let pem = generate_private_key_pem();
+        let other_issuer = AccountKeys::from_pem(pem.as_bytes(), "someone-else").unwrap();
+        let ours = AccountKeys::from_pem(pem.as_bytes(), "berth").unwrap();
+        let token = other_issuer.issue(&account, 60).unwrap();
+        assert!(matches!(ours.verify(&token), Err(ApiError::Unauthenticated(m)) if m.contains("issuer")));
+
+        let encoding = ours.encoding.clone().unwrap();
+        let now = unix_now();
+        let claims = AccountClaims { sub: account, iss: "berth".into(), aud: ACCOUNT_AUDIENCE.into(), iat: now - 600, exp: now - 300 };
+        let expired = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &encoding).unwrap();
+        assert!(matches!(ours.verify(&expired), Err(ApiError::Unauthenticated(m)) if m.contains("expired")));
+    }
+
+    #[test]
+    fn public_key_only_verifies_and_cannot_issue() {
+        let pem = generate_private_key_pem();
+        let private = AccountKeys::from_pem(pem.as_bytes(), "berth").unwrap();
+        let der = pem_body(&pem, "PRIVATE KEY").unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
+        // SubjectPublicKeyInfo for P-256: fixed 26-byte prefix + the 65-byte point.
+        let mut spki = hex_prefix();
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let public = AccountKeys::from_pem(pem_encode("PUBLIC KEY", &spki).as_bytes(), "berth").unwrap();
+        let token = private.issue(&AccountId::parse("acme").unwrap(), 60).unwrap();
+        assert_eq!(public.verify(&token).unwrap().sub.as_str(), "acme");
+        assert!(matches!(public.issue(&AccountId::parse("acme").unwrap(), 60), Err(AccountKeyError::CannotIssue)));
+    }
+
+    fn hex_prefix() -> Vec<u8> {
+        vec![
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+            0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ]
+    }
+}

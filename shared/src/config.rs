@@ -1,0 +1,272 @@
+//! Configuration from the environment (12-factor): typed, validated once at start-up.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default HTTP listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default attempts before an event is dead-lettered by the in-process queue.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// A configuration value that is missing or wrong. Displays as one line naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self { variable, message: message.into() }
+    }
+}
+
+/// Where documents live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `memory://`: lost at exit; tests only.
+    Memory,
+    /// `file://PATH`: a local directory, the embedded default.
+    File(PathBuf),
+    /// `s3://BUCKET`: S3 or an S3-compatible store (see [`S3Settings::endpoint`]).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+    },
+}
+
+impl StoreLocation {
+    /// Parses `memory://`, `file://PATH` or `s3://BUCKET`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' is not a URL (expected memory://, file://PATH or s3://BUCKET)"))?;
+        match scheme {
+            "memory" if rest.is_empty() => Ok(Self::Memory),
+            "memory" => Err("memory:// takes no path".into()),
+            "file" if rest.is_empty() => Err("file:// needs a directory, e.g. file:///var/lib/berth".into()),
+            "file" => Ok(Self::File(PathBuf::from(rest))),
+            "s3" => {
+                let bucket = rest.trim_end_matches('/');
+                let valid = (3..=63).contains(&bucket.len())
+                    && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                if valid { Ok(Self::S3 { bucket: bucket.to_owned() }) } else { Err(format!("'{bucket}' is not an S3 bucket name (3-63 of a-z 0-9 . -)")) }
+            }
+            other => Err(format!("unknown store scheme '{other}' (expected memory://, file://PATH or s3://BUCKET)")),
+        }
+    }
+}
+
+/// Settings for S3 and S3-compatible stores; credentials come from the usual `AWS_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// Endpoint override (`BERTH_S3_ENDPOINT`), e.g. `http://127.0.0.1:5000` for moto or MinIO.
+    pub endpoint: Option<String>,
+    /// Region (`AWS_REGION`, default `us-east-1`).
+    pub region: String,
+}
+
+/// Which event queue a function consumes and produces to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueLocation {
+    /// `memory://`: the in-process queue of `berth serve`.
+    InProcess,
+    /// An SQS queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or any SQS-compatible endpoint).
+    Sqs {
+        /// The queue URL.
+        url: String,
+        /// The dead-letter queue URL, for inspecting dead letters (`BERTH_DEAD_LETTER_QUEUE_URL`).
+        dead_letter_url: Option<String>,
+    },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, else text.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Berth's configuration. Every field comes from one environment variable (see README).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `BERTH_LISTEN`: HTTP listen address when not under Lambda.
+    pub listen: SocketAddr,
+    /// `BERTH_DATA_DIR`: local state for the embedded default (store, keys).
+    pub data_dir: PathBuf,
+    /// `BERTH_STORE_URL`: document store (default `file://$BERTH_DATA_DIR/store`).
+    pub store: StoreLocation,
+    /// S3 settings, used when the store is `s3://`.
+    pub s3: S3Settings,
+    /// `BERTH_QUEUE_URL`: event queue (default `memory://`).
+    pub queue: QueueLocation,
+    /// `BERTH_QUEUE_MAX_ATTEMPTS`: deliveries before the in-process queue dead-letters an event.
+    pub queue_max_attempts: u32,
+    /// `BERTH_QUEUE_VISIBILITY_SECONDS`: how long a received event stays hidden before redelivery.
+    pub queue_visibility: Duration,
+    /// `BERTH_ACCOUNT_KEY_FILE`: PEM key verifying account tokens (a private key also issues them).
+    pub account_key_file: Option<PathBuf>,
+    /// `BERTH_ACCOUNT_ISSUER`: expected `iss` of account tokens (default `berth`).
+    pub account_issuer: String,
+    /// `BERTH_LOG_FORMAT`: `auto`, `json` or `text`.
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Key paths are not secrets, but nothing here prints key material either.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("store", &self.store)
+            .field("queue", &self.queue)
+            .field("account_key_file", &self.account_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let listen = get("BERTH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen
+            .parse()
+            .map_err(|_| ConfigError::new("BERTH_LISTEN", format!("'{listen}' is not HOST:PORT, e.g. {DEFAULT_LISTEN}")))?;
+
+        let data_dir = PathBuf::from(get("BERTH_DATA_DIR").unwrap_or_else(|| "berth-data".to_owned()));
+
+        let store = match get("BERTH_STORE_URL") {
+            Some(url) => StoreLocation::parse(&url).map_err(|m| ConfigError::new("BERTH_STORE_URL", m))?,
+            None => StoreLocation::File(data_dir.join("store")),
+        };
+        let endpoint = get("BERTH_S3_ENDPOINT").or_else(|| get("AWS_ENDPOINT_URL_S3"));
+        if let Some(endpoint) = &endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::new("BERTH_S3_ENDPOINT", format!("'{endpoint}' must start with http:// or https://")));
+        }
+        let region = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".to_owned());
+
+        let queue = match get("BERTH_QUEUE_URL") {
+            None => QueueLocation::InProcess,
+            Some(url) if url == "memory://" => QueueLocation::InProcess,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                QueueLocation::Sqs { url, dead_letter_url: get("BERTH_DEAD_LETTER_QUEUE_URL") }
+            }
+            Some(url) => {
+                return Err(ConfigError::new(
+                    "BERTH_QUEUE_URL",
+                    format!("'{url}' is neither memory:// nor an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"),
+                ));
+            }
+        };
+        let queue_max_attempts = parse_number(&get, "BERTH_QUEUE_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1..=100)?;
+        let visibility = parse_number(&get, "BERTH_QUEUE_VISIBILITY_SECONDS", 30, 1..=43_200)?;
+
+        let account_key_file = get("BERTH_ACCOUNT_KEY_FILE").map(PathBuf::from);
+        if let Some(path) = &account_key_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::new("BERTH_ACCOUNT_KEY_FILE", format!("{} does not exist or is not a file", path.display())));
+        }
+        let account_issuer = get("BERTH_ACCOUNT_ISSUER").unwrap_or_else(|| "berth".to_owned());
+
+        let log_format = match get("BERTH_LOG_FORMAT").as_deref() {
+            None | Some("auto") => LogFormat::Auto,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => return Err(ConfigError::new("BERTH_LOG_FORMAT", format!("'{other}' is not auto, json or text"))),
+        };
+
+        Ok(Self {
+            listen,
+            data_dir,
+            store,
+            s3: S3Settings { endpoint, region },
+            queue,
+            queue_max_attempts,
+            queue_visibility: Duration::from_secs(u64::from(visibility)),
+            account_key_file,
+            account_issuer,
+            log_format,
+        })
+    }
+}
+
+fn parse_number(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ConfigError> {
+    let Some(raw) = get(variable) else { return Ok(default) };
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| ConfigError::new(variable, format!("'{raw}' is not a whole number in {}..={}", range.start(), range.end())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.store, StoreLocation::File(PathBuf::from("berth-data/store")));
+        assert_eq!(c.queue, QueueLocation::InProcess);
+        assert_eq!(c.queue_max_attempts, DEFAULT_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(StoreLocation::parse("memory://"), Ok(StoreLocation::Memory));
+        assert_eq!(StoreLocation::parse("file:///var/lib/berth"), Ok(StoreLocation::File("/var/lib/berth".into())));
+        assert_eq!(StoreLocation::parse("s3://my-bucket"), Ok(StoreLocation::S3 { bucket: "my-bucket".into() }));
+        assert!(StoreLocation::parse("s3://My_Bucket").is_err());
+        assert!(StoreLocation::parse("file://").is_err());
+        assert!(StoreLocation::parse("/tmp/x").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let e = config(&[("BERTH_STORE_URL", "ftp://x")]).unwrap_err();
+        assert_eq!(e.variable, "BERTH_STORE_URL");
+        assert!(e.to_string().contains("unknown store scheme 'ftp'"), "{e}");
+        assert_eq!(config(&[("BERTH_LISTEN", "nowhere")]).unwrap_err().variable, "BERTH_LISTEN");
+        assert_eq!(config(&[("BERTH_QUEUE_URL", "kafka://x")]).unwrap_err().variable, "BERTH_QUEUE_URL");
+        assert_eq!(config(&[("BERTH_QUEUE_MAX_ATTEMPTS", "0")]).unwrap_err().variable, "BERTH_QUEUE_MAX_ATTEMPTS");
+        assert_eq!(config(&[("BERTH_LOG_FORMAT", "xml")]).unwrap_err().variable, "BERTH_LOG_FORMAT");
+        assert_eq!(config(&[("BERTH_S3_ENDPOINT", "localhost:9000")]).unwrap_err().variable, "BERTH_S3_ENDPOINT");
+        let e = config(&[("BERTH_ACCOUNT_KEY_FILE", "/nonexistent/key.pem")]).unwrap_err();
+        assert_eq!(e.to_string(), "BERTH_ACCOUNT_KEY_FILE: /nonexistent/key.pem does not exist or is not a file");
+    }
+
+    #[test]
+    fn sqs_queue_url() {
+        let c = config(&[("BERTH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/packages")]).unwrap();
+        assert!(matches!(c.queue, QueueLocation::Sqs { ref url, dead_letter_url: None } if url.ends_with("/packages")));
+    }
+}

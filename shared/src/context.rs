@@ -1,0 +1,76 @@
+//! What every function is built from: config, store, queue and account keys, made once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::account::{AccountKeyError, AccountKeys, HasAccountKeys};
+use crate::config::{Config, ConfigError, QueueLocation};
+use crate::queue::{InProcessQueue, SharedQueue, SqsQueue};
+use crate::store::{DocumentStore, StoreError};
+
+/// Why a function could not start. Displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The account key could not be used.
+    #[error("{0}")]
+    AccountKey(#[from] AccountKeyError),
+    /// No account key configured.
+    #[error("configuration: BERTH_ACCOUNT_KEY_FILE: required (a PEM public key that verifies account tokens)")]
+    NoAccountKey,
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Shared state of one function: cheap to clone, built once per process.
+#[derive(Clone, Debug)]
+pub struct FunctionContext {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The document store.
+    pub store: DocumentStore,
+    /// The queue this function's events go to.
+    pub queue: SharedQueue,
+    /// Verifies account tokens.
+    pub account_keys: AccountKeys,
+}
+
+impl HasAccountKeys for FunctionContext {
+    fn account_keys(&self) -> &AccountKeys {
+        &self.account_keys
+    }
+}
+
+impl FunctionContext {
+    /// Builds a standalone function's context from its configuration.
+    pub async fn from_config(config: Config) -> Result<Self, StartupError> {
+        let key_file = config.account_key_file.clone().ok_or(StartupError::NoAccountKey)?;
+        let account_keys = AccountKeys::load(&key_file, &config.account_issuer)?;
+        let store = DocumentStore::open(&config.store, &config.s3)?;
+        let queue = open_queue(&config).await;
+        Ok(Self { config: Arc::new(config), store, queue, account_keys })
+    }
+}
+
+/// Opens the queue the configuration names.
+pub async fn open_queue(config: &Config) -> SharedQueue {
+    match &config.queue {
+        QueueLocation::InProcess => Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility)),
+        QueueLocation::Sqs { url, dead_letter_url } => {
+            let client = SqsQueue::client_for(url, &config.s3.region).await;
+            Arc::new(SqsQueue::new(client, url.clone(), dead_letter_url.clone()))
+        }
+    }
+}
+
+impl std::fmt::Debug for dyn crate::queue::EventQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventQueue")
+    }
+}
+
+/// Time a graceful shutdown waits for in-flight work.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

@@ -1,0 +1,205 @@
+//! Event handlers: what a function does with the events it consumes, how they are routed by
+//! type, and the two ways they are driven (a polling consumer, or Lambda's SQS batches).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{Delivery, Envelope, EventQueue, envelope_from_sqs};
+
+/// Event type every function answers, for checking the event path end to end.
+pub const PING: &str = "berth.ping";
+
+/// Why handling an event failed. Every failure is retried until the queue dead-letters it.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// No handler for this event type.
+    #[error("no handler for event type '{0}'")]
+    UnknownType(String),
+    /// The payload is not what the event type requires.
+    #[error("bad payload for '{kind}': {reason}")]
+    BadPayload {
+        /// Event type.
+        kind: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A dependency failed; a later attempt may succeed.
+    #[error("{0}")]
+    Retry(String),
+}
+
+/// Handles events. Must be idempotent: the same event may arrive more than once.
+#[async_trait]
+pub trait EventHandler: Send + Sync {
+    /// Handles one event.
+    async fn handle(&self, event: &Envelope) -> Result<(), EventError>;
+}
+
+type BoxedHandler = Box<dyn Fn(Envelope) -> Pin<Box<dyn Future<Output = Result<(), EventError>> + Send>> + Send + Sync>;
+
+/// Routes events to handlers by type. Unknown types fail (and so end up dead-lettered).
+#[derive(Default)]
+pub struct Dispatcher {
+    routes: BTreeMap<String, BoxedHandler>,
+}
+
+impl Dispatcher {
+    /// A dispatcher that answers [`PING`].
+    pub fn new() -> Self {
+        Self::default().on(PING, |_| async { Ok(()) })
+    }
+
+    /// Adds a handler for events of type `kind`.
+    pub fn on<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), EventError>> + Send + 'static,
+    {
+        self.routes.insert(kind.to_owned(), Box::new(move |event| Box::pin(handler(event))));
+        self
+    }
+
+    /// The event types handled.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
+}
+
+#[async_trait]
+impl EventHandler for Dispatcher {
+    async fn handle(&self, event: &Envelope) -> Result<(), EventError> {
+        let handler = self.routes.get(&event.kind).ok_or_else(|| EventError::UnknownType(event.kind.clone()))?;
+        handler(event.clone()).await
+    }
+}
+
+/// How a polling consumer behaves.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Events per receive.
+    pub batch: usize,
+    /// Long-poll wait per receive.
+    pub wait: Duration,
+    /// Delay before a failed event is redelivered, multiplied by its attempt.
+    pub retry_delay: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self { batch: 10, wait: Duration::from_secs(10), retry_delay: Duration::from_secs(1) }
+    }
+}
+
+/// Receives and handles events until `shutdown` is cancelled. Events already received when
+/// shutdown comes are finished (or released back to the queue on failure) before it returns.
+pub async fn consume(
+    queue: Arc<dyn EventQueue>,
+    handler: Arc<dyn EventHandler>,
+    options: ConsumerOptions,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = queue.receive(options.batch, options.wait) => received,
+        };
+        let deliveries = match received {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                tracing::warn!(%error, "receiving events failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let work = deliveries.into_iter().map(|delivery| settle(queue.clone(), handler.clone(), delivery, &options));
+        futures::future::join_all(work).await;
+    }
+}
+
+async fn settle(queue: Arc<dyn EventQueue>, handler: Arc<dyn EventHandler>, delivery: Delivery, options: &ConsumerOptions) {
+    let envelope = delivery.envelope.clone();
+    // A task of its own, so a panicking handler is a failed attempt, not a dead consumer.
+    let outcome = tokio::spawn(async move { handler.handle(&envelope).await }).await;
+    let event = &delivery.envelope;
+    let settled = match outcome {
+        Ok(Ok(())) => queue.ack(&delivery).await,
+        Ok(Err(error)) => {
+            tracing::warn!(event_id = %event.id, kind = %event.kind, attempt = event.attempt, %error, "event failed");
+            queue.release(&delivery, options.retry_delay * event.attempt.max(1)).await
+        }
+        Err(panic) => {
+            tracing::error!(event_id = %event.id, kind = %event.kind, attempt = event.attempt, %panic, "event handler panicked");
+            queue.release(&delivery, options.retry_delay * event.attempt.max(1)).await
+        }
+    };
+    if let Err(error) = settled {
+        // Not settled: the visibility timeout brings it back.
+        tracing::warn!(event_id = %event.id, %error, "settling event failed");
+    }
+}
+
+/// Handles a Lambda SQS batch, reporting each failed message in `batchItemFailures` so that
+/// only those are redelivered (the mapping needs `ReportBatchItemFailures`).
+pub async fn handle_sqs_batch(handler: &dyn EventHandler, event: SqsEvent) -> SqsBatchResponse {
+    let work = event.records.into_iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let parsed = envelope_from_sqs(record.body.as_deref(), record.attributes.get("ApproximateReceiveCount").map(String::as_str));
+        let outcome = match parsed {
+            Ok(envelope) => handler.handle(&envelope).await.map_err(|e| e.to_string()),
+            Err(reason) => Err(reason),
+        };
+        match outcome {
+            Ok(()) => None,
+            Err(reason) => {
+                tracing::warn!(message_id = %id, %reason, "event failed");
+                Some(id)
+            }
+        }
+    });
+    let failed = futures::future::join_all(work).await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .flatten()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsMessage;
+
+    fn record(id: &str, body: &str) -> SqsMessage {
+        let mut message = SqsMessage::default();
+        message.message_id = Some(id.into());
+        message.body = Some(body.into());
+        message.attributes.insert("ApproximateReceiveCount".into(), "2".into());
+        message
+    }
+
+    #[tokio::test]
+    async fn sqs_batch_reports_exactly_the_failed_messages() {
+        let ping = serde_json::to_string(&Envelope::new(PING, None, serde_json::Value::Null)).unwrap();
+        let unknown = serde_json::to_string(&Envelope::new("no.such.type", None, serde_json::Value::Null)).unwrap();
+        let mut event = SqsEvent::default();
+        event.records = vec![record("ok", &ping), record("unknown", &unknown), record("garbage", "not json")];
+        let response = handle_sqs_batch(&Dispatcher::new(), event).await;
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["unknown", "garbage"]);
+    }
+}

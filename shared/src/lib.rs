@@ -1,0 +1,17 @@
+//! Berth's common crate: domain types and the plumbing every function shares.
+//!
+//! Functions are thin: a router and event handlers over a [`context::FunctionContext`]
+//! (config, document store, event queue, account keys), run by [`runtime`] under Lambda or
+//! as a plain HTTP server, or all together by `berth serve`.
+
+pub mod account;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod problem;
+pub mod queue;
+pub mod runtime;
+pub mod secret;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,169 @@
+//! Runs a function: under Lambda when `AWS_LAMBDA_RUNTIME_API` is set (HTTP events through
+//! `lambda_http`, SQS batches through `lambda_runtime`), else as a plain HTTP server that also
+//! consumes its queue. The same binary therefore runs on Lambda or on any HTTP FaaS.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use lambda_runtime::{LambdaEvent, Service, service_fn};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::context::{FunctionContext, SHUTDOWN_GRACE};
+use crate::error::ApiError;
+use crate::events::{ConsumerOptions, EventHandler, consume, handle_sqs_batch};
+use crate::telemetry;
+
+/// A function as the runtime sees it: its routes and, if it consumes events, its handler.
+pub struct Function {
+    /// Name, e.g. `credentials`.
+    pub name: &'static str,
+    /// Its HTTP routes (without `/healthz`, which the runtime adds).
+    pub router: Router,
+    /// Its event handler, if it consumes a queue.
+    pub events: Option<Arc<dyn EventHandler>>,
+}
+
+/// Adds `/healthz`, request tracing and the problem+json 404 to a router.
+pub fn finish(router: Router, names: Vec<&'static str>) -> Router {
+    let health = get(move || {
+        let body = json!({ "status": "ok", "functions": names });
+        async move { Json(body) }
+    });
+    telemetry::traced(
+        router
+            .route("/healthz", health)
+            .fallback(|| async { ApiError::NotFound("route".into()) }),
+    )
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, cancelling the returned token.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}
+
+/// Serves `router` on `listener` until `shutdown`, letting in-flight requests finish.
+pub async fn serve_http(router: Router, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Whether this process was started by the Lambda runtime.
+pub fn under_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+/// The binary's whole life: config, logging, context, then Lambda or HTTP + consumer.
+/// Bad configuration ends the process with one line on stderr and exit code 2.
+pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Function) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => return startup_failed(name, &format!("configuration: {error}")),
+    };
+    telemetry::init(config.log_format);
+    let context = match FunctionContext::from_config(config).await {
+        Ok(context) => context,
+        Err(error) => return startup_failed(name, &error.to_string()),
+    };
+    let listen = context.config.listen;
+    let queue = context.queue.clone();
+    let function = build(context);
+    let result = if under_lambda() { run_lambda(function).await } else { run_standalone(function, listen, queue).await };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "function stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn startup_failed(name: &str, message: &str) -> ExitCode {
+    eprintln!("berth-{name}: {message}");
+    ExitCode::from(2)
+}
+
+async fn run_standalone(
+    function: Function,
+    listen: std::net::SocketAddr,
+    queue: crate::queue::SharedQueue,
+) -> Result<(), lambda_runtime::Error> {
+    let shutdown = shutdown_on_signal();
+    let consumer = function.events.map(|handler| {
+        tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone()))
+    });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(function = function.name, %listen, "serving");
+    serve_http(finish(function.router, vec![function.name]), listener, shutdown).await?;
+    if let Some(consumer) = consumer {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, consumer).await;
+    }
+    Ok(())
+}
+
+/// Lambda: one handler for both kinds of event the function is wired to. SQS batches
+/// (records from `aws:sqs`) go to the event handler; anything else is an HTTP event
+/// (API Gateway REST/HTTP, function URL, ALB) for the router.
+async fn run_lambda(function: Function) -> Result<(), lambda_runtime::Error> {
+    let router = finish(function.router, vec![function.name]);
+    let events = function.events;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let router = router.clone();
+        let events = events.clone();
+        async move { invoke(router, events.as_deref(), event).await }
+    }))
+    .await
+}
+
+fn is_sqs_batch(payload: &Value) -> bool {
+    payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .and_then(|records| records.first())
+        .and_then(|record| record.get("eventSource"))
+        .and_then(Value::as_str)
+        == Some("aws:sqs")
+}
+
+/// Handles one Lambda invocation (exposed for tests).
+pub async fn invoke(
+    router: Router,
+    events: Option<&dyn EventHandler>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, lambda_runtime::Error> {
+    let LambdaEvent { payload, context } = event;
+    if is_sqs_batch(&payload) {
+        let handler = events.ok_or("this function consumes no events")?;
+        let batch = serde_json::from_value(payload)?;
+        return Ok(serde_json::to_value(handle_sqs_batch(handler, batch).await)?);
+    }
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
+    let mut adapter = lambda_http::Adapter::from(router);
+    let response = adapter.call(LambdaEvent::new(request, context)).await?;
+    Ok(serde_json::to_value(response)?)
+}

@@ -1,0 +1,361 @@
+//! Typed JSON documents over `object_store`, with conditional create and compare-and-swap.
+//!
+//! S3 (and S3-compatible stores) and `memory://` do compare-and-swap natively (`If-Match`).
+//! `LocalFileSystem` has no `PutMode::Update`, so for `file://` an update takes an OS file
+//! lock beside the document, compares the content digest it was given, and replaces the
+//! file by rename. That is correct across threads and processes sharing one data directory.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{S3Settings, StoreLocation};
+
+/// How many times [`DocumentStore::modify`] retries a lost compare-and-swap before giving up.
+pub const MODIFY_ATTEMPTS: usize = 64;
+/// Largest document the store will read or write.
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+/// Errors of the document store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No document at the path.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Conditional create found a document already there.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Compare-and-swap lost: the document changed since it was read.
+    #[error("{0} changed since it was read")]
+    Conflict(String),
+    /// The document is not valid JSON of the expected type, or is too large.
+    #[error("{path} is not a valid document: {reason}")]
+    Corrupt {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The backing store failed.
+    #[error("object store: {0}")]
+    Backend(String),
+}
+
+/// The version of a stored document, opaque to callers: an e-tag, or for `file://`
+/// the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(String);
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A document with the version it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The document.
+    pub value: T,
+    /// Pass this to [`DocumentStore::update`].
+    pub version: Version,
+}
+
+#[derive(Clone)]
+enum Swap {
+    /// The store supports `PutMode::Update` itself.
+    Native,
+    /// Local filesystem: lock file + digest compare + rename.
+    Local { store: Arc<LocalFileSystem>, locks: PathBuf },
+}
+
+/// A store of JSON documents addressed by `/`-separated paths.
+#[derive(Clone)]
+pub struct DocumentStore {
+    inner: Arc<dyn ObjectStore>,
+    swap: Swap,
+    label: &'static str,
+}
+
+impl fmt::Debug for DocumentStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DocumentStore").field("backend", &self.label).finish()
+    }
+}
+
+impl DocumentStore {
+    /// Opens the store a [`StoreLocation`] names.
+    pub fn open(location: &StoreLocation, s3: &S3Settings) -> Result<Self, StoreError> {
+        match location {
+            StoreLocation::Memory => Ok(Self::in_memory()),
+            StoreLocation::File(root) => Self::local(root.clone()),
+            StoreLocation::S3 { bucket } => {
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_region(&s3.region);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                }
+                let store = builder.build().map_err(|e| StoreError::Backend(e.to_string()))?;
+                Ok(Self { inner: Arc::new(store), swap: Swap::Native, label: "s3" })
+            }
+        }
+    }
+
+    /// A fresh in-memory store.
+    pub fn in_memory() -> Self {
+        Self { inner: Arc::new(InMemory::new()), swap: Swap::Native, label: "memory" }
+    }
+
+    /// A store under a local directory, created if missing.
+    pub fn local(root: PathBuf) -> Result<Self, StoreError> {
+        let locks = root.join(".locks");
+        std::fs::create_dir_all(&locks)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", locks.display())))?;
+        let store = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| StoreError::Backend(e.to_string()))?);
+        Ok(Self { inner: store.clone(), swap: Swap::Local { store, locks }, label: "file" })
+    }
+
+    /// Reads a document, or `None` if there is none.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        let location = parse_path(path)?;
+        let result = match self.inner.get(&location).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        let e_tag = result.meta.e_tag.clone();
+        let bytes = result.bytes().await.map_err(backend)?;
+        let version = match self.swap {
+            Swap::Native => Version(e_tag.ok_or_else(|| StoreError::Backend("store returned no e-tag".into()))?),
+            Swap::Local { .. } => content_version(&bytes),
+        };
+        Ok(Some(Versioned { value: decode(path, &bytes)?, version }))
+    }
+
+    /// Creates a document; fails with [`StoreError::AlreadyExists`] if one is there.
+    pub async fn create<T: Serialize>(&self, path: &str, value: &T) -> Result<Version, StoreError> {
+        let location = parse_path(path)?;
+        let bytes = encode(path, value)?;
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.inner.put_opts(&location, PutPayload::from(bytes.clone()), options).await {
+            Ok(result) => self.version_after_put(result.e_tag, &bytes, &location).await,
+            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
+                Err(StoreError::AlreadyExists(path.to_owned()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Replaces a document only if it is still at `expected`; fails with
+    /// [`StoreError::Conflict`] otherwise.
+    pub async fn update<T: Serialize>(&self, path: &str, value: &T, expected: &Version) -> Result<Version, StoreError> {
+        let location = parse_path(path)?;
+        let bytes = encode(path, value)?;
+        match &self.swap {
+            Swap::Native => {
+                let mode = PutMode::Update(UpdateVersion { e_tag: Some(expected.0.clone()), version: None });
+                let options = PutOptions { mode, ..Default::default() };
+                match self.inner.put_opts(&location, PutPayload::from(bytes.clone()), options).await {
+                    Ok(result) => self.version_after_put(result.e_tag, &bytes, &location).await,
+                    Err(object_store::Error::Precondition { .. }) => Err(StoreError::Conflict(path.to_owned())),
+                    Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(path.to_owned())),
+                    Err(e) => Err(backend(e)),
+                }
+            }
+            Swap::Local { store, locks } => {
+                let file = store.path_to_filesystem(&location).map_err(backend)?;
+                let lock = lock_path(locks, path);
+                let expected = expected.clone();
+                let path = path.to_owned();
+                tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, Some(&expected), Some(&bytes)))
+                    .await
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+            }
+        }
+    }
+
+    /// Writes a document whatever is there. Use only for documents with a single writer.
+    pub async fn put<T: Serialize>(&self, path: &str, value: &T) -> Result<Version, StoreError> {
+        let location = parse_path(path)?;
+        let bytes = encode(path, value)?;
+        if let Swap::Local { store, locks } = &self.swap {
+            // Under the same lock as updates, so a put never interleaves with a swap.
+            let file = store.path_to_filesystem(&location).map_err(backend)?;
+            let lock = lock_path(locks, path);
+            let path = path.to_owned();
+            return tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, None, Some(&bytes)))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
+        let result = self.inner.put(&location, PutPayload::from(bytes.clone())).await.map_err(backend)?;
+        self.version_after_put(result.e_tag, &bytes, &location).await
+    }
+
+    /// Deletes a document; deleting a missing one is not an error.
+    pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let location = parse_path(path)?;
+        if let Swap::Local { store, locks } = &self.swap {
+            let file = store.path_to_filesystem(&location).map_err(backend)?;
+            let lock = lock_path(locks, path);
+            let path = path.to_owned();
+            return tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, None, None).map(|_| ()))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
+        match self.inner.delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Paths of the documents under `prefix` (a folder), sorted.
+    pub async fn list_paths(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let location = parse_path(prefix)?;
+        let mut paths: Vec<String> = self
+            .inner
+            .list(Some(&location))
+            .map_ok(|meta| meta.location.to_string())
+            .try_filter(|p| futures::future::ready(p.ends_with(".json")))
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// The documents under `prefix`, sorted by path. Documents deleted while listing are skipped.
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
+        let paths = self.list_paths(prefix).await?;
+        let documents: Vec<Option<(String, Versioned<T>)>> = futures::stream::iter(paths)
+            .map(|path| async move { Ok::<_, StoreError>(self.get(&path).await?.map(|doc| (path, doc))) })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(documents.into_iter().flatten().collect())
+    }
+
+    /// Read-modify-write with compare-and-swap, retried while other writers win.
+    /// `change` sees the current document (or `None`) and returns the new one, or an error
+    /// that aborts without writing.
+    pub async fn modify<T, E, F>(&self, path: &str, mut change: F) -> Result<Versioned<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<StoreError>,
+        F: FnMut(Option<T>) -> Result<T, E>,
+    {
+        for _ in 0..MODIFY_ATTEMPTS {
+            let current = self.get::<T>(path).await?;
+            let (value, version) = match current {
+                Some(doc) => (Some(doc.value), Some(doc.version)),
+                None => (None, None),
+            };
+            let next = change(value)?;
+            let written = match &version {
+                Some(version) => self.update(path, &next, version).await,
+                None => self.create(path, &next).await,
+            };
+            match written {
+                Ok(version) => return Ok(Versioned { value: next, version }),
+                Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_) | StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict(path.to_owned()).into())
+    }
+
+    async fn version_after_put(&self, e_tag: Option<String>, bytes: &[u8], location: &Path) -> Result<Version, StoreError> {
+        match (&self.swap, e_tag) {
+            (Swap::Local { .. }, _) => Ok(content_version(bytes)),
+            (Swap::Native, Some(tag)) => Ok(Version(tag)),
+            (Swap::Native, None) => {
+                let meta = self.inner.head(location).await.map_err(backend)?;
+                meta.e_tag.map(Version).ok_or_else(|| StoreError::Backend("store returned no e-tag".into()))
+            }
+        }
+    }
+}
+
+/// The locked read-compare-write of the local store. `expected: None` writes unconditionally;
+/// `bytes: None` deletes.
+fn local_swap(
+    file: &std::path::Path,
+    lock: &std::path::Path,
+    path: &str,
+    expected: Option<&Version>,
+    bytes: Option<&[u8]>,
+) -> Result<Version, StoreError> {
+    let io = |e: std::io::Error| StoreError::Backend(format!("{path}: {e}"));
+    let guard = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock).map_err(io)?;
+    guard.lock().map_err(io)?;
+    if let Some(expected) = expected {
+        let current = match std::fs::read(file) {
+            Ok(current) => current,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(path.to_owned())),
+            Err(e) => return Err(io(e)),
+        };
+        if &content_version(&current) != expected {
+            return Err(StoreError::Conflict(path.to_owned()));
+        }
+    }
+    let Some(bytes) = bytes else {
+        return match std::fs::remove_file(file) {
+            Ok(()) => Ok(content_version(&[])),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(content_version(&[])),
+            Err(e) => Err(io(e)),
+        };
+    };
+    let parent = file.parent().ok_or_else(|| StoreError::Backend(format!("{path}: no parent directory")))?;
+    std::fs::create_dir_all(parent).map_err(io)?;
+    // The temporary name does not end in `.json`, so listings never see it.
+    let staging = parent.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
+    std::fs::write(&staging, bytes).map_err(io)?;
+    std::fs::rename(&staging, file).map_err(io)?;
+    drop(guard);
+    Ok(content_version(bytes))
+}
+
+fn lock_path(locks: &std::path::Path, path: &str) -> PathBuf {
+    locks.join(format!("{}.lock", hex(digest(&SHA256, path.as_bytes()).as_ref())))
+}
+
+fn content_version(bytes: &[u8]) -> Version {
+    Version(format!("sha256:{}", hex(digest(&SHA256, bytes).as_ref())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_path(path: &str) -> Result<Path, StoreError> {
+    Path::parse(path).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })
+}
+
+fn encode<T: Serialize>(path: &str, value: &T) -> Result<Bytes, StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(StoreError::Corrupt { path: path.to_owned(), reason: format!("larger than {MAX_DOCUMENT_BYTES} bytes") });
+    }
+    Ok(Bytes::from(bytes))
+}
+
+fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })
+}
+
+fn backend(error: object_store::Error) -> StoreError {
+    match error {
+        object_store::Error::NotFound { path, .. } => StoreError::NotFound(path),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
