@@ -1,0 +1,134 @@
+//! `berth serve`: every function's router in one process over a local store, one in-process
+//! queue per function and its consumer. Events still queued at shutdown are saved in the
+//! data directory and queued again at the next start.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::Router;
+use berth_shared::account::AccountKeys;
+use berth_shared::config::Config;
+use berth_shared::context::{FunctionContext, SHUTDOWN_GRACE};
+use berth_shared::events::{ConsumerOptions, consume};
+use berth_shared::queue::{Envelope, EventQueue, InProcessQueue};
+use berth_shared::runtime::{Function, finish, serve_http, shutdown_on_signal};
+use berth_shared::store::DocumentStore;
+use berth_shared::telemetry;
+
+use crate::keys::ensure_dev_key;
+
+type Build = fn(FunctionContext) -> Function;
+
+/// Every function `berth serve` mounts.
+const FUNCTIONS: [(&str, Build); 4] = [
+    (berth_credentials::NAME, berth_credentials::function),
+    (berth_packages::NAME, berth_packages::function),
+    (berth_render::NAME, berth_render::function),
+    (berth_releases::NAME, berth_releases::function),
+];
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(data_dir: PathBuf, listen: String) -> ExitCode {
+    let config = Config::from_lookup(|name| match name {
+        "BERTH_DATA_DIR" => Some(data_dir.display().to_string()),
+        "BERTH_LISTEN" => Some(listen.clone()),
+        other => std::env::var(other).ok(),
+    });
+    let mut config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(&format!("configuration: {e}")),
+    };
+    telemetry::init(config.log_format);
+    match serve(&mut config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+async fn serve(config: &mut Config) -> Result<(), String> {
+    let key_path = ensure_dev_key(&config.data_dir).map_err(|e| format!("account key: {e}"))?;
+    let account_keys = AccountKeys::load(&key_path, &config.account_issuer).map_err(|e| e.to_string())?;
+    config.account_key_file = Some(key_path);
+    let store = DocumentStore::open(&config.store, &config.s3).map_err(|e| format!("store: {e}"))?;
+    let config = Arc::new(config.clone());
+    let saved = config.data_dir.join("queue");
+
+    let shutdown = shutdown_on_signal();
+    let mut router = Router::new();
+    let mut names = Vec::new();
+    let mut consumers = Vec::new();
+    let mut queues = Vec::new();
+    for (name, build) in FUNCTIONS {
+        let queue = Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility));
+        for envelope in load_saved(&saved, name)? {
+            queue.send(&envelope).await.map_err(|e| e.to_string())?;
+        }
+        let context = FunctionContext {
+            config: config.clone(),
+            store: store.clone(),
+            queue: queue.clone(),
+            account_keys: account_keys.clone(),
+        };
+        let function = build(context);
+        router = router.merge(function.router);
+        names.push(name);
+        if let Some(handler) = function.events {
+            consumers.push(tokio::spawn(consume(queue.clone(), handler, ConsumerOptions::default(), shutdown.clone())));
+        }
+        queues.push((name, queue));
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), functions = ?names, "berth serve is listening");
+    serve_http(finish(router, names), listener, shutdown.clone()).await.map_err(|e| e.to_string())?;
+
+    // In-flight events finish (or go back to their queue) before the queues are saved.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(consumers)).await;
+    if drained.is_err() {
+        tracing::warn!("event handlers still running after the grace period; their events stay queued");
+    }
+    for (name, queue) in queues {
+        save_pending(&saved, name, &queue.pending().await)?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn saved_path(dir: &Path, function: &str) -> PathBuf {
+    dir.join(format!("{function}.json"))
+}
+
+fn load_saved(dir: &Path, function: &str) -> Result<Vec<Envelope>, String> {
+    let path = saved_path(dir, function);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let envelopes: Vec<Envelope> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Removed once loaded: from now on they live in the queue, and are saved again at shutdown.
+    std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !envelopes.is_empty() {
+        tracing::info!(function, events = envelopes.len(), "queued events restored");
+    }
+    Ok(envelopes)
+}
+
+fn save_pending(dir: &Path, function: &str, pending: &[Envelope]) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = saved_path(dir, function);
+    let body = serde_json::to_vec_pretty(pending).map_err(|e| e.to_string())?;
+    std::fs::write(&path, body).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracing::info!(function, events = pending.len(), "queued events saved for the next start");
+    Ok(())
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("berth serve: {message}");
+    ExitCode::from(2)
+}
