@@ -112,6 +112,12 @@ impl DocumentStore {
         }
     }
 
+    /// A store over any `ObjectStore` that implements `PutMode::Update` itself
+    /// (S3 and S3-compatible stores, GCS, Azure, `InMemory`).
+    pub fn with_native_swap(store: Arc<dyn ObjectStore>) -> Self {
+        Self { inner: store, swap: Swap::Native, label: "object store" }
+    }
+
     /// A fresh in-memory store.
     pub fn in_memory() -> Self {
         Self { inner: Arc::new(InMemory::new()), swap: Swap::Native, label: "memory" }
@@ -254,7 +260,10 @@ impl DocumentStore {
         E: From<StoreError>,
         F: FnMut(Option<T>) -> Result<T, E>,
     {
-        for _ in 0..MODIFY_ATTEMPTS {
+        for attempt in 0..MODIFY_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
             let current = self.get::<T>(path).await?;
             let (value, version) = match current {
                 Some(doc) => (Some(doc.value), Some(doc.version)),
@@ -284,6 +293,16 @@ impl DocumentStore {
             }
         }
     }
+}
+
+/// Waits a random time that grows with the attempt (up to ~64 ms), so contending writers
+/// spread out instead of colliding again.
+async fn backoff(attempt: usize) {
+    let mut random = [0u8; 2];
+    let _ = aws_lc_rs::rand::fill(&mut random);
+    let ceiling_us = 1000u64 << attempt.min(6);
+    let wait = u64::from(u16::from_le_bytes(random)) * ceiling_us / u64::from(u16::MAX);
+    tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
 }
 
 /// The locked read-compare-write of the local store. `expected: None` writes unconditionally;

@@ -1,1 +1,139 @@
+//! Harness for Berth's end-to-end tests: real components on free loopback ports.
+//!
+//! Components come from `make deps` (the venv in `.venv/`). A component that cannot start
+//! fails the test loudly; nothing is skipped.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// A loopback port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("local addr").port()
+}
+
+/// A program installed into the project venv by `make deps`.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = workspace_root().join(".venv/bin").join(name);
+    assert!(path.exists(), "{} is missing: run `make deps` first", path.display());
+    path
+}
+
+/// A binary of this workspace, built by `cargo build --workspace` (the Makefile does this
+/// before running tests).
+pub fn berth_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// Waits until something accepts connections on `port`, or panics after `timeout`.
+pub fn wait_for_port(port: u16, timeout: Duration, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < timeout, "{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `moto_server` on a free loopback port: S3 and SQS.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _child: ChildGuard,
+}
+
+impl Moto {
+    /// Starts moto_server and waits until it answers.
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let child = ChildGuard(child);
+        wait_for_port(port, Duration::from_secs(30), "moto_server");
+        Self { endpoint: format!("http://127.0.0.1:{port}"), _child: child }
+    }
+
+    /// An SQS client for this moto with static test credentials.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        let credentials = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "berth-tests");
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(credentials)
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
+    /// Creates a queue with a dead-letter queue taking messages after `max_receives`.
+    /// Returns (queue URL, dead-letter queue URL).
+    pub async fn queue_with_dead_letters(&self, name: &str, max_receives: u32, visibility_seconds: u32) -> (String, String) {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let sqs = self.sqs();
+        let dlq = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.expect("create DLQ");
+        let dlq_url = dlq.queue_url.expect("DLQ URL");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("DLQ attributes")
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("DLQ ARN");
+        let redrive = serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max_receives }).to_string();
+        let queue = sqs
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive)
+            .attributes(QueueAttributeName::VisibilityTimeout, visibility_seconds.to_string())
+            .send()
+            .await
+            .expect("create queue");
+        (queue.queue_url.expect("queue URL"), dlq_url)
+    }
+
+    /// An S3 store for `bucket` on this moto with static test credentials.
+    pub fn s3(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .expect("S3 store on moto")
+    }
+
+    /// Creates an S3 bucket (moto accepts unsigned requests).
+    pub async fn bucket(&self, name: &str) {
+        let response = reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.expect("create bucket");
+        assert!(response.status().is_success(), "create bucket: {}", response.status());
+    }
+}

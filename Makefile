@@ -1,0 +1,68 @@
+# Berth: `make run` starts the whole thing, `make test` proves it. Both install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
+PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint'
+APT_PKGS    := docker-registry skopeo
+BERTH_DATA_DIR ?= berth-data
+BERTH_LISTEN   ?= 127.0.0.1:8080
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help deps apt-deps py-deps build run test bench lambda-build fmt lint clean
+
+help:
+	@echo "make run           start berth serve (every function, local store) on $(BERTH_LISTEN)"
+	@echo "make test          install what tests need, build, run every test"
+	@echo "make bench         binary sizes and start-up times"
+	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
+
+## deps: what tests need on a fresh Debian machine; quick when already there.
+deps: apt-deps py-deps
+
+apt-deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+py-deps: $(VENV)/.installed
+
+$(VENV)/.installed: Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check $(PIP_PKGS)
+	@touch $@
+
+build:
+	cargo build --workspace --bins
+
+run: build
+	@mkdir -p $(BERTH_DATA_DIR)
+	@echo "berth serve on http://$(BERTH_LISTEN)  (data: $(BERTH_DATA_DIR); Ctrl-C stops)"
+	@echo "  a token:  target/debug/berth dev-token --account demo --data-dir $(BERTH_DATA_DIR)"
+	BERTH_DATA_DIR=$(BERTH_DATA_DIR) BERTH_LISTEN=$(BERTH_LISTEN) BERTH_LOG_FORMAT=text target/debug/berth serve
+
+test: deps build
+	cargo test --workspace --no-fail-fast
+
+bench: deps
+	cargo build --release --workspace --bins
+	cargo run --release -q -p berth-tests --bin startup-bench
+
+lambda-build: deps
+	$(CARGO_LAMBDA) lambda build --release --compiler cargo --x86-64 \
+	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases
+	@for f in credentials packages render releases; do \
+	  printf "%-22s %s bytes\n" "berth-$$f" "$$(stat -c %s target/lambda/berth-$$f/bootstrap)"; done
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(BERTH_DATA_DIR)
