@@ -41,7 +41,10 @@ pub fn print_dev_token(account: &str, ttl_seconds: u64, data_dir: &Path) -> Exit
     };
     let path = dev_key_path(data_dir);
     if !path.exists() {
-        return fail(&format!("no account key at {}: run `berth serve` once, or set BERTH_ACCOUNT_KEY_FILE", path.display()));
+        return fail(&format!(
+            "no account key at {}: run `berth serve` once, or set BERTH_ACCOUNT_KEY_FILE",
+            path.display()
+        ));
     }
     let issuer = std::env::var("BERTH_ACCOUNT_ISSUER").unwrap_or_else(|_| "berth".to_owned());
     match AccountKeys::load(&path, &issuer).and_then(|keys| keys.issue(&account, ttl_seconds)) {

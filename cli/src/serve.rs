@@ -79,7 +79,8 @@ async fn serve(config: &mut Config) -> Result<(), String> {
         queues.push((name, queue));
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), functions = ?names, "berth serve is listening");
     serve_http(finish(router, names), listener, shutdown.clone()).await.map_err(|e| e.to_string())?;

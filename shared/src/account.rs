@@ -282,10 +282,7 @@ fn describe_jwt_error(error: &jsonwebtoken::errors::Error) -> &'static str {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The authenticated caller of a request. Extracting it verifies the bearer token.
@@ -363,7 +360,13 @@ mod tests {
 
         let encoding = ours.encoding.clone().unwrap();
         let now = unix_now();
-        let claims = AccountClaims { sub: account, iss: "berth".into(), aud: ACCOUNT_AUDIENCE.into(), iat: now - 600, exp: now - 300 };
+        let claims = AccountClaims {
+            sub: account,
+            iss: "berth".into(),
+            aud: ACCOUNT_AUDIENCE.into(),
+            iat: now - 600,
+            exp: now - 300,
+        };
         let expired = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &encoding).unwrap();
         assert!(matches!(ours.verify(&expired), Err(ApiError::Unauthenticated(m)) if m.contains("expired")));
     }
@@ -385,8 +388,8 @@ mod tests {
 
     fn hex_prefix() -> Vec<u8> {
         vec![
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
-            0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+            0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
         ]
     }
 }

@@ -43,7 +43,9 @@ pub enum StoreLocation {
 impl StoreLocation {
     /// Parses `memory://`, `file://PATH` or `s3://BUCKET`.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("'{url}' is not a URL (expected memory://, file://PATH or s3://BUCKET)"))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("'{url}' is not a URL (expected memory://, file://PATH or s3://BUCKET)"))?;
         match scheme {
             "memory" if rest.is_empty() => Ok(Self::Memory),
             "memory" => Err("memory:// takes no path".into()),
@@ -53,7 +55,11 @@ impl StoreLocation {
                 let bucket = rest.trim_end_matches('/');
                 let valid = (3..=63).contains(&bucket.len())
                     && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-                if valid { Ok(Self::S3 { bucket: bucket.to_owned() }) } else { Err(format!("'{bucket}' is not an S3 bucket name (3-63 of a-z 0-9 . -)")) }
+                if valid {
+                    Ok(Self::S3 { bucket: bucket.to_owned() })
+                } else {
+                    Err(format!("'{bucket}' is not an S3 bucket name (3-63 of a-z 0-9 . -)"))
+                }
             }
             other => Err(format!("unknown store scheme '{other}' (expected memory://, file://PATH or s3://BUCKET)")),
         }
@@ -143,9 +149,9 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
         let listen = get("BERTH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen
-            .parse()
-            .map_err(|_| ConfigError::new("BERTH_LISTEN", format!("'{listen}' is not HOST:PORT, e.g. {DEFAULT_LISTEN}")))?;
+        let listen = listen.parse().map_err(|_| {
+            ConfigError::new("BERTH_LISTEN", format!("'{listen}' is not HOST:PORT, e.g. {DEFAULT_LISTEN}"))
+        })?;
 
         let data_dir = PathBuf::from(get("BERTH_DATA_DIR").unwrap_or_else(|| "berth-data".to_owned()));
 
@@ -157,7 +163,10 @@ impl Config {
         if let Some(endpoint) = &endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return Err(ConfigError::new("BERTH_S3_ENDPOINT", format!("'{endpoint}' must start with http:// or https://")));
+            return Err(ConfigError::new(
+                "BERTH_S3_ENDPOINT",
+                format!("'{endpoint}' must start with http:// or https://"),
+            ));
         }
         let region = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".to_owned());
 
@@ -170,7 +179,9 @@ impl Config {
             Some(url) => {
                 return Err(ConfigError::new(
                     "BERTH_QUEUE_URL",
-                    format!("'{url}' is neither memory:// nor an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"),
+                    format!(
+                        "'{url}' is neither memory:// nor an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"
+                    ),
                 ));
             }
         };
@@ -181,7 +192,10 @@ impl Config {
         if let Some(path) = &account_key_file
             && !path.is_file()
         {
-            return Err(ConfigError::new("BERTH_ACCOUNT_KEY_FILE", format!("{} does not exist or is not a file", path.display())));
+            return Err(ConfigError::new(
+                "BERTH_ACCOUNT_KEY_FILE",
+                format!("{} does not exist or is not a file", path.display()),
+            ));
         }
         let account_issuer = get("BERTH_ACCOUNT_ISSUER").unwrap_or_else(|| "berth".to_owned());
 
@@ -189,7 +203,9 @@ impl Config {
             None | Some("auto") => LogFormat::Auto,
             Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
-            Some(other) => return Err(ConfigError::new("BERTH_LOG_FORMAT", format!("'{other}' is not auto, json or text"))),
+            Some(other) => {
+                return Err(ConfigError::new("BERTH_LOG_FORMAT", format!("'{other}' is not auto, json or text")));
+            }
         };
 
         Ok(Self {
@@ -214,11 +230,9 @@ fn parse_number(
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<u32, ConfigError> {
     let Some(raw) = get(variable) else { return Ok(default) };
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| ConfigError::new(variable, format!("'{raw}' is not a whole number in {}..={}", range.start(), range.end())))
+    raw.trim().parse::<u32>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+        ConfigError::new(variable, format!("'{raw}' is not a whole number in {}..={}", range.start(), range.end()))
+    })
 }
 
 #[cfg(test)]

@@ -80,11 +80,9 @@ impl ApiError {
                 "unavailable",
                 format!("{what} is unavailable; retry later"),
             ),
-            Self::Internal(_) => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; it has been logged",
-            ),
+            Self::Internal(_) => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
+            }
         }
     }
 }
@@ -97,9 +95,7 @@ impl IntoResponse for ApiError {
         let unauthenticated = matches!(self, Self::Unauthenticated(_));
         let mut response = self.to_problem().into_response();
         if unauthenticated {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"berth\""));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"berth\""));
         }
         response
     }

@@ -125,7 +125,12 @@ pub async fn consume(
     }
 }
 
-async fn settle(queue: Arc<dyn EventQueue>, handler: Arc<dyn EventHandler>, delivery: Delivery, options: &ConsumerOptions) {
+async fn settle(
+    queue: Arc<dyn EventQueue>,
+    handler: Arc<dyn EventHandler>,
+    delivery: Delivery,
+    options: &ConsumerOptions,
+) {
     let envelope = delivery.envelope.clone();
     // A task of its own, so a panicking handler is a failed attempt, not a dead consumer.
     let outcome = tokio::spawn(async move { handler.handle(&envelope).await }).await;
@@ -152,7 +157,10 @@ async fn settle(queue: Arc<dyn EventQueue>, handler: Arc<dyn EventHandler>, deli
 pub async fn handle_sqs_batch(handler: &dyn EventHandler, event: SqsEvent) -> SqsBatchResponse {
     let work = event.records.into_iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
-        let parsed = envelope_from_sqs(record.body.as_deref(), record.attributes.get("ApproximateReceiveCount").map(String::as_str));
+        let parsed = envelope_from_sqs(
+            record.body.as_deref(),
+            record.attributes.get("ApproximateReceiveCount").map(String::as_str),
+        );
         let outcome = match parsed {
             Ok(envelope) => handler.handle(&envelope).await.map_err(|e| e.to_string()),
             Err(reason) => Err(reason),
@@ -201,5 +209,67 @@ mod tests {
         let response = handle_sqs_batch(&Dispatcher::new(), event).await;
         let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, ["unknown", "garbage"]);
+    }
+}
+
+#[cfg(test)]
+mod shutdown_tests {
+    use super::*;
+    use crate::queue::InProcessQueue;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct Slow {
+        started: tokio::sync::Notify,
+        finished: AtomicBool,
+    }
+
+    #[async_trait]
+    impl EventHandler for Slow {
+        async fn handle(&self, _: &Envelope) -> Result<(), EventError> {
+            self.started.notify_one();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.finished.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_in_flight_events_finish_and_settle() {
+        let queue = Arc::new(InProcessQueue::new(3, Duration::from_secs(30)));
+        queue.send(&Envelope::new("slow", None, serde_json::Value::Null)).await.unwrap();
+        let handler = Arc::new(Slow { started: tokio::sync::Notify::new(), finished: AtomicBool::new(false) });
+        let shutdown = CancellationToken::new();
+        let consumer =
+            tokio::spawn(consume(queue.clone(), handler.clone(), ConsumerOptions::default(), shutdown.clone()));
+        handler.started.notified().await;
+        shutdown.cancel();
+        consumer.await.unwrap();
+        assert!(handler.finished.load(Ordering::SeqCst), "the in-flight handler ran to the end");
+        assert!(queue.pending().await.is_empty(), "and its event was acked");
+    }
+
+    #[tokio::test]
+    async fn a_failing_in_flight_event_returns_to_the_queue_at_shutdown() {
+        struct Fails;
+        #[async_trait]
+        impl EventHandler for Fails {
+            async fn handle(&self, _: &Envelope) -> Result<(), EventError> {
+                Err(EventError::Retry("down".into()))
+            }
+        }
+        let queue = Arc::new(InProcessQueue::new(5, Duration::from_secs(30)));
+        let event = Envelope::new("x", None, serde_json::Value::Null);
+        queue.send(&event).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let options = ConsumerOptions { retry_delay: Duration::from_secs(60), ..ConsumerOptions::default() };
+        let consumer = tokio::spawn(consume(queue.clone(), Arc::new(Fails), options, shutdown.clone()));
+        while queue.pending().await.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        consumer.await.unwrap();
+        let pending = queue.pending().await;
+        assert_eq!(pending.iter().map(|e| e.id).collect::<Vec<_>>(), [event.id], "still queued for the next start");
     }
 }

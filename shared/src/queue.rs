@@ -133,13 +133,23 @@ impl InProcessQueue {
     /// A queue that dead-letters after `max_attempts` deliveries and redelivers an unsettled
     /// event after `visibility`.
     pub fn new(max_attempts: u32, visibility: Duration) -> Self {
-        Self { lanes: Mutex::new(Lanes::default()), arrived: Notify::new(), max_attempts: max_attempts.max(1), visibility }
+        Self {
+            lanes: Mutex::new(Lanes::default()),
+            arrived: Notify::new(),
+            max_attempts: max_attempts.max(1),
+            visibility,
+        }
     }
 
     /// Events not yet settled (waiting or in flight), for persisting at shutdown.
     pub async fn pending(&self) -> Vec<Envelope> {
         let lanes = self.lanes.lock().await;
-        lanes.ready.iter().map(|w| w.envelope.clone()).chain(lanes.leased.values().map(|l| l.envelope.clone())).collect()
+        lanes
+            .ready
+            .iter()
+            .map(|w| w.envelope.clone())
+            .chain(lanes.leased.values().map(|l| l.envelope.clone()))
+            .collect()
     }
 
     fn settle_expired(&self, lanes: &mut Lanes, now: Instant) {
@@ -258,8 +268,8 @@ impl SqsQueue {
     /// A client for the queue at `url` with credentials from the environment. Queue URLs that
     /// are not on amazonaws.com (moto, ElasticMQ) are used as the endpoint.
     pub async fn client_for(url: &str, region: &str) -> aws_sdk_sqs::Client {
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_owned()));
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()));
         if let Some(endpoint) = custom_endpoint(url) {
             loader = loader.endpoint_url(endpoint);
         }
@@ -287,13 +297,20 @@ fn sqs_error(error: impl std::error::Error) -> QueueError {
 /// Parses an SQS message body as an [`Envelope`] with `attempt` from the receive count.
 pub fn envelope_from_sqs(body: Option<&str>, receive_count: Option<&str>) -> Result<Envelope, String> {
     let body = body.ok_or("message has no body")?;
-    let mut envelope: Envelope = serde_json::from_str(body).map_err(|e| format!("body is not a Berth envelope: {e}"))?;
+    let mut envelope: Envelope =
+        serde_json::from_str(body).map_err(|e| format!("body is not a Berth envelope: {e}"))?;
     envelope.attempt = receive_count.and_then(|c| c.parse().ok()).unwrap_or(1);
     Ok(envelope)
 }
 
 impl SqsQueue {
-    async fn receive_from(&self, url: &str, max: usize, wait: Duration, hide: Option<i32>) -> Result<Vec<Delivery>, QueueError> {
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        wait: Duration,
+        hide: Option<i32>,
+    ) -> Result<Vec<Delivery>, QueueError> {
         let mut request = self
             .client
             .receive_message()

@@ -34,11 +34,7 @@ pub fn finish(router: Router, names: Vec<&'static str>) -> Router {
         let body = json!({ "status": "ok", "functions": names });
         async move { Json(body) }
     });
-    telemetry::traced(
-        router
-            .route("/healthz", health)
-            .fallback(|| async { ApiError::NotFound("route".into()) }),
-    )
+    telemetry::traced(router.route("/healthz", health).fallback(|| async { ApiError::NotFound("route".into()) }))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives, cancelling the returned token.
@@ -69,7 +65,11 @@ pub fn shutdown_on_signal() -> CancellationToken {
 }
 
 /// Serves `router` on `listener` until `shutdown`, letting in-flight requests finish.
-pub async fn serve_http(router: Router, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve_http(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
@@ -93,7 +93,8 @@ pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Fun
     let listen = context.config.listen;
     let queue = context.queue.clone();
     let function = build(context);
-    let result = if under_lambda() { run_lambda(function).await } else { run_standalone(function, listen, queue).await };
+    let result =
+        if under_lambda() { run_lambda(function).await } else { run_standalone(function, listen, queue).await };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -114,9 +115,9 @@ async fn run_standalone(
     queue: crate::queue::SharedQueue,
 ) -> Result<(), lambda_runtime::Error> {
     let shutdown = shutdown_on_signal();
-    let consumer = function.events.map(|handler| {
-        tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone()))
-    });
+    let consumer = function
+        .events
+        .map(|handler| tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone())));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(function = function.name, %listen, "serving");
     serve_http(finish(function.router, vec![function.name]), listener, shutdown).await?;

@@ -14,8 +14,17 @@ use serde::{Deserialize, Serialize};
 pub const REDACTED: &str = "[redacted]";
 
 /// Field-name fragments that mark a value as secret.
-const SECRET_NAMES: &[&str] =
-    &["password", "passwd", "secret", "token", "authorization", "dockerconfigjson", "private_key", "credential", "auth"];
+const SECRET_NAMES: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "dockerconfigjson",
+    "private_key",
+    "credential",
+    "auth",
+];
 
 /// A value that must not be logged. Serialises as itself (it is sent to its owner), but
 /// Debug and Display show [`REDACTED`].
@@ -79,7 +88,10 @@ fn jwt_at(s: &[u8], i: usize) -> Option<usize> {
 /// Length of the credential after `Bearer ` / `Basic ` at `s[i..]`, and where it starts.
 fn scheme_credential_at(s: &[u8], i: usize) -> Option<(usize, usize)> {
     for scheme in [&b"bearer "[..], &b"basic "[..]] {
-        if s.len() >= i + scheme.len() && s[i..i + scheme.len()].eq_ignore_ascii_case(scheme) && (i == 0 || !is_token_byte(s[i - 1])) {
+        if s.len() >= i + scheme.len()
+            && s[i..i + scheme.len()].eq_ignore_ascii_case(scheme)
+            && (i == 0 || !is_token_byte(s[i - 1]))
+        {
             let start = i + scheme.len();
             let mut j = start;
             while j < s.len() && is_credential_byte(s[j]) {
@@ -96,7 +108,7 @@ fn scheme_credential_at(s: &[u8], i: usize) -> Option<(usize, usize)> {
 /// Where the value of a secret-named field starts and ends, for a field name ending at
 /// `s[name_end]`: `name=value`, `name: value`, `"name":"value"`, `\"name\":\"value\"`.
 fn field_value_after(s: &[u8], name_end: usize) -> Option<(usize, usize)> {
-    let mut j = name_end;
+    let mut j = skip_styling(s, name_end);
     let mut quoted_name = false;
     if s[j..].starts_with(b"\\\"") {
         j += 2;
@@ -105,19 +117,14 @@ fn field_value_after(s: &[u8], name_end: usize) -> Option<(usize, usize)> {
         j += 1;
         quoted_name = true;
     }
-    while j < s.len() && s[j] == b' ' {
-        j += 1;
-    }
+    j = skip_styling(s, j);
     if j >= s.len() || !(s[j] == b'=' || s[j] == b':') {
         return None;
     }
     if s[j] == b':' && !quoted_name && s.get(j + 1) == Some(&b':') {
         return None; // a Rust path like `auth::x`, not a field
     }
-    j += 1;
-    while j < s.len() && s[j] == b' ' {
-        j += 1;
-    }
+    j = skip_styling(s, j + 1);
     // Value quoted with \" (inside a JSON string), with ", or bare.
     let (start, end) = if s[j..].starts_with(b"\\\"") {
         let start = j + 2;
@@ -144,10 +151,31 @@ fn field_value_after(s: &[u8], name_end: usize) -> Option<(usize, usize)> {
     };
     // Numbers and booleans (`expires_in=300`, `token_count: 3`) are not secrets.
     let value = &s[start..end];
-    if end == start || value == REDACTED.as_bytes() || value.iter().all(u8::is_ascii_digit) || value == b"true" || value == b"false" || value == b"null" {
+    if end == start
+        || value == REDACTED.as_bytes()
+        || value.iter().all(u8::is_ascii_digit)
+        || value == b"true"
+        || value == b"false"
+        || value == b"null"
+    {
         return None;
     }
     Some((start, end))
+}
+
+/// Skips spaces and terminal colour codes (`ESC [ ... m`), which the text log format puts
+/// between a field's name, its `=` and its value.
+fn skip_styling(s: &[u8], mut j: usize) -> usize {
+    loop {
+        if j < s.len() && s[j] == b' ' {
+            j += 1;
+        } else if s[j..].starts_with(b"\x1b[") {
+            let end = s[j + 2..].iter().position(|b| b.is_ascii_alphabetic()).map_or(s.len(), |p| j + 2 + p + 1);
+            j = end;
+        } else {
+            return j;
+        }
+    }
 }
 
 fn find(s: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
@@ -170,7 +198,7 @@ pub fn redact(line: &str) -> Cow<'_, str> {
             i = start + len;
             continue;
         }
-        if s[i].is_ascii_alphabetic() && (i == 0 || !is_token_byte(s[i - 1])) {
+        if is_token_byte(s[i]) && (i == 0 || !is_token_byte(s[i - 1])) {
             let mut j = i;
             while j < s.len() && is_token_byte(s[j]) {
                 j += 1;
@@ -223,10 +251,17 @@ mod tests {
             ("Authorization: Bearer abc.def-ghi".to_string(), "Authorization: [redacted]"),
             ("header basic dXNlcjpwYXNz= x".to_string(), "header basic [redacted] x"),
             (r#"{"password":"p@ss w\"rd","user":"bob"}"#.to_string(), r#"{"password":"[redacted]","user":"bob"}"#),
-            (r#"{"fields":{"message":"x password=\"hunter2\" y"}}"#.to_string(), r#"{"fields":{"message":"x password=\"[redacted]\" y"}}"#),
+            (
+                r#"{"fields":{"message":"x password=\"hunter2\" y"}}"#.to_string(),
+                r#"{"fields":{"message":"x password=\"[redacted]\" y"}}"#,
+            ),
             ("registry_password=hunter2 next=1".to_string(), "registry_password=[redacted] next=1"),
             (r#""dockerconfigjson": "eyJhdXRocyI6e319""#.to_string(), r#""dockerconfigjson": "[redacted]""#),
             ("access_token: abc123".to_string(), "access_token: [redacted]"),
+            (
+                "\x1b[3mpassword\x1b[0m\x1b[2m=\x1b[0m\"hunter2\"".to_string(),
+                "\x1b[3mpassword\x1b[0m\x1b[2m=\x1b[0m\"[redacted]\"",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(redact(&input), expected, "input: {input}");

@@ -100,9 +100,8 @@ impl DocumentStore {
             StoreLocation::Memory => Ok(Self::in_memory()),
             StoreLocation::File(root) => Self::local(root.clone()),
             StoreLocation::S3 { bucket } => {
-                let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_region(&s3.region);
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_region(&s3.region);
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
@@ -283,7 +282,12 @@ impl DocumentStore {
         Err(StoreError::Conflict(path.to_owned()).into())
     }
 
-    async fn version_after_put(&self, e_tag: Option<String>, bytes: &[u8], location: &Path) -> Result<Version, StoreError> {
+    async fn version_after_put(
+        &self,
+        e_tag: Option<String>,
+        bytes: &[u8],
+        location: &Path,
+    ) -> Result<Version, StoreError> {
         match (&self.swap, e_tag) {
             (Swap::Local { .. }, _) => Ok(content_version(bytes)),
             (Swap::Native, Some(tag)) => Ok(Version(tag)),
@@ -361,9 +365,13 @@ fn parse_path(path: &str) -> Result<Path, StoreError> {
 }
 
 fn encode<T: Serialize>(path: &str, value: &T) -> Result<Bytes, StoreError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
     if bytes.len() > MAX_DOCUMENT_BYTES {
-        return Err(StoreError::Corrupt { path: path.to_owned(), reason: format!("larger than {MAX_DOCUMENT_BYTES} bytes") });
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
+        });
     }
     Ok(Bytes::from(bytes))
 }

@@ -71,27 +71,27 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingWriter<M> {
 
 /// Installs the global subscriber writing to stderr. Level from `RUST_LOG` (default `info`).
 pub fn init(format: LogFormat) {
-    init_with_writer(format, std::io::stderr);
-}
-
-/// Installs the global subscriber writing through `writer` (tests capture logs this way).
-pub fn init_with_writer<W>(format: LogFormat, writer: W)
-where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
-{
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // A second init (tests, or serve plus a library) keeps the first subscriber.
+    let _ = tracing::subscriber::set_global_default(subscriber(json, std::io::stderr));
+}
+
+/// The subscriber Berth logs through: env-filtered, redacting, JSON or text, to `writer`.
+pub fn subscriber<W>(json: bool, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(RedactingWriter::new(writer));
-    // A second init (tests, or serve plus a library) keeps the first subscriber.
-    let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+    if json {
+        Box::new(builder.json().flatten_event(true).with_current_span(true).with_span_list(false).finish())
     } else {
-        builder.compact().try_init()
-    };
+        Box::new(builder.compact().finish())
+    }
 }
 
 /// Adds request ids, redacted sensitive headers and a request span to a router.
@@ -114,6 +114,53 @@ pub fn traced(router: Router) -> Router {
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::PROXY_AUTHORIZATION,
+        ]))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn secrets_logged_by_mistake_do_not_reach_the_log() {
+        let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNlY3JldA";
+        for json in [true, false] {
+            let out = Captured::default();
+            let sink = out.clone();
+            tracing::subscriber::with_default(subscriber(json, move || sink.clone()), || {
+                let password = Secret::new("hunter2-pass".to_string());
+                tracing::info!(%password, "minted a key");
+                tracing::info!(password = "plain-hunter2", "field named password");
+                tracing::warn!("token was {jwt}");
+                tracing::info!(header = %format!("Bearer {jwt}"), "auth header");
+                tracing::info!(body = r#"{"dockerconfigjson":"ZG9ja2VyLXNlY3JldA=="}"#, "response body");
+            });
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(text.lines().count(), 5, "{text}");
+            for secret in ["hunter2-pass", "plain-hunter2", "c2lnbmF0dXJlLXNlY3JldA", "ZG9ja2VyLXNlY3JldA"] {
+                assert!(!text.contains(secret), "json={json}: {secret} leaked in:\n{text}");
+            }
+            assert!(text.contains("minted a key"), "the rest of the line stays");
+        }
+    }
 }

@@ -91,7 +91,12 @@ impl Moto {
 
     /// Creates a queue with a dead-letter queue taking messages after `max_receives`.
     /// Returns (queue URL, dead-letter queue URL).
-    pub async fn queue_with_dead_letters(&self, name: &str, max_receives: u32, visibility_seconds: u32) -> (String, String) {
+    pub async fn queue_with_dead_letters(
+        &self,
+        name: &str,
+        max_receives: u32,
+        visibility_seconds: u32,
+    ) -> (String, String) {
         use aws_sdk_sqs::types::QueueAttributeName;
         let sqs = self.sqs();
         let dlq = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.expect("create DLQ");
@@ -133,7 +138,8 @@ impl Moto {
 
     /// Creates an S3 bucket (moto accepts unsigned requests).
     pub async fn bucket(&self, name: &str) {
-        let response = reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.expect("create bucket");
+        let response =
+            reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.expect("create bucket");
         assert!(response.status().is_success(), "create bucket: {}", response.status());
     }
 }

@@ -84,7 +84,10 @@ async fn redelivery_after_failure(queue: Arc<dyn EventQueue>) {
     let handler = Arc::new(FlakyOnce::default());
     queue.send(&Envelope::new("test.flaky", None, json!({}))).await.unwrap();
     let seen = handler.clone();
-    consume_until(queue.clone(), handler.clone(), move || seen.attempts.try_lock().map(|a| a.len() >= 2).unwrap_or(false)).await;
+    consume_until(queue.clone(), handler.clone(), move || {
+        seen.attempts.try_lock().map(|a| a.len() >= 2).unwrap_or(false)
+    })
+    .await;
     assert_eq!(*handler.attempts.lock().await, [1, 2], "failed once, redelivered once, then settled");
     assert!(queue.receive(10, Duration::from_secs(1)).await.unwrap().is_empty());
 }
@@ -122,7 +125,11 @@ async fn dead_letter_after_attempts(queue: Arc<dyn EventQueue>) {
     consumer.await.unwrap();
     assert_eq!(handler.0.load(Ordering::SeqCst), MAX_ATTEMPTS, "handled exactly max-attempts times");
     let letter = dead.lock().await.iter().find(|e| e.id == poison.id).cloned().unwrap();
-    assert_eq!((letter.kind.as_str(), &letter.payload), ("test.poison", &poison.payload), "dead letter keeps the event");
+    assert_eq!(
+        (letter.kind.as_str(), &letter.payload),
+        ("test.poison", &poison.payload),
+        "dead letter keeps the event"
+    );
     assert!(queue.receive(10, Duration::from_secs(1)).await.unwrap().is_empty(), "dead letters leave the main queue");
 }
 

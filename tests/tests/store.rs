@@ -42,7 +42,8 @@ async fn create_if_absent(store: &DocumentStore) {
 async fn compare_and_swap(store: &DocumentStore) {
     let path = "conf/cas.json";
     let v1 = store.create(path, &Doc { round: 1, winner: None, count: 0 }).await.unwrap();
-    let v2 = store.update(path, &Doc { round: 2, winner: None, count: 0 }, &v1).await.expect("update at current version");
+    let v2 =
+        store.update(path, &Doc { round: 2, winner: None, count: 0 }, &v1).await.expect("update at current version");
     assert_ne!(v1, v2);
     let stale = store.update(path, &Doc { round: 99, winner: None, count: 0 }, &v1).await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "stale update: {stale:?}");
@@ -89,10 +90,15 @@ async fn one_winner_per_round(store: &DocumentStore) {
                 }
             })
         });
-        let winners: Vec<usize> = futures::future::join_all(attempts).await.into_iter().filter_map(|r| r.unwrap()).collect();
+        let winners: Vec<usize> =
+            futures::future::join_all(attempts).await.into_iter().filter_map(|r| r.unwrap()).collect();
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let stored = store.get::<Doc>(path).await.unwrap().unwrap().value;
-        assert_eq!((stored.round, stored.winner), (round, Some(winners[0])), "round {round}: the winner's write is what is stored");
+        assert_eq!(
+            (stored.round, stored.winner),
+            (round, Some(winners[0])),
+            "round {round}: the winner's write is what is stored"
+        );
     }
 }
 
@@ -148,7 +154,10 @@ async fn file_store_swaps_across_instances() {
     let b = DocumentStore::local(dir.path().to_path_buf()).unwrap();
     let v = a.create("x.json", &Doc { round: 0, winner: None, count: 0 }).await.unwrap();
     b.update("x.json", &Doc { round: 1, winner: None, count: 0 }, &v).await.unwrap();
-    assert!(matches!(a.update("x.json", &Doc { round: 2, winner: None, count: 0 }, &v).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        a.update("x.json", &Doc { round: 2, winner: None, count: 0 }, &v).await,
+        Err(StoreError::Conflict(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
