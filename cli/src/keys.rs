@@ -33,6 +33,72 @@ pub fn ensure_dev_key(data_dir: &Path) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Paths of the token-signing key and its certificate.
+pub struct SigningFiles {
+    /// PKCS#8 private key.
+    pub key: PathBuf,
+    /// Self-signed certificate: the registry's `rootcertbundle`.
+    pub certificate: PathBuf,
+}
+
+/// Where `berth serve` keeps its signing key, unless the environment names one.
+pub fn signing_files(data_dir: &Path) -> SigningFiles {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    SigningFiles {
+        key: from_env("BERTH_SIGNING_KEY_FILE").unwrap_or_else(|| data_dir.join("keys/signing.key.pem")),
+        certificate: from_env("BERTH_SIGNING_CERT_FILE").unwrap_or_else(|| data_dir.join("keys/signing.crt.pem")),
+    }
+}
+
+/// Writes a new signing key and its self-signed certificate into `dir`, unless a key is
+/// already there. Returns their paths.
+pub fn generate_signing_key(dir: &Path) -> Result<SigningFiles, String> {
+    let files = SigningFiles { key: dir.join("signing.key.pem"), certificate: dir.join("signing.crt.pem") };
+    if files.key.exists() && files.certificate.exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let pem = generate_private_key_pem();
+    let pair = rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(vec!["berth-token-signer".to_owned()]).map_err(|e| e.to_string())?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Berth registry token signer");
+    let certificate = params.self_signed(&pair).map_err(|e| format!("certificate: {e}"))?;
+    write_private(&files.key, pem.as_bytes()).map_err(|e| format!("{}: {e}", files.key.display()))?;
+    std::fs::write(&files.certificate, certificate.pem())
+        .map_err(|e| format!("{}: {e}", files.certificate.display()))?;
+    Ok(files)
+}
+
+/// The signing key `berth serve` uses: the configured one, else the data directory's,
+/// made on first use.
+pub fn ensure_signing_key(data_dir: &Path) -> Result<SigningFiles, String> {
+    let files = signing_files(data_dir);
+    if files.key.exists() && files.certificate.exists() {
+        return Ok(files);
+    }
+    generate_signing_key(&data_dir.join("keys"))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+/// `berth keys generate`.
+pub fn print_generated(dir: &Path) -> ExitCode {
+    match generate_signing_key(dir) {
+        Ok(files) => {
+            println!("signing key:  {}", files.key.display());
+            println!("certificate:  {}  (the registry's auth.token.rootcertbundle)", files.certificate.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 /// `berth dev-token`.
 pub fn print_dev_token(account: &str, ttl_seconds: u64, data_dir: &Path) -> ExitCode {
     let account = match AccountId::parse(account) {

@@ -38,6 +38,22 @@ enum Command {
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "berth-data")]
         data_dir: PathBuf,
     },
+    /// Manage the keys that sign temporary keys and registry tokens.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new P-256 signing key and a self-signed certificate for the registry's
+    /// `rootcertbundle` (kept if already there).
+    Generate {
+        /// Directory for signing.key.pem and signing.crt.pem.
+        #[arg(long, default_value = "berth-data/keys")]
+        out: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -45,5 +61,6 @@ async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { data_dir, listen } => serve::run(data_dir, listen).await,
         Command::DevToken { account, ttl_seconds, data_dir } => keys::print_dev_token(&account, ttl_seconds, &data_dir),
+        Command::Keys { command: KeysCommand::Generate { out } } => keys::print_generated(&out),
     }
 }

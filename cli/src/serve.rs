@@ -9,14 +9,14 @@ use std::sync::Arc;
 use axum::Router;
 use berth_shared::account::AccountKeys;
 use berth_shared::config::Config;
-use berth_shared::context::{FunctionContext, SHUTDOWN_GRACE};
+use berth_shared::context::{FunctionContext, SHUTDOWN_GRACE, load_signing_keys};
 use berth_shared::events::{ConsumerOptions, consume};
 use berth_shared::queue::{Envelope, EventQueue, InProcessQueue};
 use berth_shared::runtime::{Function, finish, serve_http, shutdown_on_signal};
 use berth_shared::store::DocumentStore;
 use berth_shared::telemetry;
 
-use crate::keys::ensure_dev_key;
+use crate::keys::{ensure_dev_key, ensure_signing_key};
 
 type Build = fn(FunctionContext) -> Function;
 
@@ -50,6 +50,10 @@ async fn serve(config: &mut Config) -> Result<(), String> {
     let key_path = ensure_dev_key(&config.data_dir).map_err(|e| format!("account key: {e}"))?;
     let account_keys = AccountKeys::load(&key_path, &config.account_issuer).map_err(|e| e.to_string())?;
     config.account_key_file = Some(key_path);
+    let signing_files = ensure_signing_key(&config.data_dir)?;
+    config.signing_key_file = Some(signing_files.key);
+    config.signing_cert_file = Some(signing_files.certificate);
+    let signing = load_signing_keys(config).map_err(|e| e.to_string())?;
     let store = DocumentStore::open(&config.store, &config.s3).map_err(|e| format!("store: {e}"))?;
     let config = Arc::new(config.clone());
     let saved = config.data_dir.join("queue");
@@ -69,6 +73,7 @@ async fn serve(config: &mut Config) -> Result<(), String> {
             store: store.clone(),
             queue: queue.clone(),
             account_keys: account_keys.clone(),
+            signing: signing.clone(),
         };
         let function = build(context);
         router = router.merge(function.router);

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::registry_token::RegistrySettings;
+
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default attempts before an event is dead-lettered by the in-process queue.
@@ -123,6 +125,14 @@ pub struct Config {
     pub account_issuer: String,
     /// `BERTH_LOG_FORMAT`: `auto`, `json` or `text`.
     pub log_format: LogFormat,
+    /// `BERTH_SIGNING_KEY_FILE`: PKCS#8 P-256 key that signs temporary keys and registry tokens.
+    pub signing_key_file: Option<PathBuf>,
+    /// `BERTH_SIGNING_CERT_FILE`: the signing key's certificate (the registry's `rootcertbundle`).
+    pub signing_cert_file: Option<PathBuf>,
+    /// `BERTH_PREVIOUS_SIGNING_KEY_FILES`: comma-separated older keys, still verifying after a rotation.
+    pub previous_signing_key_files: Vec<PathBuf>,
+    /// The registry Berth is the token server of.
+    pub registry: RegistrySettings,
 }
 
 impl fmt::Debug for Config {
@@ -208,7 +218,46 @@ impl Config {
             }
         };
 
+        let file = |variable: &'static str| -> Result<Option<PathBuf>, ConfigError> {
+            match get(variable).map(PathBuf::from) {
+                Some(path) if !path.is_file() => {
+                    Err(ConfigError::new(variable, format!("{} does not exist or is not a file", path.display())))
+                }
+                other => Ok(other),
+            }
+        };
+        let signing_key_file = file("BERTH_SIGNING_KEY_FILE")?;
+        let signing_cert_file = file("BERTH_SIGNING_CERT_FILE")?;
+        let mut previous_signing_key_files = Vec::new();
+        for path in get("BERTH_PREVIOUS_SIGNING_KEY_FILES").unwrap_or_default().split(',').map(str::trim) {
+            if path.is_empty() {
+                continue;
+            }
+            if !std::path::Path::new(path).is_file() {
+                return Err(ConfigError::new(
+                    "BERTH_PREVIOUS_SIGNING_KEY_FILES",
+                    format!("{path} does not exist or is not a file"),
+                ));
+            }
+            previous_signing_key_files.push(PathBuf::from(path));
+        }
+        let registry = RegistrySettings {
+            host: get("BERTH_REGISTRY_HOST").unwrap_or_else(|| "127.0.0.1:5000".to_owned()),
+            service: get("BERTH_REGISTRY_SERVICE").unwrap_or_else(|| "berth-registry".to_owned()),
+            issuer: get("BERTH_TOKEN_ISSUER").unwrap_or_else(|| "berth".to_owned()),
+        };
+        if registry.host.contains("://") || registry.host.contains('/') || registry.host.is_empty() {
+            return Err(ConfigError::new(
+                "BERTH_REGISTRY_HOST",
+                format!("'{}' must be HOST[:PORT], without scheme or path", registry.host),
+            ));
+        }
+
         Ok(Self {
+            signing_key_file,
+            signing_cert_file,
+            previous_signing_key_files,
+            registry,
             listen,
             data_dir,
             store,

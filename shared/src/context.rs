@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::account::{AccountKeyError, AccountKeys, HasAccountKeys};
 use crate::config::{Config, ConfigError, QueueLocation};
 use crate::queue::{InProcessQueue, SharedQueue, SqsQueue};
+use crate::signing::{SigningKeyError, SigningKeys};
 use crate::store::{DocumentStore, StoreError};
 
 /// Why a function could not start. Displays as one line.
@@ -20,6 +21,14 @@ pub enum StartupError {
     /// No account key configured.
     #[error("configuration: BERTH_ACCOUNT_KEY_FILE: required (a PEM public key that verifies account tokens)")]
     NoAccountKey,
+    /// No signing key configured.
+    #[error(
+        "configuration: BERTH_SIGNING_KEY_FILE and BERTH_SIGNING_CERT_FILE: required (make them with `berth keys generate`)"
+    )]
+    NoSigningKey,
+    /// The signing key could not be used.
+    #[error("signing key: {0}")]
+    SigningKey(#[from] SigningKeyError),
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -36,6 +45,8 @@ pub struct FunctionContext {
     pub queue: SharedQueue,
     /// Verifies account tokens.
     pub account_keys: AccountKeys,
+    /// Signs and verifies temporary keys and registry tokens.
+    pub signing: SigningKeys,
 }
 
 impl HasAccountKeys for FunctionContext {
@@ -49,9 +60,18 @@ impl FunctionContext {
     pub async fn from_config(config: Config) -> Result<Self, StartupError> {
         let key_file = config.account_key_file.clone().ok_or(StartupError::NoAccountKey)?;
         let account_keys = AccountKeys::load(&key_file, &config.account_issuer)?;
+        let signing = load_signing_keys(&config)?;
         let store = DocumentStore::open(&config.store, &config.s3)?;
         let queue = open_queue(&config).await;
-        Ok(Self { config: Arc::new(config), store, queue, account_keys })
+        Ok(Self { config: Arc::new(config), store, queue, account_keys, signing })
+    }
+}
+
+/// Loads the signing keys the configuration names.
+pub fn load_signing_keys(config: &Config) -> Result<SigningKeys, StartupError> {
+    match (&config.signing_key_file, &config.signing_cert_file) {
+        (Some(key), Some(cert)) => Ok(SigningKeys::load(key, cert, &config.previous_signing_key_files)?),
+        _ => Err(StartupError::NoSigningKey),
     }
 }
 

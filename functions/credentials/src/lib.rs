@@ -1,12 +1,16 @@
-//! The credentials function: temporary namespace-scoped registry keys and the registry
-//! token endpoint. For now it answers who the caller is.
+//! The credentials function: temporary namespace-scoped registry keys, the registry token
+//! endpoint an OCI registry delegates its auth to, and the keys that verify its tokens.
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_shared::account::Account;
+use berth_shared::account::{Account, unix_now};
 use berth_shared::context::FunctionContext;
+use berth_shared::error::ApiError;
+use berth_shared::registry_token::{self, TokenQuery, TokenRefusal, TokenResponse};
+use berth_shared::request::{ApiJson, BasicAuth};
 use berth_shared::runtime::Function;
+use berth_shared::temporary_key::{self, KeyRequest, TemporaryKey};
 use serde_json::{Value, json};
 
 /// The function's name.
@@ -19,10 +23,70 @@ pub fn function(context: FunctionContext) -> Function {
 
 /// The function's routes.
 pub fn router(context: FunctionContext) -> Router {
-    Router::new().route("/v1/account", get(account)).with_state(context)
+    Router::new()
+        .route("/v1/account", get(account))
+        .route("/v1/registry/credentials", post(create_key))
+        .route("/v1/registry/token", get(token))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(context)
 }
 
 /// `GET /v1/account`: the caller's account and the registry namespace it acts in.
-async fn account(State(_): State<FunctionContext>, caller: Account) -> Json<Value> {
+async fn account(caller: Account) -> Json<Value> {
     Json(json!({ "account": caller.id, "namespace": caller.id }))
+}
+
+/// `POST /v1/registry/credentials`: a temporary key for the caller's namespace.
+async fn create_key(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    ApiJson(request): ApiJson<KeyRequest>,
+) -> Result<Json<TemporaryKey>, ApiError> {
+    let request = request.validate(&caller.id)?;
+    let registry = &context.config.registry;
+    let key = temporary_key::mint(
+        &context.signing,
+        &registry.host,
+        &caller.id,
+        request.purpose,
+        request.repositories,
+        request.ttl_seconds,
+        unix_now(),
+    )
+    .map_err(|e| ApiError::Internal(format!("signing a temporary key: {e}")))?;
+    tracing::info!(account = %caller.id, purpose = ?key.purpose, expires_at = %key.expires_at, "temporary key minted");
+    Ok(Json(key))
+}
+
+/// `GET /v1/registry/token`: Docker Registry v2 token auth with a temporary key.
+async fn token(
+    State(context): State<FunctionContext>,
+    credentials: BasicAuth,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let settings = &context.config.registry;
+    let query = TokenQuery::parse(&pairs, settings)?;
+    let key = temporary_key::verify(&context.signing, &credentials.username, credentials.password.expose())
+        .map_err(|refusal| ApiError::Unauthenticated(refusal.to_string()))?;
+    if query.account.as_ref().is_some_and(|account| account != &credentials.username) {
+        return Err(ApiError::Unauthenticated("account does not match the credentials".into()));
+    }
+    let response =
+        registry_token::issue(&context.signing, settings, &key, &query.scopes, unix_now()).map_err(|e| match e {
+            TokenRefusal::KeyExpiring => ApiError::Unauthenticated(e.to_string()),
+            TokenRefusal::Signing => ApiError::Internal("signing a registry token failed".into()),
+        })?;
+    tracing::info!(
+        account = %key.sub,
+        scopes = query.scopes.len(),
+        client_id = query.client_id.as_deref().unwrap_or("-"),
+        expires_in = response.expires_in,
+        "registry token issued"
+    );
+    Ok(Json(response))
+}
+
+/// `GET /.well-known/jwks.json`: the keys registry tokens are signed with.
+async fn jwks(State(context): State<FunctionContext>) -> Json<Value> {
+    Json(context.signing.jwks())
 }

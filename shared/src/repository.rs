@@ -1,0 +1,125 @@
+//! Repository names: the distribution grammar, validated and rejected, never normalised.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountId, is_path_component};
+
+/// Longest repository name distribution accepts.
+pub const MAX_REPOSITORY_NAME: usize = 255;
+
+/// A repository name such as `acme/app` or `acme/team/app`: path components of
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by single `/`, at most 255 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RepositoryName(String);
+
+/// Why a string is not a repository name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepositoryNameError {
+    /// Empty.
+    #[error("repository name is empty")]
+    Empty,
+    /// Over [`MAX_REPOSITORY_NAME`].
+    #[error("repository name is longer than {MAX_REPOSITORY_NAME} characters")]
+    TooLong,
+    /// A component breaks the grammar (uppercase, `..`, `//`, `%2F`, a leading separator...).
+    #[error(
+        "repository name must be lowercase path components ([a-z0-9] separated by '.', '_', '__' or '-') joined by '/'"
+    )]
+    Grammar,
+}
+
+impl RepositoryName {
+    /// Validates `value`.
+    pub fn parse(value: &str) -> Result<Self, RepositoryNameError> {
+        if value.is_empty() {
+            return Err(RepositoryNameError::Empty);
+        }
+        if value.len() > MAX_REPOSITORY_NAME {
+            return Err(RepositoryNameError::TooLong);
+        }
+        if !value.split('/').all(is_path_component) {
+            return Err(RepositoryNameError::Grammar);
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the repository lies in `namespace`: the namespace itself or below it
+    /// (`acme/app` is in `acme`; `acme12/app` is not).
+    pub fn is_in(&self, namespace: &AccountId) -> bool {
+        let ns = namespace.as_str();
+        self.0 == ns || (self.0.len() > ns.len() && self.0.starts_with(ns) && self.0.as_bytes()[ns.len()] == b'/')
+    }
+
+    /// `namespace/relative`, validated as a whole.
+    pub fn within(namespace: &AccountId, relative: &str) -> Result<Self, RepositoryNameError> {
+        Self::parse(&format!("{namespace}/{relative}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for RepositoryName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for RepositoryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grammar() {
+        for ok in ["a", "acme/app", "acme/team/app-1", "a.b/c__d/e---f", "1234/x"] {
+            assert!(RepositoryName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Acme/app",
+            "acme//app",
+            "acme/../x",
+            "acme/%2Fx",
+            "acme%2Fapp",
+            "/acme",
+            "acme/",
+            "acme/app:tag",
+            "acme/.x",
+            "acme/x.",
+            "acme/x_",
+            "acme/ x",
+            "acme\\app",
+            "acme/app\n",
+            "acme/ａpp",
+        ] {
+            assert!(RepositoryName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(RepositoryName::parse(&"a".repeat(256)), Err(RepositoryNameError::TooLong));
+        assert!(RepositoryName::parse(&format!("{}/{}", "a".repeat(127), "b".repeat(127))).is_ok());
+    }
+
+    #[test]
+    fn namespace_match_is_exact_or_below() {
+        let ns = AccountId::parse("acme").unwrap();
+        let name = |s: &str| RepositoryName::parse(s).unwrap();
+        assert!(name("acme").is_in(&ns));
+        assert!(name("acme/app").is_in(&ns));
+        assert!(name("acme/a/b").is_in(&ns));
+        assert!(!name("acme12/app").is_in(&ns));
+        assert!(!name("acmeapp").is_in(&ns));
+        assert!(!name("other/acme").is_in(&ns));
+        assert!(!name("acm").is_in(&ns));
+    }
+}

@@ -1,0 +1,75 @@
+//! Request extractors whose rejections are problem+json naming the field at fault.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::secret::Secret;
+
+/// Largest JSON body accepted by default.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// A JSON body. A syntax error, a wrong type or an unknown value is a 400 naming the field
+/// (`repositories[2]`); a body over [`MAX_JSON_BODY`] is a 413.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if let Some(content_type) = content_type
+            && !content_type.starts_with("application/json")
+        {
+            return Err(ApiError::invalid("body", "unsupported_media_type", "send the body as application/json"));
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY)
+            .await
+            .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX_JSON_BODY })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON into `T`, naming the field at fault on error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
+        let code = if inner.is_syntax() || inner.is_eof() { "malformed_json" } else { "invalid_field" };
+        // serde's message names the expected type or variants, never echoes secrets of ours.
+        ApiError::invalid(field, code, inner.to_string())
+    })
+}
+
+/// HTTP Basic credentials (a registry client logging in with a temporary key).
+#[derive(Debug)]
+pub struct BasicAuth {
+    /// The username.
+    pub username: String,
+    /// The password. Never logged.
+    pub password: Secret<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BasicAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let missing = || ApiError::Unauthenticated("Basic credentials (a temporary key) are required".into());
+        let value = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(missing)?;
+        let encoded = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .ok_or_else(missing)?;
+        let decoded =
+            STANDARD.decode(encoded.trim()).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(missing)?;
+        let (username, password) = decoded.split_once(':').ok_or_else(missing)?;
+        Ok(Self { username: username.to_owned(), password: Secret::new(password.to_owned()) })
+    }
+}

@@ -1,0 +1,230 @@
+//! The token-signing keys: ES256 with a PKCS#8 P-256 key, its certificate in `x5c`, and the
+//! libtrust `kid` distribution looks keys up by. Several keys may be configured for rotation:
+//! the current one signs, all of them verify and are published in the JWKS.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point follows.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// Why signing keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        reason: String,
+    },
+    /// Not a PKCS#8 P-256 private key.
+    #[error("{path} is not a PKCS#8 P-256 private key in PEM")]
+    NotAKey {
+        /// The file.
+        path: String,
+    },
+    /// The certificate is not PEM, or is not for this key.
+    #[error("{path} is not a PEM certificate for the signing key")]
+    CertificateMismatch {
+        /// The file.
+        path: String,
+    },
+}
+
+/// One signing key with everything published about it.
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    certificate: Option<String>,
+    x: String,
+    y: String,
+}
+
+impl SigningKey {
+    /// A key from PKCS#8 DER and, optionally, its certificate (DER).
+    pub fn from_pkcs8(der: &[u8], certificate: Option<&[u8]>) -> Option<Self> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).ok()?;
+        let point = pair.public_key().as_ref();
+        if point.len() != 65 || point[0] != 4 {
+            return None;
+        }
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(point);
+        // The certificate must carry this very public key.
+        if let Some(cert) = certificate
+            && !cert.windows(spki.len()).any(|w| w == spki.as_slice())
+        {
+            return None;
+        }
+        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+        Some(Self {
+            kid: libtrust_kid(&spki),
+            encoding: EncodingKey::from_ec_der(der),
+            decoding: DecodingKey::from_ec_components(&x, &y).ok()?,
+            certificate: certificate.map(|c| STANDARD.encode(c)),
+            x,
+            y,
+        })
+    }
+
+    /// The libtrust key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// The libtrust key id distribution uses: SHA-256 of the DER SubjectPublicKeyInfo, first
+/// 240 bits, base32 without padding, in 12 groups of 4 joined by `:`.
+pub fn libtrust_kid(spki_der: &[u8]) -> String {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
+    let encoded = data_encoding::BASE32_NOPAD.encode(&hash.as_ref()[..30]);
+    encoded.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("base32 is ASCII")).collect::<Vec<_>>().join(":")
+}
+
+/// The configured keys: the current one signs; every one verifies.
+#[derive(Clone)]
+pub struct SigningKeys {
+    keys: Arc<Vec<SigningKey>>,
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeys").field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>()).finish()
+    }
+}
+
+fn read(path: &Path) -> Result<String, SigningKeyError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| SigningKeyError::Read { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// The base64 body of the first PEM block labelled `label`, decoded.
+pub fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = start + text[start..].find(&end)?;
+    let body: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    STANDARD.decode(body).ok()
+}
+
+impl SigningKeys {
+    /// Loads the current key and certificate, then any previous keys (verify only).
+    pub fn load(key_file: &Path, cert_file: &Path, previous: &[std::path::PathBuf]) -> Result<Self, SigningKeyError> {
+        let mut keys = vec![Self::load_one(key_file, Some(cert_file))?];
+        for path in previous {
+            keys.push(Self::load_one(path, None)?);
+        }
+        Ok(Self { keys: Arc::new(keys) })
+    }
+
+    fn load_one(key_file: &Path, cert_file: Option<&Path>) -> Result<SigningKey, SigningKeyError> {
+        let not_a_key = || SigningKeyError::NotAKey { path: key_file.display().to_string() };
+        let der = pem_block(&read(key_file)?, "PRIVATE KEY").ok_or_else(not_a_key)?;
+        let certificate = match cert_file {
+            Some(path) => Some(
+                pem_block(&read(path)?, "CERTIFICATE")
+                    .ok_or_else(|| SigningKeyError::CertificateMismatch { path: path.display().to_string() })?,
+            ),
+            None => None,
+        };
+        SigningKey::from_pkcs8(&der, certificate.as_deref()).ok_or_else(|| match cert_file {
+            Some(path) if EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).is_ok() => {
+                SigningKeyError::CertificateMismatch { path: path.display().to_string() }
+            }
+            _ => not_a_key(),
+        })
+    }
+
+    /// Keys from already-parsed parts, the first signing.
+    pub fn from_keys(keys: Vec<SigningKey>) -> Self {
+        assert!(!keys.is_empty(), "at least one signing key");
+        Self { keys: Arc::new(keys) }
+    }
+
+    /// The signing key.
+    pub fn current(&self) -> &SigningKey {
+        &self.keys[0]
+    }
+
+    /// Signs `claims` with the current key: ES256, `kid`, `x5c` (when a certificate is
+    /// configured) and the given `typ`.
+    pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
+        let key = self.current();
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(key.kid.clone());
+        header.x5c = key.certificate.clone().map(|c| vec![c]);
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+    }
+
+    /// Verifies a token signed by any configured key, for `audience`, with its `typ`.
+    pub fn verify<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+        audience: &str,
+    ) -> Result<T, jsonwebtoken::errors::Error> {
+        use jsonwebtoken::errors::ErrorKind;
+        let header = jsonwebtoken::decode_header(token)?;
+        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(typ) {
+            return Err(ErrorKind::InvalidToken.into());
+        }
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.keys.iter().find(|k| k.kid == kid).ok_or(ErrorKind::InvalidSignature)?,
+            None => self.current(),
+        };
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        validation.leeway = 0;
+        Ok(jsonwebtoken::decode::<T>(token, &key.decoding, &validation)?.claims)
+    }
+
+    /// The JSON Web Key Set of every configured key.
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut jwk = json!({ "kty": "EC", "crv": "P-256", "x": k.x, "y": k.y, "kid": k.kid, "use": "sig", "alg": "ES256" });
+                if let Some(cert) = &k.certificate {
+                    jwk["x5c"] = json!([cert]);
+                }
+                jwk
+            })
+            .collect();
+        json!({ "keys": keys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtrust_kid_shape() {
+        let kid = libtrust_kid(b"anything");
+        assert_eq!(kid.len(), 12 * 4 + 11);
+        assert!(
+            kid.split(':')
+                .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)))
+        );
+    }
+}

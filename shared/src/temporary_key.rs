@@ -1,0 +1,265 @@
+//! Temporary keys: a username and a password that is itself a signed, expiring grant
+//! (namespace, purpose, optional repositories). Stateless to verify.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::account::AccountId;
+use crate::repository::RepositoryName;
+use crate::secret::Secret;
+use crate::signing::SigningKeys;
+
+/// Shortest key lifetime.
+pub const MIN_TTL_SECONDS: u64 = 60;
+/// Longest key lifetime (12 hours).
+pub const MAX_TTL_SECONDS: u64 = 43_200;
+/// Default key lifetime.
+pub const DEFAULT_TTL_SECONDS: u64 = 3_600;
+/// Most repositories one key may be limited to.
+pub const MAX_KEY_REPOSITORIES: usize = 100;
+/// Audience of key passwords: nothing else accepts them (the registry wants its service).
+pub const KEY_AUDIENCE: &str = "berth:temporary-key";
+/// `typ` of key passwords.
+pub const KEY_TYPE: &str = "berth-key+jwt";
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    /// Providers: push and pull in their namespace.
+    Push,
+    /// Deployments: pull only.
+    Pull,
+}
+
+impl KeyPurpose {
+    /// Registry actions the purpose allows.
+    pub fn actions(self) -> &'static [&'static str] {
+        match self {
+            Self::Push => &["pull", "push"],
+            Self::Pull => &["pull"],
+        }
+    }
+}
+
+/// The claims inside a key's password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGrant {
+    /// The account, which is also the username and the namespace.
+    pub sub: AccountId,
+    /// Always [`KEY_AUDIENCE`].
+    pub aud: String,
+    /// Push or pull.
+    pub purpose: KeyPurpose,
+    /// When given, the only repositories the key reaches (full names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<RepositoryName>>,
+    /// Issued at.
+    pub iat: u64,
+    /// Expiry: no registry token outlives it.
+    pub exp: u64,
+    /// Unique id of the key.
+    pub jti: String,
+}
+
+impl KeyGrant {
+    /// Whether the key reaches `repository`: in its namespace, and in its list if it has one.
+    pub fn reaches(&self, repository: &RepositoryName) -> bool {
+        repository.is_in(&self.sub) && self.repositories.as_ref().is_none_or(|list| list.contains(repository))
+    }
+}
+
+/// A minted key, as handed to its owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemporaryKey {
+    /// Registry host clients use, e.g. `registry.example.com` or `127.0.0.1:5000`.
+    pub registry: String,
+    /// The namespace (account ID).
+    pub namespace: AccountId,
+    /// What the key reaches.
+    pub available_resources: Vec<AvailableResource>,
+    /// Username for `docker login`.
+    pub username: String,
+    /// Password: a signed grant. Never logged.
+    pub password: Secret<String>,
+    /// Purpose.
+    pub purpose: KeyPurpose,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+    /// A login command that reads the password from stdin.
+    pub docker_login: String,
+    /// base64 of `{"auths":{registry:{username,password,auth}}}`. Never logged.
+    pub dockerconfigjson: Secret<String>,
+}
+
+/// A repository (or the namespace wildcard) a key reaches.
+#[derive(Debug, Clone, Serialize)]
+pub struct AvailableResource {
+    /// Name relative to the namespace, or `*` for all of it.
+    pub repository_name: String,
+    /// Full path for clients: `registry/namespace/name`.
+    pub path: String,
+}
+
+/// Mints a temporary key. `now` in seconds since the epoch; `ttl` already validated.
+pub fn mint(
+    keys: &SigningKeys,
+    registry: &str,
+    account: &AccountId,
+    purpose: KeyPurpose,
+    repositories: Option<Vec<RepositoryName>>,
+    ttl_seconds: u64,
+    now: u64,
+) -> Result<TemporaryKey, jsonwebtoken::errors::Error> {
+    let grant = KeyGrant {
+        sub: account.clone(),
+        aud: KEY_AUDIENCE.to_owned(),
+        purpose,
+        repositories: repositories.clone(),
+        iat: now,
+        exp: now + ttl_seconds,
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let password = keys.sign(KEY_TYPE, &grant)?;
+    let username = account.to_string();
+    let available_resources = match &repositories {
+        Some(list) => list
+            .iter()
+            .map(|r| AvailableResource {
+                repository_name: r.as_str()[account.as_str().len() + 1..].to_owned(),
+                path: format!("{registry}/{r}"),
+            })
+            .collect(),
+        None => vec![AvailableResource { repository_name: "*".into(), path: format!("{registry}/{account}/*") }],
+    };
+    Ok(TemporaryKey {
+        registry: registry.to_owned(),
+        namespace: account.clone(),
+        available_resources,
+        docker_login: format!("docker login --username {username} --password-stdin {registry}"),
+        dockerconfigjson: Secret::new(dockerconfigjson(registry, &username, &password)),
+        username,
+        password: Secret::new(password),
+        purpose,
+        expires_at: rfc3339(grant.exp),
+    })
+}
+
+/// base64 of a docker config with one registry's credentials.
+pub fn dockerconfigjson(registry: &str, username: &str, password: &str) -> String {
+    let auth = STANDARD.encode(format!("{username}:{password}"));
+    let config = json!({ "auths": { registry: { "username": username, "password": password, "auth": auth } } });
+    STANDARD.encode(config.to_string())
+}
+
+/// Verifies a key's username and password; returns its grant.
+pub fn verify(keys: &SigningKeys, username: &str, password: &str) -> Result<KeyGrant, KeyRefusal> {
+    let grant: KeyGrant = keys.verify(password, KEY_TYPE, KEY_AUDIENCE).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => KeyRefusal::Expired,
+        _ => KeyRefusal::Invalid,
+    })?;
+    if grant.sub.as_str() != username {
+        return Err(KeyRefusal::Invalid);
+    }
+    Ok(grant)
+}
+
+/// Why a key was refused. Deliberately vague: a caller learns only that it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRefusal {
+    /// Wrong username or password.
+    #[error("invalid username or password")]
+    Invalid,
+    /// The key has expired.
+    #[error("the temporary key has expired; request a new one")]
+    Expired,
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`2026-11-24T04:30:00Z`).
+pub fn rfc3339(unix: u64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(unix as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
+
+/// `POST /v1/registry/credentials` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    /// `push` or `pull`.
+    pub purpose: KeyPurpose,
+    /// Repositories (relative to the namespace) the key is limited to.
+    #[serde(default)]
+    pub repositories: Option<Vec<String>>,
+    /// Lifetime, [`MIN_TTL_SECONDS`]..=[`MAX_TTL_SECONDS`], default [`DEFAULT_TTL_SECONDS`].
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A validated key request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidKeyRequest {
+    /// Purpose.
+    pub purpose: KeyPurpose,
+    /// Full repository names, if limited.
+    pub repositories: Option<Vec<RepositoryName>>,
+    /// Lifetime in seconds.
+    pub ttl_seconds: u64,
+}
+
+impl KeyRequest {
+    /// Checks every rule, naming the field at fault.
+    pub fn validate(self, account: &AccountId) -> Result<ValidKeyRequest, crate::error::ApiError> {
+        use crate::error::ApiError;
+        let ttl_seconds = self.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+        if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+            return Err(ApiError::invalid(
+                "ttl_seconds",
+                "out_of_range",
+                format!("ttl_seconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}"),
+            ));
+        }
+        let repositories = match self.repositories {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(ApiError::invalid("repositories", "empty", "omit repositories, or name at least one"));
+            }
+            Some(list) if list.len() > MAX_KEY_REPOSITORIES => {
+                return Err(ApiError::invalid(
+                    "repositories",
+                    "too_many",
+                    format!("at most {MAX_KEY_REPOSITORIES} repositories per key"),
+                ));
+            }
+            Some(list) => {
+                let mut names = Vec::with_capacity(list.len());
+                for (i, relative) in list.iter().enumerate() {
+                    let name = RepositoryName::within(account, relative).map_err(|e| {
+                        ApiError::invalid(
+                            format!("repositories[{i}]"),
+                            "invalid_repository",
+                            format!("{e} (names are relative to your namespace, e.g. app or team/app)"),
+                        )
+                    })?;
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                Some(names)
+            }
+        };
+        Ok(ValidKeyRequest { purpose: self.purpose, repositories, ttl_seconds })
+    }
+}
