@@ -3,6 +3,9 @@
 //! Components come from `make deps` (the venv in `.venv/`). A component that cannot start
 //! fails the test loudly; nothing is skipped.
 
+pub mod berth;
+pub mod registry;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,4 +145,38 @@ impl Moto {
             reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.expect("create bucket");
         assert!(response.status().is_success(), "create bucket: {}", response.status());
     }
+}
+
+/// Writes a fresh P-256 account key (PKCS#8 PEM) to `dir/account.pem` and returns its path,
+/// for `BERTH_ACCOUNT_KEY_FILE`.
+pub fn write_account_key(dir: &Path) -> PathBuf {
+    let path = dir.join("account.pem");
+    std::fs::write(&path, berth_shared::account::generate_private_key_pem()).expect("write account key");
+    path
+}
+
+/// Sends SIGTERM, waits up to `grace` for the process to exit, then kills it. For processes
+/// that must clean up children of their own (`cargo lambda watch` runs the function in a
+/// process group of its own, which SIGKILL would leave behind).
+pub fn stop_gracefully(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last `lines` lines of a (log) file, for failure messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -1,0 +1,125 @@
+//! The Debian `docker-registry` (distribution 2.8) delegating its auth to Berth, and small
+//! OCI images built on the spot (nothing is pulled from outside).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{ChildGuard, free_port, wait_for_port};
+
+/// A running registry.
+pub struct Registry {
+    /// `127.0.0.1:PORT`, as clients name it.
+    pub host: String,
+    /// Its log file.
+    pub log: PathBuf,
+    _child: ChildGuard,
+}
+
+/// The registry's `service` in tests (Berth's `BERTH_REGISTRY_SERVICE`).
+pub const SERVICE: &str = "berth-registry";
+
+impl Registry {
+    /// Starts `docker-registry serve` on `port` with token auth: `realm` is Berth's token
+    /// endpoint, `certificate` Berth's signing certificate.
+    pub fn start(dir: &Path, port: u16, realm: &str, certificate: &Path) -> Self {
+        let binary = Path::new("/usr/bin/docker-registry");
+        assert!(binary.exists(), "docker-registry is missing: run `make deps`");
+        let config = dir.join("registry.yml");
+        let storage = dir.join("registry-data");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n\
+                 http: {{addr: 127.0.0.1:{port}}}\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: berth\n    rootcertbundle: {}\n",
+                storage.display(),
+                certificate.display()
+            ),
+        )
+        .expect("write registry config");
+        let log = dir.join("registry.log");
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("registry log"))
+            .spawn()
+            .expect("start docker-registry");
+        let child = ChildGuard(child);
+        wait_for_port(port, Duration::from_secs(10), "docker-registry");
+        Self { host: format!("127.0.0.1:{port}"), log, _child: child }
+    }
+
+    /// A free port for a registry started later (Berth needs to know it first).
+    pub fn pick_port() -> u16 {
+        free_port()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes an OCI image layout at `dir` with one tag: a single uncompressed layer holding
+/// `hello.txt` with `content`. Returns the manifest digest.
+pub fn oci_image(dir: &Path, tag: &str, content: &str) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("layout dirs");
+    let put = |bytes: &[u8]| {
+        let digest = sha256_hex(bytes);
+        std::fs::write(blobs.join(&digest), bytes).expect("write blob");
+        (format!("sha256:{digest}"), bytes.len())
+    };
+    let layer = tar_with_one_file("hello.txt", content.as_bytes());
+    let (layer_digest, layer_size) = put(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] }, "config": {}
+    });
+    let (config_digest, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size }]
+    });
+    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
+            "annotations": { "org.opencontainers.image.ref.name": tag }
+        }]
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    manifest_digest
+}
+
+/// A ustar archive with one regular file.
+fn tar_with_one_file(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[108..116].copy_from_slice(b"0000000\0");
+    header[116..124].copy_from_slice(b"0000000\0");
+    header[124..136].copy_from_slice(format!("{:011o}\0", content.len()).as_bytes());
+    header[136..148].copy_from_slice(b"00000000000\0");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let checksum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{checksum:06o}\0 ").as_bytes());
+    let mut out = header.to_vec();
+    out.extend_from_slice(content);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// Runs `skopeo` with `args`; returns (success, stderr).
+pub fn skopeo(args: &[&str]) -> (bool, String) {
+    let output = Command::new("skopeo").args(args).output().expect("skopeo is missing: run `make deps`");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
