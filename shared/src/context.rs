@@ -67,6 +67,24 @@ impl FunctionContext {
     }
 }
 
+impl FunctionContext {
+    /// A self-contained context for tests and benchmarks: `memory://` store, in-process
+    /// queue, freshly generated account and signing keys (the account key can issue).
+    pub fn ephemeral() -> Self {
+        let config = Config::from_lookup(|name| match name {
+            "BERTH_STORE_URL" => Some("memory://".to_owned()),
+            _ => None,
+        })
+        .expect("defaults are valid");
+        let account_keys = AccountKeys::from_pem(crate::account::generate_private_key_pem().as_bytes(), &config.account_issuer)
+            .expect("fresh key");
+        let der = crate::signing::pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").expect("fresh key");
+        let signing = SigningKeys::from_keys(vec![crate::signing::SigningKey::from_pkcs8(&der, None).expect("fresh key")]);
+        let queue = Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility));
+        Self { store: DocumentStore::in_memory(), queue, account_keys, signing, config: Arc::new(config) }
+    }
+}
+
 /// Loads the signing keys the configuration names.
 pub fn load_signing_keys(config: &Config) -> Result<SigningKeys, StartupError> {
     match (&config.signing_key_file, &config.signing_cert_file) {

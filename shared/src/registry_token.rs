@@ -149,3 +149,66 @@ impl TokenQuery {
         Ok(query)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountId;
+    use crate::scope::parse_scopes;
+    use crate::signing::{SigningKey, pem_block};
+    use crate::temporary_key::{KEY_AUDIENCE, KeyPurpose};
+
+    fn keys() -> SigningKeys {
+        let der = pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").unwrap();
+        SigningKeys::from_keys(vec![SigningKey::from_pkcs8(&der, None).unwrap()])
+    }
+
+    fn settings() -> RegistrySettings {
+        RegistrySettings { host: "r:5000".into(), service: "svc".into(), issuer: "berth".into() }
+    }
+
+    fn grant(exp: u64) -> KeyGrant {
+        KeyGrant {
+            sub: AccountId::parse("acme").unwrap(),
+            aud: KEY_AUDIENCE.into(),
+            purpose: KeyPurpose::Push,
+            repositories: None,
+            iat: 0,
+            exp,
+            jti: "k".into(),
+        }
+    }
+
+    #[test]
+    fn token_claims_follow_the_rules() {
+        let keys = keys();
+        let now = 1_000_000;
+        let scopes = parse_scopes(["repository:acme/app:pull"]).unwrap();
+        let response = issue(&keys, &settings(), &grant(now + 3600), &scopes, now).unwrap();
+        let claims: RegistryClaims = keys.verify_registry_token_for_tests(response.token.expose());
+        assert_eq!(claims.aud, "svc");
+        assert_eq!(claims.iss, "berth");
+        assert_eq!(claims.exp, now + TOKEN_TTL_SECONDS);
+        assert_eq!(response.expires_in, TOKEN_TTL_SECONDS);
+        assert!(claims.nbf < claims.iat);
+        // Capped at the key's expiry.
+        let capped = issue(&keys, &settings(), &grant(now + 90), &scopes, now).unwrap();
+        assert_eq!(capped.expires_in, 90);
+        // A key with under a minute left gets nothing.
+        assert_eq!(issue(&keys, &settings(), &grant(now + 59), &scopes, now).unwrap_err(), TokenRefusal::KeyExpiring);
+    }
+
+    #[test]
+    fn query_checks_service_and_collects_scopes() {
+        let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        let query = TokenQuery::parse(
+            &pairs(&[("service", "svc"), ("scope", "repository:acme/a:pull"), ("scope", "repository:acme/b:push repository:acme/c:pull"), ("offline_token", "true"), ("client_id", "docker")]),
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(query.scopes.len(), 3);
+        assert!(query.offline_token);
+        assert!(TokenQuery::parse(&pairs(&[("service", "other")]), &settings()).is_err());
+        assert!(TokenQuery::parse(&pairs(&[("scope", "nonsense")]), &settings()).is_err());
+    }
+}

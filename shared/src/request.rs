@@ -40,8 +40,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
-        let code = if inner.is_syntax() || inner.is_eof() { "malformed_json" } else { "invalid_field" };
+        let message = inner.to_string();
+        let at_root = path == "." || path == "?" || path.is_empty() || inner.is_syntax() || inner.is_eof();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
+        let field = match (missing, at_root) {
+            (Some(name), true) => name.to_owned(),
+            (Some(name), false) => format!("{path}.{name}"),
+            (None, true) => "body".to_owned(),
+            (None, false) => path,
+        };
+        let code = if inner.is_syntax() || inner.is_eof() {
+            "malformed_json"
+        } else if missing.is_some() {
+            "required"
+        } else {
+            "invalid_field"
+        };
         // serde's message names the expected type or variants, never echoes secrets of ours.
         ApiError::invalid(field, code, inner.to_string())
     })

@@ -128,3 +128,68 @@ pub fn grant(key: &KeyGrant, scopes: &[Scope]) -> Vec<Access> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountId;
+    use crate::temporary_key::{KEY_AUDIENCE, KeyPurpose};
+
+    fn key(purpose: KeyPurpose, repositories: Option<Vec<&str>>) -> KeyGrant {
+        KeyGrant {
+            sub: AccountId::parse("acme").unwrap(),
+            aud: KEY_AUDIENCE.into(),
+            purpose,
+            repositories: repositories.map(|l| l.into_iter().map(|r| RepositoryName::parse(r).unwrap()).collect()),
+            iat: 0,
+            exp: u64::MAX,
+            jti: "k".into(),
+        }
+    }
+
+    fn granted(key: &KeyGrant, scope: &str) -> Vec<String> {
+        grant(key, &parse_scopes([scope]).unwrap())[0].actions.clone()
+    }
+
+    #[test]
+    fn parses_types_names_and_actions() {
+        let scopes = parse_scopes(["repository:acme/app:pull,push registry:catalog:*", "repository(plugin):acme/x:pull"]).unwrap();
+        assert_eq!(scopes.len(), 3);
+        assert_eq!(scopes[0], Scope { kind: "repository".into(), name: "acme/app".into(), actions: vec!["pull".into(), "push".into()] });
+        assert_eq!(scopes[1].kind, "registry");
+        assert_eq!(scopes[2].kind, "repository(plugin)");
+        assert_eq!(parse_scopes(["repository:acme/app:"]).unwrap()[0].actions, Vec::<String>::new());
+    }
+
+    #[test]
+    fn refuses_malformed_scopes() {
+        for bad in [
+            "repository", "repository:acme/app", "repository:acme/app:pull:push", "repository:ACME/app:pull",
+            "repository:acme//app:pull", "repository:../x:pull", "repository:acme%2Fapp:pull", ":acme/app:pull",
+            "repository(:acme:pull", "Repository:acme/app:pull", "repository:acme/app:pull,,push", "repository:acme/app:PULL",
+        ] {
+            assert!(parse_scopes([bad]).is_err(), "{bad:?}");
+        }
+        let many = vec!["repository:acme/app:pull"; MAX_SCOPES + 1].join(" ");
+        assert_eq!(parse_scopes([many.as_str()]), Err(ScopeError::TooMany));
+        let long = format!("repository:acme/{}:pull", "a".repeat(MAX_SCOPE_LEN));
+        assert_eq!(parse_scopes([long.as_str()]), Err(ScopeError::TooLong));
+    }
+
+    #[test]
+    fn grants_follow_namespace_purpose_and_list() {
+        let push = key(KeyPurpose::Push, None);
+        assert_eq!(granted(&push, "repository:acme/app:pull,push"), ["pull", "push"]);
+        assert_eq!(granted(&push, "repository:acme:push"), ["push"]);
+        assert_eq!(granted(&push, "repository:acme/app:push,pull,*,delete"), ["pull", "push"]);
+        assert!(granted(&push, "repository:acme12/app:pull,push").is_empty());
+        assert!(granted(&push, "repository:bravo/acme:pull").is_empty());
+        assert!(granted(&push, "registry:catalog:*").is_empty());
+        assert!(granted(&push, "repository(plugin):acme/app:pull").is_empty());
+        let pull = key(KeyPurpose::Pull, None);
+        assert_eq!(granted(&pull, "repository:acme/app:pull,push"), ["pull"]);
+        let listed = key(KeyPurpose::Pull, Some(vec!["acme/app"]));
+        assert_eq!(granted(&listed, "repository:acme/app:pull"), ["pull"]);
+        assert!(granted(&listed, "repository:acme/other:pull").is_empty());
+    }
+}
