@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: help deps apt-deps py-deps build run test bench lambda-build fmt lint clean
 
 help:
-	@echo "make run           start berth serve (every function, local store) on $(BERTH_LISTEN)"
+	@echo "make run           start berth serve (every function, local store) on $(BERTH_LISTEN) and a registry using it"
 	@echo "make test          install what tests need, build, run every test"
 	@echo "make bench         binary sizes and start-up times"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
@@ -41,11 +41,8 @@ $(VENV)/.installed: Makefile
 build:
 	cargo build --workspace --bins
 
-run: build
-	@mkdir -p $(BERTH_DATA_DIR)
-	@echo "berth serve on http://$(BERTH_LISTEN)  (data: $(BERTH_DATA_DIR); Ctrl-C stops)"
-	@echo "  a token:  target/debug/berth dev-token --account demo --data-dir $(BERTH_DATA_DIR)"
-	BERTH_DATA_DIR=$(BERTH_DATA_DIR) BERTH_LISTEN=$(BERTH_LISTEN) BERTH_LOG_FORMAT=text target/debug/berth serve
+run: apt-deps build
+	@BERTH_DATA_DIR=$(BERTH_DATA_DIR) BERTH_LISTEN=$(BERTH_LISTEN) scripts/run.sh
 
 test: deps build
 	cargo test --workspace --no-fail-fast

@@ -76,10 +76,13 @@ impl FunctionContext {
             _ => None,
         })
         .expect("defaults are valid");
-        let account_keys = AccountKeys::from_pem(crate::account::generate_private_key_pem().as_bytes(), &config.account_issuer)
-            .expect("fresh key");
-        let der = crate::signing::pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").expect("fresh key");
-        let signing = SigningKeys::from_keys(vec![crate::signing::SigningKey::from_pkcs8(&der, None).expect("fresh key")]);
+        let account_keys =
+            AccountKeys::from_pem(crate::account::generate_private_key_pem().as_bytes(), &config.account_issuer)
+                .expect("fresh key");
+        let der =
+            crate::signing::pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").expect("fresh key");
+        let signing =
+            SigningKeys::from_keys(vec![crate::signing::SigningKey::from_pkcs8(&der, None).expect("fresh key")]);
         let queue = Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility));
         Self { store: DocumentStore::in_memory(), queue, account_keys, signing, config: Arc::new(config) }
     }

@@ -202,7 +202,13 @@ mod tests {
     fn query_checks_service_and_collects_scopes() {
         let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
         let query = TokenQuery::parse(
-            &pairs(&[("service", "svc"), ("scope", "repository:acme/a:pull"), ("scope", "repository:acme/b:push repository:acme/c:pull"), ("offline_token", "true"), ("client_id", "docker")]),
+            &pairs(&[
+                ("service", "svc"),
+                ("scope", "repository:acme/a:pull"),
+                ("scope", "repository:acme/b:push repository:acme/c:pull"),
+                ("offline_token", "true"),
+                ("client_id", "docker"),
+            ]),
             &settings(),
         )
         .unwrap();

@@ -43,7 +43,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = inner.to_string();
         let at_root = path == "." || path == "?" || path.is_empty() || inner.is_syntax() || inner.is_eof();
         // serde reports a missing field at its parent; name the field itself.
-        let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
+        let missing =
+            message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
         let field = match (missing, at_root) {
             (Some(name), true) => name.to_owned(),
             (Some(name), false) => format!("{path}.{name}"),

@@ -153,9 +153,14 @@ mod tests {
 
     #[test]
     fn parses_types_names_and_actions() {
-        let scopes = parse_scopes(["repository:acme/app:pull,push registry:catalog:*", "repository(plugin):acme/x:pull"]).unwrap();
+        let scopes =
+            parse_scopes(["repository:acme/app:pull,push registry:catalog:*", "repository(plugin):acme/x:pull"])
+                .unwrap();
         assert_eq!(scopes.len(), 3);
-        assert_eq!(scopes[0], Scope { kind: "repository".into(), name: "acme/app".into(), actions: vec!["pull".into(), "push".into()] });
+        assert_eq!(
+            scopes[0],
+            Scope { kind: "repository".into(), name: "acme/app".into(), actions: vec!["pull".into(), "push".into()] }
+        );
         assert_eq!(scopes[1].kind, "registry");
         assert_eq!(scopes[2].kind, "repository(plugin)");
         assert_eq!(parse_scopes(["repository:acme/app:"]).unwrap()[0].actions, Vec::<String>::new());
@@ -164,9 +169,18 @@ mod tests {
     #[test]
     fn refuses_malformed_scopes() {
         for bad in [
-            "repository", "repository:acme/app", "repository:acme/app:pull:push", "repository:ACME/app:pull",
-            "repository:acme//app:pull", "repository:../x:pull", "repository:acme%2Fapp:pull", ":acme/app:pull",
-            "repository(:acme:pull", "Repository:acme/app:pull", "repository:acme/app:pull,,push", "repository:acme/app:PULL",
+            "repository",
+            "repository:acme/app",
+            "repository:acme/app:pull:push",
+            "repository:ACME/app:pull",
+            "repository:acme//app:pull",
+            "repository:../x:pull",
+            "repository:acme%2Fapp:pull",
+            ":acme/app:pull",
+            "repository(:acme:pull",
+            "Repository:acme/app:pull",
+            "repository:acme/app:pull,,push",
+            "repository:acme/app:PULL",
         ] {
             assert!(parse_scopes([bad]).is_err(), "{bad:?}");
         }

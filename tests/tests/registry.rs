@@ -462,3 +462,51 @@ async fn hostile_scopes_grant_nothing_outside_the_namespace() {
     assert!(!logs.contains(&password) && !logs.contains(&token));
     s.berth.stop();
 }
+
+/// `berth credentials` as a provider uses it: the password piped to `docker login`, and a
+/// pull key written as a docker config that `skopeo` pulls with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_hands_keys_to_real_clients() {
+    let mut s = Setup::start();
+    let token = s.berth.dev_token("acme");
+    let berth = |args: &[&str]| {
+        Command::new(berth_tests::berth_bin("berth"))
+            .args(args)
+            .env("BERTH_URL", &s.berth.url)
+            .env("BERTH_TOKEN", &token)
+            .output()
+            .expect("run berth")
+    };
+    let push = berth(&["credentials", "push"]);
+    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+    let password = String::from_utf8(push.stdout).unwrap().trim().to_owned();
+    let hint = String::from_utf8(push.stderr).unwrap();
+    assert!(hint.contains(&format!("docker login --username acme --password-stdin {}", s.registry.host)), "{hint}");
+    assert!(!hint.contains(&password), "the password goes to stdout only");
+    s.issued.push(password.clone());
+    let docker_config = s.dir.path().join("docker-cli");
+    assert!(docker_login(&docker_config, &s.registry.host, "acme", &password), "berth credentials push | docker login");
+    let image = s.image("cli");
+    assert!(s.push(&image, &format!("acme:{password}"), "acme/cli:v1").0);
+
+    let config_dir = s.dir.path().join("pull-config");
+    let pull =
+        berth(&["credentials", "pull", "--repositories", "cli", "--write-docker-config", config_dir.to_str().unwrap()]);
+    assert!(pull.status.success(), "{}", String::from_utf8_lossy(&pull.stderr));
+    assert!(pull.stdout.is_empty(), "nothing secret on stdout when writing a config");
+    let auth_file = config_dir.join("config.json");
+    let (ok, err) = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        auth_file.to_str().unwrap(),
+        &format!("docker://{}/acme/cli:v1", s.registry.host),
+    ]);
+    assert!(ok, "skopeo with the written docker config: {err}");
+
+    let bad = berth(&["credentials", "pull", "--ttl-seconds", "5"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("out_of_range (ttl_seconds)"));
+    s.berth.stop();
+}

@@ -36,11 +36,15 @@ async fn a_push_key_has_everything_a_provider_needs() {
     assert_eq!(key["registry"], "127.0.0.1:5000");
     assert_eq!(key["docker_login"], "docker login --username acme --password-stdin 127.0.0.1:5000");
     assert_eq!(key["available_resources"], json!([{ "repository_name": "*", "path": "127.0.0.1:5000/acme/*" }]));
-    let config: Value = serde_json::from_slice(&STANDARD.decode(key["dockerconfigjson"].as_str().unwrap()).unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_slice(&STANDARD.decode(key["dockerconfigjson"].as_str().unwrap()).unwrap()).unwrap();
     let entry = &config["auths"]["127.0.0.1:5000"];
     assert_eq!(entry["username"], "acme");
     assert_eq!(entry["password"], key["password"]);
-    assert_eq!(STANDARD.decode(entry["auth"].as_str().unwrap()).unwrap(), format!("acme:{}", key["password"].as_str().unwrap()).into_bytes());
+    assert_eq!(
+        STANDARD.decode(entry["auth"].as_str().unwrap()).unwrap(),
+        format!("acme:{}", key["password"].as_str().unwrap()).into_bytes()
+    );
     assert!(key["expires_at"].as_str().unwrap().ends_with('Z'));
 }
 
@@ -64,7 +68,11 @@ async fn every_rule_violation_is_a_problem_naming_its_field() {
         let (status, content_type, problem) = call(&context, post_key(&context, "acme", body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
         assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{body}");
-        assert_eq!((problem["field"].as_str(), problem["code"].as_str()), (Some(field), Some(code)), "{body}: {problem}");
+        assert_eq!(
+            (problem["field"].as_str(), problem["code"].as_str()),
+            (Some(field), Some(code)),
+            "{body}: {problem}"
+        );
     }
     let many: Vec<String> = (0..101).map(|i| format!("r{i}")).collect();
     let body = json!({ "purpose": "pull", "repositories": many }).to_string();
@@ -78,10 +86,17 @@ async fn every_rule_violation_is_a_problem_naming_its_field() {
 #[tokio::test]
 async fn keys_need_an_account_token_and_the_token_endpoint_basic_credentials() {
     let context = FunctionContext::ephemeral();
-    let request = Request::post("/v1/registry/credentials").header("content-type", "application/json").body(Body::from(r#"{"purpose":"push"}"#)).unwrap();
+    let request = Request::post("/v1/registry/credentials")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"purpose":"push"}"#))
+        .unwrap();
     let (status, content_type, problem) = call(&context, request).await;
-    assert_eq!((status, content_type.as_deref(), problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("application/problem+json"), Some("unauthenticated")));
-    let (status, _, _) = call(&context, Request::get("/v1/registry/token?service=berth-registry").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status, content_type.as_deref(), problem["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("application/problem+json"), Some("unauthenticated"))
+    );
+    let (status, _, _) =
+        call(&context, Request::get("/v1/registry/token?service=berth-registry").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, jwks) = call(&context, Request::get("/.well-known/jwks.json").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);

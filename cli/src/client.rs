@@ -1,0 +1,38 @@
+//! A small client of Berth's HTTP API for the CLI. Problems come back as one readable line.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where Berth is and who is calling.
+pub struct BerthClient {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl BerthClient {
+    /// A client for the Berth at `url`, calling with the account token `token`.
+    pub fn new(url: &str, token: &str) -> Self {
+        Self { url: url.trim_end_matches('/').to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
+    }
+
+    /// POSTs JSON; returns the JSON answer or the problem as one line.
+    pub async fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<Value, String> {
+        let request = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body);
+        answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
+    }
+}
+
+async fn answer(response: reqwest::Response) -> Result<Value, String> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let detail = body["detail"].as_str().unwrap_or("no detail");
+    let code = body["code"].as_str().unwrap_or("error");
+    Err(match body["field"].as_str() {
+        Some(field) => format!("{code} ({field}): {detail} [HTTP {}]", status.as_u16()),
+        None => format!("{code}: {detail} [HTTP {}]", status.as_u16()),
+    })
+}
