@@ -50,6 +50,7 @@ test: deps build
 bench: deps
 	cargo build --release --workspace --bins
 	cargo run --release -q -p berth-tests --bin startup-bench
+	cargo run --release -q -p berth-tests --bin token-bench
 
 lambda-build: deps
 	$(CARGO_LAMBDA) lambda build --release --compiler cargo --x86-64 \

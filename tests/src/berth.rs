@@ -21,8 +21,13 @@ impl BerthServe {
     /// Starts `berth serve` with `data` as data directory, logging to `log`, on `port`
     /// (0 for any), with extra environment.
     pub fn start(data: &Path, log: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_binary(&berth_bin("berth"), data, log, port, env)
+    }
+
+    /// As [`BerthServe::start`], with a given `berth` binary (a release build, say).
+    pub fn start_binary(binary: &Path, data: &Path, log: &Path, port: u16, env: &[(&str, &str)]) -> Self {
         let port = if port == 0 { free_port() } else { port };
-        let mut command = Command::new(berth_bin("berth"));
+        let mut command = Command::new(binary);
         command
             .args(["serve", "--data-dir"])
             .arg(data)
