@@ -20,4 +20,5 @@ pub mod secret;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod template;
 pub mod temporary_key;

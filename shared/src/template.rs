@@ -1,0 +1,342 @@
+//! Service templates: finding `{{ computenest::KIND::NAME }}` identifiers and replacing them,
+//! leaving every other byte as it was.
+//!
+//! An identifier is `{{`, optional spaces, `computenest::KIND::NAME`, optional spaces, `}}`.
+//! Anything else, including other `{{...}}` (`{{resolve:oos:...}}`, `{{.ID}}`,
+//! `{{workflow.name}}`), `${Var}`, stray `}}` and text that merely mentions computenest, is
+//! not an identifier and is copied unchanged.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Serialize;
+
+/// Largest template accepted.
+pub const MAX_TEMPLATE_BYTES: usize = 10 << 20;
+/// Longest identifier name.
+pub const MAX_NAME_LEN: usize = 128;
+
+const PREFIX: &str = "computenest::";
+
+/// What an identifier stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentifierKind {
+    /// `acrimage::NAME`: an image reference.
+    AcrImage,
+    /// `acr::dockerconfigjson`: image pull credentials.
+    Acr,
+    /// `helmchart::NAME`: a chart reference.
+    HelmChart,
+    /// `helm::dockerconfigjson`: chart pull credentials.
+    Helm,
+    /// `file::NAME`: a download URL.
+    File,
+}
+
+impl IdentifierKind {
+    fn parse(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "acrimage" => Self::AcrImage,
+            "acr" => Self::Acr,
+            "helmchart" => Self::HelmChart,
+            "helm" => Self::Helm,
+            "file" => Self::File,
+            _ => return None,
+        })
+    }
+
+    /// The kind as written in templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AcrImage => "acrimage",
+            Self::Acr => "acr",
+            Self::HelmChart => "helmchart",
+            Self::Helm => "helm",
+            Self::File => "file",
+        }
+    }
+
+    /// Whether the name is fixed (`dockerconfigjson`) rather than an association.
+    pub fn is_credential(self) -> bool {
+        matches!(self, Self::Acr | Self::Helm)
+    }
+}
+
+/// A 1-based line and column (in characters) in a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1, counted in characters.
+    pub column: usize,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// One identifier found in a template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identifier {
+    /// Its kind.
+    pub kind: IdentifierKind,
+    /// Its name.
+    pub name: String,
+    /// The whole `{{ ... }}` as written.
+    pub text: String,
+    /// Byte range of the whole `{{ ... }}`.
+    #[serde(skip)]
+    pub span: Range<usize>,
+    /// Where it starts.
+    pub position: Position,
+}
+
+impl Identifier {
+    /// `computenest::KIND::NAME`, the key relations use (without braces).
+    pub fn key(&self) -> String {
+        format!("{PREFIX}{}::{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// Why an identifier cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateProblem {
+    /// Where.
+    pub position: Position,
+    /// Stable code: `malformed_identifier`, `unclosed_identifier`, `unknown_kind`,
+    /// `not_associated`, `not_available`.
+    pub code: &'static str,
+    /// The identifier text (up to 200 characters).
+    pub identifier: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for TemplateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.position, self.identifier, self.message)
+    }
+}
+
+/// Maps byte offsets to line:column.
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Self { text, starts }
+    }
+
+    fn position(&self, offset: usize) -> Position {
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        Position { line, column: self.text[start..offset].chars().count() + 1 }
+    }
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// Finds every identifier, and every `{{ computenest::...` that is not a valid one.
+pub fn scan(text: &str) -> (Vec<Identifier>, Vec<TemplateProblem>) {
+    let bytes = text.as_bytes();
+    let lines = Lines::new(text);
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = text[from..].find("{{") {
+        let start = from + offset;
+        let mut i = start + 2;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        if !text[i..].starts_with(PREFIX) {
+            // Not ours ({{resolve:...}}, {{.ID}}, ...): move past this `{` only, so `{{{ computenest` still scans.
+            from = start + 1;
+            continue;
+        }
+        let body_start = i + PREFIX.len();
+        // The identifier ends at the first `}}` on the same line.
+        let line_end = text[body_start..].find('\n').map_or(bytes.len(), |n| body_start + n);
+        let close = text[body_start..line_end].find("}}").map(|n| body_start + n);
+        let Some(close) = close else {
+            let shown: String = text[start..line_end].chars().take(200).collect();
+            problems.push(TemplateProblem {
+                position: lines.position(start),
+                code: "unclosed_identifier",
+                identifier: shown,
+                message: "identifier has no closing }} on its line".into(),
+            });
+            from = body_start;
+            continue;
+        };
+        let end = close + 2;
+        let whole = &text[start..end];
+        let body = text[body_start..close].trim_end_matches(' ');
+        let position = lines.position(start);
+        let problem = |code: &'static str, message: String| TemplateProblem {
+            position,
+            code,
+            identifier: whole.chars().take(200).collect(),
+            message,
+        };
+        match body.split_once("::") {
+            Some((kind, name)) if !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(is_name_byte) => {
+                match IdentifierKind::parse(kind) {
+                    Some(kind) if kind.is_credential() && name != "dockerconfigjson" => problems.push(problem(
+                        "malformed_identifier",
+                        format!("{}:: takes only dockerconfigjson", kind.as_str()),
+                    )),
+                    Some(kind) => found.push(Identifier {
+                        kind,
+                        name: name.to_owned(),
+                        text: whole.to_owned(),
+                        span: start..end,
+                        position,
+                    }),
+                    None => problems.push(problem(
+                        "unknown_kind",
+                        format!("unknown kind '{kind}' (expected acrimage, acr, helmchart, helm or file)"),
+                    )),
+                }
+            }
+            _ => problems.push(problem(
+                "malformed_identifier",
+                format!(
+                    "expected computenest::KIND::NAME with NAME of letters, digits, '_' or '-' (at most {MAX_NAME_LEN})"
+                ),
+            )),
+        }
+        from = end;
+    }
+    (found, problems)
+}
+
+/// Replaces each identifier's span with `value(identifier)`; every other byte is copied.
+/// `identifiers` must come from [`scan`] of the same text.
+pub fn substitute(text: &str, identifiers: &[Identifier], mut value: impl FnMut(&Identifier) -> String) -> String {
+    let mut out = String::with_capacity(text.len() + identifiers.len() * 64);
+    let mut last = 0;
+    for identifier in identifiers {
+        out.push_str(&text[last..identifier.span.start]);
+        out.push_str(&value(identifier));
+        last = identifier.span.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// Escapes a value for the inside of a JSON string (templates in JSON keep parsing).
+pub fn json_string_content(value: &str) -> String {
+    let quoted = serde_json::to_string(value).expect("a string serialises");
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn finds_both_spellings_and_leaves_the_rest() {
+        let text = "a: {{ computenest::acrimage::nginx }}\nb: \"{{computenest::acr::dockerconfigjson}}\"\n\
+                    c: {{resolve:oos:aliyun/services/computenest/images/x}} {{.ID}} {{workflow.name}} ${Var} }} computenest\n\
+                    d: {{  computenest::helmchart::My_Chart-2  }}";
+        let (found, problems) = scan(text);
+        assert!(problems.is_empty(), "{problems:?}");
+        let keys: Vec<_> = found.iter().map(|i| (i.key(), i.position.to_string())).collect();
+        assert_eq!(
+            keys,
+            [
+                ("computenest::acrimage::nginx".to_string(), "1:4".to_string()),
+                ("computenest::acr::dockerconfigjson".to_string(), "2:5".to_string()),
+                ("computenest::helmchart::My_Chart-2".to_string(), "4:4".to_string()),
+            ]
+        );
+        let out = substitute(text, &found, |i| format!("<{}>", i.name));
+        assert_eq!(
+            out,
+            text.replace("{{ computenest::acrimage::nginx }}", "<nginx>")
+                .replace("{{computenest::acr::dockerconfigjson}}", "<dockerconfigjson>")
+                .replace("{{  computenest::helmchart::My_Chart-2  }}", "<My_Chart-2>")
+        );
+    }
+
+    #[test]
+    fn reports_every_bad_identifier_with_its_position() {
+        let text = "x: {{ computenest::acrimage:: }}\n  y: {{ computenest::bogus::a }}\nz: {{ computenest::acrimage::ok }} {{ computenest::acr::other }}\nw: é{{ computenest::file::f\n";
+        let (found, problems) = scan(text);
+        assert_eq!(found.len(), 1);
+        let got: Vec<_> = problems.iter().map(|p| (p.position.to_string(), p.code)).collect();
+        assert_eq!(
+            got,
+            [
+                ("1:4".to_string(), "malformed_identifier"),
+                ("2:6".to_string(), "unknown_kind"),
+                ("3:36".to_string(), "malformed_identifier"),
+                ("4:5".to_string(), "unclosed_identifier"),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_values_stay_inside_strings() {
+        assert_eq!(json_string_content("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+    }
+
+    fn filler() -> impl Strategy<Value = String> {
+        // Text that can hold braces, colons and the word computenest, but no identifier.
+        prop::collection::vec(
+            prop_oneof![
+                "[a-zA-Z0-9 :._$\n-]{0,12}",
+                Just("{{ .ID }}".to_string()),
+                Just("}}".to_string()),
+                Just("{{resolve:oos:computenest/x}}".to_string()),
+                Just("computenest".to_string()),
+                Just("${Var}".to_string()),
+                Just("{".to_string()),
+            ],
+            0..8,
+        )
+        .prop_map(|parts| parts.concat())
+        .prop_filter("no identifier in filler", |s| !s.contains("computenest::") && !s.ends_with('{'))
+    }
+
+    fn identifier() -> impl Strategy<Value = (String, String)> {
+        (prop_oneof![Just("acrimage"), Just("helmchart"), Just("file")], "[A-Za-z0-9_-]{1,20}", " {0,2}", " {0,2}")
+            .prop_map(|(kind, name, before, after)| {
+                (format!("{{{{{before}computenest::{kind}::{name}{after}}}}}"), format!("<{kind}:{name}>"))
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn output_is_input_with_exactly_those_spans_replaced(
+            parts in prop::collection::vec((filler(), identifier()), 0..6),
+            tail in filler(),
+        ) {
+            let mut text = String::new();
+            let mut expected = String::new();
+            for (before, (ident, value)) in &parts {
+                text.push_str(before);
+                text.push_str(ident);
+                expected.push_str(before);
+                expected.push_str(value);
+            }
+            text.push_str(&tail);
+            expected.push_str(&tail);
+            let (found, problems) = scan(&text);
+            prop_assert!(problems.is_empty(), "{:?}", problems);
+            prop_assert_eq!(found.len(), parts.len());
+            let out = substitute(&text, &found, |i| format!("<{}:{}>", i.kind.as_str(), i.name));
+            prop_assert_eq!(out, expected);
+        }
+    }
+}
