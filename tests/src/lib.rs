@@ -180,3 +180,18 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// The key environment a function binary needs, made fresh in `dir`: an account key
+/// (`BERTH_ACCOUNT_KEY_FILE`) and a signing key with its certificate (`BERTH_SIGNING_KEY_FILE`,
+/// `BERTH_SIGNING_CERT_FILE`), the latter by `berth keys generate` of the `berth` binary given.
+pub fn function_key_env(berth: &Path, dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let account = write_account_key(dir);
+    let output =
+        Command::new(berth).args(["keys", "generate", "--out"]).arg(dir).output().expect("run berth keys generate");
+    assert!(output.status.success(), "berth keys generate: {}", String::from_utf8_lossy(&output.stderr));
+    vec![
+        ("BERTH_ACCOUNT_KEY_FILE", account),
+        ("BERTH_SIGNING_KEY_FILE", dir.join("signing.key.pem")),
+        ("BERTH_SIGNING_CERT_FILE", dir.join("signing.crt.pem")),
+    ]
+}

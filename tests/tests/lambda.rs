@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_shared::config::Config;
 use berth_shared::context::FunctionContext;
 use berth_shared::events::PING;
 use berth_shared::runtime::{Function, finish, invoke};
 use berth_tests::{
-    ChildGuard, free_port, stop_gracefully, tail, venv_bin, wait_for_port, workspace_root, write_account_key,
+    ChildGuard, berth_bin, free_port, function_key_env, stop_gracefully, tail, venv_bin, wait_for_port, workspace_root,
 };
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
@@ -72,10 +71,12 @@ struct Emulator {
 
 impl Emulator {
     fn start(bin: &str, port: u16, dir: &Path) -> Self {
-        let key = write_account_key(dir);
+        let mut env = String::from("BERTH_STORE_URL=memory://\n");
+        for (name, path) in function_key_env(&berth_bin("berth"), dir) {
+            env.push_str(&format!("{name}={}\n", path.display()));
+        }
         let env_file = dir.join("lambda.env");
-        std::fs::write(&env_file, format!("BERTH_ACCOUNT_KEY_FILE={}\nBERTH_STORE_URL=memory://\n", key.display()))
-            .expect("write env file");
+        std::fs::write(&env_file, env).expect("write env file");
         let log = dir.join("watch.log");
         let output = std::fs::File::create(&log).expect("create watch log");
         let root = workspace_root();
@@ -120,6 +121,11 @@ impl Emulator {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         if log.contains("error: could not compile") || log.contains("error[E") {
             self.fail("the emulator's build of the function failed");
+        }
+        // The function exited (bad configuration, say): the emulator logs it and keeps the
+        // request waiting for an instance that will never come.
+        if log.contains("command exited") {
+            self.fail("the function exited under the emulator");
         }
     }
 }
@@ -233,27 +239,18 @@ const FUNCTIONS: [(&str, Build); 4] = [
     (berth_releases::NAME, berth_releases::function),
 ];
 
-async fn invoke_sample(build: Build, key: &Path, payload: Value) -> Value {
-    let key = key.display().to_string();
-    let config = Config::from_lookup(|name| match name {
-        "BERTH_ACCOUNT_KEY_FILE" => Some(key.clone()),
-        "BERTH_STORE_URL" => Some("memory://".into()),
-        _ => None,
-    })
-    .expect("config");
-    let function = build(FunctionContext::from_config(config).await.expect("context"));
+async fn invoke_sample(build: Build, payload: Value) -> Value {
+    let function = build(FunctionContext::ephemeral());
     let router = finish(function.router, vec![function.name]);
     invoke(router, function.events.as_deref(), LambdaEvent::new(payload, Context::default())).await.expect("invoke")
 }
 
 #[tokio::test]
 async fn every_sample_event_gets_the_documented_answer() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = write_account_key(dir.path());
     let mut files: Vec<PathBuf> = Vec::new();
     for (name, build) in FUNCTIONS {
         let http_sample = sample(name, "apigw-healthz.json");
-        let response = invoke_sample(build, &key, read_json(&http_sample)).await;
+        let response = invoke_sample(build, read_json(&http_sample)).await;
         assert_eq!(response["statusCode"], 200, "{}: {response}", http_sample.display());
         let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("JSON body");
         assert_eq!(body, json!({ "status": "ok", "functions": [name] }), "{}", http_sample.display());
@@ -269,7 +266,7 @@ async fn every_sample_event_gets_the_documented_answer() {
         );
         if consumes_events {
             let event = read_json(&sqs_sample);
-            let response = invoke_sample(build, &key, event.clone()).await;
+            let response = invoke_sample(build, event.clone()).await;
             assert_eq!(failure_ids(&response), expected_failures(&event), "{}: {response}", sqs_sample.display());
             files.push(sqs_sample);
         }

@@ -5,13 +5,18 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{ChildGuard, berth_bin, free_port, write_account_key};
+use berth_tests::{ChildGuard, berth_bin, free_port, function_key_env};
 
-/// Runs `berth-credentials` with only `vars` set (and a free port to listen on, should it start
-/// after all); returns (exit code, stdout, stderr).
+/// Runs `berth-credentials` with a clean environment, valid settings, then `vars` on top (and a
+/// free port to listen on, should it start after all); returns (exit code, stdout, stderr).
 fn run_credentials(vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    // Everything else valid, so that the variable under test is the only thing wrong.
+    let keys = tempfile::tempdir().expect("temp dir");
     let mut command = Command::new(berth_bin("berth-credentials"));
-    command.env_clear().env("BERTH_LISTEN", format!("127.0.0.1:{}", free_port()));
+    command.env_clear().env("BERTH_LISTEN", format!("127.0.0.1:{}", free_port())).env("BERTH_STORE_URL", "memory://");
+    for (name, path) in function_key_env(&berth_bin("berth"), keys.path()) {
+        command.env(name, path);
+    }
     for (name, value) in vars {
         command.env(name, value);
     }
@@ -55,20 +60,12 @@ fn assert_one_line_naming(vars: &[(&str, &str)], variable: &str) -> String {
 
 #[test]
 fn an_unknown_store_scheme_is_one_line_naming_berth_store_url() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = write_account_key(dir.path());
-    let line = assert_one_line_naming(
-        &[("BERTH_STORE_URL", "ftp://x"), ("BERTH_ACCOUNT_KEY_FILE", key.to_str().expect("UTF-8 path"))],
-        "BERTH_STORE_URL",
-    );
+    let line = assert_one_line_naming(&[("BERTH_STORE_URL", "ftp://x")], "BERTH_STORE_URL");
     assert!(line.contains("'ftp'"), "the line says what is wrong: {line:?}");
 }
 
 #[test]
 fn a_missing_key_file_is_one_line_naming_berth_account_key_file() {
-    let line = assert_one_line_naming(
-        &[("BERTH_ACCOUNT_KEY_FILE", "/nonexistent/key.pem"), ("BERTH_STORE_URL", "memory://")],
-        "BERTH_ACCOUNT_KEY_FILE",
-    );
+    let line = assert_one_line_naming(&[("BERTH_ACCOUNT_KEY_FILE", "/nonexistent/key.pem")], "BERTH_ACCOUNT_KEY_FILE");
     assert!(line.contains("/nonexistent/key.pem"), "the line names the file: {line:?}");
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{free_port, write_account_key};
+use berth_tests::{free_port, function_key_env, tail};
 
 /// Timed runs per binary (after one untimed warm-up run).
 const RUNS: usize = 20;
@@ -43,30 +43,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// How a binary is started.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// A function binary: keys from the environment, default (file://) store in the data dir.
+    Function,
+    /// `berth serve` on an empty data dir: it makes its account and signing keys first.
+    Serve,
+    /// `berth serve` on a data dir that already has its keys (every start after the first).
+    ServeWithKeys,
+}
+
 fn run() -> Result<(), String> {
     // This binary is built into the same directory as the others (target/release).
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let dir = exe.parent().ok_or("no directory for own path")?.to_path_buf();
-    let binaries: Vec<(String, PathBuf)> = FUNCTIONS
+    let berth = dir.join("berth");
+    let binaries: Vec<(String, PathBuf, Kind)> = FUNCTIONS
         .iter()
-        .map(|name| (name.to_string(), dir.join(name)))
-        .chain(std::iter::once(("berth serve".to_owned(), dir.join("berth"))))
+        .map(|name| (name.to_string(), dir.join(name), Kind::Function))
+        .chain([
+            ("berth serve".to_owned(), berth.clone(), Kind::Serve),
+            ("berth serve (keys)".to_owned(), berth.clone(), Kind::ServeWithKeys),
+        ])
         .collect();
-    for (_, path) in &binaries {
+    for (_, path, _) in &binaries {
         if !path.is_file() {
             return Err(format!("{} is missing: run `cargo build --release --workspace --bins` first", path.display()));
         }
     }
 
+    // Keys, made once (they are inputs, not state); each run still has a data dir of its own.
+    let keys = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let key_env = function_key_env(&berth, keys.path());
+
     let baseline = bin_true()?;
     let mut rows = Vec::new();
-    for (name, path) in &binaries {
+    for (name, path, kind) in &binaries {
         let size = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
-        let serve = name == "berth serve";
-        startup(path, serve).map_err(|e| format!("{name} (warm-up): {e}"))?;
+        startup(path, *kind, &key_env).map_err(|e| format!("{name} (warm-up): {e}"))?;
         let mut times = Vec::with_capacity(RUNS);
         for run in 1..=RUNS {
-            times.push(startup(path, serve).map_err(|e| format!("{name} (run {run}): {e}"))?);
+            times.push(startup(path, *kind, &key_env).map_err(|e| format!("{name} (run {run}): {e}"))?);
         }
         times.sort();
         rows.push(Row { name: name.clone(), size, median: median(&times), p90: p90(&times) });
@@ -100,7 +118,9 @@ fn run() -> Result<(), String> {
         SIZE_GOAL / 1_000_000,
         STARTUP_GOAL.as_millis()
     );
-    println!("`berth serve` also creates its data directory and account key on each run (fresh data dir).");
+    println!("Functions: keys from BERTH_*_FILE, default file:// store in a fresh data dir each run.");
+    println!("`berth serve`: fresh empty data dir each run, so it first makes its account and signing keys;");
+    println!("`berth serve (keys)`: fresh data dir that already holds those keys, as on every start after the first.");
     let over: Vec<&str> =
         rows.iter().filter(|r| r.size > SIZE_GOAL || r.median > STARTUP_GOAL).map(|r| r.name.as_str()).collect();
     if over.is_empty() {
@@ -163,28 +183,37 @@ impl Drop for Killed {
 }
 
 /// One run: exec, then poll `GET /healthz` until it answers 200.
-fn startup(path: &Path, serve: bool) -> Result<Duration, String> {
+fn startup(path: &Path, kind: Kind, key_env: &[(&str, PathBuf)]) -> Result<Duration, String> {
     let data = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    if kind == Kind::ServeWithKeys {
+        // Where `berth serve` looks for them: DATA/keys/{account,signing.key,signing.crt}.pem.
+        let keys = data.path().join("keys");
+        std::fs::create_dir_all(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
+        for (_, file) in key_env {
+            let target = keys.join(file.file_name().expect("key file name"));
+            std::fs::copy(file, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+    }
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let log = data.path().join("stderr.log");
+    let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut command = Command::new(path);
-    command
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env("BERTH_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if serve {
+    for name in ["AWS_LAMBDA_RUNTIME_API", "BERTH_STORE_URL", "BERTH_QUEUE_URL"]
+        .into_iter()
+        .chain(key_env.iter().map(|(n, _)| *n))
+    {
+        command.env_remove(name);
+    }
+    command.env("BERTH_LOG_FORMAT", "json").stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+    if kind != Kind::Function {
         command.args(["serve", "--data-dir"]).arg(data.path()).args(["--listen", &listen]);
-        command.env_remove("BERTH_ACCOUNT_KEY_FILE").env_remove("BERTH_STORE_URL");
     } else {
-        let key = write_account_key(data.path());
+        // The default store: file:// in the data directory.
         command
             .env("BERTH_DATA_DIR", data.path())
             .env("BERTH_LISTEN", &listen)
-            .env("BERTH_ACCOUNT_KEY_FILE", key)
-            .env_remove("BERTH_STORE_URL")
-            .env_remove("BERTH_QUEUE_URL");
+            .envs(key_env.iter().map(|(n, p)| (n, p)));
     }
     let address: SocketAddr = listen.parse().expect("loopback address");
 
@@ -195,10 +224,16 @@ fn startup(path: &Path, serve: bool) -> Result<Duration, String> {
             return Ok(start.elapsed());
         }
         if let Ok(Some(status)) = child.0.try_wait() {
-            return Err(format!("exited ({status}) before answering GET /healthz on {listen}"));
+            return Err(format!(
+                "exited ({status}) before answering GET /healthz on {listen}; stderr:\n{}",
+                tail(&log, 10)
+            ));
         }
         if start.elapsed() > HEALTHY_WITHIN {
-            return Err(format!("no 200 from GET /healthz on {listen} within {HEALTHY_WITHIN:?}"));
+            return Err(format!(
+                "no 200 from GET /healthz on {listen} within {HEALTHY_WITHIN:?}; stderr:\n{}",
+                tail(&log, 10)
+            ));
         }
         std::thread::sleep(POLL_PAUSE);
     }

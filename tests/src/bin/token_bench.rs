@@ -33,7 +33,8 @@ fn in_process() {
     let der = pem_block(&generate_private_key_pem(), "PRIVATE KEY").unwrap();
     let keys = SigningKeys::from_keys(vec![SigningKey::from_pkcs8(&der, None).unwrap()]);
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
-    let settings = RegistrySettings { host: "127.0.0.1:5000".into(), service: "berth-registry".into(), issuer: "berth".into() };
+    let settings =
+        RegistrySettings { host: "127.0.0.1:5000".into(), service: "berth-registry".into(), issuer: "berth".into() };
     let grant = KeyGrant {
         sub: AccountId::parse("acme").unwrap(),
         aud: KEY_AUDIENCE.into(),
@@ -58,14 +59,24 @@ fn in_process() {
     println!("registry tokens, in process (one core):");
     println!("  raw ES256 signatures/s     {raw:>10.0}   ({signing_input_len}-byte signing input)");
     println!("  tokens minted/s            {minted:>10.0}");
-    println!("  ratio minted/raw           {:>10.2}   goal >= 0.80 {}", minted / raw, if minted / raw >= 0.8 { "ok" } else { "UNDER" });
+    println!(
+        "  ratio minted/raw           {:>10.2}   goal >= 0.80 {}",
+        minted / raw,
+        if minted / raw >= 0.8 { "ok" } else { "UNDER" }
+    );
 }
 
 async fn over_http() {
     let dir = tempfile::tempdir().unwrap();
     let binary = berth_tests::workspace_root().join("target/release/berth");
     assert!(binary.exists(), "{} is missing: run `cargo build --release --workspace --bins`", binary.display());
-    let berth = BerthServe::start_binary(&binary, &dir.path().join("data"), &dir.path().join("berth.log"), 0, &[("RUST_LOG", "warn")]);
+    let berth = BerthServe::start_binary(
+        &binary,
+        &dir.path().join("data"),
+        &dir.path().join("berth.log"),
+        0,
+        &[("RUST_LOG", "warn")],
+    );
     let token = berth.dev_token("acme");
     let http = reqwest::Client::new();
     let key: serde_json::Value = http
@@ -79,7 +90,8 @@ async fn over_http() {
         .await
         .unwrap();
     let password = Arc::new(key["password"].as_str().unwrap().to_owned());
-    let url = Arc::new(format!("{}/v1/registry/token?service=berth-registry&scope=repository:acme/app:pull,push", berth.url));
+    let url =
+        Arc::new(format!("{}/v1/registry/token?service=berth-registry&scope=repository:acme/app:pull,push", berth.url));
     let start = Instant::now();
     let workers = (0..CONCURRENCY).map(|_| {
         let (http, url, password) = (http.clone(), url.clone(), password.clone());
@@ -102,7 +114,9 @@ async fn over_http() {
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
-    println!("token endpoint over HTTP (release berth serve, {CONCURRENCY} concurrent clients in the same 2-core machine):");
+    println!(
+        "token endpoint over HTTP (release berth serve, {CONCURRENCY} concurrent clients in the same 2-core machine):"
+    );
     println!("  requests/s                 {:>10.0}", latencies.len() as f64 / elapsed);
     println!("  latency p50 / p99          {:>7.2} ms / {:.2} ms", at(0.5), at(0.99));
     berth.stop();
