@@ -241,10 +241,20 @@ impl Config {
             }
             previous_signing_key_files.push(PathBuf::from(path));
         }
+        let host = get("BERTH_REGISTRY_HOST").unwrap_or_else(|| "127.0.0.1:5000".to_owned());
+        let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+        let url = get("BERTH_REGISTRY_URL")
+            .unwrap_or_else(|| format!("{}://{host}", if loopback { "http" } else { "https" }))
+            .trim_end_matches('/')
+            .to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::new("BERTH_REGISTRY_URL", format!("'{url}' must start with http:// or https://")));
+        }
         let registry = RegistrySettings {
-            host: get("BERTH_REGISTRY_HOST").unwrap_or_else(|| "127.0.0.1:5000".to_owned()),
+            host,
             service: get("BERTH_REGISTRY_SERVICE").unwrap_or_else(|| "berth-registry".to_owned()),
             issuer: get("BERTH_TOKEN_ISSUER").unwrap_or_else(|| "berth".to_owned()),
+            url,
         };
         if registry.host.contains("://") || registry.host.contains('/') || registry.host.is_empty() {
             return Err(ConfigError::new(

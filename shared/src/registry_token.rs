@@ -24,6 +24,9 @@ pub struct RegistrySettings {
     pub service: String,
     /// The tokens' `iss` (`BERTH_TOKEN_ISSUER`), as in the registry's `auth.token.issuer`.
     pub issuer: String,
+    /// Base URL Berth itself reaches the registry at (`BERTH_REGISTRY_URL`; default
+    /// `http://HOST` for loopback hosts, else `https://HOST`).
+    pub url: String,
 }
 
 /// Claims of a registry token, as distribution reads them.
@@ -164,7 +167,7 @@ mod tests {
     }
 
     fn settings() -> RegistrySettings {
-        RegistrySettings { host: "r:5000".into(), service: "svc".into(), issuer: "berth".into() }
+        RegistrySettings { host: "r:5000".into(), service: "svc".into(), issuer: "berth".into(), url: "http://r:5000".into() }
     }
 
     fn grant(exp: u64) -> KeyGrant {
@@ -217,4 +220,27 @@ mod tests {
         assert!(TokenQuery::parse(&pairs(&[("service", "other")]), &settings()).is_err());
         assert!(TokenQuery::parse(&pairs(&[("scope", "nonsense")]), &settings()).is_err());
     }
+}
+
+/// Subject of the tokens Berth signs for its own registry calls.
+pub const INTERNAL_SUBJECT: &str = "berth";
+
+/// A short-lived pull token for Berth's own reads of `repository` (publish checks).
+pub fn internal_pull_token(
+    keys: &SigningKeys,
+    settings: &RegistrySettings,
+    repository: &crate::repository::RepositoryName,
+    now: u64,
+) -> Result<String, TokenRefusal> {
+    let claims = RegistryClaims {
+        iss: settings.issuer.clone(),
+        sub: INTERNAL_SUBJECT.to_owned(),
+        aud: settings.service.clone(),
+        exp: now + MIN_EXPIRES_IN * 2,
+        nbf: now.saturating_sub(NOT_BEFORE_SKEW),
+        iat: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        access: vec![Access { kind: "repository".into(), name: repository.to_string(), actions: vec!["pull".into()] }],
+    };
+    keys.sign("JWT", &claims).map_err(|_| TokenRefusal::Signing)
 }
