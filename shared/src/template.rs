@@ -17,6 +17,9 @@ pub const MAX_TEMPLATE_BYTES: usize = 10 << 20;
 pub const MAX_NAME_LEN: usize = 128;
 
 const PREFIX: &str = "computenest::";
+/// How far after `computenest::` a closing `}}` is looked for: the longest kind, `::`, the
+/// longest name and generous room for spaces.
+const MAX_BODY_LEN: usize = 9 + 2 + MAX_NAME_LEN + 64;
 
 /// What an identifier stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -121,22 +124,38 @@ impl fmt::Display for TemplateProblem {
     }
 }
 
-/// Maps byte offsets to line:column.
+/// Maps byte offsets to line:column, moving forward only: each byte is looked at once, from
+/// the last offset asked for, so scanning stays linear even on one very long line.
 struct Lines<'a> {
-    text: &'a str,
-    starts: Vec<usize>,
+    bytes: &'a [u8],
+    counted_to: usize,
+    line: usize,
+    column: usize,
 }
 
 impl<'a> Lines<'a> {
     fn new(text: &'a str) -> Self {
-        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Self { text, starts }
+        Self { bytes: text.as_bytes(), counted_to: 0, line: 1, column: 1 }
     }
 
-    fn position(&self, offset: usize) -> Position {
-        let line = self.starts.partition_point(|&s| s <= offset);
-        let start = self.starts[line - 1];
-        Position { line, column: self.text[start..offset].chars().count() + 1 }
+    /// The position of `offset`, a char boundary not before the previous offset asked for.
+    fn position(&mut self, offset: usize) -> Position {
+        debug_assert!(offset >= self.counted_to);
+        let span = &self.bytes[self.counted_to..offset];
+        // memchr's count is vectorised: this is what keeps positions cheap on large templates.
+        let newlines = memchr::memchr_iter(b'\n', span).count();
+        let tail = match newlines {
+            0 => span,
+            n => {
+                self.line += n;
+                self.column = 1;
+                &span[memchr::memrchr(b'\n', span).expect("counted a newline") + 1..]
+            }
+        };
+        // Columns count characters: every byte that is not a UTF-8 continuation byte.
+        self.column += tail.iter().filter(|&&b| (b & 0xC0) != 0x80).count();
+        self.counted_to = offset;
+        Position { line: self.line, column: self.column }
     }
 }
 
@@ -147,32 +166,38 @@ fn is_name_byte(b: u8) -> bool {
 /// Finds every identifier, and every `{{ computenest::...` that is not a valid one.
 pub fn scan(text: &str) -> (Vec<Identifier>, Vec<TemplateProblem>) {
     let bytes = text.as_bytes();
-    let lines = Lines::new(text);
+    let mut lines = Lines::new(text);
     let mut found = Vec::new();
     let mut problems = Vec::new();
+    let opening = memchr::memmem::Finder::new(b"{{");
     let mut from = 0;
-    while let Some(offset) = text[from..].find("{{") {
+    while let Some(offset) = opening.find(&bytes[from..]) {
         let start = from + offset;
         let mut i = start + 2;
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
         }
-        if !text[i..].starts_with(PREFIX) {
+        if !bytes[i..].starts_with(PREFIX.as_bytes()) {
             // Not ours ({{resolve:...}}, {{.ID}}, ...): move past this `{` only, so `{{{ computenest` still scans.
             from = start + 1;
             continue;
         }
         let body_start = i + PREFIX.len();
-        // The identifier ends at the first `}}` on the same line.
-        let line_end = text[body_start..].find('\n').map_or(bytes.len(), |n| body_start + n);
-        let close = text[body_start..line_end].find("}}").map(|n| body_start + n);
+        // The identifier ends at the first `}}` on the same line, looked for only as far as the
+        // longest possible identifier reaches, so a long line of unclosed ones stays linear.
+        let mut limit = bytes.len().min(body_start + MAX_BODY_LEN);
+        while !text.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let line_end = memchr::memchr(b'\n', &bytes[body_start..limit]).map_or(limit, |n| body_start + n);
+        let close = memchr::memmem::find(&bytes[body_start..line_end], b"}}").map(|n| body_start + n);
         let Some(close) = close else {
             let shown: String = text[start..line_end].chars().take(200).collect();
             problems.push(TemplateProblem {
                 position: lines.position(start),
                 code: "unclosed_identifier",
                 identifier: shown,
-                message: "identifier has no closing }} on its line".into(),
+                message: format!("identifier has no closing }}}} on its line within {MAX_BODY_LEN} characters"),
             });
             from = body_start;
             continue;
@@ -295,7 +320,7 @@ mod tests {
         // Text that can hold braces, colons and the word computenest, but no identifier.
         prop::collection::vec(
             prop_oneof![
-                "[a-zA-Z0-9 :._$\n-]{0,12}",
+                "[a-zA-Z0-9 :._$\né中-]{0,12}",
                 Just("{{ .ID }}".to_string()),
                 Just("}}".to_string()),
                 Just("{{resolve:oos:computenest/x}}".to_string()),
@@ -335,6 +360,13 @@ mod tests {
             let (found, problems) = scan(&text);
             prop_assert!(problems.is_empty(), "{:?}", problems);
             prop_assert_eq!(found.len(), parts.len());
+            for identifier in &found {
+                // Positions agree with a naive count over the text before the identifier.
+                let before = &text[..identifier.span.start];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                prop_assert_eq!(identifier.position, Position { line, column });
+            }
             let out = substitute(&text, &found, |i| format!("<{}:{}>", i.kind.as_str(), i.name));
             prop_assert_eq!(out, expected);
         }
