@@ -224,6 +224,33 @@ impl DocumentStore {
         }
     }
 
+    /// Writes raw bytes (an uploaded file) at `path`, replacing what is there. Paths of raw
+    /// objects must not end in `.json`, so document listings never see them.
+    pub async fn put_object(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let location = parse_path(path)?;
+        self.inner.put(&location, PutPayload::from(bytes)).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Reads raw bytes written by [`DocumentStore::put_object`], or `None`.
+    pub async fn get_object(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+        let location = parse_path(path)?;
+        match self.inner.get(&location).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(backend)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Deletes a raw object; a missing one is not an error.
+    pub async fn delete_object(&self, path: &str) -> Result<(), StoreError> {
+        let location = parse_path(path)?;
+        match self.inner.delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     /// Paths of the documents under `prefix` (a folder), sorted.
     pub async fn list_paths(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let location = parse_path(prefix)?;

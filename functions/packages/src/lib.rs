@@ -1,12 +1,20 @@
-//! The packages function. Its routes and event handlers arrive with its own issue; for now it
-//! consumes its queue with the built-in `berth.ping` event only.
+//! The packages function: deployment packages and versions, their publish check against the
+//! registry, and the services that relate templates' identifiers to package versions.
+
+mod catalog;
+mod publish;
+mod services;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::routing::{get, post, put};
 use berth_shared::context::FunctionContext;
 use berth_shared::events::Dispatcher;
+use berth_shared::package::VERSION_SUBMITTED;
 use berth_shared::runtime::Function;
+
+pub use publish::check_version;
 
 /// The function's name.
 pub const NAME: &str = "packages";
@@ -18,10 +26,29 @@ pub fn function(context: FunctionContext) -> Function {
 
 /// The function's routes.
 pub fn router(context: FunctionContext) -> Router {
-    Router::new().with_state(context)
+    Router::new()
+        .route("/v1/packages", post(catalog::create_package).get(catalog::list_packages))
+        .route(
+            "/v1/packages/{name}",
+            get(catalog::get_package).patch(catalog::update_package).delete(catalog::delete_package),
+        )
+        .route("/v1/packages/{name}/versions", post(catalog::create_version).get(catalog::list_versions))
+        .route("/v1/packages/{name}/versions/{version}", get(catalog::get_version).delete(catalog::delete_version))
+        .route("/v1/packages/{name}/versions/{version}/file", put(catalog::upload_file))
+        .route("/v1/packages/{name}/services", get(services::package_services))
+        .route("/v1/services", get(services::list_services))
+        .route(
+            "/v1/services/{id}",
+            put(services::put_service).get(services::get_service).delete(services::delete_service),
+        )
+        .route("/v1/services/{id}/associations", get(services::associations))
+        .with_state(context)
 }
 
 /// The events the function consumes.
-pub fn events(_context: FunctionContext) -> Dispatcher {
-    Dispatcher::new()
+pub fn events(context: FunctionContext) -> Dispatcher {
+    Dispatcher::new().on(VERSION_SUBMITTED, move |event| {
+        let context = context.clone();
+        async move { publish::handle_submitted(&context, &event).await }
+    })
 }

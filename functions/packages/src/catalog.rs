@@ -1,0 +1,492 @@
+//! Package and version routes.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Json, extract::Request};
+use berth_shared::account::{Account, AccountId, unix_now};
+use berth_shared::context::FunctionContext;
+use berth_shared::error::ApiError;
+use berth_shared::package::{
+    self, ClientTokenRecord, CreatePackageRequest, CreateVersionRequest, MAX_FILE_BYTES, Package, PackageType,
+    PackageVersion, UpdatePackageRequest, VERSION_SUBMITTED, VersionStatus, VersionSubmitted,
+};
+use berth_shared::queue::Envelope;
+use berth_shared::registry::oci_digest;
+use berth_shared::request::ApiJson;
+use berth_shared::store::StoreError;
+use berth_shared::temporary_key::rfc3339;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Largest page of a listing.
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Page size when none is asked for.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+
+fn now() -> String {
+    rfc3339(unix_now())
+}
+
+/// A package with its version, as create answers.
+#[derive(Serialize)]
+pub struct Created {
+    package: Package,
+    version: PackageVersion,
+}
+
+/// Checks a name from the path, so a bad one is a 400 rather than a 404 or a store error.
+fn path_names(name: &str, version: Option<&str>) -> Result<(), ApiError> {
+    package::validate_package_name("name", name)?;
+    if let Some(version) = version {
+        package::validate_version_name("version", version)?;
+    }
+    Ok(())
+}
+
+fn request_digest(value: &impl Serialize) -> String {
+    oci_digest(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Claims a `client_token` for a request. `Ok(None)`: first use, go on. `Ok(Some(record))`:
+/// a retry of the same request; answer with what the record names.
+async fn claim_client_token(
+    context: &FunctionContext,
+    account: &AccountId,
+    token: &str,
+    record: ClientTokenRecord,
+) -> Result<Option<ClientTokenRecord>, ApiError> {
+    let path = package::client_token_path(account, token);
+    match context.store.create(&path, &record).await {
+        Ok(_) => Ok(None),
+        Err(StoreError::AlreadyExists(_)) => {
+            let existing = context
+                .store
+                .get::<ClientTokenRecord>(&path)
+                .await?
+                .ok_or_else(|| ApiError::Internal("client token vanished".into()))?
+                .value;
+            if existing.operation != record.operation || existing.request_digest != record.request_digest {
+                return Err(ApiError::Conflict {
+                    code: "client_token_reused",
+                    message: "client_token was already used for a different request".into(),
+                });
+            }
+            Ok(Some(existing))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn submit(context: &FunctionContext, account: &AccountId, version: &PackageVersion) -> Result<(), ApiError> {
+    if version.package_type == PackageType::File {
+        // A file version is settled by its upload, not by a registry check.
+        return Ok(());
+    }
+    let payload =
+        serde_json::to_value(VersionSubmitted { package: version.package.clone(), version: version.version.clone() })
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    context.queue.send(&Envelope::new(VERSION_SUBMITTED, Some(account.clone()), payload)).await?;
+    Ok(())
+}
+
+/// Creates a version document; a replay (same client token) accepts an identical one that is
+/// already there and re-submits it if it is still `Creating` (the first attempt may have
+/// stopped before its event was sent; the check is idempotent).
+async fn create_version_document(
+    context: &FunctionContext,
+    account: &AccountId,
+    version: &PackageVersion,
+    replay: bool,
+) -> Result<PackageVersion, ApiError> {
+    let path = package::version_path(account, &version.package, &version.version);
+    match context.store.create(&path, version).await {
+        Ok(_) => {
+            submit(context, account, version).await?;
+            Ok(version.clone())
+        }
+        Err(StoreError::AlreadyExists(_)) if replay => {
+            let stored =
+                context.store.get::<PackageVersion>(&path).await?.ok_or_else(|| ApiError::NotFound(path.clone()))?;
+            if stored.value.status == VersionStatus::Creating {
+                submit(context, account, &stored.value).await?;
+            }
+            Ok(stored.value)
+        }
+        Err(StoreError::AlreadyExists(_)) => Err(ApiError::Conflict {
+            code: "already_exists",
+            message: format!("version '{}' of package '{}' already exists", version.version, version.package),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /v1/packages`: a package with its first version.
+pub async fn create_package(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    ApiJson(request): ApiJson<CreatePackageRequest>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let valid = request.validate(&caller.id, &now())?;
+    let mut replay = false;
+    if let Some(token) = &request.client_token {
+        let mut unsigned = request.clone();
+        unsigned.client_token = None;
+        let record = ClientTokenRecord {
+            operation: "create_package".into(),
+            request_digest: request_digest(&serde_json::json!({
+                "name": unsigned.name, "description": unsigned.description, "resource_group": unsigned.resource_group,
+                "tags": unsigned.tags, "type": unsigned.package_type, "version": valid.version.images.iter()
+                    .map(|i| format!("{}:{}", i.repository, i.tag)).collect::<Vec<_>>(),
+                "version_name": valid.version.version, "file": valid.version.file.as_ref().map(|f| &f.file_name),
+            })),
+            package: valid.package.name.clone(),
+            version: valid.version.version.clone(),
+        };
+        replay = claim_client_token(&context, &caller.id, token, record).await?.is_some();
+    }
+    let package_path = package::package_path(&caller.id, &valid.package.name);
+    let package = match context.store.create(&package_path, &valid.package).await {
+        Ok(_) => valid.package.clone(),
+        Err(StoreError::AlreadyExists(_)) if replay => {
+            context.store.get::<Package>(&package_path).await?.ok_or_else(|| ApiError::NotFound(package_path))?.value
+        }
+        Err(StoreError::AlreadyExists(_)) => {
+            return Err(ApiError::Conflict {
+                code: "already_exists",
+                message: format!("package '{}' already exists", valid.package.name),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let version = create_version_document(&context, &caller.id, &valid.version, replay).await?;
+    tracing::info!(account = %caller.id, package = %package.name, version = %version.version, replay, "package created");
+    Ok((StatusCode::CREATED, Json(Created { package, version })))
+}
+
+/// `POST /v1/packages/{name}/versions`: a new version.
+pub async fn create_version(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<CreateVersionRequest>,
+) -> Result<(StatusCode, Json<PackageVersion>), ApiError> {
+    path_names(&name, None)?;
+    let package_path = package::package_path(&caller.id, &name);
+    let current = context
+        .store
+        .get::<Package>(&package_path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?;
+    let now = now();
+    // Validate before numbering, so a bad request does not use up a number.
+    let draft =
+        package::validate_version("", &request.version, &name, current.value.package_type, 0, &caller.id, &now)?;
+    let mut replay = false;
+    if let Some(token) = &request.client_token {
+        package::validate_client_token("client_token", token)?;
+        let record = ClientTokenRecord {
+            operation: "create_version".into(),
+            request_digest: request_digest(&serde_json::json!({
+                "package": name, "version": draft.version,
+                "images": draft.images.iter().map(|i| format!("{}:{}", i.repository, i.tag)).collect::<Vec<_>>(),
+                "file": draft.file.as_ref().map(|f| &f.file_name),
+            })),
+            package: name.clone(),
+            version: draft.version.clone(),
+        };
+        replay = claim_client_token(&context, &caller.id, token, record).await?.is_some();
+    }
+    let version_path = package::version_path(&caller.id, &name, &draft.version);
+    if let Some(existing) = context.store.get::<PackageVersion>(&version_path).await? {
+        if replay {
+            let existing = existing.value;
+            if existing.status == VersionStatus::Creating {
+                submit(&context, &caller.id, &existing).await?;
+            }
+            return Ok((StatusCode::CREATED, Json(existing)));
+        }
+        return Err(ApiError::Conflict {
+            code: "already_exists",
+            message: format!("version '{}' of package '{name}' already exists", draft.version),
+        });
+    }
+    let numbered = context
+        .store
+        .modify(&package_path, |package: Option<Package>| {
+            let mut package = package.ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?;
+            package.next_version_number += 1;
+            package.updated_at = now.clone();
+            Ok::<_, ApiError>(package)
+        })
+        .await?;
+    let mut version = draft;
+    version.number = numbered.value.next_version_number - 1;
+    let version = create_version_document(&context, &caller.id, &version, replay).await?;
+    tracing::info!(account = %caller.id, package = %name, version = %version.version, number = version.number, "version created");
+    Ok((StatusCode::CREATED, Json(version)))
+}
+
+/// Query of `GET /v1/packages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(rename = "type")]
+    package_type: Option<PackageType>,
+    resource_group: Option<String>,
+    tag_key: Option<String>,
+    tag_value: Option<String>,
+    page_size: Option<usize>,
+    page_token: Option<String>,
+}
+
+fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
+    // Through serde_json, so a bad value names its parameter like a body field would.
+    let mut object = serde_json::Map::new();
+    for (key, value) in pairs {
+        let value = if key == "page_size" {
+            value.parse::<u64>().map(serde_json::Value::from).map_err(|_| {
+                ApiError::invalid("page_size", "invalid_field", format!("page_size must be 1 to {MAX_PAGE_SIZE}"))
+            })?
+        } else {
+            serde_json::Value::String(value.clone())
+        };
+        object.insert(key.clone(), value);
+    }
+    let query: ListQuery = berth_shared::request::parse_json(&serde_json::to_vec(&object).unwrap_or_default())?;
+    if let Some(size) = query.page_size
+        && !(1..=MAX_PAGE_SIZE).contains(&size)
+    {
+        return Err(ApiError::invalid("page_size", "out_of_range", format!("page_size must be 1 to {MAX_PAGE_SIZE}")));
+    }
+    Ok(query)
+}
+
+/// `GET /v1/packages`: the caller's packages, by name, filtered, a page at a time.
+pub async fn list_packages(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = list_query(&pairs)?;
+    let size = query.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    let paths = context.store.list_paths(&package::packages_prefix(&caller.id)).await?;
+    let mut names: Vec<&str> = paths
+        .iter()
+        .filter_map(|p| p.strip_suffix("/package.json"))
+        .filter_map(|p| p.rsplit('/').next())
+        .filter(|name| query.page_token.as_deref().is_none_or(|after| *name > after))
+        .collect();
+    names.sort_unstable();
+    let mut items = Vec::new();
+    let mut next = None;
+    for name in names {
+        let Some(doc) = context.store.get::<Package>(&package::package_path(&caller.id, name)).await? else { continue };
+        let p = doc.value;
+        let keep = query.package_type.is_none_or(|t| t == p.package_type)
+            && query.resource_group.as_deref().is_none_or(|g| g == p.resource_group)
+            && query.tag_key.as_deref().is_none_or(|k| {
+                p.tags.iter().any(|t| t.key == k && query.tag_value.as_deref().is_none_or(|v| v == t.value))
+            });
+        if !keep {
+            continue;
+        }
+        if items.len() == size {
+            next = items.last().map(|last: &Package| last.name.clone());
+            break;
+        }
+        items.push(p);
+    }
+    Ok(Json(json!({ "packages": items, "next_page_token": next })))
+}
+
+/// `GET /v1/packages/{name}`: the package and its versions.
+pub async fn get_package(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    path_names(&name, None)?;
+    let package = context
+        .store
+        .get::<Package>(&package::package_path(&caller.id, &name))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?
+        .value;
+    let versions = versions_of(&context, &caller.id, &name).await?;
+    Ok(Json(json!({ "package": package, "versions": versions })))
+}
+
+async fn versions_of(
+    context: &FunctionContext,
+    account: &AccountId,
+    name: &str,
+) -> Result<Vec<PackageVersion>, ApiError> {
+    let mut versions: Vec<PackageVersion> = context
+        .store
+        .list::<PackageVersion>(&package::versions_prefix(account, name))
+        .await?
+        .into_iter()
+        .map(|(_, doc)| doc.value)
+        .collect();
+    versions.sort_by_key(|v| v.number);
+    Ok(versions)
+}
+
+/// `GET /v1/packages/{name}/versions`.
+pub async fn list_versions(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    path_names(&name, None)?;
+    if context.store.get::<Package>(&package::package_path(&caller.id, &name)).await?.is_none() {
+        return Err(ApiError::NotFound(format!("package '{name}'")));
+    }
+    Ok(Json(json!({ "versions": versions_of(&context, &caller.id, &name).await? })))
+}
+
+/// `GET /v1/packages/{name}/versions/{version}`.
+pub async fn get_version(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<PackageVersion>, ApiError> {
+    path_names(&name, Some(&version))?;
+    let doc = context
+        .store
+        .get::<PackageVersion>(&package::version_path(&caller.id, &name, &version))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{name}'")))?;
+    Ok(Json(doc.value))
+}
+
+/// `PATCH /v1/packages/{name}`: description and tags.
+pub async fn update_package(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<UpdatePackageRequest>,
+) -> Result<Json<Package>, ApiError> {
+    path_names(&name, None)?;
+    let now = now();
+    let updated = context
+        .store
+        .modify(&package::package_path(&caller.id, &name), |package: Option<Package>| {
+            let mut package = package.ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?;
+            request.apply(&mut package, &now)?;
+            Ok::<_, ApiError>(package)
+        })
+        .await?;
+    Ok(Json(updated.value))
+}
+
+async fn users_of(context: &FunctionContext, account: &AccountId, name: &str) -> Result<Vec<String>, ApiError> {
+    let paths = context.store.list_paths(&package::users_prefix(account, name)).await?;
+    Ok(paths
+        .iter()
+        .filter_map(|p| p.rsplit('/').next().and_then(|f| f.strip_suffix(".json")).map(str::to_owned))
+        .collect())
+}
+
+/// `DELETE /v1/packages/{name}`: refused while a service uses it.
+pub async fn delete_package(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    path_names(&name, None)?;
+    let package_path = package::package_path(&caller.id, &name);
+    if context.store.get::<Package>(&package_path).await?.is_none() {
+        return Err(ApiError::NotFound(format!("package '{name}'")));
+    }
+    let users = users_of(&context, &caller.id, &name).await?;
+    if !users.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "in_use",
+            message: format!("package '{name}' is used by service(s) {}; remove it from them first", users.join(", ")),
+        });
+    }
+    for version in versions_of(&context, &caller.id, &name).await? {
+        remove_version(&context, &caller.id, &version).await?;
+    }
+    context.store.delete(&package_path).await?;
+    tracing::info!(account = %caller.id, package = %name, "package deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_version(
+    context: &FunctionContext,
+    account: &AccountId,
+    version: &PackageVersion,
+) -> Result<(), ApiError> {
+    if version.package_type == PackageType::File {
+        context.store.delete_object(&package::file_object_path(account, &version.package, &version.version)).await?;
+    }
+    context.store.delete(&package::version_path(account, &version.package, &version.version)).await?;
+    Ok(())
+}
+
+/// `DELETE /v1/packages/{name}/versions/{version}`.
+pub async fn delete_version(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    path_names(&name, Some(&version))?;
+    let doc = context
+        .store
+        .get::<PackageVersion>(&package::version_path(&caller.id, &name, &version))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{name}'")))?;
+    remove_version(&context, &caller.id, &doc.value).await?;
+    tracing::info!(account = %caller.id, package = %name, %version, "version deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/packages/{name}/versions/{version}/file`: the bytes of a File version. The upload
+/// settles the version as `Available`; it is immutable after.
+pub async fn upload_file(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path((name, version)): Path<(String, String)>,
+    request: Request<Body>,
+) -> Result<Json<PackageVersion>, ApiError> {
+    path_names(&name, Some(&version))?;
+    let version_path = package::version_path(&caller.id, &name, &version);
+    let current = context
+        .store
+        .get::<PackageVersion>(&version_path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{name}'")))?;
+    if current.value.package_type != PackageType::File {
+        return Err(ApiError::invalid("body", "not_a_file_package", format!("package '{name}' is not a File package")));
+    }
+    if current.value.status != VersionStatus::Creating {
+        return Err(ApiError::Conflict {
+            code: "immutable",
+            message: format!("version '{version}' is {:?}; versions cannot change once settled", current.value.status),
+        });
+    }
+    let bytes = axum::body::to_bytes(request.into_body(), MAX_FILE_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX_FILE_BYTES })?;
+    let digest = oci_digest(&bytes);
+    let size = bytes.len() as u64;
+    context.store.put_object(&package::file_object_path(&caller.id, &name, &version), bytes).await?;
+    let mut settled = current.value.clone();
+    if let Some(file) = settled.file.as_mut() {
+        file.size = Some(size);
+        file.digest = Some(digest);
+    }
+    settled.status = VersionStatus::Available;
+    settled.updated_at = now();
+    match context.store.update(&version_path, &settled, &current.version).await {
+        Ok(_) => Ok(Json(settled)),
+        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
+            code: "concurrent_update",
+            message: format!("version '{version}' changed during the upload; get it and retry if it is still Creating"),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}

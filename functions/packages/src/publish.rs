@@ -1,0 +1,113 @@
+//! The publish check: a submitted version's images are resolved in the registry, pinned to
+//! their digests, and the version settles as `Available` or `Failed`. Idempotent: a version
+//! that is no longer `Creating` is left alone, and the settling write is a compare-and-swap.
+
+use std::time::Duration;
+
+use berth_shared::account::{AccountId, unix_now};
+use berth_shared::context::FunctionContext;
+use berth_shared::events::EventError;
+use berth_shared::package::{
+    self, ImageFailure, ImageRecord, PackageType, PackageVersion, VersionStatus, VersionSubmitted,
+};
+use berth_shared::queue::Envelope;
+use berth_shared::registry::{RegistryClient, RegistryError, record_resolution};
+use berth_shared::store::StoreError;
+use berth_shared::temporary_key::rfc3339;
+
+/// Tries per image within one delivery before the delivery gives up (the queue then
+/// redelivers with its own growing delay).
+const TRIES_PER_DELIVERY: u32 = 3;
+/// First in-delivery backoff; doubles per try.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Timeout of each registry request.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn retry(reason: impl std::fmt::Display) -> EventError {
+    EventError::Retry(reason.to_string())
+}
+
+/// Handles [`package::VERSION_SUBMITTED`].
+pub async fn handle_submitted(context: &FunctionContext, event: &Envelope) -> Result<(), EventError> {
+    let bad = |reason: String| EventError::BadPayload { kind: event.kind.clone(), reason };
+    let account = event.account.clone().ok_or_else(|| bad("no account".into()))?;
+    let submitted: VersionSubmitted = serde_json::from_value(event.payload.clone()).map_err(|e| bad(e.to_string()))?;
+    // The last delivery settles the version rather than leave it Creating forever.
+    let last_attempt = event.attempt >= context.config.queue_max_attempts;
+    let client = RegistryClient::new(context.config.registry.clone(), context.signing.clone(), REGISTRY_TIMEOUT);
+    let outcome = check_version(context, &client, &account, &submitted, last_attempt).await?;
+    tracing::info!(
+        account = %account, package = %submitted.package, version = %submitted.version,
+        outcome = ?outcome, attempt = event.attempt, "publish check"
+    );
+    Ok(())
+}
+
+/// Resolves one image, retrying a registry that does not answer a few times with backoff.
+async fn resolve_with_backoff(
+    client: &RegistryClient,
+    image: &ImageRecord,
+) -> Result<berth_shared::registry::ResolvedImage, RegistryError> {
+    let mut delay = FIRST_BACKOFF;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.resolve(&image.repository, &image.tag).await {
+            Err(RegistryError::Unreachable(why)) if tries < TRIES_PER_DELIVERY => {
+                tracing::warn!(repository = %image.repository, %why, tries, "registry did not answer; backing off");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Checks a `Creating` version and settles it; returns its status afterwards (`None` if
+/// the version does not exist). A registry that does not answer is a retry, unless this is
+/// the last attempt, which settles the version as `Failed` with `registry_unreachable`.
+pub async fn check_version(
+    context: &FunctionContext,
+    client: &RegistryClient,
+    account: &AccountId,
+    submitted: &VersionSubmitted,
+    last_attempt: bool,
+) -> Result<Option<VersionStatus>, EventError> {
+    let path = package::version_path(account, &submitted.package, &submitted.version);
+    let Some(current) = context.store.get::<PackageVersion>(&path).await.map_err(retry)? else {
+        return Ok(None);
+    };
+    if current.value.status != VersionStatus::Creating || current.value.package_type == PackageType::File {
+        return Ok(Some(current.value.status));
+    }
+    let chart = current.value.package_type == PackageType::HelmChart;
+    let mut checked = Vec::with_capacity(current.value.images.len());
+    for image in &current.value.images {
+        let mut image = image.clone();
+        if !image.repository.is_in(account) {
+            image.failure = Some(ImageFailure {
+                code: "outside_namespace".into(),
+                message: format!("{} is outside namespace {account}", image.repository),
+            });
+        } else {
+            let outcome = resolve_with_backoff(client, &image).await;
+            if let Err(RegistryError::Unreachable(why)) = &outcome
+                && !last_attempt
+            {
+                return Err(retry(format!("registry unreachable for {}: {why}", image.repository)));
+            }
+            record_resolution(&mut image, outcome, chart);
+        }
+        checked.push(image);
+    }
+    let mut settled = current.value.clone();
+    package::settle(&mut settled, checked, &rfc3339(unix_now()));
+    match context.store.update(&path, &settled, &current.version).await {
+        Ok(_) => Ok(Some(settled.status)),
+        // Another delivery of the same event settled it first, or it was deleted: both fine.
+        Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
+            Ok(context.store.get::<PackageVersion>(&path).await.map_err(retry)?.map(|v| v.value.status))
+        }
+        Err(e) => Err(retry(e)),
+    }
+}

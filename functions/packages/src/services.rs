@@ -1,0 +1,178 @@
+//! Service routes: define or import a service, list its associations, and which services use
+//! a package.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use berth_shared::account::{Account, AccountId, unix_now};
+use berth_shared::context::FunctionContext;
+use berth_shared::error::ApiError;
+use berth_shared::package::{self, Package, PackageVersion};
+use berth_shared::request::ApiJson;
+use berth_shared::service::{
+    self, ArtifactRef, PackageUser, PutServiceRequest, Service, ServicePlan, package_type_for, validate_service_name,
+};
+use berth_shared::temporary_key::rfc3339;
+use serde_json::{Value, json};
+
+/// Checks every relation of a plan against the store, naming everything missing at once.
+async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &ServicePlan) -> Result<(), ApiError> {
+    let mut missing = Vec::new();
+    for (key, relation) in &plan.relations {
+        let target = &relation.target;
+        let Some(found) = context.store.get::<Package>(&package::package_path(account, &target.package)).await? else {
+            missing.push(format!("{key}: package '{}' does not exist", target.package));
+            continue;
+        };
+        if package_type_for(relation.kind) != Some(found.value.package_type) {
+            missing.push(format!(
+                "{key}: package '{}' is a {:?} package, not what {} needs",
+                target.package,
+                found.value.package_type,
+                relation.kind.as_str()
+            ));
+            continue;
+        }
+        if service::resolve(&context.store, account, target).await?.is_none() {
+            missing.push(format!("{key}: package '{}' has no version {:?}", target.package, target.version));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid("relations", "relations_unresolved", missing.join("; ")))
+}
+
+/// `PUT /v1/services/{id}`: define or redefine a service from a `config.yaml` and/or explicit
+/// templates and relations.
+pub async fn put_service(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<PutServiceRequest>,
+) -> Result<(StatusCode, Json<Service>), ApiError> {
+    validate_service_name(&id)?;
+    let plan = request.plan()?;
+    check_relations(&context, &caller.id, &plan).await?;
+    let now = rfc3339(unix_now());
+    let path = service::service_path(&caller.id, &id);
+    let mut previous_packages = BTreeSet::new();
+    let mut created = true;
+    let written = context
+        .store
+        .modify(&path, |current: Option<Service>| {
+            created = current.is_none();
+            previous_packages = current.iter().flat_map(|s| s.relations.values().map(|r| r.package.clone())).collect();
+            Ok::<_, ApiError>(Service {
+                name: id.clone(),
+                templates: plan.templates.clone(),
+                relations: plan.relations.iter().map(|(k, r)| (k.clone(), r.target.clone())).collect(),
+                ignored: plan.ignored.clone(),
+                created_at: current.as_ref().map_or_else(|| now.clone(), |s| s.created_at.clone()),
+                updated_at: now.clone(),
+            })
+        })
+        .await?;
+    let service = written.value;
+    let packages: BTreeSet<String> = service.relations.values().map(|r| r.package.clone()).collect();
+    for name in &packages {
+        context.store.put(&package::user_path(&caller.id, name, &id), &PackageUser { service: id.clone() }).await?;
+    }
+    for stale in previous_packages.difference(&packages) {
+        context.store.delete(&package::user_path(&caller.id, stale, &id)).await?;
+    }
+    tracing::info!(account = %caller.id, service = %id, relations = service.relations.len(), templates = service.templates.len(), "service defined");
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(service)))
+}
+
+async fn load(context: &FunctionContext, account: &AccountId, id: &str) -> Result<Service, ApiError> {
+    validate_service_name(id)?;
+    Ok(context
+        .store
+        .get::<Service>(&service::service_path(account, id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("service '{id}'")))?
+        .value)
+}
+
+/// `GET /v1/services/{id}`.
+pub async fn get_service(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Service>, ApiError> {
+    Ok(Json(load(&context, &caller.id, &id).await?))
+}
+
+/// `GET /v1/services`: names and counts.
+pub async fn list_services(State(context): State<FunctionContext>, caller: Account) -> Result<Json<Value>, ApiError> {
+    let services = context.store.list::<Service>(&service::services_prefix(&caller.id)).await?;
+    let items: Vec<Value> = services
+        .into_iter()
+        .map(|(_, doc)| {
+            let s = doc.value;
+            json!({
+                "name": s.name, "templates": s.templates.iter().map(|t| &t.name).collect::<Vec<_>>(),
+                "relations": s.relations.len(), "updated_at": s.updated_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "services": items })))
+}
+
+/// `DELETE /v1/services/{id}`: the service and its marks on the packages it used.
+pub async fn delete_service(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let service = load(&context, &caller.id, &id).await?;
+    context.store.delete(&service::service_path(&caller.id, &id)).await?;
+    let packages: BTreeSet<&String> = service.relations.values().map(|r| &r.package).collect();
+    for name in packages {
+        context.store.delete(&package::user_path(&caller.id, name, &id)).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn association(key: &str, target: &ArtifactRef, version: Option<&PackageVersion>) -> Value {
+    json!({
+        "identifier": format!("{{{{ {key} }}}}"),
+        "package": target.package,
+        "selector": target.version,
+        "version": version.map(|v| json!({ "name": v.version, "number": v.number, "status": v.status })),
+    })
+}
+
+/// `GET /v1/services/{id}/associations`: each identifier, its package and the version it
+/// resolves to now.
+pub async fn associations(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let service = load(&context, &caller.id, &id).await?;
+    let mut items = Vec::new();
+    for (key, target) in &service.relations {
+        let version = service::resolve(&context.store, &caller.id, target).await?;
+        items.push(association(key, target, version.as_ref()));
+    }
+    Ok(Json(json!({ "service": id, "associations": items })))
+}
+
+/// `GET /v1/packages/{name}/services`: the services using a package.
+pub async fn package_services(
+    State(context): State<FunctionContext>,
+    caller: Account,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    package::validate_package_name("name", &name)?;
+    if context.store.get::<Package>(&package::package_path(&caller.id, &name)).await?.is_none() {
+        return Err(ApiError::NotFound(format!("package '{name}'")));
+    }
+    let users = context.store.list::<PackageUser>(&package::users_prefix(&caller.id, &name)).await?;
+    let names: Vec<String> = users.into_iter().map(|(_, doc)| doc.value.service).collect();
+    Ok(Json(json!({ "package": name, "services": names })))
+}

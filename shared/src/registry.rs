@@ -1,0 +1,261 @@
+//! Berth's own reads of the OCI registry: resolving a tag to its digest, size and platforms,
+//! for the publish check. Berth signs its own short-lived pull token for each repository
+//! (the registry trusts Berth's certificate), so no round trip through the token endpoint.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::package::ImageRecord;
+use crate::registry_token::{RegistrySettings, internal_pull_token};
+use crate::repository::RepositoryName;
+use crate::signing::SigningKeys;
+
+/// Manifest media types Berth understands (Docker v2 and OCI, manifests and indexes).
+pub const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+/// Config media type of a Helm chart stored as an OCI artifact.
+pub const HELM_CONFIG_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
+/// Largest manifest or config blob read.
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// Why an image could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The repository or tag does not exist.
+    #[error("{0} not found in the registry")]
+    NotFound(String),
+    /// The registry did not answer; a later attempt may succeed.
+    #[error("registry unreachable: {0}")]
+    Unreachable(String),
+    /// The registry answered something Berth cannot use.
+    #[error("registry error: {0}")]
+    Unexpected(String),
+}
+
+/// What the registry says a tag is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// `sha256:...` of the manifest.
+    pub digest: String,
+    /// Manifest media type.
+    pub media_type: String,
+    /// Config plus layers (or, for an index, its manifests' sizes).
+    pub size: u64,
+    /// `os/arch[/variant]` per platform.
+    pub platforms: Vec<String>,
+    /// The config's media type (a Helm chart's is [`HELM_CONFIG_TYPE`]).
+    pub config_media_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    os: String,
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+impl Platform {
+    fn label(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{}/{}/{variant}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// A client of the registry, reading as Berth.
+#[derive(Clone, Debug)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    settings: RegistrySettings,
+    keys: SigningKeys,
+}
+
+impl RegistryClient {
+    /// A client for the registry in `settings`, signing its tokens with `keys`.
+    pub fn new(settings: RegistrySettings, keys: SigningKeys, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder().timeout(timeout).build().expect("a plain reqwest client builds");
+        Self { http, settings, keys }
+    }
+
+    async fn read(
+        &self,
+        repository: &RepositoryName,
+        path: &str,
+        accept: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), RegistryError> {
+        let token = internal_pull_token(&self.keys, &self.settings, repository, crate::account::unix_now())
+            .map_err(|e| RegistryError::Unexpected(e.to_string()))?;
+        let url = format!("{}/v2/{repository}/{path}", self.settings.url);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unreachable(without_url(&e)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound(format!("{repository}/{path}")));
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(RegistryError::Unreachable(format!("{status} for {repository}")));
+        }
+        if !status.is_success() {
+            return Err(RegistryError::Unexpected(format!("{status} for {repository}/{path}")));
+        }
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| RegistryError::Unreachable(without_url(&e)))?;
+        if body.len() > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::Unexpected(format!(
+                "{repository}/{path} is larger than {MAX_MANIFEST_BYTES} bytes"
+            )));
+        }
+        Ok((headers, body.to_vec()))
+    }
+
+    /// Resolves `repository:tag`: digest, media type, size, platforms.
+    pub async fn resolve(&self, repository: &RepositoryName, tag: &str) -> Result<ResolvedImage, RegistryError> {
+        let (headers, body) = self.read(repository, &format!("manifests/{tag}"), &MANIFEST_TYPES.join(", ")).await?;
+        let digest = oci_digest(&body);
+        // The registry's header must agree with the bytes it sent.
+        if let Some(claimed) = headers.get("docker-content-digest").and_then(|v| v.to_str().ok())
+            && claimed.starts_with("sha256:")
+            && claimed != digest
+        {
+            return Err(RegistryError::Unexpected(format!(
+                "{repository}:{tag}: digest header does not match the manifest"
+            )));
+        }
+        let manifest: Manifest = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Unexpected(format!("{repository}:{tag}: manifest does not parse: {e}")))?;
+        let media_type = manifest
+            .media_type
+            .clone()
+            .or_else(|| headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned))
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
+        if !manifest.manifests.is_empty() {
+            let platforms =
+                manifest.manifests.iter().filter_map(|m| m.platform.as_ref().map(Platform::label)).collect();
+            let size = manifest.manifests.iter().map(|m| m.size).sum();
+            return Ok(ResolvedImage { digest, media_type, size, platforms, config_media_type: None });
+        }
+        let config = manifest
+            .config
+            .ok_or_else(|| RegistryError::Unexpected(format!("{repository}:{tag}: manifest has no config")))?;
+        let size = config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        let config_media_type = config.media_type.clone();
+        let mut platforms = Vec::new();
+        if config_media_type.as_deref() != Some(HELM_CONFIG_TYPE) {
+            let (_, blob) = self.read(repository, &format!("blobs/{}", config.digest), "*/*").await?;
+            if let Ok(image) = serde_json::from_slice::<ImageConfig>(&blob)
+                && let (Some(os), Some(architecture)) = (image.os, image.architecture)
+            {
+                platforms.push(Platform { os, architecture, variant: image.variant }.label());
+            }
+        }
+        Ok(ResolvedImage { digest, media_type, size, platforms, config_media_type })
+    }
+}
+
+/// A reqwest error's message without the URL (which carries nothing secret, but keeps
+/// messages short and stable).
+fn without_url(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    if let Some(url) = error.url() {
+        message = message.replace(url.as_str(), "registry");
+    }
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connect() {
+        "connection refused".into()
+    } else {
+        message
+    }
+}
+
+/// The OCI digest of some bytes: `sha256:` and the hex SHA-256.
+pub fn oci_digest(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in digest.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Applies a resolution to an image record of a version being checked: the digest and
+/// facts on success, a failure with a stable code otherwise. `chart` requires a Helm config.
+pub fn record_resolution(image: &mut ImageRecord, outcome: Result<ResolvedImage, RegistryError>, chart: bool) {
+    use crate::package::ImageFailure;
+    match outcome {
+        Ok(resolved) if chart && resolved.config_media_type.as_deref() != Some(HELM_CONFIG_TYPE) => {
+            image.failure = Some(ImageFailure {
+                code: "not_a_chart".into(),
+                message: format!(
+                    "{}:{} is not a Helm chart (config type {:?})",
+                    image.repository, image.tag, resolved.config_media_type
+                ),
+            });
+        }
+        Ok(resolved) => {
+            image.digest = Some(resolved.digest);
+            image.media_type = Some(resolved.media_type);
+            image.size = Some(resolved.size);
+            image.platforms = resolved.platforms;
+            image.failure = None;
+        }
+        Err(RegistryError::NotFound(_)) => {
+            image.failure = Some(ImageFailure {
+                code: "not_found".into(),
+                message: format!("{}:{} does not exist in the registry", image.repository, image.tag),
+            });
+        }
+        Err(RegistryError::Unreachable(why)) => {
+            image.failure = Some(ImageFailure { code: "registry_unreachable".into(), message: why });
+        }
+        Err(RegistryError::Unexpected(why)) => {
+            image.failure = Some(ImageFailure { code: "registry_error".into(), message: why });
+        }
+    }
+}
