@@ -1,0 +1,445 @@
+//! The packages API in-process (memory store, in-process queue): rules, problem+json errors,
+//! idempotency, races, services and associations. The registry check itself is tested
+//! against the real registry in tests/tests/packages.rs.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use berth_shared::account::AccountId;
+use berth_shared::context::FunctionContext;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    context: FunctionContext,
+    token: String,
+}
+
+impl Api {
+    fn new() -> Self {
+        let context = FunctionContext::ephemeral();
+        let token = context.account_keys.issue(&AccountId::parse("acme").unwrap(), 600).unwrap();
+        Self { context, token }
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value, String) {
+        let mut request =
+            Request::builder().method(method).uri(path).header("authorization", format!("Bearer {}", self.token));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = berth_packages::router(self.context.clone())
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type =
+            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), content_type)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, value, _) = self.raw(method, path, Some("application/json"), bytes).await;
+        (status, value)
+    }
+
+    async fn pending_events(&self) -> usize {
+        self.context.queue.receive(100, std::time::Duration::from_millis(10)).await.unwrap().len()
+    }
+}
+
+fn package(name: &str) -> Value {
+    json!({
+        "name": name, "description": "the web front end", "type": "ContainerImage",
+        "tags": [{ "key": "team", "value": "web" }],
+        "version": { "name": "v_1", "images": [{ "repository": "acme/web", "tag": "v1" }] }
+    })
+}
+
+fn with(mut body: Value, pointer: &str, value: Value) -> Value {
+    match body.pointer_mut(pointer) {
+        Some(slot) => *slot = value,
+        None => {
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            let parent = if parent.is_empty() { &mut body } else { body.pointer_mut(parent).unwrap() };
+            parent[key] = value;
+        }
+    }
+    body
+}
+
+#[tokio::test]
+async fn create_answers_the_package_and_a_creating_version_and_queues_its_check() {
+    let api = Api::new();
+    let (status, created) = api.call("POST", "/v1/packages", Some(package("web"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["package"]["name"], "web");
+    assert_eq!(created["package"]["resource_group"], "default");
+    assert_eq!(created["version"]["status"], "Creating");
+    assert_eq!(created["version"]["number"], 1);
+    assert_eq!(api.pending_events().await, 1);
+    let (status, got) = api.call("GET", "/v1/packages/web/versions/v_1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, created["version"]);
+}
+
+#[tokio::test]
+async fn at_least_thirty_bad_requests_are_problems_naming_their_field() {
+    let api = Api::new();
+    let (status, _) =
+        api.call("POST", "/v1/packages", Some(with(package("taken"), "/version/name", json!("v_0")))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let tags = |n: usize| json!((0..n).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect::<Vec<_>>());
+    let base = package("web");
+    let cases: Vec<(&str, Value, &str, u16)> = vec![
+        ("name 2 chars", with(base.clone(), "/name", json!("ab")), "name", 400),
+        ("name 129 chars", with(base.clone(), "/name", json!("a".repeat(129))), "name", 400),
+        ("name with -", with(base.clone(), "/name", json!("web-app")), "name", 400),
+        ("name with space", with(base.clone(), "/name", json!("web app")), "name", 400),
+        ("name non-ascii", with(base.clone(), "/name", json!("wébapp")), "name", 400),
+        ("name not a string", with(base.clone(), "/name", json!(7)), "name", 400),
+        ("version 2 chars", with(base.clone(), "/version/name", json!("v1")), "version.name", 400),
+        ("version 51 chars", with(base.clone(), "/version/name", json!("v".repeat(51))), "version.name", 400),
+        ("version with .", with(base.clone(), "/version/name", json!("v1.0")), "version.name", 400),
+        ("description 9 chars", with(base.clone(), "/description", json!("123456789")), "description", 400),
+        ("description 501 chars", with(base.clone(), "/description", json!("d".repeat(501))), "description", 400),
+        ("description control", with(base.clone(), "/description", json!("bad\u{7}description")), "description", 400),
+        ("21 tags", with(base.clone(), "/tags", tags(21)), "tags", 400),
+        ("duplicate tag", with(base.clone(), "/tags", json!([{"key":"a"},{"key":"a"}])), "tags[1].key", 400),
+        ("empty tag key", with(base.clone(), "/tags", json!([{"key":""}])), "tags[0].key", 400),
+        ("tag key 129", with(base.clone(), "/tags", json!([{"key": "k".repeat(129)}])), "tags[0].key", 400),
+        (
+            "tag value 129",
+            with(base.clone(), "/tags", json!([{"key":"k","value": "v".repeat(129)}])),
+            "tags[0].value",
+            400,
+        ),
+        ("reserved tag", with(base.clone(), "/tags", json!([{"key":"acs:x"}])), "tags[0].key", 400),
+        ("unknown type", with(base.clone(), "/type", json!("EcsImage")), "type", 400),
+        (
+            "missing type",
+            {
+                let mut b = base.clone();
+                b.as_object_mut().unwrap().remove("type");
+                b
+            },
+            "type",
+            400,
+        ),
+        (
+            "missing version",
+            {
+                let mut b = base.clone();
+                b.as_object_mut().unwrap().remove("version");
+                b
+            },
+            "version",
+            400,
+        ),
+        ("unknown field", with(base.clone(), "/colour", json!("red")), "colour", 400),
+        ("no images", with(base.clone(), "/version/images", json!([])), "version.images", 400),
+        (
+            "21 images",
+            with(
+                base.clone(),
+                "/version/images",
+                json!((0..21).map(|i| json!({"repository":"acme/web","tag":format!("t{i}")})).collect::<Vec<_>>()),
+            ),
+            "version.images",
+            400,
+        ),
+        (
+            "same image twice",
+            with(
+                base.clone(),
+                "/version/images",
+                json!([{"repository":"acme/web","tag":"v1"},{"repository":"acme/web","tag":"v1"}]),
+            ),
+            "version.images[1]",
+            400,
+        ),
+        (
+            "outside namespace",
+            with(base.clone(), "/version/images/0/repository", json!("other/web")),
+            "version.images[0].repository",
+            400,
+        ),
+        (
+            "prefix confusion",
+            with(base.clone(), "/version/images/0/repository", json!("acme12/web")),
+            "version.images[0].repository",
+            400,
+        ),
+        (
+            "uppercase repository",
+            with(base.clone(), "/version/images/0/repository", json!("acme/Web")),
+            "version.images[0].repository",
+            400,
+        ),
+        (
+            "dot-dot repository",
+            with(base.clone(), "/version/images/0/repository", json!("acme/../other")),
+            "version.images[0].repository",
+            400,
+        ),
+        (
+            "encoded slash",
+            with(base.clone(), "/version/images/0/repository", json!("acme%2Fweb")),
+            "version.images[0].repository",
+            400,
+        ),
+        ("bad tag", with(base.clone(), "/version/images/0/tag", json!(".v1")), "version.images[0].tag", 400),
+        ("tag 129", with(base.clone(), "/version/images/0/tag", json!("t".repeat(129))), "version.images[0].tag", 400),
+        (
+            "chart on images type",
+            with(base.clone(), "/version/chart", json!({"repository":"acme/c","tag":"1"})),
+            "version.chart",
+            400,
+        ),
+        (
+            "file name on images type",
+            with(base.clone(), "/version/file_name", json!("a.tgz")),
+            "version.file_name",
+            400,
+        ),
+        ("helm without chart", with(base.clone(), "/type", json!("HelmChart")), "version.images", 400),
+        ("bad resource group", with(base.clone(), "/resource_group", json!("a/b")), "resource_group", 400),
+        ("client token too long", with(base.clone(), "/client_token", json!("t".repeat(65))), "client_token", 400),
+        ("duplicate name", with(package("taken"), "/version/name", json!("v_9")), "", 409),
+    ];
+    assert!(cases.len() >= 30);
+    for (what, body, field, status) in cases {
+        let (got, problem, content_type) =
+            api.raw("POST", "/v1/packages", Some("application/json"), body.to_string().into_bytes()).await;
+        assert_eq!(got.as_u16(), status, "{what}: {problem}");
+        assert_eq!(content_type, "application/problem+json", "{what}");
+        if !field.is_empty() {
+            assert_eq!(problem["field"], field, "{what}: {problem}");
+        }
+        assert!(problem["code"].is_string() && problem["detail"].is_string(), "{what}: {problem}");
+    }
+    let raw_cases: Vec<(&str, Option<&str>, Vec<u8>, &str, u16)> = vec![
+        ("malformed JSON", Some("application/json"), b"{\"name\":".to_vec(), "body", 400),
+        ("wrong content type", Some("text/plain"), package("web").to_string().into_bytes(), "body", 400),
+        ("over-size body", Some("application/json"), vec![b' '; (1 << 20) + 1], "body", 413),
+        ("not UTF-8", Some("application/json"), b"{\"name\":\"\xff\xfe\"}".to_vec(), "body", 400),
+    ];
+    for (what, content_type, body, field, status) in raw_cases {
+        let (got, problem, media) = api.raw("POST", "/v1/packages", content_type, body).await;
+        assert_eq!(got.as_u16(), status, "{what}: {problem}");
+        assert_eq!(media, "application/problem+json", "{what}");
+        assert_eq!(problem["field"], field, "{what}: {problem}");
+    }
+    let (status, listed) = api.call("GET", "/v1/packages", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["packages"].as_array().unwrap().len(), 1, "nothing but the one good package was created");
+}
+
+#[tokio::test]
+async fn a_client_token_retry_returns_the_same_result_and_creates_nothing() {
+    let api = Api::new();
+    let body = with(package("web"), "/client_token", json!("retry-1"));
+    let (first_status, first) = api.call("POST", "/v1/packages", Some(body.clone())).await;
+    let (second_status, second) = api.call("POST", "/v1/packages", Some(body.clone())).await;
+    assert_eq!((first_status, second_status), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first, second);
+    let (_, got) = api.call("GET", "/v1/packages/web", None).await;
+    assert_eq!(got["versions"].as_array().unwrap().len(), 1);
+    // The same token for a different request is refused.
+    let other = with(body.clone(), "/description", json!("another description"));
+    let (status, problem) = api.call("POST", "/v1/packages", Some(other)).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("client_token_reused")));
+    // Versions: a retry gives the same number, not a new one.
+    let version = json!({ "name": "v_2", "images": [{ "repository": "acme/web", "tag": "v2" }], "client_token": "v2" });
+    let (s1, v1) = api.call("POST", "/v1/packages/web/versions", Some(version.clone())).await;
+    let (s2, v2) = api.call("POST", "/v1/packages/web/versions", Some(version)).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(v1, v2);
+    assert_eq!(v1["number"], 2);
+    let (_, got) = api.call("GET", "/v1/packages/web", None).await;
+    assert_eq!(got["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(got["package"]["next_version_number"], 3);
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_have_one_winner() {
+    let api = Api::new();
+    for round in 0..10 {
+        let name = format!("race_{round}");
+        let calls = (0..8).map(|i| {
+            let body = with(package(&name), "/description", json!(format!("contender number {i}")));
+            let api = &api;
+            async move { api.call("POST", "/v1/packages", Some(body)).await.0 }
+        });
+        let statuses = futures::future::join_all(calls).await;
+        let won = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+        let lost = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
+        assert_eq!((won, lost), (1, 7), "round {round}: {statuses:?}");
+    }
+    // Concurrent new versions get distinct numbers.
+    let calls = (0..6).map(|i| {
+        let body = json!({ "name": format!("v_n{i}"), "images": [{ "repository": "acme/web", "tag": "v1" }] });
+        let api = &api;
+        async move { api.call("POST", "/v1/packages/race_0/versions", Some(body)).await }
+    });
+    let mut numbers: Vec<u64> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|(s, v)| {
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v["number"].as_u64().unwrap()
+        })
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [2, 3, 4, 5, 6, 7]);
+}
+
+#[tokio::test]
+async fn list_filters_and_pages() {
+    let api = Api::new();
+    for i in 0..5 {
+        let mut body = package(&format!("pkg_{i}"));
+        body["resource_group"] = json!(if i % 2 == 0 { "even" } else { "odd" });
+        body["tags"] = json!([{ "key": "n", "value": i.to_string() }]);
+        assert_eq!(api.call("POST", "/v1/packages", Some(body)).await.0, StatusCode::CREATED);
+    }
+    let chart = json!({ "name": "chart_pkg", "description": "a helm chart package", "type": "HelmChart",
+        "version": { "name": "c_1", "chart": { "repository": "acme/charts/web", "tag": "0.1.0" } } });
+    assert_eq!(api.call("POST", "/v1/packages", Some(chart)).await.0, StatusCode::CREATED);
+
+    let names = |v: &Value| {
+        v["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let (_, page1) = api.call("GET", "/v1/packages?page_size=2", None).await;
+    assert_eq!(names(&page1), ["chart_pkg", "pkg_0"]);
+    let token = page1["next_page_token"].as_str().unwrap();
+    let (_, page2) = api.call("GET", &format!("/v1/packages?page_size=2&page_token={token}"), None).await;
+    assert_eq!(names(&page2), ["pkg_1", "pkg_2"]);
+    let (_, odd) = api.call("GET", "/v1/packages?resource_group=odd", None).await;
+    assert_eq!(names(&odd), ["pkg_1", "pkg_3"]);
+    let (_, tagged) = api.call("GET", "/v1/packages?tag_key=n&tag_value=4", None).await;
+    assert_eq!(names(&tagged), ["pkg_4"]);
+    let (_, charts) = api.call("GET", "/v1/packages?type=HelmChart", None).await;
+    assert_eq!(names(&charts), ["chart_pkg"]);
+    for bad in ["page_size=0", "page_size=101", "page_size=x", "type=Nope", "colour=red"] {
+        let (status, problem) = api.call("GET", &format!("/v1/packages?{bad}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+    }
+}
+
+#[tokio::test]
+async fn update_changes_description_and_tags_only() {
+    let api = Api::new();
+    api.call("POST", "/v1/packages", Some(package("web"))).await;
+    let (status, updated) =
+        api.call("PATCH", "/v1/packages/web", Some(json!({ "description": "a better description", "tags": [] }))).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["description"], "a better description");
+    assert_eq!(updated["tags"], json!([]));
+    let (status, problem) = api.call("PATCH", "/v1/packages/web", Some(json!({ "name": "renamed" }))).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("name")), "names cannot change");
+    let (status, _) =
+        api.call("PATCH", "/v1/packages/nope", Some(json!({ "description": "a better description" }))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn file_packages_settle_on_upload_and_are_immutable() {
+    let api = Api::new();
+    let body = json!({ "name": "tools", "description": "a tools archive", "type": "File",
+        "version": { "name": "f_1", "file_name": "tools.tar.gz" } });
+    let (status, created) = api.call("POST", "/v1/packages", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["version"]["status"], "Creating");
+    assert_eq!(api.pending_events().await, 0, "files are settled by their upload, not a registry check");
+    let (status, uploaded, _) = api
+        .raw("PUT", "/v1/packages/tools/versions/f_1/file", Some("application/octet-stream"), b"hello".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{uploaded}");
+    assert_eq!(uploaded["status"], "Available");
+    assert_eq!(uploaded["file"]["size"], 5);
+    assert_eq!(uploaded["file"]["digest"], "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    let (status, problem, _) = api
+        .raw("PUT", "/v1/packages/tools/versions/f_1/file", Some("application/octet-stream"), b"other".to_vec())
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("immutable")));
+}
+
+const CONFIG: &str = r#"
+Service:
+  RegionId: cn-hangzhou
+  DeployMetadata:
+    SupplierDeployMetadata:
+      AcrImageArtifactRelation:
+        '{{ computenest::acrimage::nginx }}':
+          ArtifactId: ${Artifact.Web.ArtifactId}
+          ArtifactVersion: draft
+    TemplateConfigs:
+      - Name: ECS
+        Url: 'ros_templates/template.yaml'
+Artifact:
+  Web:
+    ArtifactType: AcrImage
+    ArtifactName: web
+"#;
+
+#[tokio::test]
+async fn services_import_config_yaml_and_pin_their_packages() {
+    let api = Api::new();
+    let service = json!({ "config": CONFIG, "templates": { "ros_templates/template.yaml": "image: {{ computenest::acrimage::nginx }}" } });
+    // The package does not exist yet: the import names what is missing.
+    let (status, problem) = api.call("PUT", "/v1/services/shop", Some(service.clone())).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("relations_unresolved")),
+        "{problem}"
+    );
+    assert!(problem["detail"].as_str().unwrap().contains("package 'web' does not exist"), "{problem}");
+    // A template the config names but the request lacks is named too.
+    let (status, problem) = api.call("PUT", "/v1/services/shop", Some(json!({ "config": CONFIG }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().unwrap().contains("template 'ros_templates/template.yaml'"), "{problem}");
+
+    api.call("POST", "/v1/packages", Some(package("web"))).await;
+    let (status, stored) = api.call("PUT", "/v1/services/shop", Some(service.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    assert_eq!(stored["relations"]["computenest::acrimage::nginx"], json!({ "package": "web", "version": "latest" }));
+    assert_eq!(stored["ignored"], json!(["Service.RegionId"]));
+    assert_eq!(stored["templates"][0]["name"], "ECS");
+    let (status, again) = api.call("PUT", "/v1/services/shop", Some(service)).await;
+    assert_eq!(status, StatusCode::OK, "redefining is an update: {again}");
+
+    let (_, associations) = api.call("GET", "/v1/services/shop/associations", None).await;
+    assert_eq!(associations["associations"][0]["identifier"], "{{ computenest::acrimage::nginx }}");
+    assert_eq!(associations["associations"][0]["version"]["name"], "v_1");
+    let (_, users) = api.call("GET", "/v1/packages/web/services", None).await;
+    assert_eq!(users["services"], json!(["shop"]));
+
+    let (status, problem) = api.call("DELETE", "/v1/packages/web", None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("in_use")), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("shop"));
+    assert_eq!(api.call("DELETE", "/v1/services/shop", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(api.call("DELETE", "/v1/packages/web", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(api.call("GET", "/v1/packages/web", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.call("GET", "/v1/packages/web/versions/v_1", None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_relation_to_the_wrong_kind_of_package_is_refused() {
+    let api = Api::new();
+    api.call("POST", "/v1/packages", Some(package("web"))).await;
+    let service = json!({
+        "templates": { "main": "chart: {{ computenest::helmchart::web }}" },
+        "relations": { "{{ computenest::helmchart::web }}": { "package": "web", "version": { "number": 1 } } }
+    });
+    let (status, problem) = api.call("PUT", "/v1/services/charts", Some(service)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("ContainerImage"), "{problem}");
+}
