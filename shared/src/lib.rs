@@ -12,6 +12,7 @@ pub mod events;
 pub mod problem;
 pub mod queue;
 pub mod registry_token;
+pub mod release;
 pub mod repository;
 pub mod request;
 pub mod runtime;

@@ -1,27 +1,70 @@
-//! The releases function. Its routes and event handlers arrive with its own issue; for now it
-//! consumes its queue with the built-in `berth.ping` event only.
+//! The releases function: applications, groups (hosts join with a join token), Docker-image
+//! deployments and releases to groups in batches, driven by events and by the agents'
+//! long polls. The domain rules live in `berth_shared::release`; this crate stores and
+//! moves them.
+
+pub mod fanout;
+pub mod routes;
+pub mod store_layout;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::routing::{get, post};
 use berth_shared::context::FunctionContext;
-use berth_shared::events::Dispatcher;
+use berth_shared::events::{Dispatcher, EventError};
 use berth_shared::runtime::Function;
+
+use crate::fanout::{ADVANCE, Engine, SWEEP};
 
 /// The function's name.
 pub const NAME: &str = "releases";
 
-/// The function: routes and the events it consumes.
+/// The function: routes and the events it consumes, sharing one engine (so a report wakes
+/// held polls in this process). Outside Lambda it also sweeps periodically.
 pub fn function(context: FunctionContext) -> Function {
-    Function { name: NAME, router: router(context.clone()), events: Some(Arc::new(events(context))) }
+    let engine = Engine::new(context);
+    engine.spawn_sweeper();
+    Function { name: NAME, router: router(engine.clone()), events: Some(Arc::new(events(engine))) }
 }
 
 /// The function's routes.
-pub fn router(context: FunctionContext) -> Router {
-    Router::new().with_state(context)
+pub fn router(engine: Engine) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/v1/applications", post(create_application))
+        .route("/v1/applications/{app}", get(get_application))
+        .route("/v1/applications/{app}/groups", post(create_group))
+        .route("/v1/applications/{app}/groups/{group}", get(get_group))
+        .route("/v1/applications/{app}/deployments", post(create_deployment))
+        .route("/v1/applications/{app}/deployments/{name}", get(get_deployment))
+        .route("/v1/releases", post(create_release))
+        .route("/v1/releases/{id}", get(get_release))
+        .route("/v1/releases/{id}/cancel", post(cancel_release))
+        .route("/v1/releases/{id}/confirm", post(confirm_release))
+        .route("/v1/releases/{id}/hosts/{host}/logs", get(host_logs))
+        .route("/v1/agent/register", post(register))
+        .route("/v1/agent/jobs", get(poll))
+        .route("/v1/agent/reports", post(report))
+        .with_state(engine)
 }
 
-/// The events the function consumes.
-pub fn events(_context: FunctionContext) -> Dispatcher {
+/// The events the function consumes: [`ADVANCE`] and [`SWEEP`], both idempotent.
+pub fn events(engine: Engine) -> Dispatcher {
+    let advancing = engine.clone();
     Dispatcher::new()
+        .on(ADVANCE, move |event| {
+            let engine = advancing.clone();
+            async move {
+                let id = event.payload["release"].as_str().ok_or_else(|| EventError::BadPayload {
+                    kind: ADVANCE.into(),
+                    reason: "payload.release must be a string".into(),
+                })?;
+                engine.advance(id).await
+            }
+        })
+        .on(SWEEP, move |_| {
+            let engine = engine.clone();
+            async move { engine.sweep().await }
+        })
 }

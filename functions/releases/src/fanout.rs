@@ -1,0 +1,340 @@
+//! The fan-out: drives releases forward from what is in the store. Every step re-derives the
+//! state from documents, so a duplicate event, a restart or a crashed process changes nothing
+//! but timing. State changes are conditional writes: results are created once, the release
+//! document moves by compare-and-swap, the scaling lease by `modify`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_shared::account::{AccountId, unix_now};
+use berth_shared::context::FunctionContext;
+use berth_shared::events::EventError;
+use berth_shared::queue::Envelope;
+use berth_shared::release::{
+    self, Decision, GroupKind, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
+};
+use berth_shared::store::{DocumentStore, StoreError};
+use tokio::sync::Notify;
+
+use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex};
+
+/// Event: re-derive and advance one release. Payload `{"release": ID}`.
+pub const ADVANCE: &str = "release.advance";
+/// Event: drive every active release and reap expired scaling leases. Payload `{}`.
+pub const SWEEP: &str = "releases.sweep";
+/// How often `berth serve` and standalone functions sweep (timed pauses, silent agents,
+/// leases). Under Lambda, a schedule sends [`SWEEP`] instead.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// Most decisions one advance makes before yielding (a release has at most
+/// `2 * MAX_BATCHES + 4` phases, so this is never the limit in practice).
+const MAX_STEPS: usize = 512;
+
+/// The releases function's shared state: the context, a wake-up for held agent polls, and the
+/// in-process coalescing of advances of the same release.
+#[derive(Clone)]
+pub struct Engine {
+    /// The function context.
+    pub context: FunctionContext,
+    /// Notified whenever a release moves, to wake held long polls.
+    pub changed: Arc<Notify>,
+    /// Releases being advanced now, and whether another advance was asked for meanwhile.
+    advancing: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+fn retry(error: StoreError) -> EventError {
+    EventError::Retry(error.to_string())
+}
+
+impl Engine {
+    /// A new engine over a context.
+    pub fn new(context: FunctionContext) -> Self {
+        Self { context, changed: Arc::new(Notify::new()), advancing: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    fn store(&self) -> &DocumentStore {
+        &self.context.store
+    }
+
+    /// Asks the queue to advance a release.
+    pub async fn request_advance(&self, id: &str, account: &AccountId) -> Result<(), berth_shared::queue::QueueError> {
+        let envelope = Envelope::new(ADVANCE, Some(account.clone()), serde_json::json!({ "release": id }));
+        self.context.queue.send(&envelope).await
+    }
+
+    /// Handles [`ADVANCE`]. Concurrent advances of one release in this process coalesce: the
+    /// running one goes round again instead of two racing on the same document.
+    pub async fn advance(&self, id: &str) -> Result<(), EventError> {
+        {
+            let mut advancing = self.advancing.lock().expect("lock");
+            if let Some(again) = advancing.get_mut(id) {
+                *again = true;
+                return Ok(());
+            }
+            advancing.insert(id.to_owned(), false);
+        }
+        loop {
+            let outcome = self.advance_once(id).await;
+            let mut advancing = self.advancing.lock().expect("lock");
+            match (outcome, advancing.get(id).copied()) {
+                (Ok(()), Some(true)) => {
+                    advancing.insert(id.to_owned(), false);
+                }
+                (outcome, _) => {
+                    advancing.remove(id);
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    async fn advance_once(&self, id: &str) -> Result<(), EventError> {
+        let store = self.store();
+        for _ in 0..MAX_STEPS {
+            let Some(doc) = store.get::<Release>(&layout::release(id)).await.map_err(retry)? else {
+                // Never created (a crash between claiming the group and writing it) or gone.
+                store.delete(&layout::active(id)).await.map_err(retry)?;
+                return Ok(());
+            };
+            let current = doc.value;
+            if current.status.is_terminal() {
+                self.clean_up(&current).await.map_err(retry)?;
+                return Ok(());
+            }
+            let now = unix_now();
+            if current.group_kind == GroupKind::Scaling {
+                self.hold_lease(&current, now).await?;
+            }
+            let (pulls, results) = self.outcomes(&current).await.map_err(retry)?;
+            let decision = release::decide(&current, &pulls, &results, now);
+            match &decision {
+                Decision::Wait => return Ok(()),
+                Decision::TimeOut(hosts) => {
+                    for host in hosts {
+                        self.time_out(&current, host, now).await.map_err(retry)?;
+                    }
+                }
+                Decision::Move(_) | Decision::Finish(..) => {
+                    let next = release::apply(&current, &decision, now);
+                    match store.update(&layout::release(id), &next, &doc.version).await {
+                        Ok(_) => {
+                            tracing::info!(release = id, status = ?next.status, phase = ?next.phase, "release moved");
+                            self.changed.notify_waiters();
+                        }
+                        // Someone else moved it (cancel, confirm, another process): decide again.
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(e) => return Err(retry(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What hosts reported, as far as the current phase needs it.
+    pub async fn outcomes(
+        &self,
+        release: &Release,
+    ) -> Result<(BTreeMap<String, PullResult>, BTreeMap<String, HostResult>), StoreError> {
+        let store = self.store();
+        let pulls = match release.phase {
+            release::Phase::Pulling => read_all::<PullResult>(store, &layout::pulls(&release.id)).await?,
+            _ => BTreeMap::new(),
+        };
+        let results = match release.phase {
+            release::Phase::Batch { .. } => read_all::<HostResult>(store, &layout::results(&release.id)).await?,
+            _ => BTreeMap::new(),
+        };
+        Ok((pulls, results))
+    }
+
+    async fn time_out(&self, release: &Release, host: &str, now: u64) -> Result<(), StoreError> {
+        let (step, what) = match release.phase {
+            release::Phase::Pulling => (Step::Pull, "the pull"),
+            _ => (Step::Report, "stop and start"),
+        };
+        let reason = format!(
+            "no report from the agent on {host} within {} s of its phase start ({what}); the host counts as failed",
+            release.phase_deadline() - release.phase_started_at
+        );
+        if step == Step::Pull {
+            let pull = PullResult {
+                ok: false,
+                exit_code: None,
+                reason: Some(reason.clone()),
+                output: StepOutput::default(),
+                at: now,
+            };
+            create_once(self.store(), &layout::pull(&release.id, host), &pull).await?;
+        }
+        let result = HostResult { ok: false, step, exit_code: None, reason: Some(reason), at: now };
+        create_once(self.store(), &layout::result(&release.id, host), &result).await?;
+        Ok(())
+    }
+
+    fn group_of(release: &Release) -> GroupRef {
+        GroupRef {
+            account: release.account.clone(),
+            application: release.application.clone(),
+            group: release.group.clone(),
+        }
+    }
+
+    /// Pauses scaling for a running release (or renews its lease), through the built-in adapter.
+    async fn hold_lease(&self, release: &Release, now: u64) -> Result<(), EventError> {
+        let group = Self::group_of(release);
+        let path = layout::scaling(&group);
+        let state = self.store().get::<ScalingState>(&path).await.map_err(retry)?;
+        if state.as_ref().is_some_and(|s| !release::lease_needs_renewal(&s.value, &release.id, now)) {
+            return Ok(());
+        }
+        // The index first: a crash after it leaves at worst an entry the reaper clears.
+        self.store().put(&layout::lease(&release.id), &LeaseIndex { group }).await.map_err(retry)?;
+        let id = release.id.clone();
+        let taken = self
+            .store()
+            .modify::<ScalingState, PauseError, _>(&path, |current| {
+                release::take_lease(&current.unwrap_or_default(), &id, now).map_err(PauseError::Held)
+            })
+            .await;
+        match taken {
+            Ok(_) => Ok(()),
+            Err(PauseError::Store(e)) => Err(retry(e)),
+            // Another release's live lease: wait for it (the sweep comes back).
+            Err(PauseError::Held(why)) => Err(EventError::Retry(why)),
+        }
+    }
+
+    /// Ends a finished release's claims: resumes scaling, frees the group, leaves the sweep.
+    /// Each step is idempotent, so running it again (duplicates, restarts) changes nothing.
+    pub async fn clean_up(&self, release: &Release) -> Result<(), StoreError> {
+        let group = Self::group_of(release);
+        let store = self.store();
+        if release.group_kind == GroupKind::Scaling {
+            resume(store, &group, &release.id).await?;
+        }
+        let id = release.id.clone();
+        let freed = store
+            .modify::<Group, StoreError, _>(&layout::group_doc(&group), |current| {
+                let mut group = current.ok_or_else(|| StoreError::NotFound("group".into()))?;
+                if group.active_release.as_deref() == Some(id.as_str()) {
+                    group.active_release = None;
+                }
+                Ok(group)
+            })
+            .await;
+        match freed {
+            Ok(_) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        store.delete(&layout::active(&release.id)).await?;
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Handles [`SWEEP`]: advances every active release (timed pauses, silent hosts, restarts)
+    /// and resumes scaling held by leases that expired or whose release ended.
+    pub async fn sweep(&self) -> Result<(), EventError> {
+        let store = self.store();
+        let active = store.list_paths(layout::ACTIVE).await.map_err(retry)?;
+        for path in active {
+            let id = layout::stem(&path).to_owned();
+            if let Err(error) = self.advance(&id).await {
+                tracing::warn!(release = %id, %error, "sweep could not advance the release");
+            }
+        }
+        let now = unix_now();
+        for (path, entry) in store.list::<LeaseIndex>(layout::LEASES).await.map_err(retry)? {
+            let id = layout::stem(&path).to_owned();
+            let release = store.get::<Release>(&layout::release(&id)).await.map_err(retry)?;
+            let scaling = store.get::<ScalingState>(&layout::scaling(&entry.value.group)).await.map_err(retry)?;
+            let ended = release.as_ref().is_none_or(|r| r.value.status.is_terminal());
+            let expired = scaling
+                .as_ref()
+                .and_then(|s| s.value.lease.as_ref())
+                .is_none_or(|lease| lease.release != id || lease.expires_at <= now);
+            if ended || expired {
+                tracing::info!(release = %id, ended, expired, "reaping scaling lease");
+                resume(store, &entry.value.group, &id).await.map_err(retry)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the periodic sweep in the background (not under Lambda, where a schedule sends
+    /// [`SWEEP`] events). The first sweep runs at once: it resumes releases a previous process
+    /// left mid-way.
+    pub fn spawn_sweeper(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if berth_shared::runtime::under_lambda() {
+            return;
+        }
+        let engine = self.clone();
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = engine.sweep().await {
+                    tracing::warn!(%error, "release sweep failed");
+                }
+            }
+        });
+    }
+}
+
+#[derive(Debug)]
+enum PauseError {
+    Store(StoreError),
+    Held(String),
+}
+
+impl From<StoreError> for PauseError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// Resumes scaling held by `release` and drops its lease index entry.
+async fn resume(store: &DocumentStore, group: &GroupRef, release: &str) -> Result<(), StoreError> {
+    let path = layout::scaling(group);
+    if let Some(state) = store.get::<ScalingState>(&path).await?
+        && state.value.lease.as_ref().is_some_and(|l| l.release == release)
+    {
+        let id = release.to_owned();
+        store
+            .modify::<ScalingState, StoreError, _>(&path, |current| {
+                Ok(release::release_lease(&current.unwrap_or_default(), &id))
+            })
+            .await?;
+        tracing::info!(release, group = %group.group, "scaling resumed");
+    }
+    store.delete(&layout::lease(release)).await
+}
+
+/// Creates a document that is written once; an existing one (a duplicate) is left as it is.
+/// Returns whether this call wrote it.
+pub async fn create_once<T: serde::Serialize>(
+    store: &DocumentStore,
+    path: &str,
+    value: &T,
+) -> Result<bool, StoreError> {
+    match store.create(path, value).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::AlreadyExists(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every document under a folder, keyed by its stem (the host).
+pub async fn read_all<T: serde::de::DeserializeOwned>(
+    store: &DocumentStore,
+    folder: &str,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    Ok(store
+        .list::<T>(folder)
+        .await?
+        .into_iter()
+        .map(|(path, doc)| (layout::stem(&path).to_owned(), doc.value))
+        .collect())
+}

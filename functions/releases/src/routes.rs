@@ -1,0 +1,631 @@
+//! HTTP handlers: applications, groups, deployments and releases for providers (account
+//! bearer token), registration, long-polled jobs and reports for agents (group join token).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_shared::account::{Account, HasAccountKeys, unix_now};
+use berth_shared::error::ApiError;
+use berth_shared::release::{
+    self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
+    ReleaseStatus, Report, ScalingState, Step,
+};
+use berth_shared::repository::RepositoryName;
+use berth_shared::request::ApiJson;
+use berth_shared::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::fanout::{Engine, create_once, read_all};
+use crate::store_layout::{self as layout, ActiveRelease, Application, Group, GroupRef, Instance};
+
+impl HasAccountKeys for Engine {
+    fn account_keys(&self) -> &berth_shared::account::AccountKeys {
+        &self.context.account_keys
+    }
+}
+
+/// Longest an agent's poll is held.
+pub const MAX_POLL_SECONDS: u64 = 30;
+/// How long a poll is held when the agent does not say.
+pub const DEFAULT_POLL_SECONDS: u64 = 20;
+/// While a poll is held, the store is also re-read this often: another process (a Lambda
+/// event handler) may move the release without waking this one.
+const POLL_RECHECK: Duration = Duration::from_secs(1);
+
+fn sha256_hex(value: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_join_token() -> String {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    format!("bjt_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+// ---------------------------------------------------------------------------------------
+// Applications, groups, deployments
+// ---------------------------------------------------------------------------------------
+
+/// `POST /v1/applications` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApplication {
+    name: String,
+}
+
+/// `POST /v1/applications`.
+pub async fn create_application(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiJson(body): ApiJson<NewApplication>,
+) -> Result<Response, ApiError> {
+    release::validate_name("name", &body.name)?;
+    let app = Application { name: body.name, created_at: unix_now() };
+    engine.context.store.create(&layout::application_doc(&account.id, &app.name), &app).await?;
+    Ok((StatusCode::CREATED, Json(app)).into_response())
+}
+
+async fn load_application(engine: &Engine, account: &Account, app: &str) -> Result<Application, ApiError> {
+    release::validate_name("application", app)?;
+    Ok(engine
+        .context
+        .store
+        .get::<Application>(&layout::application_doc(&account.id, app))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("application '{app}'")))?
+        .value)
+}
+
+/// `GET /v1/applications/{app}`.
+pub async fn get_application(
+    State(engine): State<Engine>,
+    account: Account,
+    Path(app): Path<String>,
+) -> Result<Json<Application>, ApiError> {
+    Ok(Json(load_application(&engine, &account, &app).await?))
+}
+
+/// `POST /v1/applications/{app}/groups` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    name: String,
+    #[serde(default)]
+    kind: GroupKind,
+}
+
+/// `POST /v1/applications/{app}/groups`: the answer carries the join token, shown only here.
+pub async fn create_group(
+    State(engine): State<Engine>,
+    account: Account,
+    Path(app): Path<String>,
+    ApiJson(body): ApiJson<NewGroup>,
+) -> Result<Response, ApiError> {
+    load_application(&engine, &account, &app).await?;
+    release::validate_name("name", &body.name)?;
+    let token = new_join_token();
+    let digest = sha256_hex(&token);
+    let reference = GroupRef { account: account.id.clone(), application: app.clone(), group: body.name.clone() };
+    let group = Group {
+        name: body.name,
+        kind: body.kind,
+        join_token_sha256: digest.clone(),
+        active_release: None,
+        created_at: unix_now(),
+    };
+    let store = &engine.context.store;
+    store.create(&layout::group_doc(&reference), &group).await?;
+    store.create(&layout::join_token(&digest), &reference).await?;
+    if group.kind == GroupKind::Scaling {
+        create_once(store, &layout::scaling(&reference), &ScalingState::default()).await?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "application": app, "name": group.name, "kind": group.kind, "join_token": token })),
+    )
+        .into_response())
+}
+
+fn group_ref(account: &Account, app: &str, group: &str) -> Result<GroupRef, ApiError> {
+    release::validate_name("application", app)?;
+    release::validate_name("group", group)?;
+    Ok(GroupRef { account: account.id.clone(), application: app.to_owned(), group: group.to_owned() })
+}
+
+/// `GET /v1/applications/{app}/groups/{group}`: kind, instances, the active release and the
+/// scaling state the built-in adapter records.
+pub async fn get_group(
+    State(engine): State<Engine>,
+    account: Account,
+    Path((app, group)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let reference = group_ref(&account, &app, &group)?;
+    let store = &engine.context.store;
+    let doc = store
+        .get::<Group>(&layout::group_doc(&reference))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("group '{group}'")))?
+        .value;
+    let instances: Vec<Instance> =
+        store.list::<Instance>(&layout::instances(&reference)).await?.into_iter().map(|(_, d)| d.value).collect();
+    let scaling = store.get::<ScalingState>(&layout::scaling(&reference)).await?.map(|d| d.value);
+    Ok(Json(json!({
+        "application": app, "name": doc.name, "kind": doc.kind, "active_release": doc.active_release,
+        "instances": instances, "scaling": scaling,
+    })))
+}
+
+/// `POST /v1/applications/{app}/deployments`.
+pub async fn create_deployment(
+    State(engine): State<Engine>,
+    account: Account,
+    Path(app): Path<String>,
+    ApiJson(body): ApiJson<DeploymentRequest>,
+) -> Result<Response, ApiError> {
+    load_application(&engine, &account, &app).await?;
+    let registry = &engine.context.config.registry.host;
+    let deployment = release::validate_deployment(body, registry, &account.id, unix_now())?;
+    engine.context.store.create(&layout::deployment(&account.id, &app, &deployment.name), &deployment).await?;
+    Ok((StatusCode::CREATED, Json(deployment)).into_response())
+}
+
+/// `GET /v1/applications/{app}/deployments/{name}`.
+pub async fn get_deployment(
+    State(engine): State<Engine>,
+    account: Account,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<release::Deployment>, ApiError> {
+    release::validate_name("application", &app)?;
+    release::validate_name("deployment", &name)?;
+    Ok(Json(
+        engine
+            .context
+            .store
+            .get(&layout::deployment(&account.id, &app, &name))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("deployment '{name}'")))?
+            .value,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Releases
+// ---------------------------------------------------------------------------------------
+
+/// `POST /v1/releases` query.
+#[derive(Deserialize)]
+pub struct CreateQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/releases[?dry_run=true]`: plans the batches from the group's registered hosts;
+/// a dry run returns the plan and does nothing else.
+pub async fn create_release(
+    State(engine): State<Engine>,
+    account: Account,
+    Query(query): Query<CreateQuery>,
+    ApiJson(body): ApiJson<ReleaseRequest>,
+) -> Result<Response, ApiError> {
+    let options = release::validate_options(&body)?;
+    let store = &engine.context.store;
+    let reference = group_ref(&account, &body.application, &body.group)?;
+    let group = store
+        .get::<Group>(&layout::group_doc(&reference))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("group '{}'", body.group)))?;
+    let deployment = store
+        .get::<release::Deployment>(&layout::deployment(&account.id, &body.application, &body.deployment))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment '{}'", body.deployment)))?
+        .value;
+    let hosts = release::unique_hosts(
+        store.list_paths(&layout::instances(&reference)).await?.iter().map(|p| layout::stem(p).to_owned()),
+    );
+    let batches = release::plan_batches(&hosts, &options.batching)?;
+    if query.dry_run {
+        return Ok(Json(json!({
+            "dry_run": true, "hosts": hosts.len(), "batches": batches, "options": options,
+            "image": deployment.image.address(),
+        }))
+        .into_response());
+    }
+    let now = unix_now();
+    let id = uuid::Uuid::new_v4().to_string();
+    // One release per group at a time: claim the group by compare-and-swap.
+    if let Some(other) = &group.value.active_release {
+        let running =
+            store.get::<Release>(&layout::release(other)).await?.is_some_and(|r| !r.value.status.is_terminal());
+        if running {
+            return Err(ApiError::Conflict {
+                code: "release_in_progress",
+                message: format!("release {other} is still running on group '{}'", body.group),
+            });
+        }
+    }
+    let mut claimed = group.value.clone();
+    claimed.active_release = Some(id.clone());
+    store.update(&layout::group_doc(&reference), &claimed, &group.version).await?;
+    store.create(&layout::active(&id), &ActiveRelease { account: account.id.clone() }).await?;
+    let created = Release {
+        id: id.clone(),
+        account: account.id.clone(),
+        application: body.application.clone(),
+        group: body.group.clone(),
+        group_kind: group.value.kind,
+        deployment,
+        options,
+        batches,
+        status: ReleaseStatus::Running,
+        phase: release::Phase::Starting,
+        phase_started_at: now,
+        reason: None,
+        created_at: now,
+        finished_at: None,
+    };
+    store.create(&layout::release(&id), &created).await?;
+    engine.request_advance(&id, &account.id).await?;
+    tracing::info!(release = %id, hosts = hosts.len(), "release created");
+    Ok((StatusCode::CREATED, Json(view(&engine, &created).await?)).into_response())
+}
+
+async fn load_release(
+    engine: &Engine,
+    account: &Account,
+    id: &str,
+) -> Result<berth_shared::store::Versioned<Release>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("release '{id}'"));
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(not_found());
+    }
+    let doc = engine.context.store.get::<Release>(&layout::release(id)).await?.ok_or_else(not_found)?;
+    // Another account's release is as absent as a missing one.
+    if doc.value.account != account.id {
+        return Err(not_found());
+    }
+    Ok(doc)
+}
+
+/// The release as callers see it: status, phase, each batch with each host's state.
+pub async fn view(engine: &Engine, release: &Release) -> Result<Value, ApiError> {
+    let store = &engine.context.store;
+    let pulls = read_all::<PullResult>(store, &layout::pulls(&release.id)).await?;
+    let results = read_all::<HostResult>(store, &layout::results(&release.id)).await?;
+    let mut states = Vec::new();
+    let batches: Vec<Value> = release
+        .batches
+        .iter()
+        .enumerate()
+        .map(|(index, hosts)| {
+            let hosts: Vec<Value> = hosts
+                .iter()
+                .map(|host| {
+                    let pull = pulls.get(host);
+                    let result = results.get(host);
+                    let state = release::host_state(release, host, pull, result);
+                    states.push(state);
+                    let mut entry = json!({ "host": host, "state": state });
+                    if let Some(r) = result {
+                        entry["step"] = json!(r.step);
+                        entry["exit_code"] = json!(r.exit_code);
+                        entry["reason"] = json!(r.reason);
+                    } else if let Some(p) = pull.filter(|p| !p.ok) {
+                        entry["step"] = json!(Step::Pull);
+                        entry["reason"] = json!(p.reason);
+                    }
+                    entry
+                })
+                .collect();
+            json!({ "batch": index + 1, "hosts": hosts })
+        })
+        .collect();
+    let summary: BTreeMap<String, usize> = release::summarize(states)
+        .into_iter()
+        .map(|(state, count)| {
+            (serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), count)
+        })
+        .collect();
+    Ok(json!({
+        "id": release.id, "status": release.status, "phase": release.phase, "reason": release.reason,
+        "application": release.application, "group": release.group, "deployment": release.deployment.name,
+        "image": release.deployment.image.address(), "options": release.options, "batches": batches,
+        "summary": summary, "created_at": release.created_at, "finished_at": release.finished_at,
+    }))
+}
+
+/// `GET /v1/releases/{id}`.
+pub async fn get_release(
+    State(engine): State<Engine>,
+    account: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let doc = load_release(&engine, &account, &id).await?;
+    Ok(Json(view(&engine, &doc.value).await?))
+}
+
+/// `POST /v1/releases/{id}/cancel`: batches not yet started never start; scaling resumes.
+pub async fn cancel_release(
+    State(engine): State<Engine>,
+    account: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    load_release(&engine, &account, &id).await?;
+    let store = &engine.context.store;
+    let now = unix_now();
+    let path = layout::release(&id);
+    let cancelled = store
+        .modify::<Release, ApiError, _>(&path, |current| {
+            let current = current.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?;
+            release::cancel(&current, now)
+        })
+        .await?
+        .value;
+    engine.changed.notify_waiters();
+    engine.clean_up(&cancelled).await?;
+    tracing::info!(release = %id, "release cancelled");
+    Ok(Json(view(&engine, &cancelled).await?))
+}
+
+/// `POST /v1/releases/{id}/confirm`: starts the next batch of a release paused for confirmation.
+pub async fn confirm_release(
+    State(engine): State<Engine>,
+    account: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    load_release(&engine, &account, &id).await?;
+    let now = unix_now();
+    let path = layout::release(&id);
+    let confirmed = engine
+        .context
+        .store
+        .modify::<Release, ApiError, _>(&path, |current| {
+            let current = current.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?;
+            release::confirm(&current, now)
+        })
+        .await?
+        .value;
+    engine.changed.notify_waiters();
+    engine.request_advance(&id, &account.id).await?;
+    Ok(Json(view(&engine, &confirmed).await?))
+}
+
+/// `GET /v1/releases/{id}/hosts/{host}/logs`: the full output of each step run on the host.
+pub async fn host_logs(
+    State(engine): State<Engine>,
+    account: Account,
+    Path((id, host)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let release = load_release(&engine, &account, &id).await?.value;
+    if release.batch_of(&host).is_none() {
+        return Err(ApiError::NotFound(format!("host '{host}' in release '{id}'")));
+    }
+    let store = &engine.context.store;
+    let pull = store.get::<PullResult>(&layout::pull(&id, &host)).await?.map(|d| d.value);
+    let result = store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value);
+    let logs = store.get::<HostLogs>(&layout::logs(&id, &host)).await?.map(|d| d.value).unwrap_or_default();
+    let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
+    Ok(Json(json!({
+        "release": id, "host": host, "state": state, "result": result,
+        "pull": logs.pull.or(pull.map(|p| p.output)), "stop": logs.stop, "start": logs.start,
+    })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------------------
+
+/// An agent, authenticated by its group's join token (`Authorization: Bearer bjt_...`).
+pub struct Agent {
+    /// The group the token joins.
+    pub group: GroupRef,
+}
+
+impl FromRequestParts<Engine> for Agent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
+        let refused =
+            || ApiError::Unauthenticated("a valid group join token is required (Authorization: Bearer bjt_...)".into());
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| t.starts_with("bjt_"))
+            .ok_or_else(refused)?;
+        let group =
+            engine.context.store.get::<GroupRef>(&layout::join_token(&sha256_hex(token))).await?.ok_or_else(refused)?;
+        Ok(Self { group: group.value })
+    }
+}
+
+/// `POST /v1/agent/register` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    host: String,
+}
+
+/// `POST /v1/agent/register`: the host joins the token's group (again: idempotent).
+pub async fn register(
+    State(engine): State<Engine>,
+    agent: Agent,
+    ApiJson(body): ApiJson<Registration>,
+) -> Result<Json<Value>, ApiError> {
+    release::validate_name("host", &body.host)?;
+    let instance = Instance { host: body.host.clone(), registered_at: unix_now() };
+    if create_once(&engine.context.store, &layout::instance(&agent.group, &body.host), &instance).await? {
+        tracing::info!(host = %body.host, group = %agent.group.group, "host registered");
+    }
+    Ok(Json(json!({ "application": agent.group.application, "group": agent.group.group, "host": body.host })))
+}
+
+/// `GET /v1/agent/jobs` query.
+#[derive(Deserialize)]
+pub struct PollQuery {
+    host: String,
+    #[serde(default)]
+    wait_seconds: Option<u64>,
+}
+
+/// `GET /v1/agent/jobs?host=H&wait_seconds=N`: held until there is work for the host
+/// (200 with a job) or the wait ends (204).
+pub async fn poll(
+    State(engine): State<Engine>,
+    agent: Agent,
+    Query(query): Query<PollQuery>,
+) -> Result<Response, ApiError> {
+    release::validate_name("host", &query.host)?;
+    let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before looking, so a change between the look and the wait is not missed.
+        let changed = engine.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some(job) = job_for(&engine, &agent.group, &query.host).await? {
+            return Ok(Json(job).into_response());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = tokio::time::sleep_until(until.min(now + POLL_RECHECK)) => {}
+        }
+    }
+}
+
+async fn job_for(engine: &Engine, group: &GroupRef, host: &str) -> Result<Option<Job>, ApiError> {
+    let store = &engine.context.store;
+    let Some(doc) = store.get::<Group>(&layout::group_doc(group)).await? else { return Ok(None) };
+    let Some(id) = doc.value.active_release else { return Ok(None) };
+    let Some(release) = store.get::<Release>(&layout::release(&id)).await?.map(|d| d.value) else { return Ok(None) };
+    let kind = match release.phase {
+        release::Phase::Pulling => {
+            let pulled = store.get::<PullResult>(&layout::pull(&id, host)).await?.is_some();
+            release::next_job(&release, host, pulled, false)
+        }
+        release::Phase::Batch { .. } => {
+            let finished = store.get::<HostResult>(&layout::result(&id, host)).await?.is_some();
+            release::next_job(&release, host, true, finished)
+        }
+        _ => None,
+    };
+    let Some(kind) = kind else { return Ok(None) };
+    let deployment = &release.deployment;
+    let repository = RepositoryName::parse(&deployment.image.repository)
+        .map_err(|e| ApiError::Internal(format!("stored repository: {e}")))?;
+    // A pull key for this image only, living about as long as the job may.
+    let ttl = (deployment.step_timeout_seconds * 3 + 60).clamp(MIN_TTL_SECONDS, MAX_TTL_SECONDS);
+    let key = temporary_key::mint(
+        &engine.context.signing,
+        &deployment.image.registry,
+        &release.account,
+        KeyPurpose::Pull,
+        Some(vec![repository]),
+        ttl,
+        unix_now(),
+    )
+    .map_err(|e| ApiError::Internal(format!("minting a pull key: {e}")))?;
+    Ok(Some(Job {
+        release: id,
+        kind,
+        pull: kind == JobKind::Pull || !release.options.pull_first,
+        image: deployment.image.address(),
+        registry: deployment.image.registry.clone(),
+        username: key.username,
+        password: key.password.expose().clone(),
+        working_directory: deployment.working_directory.clone(),
+        stop_script: deployment.stop_script.clone(),
+        start_script: deployment.start_script.clone(),
+        step_timeout_seconds: deployment.step_timeout_seconds,
+    }))
+}
+
+/// `POST /v1/agent/reports` query.
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    host: String,
+}
+
+/// `POST /v1/agent/reports?host=H`: a job's outcome. Each outcome is written once; a repeated
+/// report (agent retry) is accepted and changes nothing.
+pub async fn report(
+    State(engine): State<Engine>,
+    agent: Agent,
+    Query(query): Query<ReportQuery>,
+    ApiJson(body): ApiJson<Report>,
+) -> Result<Json<Value>, ApiError> {
+    let host = query.host;
+    release::validate_name("host", &host)?;
+    let id = body.release.clone();
+    let not_found = || ApiError::NotFound(format!("release '{id}' for host '{host}'"));
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(not_found());
+    }
+    let store = &engine.context.store;
+    let release = store.get::<Release>(&layout::release(&id)).await?.ok_or_else(not_found)?.value;
+    let same_group = release.account == agent.group.account
+        && release.application == agent.group.application
+        && release.group == agent.group.group;
+    if !same_group || release.batch_of(&host).is_none() {
+        return Err(not_found());
+    }
+    let now = unix_now();
+    let written = match body.kind {
+        JobKind::Pull => {
+            let output = body.logs.pull.clone().unwrap_or_default();
+            let pull =
+                PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
+            let written = create_once(store, &layout::pull(&id, &host), &pull).await?;
+            if written && !body.ok {
+                // A host that cannot pull does not run: it fails as a pull failure.
+                let result = HostResult {
+                    ok: false,
+                    step: Step::Pull,
+                    exit_code: body.exit_code,
+                    reason: body.reason.clone(),
+                    at: now,
+                };
+                create_once(store, &layout::result(&id, &host), &result).await?;
+            }
+            written
+        }
+        JobKind::Run => {
+            if store.get::<HostResult>(&layout::result(&id, &host)).await?.is_some() {
+                false
+            } else {
+                // Logs first: once the result exists, its logs do too.
+                store.put(&layout::logs(&id, &host), &body.logs).await?;
+                let result = HostResult {
+                    ok: body.ok,
+                    step: body.step,
+                    exit_code: body.exit_code,
+                    reason: body.reason.clone(),
+                    at: now,
+                };
+                create_once(store, &layout::result(&id, &host), &result).await?
+            }
+        }
+    };
+    if written {
+        tracing::info!(release = %id, %host, kind = ?body.kind, ok = body.ok, step = ?body.step, "host reported");
+        engine.request_advance(&id, &release.account).await?;
+    }
+    Ok(Json(json!({ "accepted": written })))
+}

@@ -1,0 +1,175 @@
+//! Where the releases function keeps its documents, and the small documents only it uses.
+//!
+//! ```text
+//! accounts/{acct}/applications/{app}/application.json
+//! accounts/{acct}/applications/{app}/deployments/{name}.json
+//! accounts/{acct}/applications/{app}/groups/{group}/group.json
+//! accounts/{acct}/applications/{app}/groups/{group}/scaling.json      built-in scaling adapter
+//! accounts/{acct}/applications/{app}/groups/{group}/instances/{host}.json
+//! join-tokens/{sha256 of token}.json                                  token -> group
+//! releases/{id}/release.json                                          the release (CAS)
+//! releases/{id}/pulls/{host}.json                                     pull outcome, created once
+//! releases/{id}/hosts/{host}.json                                     final outcome, created once
+//! releases/{id}/logs/{host}.json                                      stop/start output
+//! active-releases/{id}.json                                           what the sweep drives
+//! scaling-leases/{id}.json                                            what the reaper checks
+//! ```
+
+use berth_shared::account::AccountId;
+use berth_shared::release::GroupKind;
+use serde::{Deserialize, Serialize};
+
+/// An application.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Application {
+    /// Its name.
+    pub name: String,
+    /// Created at.
+    pub created_at: u64,
+}
+
+/// An application group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    /// Its name.
+    pub name: String,
+    /// Static or scaling.
+    pub kind: GroupKind,
+    /// SHA-256 (hex) of its join token; the token itself is shown once.
+    pub join_token_sha256: String,
+    /// The release running on it, if any (one at a time).
+    #[serde(default)]
+    pub active_release: Option<String>,
+    /// Created at.
+    pub created_at: u64,
+}
+
+/// A host that joined a group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    /// Host id, as the agent names itself.
+    pub host: String,
+    /// Registered at.
+    pub registered_at: u64,
+}
+
+/// Where a group is, found from a join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    /// Owning account.
+    pub account: AccountId,
+    /// Application.
+    pub application: String,
+    /// Group.
+    pub group: String,
+}
+
+/// An index entry: a release the sweep keeps driving until it ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActiveRelease {
+    /// The owning account.
+    pub account: AccountId,
+}
+
+/// An index entry: a group whose scaling a release paused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseIndex {
+    /// The group.
+    pub group: GroupRef,
+}
+
+/// `accounts/{acct}/applications/{app}`.
+pub fn application(account: &AccountId, app: &str) -> String {
+    format!("accounts/{account}/applications/{app}")
+}
+
+/// The application document.
+pub fn application_doc(account: &AccountId, app: &str) -> String {
+    format!("{}/application.json", application(account, app))
+}
+
+/// A deployment.
+pub fn deployment(account: &AccountId, app: &str, name: &str) -> String {
+    format!("{}/deployments/{name}.json", application(account, app))
+}
+
+/// A group's folder.
+pub fn group_dir(group: &GroupRef) -> String {
+    format!("{}/groups/{}", application(&group.account, &group.application), group.group)
+}
+
+/// A group's document.
+pub fn group_doc(group: &GroupRef) -> String {
+    format!("{}/group.json", group_dir(group))
+}
+
+/// A group's scaling state.
+pub fn scaling(group: &GroupRef) -> String {
+    format!("{}/scaling.json", group_dir(group))
+}
+
+/// A group's instances folder.
+pub fn instances(group: &GroupRef) -> String {
+    format!("{}/instances", group_dir(group))
+}
+
+/// One instance.
+pub fn instance(group: &GroupRef, host: &str) -> String {
+    format!("{}/{host}.json", instances(group))
+}
+
+/// The join-token index entry.
+pub fn join_token(sha256: &str) -> String {
+    format!("join-tokens/{sha256}.json")
+}
+
+/// A release.
+pub fn release(id: &str) -> String {
+    format!("releases/{id}/release.json")
+}
+
+/// A release's pull outcomes folder.
+pub fn pulls(id: &str) -> String {
+    format!("releases/{id}/pulls")
+}
+
+/// One host's pull outcome.
+pub fn pull(id: &str, host: &str) -> String {
+    format!("releases/{id}/pulls/{host}.json")
+}
+
+/// A release's host outcomes folder.
+pub fn results(id: &str) -> String {
+    format!("releases/{id}/hosts")
+}
+
+/// One host's final outcome.
+pub fn result(id: &str, host: &str) -> String {
+    format!("releases/{id}/hosts/{host}.json")
+}
+
+/// One host's logs.
+pub fn logs(id: &str, host: &str) -> String {
+    format!("releases/{id}/logs/{host}.json")
+}
+
+/// The active-releases index folder.
+pub const ACTIVE: &str = "active-releases";
+
+/// An active-release entry.
+pub fn active(id: &str) -> String {
+    format!("{ACTIVE}/{id}.json")
+}
+
+/// The scaling-lease index folder.
+pub const LEASES: &str = "scaling-leases";
+
+/// A lease index entry.
+pub fn lease(id: &str) -> String {
+    format!("{LEASES}/{id}.json")
+}
+
+/// The last path segment without `.json`.
+pub fn stem(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path).trim_end_matches(".json")
+}
