@@ -5,6 +5,7 @@
 
 pub mod berth;
 pub mod registry;
+pub mod stack;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,95 @@
+//! `berth serve` with the real `docker-registry` delegating its auth to it: the usual stack of
+//! an end-to-end test, plus calling the API as a provider and pushing with a push key.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::berth::BerthServe;
+use crate::registry::{Registry, SERVICE, oci_image, skopeo};
+
+/// A running stack in a temporary directory.
+pub struct Stack {
+    /// Working directory (data, logs, image layouts).
+    pub dir: tempfile::TempDir,
+    /// Berth.
+    pub berth: BerthServe,
+    /// The registry.
+    pub registry: Registry,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// Starts both, with extra environment for `berth serve`.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let port = Registry::pick_port();
+        let host = format!("127.0.0.1:{port}");
+        let mut all = vec![("BERTH_REGISTRY_HOST", host.as_str()), ("BERTH_REGISTRY_SERVICE", SERVICE)];
+        all.extend_from_slice(env);
+        let berth = BerthServe::start(&dir.path().join("data"), &dir.path().join("berth.log"), 0, &all);
+        let realm = format!("{}/v1/registry/token", berth.url);
+        let registry = Registry::start(dir.path(), port, &realm, &berth.signing_certificate());
+        Self { dir, berth, registry, http: reqwest::Client::new() }
+    }
+
+    /// Calls the API as `account`; returns status and JSON body.
+    pub async fn call(&self, account: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let token = self.berth.dev_token(account);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let mut request = self.http.request(method, format!("{}{path}", self.berth.url)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("Berth answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `username:password` of a fresh push key of `account`.
+    pub async fn push_creds(&self, account: &str) -> String {
+        let (status, key) = self.call(account, "POST", "/v1/registry/credentials", Some(json!({ "purpose": "push" }))).await;
+        assert_eq!(status, 200, "push key for {account}: {key}");
+        format!("{}:{}", key["username"].as_str().unwrap(), key["password"].as_str().unwrap())
+    }
+
+    /// Builds a small OCI image and pushes it as `repository:tag` with a push key of `account`.
+    pub async fn push_image(&self, account: &str, repository: &str, tag: &str) {
+        let layout = self.dir.path().join(format!("layout-{}-{tag}", repository.replace('/', "_")));
+        oci_image(&layout, tag, &format!("{repository}:{tag}\n"));
+        let creds = self.push_creds(account).await;
+        let destination = format!("docker://{}/{repository}:{tag}", self.registry.host);
+        let source = format!("oci:{}:{tag}", layout.display());
+        let (ok, err) = skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &source, &destination]);
+        assert!(ok, "push {repository}:{tag}: {err}");
+    }
+
+    /// The digest the registry reports for `repository:tag` (`skopeo inspect`).
+    pub async fn registry_digest(&self, account: &str, repository: &str, tag: &str) -> String {
+        let creds = self.push_creds(account).await;
+        let output = std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--creds", &creds])
+            .arg(format!("docker://{}/{repository}:{tag}", self.registry.host))
+            .output()
+            .expect("skopeo");
+        assert!(output.status.success(), "inspect: {}", String::from_utf8_lossy(&output.stderr));
+        let facts: Value = serde_json::from_slice(&output.stdout).expect("skopeo inspect JSON");
+        facts["Digest"].as_str().expect("Digest").to_owned()
+    }
+
+    /// Polls a package version until it is no longer `Creating`, or panics after `timeout`.
+    pub async fn settled_version(&self, account: &str, package: &str, version: &str, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, body) = self.call(account, "GET", &format!("/v1/packages/{package}/versions/{version}"), None).await;
+            assert_eq!(status, 200, "{body}");
+            if body["status"] != "Creating" {
+                return body;
+            }
+            assert!(start.elapsed() < timeout, "{package}/{version} still Creating after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Publish validation against the real registry: images pushed with a push key (skopeo),
+//! packages created through `berth serve`, the check resolving tags to the digests the
+//! registry reports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_shared::account::{AccountId, AccountKeys};
+use berth_shared::config::Config;
+use berth_shared::context::FunctionContext;
+use berth_shared::events::EventHandler;
+use berth_shared::package::{VERSION_SUBMITTED, version_path};
+use berth_shared::queue::{Envelope, InProcessQueue};
+use berth_shared::signing::SigningKeys;
+use berth_shared::store::DocumentStore;
+use berth_tests::free_port;
+use berth_tests::registry::SERVICE;
+use berth_tests::stack::Stack;
+use serde_json::{Value, json};
+
+fn package(name: &str, repository: &str, tag: &str) -> Value {
+    json!({
+        "name": name, "description": "published by the test", "type": "ContainerImage",
+        "version": { "name": "v_1", "images": [{ "repository": repository, "tag": tag }] }
+    })
+}
+
+/// The packages function as `berth serve` runs it, over the same data directory, so the test
+/// can deliver an event again by hand.
+fn same_context(stack: &Stack) -> FunctionContext {
+    let data = &stack.berth.data;
+    let registry = stack.registry.host.clone();
+    let store_url = format!("file://{}", data.join("store").display());
+    let config = Config::from_lookup(|name| match name {
+        "BERTH_STORE_URL" => Some(store_url.clone()),
+        "BERTH_REGISTRY_HOST" => Some(registry.clone()),
+        "BERTH_REGISTRY_SERVICE" => Some(SERVICE.to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let keys = data.join("keys");
+    FunctionContext {
+        store: DocumentStore::local(data.join("store")).unwrap(),
+        queue: Arc::new(InProcessQueue::new(5, Duration::from_secs(30))),
+        account_keys: AccountKeys::load(&keys.join("account.pem"), "berth").unwrap(),
+        signing: SigningKeys::load(&keys.join("signing.key.pem"), &keys.join("signing.crt.pem"), &[]).unwrap(),
+        config: Arc::new(config),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_settle_against_the_real_registry() {
+    let stack = Stack::start(&[]);
+    stack.push_image("acme", "acme/web", "v1").await;
+    let digest = stack.registry_digest("acme", "acme/web", "v1").await;
+
+    // A pushed image: Available, pinned to the digest the registry reports.
+    let (status, created) = stack.call("acme", "POST", "/v1/packages", Some(package("web", "acme/web", "v1"))).await;
+    assert_eq!(status, 201, "{created}");
+    let version = stack.settled_version("acme", "web", "v_1", Duration::from_secs(30)).await;
+    assert_eq!(version["status"], "Available", "{version}");
+    let image = &version["images"][0];
+    assert_eq!(image["digest"], digest.as_str());
+    assert_eq!(image["platforms"], json!(["linux/amd64"]));
+    assert!(image["size"].as_u64().unwrap() > 0);
+
+    // A missing tag: Failed with not_found, naming the image.
+    let missing = json!({ "name": "v_2", "images": [{ "repository": "acme/web", "tag": "v1" }, { "repository": "acme/web", "tag": "nope" }] });
+    let (status, body) = stack.call("acme", "POST", "/v1/packages/web/versions", Some(missing)).await;
+    assert_eq!(status, 201, "{body}");
+    let failed = stack.settled_version("acme", "web", "v_2", Duration::from_secs(30)).await;
+    assert_eq!(failed["status"], "Failed", "{failed}");
+    assert_eq!(failed["images"][0]["failure"], Value::Null, "the good image passed");
+    assert_eq!(failed["images"][1]["failure"]["code"], "not_found");
+    assert_eq!(failed["reason"], "acme/web:nope: not_found");
+
+    // An image of another namespace is refused at create, before any check.
+    stack.push_image("other", "other/web", "v1").await;
+    let (status, problem) = stack.call("acme", "POST", "/v1/packages", Some(package("theirs", "other/web", "v1"))).await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["code"], "outside_namespace");
+    assert_eq!(problem["field"], "version.images[0].repository");
+
+    // A duplicate delivery of the check changes nothing: same document, byte for byte.
+    let context = same_context(&stack);
+    let account = AccountId::parse("acme").unwrap();
+    let before: Value = context.store.get(&version_path(&account, "web", "v_1")).await.unwrap().unwrap().value;
+    let event = Envelope::new(VERSION_SUBMITTED, Some(account.clone()), json!({ "package": "web", "version": "v_1" }));
+    let handler = berth_packages::events(context.clone());
+    handler.handle(&event).await.unwrap();
+    handler.handle(&event).await.unwrap();
+    let after: Value = context.store.get(&version_path(&account, "web", "v_1")).await.unwrap().unwrap().value;
+    assert_eq!(before, after);
+    // A version settled Available does not change even if its tag moves: immutable.
+    stack.push_image("acme", "acme/web", "v1").await;
+    handler.handle(&event).await.unwrap();
+    let again: Value = context.store.get(&version_path(&account, "web", "v_1")).await.unwrap().unwrap().value;
+    assert_eq!(again["images"][0]["digest"], digest.as_str());
+
+    // The log holds no secret: no push key password appears.
+    let logs = stack.berth.logs();
+    assert!(!logs.contains("eyJ"), "a JWT-shaped secret reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_does_not_answer_fails_the_version_after_the_retries() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let berth = berth_tests::berth::BerthServe::start(
+        &dir.path().join("data"),
+        &dir.path().join("berth.log"),
+        0,
+        &[("BERTH_REGISTRY_HOST", &dead), ("BERTH_QUEUE_MAX_ATTEMPTS", "2")],
+    );
+    let token = berth.dev_token("acme");
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/v1/packages", berth.url))
+        .bearer_auth(&token)
+        .json(&package("web", "acme/web", "v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let start = std::time::Instant::now();
+    let version = loop {
+        let version: Value = http
+            .get(format!("{}/v1/packages/web/versions/v_1", berth.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if version["status"] != "Creating" {
+            break version;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "still Creating: {version}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(version["status"], "Failed", "{version}");
+    assert_eq!(version["images"][0]["failure"]["code"], "registry_unreachable", "{version}");
+    let logs = berth.logs();
+    assert!(logs.contains("registry did not answer; backing off"), "the check backed off before giving up");
+}
