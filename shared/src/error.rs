@@ -45,6 +45,14 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A template cannot be rendered: every offending identifier with its line:column (422).
+    #[error("{field}: {} problem(s)", problems.len())]
+    Template {
+        /// The template field or name.
+        field: String,
+        /// Every problem, in template order.
+        problems: Vec<crate::template::TemplateProblem>,
+    },
     /// A backing service (store, queue, registry) did not answer (503).
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
@@ -75,6 +83,7 @@ impl ApiError {
                 format!("{field} is larger than the limit of {limit} bytes"),
             )
             .with_field(field),
+            Self::Template { field, problems } => template_problem(field, problems),
             Self::Unavailable(what) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -85,6 +94,29 @@ impl ApiError {
             }
         }
     }
+}
+
+/// Most template problems listed in one answer; the detail counts the rest.
+pub const MAX_LISTED_PROBLEMS: usize = 1000;
+
+fn template_problem(field: &str, problems: &[crate::template::TemplateProblem]) -> Problem {
+    let shown: Vec<String> = problems.iter().take(3).map(ToString::to_string).collect();
+    let more = problems.len().saturating_sub(shown.len());
+    let mut detail = format!("{} identifier problem(s) in {field}: {}", problems.len(), shown.join("; "));
+    if more > 0 {
+        detail.push_str(&format!("; and {more} more"));
+    }
+    let listed = problems
+        .iter()
+        .take(MAX_LISTED_PROBLEMS)
+        .map(|p| {
+            serde_json::json!({
+                "line": p.position.line, "column": p.position.column, "code": p.code,
+                "identifier": p.identifier, "message": p.message,
+            })
+        })
+        .collect();
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "template_problems", detail).with_field(field).with_problems(listed)
 }
 
 impl IntoResponse for ApiError {

@@ -26,6 +26,10 @@ pub struct Problem {
     /// The offending request field (JSON pointer-ish dotted path), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every occurrence when a request has several faults at once (a template's identifiers),
+    /// each an object with at least `code` and `message`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<serde_json::Value>,
 }
 
 impl Problem {
@@ -38,12 +42,19 @@ impl Problem {
             detail: detail.into(),
             code: code.to_owned(),
             field: None,
+            problems: Vec::new(),
         }
     }
 
     /// Names the request field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    /// Lists every fault of the request.
+    pub fn with_problems(mut self, problems: Vec<serde_json::Value>) -> Self {
+        self.problems = problems;
         self
     }
 

@@ -1,0 +1,1022 @@
+//! Rendering a service template: every `{{ computenest::KIND::NAME }}` replaced by its value,
+//! every other byte copied as it was, and every problem reported at once with its line:column.
+//!
+//! Rendering is three steps so that the one impure step, looking associations up in the store,
+//! stays outside: [`Template::check`] (size, UTF-8, scan), then the caller resolves
+//! [`Template::association_keys`] to [`Association`]s, then [`Template::plan`] decides every
+//! value (or lists every problem) and [`Plan::render`] writes the output. The pull key that
+//! `acr::dockerconfigjson` / `helm::dockerconfigjson` stand for is minted by the caller between
+//! `plan` and `render`, scoped to [`Plan::repositories`]: exactly the repositories the template
+//! references.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::AccountId;
+use crate::error::ApiError;
+use crate::package::{ImageRecord, PackageType, PackageVersion, VersionStatus};
+use crate::repository::RepositoryName;
+use crate::service::{ArtifactRef, VersionSelector, package_type_for};
+use crate::signing::SigningKeys;
+use crate::store::{DocumentStore, StoreError};
+use crate::template::{self, Identifier, IdentifierKind, MAX_TEMPLATE_BYTES, Position, TemplateProblem};
+
+/// `typ` of download tokens (file URLs handed to deployed hosts).
+pub const DOWNLOAD_TYPE: &str = "berth-download+jwt";
+/// Audience of download tokens: nothing else accepts them.
+pub const DOWNLOAD_AUDIENCE: &str = "berth:download";
+
+/// The text format of a template; decides how values are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateFormat {
+    /// YAML (ROS templates, Kubernetes manifests): values are written as they are.
+    Yaml,
+    /// JSON: values are escaped for the inside of a JSON string.
+    Json,
+}
+
+impl TemplateFormat {
+    /// JSON when the first significant character opens an object or array, else YAML. A YAML
+    /// flow mapping is detected as JSON too, which is harmless: JSON escapes are valid inside
+    /// YAML double-quoted strings, and Berth's values hold nothing that needs escaping.
+    pub fn detect(text: &str) -> Self {
+        match text.trim_start_matches('\u{feff}').trim_start().as_bytes().first() {
+            Some(b'{') | Some(b'[') => Self::Json,
+            _ => Self::Yaml,
+        }
+    }
+}
+
+/// Checks a template's bytes: at most [`MAX_TEMPLATE_BYTES`] (else 413) and UTF-8 (else 400,
+/// with the line:column of the first bad byte). `field` names the template in errors.
+pub fn template_text<'a>(field: &str, bytes: &'a [u8]) -> Result<&'a str, ApiError> {
+    if bytes.len() > MAX_TEMPLATE_BYTES {
+        return Err(ApiError::TooLarge { field: field.to_owned(), limit: MAX_TEMPLATE_BYTES });
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        // `valid` is UTF-8 up to here, so counting non-continuation bytes counts characters.
+        let column = valid[line_start..].iter().filter(|&&b| (b & 0xC0) != 0x80).count() + 1;
+        ApiError::invalid(field, "invalid_utf8", format!("{field} is not UTF-8: invalid byte at {line}:{column}"))
+    })
+}
+
+/// What an identifier's association was found to be.
+#[derive(Debug, Clone)]
+pub enum Association {
+    /// The package version the relation points at, with a download URL for an uploaded file.
+    Found {
+        /// The version document.
+        version: Box<PackageVersion>,
+        /// For File packages whose bytes are uploaded: where a deployed host downloads them.
+        file_url: Option<String>,
+    },
+    /// Nothing usable: no relation, or its package or version does not exist.
+    Missing {
+        /// Stable code: `not_associated`, `package_not_found`, `version_not_found`.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
+}
+
+/// The value an identifier is replaced with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum Value {
+    /// Text written as it is (an image or chart reference, a URL).
+    Text(String),
+    /// The base64 dockerconfigjson of the pull key minted for this render.
+    PullKey,
+}
+
+/// One replacement a render makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Substitution {
+    /// Where the identifier starts.
+    pub position: Position,
+    /// The identifier as written.
+    pub identifier: String,
+    /// `computenest::KIND::NAME`.
+    pub key: String,
+    /// What it becomes.
+    #[serde(flatten)]
+    pub value: Value,
+}
+
+/// A template whose bytes passed the checks, with its identifiers and scan problems.
+#[derive(Debug, Clone)]
+pub struct Template<'a> {
+    text: &'a str,
+    format: TemplateFormat,
+    identifiers: Vec<Identifier>,
+    problems: Vec<TemplateProblem>,
+}
+
+impl<'a> Template<'a> {
+    /// Checks size and UTF-8 (see [`template_text`]) and scans for identifiers.
+    pub fn check(field: &str, bytes: &'a [u8]) -> Result<Self, ApiError> {
+        Ok(Self::scan(template_text(field, bytes)?))
+    }
+
+    /// Scans text already known to be within limits.
+    pub fn scan(text: &'a str) -> Self {
+        let (identifiers, problems) = template::scan(text);
+        Self { text, format: TemplateFormat::detect(text), identifiers, problems }
+    }
+
+    /// Its format.
+    pub fn format(&self) -> TemplateFormat {
+        self.format
+    }
+
+    /// Every well-formed identifier, in order.
+    pub fn identifiers(&self) -> &[Identifier] {
+        &self.identifiers
+    }
+
+    /// The keys (`computenest::KIND::NAME`) whose associations must be looked up: every
+    /// identifier but the minted credentials.
+    pub fn association_keys(&self) -> BTreeSet<String> {
+        self.identifiers.iter().filter(|i| !i.kind.is_credential()).map(Identifier::key).collect()
+    }
+
+    /// Decides every identifier's value from `associations` (keyed like
+    /// [`Template::association_keys`]), or lists every problem, scan problems included,
+    /// in template order.
+    pub fn plan(
+        &self,
+        associations: &BTreeMap<String, Association>,
+        registry_host: &str,
+        pin_digests: bool,
+    ) -> Result<Plan, Vec<TemplateProblem>> {
+        let mut problems = self.problems.clone();
+        let mut values = Vec::with_capacity(self.identifiers.len());
+        let mut repositories = BTreeSet::new();
+        for identifier in &self.identifiers {
+            if identifier.kind.is_credential() {
+                values.push(Value::PullKey);
+                continue;
+            }
+            let key = identifier.key();
+            let problem = |code: &'static str, message: String| TemplateProblem {
+                position: identifier.position,
+                code,
+                identifier: identifier.text.chars().take(200).collect(),
+                message,
+            };
+            let resolved = match associations.get(&key) {
+                None => Err(problem("not_associated", format!("{key} is not associated with a package"))),
+                Some(Association::Missing { code, message }) => Err(problem(code, message.clone())),
+                Some(Association::Found { version, file_url }) => {
+                    value_of(identifier, version, file_url.as_deref(), registry_host, pin_digests)
+                        .map_err(|(code, message)| problem(code, message))
+                }
+            };
+            match resolved {
+                Ok((value, repository)) => {
+                    repositories.extend(repository);
+                    values.push(Value::Text(value));
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if !problems.is_empty() {
+            // Scan problems and association problems were collected apart; report in text order.
+            problems.sort_by_key(|p| p.position);
+            return Err(problems);
+        }
+        let substitutions = self
+            .identifiers
+            .iter()
+            .zip(values)
+            .map(|(identifier, value)| Substitution {
+                position: identifier.position,
+                identifier: identifier.text.clone(),
+                key: identifier.key(),
+                value,
+            })
+            .collect();
+        Ok(Plan { format: self.format, substitutions, repositories: repositories.into_iter().collect() })
+    }
+
+    /// Renders with the values of `plan` (made by [`Template::plan`] of this template).
+    pub fn render(&self, plan: &Plan, pull_key: Option<&str>) -> Result<String, RenderError> {
+        plan.render(self.text, &self.identifiers, pull_key)
+    }
+}
+
+/// Why a planned render could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The template needs a pull key and none was given.
+    #[error("the template needs a pull key and none was minted")]
+    NoPullKey,
+}
+
+/// Every value a render will write, decided; what a dry run shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The template's format.
+    pub format: TemplateFormat,
+    /// Each identifier's replacement, in template order.
+    pub substitutions: Vec<Substitution>,
+    /// Every repository the template references (images and charts), sorted: the pull key is
+    /// scoped to exactly these.
+    pub repositories: Vec<RepositoryName>,
+}
+
+impl Plan {
+    /// Whether any identifier stands for the pull key.
+    pub fn needs_pull_key(&self) -> bool {
+        self.substitutions.iter().any(|s| s.value == Value::PullKey)
+    }
+
+    fn render(&self, text: &str, identifiers: &[Identifier], pull_key: Option<&str>) -> Result<String, RenderError> {
+        let pull_key = match (self.needs_pull_key(), pull_key) {
+            (true, None) => return Err(RenderError::NoPullKey),
+            (_, key) => key.unwrap_or_default(),
+        };
+        let escape = |value: &str| match self.format {
+            TemplateFormat::Json => template::json_string_content(value),
+            TemplateFormat::Yaml => value.to_owned(),
+        };
+        let mut values = self.substitutions.iter().map(|s| match &s.value {
+            Value::Text(text) => escape(text),
+            Value::PullKey => escape(pull_key),
+        });
+        Ok(template::substitute(text, identifiers, |_| values.next().expect("one value per identifier")))
+    }
+}
+
+/// The value of one associated identifier and the repository it references, or a problem.
+fn value_of(
+    identifier: &Identifier,
+    version: &PackageVersion,
+    file_url: Option<&str>,
+    registry_host: &str,
+    pin_digests: bool,
+) -> Result<(String, Option<RepositoryName>), (&'static str, String)> {
+    let named = format!("package {} version {}", version.package, version.version);
+    let expected = package_type_for(identifier.kind).expect("credentials are handled by the caller");
+    if version.package_type != expected {
+        return Err((
+            "wrong_package_type",
+            format!("{} needs a {expected:?} package; {named} is {:?}", identifier.kind.as_str(), version.package_type),
+        ));
+    }
+    match version.status {
+        VersionStatus::Available => {}
+        VersionStatus::Creating => {
+            return Err(("not_available", format!("{named} is Creating: its publish check has not finished")));
+        }
+        VersionStatus::Failed => {
+            let reason = version.reason.as_deref().unwrap_or("no reason recorded");
+            return Err(("not_available", format!("{named} is Failed: {reason}")));
+        }
+    }
+    if identifier.kind == IdentifierKind::File {
+        let url = file_url.ok_or_else(|| ("not_available", format!("{named} has no uploaded file")))?;
+        return Ok((url.to_owned(), None));
+    }
+    let image = pick_image(identifier, version).map_err(|message| ("ambiguous_image", message))?;
+    if pin_digests && image.digest.is_none() {
+        return Err(("no_digest", format!("{named}: {} has no recorded digest to pin", image.repository)));
+    }
+    Ok((PackageVersion::image_reference(image, registry_host, pin_digests), Some(image.repository.clone())))
+}
+
+/// The image an identifier means: the only one, or the one whose last path component is the
+/// identifier's name (a version may carry several images).
+fn pick_image<'v>(identifier: &Identifier, version: &'v PackageVersion) -> Result<&'v ImageRecord, String> {
+    match version.images.as_slice() {
+        [] => Err(format!("package {} version {} holds no image", version.package, version.version)),
+        [one] => Ok(one),
+        many => {
+            let by_name = |image: &&ImageRecord| {
+                image.repository.as_str().rsplit('/').next().is_some_and(|last| last == identifier.name)
+            };
+            let mut matching = many.iter().filter(by_name);
+            match (matching.next(), matching.next()) {
+                (Some(image), None) => Ok(image),
+                _ => Err(format!(
+                    "package {} version {} holds {} images and none (or several) is named '{}'",
+                    version.package,
+                    version.version,
+                    many.len(),
+                    identifier.name
+                )),
+            }
+        }
+    }
+}
+
+/// Looks up the version an [`ArtifactRef`] names in `account`'s packages. `Latest` is the
+/// version with the highest number.
+pub async fn resolve_version(
+    store: &DocumentStore,
+    account: &AccountId,
+    target: &ArtifactRef,
+) -> Result<Result<PackageVersion, Association>, StoreError> {
+    let missing = |code: &'static str, message: String| Ok(Err(Association::Missing { code, message }));
+    let package = crate::package::package_path(account, &target.package);
+    if store.get::<serde_json::Value>(&package).await?.is_none() {
+        return missing("package_not_found", format!("package {} does not exist", target.package));
+    }
+    let found = match &target.version {
+        VersionSelector::Name(name) => {
+            // A name that is not a version name cannot be a path in the store either.
+            if crate::package::validate_version_name("version", name).is_err() {
+                None
+            } else {
+                let path = crate::package::version_path(account, &target.package, name);
+                store.get::<PackageVersion>(&path).await?.map(|v| v.value)
+            }
+        }
+        selector => {
+            let prefix = crate::package::versions_prefix(account, &target.package);
+            let versions = store.list::<PackageVersion>(&prefix).await?.into_iter().map(|(_, v)| v.value);
+            match selector {
+                VersionSelector::Number(number) => versions.into_iter().find(|v| v.number == *number),
+                _ => versions.into_iter().max_by_key(|v| v.number),
+            }
+        }
+    };
+    match found {
+        Some(version) => Ok(Ok(version)),
+        None => {
+            let which = match &target.version {
+                VersionSelector::Latest => "any version".to_owned(),
+                VersionSelector::Number(n) => format!("version number {n}"),
+                VersionSelector::Name(name) => format!("version {name}"),
+            };
+            missing("version_not_found", format!("package {} has no {which}", target.package))
+        }
+    }
+}
+
+/// How a render should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Write `@sha256:...` instead of `:tag` for images and charts.
+    pub pin_digests: bool,
+    /// Lifetime of the pull key and of file download URLs.
+    pub credential_ttl_seconds: u64,
+    /// Decide every value, list the substitutions, mint nothing, write nothing.
+    pub dry_run: bool,
+}
+
+impl RenderOptions {
+    /// Options from a request's optional fields, the TTL checked against the key limits.
+    pub fn new(pin_digests: bool, credential_ttl_seconds: Option<u64>, dry_run: bool) -> Result<Self, ApiError> {
+        use crate::temporary_key::{DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+        let ttl = credential_ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+        if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
+            return Err(ApiError::invalid(
+                "credential_ttl_seconds",
+                "out_of_range",
+                format!("credential_ttl_seconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}"),
+            ));
+        }
+        Ok(Self { pin_digests, credential_ttl_seconds: ttl, dry_run })
+    }
+}
+
+/// Where a render runs: the caller's account and what it needs to look up and mint.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderContext<'a> {
+    /// The document store (packages, versions, file objects).
+    pub store: &'a DocumentStore,
+    /// Signs the pull key and download URLs.
+    pub signing: &'a SigningKeys,
+    /// The registry as deployed hosts name it.
+    pub registry_host: &'a str,
+    /// Berth's URL as deployed hosts reach it, for file download URLs.
+    pub base_url: &'a str,
+    /// The caller, whose namespace every package and key lives in.
+    pub account: &'a AccountId,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
+/// The pull key a render minted, without its secret parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PullKeySummary {
+    /// The registry it logs in to.
+    pub registry: String,
+    /// Its username.
+    pub username: String,
+    /// The repositories it reaches, and nothing else.
+    pub repositories: Vec<RepositoryName>,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+}
+
+/// What a render answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderOutput {
+    /// The template's format.
+    pub format: TemplateFormat,
+    /// The rendered template; absent on a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
+    /// Whether this was a dry run (nothing minted).
+    pub dry_run: bool,
+    /// Every replacement, in template order; the pull key is named, never shown.
+    pub substitutions: Vec<Substitution>,
+    /// The repositories the template references.
+    pub repositories: Vec<RepositoryName>,
+    /// The pull key minted for this render, if the template asks for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_key: Option<PullKeySummary>,
+}
+
+/// Renders a template's bytes with `relations` (keyed by `computenest::KIND::NAME`): looks each
+/// association up, lists every problem at once (422), mints one pull key scoped to the
+/// referenced repositories when the template asks for one, and writes the output.
+pub async fn render_template(
+    context: RenderContext<'_>,
+    field: &str,
+    bytes: &[u8],
+    relations: &BTreeMap<String, ArtifactRef>,
+    options: RenderOptions,
+) -> Result<RenderOutput, ApiError> {
+    let template = Template::check(field, bytes)?;
+    let associations = look_up(context, &template.association_keys(), relations, options).await?;
+    let plan = template
+        .plan(&associations, context.registry_host, options.pin_digests)
+        .map_err(|problems| ApiError::Template { field: field.to_owned(), problems })?;
+    let mut output = RenderOutput {
+        format: plan.format,
+        rendered: None,
+        dry_run: options.dry_run,
+        substitutions: plan.substitutions.clone(),
+        repositories: plan.repositories.clone(),
+        pull_key: None,
+    };
+    if options.dry_run {
+        return Ok(output);
+    }
+    let key = if plan.needs_pull_key() {
+        let key = crate::temporary_key::mint(
+            context.signing,
+            context.registry_host,
+            context.account,
+            crate::temporary_key::KeyPurpose::Pull,
+            Some(plan.repositories.clone()),
+            options.credential_ttl_seconds,
+            context.now,
+        )
+        .map_err(|e| ApiError::Internal(format!("signing a pull key: {e}")))?;
+        output.pull_key = Some(PullKeySummary {
+            registry: key.registry.clone(),
+            username: key.username.clone(),
+            repositories: plan.repositories.clone(),
+            expires_at: key.expires_at.clone(),
+        });
+        Some(key)
+    } else {
+        None
+    };
+    let pull_key = key.as_ref().map(|k| k.dockerconfigjson.expose().as_str());
+    output.rendered = Some(template.render(&plan, pull_key).map_err(|e| ApiError::Internal(e.to_string()))?);
+    Ok(output)
+}
+
+/// Looks up every association key: its relation, its package version and, for an uploaded
+/// file, a download URL. A key without a relation is left out (the plan calls it not associated).
+async fn look_up(
+    context: RenderContext<'_>,
+    keys: &BTreeSet<String>,
+    relations: &BTreeMap<String, ArtifactRef>,
+    options: RenderOptions,
+) -> Result<BTreeMap<String, Association>, ApiError> {
+    let mut lookups = Vec::new();
+    for key in keys {
+        if let Some(target) = relations.get(key) {
+            lookups.push(look_up_one(context, key.clone(), target.clone(), options.credential_ttl_seconds));
+        }
+    }
+    // At most MAX_RELATIONS lookups, each a read or a listing: run them together.
+    let found = futures::future::try_join_all(lookups).await?;
+    Ok(found.into_iter().collect())
+}
+
+async fn look_up_one(
+    context: RenderContext<'_>,
+    key: String,
+    target: ArtifactRef,
+    ttl_seconds: u64,
+) -> Result<(String, Association), StoreError> {
+    let association = match resolve_version(context.store, context.account, &target).await? {
+        Err(missing) => missing,
+        Ok(version) => {
+            let file_url = if version.package_type == PackageType::File && version.status == VersionStatus::Available {
+                download_url(context.signing, context.base_url, context.account, &version, ttl_seconds, context.now)
+            } else {
+                None
+            };
+            Association::Found { version: Box::new(version), file_url }
+        }
+    };
+    Ok((key, association))
+}
+
+/// Relations keyed by the placeholder as written (`{{ computenest::acrimage::x }}` or bare),
+/// keyed again by `computenest::KIND::NAME`. `field` prefixes the error's field.
+pub fn normalise_relations(
+    field: &str,
+    relations: &BTreeMap<String, ArtifactRef>,
+) -> Result<BTreeMap<String, ArtifactRef>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (written, target) in relations {
+        let (_, key) = crate::service::relation_key(&format!("{field}.{written}"), written)?;
+        out.insert(key, target.clone());
+    }
+    Ok(out)
+}
+
+/// The relations a Compute Nest `config.yaml` declares, keyed by `computenest::KIND::NAME`,
+/// read by the services parser. `artifacts` maps `ArtifactId`s or `Artifact:` keys to Berth
+/// package names, as for a service import.
+pub fn relations_from_config(
+    config: &str,
+    artifacts: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, ArtifactRef>, ApiError> {
+    // The services parser reads relations together with TemplateConfigs and wants every listed
+    // template sent; a one-off render has one template, so point TemplateConfigs at it.
+    let mut root: yaml_serde::Value = yaml_serde::from_str(config)
+        .map_err(|e| ApiError::invalid("config", "invalid_yaml", format!("config.yaml does not parse: {e}")))?;
+    let single = yaml_serde::from_str::<yaml_serde::Value>("[{Name: template, Url: template}]").expect("literal");
+    if let Some(deploy) =
+        root.get_mut("Service").and_then(|s| s.get_mut("DeployMetadata")).and_then(|d| d.as_mapping_mut())
+    {
+        deploy.insert(yaml_serde::Value::String("TemplateConfigs".into()), single);
+    } else {
+        return Ok(BTreeMap::new());
+    }
+    let request = crate::service::PutServiceRequest {
+        config: Some(yaml_serde::to_string(&root).map_err(|e| ApiError::Internal(e.to_string()))?),
+        templates: BTreeMap::from([("template".to_owned(), String::new())]),
+        relations: BTreeMap::new(),
+        artifacts: artifacts.clone(),
+    };
+    let plan = request.plan()?;
+    Ok(plan.relations.into_iter().map(|(key, planned)| (key, planned.target)).collect())
+}
+
+/// Largest `POST /v1/render` body: a template at its limit as base64, plus room for the rest.
+pub const MAX_RENDER_BODY: usize = MAX_TEMPLATE_BYTES / 3 * 4 + (1 << 20);
+
+/// `POST /v1/services/{name}/render` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRenderRequest {
+    /// The template's name (or `Url`); may be omitted when the service has exactly one.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Pin images and charts to their digests.
+    #[serde(default)]
+    pub pin_digests: bool,
+    /// Lifetime of the pull key and download URLs (60..=43200, default 3600).
+    #[serde(default)]
+    pub credential_ttl_seconds: Option<u64>,
+    /// List the substitutions only; mint nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl ServiceRenderRequest {
+    /// The service template this request names: by name or `Url`, or the only one.
+    pub fn pick<'s>(
+        &self,
+        service: &'s crate::service::Service,
+    ) -> Result<&'s crate::service::ServiceTemplate, ApiError> {
+        let names = || service.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+        match (&self.template, service.templates.as_slice()) {
+            (None, [only]) => Ok(only),
+            (None, _) => Err(ApiError::invalid(
+                "template",
+                "required",
+                format!("service {} has several templates; name one of: {}", service.name, names()),
+            )),
+            (Some(wanted), templates) => {
+                templates.iter().find(|t| &t.name == wanted || t.url.as_ref() == Some(wanted)).ok_or_else(|| {
+                    ApiError::invalid(
+                        "template",
+                        "unknown_template",
+                        format!("service {} has no template '{wanted}'; it has: {}", service.name, names()),
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// `POST /v1/render` body: a template with its relations, given directly or as a `config.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderRequest {
+    /// The template text.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The template's bytes in base64 (any bytes: non-UTF-8 is refused with its position).
+    #[serde(default)]
+    pub template_base64: Option<String>,
+    /// Relations keyed by placeholder (`{{ computenest::acrimage::x }}` or bare).
+    #[serde(default)]
+    pub relations: BTreeMap<String, ArtifactRef>,
+    /// A Compute Nest `config.yaml` whose relations to use (explicit `relations` win).
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Maps the config's `ArtifactId`s or `Artifact:` keys to Berth package names.
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, String>,
+    /// Pin images and charts to their digests.
+    #[serde(default)]
+    pub pin_digests: bool,
+    /// Lifetime of the pull key and download URLs (60..=43200, default 3600).
+    #[serde(default)]
+    pub credential_ttl_seconds: Option<u64>,
+    /// List the substitutions only; mint nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl RenderRequest {
+    /// The template bytes, the relations by key, and the options; every field checked.
+    pub fn validate(&self) -> Result<ValidRenderRequest, ApiError> {
+        use base64::Engine;
+        let (field, bytes) = match (&self.template, &self.template_base64) {
+            (Some(text), None) => ("template", text.clone().into_bytes()),
+            (None, Some(encoded)) => {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|e| {
+                    ApiError::invalid(
+                        "template_base64",
+                        "invalid_base64",
+                        format!("template_base64 is not base64: {e}"),
+                    )
+                })?;
+                ("template_base64", bytes)
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("template", "conflict", "give template or template_base64, not both"));
+            }
+            (None, None) => return Err(ApiError::invalid("template", "required", "give template or template_base64")),
+        };
+        let mut relations = match &self.config {
+            Some(config) => relations_from_config(config, &self.artifacts)?,
+            None => BTreeMap::new(),
+        };
+        relations.extend(normalise_relations("relations", &self.relations)?);
+        let options = RenderOptions::new(self.pin_digests, self.credential_ttl_seconds, self.dry_run)?;
+        Ok(ValidRenderRequest { field, bytes, relations, options })
+    }
+}
+
+/// A checked `POST /v1/render` request.
+#[derive(Debug, Clone)]
+pub struct ValidRenderRequest {
+    /// The field the template came in (errors name it).
+    pub field: &'static str,
+    /// The template's bytes, not yet checked for size or UTF-8.
+    pub bytes: Vec<u8>,
+    /// Relations keyed by `computenest::KIND::NAME`.
+    pub relations: BTreeMap<String, ArtifactRef>,
+    /// Options.
+    pub options: RenderOptions,
+}
+
+/// The claims of a download token: which file, for whom, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadGrant {
+    /// The account owning the file.
+    pub sub: AccountId,
+    /// Always [`DOWNLOAD_AUDIENCE`].
+    pub aud: String,
+    /// The package.
+    pub package: String,
+    /// The version.
+    pub version: String,
+    /// The file's name.
+    pub file_name: String,
+    /// Issued at.
+    pub iat: u64,
+    /// Expiry.
+    pub exp: u64,
+}
+
+/// A URL a deployed host can download a File version's bytes from, without an account token:
+/// `{base_url}/v1/downloads/{signed grant}/{file name}`, valid for `ttl_seconds`.
+pub fn download_url(
+    keys: &SigningKeys,
+    base_url: &str,
+    account: &AccountId,
+    version: &PackageVersion,
+    ttl_seconds: u64,
+    now: u64,
+) -> Option<String> {
+    let file = version.file.as_ref().filter(|f| f.digest.is_some())?;
+    let grant = DownloadGrant {
+        sub: account.clone(),
+        aud: DOWNLOAD_AUDIENCE.to_owned(),
+        package: version.package.clone(),
+        version: version.version.clone(),
+        file_name: file.file_name.clone(),
+        iat: now,
+        exp: now + ttl_seconds,
+    };
+    let token = keys.sign(DOWNLOAD_TYPE, &grant).ok()?;
+    Some(format!("{}/v1/downloads/{token}/{}", base_url.trim_end_matches('/'), file.file_name))
+}
+
+/// Verifies a download token; `None` when it is forged, expired or for something else.
+pub fn verify_download(keys: &SigningKeys, token: &str) -> Option<DownloadGrant> {
+    keys.verify::<DownloadGrant>(token, DOWNLOAD_TYPE, DOWNLOAD_AUDIENCE).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::FileRecord;
+
+    const REGISTRY: &str = "registry.test:5000";
+
+    fn version(package: &str, package_type: PackageType, status: VersionStatus, repos: &[&str]) -> PackageVersion {
+        PackageVersion {
+            package: package.into(),
+            version: "v_1".into(),
+            number: 1,
+            package_type,
+            status,
+            images: repos
+                .iter()
+                .map(|r| ImageRecord {
+                    repository: RepositoryName::parse(r).unwrap(),
+                    tag: "v1".into(),
+                    digest: Some(format!("sha256:{}", "ab".repeat(32))),
+                    media_type: None,
+                    size: None,
+                    platforms: Vec::new(),
+                    failure: None,
+                })
+                .collect(),
+            file: (package_type == PackageType::File).then(|| FileRecord {
+                file_name: "f.tgz".into(),
+                size: Some(1),
+                digest: Some("sha256:00".into()),
+            }),
+            reason: (status == VersionStatus::Failed).then(|| "acme/x:v1 not found".into()),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn found(version: PackageVersion) -> Association {
+        let file_url = version.file.as_ref().map(|f| format!("https://berth.test/v1/downloads/t/{}", f.file_name));
+        Association::Found { version: Box::new(version), file_url }
+    }
+
+    fn associations() -> BTreeMap<String, Association> {
+        BTreeMap::from([
+            (
+                "computenest::acrimage::nginx".into(),
+                found(version("web", PackageType::ContainerImage, VersionStatus::Available, &["acme/nginx"])),
+            ),
+            (
+                "computenest::helmchart::chart".into(),
+                found(version("chart", PackageType::HelmChart, VersionStatus::Available, &["acme/charts/web"])),
+            ),
+            ("computenest::file::pkg".into(), found(version("pkg", PackageType::File, VersionStatus::Available, &[]))),
+            (
+                "computenest::acrimage::creating".into(),
+                found(version("c", PackageType::ContainerImage, VersionStatus::Creating, &["acme/c"])),
+            ),
+            (
+                "computenest::acrimage::failed".into(),
+                found(version("f", PackageType::ContainerImage, VersionStatus::Failed, &["acme/f"])),
+            ),
+            (
+                "computenest::acrimage::gone".into(),
+                Association::Missing { code: "package_not_found", message: "package gone does not exist".into() },
+            ),
+        ])
+    }
+
+    #[test]
+    fn renders_every_kind_and_scopes_the_key_to_the_referenced_repositories() {
+        let text = "image: {{ computenest::acrimage::nginx }}\nchart: {{computenest::helmchart::chart}}\n\
+                    url: '{{ computenest::file::pkg }}'\nkey: \"{{ computenest::acr::dockerconfigjson }}\"\n\
+                    helm: {{ computenest::helm::dockerconfigjson }} {{resolve:oos:x}} ${Var}\n";
+        let template = Template::check("template", text.as_bytes()).unwrap();
+        assert_eq!(
+            template.association_keys().into_iter().collect::<Vec<_>>(),
+            ["computenest::acrimage::nginx", "computenest::file::pkg", "computenest::helmchart::chart"]
+        );
+        let plan = template.plan(&associations(), REGISTRY, false).unwrap();
+        assert!(plan.needs_pull_key());
+        let repos: Vec<_> = plan.repositories.iter().map(RepositoryName::as_str).collect();
+        assert_eq!(repos, ["acme/charts/web", "acme/nginx"]);
+        assert_eq!(template.render(&plan, None), Err(RenderError::NoPullKey));
+        let out = template.render(&plan, Some("S0VZ")).unwrap();
+        assert_eq!(
+            out,
+            "image: registry.test:5000/acme/nginx:v1\nchart: registry.test:5000/acme/charts/web:v1\n\
+             url: 'https://berth.test/v1/downloads/t/f.tgz'\nkey: \"S0VZ\"\n\
+             helm: S0VZ {{resolve:oos:x}} ${Var}\n"
+        );
+        let pinned = template.plan(&associations(), REGISTRY, true).unwrap();
+        let out = template.render(&pinned, Some("K")).unwrap();
+        assert!(
+            out.starts_with(&format!("image: registry.test:5000/acme/nginx@sha256:{}\n", "ab".repeat(32))),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_position() {
+        let text = "a: {{ computenest::acrimage::creating }}\nb: {{ computenest::acrimage::failed }}\n\
+                    c: {{ computenest::acrimage::unknown }} {{ computenest::bogus::x }}\n\
+                    d: {{ computenest::acrimage:: }}\ne: {{ computenest::helmchart::nginx }}\n\
+                    f: {{ computenest::acrimage::gone }}\ng: {{ computenest::file::nginx }}\n\
+                    h: {{ computenest::acrimage::nginx }}\ni: {{ computenest::acrimage::x\n";
+        let mut associations = associations();
+        associations
+            .insert("computenest::helmchart::nginx".into(), associations["computenest::acrimage::nginx"].clone());
+        associations.insert("computenest::file::nginx".into(), associations["computenest::acrimage::nginx"].clone());
+        let template = Template::check("template", text.as_bytes()).unwrap();
+        let problems = template.plan(&associations, REGISTRY, false).unwrap_err();
+        let got: Vec<_> = problems.iter().map(|p| (p.position.to_string(), p.code)).collect();
+        assert_eq!(
+            got,
+            [
+                ("1:4".to_string(), "not_available"),
+                ("2:4".to_string(), "not_available"),
+                ("3:4".to_string(), "not_associated"),
+                ("3:41".to_string(), "unknown_kind"),
+                ("4:4".to_string(), "malformed_identifier"),
+                ("5:4".to_string(), "wrong_package_type"),
+                ("6:4".to_string(), "package_not_found"),
+                ("7:4".to_string(), "wrong_package_type"),
+                ("9:4".to_string(), "unclosed_identifier"),
+            ]
+        );
+        assert!(problems[1].message.contains("Failed: acme/x:v1 not found"), "{}", problems[1].message);
+    }
+
+    #[test]
+    fn json_templates_keep_values_inside_strings() {
+        let text = r#"{"a": "{{ computenest::acr::dockerconfigjson }}", "b": "x {{computenest::acrimage::nginx}}"}"#;
+        let template = Template::check("template", text.as_bytes()).unwrap();
+        assert_eq!(template.format(), TemplateFormat::Json);
+        let plan = template.plan(&associations(), REGISTRY, false).unwrap();
+        let out = template.render(&plan, Some("a\"b\\c")).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed["a"], "a\"b\\c");
+        assert_eq!(parsed["b"], "x registry.test:5000/acme/nginx:v1");
+    }
+
+    #[test]
+    fn size_and_encoding_are_checked() {
+        let big = vec![b'a'; MAX_TEMPLATE_BYTES + 1];
+        assert!(matches!(Template::check("template", &big), Err(ApiError::TooLarge { .. })));
+        assert!(Template::check("template", &big[1..]).is_ok());
+        let bad = b"a: 1\nb: \xc3\xa9\xff\n";
+        match Template::check("template", bad) {
+            Err(ApiError::Invalid { field, code, message }) => {
+                assert_eq!((field.as_str(), code), ("template", "invalid_utf8"));
+                assert!(message.ends_with("at 2:5"), "{message}");
+            }
+            other => panic!("expected invalid_utf8, got {other:?}"),
+        }
+    }
+
+    /// `/work/shared/corpus/ros`: real Compute Nest templates and their `config.yaml`s.
+    fn corpus_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/ros")
+    }
+
+    /// A package name made from anything (config ids, identifier names).
+    fn package_name(raw: &str) -> String {
+        let name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        format!("pkg_{name}")
+    }
+
+    /// Every `ArtifactId` in a config, mapped to a package name, so its relations import.
+    fn artifact_ids(value: &yaml_serde::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            yaml_serde::Value::Mapping(mapping) => {
+                for (key, child) in mapping {
+                    if let (Some("ArtifactId"), Some(id)) = (key.as_str(), child.as_str()) {
+                        out.insert(id.to_owned(), package_name(id));
+                    }
+                    artifact_ids(child, out);
+                }
+            }
+            yaml_serde::Value::Sequence(list) => list.iter().for_each(|child| artifact_ids(child, out)),
+            _ => {}
+        }
+    }
+
+    /// An Available version of the right type for an identifier kind.
+    fn available_for(kind: IdentifierKind, target: &ArtifactRef, name: &str) -> Association {
+        let package_type = package_type_for(kind).unwrap();
+        let repository: String =
+            name.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { 'x' }).collect();
+        let mut v = version(&target.package, package_type, VersionStatus::Available, &[&format!("acme/{repository}")]);
+        if package_type == PackageType::File {
+            v.images.clear();
+        }
+        found(v)
+    }
+
+    #[test]
+    fn every_corpus_template_renders_with_only_its_identifiers_replaced() {
+        let oracle =
+            regex::Regex::new(r"\{\{ *computenest::(acrimage|acr|helmchart|helm|file)::([A-Za-z0-9_-]+) *\}\}")
+                .unwrap();
+        let mut rendered = 0;
+        let mut from_config = 0;
+        let mut entries: Vec<_> = std::fs::read_dir(corpus_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for path in entries {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            if file == "MANIFEST.tsv" || file.ends_with("config.yaml") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let template = Template::check("template", &bytes).unwrap();
+            assert!(!template.identifiers().is_empty(), "{file}: the corpus holds templates with identifiers");
+            // Relations from the repository's config.yaml, where there is one.
+            let repo = file.split("__").take(2).collect::<Vec<_>>().join("__");
+            let config = corpus_dir().join(format!("{repo}__.computenest__config.yaml"));
+            let mut relations = BTreeMap::new();
+            if let Ok(config) = std::fs::read_to_string(&config) {
+                let mut artifacts = BTreeMap::new();
+                artifact_ids(&yaml_serde::from_str(&config).unwrap(), &mut artifacts);
+                relations = relations_from_config(&config, &artifacts).unwrap_or_else(|e| panic!("{file}: {e}"));
+                from_config += relations.len();
+            }
+            // Generated where the config lacks them.
+            let mut associations = BTreeMap::new();
+            for identifier in template.identifiers().iter().filter(|i| !i.kind.is_credential()) {
+                let target = relations
+                    .entry(identifier.key())
+                    .or_insert_with(|| ArtifactRef {
+                        package: package_name(&identifier.name),
+                        version: VersionSelector::Latest,
+                    })
+                    .clone();
+                associations.insert(identifier.key(), available_for(identifier.kind, &target, &identifier.name));
+            }
+            let plan = template.plan(&associations, REGISTRY, false).unwrap_or_else(|p| panic!("{file}: {p:?}"));
+            let out = template.render(&plan, Some("eyJhdXRocyI6e319")).unwrap();
+
+            let text = std::str::from_utf8(&bytes).unwrap();
+            assert!(!out.contains("computenest::"), "{file}: an identifier remains");
+            // Independent oracle: a regex replacing exactly the identifiers gives the same bytes.
+            let values: BTreeMap<String, String> = plan
+                .substitutions
+                .iter()
+                .map(|s| match &s.value {
+                    Value::Text(text) => (s.key.clone(), text.clone()),
+                    Value::PullKey => (s.key.clone(), "eyJhdXRocyI6e319".to_owned()),
+                })
+                .collect();
+            let expected = oracle.replace_all(text, |c: &regex::Captures<'_>| {
+                values[&format!("computenest::{}::{}", &c[1], &c[2])].clone()
+            });
+            assert!(out == expected, "{file}: bytes outside identifiers changed");
+            let before: Result<yaml_serde::Value, _> = yaml_serde::from_str(text);
+            let after: Result<yaml_serde::Value, _> = yaml_serde::from_str(&out);
+            assert!(
+                after.is_ok(),
+                "{file}: output does not parse as YAML: {:?} (input parsed: {})",
+                after.err(),
+                before.is_ok()
+            );
+            rendered += 1;
+        }
+        eprintln!("corpus: {rendered} templates rendered, {from_config} relations from config.yaml");
+        assert!(rendered >= 20, "only {rendered} corpus templates found in {}", corpus_dir().display());
+        assert!(from_config >= 15, "only {from_config} relations came from config.yaml files");
+    }
+
+    #[test]
+    fn a_version_with_several_images_is_picked_by_name() {
+        let text = "{{ computenest::acrimage::db }} {{ computenest::acrimage::other }}";
+        let several =
+            found(version("s", PackageType::ContainerImage, VersionStatus::Available, &["acme/web", "acme/db"]));
+        let associations = BTreeMap::from([
+            ("computenest::acrimage::db".to_string(), several.clone()),
+            ("computenest::acrimage::other".to_string(), several),
+        ]);
+        let problems = Template::scan(text).plan(&associations, REGISTRY, false).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!((problems[0].position.to_string().as_str(), problems[0].code), ("1:33", "ambiguous_image"));
+    }
+}

@@ -1,0 +1,236 @@
+//! Rendering against the real stack: `berth serve` with the Debian `docker-registry`, images
+//! pushed with skopeo and published through the packages API, then the seed's two sample
+//! templates rendered. The ACK Secret's dockerconfigjson, written as an auth file, lets skopeo
+//! pull the associated image and nothing else; the ECS script's `docker login` line logs in.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use berth_tests::registry::skopeo;
+use berth_tests::stack::Stack;
+use serde_json::{Value, json};
+
+const SEED: &str = "../../shared/seeds/000_4d977b4e6aa6941a.txt";
+const CORPUS: &str = "../../shared/corpus/ros";
+
+fn seed() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(SEED)).expect("the seed document")
+}
+
+/// Lines of the seed from the one starting with `first` (trimmed) up to, not including, the
+/// first one starting with `stop`, with `indent` spaces removed.
+fn seed_block(first: &str, stop: &str, indent: usize) -> String {
+    let text = seed();
+    let mut lines = text.lines().skip_while(|l| l.trim() != first);
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        if line.starts_with(stop) {
+            break;
+        }
+        out.push_str(line.get(indent..).unwrap_or("").trim_end_matches('\r'));
+        out.push('\n');
+    }
+    assert!(out.lines().count() > 10, "seed block starting at {first:?} not found");
+    out
+}
+
+/// The seed's ACK sample: a Secret with `{{computenest::acr::dockerconfigjson}}` and a
+/// Deployment with `{{ computenest::acrimage::nginx }}`.
+fn ack_sample() -> String {
+    seed_block("Resources:", "Create and use", 0)
+}
+
+/// The seed's ECS sample: a ROS template whose shell script decodes the dockerconfigjson and
+/// runs `docker login`, then writes a compose file with `{{computenest::acrimage::nginx}}`.
+fn ecs_sample() -> String {
+    seed_block("ROSTemplateFormatVersion: '2015-09-01'", "  5. In the Deployment", 4)
+}
+
+async fn publish(stack: &Stack, package: &str, repository: &str) -> Value {
+    stack.push_image("acme", repository, "v1").await;
+    let body = json!({
+        "name": package, "description": "published for the render test", "type": "ContainerImage",
+        "version": { "name": "v_1", "images": [{ "repository": repository, "tag": "v1" }] }
+    });
+    let (status, created) = stack.call("acme", "POST", "/v1/packages", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let version = stack.settled_version("acme", package, "v_1", Duration::from_secs(30)).await;
+    assert_eq!(version["status"], "Available", "{version}");
+    version
+}
+
+/// Writes a docker auth file from a base64 dockerconfigjson.
+fn auth_file(dir: &Path, name: &str, encoded: &str) -> String {
+    let decoded = STANDARD.decode(encoded.trim()).expect("base64 dockerconfigjson");
+    let _: Value = serde_json::from_slice(&decoded).expect("a JSON docker config");
+    let path = dir.join(name);
+    std::fs::write(&path, decoded).unwrap();
+    path.display().to_string()
+}
+
+/// Copies `reference` from the registry into an OCI layout at `into`, authenticating with `authfile`.
+fn pull(authfile: &str, reference: &str, into: &Path) -> (bool, String) {
+    let destination = format!("oci:{}:pulled", into.display());
+    skopeo(&["copy", "--src-tls-verify=false", "--authfile", authfile, &format!("docker://{reference}"), &destination])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_samples_render_into_working_credentials() {
+    let stack = Stack::start(&[]);
+    let version = publish(&stack, "nginx", "acme/nginx").await;
+    let digest = version["images"][0]["digest"].as_str().unwrap().to_owned();
+    publish(&stack, "other", "acme/other").await;
+    let host = stack.registry.host.clone();
+
+    // The service: both seed samples, with nginx associated (and `other`, which neither uses).
+    let service = json!({
+        "templates": { "ACK": ack_sample(), "ECS": ecs_sample() },
+        "relations": {
+            "{{ computenest::acrimage::nginx }}": { "package": "nginx", "version": "latest" },
+            "computenest::acrimage::other": { "package": "other", "version": { "number": 1 } },
+        }
+    });
+    let (status, body) = stack.call("acme", "PUT", "/v1/services/shop", Some(service)).await;
+    assert!(status == 200 || status == 201, "{body}");
+
+    // ACK: the Secret's dockerconfigjson pulls the associated image, and only that.
+    let (status, answer) = stack
+        .call(
+            "acme",
+            "POST",
+            "/v1/services/shop/render",
+            Some(json!({ "template": "ACK", "credential_ttl_seconds": 300 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let rendered = answer["rendered"].as_str().unwrap();
+    let documents: Vec<Value> = {
+        let root: yaml_serde::Value = yaml_serde::from_str(rendered).expect("the rendered template is YAML");
+        let content = root["Resources"]["ClusterApplication"]["Properties"]["YamlContent"].as_str().unwrap().to_owned();
+        content
+            .split("\n---\n")
+            .map(|doc| serde_json::to_value(yaml_serde::from_str::<yaml_serde::Value>(doc).unwrap()).unwrap())
+            .collect()
+    };
+    let image = documents[1]["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap();
+    assert_eq!(image, format!("{host}/acme/nginx:v1"));
+    let secret = documents[0]["data"][".dockerconfigjson"].as_str().unwrap();
+    let authfile = auth_file(stack.dir.path(), "ack-auth.json", secret);
+    let (ok, err) = pull(&authfile, image, &stack.dir.path().join("pulled-ack"));
+    assert!(ok, "skopeo pulls {image} with the rendered Secret: {err}");
+    let (ok, _) = pull(&authfile, &format!("{host}/acme/other:v1"), &stack.dir.path().join("pulled-other"));
+    assert!(!ok, "the rendered key must not reach acme/other, which the template does not reference");
+    assert_eq!(answer["pull_key"]["repositories"], json!(["acme/nginx"]));
+
+    // Pinned: the digest the registry reported, and it pulls too.
+    let (status, pinned) = stack
+        .call("acme", "POST", "/v1/services/shop/render", Some(json!({ "template": "ACK", "pin_digests": true })))
+        .await;
+    assert_eq!(status, 200, "{pinned}");
+    let pinned_ref = format!("{host}/acme/nginx@{digest}");
+    assert!(pinned["rendered"].as_str().unwrap().contains(&format!("image: {pinned_ref}\n")));
+    let (ok, err) = pull(&authfile, &pinned_ref, &stack.dir.path().join("pulled-pinned"));
+    assert!(ok, "pull by digest: {err}");
+
+    // ECS: the script's own lines decode the key and `docker login` with it.
+    let (status, answer) =
+        stack.call("acme", "POST", "/v1/services/shop/render", Some(json!({ "template": "ECS" }))).await;
+    assert_eq!(status, 200, "{answer}");
+    let rendered = answer["rendered"].as_str().unwrap();
+    assert!(rendered.contains(&format!("    image: {host}/acme/nginx:v1\n")), "compose file image");
+    let script: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("dockerJson="))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(script.len(), 7, "{script:?}");
+    assert!(script[6].starts_with("docker login $host"), "{script:?}");
+    let docker_config = stack.dir.path().join("ecs-docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let output = Command::new("bash")
+        .args(["-euc", &script.join("\n")])
+        .env("DOCKER_CONFIG", &docker_config)
+        .output()
+        .expect("bash");
+    assert!(output.status.success(), "the ECS login lines: {}", String::from_utf8_lossy(&output.stderr));
+    let config: Value = serde_json::from_slice(&std::fs::read(docker_config.join("config.json")).unwrap()).unwrap();
+    assert!(config["auths"][&host].is_object(), "docker login stored {host}: {config}");
+    let authfile = docker_config.join("config.json").display().to_string();
+    let (ok, err) = pull(&authfile, &format!("{host}/acme/nginx:v1"), &stack.dir.path().join("pulled-ecs"));
+    assert!(ok, "pull with the credentials docker login stored: {err}");
+
+    // Nothing secret reached the logs: no password, no dockerconfigjson, no rendered key.
+    let logs = stack.berth.logs();
+    assert!(logs.contains("template rendered"), "renders are logged");
+    let ack_config: Value = serde_json::from_slice(&STANDARD.decode(secret).unwrap()).unwrap();
+    let password = ack_config["auths"][&host]["password"].as_str().unwrap();
+    for leaked in [secret, password] {
+        assert!(!logs.contains(leaked), "a secret reached the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corpus_template_renders_with_its_config_yaml_and_errors_carry_positions() {
+    let stack = Stack::start(&[]);
+    publish(&stack, "nginx_pkg", "acme/nginx").await;
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join(CORPUS);
+    let config = std::fs::read_to_string(
+        corpus.join("aliyun-computenest__quickstart-docker-compose__.computenest__config.yaml"),
+    )
+    .unwrap();
+    let template = std::fs::read(
+        corpus.join("aliyun-computenest__quickstart-docker-compose__.computenest__ros_templates__template.yaml"),
+    )
+    .unwrap();
+    // The config's AcrImageArtifactRelation names `artifact-xxx`, version 1: map it to nginx_pkg.
+    let body = json!({
+        "template_base64": STANDARD.encode(&template),
+        "config": config,
+        "artifacts": { "artifact-xxx": "nginx_pkg" },
+    });
+    let (status, answer) = stack.call("acme", "POST", "/v1/render", Some(body.clone())).await;
+    assert_eq!(status, 200, "{answer}");
+    let rendered = answer["rendered"].as_str().unwrap();
+    assert!(!rendered.contains("computenest::"));
+    let _: yaml_serde::Value = yaml_serde::from_str(rendered).expect("still YAML");
+    assert_eq!(answer["pull_key"]["repositories"], json!(["acme/nginx"]));
+    let host = &stack.registry.host;
+    let expected_image = format!("{host}/acme/nginx:v1");
+    assert!(rendered.contains(&expected_image));
+
+    // A dry run lists the same substitutions and mints nothing.
+    let mut dry = body.clone();
+    dry["dry_run"] = json!(true);
+    let (status, listed) = stack.call("acme", "POST", "/v1/render", Some(dry)).await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.get("rendered").is_none() && listed.get("pull_key").is_none());
+    assert_eq!(listed["substitutions"], answer["substitutions"]);
+
+    // Without the artifacts mapping the config's id is not a package: 400 naming config.
+    let mut unmapped = body.clone();
+    unmapped.as_object_mut().unwrap().remove("artifacts");
+    let (status, problem) = stack.call("acme", "POST", "/v1/render", Some(unmapped)).await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("config")), "{problem}");
+
+    // The same template with a version still Creating and a misspelt identifier: 422, both listed.
+    let body = json!({ "name": "slow", "description": "never pushed, so it fails", "type": "ContainerImage",
+        "version": { "name": "v_1", "images": [{ "repository": "acme/slow", "tag": "v1" }] } });
+    let (status, created) = stack.call("acme", "POST", "/v1/packages", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    stack.settled_version("acme", "slow", "v_1", Duration::from_secs(30)).await;
+    let broken = "a: {{ computenest::acrimage::slow }}\nb:\n  - {{ computenest::acrimage }}\n";
+    let body = json!({ "template": broken, "relations": { "computenest::acrimage::slow": { "package": "slow", "version": "latest" } } });
+    let (status, problem) = stack.call("acme", "POST", "/v1/render", Some(body)).await;
+    assert_eq!(status, 422, "{problem}");
+    let listed: Vec<String> = problem["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}:{} {}", p["line"], p["column"], p["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, ["1:4 not_available", "3:5 malformed_identifier"]);
+}
