@@ -6,7 +6,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
 PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint'
-APT_PKGS    := docker-registry skopeo
+APT_PKGS    := docker-registry skopeo busybox-static
 BERTH_DATA_DIR ?= berth-data
 BERTH_LISTEN   ?= 127.0.0.1:8080
 

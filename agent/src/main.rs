@@ -1,6 +1,8 @@
-//! `berth-agent`: runs on each host of an application group, polls for release work, pulls
-//! the image, runs the stop then the start script, and reports. The work loop arrives with
-//! the releases issue; until then the binary only says so.
+//! `berth-agent`: runs on each host of an application group. Registers with the group's join
+//! token, long-polls Berth for work, pulls the image through the Docker engine with the job's
+//! pull key, runs the stop then the start script with bash, and reports.
+
+mod run;
 
 use std::process::ExitCode;
 
@@ -13,10 +15,20 @@ struct Args {
     /// Berth's base URL.
     #[arg(long, env = "BERTH_URL", default_value = "http://127.0.0.1:8080")]
     berth_url: String,
+    /// The group's join token (from `POST /v1/applications/{app}/groups`).
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    join_token: String,
+    /// This host's id in the group (lowercase letters, digits, '.', '_', '-').
+    #[arg(long, env = "BERTH_HOST_ID")]
+    host_id: String,
+    /// How long each poll is held by Berth, in seconds.
+    #[arg(long, default_value_t = 20)]
+    poll_seconds: u64,
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let args = Args::parse();
-    eprintln!("berth-agent: releases are not available yet in this build (Berth at {})", args.berth_url);
-    ExitCode::from(2)
+    let agent = run::Agent::new(&args.berth_url, &args.join_token, &args.host_id, args.poll_seconds);
+    agent.run().await
 }

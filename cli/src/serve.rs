@@ -64,7 +64,12 @@ async fn serve(config: &mut Config) -> Result<(), String> {
     let mut consumers = Vec::new();
     let mut queues = Vec::new();
     for (name, build) in FUNCTIONS {
-        let queue = Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility));
+        let mut queue = InProcessQueue::new(config.queue_max_attempts, config.queue_visibility);
+        // Test switch: prove every handler idempotent under duplicate delivery.
+        if std::env::var_os("BERTH_QUEUE_DELIVER_TWICE").is_some_and(|v| v == "1") {
+            queue = queue.delivering_twice();
+        }
+        let queue = Arc::new(queue);
         for envelope in load_saved(&saved, name)? {
             queue.send(&envelope).await.map_err(|e| e.to_string())?;
         }

@@ -127,6 +127,7 @@ pub struct InProcessQueue {
     arrived: Notify,
     max_attempts: u32,
     visibility: Duration,
+    twice: bool,
 }
 
 impl InProcessQueue {
@@ -138,7 +139,15 @@ impl InProcessQueue {
             arrived: Notify::new(),
             max_attempts: max_attempts.max(1),
             visibility,
+            twice: false,
         }
+    }
+
+    /// Test switch: every event sent is delivered twice (same id), as at-least-once delivery
+    /// may do, to prove handlers idempotent.
+    pub fn delivering_twice(mut self) -> Self {
+        self.twice = true;
+        self
     }
 
     /// Events not yet settled (waiting or in flight), for persisting at shutdown.
@@ -179,6 +188,9 @@ impl EventQueue for InProcessQueue {
         encode(envelope)?;
         let mut lanes = self.lanes.lock().await;
         lanes.ready.push_back(Waiting { envelope: envelope.clone(), receives: 0, visible_at: Instant::now() });
+        if self.twice {
+            lanes.ready.push_back(Waiting { envelope: envelope.clone(), receives: 0, visible_at: Instant::now() });
+        }
         drop(lanes);
         self.arrived.notify_waiters();
         Ok(())
@@ -245,6 +257,20 @@ impl EventQueue for InProcessQueue {
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<Envelope>, QueueError> {
         Ok(self.lanes.lock().await.dead.iter().take(max).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod twice_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_test_switch_delivers_every_event_twice_with_one_id() {
+        let queue = InProcessQueue::new(3, Duration::from_secs(30)).delivering_twice();
+        let event = Envelope::new("x", None, serde_json::Value::Null);
+        queue.send(&event).await.unwrap();
+        let got = queue.receive(10, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(got.iter().map(|d| d.envelope.id).collect::<Vec<_>>(), [event.id, event.id]);
     }
 }
 

@@ -1,0 +1,317 @@
+//! The agent's loop and its steps. Waiting happens in Berth (a held poll) or in a backoff
+//! after an error, never in a spin.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use berth_shared::release::{HostLogs, Job, JobKind, Report, Step, StepOutput};
+use tokio::io::AsyncReadExt;
+
+/// Longest backoff after errors reaching Berth.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// After a timeout kills a step's process group, how long its output may still drain.
+const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// One agent: where Berth is, the join token, this host.
+pub struct Agent {
+    url: String,
+    token: String,
+    host: String,
+    poll_seconds: u64,
+    http: reqwest::Client,
+}
+
+/// How one step ended.
+struct StepRun {
+    output: StepOutput,
+    exit_code: Option<i32>,
+    /// Why it failed, when it did.
+    failure: Option<String>,
+}
+
+impl Agent {
+    /// An agent for `host` in the group `token` joins.
+    pub fn new(url: &str, token: &str, host: &str, poll_seconds: u64) -> Self {
+        let http = reqwest::Client::builder()
+            // A held poll lasts `poll_seconds`; give the answer time to arrive.
+            .timeout(Duration::from_secs(poll_seconds + 30))
+            .build()
+            .expect("HTTP client");
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            host: host.to_owned(),
+            poll_seconds,
+            http,
+        }
+    }
+
+    /// Registers, then serves jobs until killed. Returns only when Berth refuses the token.
+    pub async fn run(&self) -> ExitCode {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.register().await {
+                Ok(()) => break,
+                Err(Refusal::Fatal(message)) => {
+                    eprintln!("berth-agent: {message}");
+                    return ExitCode::from(2);
+                }
+                Err(Refusal::Retry(message)) => {
+                    eprintln!("berth-agent: registering: {message}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        eprintln!("berth-agent: host {} registered; waiting for work", self.host);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.poll().await {
+                Ok(Some(job)) => {
+                    backoff = Duration::from_millis(500);
+                    eprintln!("berth-agent: {job}");
+                    let report = self.execute(&job).await;
+                    eprintln!(
+                        "berth-agent: release {}: {:?} ok={} step={:?}",
+                        job.release, job.kind, report.ok, report.step
+                    );
+                    self.send_report(&report).await;
+                }
+                Ok(None) => backoff = Duration::from_millis(500),
+                Err(Refusal::Fatal(message)) => {
+                    eprintln!("berth-agent: {message}");
+                    return ExitCode::from(2);
+                }
+                Err(Refusal::Retry(message)) => {
+                    eprintln!("berth-agent: polling: {message}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn register(&self) -> Result<(), Refusal> {
+        let response = self
+            .http
+            .post(format!("{}/v1/agent/register", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "host": self.host }))
+            .send()
+            .await
+            .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;
+        check(response).await.map(|_| ())
+    }
+
+    async fn poll(&self) -> Result<Option<Job>, Refusal> {
+        let response = self
+            .http
+            .get(format!("{}/v1/agent/jobs", self.url))
+            .bearer_auth(&self.token)
+            .query(&[("host", self.host.as_str()), ("wait_seconds", &self.poll_seconds.to_string())])
+            .send()
+            .await
+            .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;
+        let response = check(response).await?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        response.json::<Job>().await.map(Some).map_err(|e| Refusal::Retry(format!("unreadable job: {e}")))
+    }
+
+    /// Sends a report until Berth takes it (or refuses it for good).
+    async fn send_report(&self, report: &Report) {
+        let mut backoff = Duration::from_millis(500);
+        for _ in 0..60 {
+            let sent = self
+                .http
+                .post(format!("{}/v1/agent/reports", self.url))
+                .bearer_auth(&self.token)
+                .query(&[("host", self.host.as_str())])
+                .json(report)
+                .send()
+                .await;
+            match sent {
+                Ok(response) => match check(response).await {
+                    Ok(_) => return,
+                    Err(Refusal::Fatal(message)) => {
+                        eprintln!("berth-agent: report refused: {message}");
+                        return;
+                    }
+                    Err(Refusal::Retry(message)) => eprintln!("berth-agent: reporting: {message}"),
+                },
+                Err(e) => eprintln!("berth-agent: reporting: cannot reach Berth: {e}"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Runs a job: pull (when asked), then for a run job stop and start. Never fails: every
+    /// problem becomes the report.
+    pub async fn execute(&self, job: &Job) -> Report {
+        let mut logs = HostLogs::default();
+        let report = |ok, step, run: &StepRun, logs: HostLogs| Report {
+            release: job.release.clone(),
+            kind: job.kind,
+            ok,
+            step,
+            exit_code: run.exit_code,
+            reason: run.failure.clone(),
+            logs,
+        };
+        if job.pull {
+            let pull = self.pull(job).await;
+            logs.pull = Some(pull.output.clone());
+            if pull.failure.is_some() || job.kind == JobKind::Pull {
+                return report(pull.failure.is_none(), Step::Pull, &pull, logs);
+            }
+        }
+        if let Err(e) = tokio::fs::create_dir_all(&job.working_directory).await {
+            let run = StepRun {
+                output: StepOutput::default(),
+                exit_code: None,
+                failure: Some(format!("cannot create the working directory {}: {e}", job.working_directory)),
+            };
+            return report(false, Step::Stop, &run, logs);
+        }
+        let stop = self.script(job, Step::Stop, &job.stop_script).await;
+        logs.stop = Some(stop.output.clone());
+        if stop.failure.is_some() {
+            return report(false, Step::Stop, &stop, logs);
+        }
+        let start = self.script(job, Step::Start, &job.start_script).await;
+        logs.start = Some(start.output.clone());
+        report(start.failure.is_none(), Step::Start, &start, logs)
+    }
+
+    async fn pull(&self, job: &Job) -> StepRun {
+        // A docker config of its own for this job only: the key never lands in the host's.
+        let config = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => return StepRun::broken(format!("cannot make a temporary docker config: {e}")),
+        };
+        let auth = STANDARD.encode(format!("{}:{}", job.username, job.password));
+        let body = serde_json::json!({ "auths": { &job.registry: { "auth": auth } } });
+        if let Err(e) = std::fs::write(config.path().join("config.json"), body.to_string()) {
+            return StepRun::broken(format!("cannot write the temporary docker config: {e}"));
+        }
+        let mut command = tokio::process::Command::new("docker");
+        command.arg("pull").arg(&job.image).env("DOCKER_CONFIG", config.path());
+        let timeout = Duration::from_secs(job.step_timeout_seconds);
+        run_step(command, timeout, "docker pull").await
+    }
+
+    async fn script(&self, job: &Job, step: Step, script: &str) -> StepRun {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => return StepRun::broken(format!("cannot make a temporary directory: {e}")),
+        };
+        let name = if step == Step::Stop { "stop.sh" } else { "start.sh" };
+        let file: PathBuf = dir.path().join(name);
+        if let Err(e) = std::fs::write(&file, script) {
+            return StepRun::broken(format!("cannot write the {name} script: {e}"));
+        }
+        let mut command = tokio::process::Command::new("bash");
+        command
+            .arg(&file)
+            .current_dir(Path::new(&job.working_directory))
+            .env("BERTH_RELEASE_ID", &job.release)
+            .env("BERTH_IMAGE", &job.image)
+            .env("BERTH_HOST", &self.host)
+            .env("BERTH_STEP", if step == Step::Stop { "stop" } else { "start" })
+            .env_remove("DOCKER_CONFIG");
+        let what = if step == Step::Stop { "the stop script" } else { "the start script" };
+        run_step(command, Duration::from_secs(job.step_timeout_seconds), what).await
+    }
+}
+
+impl StepRun {
+    fn broken(reason: String) -> Self {
+        Self { output: StepOutput::default(), exit_code: None, failure: Some(reason) }
+    }
+}
+
+/// Runs a command in a process group of its own, keeping all of its output; past `timeout`
+/// the whole group is killed (a script's children too).
+async fn run_step(mut command: tokio::process::Command, timeout: Duration, what: &str) -> StepRun {
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return StepRun::broken(format!("cannot start {what}: {e}")),
+    };
+    let pid = child.id();
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        let _ = stdout.read_to_end(&mut buffer).await;
+        buffer
+    });
+    let err = tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        let _ = stderr.read_to_end(&mut buffer).await;
+        buffer
+    });
+    let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => (status.ok(), false),
+        Err(_) => {
+            if let Some(pid) = pid {
+                let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+            }
+            (child.wait().await.ok(), true)
+        }
+    };
+    // Children that left the group may hold the pipes open; take what came within a bound.
+    let drain = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
+        match tokio::time::timeout(DRAIN_AFTER_KILL, task).await {
+            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            _ => String::new(),
+        }
+    };
+    let output = StepOutput { stdout: drain(out).await, stderr: drain(err).await };
+    let exit_code = status.and_then(|s| s.code());
+    let failure = if timed_out {
+        Some(format!("{what} did not finish within {} s; its process group was killed", timeout.as_secs()))
+    } else {
+        match exit_code {
+            Some(0) => None,
+            Some(code) => Some(format!("{what} exited with code {code}")),
+            None => Some(format!("{what} was killed by a signal")),
+        }
+    };
+    StepRun { output, exit_code, failure }
+}
+
+enum Refusal {
+    /// Worth trying again (network, 5xx).
+    Retry(String),
+    /// Berth said no for good (bad token, bad host id).
+    Fatal(String),
+}
+
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, Refusal> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let message = format!(
+        "{} ({}): {}",
+        body["code"].as_str().unwrap_or("error"),
+        status.as_u16(),
+        body["detail"].as_str().unwrap_or("no detail")
+    );
+    // 404 on a report means the release is gone; 408/429 are worth retrying.
+    if status.is_client_error()
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        && status != reqwest::StatusCode::REQUEST_TIMEOUT
+    {
+        Err(Refusal::Fatal(message))
+    } else {
+        Err(Refusal::Retry(message))
+    }
+}

@@ -1,0 +1,577 @@
+//! Releases for real: `berth serve`, the Debian `docker-registry` with Berth as its token
+//! server, the Docker engine, and `berth-agent` processes. The image is built here (FROM
+//! scratch with Debian's static busybox serving `/hello`) and pushed with a push key.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::berth::BerthServe;
+use berth_tests::registry::{Registry, SERVICE};
+use berth_tests::{ChildGuard, berth_bin, free_port};
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "acme";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    berth: Option<BerthServe>,
+    port: u16,
+    env: Vec<(String, String)>,
+    registry: Registry,
+    token: String,
+    http: reqwest::Client,
+    agents: Vec<ChildGuard>,
+}
+
+impl Setup {
+    fn start(extra_env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry_port = Registry::pick_port();
+        let host = format!("127.0.0.1:{registry_port}");
+        let mut env = vec![
+            ("BERTH_REGISTRY_HOST".to_owned(), host.clone()),
+            ("BERTH_REGISTRY_SERVICE".to_owned(), SERVICE.to_owned()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let port = free_port();
+        let berth = Self::serve(dir.path(), port, &env);
+        let realm = format!("{}/v1/registry/token", berth.url);
+        let registry = Registry::start(dir.path(), registry_port, &realm, &berth.signing_certificate());
+        let token = berth.dev_token(ACCOUNT);
+        Self { dir, berth: Some(berth), port, env, registry, token, http: reqwest::Client::new(), agents: Vec::new() }
+    }
+
+    fn serve(dir: &Path, port: u16, env: &[(String, String)]) -> BerthServe {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let log = dir.join(format!("berth-{}.log", uuid::Uuid::new_v4()));
+        BerthServe::start(&dir.join("data"), &log, port, &env)
+    }
+
+    fn berth(&self) -> &BerthServe {
+        self.berth.as_ref().expect("berth serve is running")
+    }
+
+    /// `kill -9` of berth serve, then a fresh start on the same port and data directory.
+    fn crash_and_restart(&mut self) {
+        drop(self.berth.take()); // ChildGuard sends SIGKILL
+        self.berth = Some(Self::serve(self.dir.path(), self.port, &self.env));
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.berth().url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, answer) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        assert!(status == 200 || status == 201, "POST {path}: {status} {answer}");
+        answer
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, answer) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {answer}");
+        answer
+    }
+
+    /// Builds a FROM-scratch busybox image serving `page` at `/hello`, pushes it with a push
+    /// key, and removes it locally so the agent really pulls it. Returns its address.
+    fn push_image(&self, repository: &str, tag: &str, page: &str) -> String {
+        let context = self.dir.path().join(format!("image-{tag}"));
+        std::fs::create_dir_all(context.join("www")).unwrap();
+        std::fs::copy("/bin/busybox", context.join("busybox")).expect("busybox-static is missing: run `make deps`");
+        std::fs::write(context.join("www/hello"), page).unwrap();
+        std::fs::write(
+            context.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 8080\n\
+             ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        )
+        .unwrap();
+        let address = format!("{}/{ACCOUNT}/{repository}:{tag}", self.registry.host);
+        docker(&["build", "-q", "-t", &address, context.to_str().unwrap()], None);
+        let config = self.dir.path().join(format!("docker-push-{tag}"));
+        std::fs::create_dir_all(&config).unwrap();
+        let key = self.push_key();
+        docker_login(&config, &self.registry.host, ACCOUNT, &key);
+        docker(&["push", &address], Some(&config));
+        docker(&["rmi", &address], None);
+        address
+    }
+
+    fn push_key(&self) -> String {
+        let output = Command::new(berth_bin("berth"))
+            .args(["credentials", "push", "--url", &self.berth().url, "--token", &self.token])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "berth credentials push: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    fn start_agent(&mut self, join_token: &str, host: &str) {
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{host}.log"))).unwrap();
+        let child = Command::new(berth_bin("berth-agent"))
+            .args(["--berth-url", &self.berth().url, "--join-token", join_token, "--host-id", host])
+            .args(["--poll-seconds", "5"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start berth-agent");
+        self.agents.push(ChildGuard(child));
+    }
+
+    async fn wait_for_hosts(&self, app: &str, group: &str, count: usize) {
+        let start = Instant::now();
+        loop {
+            let group = self.get(&format!("/v1/applications/{app}/groups/{group}")).await;
+            if group["instances"].as_array().unwrap().len() == count {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{count} hosts did not register: {group}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the release satisfies `done`; fails with the release and the logs if not.
+    async fn wait_release(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, release) = self.call(reqwest::Method::GET, &format!("/v1/releases/{id}"), None).await;
+            if status == 200 && done(&release) {
+                return release;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                let agents: String = std::fs::read_dir(self.dir.path())
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+                    .map(|e| format!("{:?}:\n{}\n", e.file_name(), berth_tests::tail(&e.path(), 20)))
+                    .collect();
+                panic!(
+                    "release {id} never reached {what}: {release:#}\n{agents}\nberth:\n{}",
+                    berth_tests::tail(&self.berth().log, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn release(&self, body: Value) -> String {
+        let release = self.post("/v1/releases", body).await;
+        release["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        self.wait_release(id, "an end", |r| r["status"] != "running").await
+    }
+
+    async fn scaling(&self, app: &str, group: &str) -> Value {
+        self.get(&format!("/v1/applications/{app}/groups/{group}")).await["scaling"].clone()
+    }
+}
+
+fn docker(args: &[&str], config: Option<&Path>) -> String {
+    let mut command = Command::new("docker");
+    if let Some(config) = config {
+        command.env("DOCKER_CONFIG", config);
+    }
+    let output = command.args(args).env("DOCKER_BUILDKIT", "0").output().expect("docker CLI");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn docker_login(config: &Path, host: &str, username: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .args(["login", "--username", username, "--password-stdin", host])
+        .env("DOCKER_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "docker login: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Removes a container when dropped, whatever the test's outcome.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn host_states(release: &Value) -> Vec<(String, String)> {
+    release["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["hosts"].as_array().unwrap().clone())
+        .map(|h| (h["host"].as_str().unwrap().to_owned(), h["state"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn state_of(release: &Value, host: &str) -> String {
+    host_states(release).into_iter().find(|(h, _)| h == host).map(|(_, s)| s).unwrap_or_default()
+}
+
+async fn http_get(url: &str) -> Option<String> {
+    let response = reqwest::get(url).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+/// The seed's start script, with a free port and a unique container name.
+fn seed_start_script(address: &str, container: &str, port: u16) -> String {
+    format!(
+        "### The Docker image is pulled by the agent before this runs.\n\
+         function start_application() {{\n  image_name=\"{address}\"\n  container_name=\"{container}\"\n  \
+         docker run -d -p {port}:8080 --name ${{container_name}} ${{image_name}}\n}}\n\nstart_application\n"
+    )
+}
+
+/// The seed's stop script: removes the container if present, succeeds if not.
+fn seed_stop_script(container: &str) -> String {
+    format!(
+        "function stop_application() {{\n  container_name=\"{container}\"\n  \
+         container_id=$(docker ps -aq -f name=^${{container_name}}$)\n  if [ -n \"$container_id\" ]; then\n    \
+         docker rm -f $container_id\n  fi\n}}\n\nstop_application\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
+    let mut s = Setup::start(&[]);
+    let v1 = s.push_image("hello", "v1", "Alibaba Spring Sample! v1\n");
+    let v2 = s.push_image("hello", "v2", "Alibaba Spring Sample! v2\n");
+    let container = Container(format!("berth-seed-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let port = free_port();
+    let workdir = s.dir.path().join("deploy/root");
+
+    s.post("/v1/applications", json!({ "name": "shop" })).await;
+    let group = s.post("/v1/applications/shop/groups", json!({ "name": "prod", "kind": "static" })).await;
+    let join = group["join_token"].as_str().unwrap().to_owned();
+    for (name, address) in [("web-v1", &v1), ("web-v2", &v2)] {
+        s.post(
+            "/v1/applications/shop/deployments",
+            json!({
+                "name": name, "image": { "address": address }, "working_directory": workdir,
+                "start_script": seed_start_script(address, &container.0, port),
+                "stop_script": seed_stop_script(&container.0), "step_timeout_seconds": 120,
+            }),
+        )
+        .await;
+    }
+    s.start_agent(&join, "host-1");
+    s.wait_for_hosts("shop", "prod", 1).await;
+
+    let first = s.release(json!({ "application": "shop", "deployment": "web-v1", "group": "prod" })).await;
+    let done = s.finished(&first).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(state_of(&done, "host-1"), "succeeded");
+    assert!(workdir.is_dir(), "the working directory was created");
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let mut page = None;
+    for _ in 0..50 {
+        page = http_get(&url).await;
+        if page.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(page.as_deref(), Some("Alibaba Spring Sample! v1\n"));
+    let first_id = docker(&["ps", "-q", "-f", &format!("name=^{}$", container.0)], None);
+
+    let logs = s.get(&format!("/v1/releases/{first}/hosts/host-1/logs")).await;
+    assert_eq!(logs["state"], "succeeded");
+    assert!(
+        logs["start"]["stdout"].as_str().unwrap().trim().len() >= 12,
+        "docker run -d printed the container id: {logs}"
+    );
+    assert!(logs["pull"]["stdout"].as_str().unwrap().contains("v1"), "pull output kept: {logs}");
+
+    let second = s.release(json!({ "application": "shop", "deployment": "web-v2", "group": "prod" })).await;
+    let done = s.finished(&second).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let mut page = None;
+    for _ in 0..50 {
+        page = http_get(&url).await;
+        if page.as_deref() == Some("Alibaba Spring Sample! v2\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(page.as_deref(), Some("Alibaba Spring Sample! v2\n"), "the second release replaced the page");
+    let running = docker(&["ps", "-q", "-f", &format!("name=^{}$", container.0)], None);
+    assert_eq!(running.lines().count(), 1, "exactly one container");
+    assert_ne!(running.trim(), first_id.trim(), "a new container replaced the old one");
+    let logs = s.get(&format!("/v1/releases/{second}/hosts/host-1/logs")).await;
+    assert!(
+        logs["stop"]["stdout"].as_str().unwrap().contains(first_id.trim()),
+        "the stop script removed the first container: {logs}"
+    );
+
+    // No secret handed out reached the logs.
+    let server_log = s.berth().logs();
+    assert!(!server_log.contains(&join), "the join token is not logged");
+    assert!(!server_log.contains(&s.token), "the account token is not logged");
+}
+
+/// Five agents in a scaling group, shell-only scripts, three batches: budgets, cancel, confirm.
+struct Fleet {
+    s: Setup,
+    markers: PathBuf,
+}
+
+const HOSTS: [&str; 5] = ["a1", "a2", "a3", "a4", "a5"];
+
+impl Fleet {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let mut s = Setup::start(env);
+        let image = s.push_image("tool", "v1", "tool\n");
+        let markers = s.dir.path().join("markers");
+        std::fs::create_dir_all(&markers).unwrap();
+        s.post("/v1/applications", json!({ "name": "svc" })).await;
+        let group = s.post("/v1/applications/svc/groups", json!({ "name": "asg", "kind": "scaling" })).await;
+        let join = group["join_token"].as_str().unwrap().to_owned();
+        let m = markers.display();
+        s.post(
+            "/v1/applications/svc/deployments",
+            json!({
+                "name": "job", "image": { "address": image },
+                "working_directory": s.dir.path().join("work"),
+                "stop_script": "echo \"stopping on $BERTH_HOST\"\n",
+                "start_script": format!(
+                    "touch {m}/ran-$BERTH_HOST-$BERTH_RELEASE_ID\n\
+                     if [ -e {m}/fail-$BERTH_HOST ]; then echo \"failing on purpose on $BERTH_HOST\" >&2; exit 3; fi\n\
+                     echo \"started $BERTH_IMAGE on $BERTH_HOST in $PWD\"\n"
+                ),
+                "step_timeout_seconds": 60,
+            }),
+        )
+        .await;
+        for host in HOSTS {
+            s.start_agent(&join, host);
+        }
+        s.wait_for_hosts("svc", "asg", 5).await;
+        Self { s, markers }
+    }
+
+    fn fail(&self, hosts: &[&str]) {
+        for entry in std::fs::read_dir(&self.markers).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("fail-") {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        for host in hosts {
+            std::fs::write(self.markers.join(format!("fail-{host}")), "").unwrap();
+        }
+    }
+
+    fn ran(&self, host: &str, release: &str) -> bool {
+        self.markers.join(format!("ran-{host}-{release}")).exists()
+    }
+
+    async fn assert_scaling_resumed(&self, releases: u32) {
+        let scaling = self.s.scaling("svc", "asg").await;
+        assert_eq!(scaling["paused"], false, "{scaling}");
+        assert_eq!(scaling["pauses"], releases, "one pause per release: {scaling}");
+        assert_eq!(scaling["resumes"], releases, "one resume per release: {scaling}");
+        assert!(scaling.get("lease").is_none_or(Value::is_null), "{scaling}");
+    }
+
+    /// One failing host within the budget: the release succeeds with that host failed.
+    async fn within_budget(&self) -> Value {
+        self.fail(&["a1"]);
+        let body =
+            json!({ "application": "svc", "deployment": "job", "group": "asg", "batches": 3, "max_failures": 1 });
+        let id = self.s.release(body).await;
+        let done = self.s.finished(&id).await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        let states = host_states(&done);
+        assert_eq!(
+            states,
+            [("a1", "failed"), ("a2", "succeeded"), ("a3", "succeeded"), ("a4", "succeeded"), ("a5", "succeeded")]
+                .map(|(h, s)| (h.to_owned(), s.to_owned()))
+        );
+        let a1 = &done["batches"][0]["hosts"][0];
+        assert_eq!((a1["step"].as_str(), a1["exit_code"].as_i64()), (Some("start"), Some(3)), "{a1}");
+        let logs = self.s.get(&format!("/v1/releases/{id}/hosts/a1/logs")).await;
+        assert!(logs["start"]["stderr"].as_str().unwrap().contains("failing on purpose on a1"), "{logs}");
+        assert!(logs["stop"]["stdout"].as_str().unwrap().contains("stopping on a1"), "{logs}");
+        done
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_agents_three_batches_keep_the_failure_budgets_and_always_resume_scaling() {
+    let fleet = Fleet::start(&[]).await;
+    let s = &fleet.s;
+
+    let plan = s
+        .post(
+            "/v1/releases?dry_run=true",
+            json!({ "application": "svc", "deployment": "job", "group": "asg", "batches": 3 }),
+        )
+        .await;
+    assert_eq!(plan["batches"], json!([["a1", "a2"], ["a3", "a4"], ["a5"]]));
+    assert_eq!(s.get("/v1/applications/svc/groups/asg").await["active_release"], Value::Null, "a dry run does nothing");
+
+    fleet.within_budget().await;
+    fleet.assert_scaling_resumed(1).await;
+
+    // Beyond the budget: a1 and a3 fail, so batch 3 never starts.
+    fleet.fail(&["a1", "a3"]);
+    let body = json!({ "application": "svc", "deployment": "job", "group": "asg", "batches": 3, "max_failures": 1 });
+    let id = s.release(body).await;
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert!(done["reason"].as_str().unwrap().contains("later batches were not started"), "{done}");
+    assert_eq!(state_of(&done, "a5"), "skipped");
+    assert!(!fleet.ran("a5", &id), "a5's start script never ran");
+    assert!(fleet.ran("a4", &id));
+    fleet.assert_scaling_resumed(2).await;
+
+    // Manual pauses: confirm one batch, then cancel before the last.
+    fleet.fail(&[]);
+    let body = json!({ "application": "svc", "deployment": "job", "group": "asg", "batches": 3, "pause": "manual" });
+    let id = s.release(body).await;
+    let waiting = s.wait_release(&id, "awaiting confirmation", |r| r["phase"]["step"] == "awaiting_confirm").await;
+    assert_eq!(waiting["phase"]["next"], 1);
+    assert_eq!(s.scaling("svc", "asg").await["paused"], true, "scaling is paused during the release");
+    let (status, problem) = s.call(reqwest::Method::POST, &format!("/v1/releases/{id}/cancel"), None).await;
+    assert_eq!(status, 200, "{problem}");
+    let (status, problem) = s.call(reqwest::Method::POST, &format!("/v1/releases/{id}/confirm"), None).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("not_awaiting_confirmation")), "{problem}");
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "cancelled");
+    assert_eq!(state_of(&done, "a1"), "succeeded");
+    assert_eq!(state_of(&done, "a3"), "skipped");
+    assert!(!fleet.ran("a3", &id));
+    fleet.assert_scaling_resumed(3).await;
+
+    let body = json!({ "application": "svc", "deployment": "job", "group": "asg", "batch_size": 2, "pause": "manual" });
+    let id = s.release(body).await;
+    s.wait_release(&id, "awaiting confirmation", |r| r["phase"]["step"] == "awaiting_confirm").await;
+    s.post(&format!("/v1/releases/{id}/confirm"), json!({})).await;
+    s.wait_release(&id, "the second pause", |r| r["phase"]["next"] == 2).await;
+    s.post(&format!("/v1/releases/{id}/confirm"), json!({})).await;
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(HOSTS.iter().all(|h| fleet.ran(h, &id)));
+    fleet.assert_scaling_resumed(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_delivered_twice_gives_the_same_final_state() {
+    let fleet = Fleet::start(&[("BERTH_QUEUE_DELIVER_TWICE", "1")]).await;
+    fleet.within_budget().await;
+    fleet.assert_scaling_resumed(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_survives_kill_9_of_berth_serve_and_scaling_is_resumed() {
+    let mut fleet = Fleet::start(&[]).await;
+    fleet.fail(&[]);
+    let body = json!({
+        "application": "svc", "deployment": "job", "group": "asg", "batches": 3, "pause": "seconds", "pause_seconds": 3,
+    });
+    let id = fleet.s.release(body).await;
+    fleet.s.wait_release(&id, "the pause after batch 1", |r| r["phase"]["step"] == "waiting").await;
+    fleet.s.crash_and_restart();
+    let done = fleet.s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(HOSTS.iter().all(|h| fleet.ran(h, &id)));
+    fleet.assert_scaling_resumed(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_problems_naming_the_field() {
+    let s = Setup::start(&[]);
+    s.post("/v1/applications", json!({ "name": "app" })).await;
+    let group = s.post("/v1/applications/app/groups", json!({ "name": "g" })).await;
+    let image = format!("{}/{ACCOUNT}/web:v1", s.registry.host);
+    let deployment = |patch: Value| {
+        let mut body = json!({
+            "name": "d", "image": { "address": image }, "working_directory": "/srv/app",
+            "start_script": "true", "stop_script": "true",
+        });
+        body.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+        body
+    };
+    let cases = [
+        (json!({ "working_directory": "srv/app" }), "working_directory", "not_absolute"),
+        (json!({ "platform": "windows" }), "platform", "unsupported_platform"),
+        (json!({ "start_script": "#!/usr/bin/env python3\nprint()" }), "start_script", "unsupported_script_language"),
+        (
+            json!({ "image": { "address": format!("{}/other/web:v1", s.registry.host) } }),
+            "image",
+            "image_outside_namespace",
+        ),
+        (json!({ "name": "Bad Name" }), "name", "invalid_name"),
+    ];
+    for (patch, field, code) in cases {
+        let (status, problem) =
+            s.call(reqwest::Method::POST, "/v1/applications/app/deployments", Some(deployment(patch.clone()))).await;
+        assert_eq!(
+            (status, problem["field"].as_str(), problem["code"].as_str()),
+            (400, Some(field), Some(code)),
+            "{patch}: {problem}"
+        );
+    }
+    s.post("/v1/applications/app/deployments", deployment(json!({}))).await;
+    let release = |patch: Value| {
+        let mut body = json!({ "application": "app", "deployment": "d", "group": "g" });
+        body.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+        body
+    };
+    let (status, problem) = s.call(reqwest::Method::POST, "/v1/releases", Some(release(json!({})))).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("group_empty")), "{problem}");
+    for (patch, field) in [
+        (json!({ "batches": 2, "batch_size": 1 }), "batches"),
+        (json!({ "percents": [60, 30] }), "percents"),
+        (json!({ "pause": "seconds" }), "pause_seconds"),
+        (json!({ "pause": "sometimes" }), "pause"),
+    ] {
+        let (status, problem) = s.call(reqwest::Method::POST, "/v1/releases", Some(release(patch.clone()))).await;
+        assert_eq!((status, problem["field"].as_str()), (400, Some(field)), "{patch}: {problem}");
+    }
+    let (status, _) = s.call(reqwest::Method::GET, &format!("/v1/releases/{}", uuid::Uuid::new_v4()), None).await;
+    assert_eq!(status, 404);
+    // Agents need a real join token.
+    let response = s
+        .http
+        .get(format!("{}/v1/agent/jobs?host=h1", s.berth().url))
+        .bearer_auth("bjt_not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    // A held poll with nothing to do answers 204 after its wait, not before.
+    let started = Instant::now();
+    let response = s
+        .http
+        .get(format!("{}/v1/agent/jobs?host=h1&wait_seconds=1", s.berth().url))
+        .bearer_auth(group["join_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(started.elapsed() >= Duration::from_millis(900), "the poll was held");
+}
