@@ -21,6 +21,34 @@ impl BerthClient {
         let request = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body);
         answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
     }
+    /// GETs JSON.
+    pub async fn get(&self, path: &str) -> Result<Value, String> {
+        let request = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token);
+        answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
+    }
+
+    /// PUTs JSON.
+    pub async fn put<T: Serialize>(&self, path: &str, body: &T) -> Result<Value, String> {
+        let request = self.http.put(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body);
+        answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
+    }
+
+    /// PUTs raw bytes (a file upload).
+    pub async fn put_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, String> {
+        let request = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
+    }
+
+    /// DELETEs.
+    pub async fn delete(&self, path: &str) -> Result<Value, String> {
+        let request = self.http.delete(format!("{}{path}", self.url)).bearer_auth(&self.token);
+        answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
+    }
 }
 
 async fn answer(response: reqwest::Response) -> Result<Value, String> {

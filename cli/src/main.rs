@@ -3,6 +3,7 @@
 mod client;
 mod credentials;
 mod keys;
+mod packages;
 mod registry;
 mod serve;
 
@@ -73,10 +74,137 @@ enum Command {
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "berth-data")]
         data_dir: PathBuf,
     },
+    /// Deployment packages: create, version, get, list, delete.
+    Package {
+        #[command(subcommand)]
+        command: PackageCommand,
+    },
+    /// Services: templates plus the packages their identifiers stand for.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
     /// Manage the keys that sign temporary keys and registry tokens.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+/// What a package version holds, from flags.
+#[derive(clap::Args)]
+struct ContentArgs {
+    /// A container image `REPOSITORY:TAG` in your namespace (repeat for several).
+    #[arg(long = "image")]
+    images: Vec<String>,
+    /// A Helm chart `REPOSITORY:TAG` in your namespace (makes a HelmChart package).
+    #[arg(long, conflicts_with = "images")]
+    chart: Option<String>,
+    /// A local file to upload (makes a File package).
+    #[arg(long, conflicts_with_all = ["images", "chart"])]
+    file: Option<PathBuf>,
+    /// Wait until the publish check settles the version.
+    #[arg(long)]
+    wait: bool,
+}
+
+impl ContentArgs {
+    fn split(self) -> (packages::Content, bool) {
+        (packages::Content { images: self.images, chart: self.chart, file: self.file }, self.wait)
+    }
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Create a package with its first version.
+    Create {
+        /// Package name (3-128 letters, digits, '_'); cannot be changed.
+        name: String,
+        /// Description (10-500 characters).
+        #[arg(long)]
+        description: String,
+        /// Name of the first version (3-50 letters, digits, '_').
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        content: ContentArgs,
+        /// Resource group.
+        #[arg(long)]
+        resource_group: Option<String>,
+        /// A tag KEY[=VALUE] (repeat for several, up to 20).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Idempotency token: retrying with it creates nothing new.
+        #[arg(long)]
+        client_token: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Add a version to a package.
+    Version {
+        /// The package.
+        package: String,
+        /// The new version's name.
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        content: ContentArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Show a package and its versions, or one version.
+    Get {
+        /// The package.
+        package: String,
+        /// One version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List your packages.
+    List {
+        /// Only this type (ContainerImage, HelmChart, File).
+        #[arg(long = "type")]
+        package_type: Option<String>,
+        /// Only this resource group.
+        #[arg(long)]
+        resource_group: Option<String>,
+        /// Only packages with this tag key.
+        #[arg(long)]
+        tag_key: Option<String>,
+        /// ... and this value.
+        #[arg(long)]
+        tag_value: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Delete a package (refused while a service uses it), or one version.
+    Delete {
+        /// The package.
+        package: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Define a service from a Compute Nest `.computenest/config.yaml` and the templates it names.
+    Import {
+        /// The config.yaml.
+        config: PathBuf,
+        /// Service name (default: the repository directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Map an `Artifact:` key or an ArtifactId to a Berth package: KEY=PACKAGE (repeatable).
+        #[arg(long = "artifact")]
+        artifacts: Vec<String>,
+        #[command(flatten)]
+        api: Api,
     },
 }
 
@@ -117,8 +245,58 @@ async fn main() -> ExitCode {
                 credentials::KeyOutput { json: api.output == "json", docker_config: write_docker_config.as_deref() };
             credentials::run(&client, &purpose, repositories, ttl_seconds, output).await
         }
+        Command::Package { command } => package_command(command).await,
+        Command::Service { command: ServiceCommand::Import { config, name, artifacts, api } } => {
+            let client = client::BerthClient::new(&api.url, &api.token);
+            packages::import_service(&client, &config, name, artifacts, api.output == "json").await
+        }
         Command::RegistryConfig { listen, berth_url, storage, data_dir } => {
             registry::print_config(&listen, &berth_url, &storage, &data_dir)
+        }
+    }
+}
+
+async fn package_command(command: PackageCommand) -> ExitCode {
+    let client = |api: &Api| (client::BerthClient::new(&api.url, &api.token), api.output == "json");
+    match command {
+        PackageCommand::Create { name, description, version, content, resource_group, tags, client_token, api } => {
+            let (client, json) = client(&api);
+            let (content, wait) = content.split();
+            packages::create(
+                &client,
+                &name,
+                &description,
+                &version,
+                content,
+                resource_group,
+                tags,
+                client_token,
+                wait,
+                json,
+            )
+            .await
+        }
+        PackageCommand::Version { package, version, content, api } => {
+            let (client, json) = client(&api);
+            let (content, wait) = content.split();
+            packages::add_version(&client, &package, &version, content, wait, json).await
+        }
+        PackageCommand::Get { package, version, api } => {
+            let (client, json) = client(&api);
+            packages::get(&client, &package, version.as_deref(), json).await
+        }
+        PackageCommand::List { package_type, resource_group, tag_key, tag_value, api } => {
+            let (client, json) = client(&api);
+            let filters = [
+                ("type", package_type),
+                ("resource_group", resource_group),
+                ("tag_key", tag_key),
+                ("tag_value", tag_value),
+            ];
+            packages::list(&client, &filters, json).await
+        }
+        PackageCommand::Delete { package, version, api } => {
+            packages::delete(&client(&api).0, &package, version.as_deref()).await
         }
     }
 }

@@ -273,13 +273,19 @@ impl PutServiceRequest {
             ("FileArtifactRelation", IdentifierKind::File),
         ];
         let section_names: Vec<&str> = relation_sections.iter().map(|(name, _)| *name).collect();
-        keys_except(supplier, "Service.DeployMetadata.SupplierDeployMetadata.", &section_names, ignored);
+        let mut used = section_names.clone();
+        used.push("SupplierTemplateConfigs");
+        keys_except(supplier, "Service.DeployMetadata.SupplierDeployMetadata.", &used, ignored);
 
+        // Managed services keep the template URLs in SupplierTemplateConfigs.
+        let supplier_templates = supplier.and_then(|s| get(s, "SupplierTemplateConfigs")).and_then(|t| t.as_sequence());
         match deploy.and_then(|d| get(d, "TemplateConfigs")).and_then(|t| t.as_sequence()) {
             None => findings.missing.push("Service.DeployMetadata.TemplateConfigs is missing".into()),
             Some(list) => {
                 for (i, entry) in list.iter().enumerate() {
-                    let url = get(entry, "Url").and_then(yaml_str);
+                    let url = get(entry, "Url")
+                        .and_then(yaml_str)
+                        .or_else(|| supplier_templates.and_then(|t| t.get(i)).and_then(|e| get(e, "Url")).and_then(yaml_str));
                     let name = get(entry, "Name").and_then(yaml_str);
                     let Some(url) = url else {
                         findings.missing.push(format!("TemplateConfigs[{i}].Url is missing"));
@@ -392,6 +398,27 @@ pub async fn resolve(
             }
         }
     })
+}
+
+/// The template URLs a `config.yaml` names (`TemplateConfigs[].Url`, or for managed services
+/// `SupplierTemplateConfigs[].Url`), for a client to send their bodies along.
+pub fn template_urls(config: &str) -> Vec<String> {
+    let Ok(root) = yaml_serde::from_str::<yaml_serde::Value>(config) else { return Vec::new() };
+    let deploy = get(&root, "Service").and_then(|s| get(s, "DeployMetadata"));
+    let lists = [
+        deploy.and_then(|d| get(d, "TemplateConfigs")),
+        deploy.and_then(|d| get(d, "SupplierDeployMetadata")).and_then(|s| get(s, "SupplierTemplateConfigs")),
+    ];
+    let mut urls: Vec<String> = lists
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_sequence())
+        .flatten()
+        .filter_map(|entry| get(entry, "Url").and_then(yaml_str))
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
 }
 
 /// The service document.

@@ -76,7 +76,8 @@ async fn versions_settle_against_the_real_registry() {
 
     // An image of another namespace is refused at create, before any check.
     stack.push_image("other", "other/web", "v1").await;
-    let (status, problem) = stack.call("acme", "POST", "/v1/packages", Some(package("theirs", "other/web", "v1"))).await;
+    let (status, problem) =
+        stack.call("acme", "POST", "/v1/packages", Some(package("theirs", "other/web", "v1"))).await;
     assert_eq!(status, 400, "{problem}");
     assert_eq!(problem["code"], "outside_namespace");
     assert_eq!(problem["field"], "version.images[0].repository");
@@ -143,4 +144,79 @@ async fn a_registry_that_does_not_answer_fails_the_version_after_the_retries() {
     assert_eq!(version["images"][0]["failure"]["code"], "registry_unreachable", "{version}");
     let logs = berth.logs();
     assert!(logs.contains("registry did not answer; backing off"), "the check backed off before giving up");
+}
+
+/// Runs `berth` with the stack's URL and a token of `account`; returns (success, stdout, stderr).
+fn berth_cli(stack: &Stack, account: &str, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(berth_tests::berth_bin("berth"))
+        .args(args)
+        .env("BERTH_URL", &stack.berth.url)
+        .env("BERTH_TOKEN", stack.berth.dev_token(account))
+        .output()
+        .expect("run berth");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_publishes_imports_and_refuses_deleting_a_used_package() {
+    let stack = Stack::start(&[]);
+    stack.push_image("acme", "acme/web", "v1").await;
+    let (ok, out, err) = berth_cli(
+        &stack,
+        "acme",
+        &[
+            "package",
+            "create",
+            "web",
+            "--description",
+            "the web front end",
+            "--version",
+            "v_1",
+            "--image",
+            "acme/web:v1",
+            "--wait",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["version"]["status"], "Available", "{out}");
+    let (ok, out, err) = berth_cli(&stack, "acme", &["package", "list"]);
+    assert!(ok && out.contains("web\tContainerImage\tdefault"), "{out}{err}");
+
+    let repo = stack.dir.path().join("shop/.computenest");
+    std::fs::create_dir_all(repo.join("ros_templates")).unwrap();
+    std::fs::write(
+        repo.join("config.yaml"),
+        "Service:\n  DeployMetadata:\n    SupplierDeployMetadata:\n      AcrImageArtifactRelation:\n        '{{ computenest::acrimage::web }}':\n          ArtifactId: web\n          ArtifactVersion: 1\n    TemplateConfigs:\n      - Name: ECS\n        Url: ros_templates/template.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("ros_templates/template.yaml"), "image: {{ computenest::acrimage::web }}\n").unwrap();
+    let config = repo.join("config.yaml");
+    let (ok, out, err) = berth_cli(&stack, "acme", &["service", "import", config.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("service shop: 1 template(s)"), "{out}");
+    let (ok, _, err) = berth_cli(&stack, "acme", &["package", "delete", "web"]);
+    assert!(!ok && err.contains("in_use") && err.contains("shop"), "{err}");
+    let (ok, _, err) = berth_cli(
+        &stack,
+        "acme",
+        &[
+            "package",
+            "create",
+            "bad-name",
+            "--description",
+            "the web front end",
+            "--version",
+            "v_1",
+            "--image",
+            "acme/web:v1",
+        ],
+    );
+    assert!(!ok && err.contains("(name)"), "the problem names its field: {err}");
 }
