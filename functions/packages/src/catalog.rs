@@ -152,6 +152,11 @@ pub async fn create_package(
             context.store.get::<Package>(&package_path).await?.ok_or_else(|| ApiError::NotFound(package_path))?.value
         }
         Err(StoreError::AlreadyExists(_)) => {
+            // The name was taken by another request: release the token, so a retry with it
+            // is refused again instead of answering with a package this request did not make.
+            if let Some(token) = &request.client_token {
+                context.store.delete(&package::client_token_path(&caller.id, token)).await?;
+            }
             return Err(ApiError::Conflict {
                 code: "already_exists",
                 message: format!("package '{}' already exists", valid.package.name),
@@ -205,6 +210,9 @@ pub async fn create_version(
                 submit(&context, &caller.id, &existing).await?;
             }
             return Ok((StatusCode::CREATED, Json(existing)));
+        }
+        if let Some(token) = &request.client_token {
+            context.store.delete(&package::client_token_path(&caller.id, token)).await?;
         }
         return Err(ApiError::Conflict {
             code: "already_exists",

@@ -252,6 +252,10 @@ async fn a_client_token_retry_returns_the_same_result_and_creates_nothing() {
     assert_eq!(first, second);
     let (_, got) = api.call("GET", "/v1/packages/web", None).await;
     assert_eq!(got["versions"].as_array().unwrap().len(), 1);
+    // A token whose request lost to an existing name does not later answer with that package.
+    let taken = with(with(package("web"), "/client_token", json!("late")), "/description", json!("someone else's"));
+    assert_eq!(api.call("POST", "/v1/packages", Some(taken.clone())).await.0, StatusCode::CONFLICT);
+    assert_eq!(api.call("POST", "/v1/packages", Some(taken)).await.0, StatusCode::CONFLICT);
     // The same token for a different request is refused.
     let other = with(body.clone(), "/description", json!("another description"));
     let (status, problem) = api.call("POST", "/v1/packages", Some(other)).await;
