@@ -862,12 +862,24 @@ impl std::fmt::Display for Job {
 
 /// What a host should do now, given the release and what it has reported.
 pub fn next_job(release: &Release, host: &str, pulled: bool, finished: bool) -> Option<JobKind> {
-    if release.status != ReleaseStatus::Running || finished {
+    next_job_at(release.status, release.phase, release.batch_of(host), pulled, finished)
+}
+
+/// [`next_job`] from the parts that change (status, phase) and the host's batch, so a poll
+/// need not rebuild the whole release.
+pub fn next_job_at(
+    status: ReleaseStatus,
+    phase: Phase,
+    batch: Option<usize>,
+    pulled: bool,
+    finished: bool,
+) -> Option<JobKind> {
+    if status != ReleaseStatus::Running || finished {
         return None;
     }
-    match release.phase {
-        Phase::Pulling if !pulled && release.batch_of(host).is_some() => Some(JobKind::Pull),
-        Phase::Batch { batch } if release.batch_of(host) == Some(batch) => Some(JobKind::Run),
+    match phase {
+        Phase::Pulling if !pulled && batch.is_some() => Some(JobKind::Pull),
+        Phase::Batch { batch: current } if batch == Some(current) => Some(JobKind::Run),
         _ => None,
     }
 }

@@ -14,10 +14,10 @@ use berth_shared::queue::Envelope;
 use berth_shared::release::{
     self, Decision, GroupKind, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
 };
-use berth_shared::store::{DocumentStore, StoreError};
+use berth_shared::store::{DocumentStore, StoreError, Version, Versioned};
 use tokio::sync::Notify;
 
-use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex};
+use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
 
 /// Event: re-derive and advance one release. Payload `{"release": ID}`.
 pub const ADVANCE: &str = "release.advance";
@@ -29,6 +29,16 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Most decisions one advance makes before yielding (a release has at most
 /// `2 * MAX_BATCHES + 4` phases, so this is never the limit in practice).
 const MAX_STEPS: usize = 512;
+/// Plans kept in memory per process; past this the cache starts over.
+const MAX_CACHED_PLANS: usize = 64;
+
+/// A release's immutable plan with its host index.
+pub struct Plan {
+    /// The release as created (its state fields are those at creation).
+    pub release: Release,
+    /// Each host's batch.
+    pub batch_of: HashMap<String, usize>,
+}
 
 /// The releases function's shared state: the context, a wake-up for held agent polls, and the
 /// in-process coalescing of advances of the same release.
@@ -40,6 +50,8 @@ pub struct Engine {
     pub changed: Arc<Notify>,
     /// Releases being advanced now, and whether another advance was asked for meanwhile.
     advancing: Arc<Mutex<HashMap<String, bool>>>,
+    /// Plans read so far (they never change).
+    plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -49,7 +61,68 @@ fn retry(error: StoreError) -> EventError {
 impl Engine {
     /// A new engine over a context.
     pub fn new(context: FunctionContext) -> Self {
-        Self { context, changed: Arc::new(Notify::new()), advancing: Arc::new(Mutex::new(HashMap::new())) }
+        Self {
+            context,
+            changed: Arc::new(Notify::new()),
+            advancing: Arc::new(Mutex::new(HashMap::new())),
+            plans: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A release's plan, from memory or the store.
+    pub async fn plan(&self, id: &str) -> Result<Option<Arc<Plan>>, StoreError> {
+        if let Some(plan) = self.plans.lock().expect("lock").get(id) {
+            return Ok(Some(plan.clone()));
+        }
+        let Some(doc) = self.store().get::<Release>(&layout::plan(id)).await? else { return Ok(None) };
+        let release = doc.value;
+        let batch_of = release
+            .batches
+            .iter()
+            .enumerate()
+            .flat_map(|(index, hosts)| hosts.iter().map(move |host| (host.clone(), index)))
+            .collect();
+        let plan = Arc::new(Plan { release, batch_of });
+        let mut plans = self.plans.lock().expect("lock");
+        if plans.len() >= MAX_CACHED_PLANS {
+            plans.clear();
+        }
+        plans.insert(id.to_owned(), plan.clone());
+        Ok(Some(plan))
+    }
+
+    /// A release's state, small and read on every poll.
+    pub async fn state(&self, id: &str) -> Result<Option<Versioned<ReleaseState>>, StoreError> {
+        self.store().get::<ReleaseState>(&layout::release(id)).await
+    }
+
+    /// The whole release (plan and state) with the state's version.
+    pub async fn load(&self, id: &str) -> Result<Option<Versioned<Release>>, StoreError> {
+        let Some(state) = self.state(id).await? else { return Ok(None) };
+        let Some(plan) = self.plan(id).await? else { return Ok(None) };
+        Ok(Some(Versioned { value: state.value.on(&plan.release), version: state.version }))
+    }
+
+    /// Writes a release's new state if it is still at `version`.
+    pub async fn save(&self, release: &Release, version: &Version) -> Result<Version, StoreError> {
+        self.store().update(&layout::release(&release.id), &ReleaseState::of(release), version).await
+    }
+
+    /// Changes a release's state by compare-and-swap, retried while others win.
+    pub async fn modify<E: From<StoreError>>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&Release) -> Result<Release, E>,
+    ) -> Result<Option<Release>, E> {
+        let Some(plan) = self.plan(id).await? else { return Ok(None) };
+        let changed = self
+            .store()
+            .modify::<ReleaseState, E, _>(&layout::release(id), |current| {
+                let current = current.ok_or_else(|| StoreError::NotFound(layout::release(id)))?.on(&plan.release);
+                change(&current).map(|next| ReleaseState::of(&next))
+            })
+            .await?;
+        Ok(Some(changed.value.on(&plan.release)))
     }
 
     fn store(&self) -> &DocumentStore {
@@ -91,7 +164,7 @@ impl Engine {
     async fn advance_once(&self, id: &str) -> Result<(), EventError> {
         let store = self.store();
         for _ in 0..MAX_STEPS {
-            let Some(doc) = store.get::<Release>(&layout::release(id)).await.map_err(retry)? else {
+            let Some(doc) = self.load(id).await.map_err(retry)? else {
                 // Never created (a crash between claiming the group and writing it) or gone.
                 store.delete(&layout::active(id)).await.map_err(retry)?;
                 return Ok(());
@@ -116,7 +189,7 @@ impl Engine {
                 }
                 Decision::Move(_) | Decision::Finish(..) => {
                     let next = release::apply(&current, &decision, now);
-                    match store.update(&layout::release(id), &next, &doc.version).await {
+                    match self.save(&next, &doc.version).await {
                         Ok(_) => {
                             tracing::info!(release = id, status = ?next.status, phase = ?next.phase, "release moved");
                             self.changed.notify_waiters();
@@ -246,7 +319,7 @@ impl Engine {
         let now = unix_now();
         for (path, entry) in store.list::<LeaseIndex>(layout::LEASES).await.map_err(retry)? {
             let id = layout::stem(&path).to_owned();
-            let release = store.get::<Release>(&layout::release(&id)).await.map_err(retry)?;
+            let release = self.state(&id).await.map_err(retry)?;
             let scaling = store.get::<ScalingState>(&layout::scaling(&entry.value.group)).await.map_err(retry)?;
             let ended = release.as_ref().is_none_or(|r| r.value.status.is_terminal());
             let expired = scaling

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::fanout::{Engine, create_once, read_all};
-use crate::store_layout::{self as layout, ActiveRelease, Application, Group, GroupRef, Instance};
+use crate::store_layout::{self as layout, ActiveRelease, Application, Group, GroupRef, Instance, ReleaseState};
 
 impl HasAccountKeys for Engine {
     fn account_keys(&self) -> &berth_shared::account::AccountKeys {
@@ -246,8 +246,7 @@ pub async fn create_release(
     let id = uuid::Uuid::new_v4().to_string();
     // One release per group at a time: claim the group by compare-and-swap.
     if let Some(other) = &group.value.active_release {
-        let running =
-            store.get::<Release>(&layout::release(other)).await?.is_some_and(|r| !r.value.status.is_terminal());
+        let running = engine.state(other).await?.is_some_and(|r| !r.value.status.is_terminal());
         if running {
             return Err(ApiError::Conflict {
                 code: "release_in_progress",
@@ -275,7 +274,8 @@ pub async fn create_release(
         created_at: now,
         finished_at: None,
     };
-    store.create(&layout::release(&id), &created).await?;
+    store.create(&layout::plan(&id), &created).await?;
+    store.create(&layout::release(&id), &ReleaseState::of(&created)).await?;
     engine.request_advance(&id, &account.id).await?;
     tracing::info!(release = %id, hosts = hosts.len(), "release created");
     Ok((StatusCode::CREATED, Json(view(&engine, &created).await?)).into_response())
@@ -290,7 +290,7 @@ async fn load_release(
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(not_found());
     }
-    let doc = engine.context.store.get::<Release>(&layout::release(id)).await?.ok_or_else(not_found)?;
+    let doc = engine.load(id).await?.ok_or_else(not_found)?;
     // Another account's release is as absent as a missing one.
     if doc.value.account != account.id {
         return Err(not_found());
@@ -362,16 +362,9 @@ pub async fn cancel_release(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     load_release(&engine, &account, &id).await?;
-    let store = &engine.context.store;
     let now = unix_now();
-    let path = layout::release(&id);
-    let cancelled = store
-        .modify::<Release, ApiError, _>(&path, |current| {
-            let current = current.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?;
-            release::cancel(&current, now)
-        })
-        .await?
-        .value;
+    let not_found = || ApiError::NotFound(format!("release '{id}'"));
+    let cancelled = engine.modify(&id, |current| release::cancel(current, now)).await?.ok_or_else(not_found)?;
     engine.changed.notify_waiters();
     engine.clean_up(&cancelled).await?;
     tracing::info!(release = %id, "release cancelled");
@@ -386,16 +379,8 @@ pub async fn confirm_release(
 ) -> Result<Json<Value>, ApiError> {
     load_release(&engine, &account, &id).await?;
     let now = unix_now();
-    let path = layout::release(&id);
-    let confirmed = engine
-        .context
-        .store
-        .modify::<Release, ApiError, _>(&path, |current| {
-            let current = current.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?;
-            release::confirm(&current, now)
-        })
-        .await?
-        .value;
+    let not_found = || ApiError::NotFound(format!("release '{id}'"));
+    let confirmed = engine.modify(&id, |current| release::confirm(current, now)).await?.ok_or_else(not_found)?;
     engine.changed.notify_waiters();
     engine.request_advance(&id, &account.id).await?;
     Ok(Json(view(&engine, &confirmed).await?))
@@ -514,19 +499,22 @@ async fn job_for(engine: &Engine, group: &GroupRef, host: &str) -> Result<Option
     let store = &engine.context.store;
     let Some(doc) = store.get::<Group>(&layout::group_doc(group)).await? else { return Ok(None) };
     let Some(id) = doc.value.active_release else { return Ok(None) };
-    let Some(release) = store.get::<Release>(&layout::release(&id)).await?.map(|d| d.value) else { return Ok(None) };
-    let kind = match release.phase {
+    let Some(state) = engine.state(&id).await?.map(|d| d.value) else { return Ok(None) };
+    let Some(plan) = engine.plan(&id).await? else { return Ok(None) };
+    let batch = plan.batch_of.get(host).copied();
+    let kind = match state.phase {
         release::Phase::Pulling => {
             let pulled = store.get::<PullResult>(&layout::pull(&id, host)).await?.is_some();
-            release::next_job(&release, host, pulled, false)
+            release::next_job_at(state.status, state.phase, batch, pulled, false)
         }
         release::Phase::Batch { .. } => {
             let finished = store.get::<HostResult>(&layout::result(&id, host)).await?.is_some();
-            release::next_job(&release, host, true, finished)
+            release::next_job_at(state.status, state.phase, batch, true, finished)
         }
         _ => None,
     };
     let Some(kind) = kind else { return Ok(None) };
+    let release = &plan.release;
     let deployment = &release.deployment;
     let repository = RepositoryName::parse(&deployment.image.repository)
         .map_err(|e| ApiError::Internal(format!("stored repository: {e}")))?;
@@ -579,11 +567,12 @@ pub async fn report(
         return Err(not_found());
     }
     let store = &engine.context.store;
-    let release = store.get::<Release>(&layout::release(&id)).await?.ok_or_else(not_found)?.value;
+    let plan = engine.plan(&id).await?.ok_or_else(not_found)?;
+    let release = &plan.release;
     let same_group = release.account == agent.group.account
         && release.application == agent.group.application
         && release.group == agent.group.group;
-    if !same_group || release.batch_of(&host).is_none() {
+    if !same_group || !plan.batch_of.contains_key(&host) {
         return Err(not_found());
     }
     let now = unix_now();

@@ -7,7 +7,8 @@
 //! accounts/{acct}/applications/{app}/groups/{group}/scaling.json      built-in scaling adapter
 //! accounts/{acct}/applications/{app}/groups/{group}/instances/{host}.json
 //! join-tokens/{sha256 of token}.json                                  token -> group
-//! releases/{id}/release.json                                          the release (CAS)
+//! releases/{id}/plan.json                                             the release as created (immutable)
+//! releases/{id}/release.json                                          its state: status, phase (CAS)
 //! releases/{id}/pulls/{host}.json                                     pull outcome, created once
 //! releases/{id}/hosts/{host}.json                                     final outcome, created once
 //! releases/{id}/logs/{host}.json                                      stop/start output
@@ -16,7 +17,7 @@
 //! ```
 
 use berth_shared::account::AccountId;
-use berth_shared::release::GroupKind;
+use berth_shared::release::{GroupKind, Phase, Release, ReleaseStatus};
 use serde::{Deserialize, Serialize};
 
 /// An application.
@@ -123,9 +124,57 @@ pub fn join_token(sha256: &str) -> String {
     format!("join-tokens/{sha256}.json")
 }
 
-/// A release.
+/// A release's state (small, moved by compare-and-swap).
 pub fn release(id: &str) -> String {
     format!("releases/{id}/release.json")
+}
+
+/// A release's plan: the whole release as created, never rewritten, so every process may
+/// cache it and polls need not parse thousands of hosts.
+pub fn plan(id: &str) -> String {
+    format!("releases/{id}/plan.json")
+}
+
+/// The part of a release that changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseState {
+    /// Where it is.
+    pub status: ReleaseStatus,
+    /// The step.
+    pub phase: Phase,
+    /// When the phase began.
+    pub phase_started_at: u64,
+    /// Why it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Finished at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+impl ReleaseState {
+    /// The state part of a release.
+    pub fn of(release: &Release) -> Self {
+        Self {
+            status: release.status,
+            phase: release.phase,
+            phase_started_at: release.phase_started_at,
+            reason: release.reason.clone(),
+            finished_at: release.finished_at,
+        }
+    }
+
+    /// The plan with this state.
+    pub fn on(self, plan: &Release) -> Release {
+        Release {
+            status: self.status,
+            phase: self.phase,
+            phase_started_at: self.phase_started_at,
+            reason: self.reason,
+            finished_at: self.finished_at,
+            ..plan.clone()
+        }
+    }
 }
 
 /// A release's pull outcomes folder.
