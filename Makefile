@@ -51,6 +51,7 @@ bench: deps
 	cargo build --release --workspace --bins
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
+	cargo run --release -q -p berth-tests --bin render-bench
 
 lambda-build: deps
 	$(CARGO_LAMBDA) lambda build --release --compiler cargo --x86-64 \

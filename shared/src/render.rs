@@ -206,7 +206,15 @@ impl<'a> Template<'a> {
 
     /// Renders with the values of `plan` (made by [`Template::plan`] of this template).
     pub fn render(&self, plan: &Plan, pull_key: Option<&str>) -> Result<String, RenderError> {
-        plan.render(self.text, &self.identifiers, pull_key)
+        let mut out = String::new();
+        self.render_into(&mut out, plan, pull_key)?;
+        Ok(out)
+    }
+
+    /// As [`Template::render`], appending to `out`: a caller rendering many templates reuses
+    /// one buffer instead of allocating (and faulting in) a fresh one each time.
+    pub fn render_into(&self, out: &mut String, plan: &Plan, pull_key: Option<&str>) -> Result<(), RenderError> {
+        plan.render_into(out, self.text, &self.identifiers, pull_key)
     }
 }
 
@@ -236,20 +244,30 @@ impl Plan {
         self.substitutions.iter().any(|s| s.value == Value::PullKey)
     }
 
-    fn render(&self, text: &str, identifiers: &[Identifier], pull_key: Option<&str>) -> Result<String, RenderError> {
+    fn render_into(
+        &self,
+        out: &mut String,
+        text: &str,
+        identifiers: &[Identifier],
+        pull_key: Option<&str>,
+    ) -> Result<(), RenderError> {
         let pull_key = match (self.needs_pull_key(), pull_key) {
             (true, None) => return Err(RenderError::NoPullKey),
             (_, key) => key.unwrap_or_default(),
         };
-        let escape = |value: &str| match self.format {
-            TemplateFormat::Json => template::json_string_content(value),
-            TemplateFormat::Yaml => value.to_owned(),
-        };
         let mut values = self.substitutions.iter().map(|s| match &s.value {
-            Value::Text(text) => escape(text),
-            Value::PullKey => escape(pull_key),
+            Value::Text(text) => text.as_str(),
+            Value::PullKey => pull_key,
         });
-        Ok(template::substitute(text, identifiers, |_| values.next().expect("one value per identifier")))
+        let format = self.format;
+        template::substitute_into(out, text, identifiers, |_, out| {
+            let value = values.next().expect("one value per identifier");
+            match format {
+                TemplateFormat::Json => out.push_str(&template::json_string_content(value)),
+                TemplateFormat::Yaml => out.push_str(value),
+            }
+        });
+        Ok(())
     }
 }
 

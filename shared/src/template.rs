@@ -247,15 +247,27 @@ pub fn scan(text: &str) -> (Vec<Identifier>, Vec<TemplateProblem>) {
 /// Replaces each identifier's span with `value(identifier)`; every other byte is copied.
 /// `identifiers` must come from [`scan`] of the same text.
 pub fn substitute(text: &str, identifiers: &[Identifier], mut value: impl FnMut(&Identifier) -> String) -> String {
-    let mut out = String::with_capacity(text.len() + identifiers.len() * 64);
+    let mut out = String::new();
+    substitute_into(&mut out, text, identifiers, |identifier, out| out.push_str(&value(identifier)));
+    out
+}
+
+/// As [`substitute`], appending to `out` (which a caller may reuse across renders), with
+/// `write` appending each identifier's value.
+pub fn substitute_into(
+    out: &mut String,
+    text: &str,
+    identifiers: &[Identifier],
+    mut write: impl FnMut(&Identifier, &mut String),
+) {
+    out.reserve(text.len() + identifiers.len() * 64);
     let mut last = 0;
     for identifier in identifiers {
         out.push_str(&text[last..identifier.span.start]);
-        out.push_str(&value(identifier));
+        write(identifier, out);
         last = identifier.span.end;
     }
     out.push_str(&text[last..]);
-    out
 }
 
 /// Escapes a value for the inside of a JSON string (templates in JSON keep parsing).
