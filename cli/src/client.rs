@@ -59,8 +59,20 @@ async fn answer(response: reqwest::Response) -> Result<Value, String> {
     }
     let detail = body["detail"].as_str().unwrap_or("no detail");
     let code = body["code"].as_str().unwrap_or("error");
-    Err(match body["field"].as_str() {
+    let mut message = match body["field"].as_str() {
         Some(field) => format!("{code} ({field}): {detail} [HTTP {}]", status.as_u16()),
         None => format!("{code}: {detail} [HTTP {}]", status.as_u16()),
-    })
+    };
+    // A template's problems come as a list, each with its line:column: show them all.
+    for problem in body["problems"].as_array().into_iter().flatten() {
+        message.push_str(&format!(
+            "\n  {}:{}: {}: {} ({})",
+            problem["line"],
+            problem["column"],
+            problem["code"].as_str().unwrap_or(""),
+            problem["message"].as_str().unwrap_or(""),
+            problem["identifier"].as_str().unwrap_or("")
+        ));
+    }
+    Err(message)
 }

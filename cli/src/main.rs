@@ -5,6 +5,7 @@ mod credentials;
 mod keys;
 mod packages;
 mod registry;
+mod render;
 mod serve;
 
 use std::path::PathBuf;
@@ -56,6 +57,39 @@ enum Command {
         /// Write the key into DIR/config.json (a docker config directory) instead of printing it.
         #[arg(long, value_name = "DIR")]
         write_docker_config: Option<PathBuf>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Render a template: a service's (`--service ID`) or a local file with its config.yaml.
+    /// Writes the result to stdout or `-o FILE`; `--dry-run` lists substitutions, mints nothing.
+    Render {
+        /// A local template file (with `--config`).
+        #[arg(value_name = "TEMPLATE")]
+        template_file: Option<PathBuf>,
+        /// Render a template of this service.
+        #[arg(long, value_name = "ID")]
+        service: Option<String>,
+        /// The service template's name (needed when the service has several).
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+        /// The Compute Nest config.yaml whose relations the TEMPLATE file uses.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Map a config ArtifactId or `Artifact:` key to a Berth package: KEY=PACKAGE (repeatable).
+        #[arg(long = "artifact")]
+        artifacts: Vec<String>,
+        /// Write the rendered template here (mode 0600) instead of stdout.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// List the substitutions it would make; mint no key.
+        #[arg(long)]
+        dry_run: bool,
+        /// Pin images and charts to their digests.
+        #[arg(long)]
+        pin_digests: bool,
+        /// Lifetime of the pull key and file URLs (60..=43200, default 3600).
+        #[arg(long)]
+        credential_ttl_seconds: Option<u64>,
         #[command(flatten)]
         api: Api,
     },
@@ -249,6 +283,33 @@ async fn main() -> ExitCode {
         Command::Service { command: ServiceCommand::Import { config, name, artifacts, api } } => {
             let client = client::BerthClient::new(&api.url, &api.token);
             packages::import_service(&client, &config, name, artifacts, api.output == "json").await
+        }
+        Command::Render {
+            template_file,
+            service,
+            template,
+            config,
+            artifacts,
+            out,
+            dry_run,
+            pin_digests,
+            credential_ttl_seconds,
+            api,
+        } => {
+            let client = client::BerthClient::new(&api.url, &api.token);
+            let args = render::RenderArgs {
+                template_file,
+                service,
+                template,
+                config,
+                artifacts,
+                out,
+                dry_run,
+                pin_digests,
+                credential_ttl_seconds,
+                json: api.output == "json",
+            };
+            render::run(&client, args).await
         }
         Command::RegistryConfig { listen, berth_url, storage, data_dir } => {
             registry::print_config(&listen, &berth_url, &storage, &data_dir)

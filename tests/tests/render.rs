@@ -234,3 +234,91 @@ async fn a_corpus_template_renders_with_its_config_yaml_and_errors_carry_positio
         .collect();
     assert_eq!(listed, ["1:4 not_available", "3:5 malformed_identifier"]);
 }
+
+/// Runs the `berth` CLI against the stack as `account`.
+fn berth_cli(stack: &Stack, account: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(berth_tests::berth_bin("berth"))
+        .args(args)
+        .env("BERTH_URL", &stack.berth.url)
+        .env("BERTH_TOKEN", stack.berth.dev_token(account))
+        .output()
+        .expect("run berth");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_renders_services_and_files_and_lists_problems() {
+    let stack = Stack::start(&[]);
+    publish(&stack, "nginx", "acme/nginx").await;
+    let host = stack.registry.host.clone();
+    let service = json!({
+        "templates": { "ACK": ack_sample() },
+        "relations": { "computenest::acrimage::nginx": { "package": "nginx", "version": "latest" } },
+    });
+    let (status, body) = stack.call("acme", "PUT", "/v1/services/shop", Some(service)).await;
+    assert!(status == 200 || status == 201, "{body}");
+
+    // --service with -o: the file holds the rendered template, readable by its owner only.
+    let out = stack.dir.path().join("rendered.yaml");
+    let (ok, stdout, stderr) = berth_cli(&stack, "acme", &["render", "--service", "shop", "-o", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.is_empty(), "the template goes to the file: {stdout}");
+    assert!(stderr.contains("reaches acme/nginx"), "{stderr}");
+    let rendered = std::fs::read_to_string(&out).unwrap();
+    assert!(rendered.contains(&format!("image: {host}/acme/nginx:v1\n")), "{rendered}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A local template with its config.yaml, dry run: substitutions listed, nothing minted.
+    let dir = stack.dir.path();
+    std::fs::write(dir.join("template.yaml"), ecs_sample()).unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        "Service:\n  DeployMetadata:\n    SupplierDeployMetadata:\n      AcrImageArtifactRelation:\n        \
+         '{{computenest::acrimage::nginx}}':\n          ArtifactId: artifact-xxx\n          ArtifactVersion: 1\n    \
+         TemplateConfigs:\n      - Name: ECS\n        Url: 'ros_templates/template.yaml'\n",
+    )
+    .unwrap();
+    let template = dir.join("template.yaml");
+    let config = dir.join("config.yaml");
+    let args = [
+        "render",
+        template.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--artifact",
+        "artifact-xxx=nginx",
+        "--dry-run",
+    ];
+    let (ok, stdout, stderr) = berth_cli(&stack, "acme", &args);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("195:25\t"), "{stdout}");
+    assert!(lines[0].contains("{{ computenest::acr::dockerconfigjson }}\t<a pull key"), "{stdout}");
+    assert!(lines[1].ends_with(&format!("{{{{computenest::acrimage::nginx}}}}\t{host}/acme/nginx:v1")), "{stdout}");
+    assert!(stderr.contains("nothing minted"), "{stderr}");
+
+    // The same without --dry-run goes to stdout.
+    let (ok, stdout, stderr) = berth_cli(&stack, "acme", &args[..6]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&format!("image: {host}/acme/nginx:v1")) && !stdout.contains("computenest::"));
+
+    // Problems: every one, with its line:column, exit code 1.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "a: {{ computenest::acrimage::nginx }}\nb: {{ computenest::acrimage::x }}\n  c: {{ computenest::nope::y }}\n",
+    )
+    .unwrap();
+    let bad = dir.join("bad.yaml");
+    let (ok, _, stderr) = berth_cli(
+        &stack,
+        "acme",
+        &["render", bad.to_str().unwrap(), "--config", config.to_str().unwrap(), "--artifact", "artifact-xxx=nginx"],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("template_problems (template_base64)"), "{stderr}");
+    assert!(stderr.contains("\n  2:4: not_associated: "), "{stderr}");
+    assert!(stderr.contains("\n  3:6: unknown_kind: "), "{stderr}");
+}
