@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help:
 	@echo "make run           start berth serve (every function, local store) on $(BERTH_LISTEN) and a registry using it"
 	@echo "make test          install what tests need, build, run every test"
-	@echo "make bench         binary sizes and start-up times"
+	@echo "make bench         binary sizes, start-up times, token/render throughput, release fan-out at 10,000 hosts"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
@@ -52,6 +52,7 @@ bench: deps
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
 	cargo run --release -q -p berth-tests --bin render-bench
+	cargo bench -q -p berth-releases --bench fanout
 
 lambda-build: deps
 	$(CARGO_LAMBDA) lambda build --release --compiler cargo --x86-64 \

@@ -5,6 +5,7 @@ mod credentials;
 mod keys;
 mod packages;
 mod registry;
+mod release;
 mod render;
 mod serve;
 
@@ -22,6 +23,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Release a deployment to an application group in batches, and follow releases.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
     /// Run every function in one process: local store, in-process queue.
     Serve {
         /// Directory for the store, keys and queued events.
@@ -267,9 +273,138 @@ struct Api {
     output: String,
 }
 
+#[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Start a release (or plan one with --dry-run).
+    Create {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The deployment to release.
+        #[arg(long)]
+        deployment: String,
+        /// The group to release to.
+        #[arg(long)]
+        group: String,
+        /// Split the hosts into this many batches.
+        #[arg(long, conflicts_with_all = ["batch_size", "percents"])]
+        batches: Option<usize>,
+        /// Or batches of this many hosts.
+        #[arg(long, conflicts_with = "percents")]
+        batch_size: Option<usize>,
+        /// Or batches of these percentages (e.g. 10,40,50).
+        #[arg(long, value_delimiter = ',')]
+        percents: Vec<u32>,
+        /// Between batches: none, manual, or a number of seconds.
+        #[arg(long)]
+        pause: Option<String>,
+        /// Failed hosts tolerated in the whole release (default 0).
+        #[arg(long)]
+        max_failures: Option<usize>,
+        /// Failed hosts tolerated in any one batch (default: --max-failures).
+        #[arg(long)]
+        max_failures_per_batch: Option<usize>,
+        /// Pull in each batch instead of on every host first.
+        #[arg(long)]
+        no_pull_first: bool,
+        /// Print the plan (batches and hosts) and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the release: a progress bar per batch, host states, then the summary.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Show a release with every host's state (--watch follows it to its end).
+    Get {
+        /// The release id.
+        id: String,
+        /// Follow it to its end.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Cancel a release: batches not started never start; scaling resumes.
+    Cancel {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Start the next batch of a release paused for confirmation.
+    Confirm {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Print the full output of each step run on one host.
+    Logs {
+        /// The release id.
+        id: String,
+        /// The host.
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+async fn release_command(command: ReleaseCommand) -> ExitCode {
+    let client = |api: &Api| (client::BerthClient::new(&api.url, &api.token), api.output == "json");
+    match command {
+        ReleaseCommand::Create {
+            application,
+            deployment,
+            group,
+            batches,
+            batch_size,
+            percents,
+            pause,
+            max_failures,
+            max_failures_per_batch,
+            no_pull_first,
+            dry_run,
+            watch,
+            api,
+        } => {
+            let (client, json) = client(&api);
+            let args = release::CreateArgs {
+                application,
+                deployment,
+                group,
+                batches,
+                batch_size,
+                percents,
+                pause,
+                max_failures,
+                max_failures_per_batch,
+                no_pull_first,
+                dry_run,
+                watch,
+                json,
+            };
+            release::create(&client, args).await
+        }
+        ReleaseCommand::Get { id, watch, api } => {
+            let (client, json) = client(&api);
+            if watch { release::watch(&client, &id, json).await } else { release::get(&client, &id, json).await }
+        }
+        ReleaseCommand::Cancel { id, api } => release::act(&client(&api).0, &id, "cancel").await,
+        ReleaseCommand::Confirm { id, api } => release::act(&client(&api).0, &id, "confirm").await,
+        ReleaseCommand::Logs { id, host, api } => {
+            let (client, json) = client(&api);
+            release::logs(&client, &id, &host, json).await
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Release { command } => release_command(command).await,
         Command::Serve { data_dir, listen } => serve::run(data_dir, listen).await,
         Command::DevToken { account, ttl_seconds, data_dir } => keys::print_dev_token(&account, ttl_seconds, &data_dir),
         Command::Keys { command: KeysCommand::Generate { out } } => keys::print_generated(&out),

@@ -305,8 +305,27 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     );
     assert!(logs["pull"]["stdout"].as_str().unwrap().contains("v1"), "pull output kept: {logs}");
 
-    let second = s.release(json!({ "application": "shop", "deployment": "web-v2", "group": "prod" })).await;
-    let done = s.finished(&second).await;
+    // The second release through the CLI, as a provider would: --watch follows it to its end.
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(berth_bin("berth"));
+        command.args(args).args(["--url", &s.berth().url, "--token", &s.token]);
+        command.output()
+    };
+    let output =
+        cli(&["release", "create", "--application", "shop", "--deployment", "web-v2", "--group", "prod", "--watch"])
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "berth release create --watch: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout.lines().next().unwrap_or_default();
+    assert!(summary.starts_with("release ") && summary.ends_with(": succeeded"), "{stdout}");
+    assert!(stdout.contains("host-1") && stdout.contains("succeeded"), "{stdout}");
+    let second = summary["release ".len()..summary.len() - ": succeeded".len()].to_owned();
+    let done = s.get(&format!("/v1/releases/{second}")).await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     let mut page = None;
     for _ in 0..50 {
@@ -325,6 +344,11 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
         logs["stop"]["stdout"].as_str().unwrap().contains(first_id.trim()),
         "the stop script removed the first container: {logs}"
     );
+
+    let output = cli(&["release", "logs", &second, "--host", "host-1"]).await.unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "berth release logs: {printed}");
+    assert!(printed.contains("----- stop stdout") && printed.contains(first_id.trim()), "{printed}");
 
     // No secret handed out reached the logs.
     let server_log = s.berth().logs();

@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use berth_shared::account::{AccountId, unix_now};
 use berth_shared::context::FunctionContext;
+use berth_shared::error::ApiError;
 use berth_shared::events::EventError;
 use berth_shared::queue::Envelope;
 use berth_shared::release::{
     self, Decision, GroupKind, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
 };
+use berth_shared::repository::RepositoryName;
 use berth_shared::store::{DocumentStore, StoreError, Version, Versioned};
+use berth_shared::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use tokio::sync::Notify;
 
 use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
@@ -52,6 +55,8 @@ pub struct Engine {
     advancing: Arc<Mutex<HashMap<String, bool>>>,
     /// Plans read so far (they never change).
     plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
+    /// Pull keys minted per release: (username, password, expires_at).
+    keys: Arc<Mutex<HashMap<String, (String, String, u64)>>>,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -66,7 +71,42 @@ impl Engine {
             changed: Arc::new(Notify::new()),
             advancing: Arc::new(Mutex::new(HashMap::new())),
             plans: Arc::new(Mutex::new(HashMap::new())),
+            keys: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// A pull key for the release's image only (its repository, pull only), shared by the
+    /// release's jobs in this process: one signature per release instead of one per host,
+    /// with the same grant. A key is reused only while it outlives a whole job.
+    pub fn pull_key(&self, release: &Release) -> Result<(String, String), ApiError> {
+        let deployment = &release.deployment;
+        let now = unix_now();
+        let job_life = deployment.step_timeout_seconds * 3 + 60;
+        let mut keys = self.keys.lock().expect("lock");
+        if let Some((username, password, expires_at)) = keys.get(&release.id)
+            && *expires_at > now + job_life
+        {
+            return Ok((username.clone(), password.clone()));
+        }
+        let repository = RepositoryName::parse(&deployment.image.repository)
+            .map_err(|e| ApiError::Internal(format!("stored repository: {e}")))?;
+        let ttl = (job_life * 2).clamp(MIN_TTL_SECONDS, MAX_TTL_SECONDS);
+        let key = temporary_key::mint(
+            &self.context.signing,
+            &deployment.image.registry,
+            &release.account,
+            KeyPurpose::Pull,
+            Some(vec![repository]),
+            ttl,
+            now,
+        )
+        .map_err(|e| ApiError::Internal(format!("minting a pull key: {e}")))?;
+        if keys.len() >= MAX_CACHED_PLANS {
+            keys.clear();
+        }
+        let entry = (key.username, key.password.expose().clone(), now + ttl);
+        keys.insert(release.id.clone(), entry.clone());
+        Ok((entry.0, entry.1))
     }
 
     /// A release's plan, from memory or the store.
@@ -286,19 +326,21 @@ impl Engine {
         if release.group_kind == GroupKind::Scaling {
             resume(store, &group, &release.id).await?;
         }
-        let id = release.id.clone();
-        let freed = store
-            .modify::<Group, StoreError, _>(&layout::group_doc(&group), |current| {
-                let mut group = current.ok_or_else(|| StoreError::NotFound("group".into()))?;
-                if group.active_release.as_deref() == Some(id.as_str()) {
-                    group.active_release = None;
-                }
-                Ok(group)
-            })
-            .await;
-        match freed {
-            Ok(_) | Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e),
+        // Read first: a duplicate clean-up finds the group already free and writes nothing.
+        let path = layout::group_doc(&group);
+        let claimed =
+            store.get::<Group>(&path).await?.is_some_and(|g| g.value.active_release.as_ref() == Some(&release.id));
+        if claimed {
+            let id = release.id.clone();
+            store
+                .modify::<Group, StoreError, _>(&path, |current| {
+                    let mut group = current.ok_or_else(|| StoreError::NotFound(path.clone()))?;
+                    if group.active_release.as_deref() == Some(id.as_str()) {
+                        group.active_release = None;
+                    }
+                    Ok(group)
+                })
+                .await?;
         }
         store.delete(&layout::active(&release.id)).await?;
         self.changed.notify_waiters();

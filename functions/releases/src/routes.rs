@@ -17,9 +17,7 @@ use berth_shared::release::{
     self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
     ReleaseStatus, Report, ScalingState, Step,
 };
-use berth_shared::repository::RepositoryName;
 use berth_shared::request::ApiJson;
-use berth_shared::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -516,28 +514,15 @@ async fn job_for(engine: &Engine, group: &GroupRef, host: &str) -> Result<Option
     let Some(kind) = kind else { return Ok(None) };
     let release = &plan.release;
     let deployment = &release.deployment;
-    let repository = RepositoryName::parse(&deployment.image.repository)
-        .map_err(|e| ApiError::Internal(format!("stored repository: {e}")))?;
-    // A pull key for this image only, living about as long as the job may.
-    let ttl = (deployment.step_timeout_seconds * 3 + 60).clamp(MIN_TTL_SECONDS, MAX_TTL_SECONDS);
-    let key = temporary_key::mint(
-        &engine.context.signing,
-        &deployment.image.registry,
-        &release.account,
-        KeyPurpose::Pull,
-        Some(vec![repository]),
-        ttl,
-        unix_now(),
-    )
-    .map_err(|e| ApiError::Internal(format!("minting a pull key: {e}")))?;
+    let (username, password) = engine.pull_key(release)?;
     Ok(Some(Job {
         release: id,
         kind,
         pull: kind == JobKind::Pull || !release.options.pull_first,
         image: deployment.image.address(),
         registry: deployment.image.registry.clone(),
-        username: key.username,
-        password: key.password.expose().clone(),
+        username,
+        password,
         working_directory: deployment.working_directory.clone(),
         stop_script: deployment.stop_script.clone(),
         start_script: deployment.start_script.clone(),

@@ -1,0 +1,272 @@
+//! `berth release create|get|cancel|confirm|logs`: releases of a deployment to a group, with
+//! `--watch` showing one progress bar per batch and the host states, then the summary.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::client::BerthClient;
+
+/// How often `--watch` reads the release.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// What `berth release create` asks for.
+pub struct CreateArgs {
+    /// Application.
+    pub application: String,
+    /// Deployment.
+    pub deployment: String,
+    /// Group.
+    pub group: String,
+    /// Number of batches.
+    pub batches: Option<usize>,
+    /// Hosts per batch.
+    pub batch_size: Option<usize>,
+    /// Percent of hosts per batch.
+    pub percents: Vec<u32>,
+    /// `none`, `manual`, or a number of seconds.
+    pub pause: Option<String>,
+    /// Failed hosts tolerated in the release.
+    pub max_failures: Option<usize>,
+    /// Failed hosts tolerated per batch.
+    pub max_failures_per_batch: Option<usize>,
+    /// Pull on every host before stopping any.
+    pub no_pull_first: bool,
+    /// Print the plan only.
+    pub dry_run: bool,
+    /// Follow the release to its end.
+    pub watch: bool,
+    /// Print JSON.
+    pub json: bool,
+}
+
+fn body(args: &CreateArgs) -> Result<Value, String> {
+    let mut body = json!({ "application": args.application, "deployment": args.deployment, "group": args.group });
+    if let Some(n) = args.batches {
+        body["batches"] = json!(n);
+    }
+    if let Some(k) = args.batch_size {
+        body["batch_size"] = json!(k);
+    }
+    if !args.percents.is_empty() {
+        body["percents"] = json!(args.percents);
+    }
+    match args.pause.as_deref() {
+        None => {}
+        Some("none") => body["pause"] = json!("none"),
+        Some("manual") => body["pause"] = json!("manual"),
+        Some(seconds) => {
+            let seconds: u64 = seconds
+                .parse()
+                .map_err(|_| format!("--pause: '{seconds}' is not none, manual or a number of seconds"))?;
+            body["pause"] = json!("seconds");
+            body["pause_seconds"] = json!(seconds);
+        }
+    }
+    if let Some(n) = args.max_failures {
+        body["max_failures"] = json!(n);
+    }
+    if let Some(n) = args.max_failures_per_batch {
+        body["max_failures_per_batch"] = json!(n);
+    }
+    if args.no_pull_first {
+        body["pull_first"] = json!(false);
+    }
+    Ok(body)
+}
+
+/// `berth release create`.
+pub async fn create(client: &BerthClient, args: CreateArgs) -> ExitCode {
+    let body = match body(&args) {
+        Ok(body) => body,
+        Err(message) => return fail(&message),
+    };
+    let path = if args.dry_run { "/v1/releases?dry_run=true" } else { "/v1/releases" };
+    let answer = match client.post(path, &body).await {
+        Ok(answer) => answer,
+        Err(message) => return fail(&message),
+    };
+    if args.json && !args.watch {
+        println!("{answer:#}");
+        return ExitCode::SUCCESS;
+    }
+    if args.dry_run {
+        let batches = answer["batches"].as_array().cloned().unwrap_or_default();
+        println!(
+            "{} hosts in {} batches, image {}",
+            answer["hosts"],
+            batches.len(),
+            answer["image"].as_str().unwrap_or("?")
+        );
+        for (i, batch) in batches.iter().enumerate() {
+            let hosts: Vec<&str> = batch.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!("  batch {}: {}", i + 1, hosts.join(" "));
+        }
+        return ExitCode::SUCCESS;
+    }
+    let id = answer["id"].as_str().unwrap_or_default().to_owned();
+    eprintln!("release {id} created");
+    if !args.watch {
+        println!("{id}");
+        return ExitCode::SUCCESS;
+    }
+    watch(client, &id, args.json).await
+}
+
+/// Follows a release to its end: one bar per batch (hosts finished of hosts), the hosts'
+/// states as its message, then the summary. Exit code 0 only if it succeeded.
+pub async fn watch(client: &BerthClient, id: &str, json: bool) -> ExitCode {
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("batch {prefix:>3} [{bar:30}] {pos}/{len} {msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    let mut batch_bars: Vec<ProgressBar> = Vec::new();
+    let status_line = bars.add(ProgressBar::new_spinner());
+    loop {
+        let release = match client.get(&format!("/v1/releases/{id}")).await {
+            Ok(release) => release,
+            Err(message) => return fail(&message),
+        };
+        let batches = release["batches"].as_array().cloned().unwrap_or_default();
+        while batch_bars.len() < batches.len() {
+            let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
+            bar.set_prefix((batch_bars.len() + 1).to_string());
+            batch_bars.push(bar);
+        }
+        for (bar, batch) in batch_bars.iter().zip(&batches) {
+            let hosts = batch["hosts"].as_array().cloned().unwrap_or_default();
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for host in &hosts {
+                *counts.entry(host["state"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+            }
+            let done = counts
+                .iter()
+                .filter(|(s, _)| ["succeeded", "failed", "skipped"].contains(&s.as_str()))
+                .map(|(_, n)| n)
+                .sum::<usize>();
+            bar.set_length(hosts.len() as u64);
+            bar.set_position(done as u64);
+            bar.set_message(counts.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", "));
+        }
+        let status = release["status"].as_str().unwrap_or("?").to_owned();
+        status_line.set_message(format!("{status} ({})", phase_text(&release["phase"])));
+        if status != "running" {
+            for bar in &batch_bars {
+                bar.finish();
+            }
+            status_line.finish_and_clear();
+            if json {
+                println!("{release:#}");
+            } else {
+                print_summary(&release);
+            }
+            return if status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+fn phase_text(phase: &Value) -> String {
+    match phase["step"].as_str() {
+        Some("batch") => format!("batch {}", phase["batch"].as_u64().unwrap_or(0) + 1),
+        Some("waiting") => format!("waiting before batch {}", phase["next"].as_u64().unwrap_or(0) + 1),
+        Some("awaiting_confirm") => {
+            format!("waiting for `berth release confirm` before batch {}", phase["next"].as_u64().unwrap_or(0) + 1)
+        }
+        Some(other) => other.replace('_', " "),
+        None => "?".into(),
+    }
+}
+
+fn print_summary(release: &Value) {
+    println!(
+        "release {}: {}{}",
+        release["id"].as_str().unwrap_or("?"),
+        release["status"].as_str().unwrap_or("?"),
+        release["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+    );
+    for batch in release["batches"].as_array().into_iter().flatten() {
+        for host in batch["hosts"].as_array().into_iter().flatten() {
+            let detail = match (host["step"].as_str(), host["reason"].as_str()) {
+                (Some(step), Some(reason)) if host["state"] == "failed" => format!("  {step}: {reason}"),
+                _ => String::new(),
+            };
+            println!(
+                "  batch {} {:<24} {}{detail}",
+                batch["batch"],
+                host["host"].as_str().unwrap_or("?"),
+                host["state"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
+
+/// `berth release get ID`.
+pub async fn get(client: &BerthClient, id: &str, json: bool) -> ExitCode {
+    match client.get(&format!("/v1/releases/{id}")).await {
+        Ok(release) if json => {
+            println!("{release:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(release) => {
+            print_summary(&release);
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
+}
+
+/// `berth release cancel|confirm ID`.
+pub async fn act(client: &BerthClient, id: &str, action: &str) -> ExitCode {
+    match client.post(&format!("/v1/releases/{id}/{action}"), &json!({})).await {
+        Ok(release) => {
+            print_summary(&release);
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
+}
+
+/// `berth release logs ID --host H`: every step's full output, stdout then stderr.
+pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> ExitCode {
+    let logs = match client.get(&format!("/v1/releases/{id}/hosts/{host}/logs")).await {
+        Ok(logs) => logs,
+        Err(message) => return fail(&message),
+    };
+    if json {
+        println!("{logs:#}");
+        return ExitCode::SUCCESS;
+    }
+    println!("host {host}: {}", logs["state"].as_str().unwrap_or("?"));
+    if let Some(result) = logs["result"].as_object() {
+        println!(
+            "result: step {} exit code {}{}",
+            result.get("step").and_then(Value::as_str).unwrap_or("?"),
+            result.get("exit_code").map(Value::to_string).unwrap_or_else(|| "-".into()),
+            result.get("reason").and_then(Value::as_str).map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+    }
+    for step in ["pull", "stop", "start"] {
+        let output = &logs[step];
+        if output.is_null() {
+            continue;
+        }
+        for stream in ["stdout", "stderr"] {
+            let text = output[stream].as_str().unwrap_or("");
+            println!("----- {step} {stream} ({} bytes) -----", text.len());
+            print!("{text}");
+            if !text.is_empty() && !text.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("berth release: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,304 @@
+//! Release fan-out at scale: N simulated hosts (in-process agents with no-op scripts) through
+//! the real router, event handlers and an in-memory store that counts its writes.
+//! `BENCH_HOSTS` (default 10000) and `BENCH_BATCHES` (default 3).
+//!
+//! Prints: time to plan and dispatch (release request until every host holds its first job),
+//! store writes and queue messages per host, and the batch-to-batch overhead (last report of
+//! a batch until the first job of the next is handed out).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use berth_shared::account::AccountId;
+use berth_shared::context::FunctionContext;
+use berth_shared::events::{ConsumerOptions, consume};
+use berth_shared::queue::{Delivery, Envelope, EventQueue, InProcessQueue, QueueError};
+use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
+use berth_shared::store::DocumentStore;
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult,
+};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tower::ServiceExt;
+
+#[derive(Debug, Default)]
+struct Counting {
+    inner: InMemory,
+    writes: AtomicU64,
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("counting memory store")
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            eprintln!("write {location}");
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+struct CountingQueue {
+    inner: InProcessQueue,
+    sent: AtomicU64,
+}
+
+#[async_trait]
+impl EventQueue for CountingQueue {
+    async fn send(&self, envelope: &Envelope) -> Result<(), QueueError> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.inner.send(envelope).await
+    }
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.inner.receive(max, wait).await
+    }
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.inner.ack(delivery).await
+    }
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        self.inner.release(delivery, delay).await
+    }
+    async fn dead_letters(&self, max: usize) -> Result<Vec<Envelope>, QueueError> {
+        self.inner.dead_letters(max).await
+    }
+}
+
+async fn call(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {bearer}"));
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[derive(Default)]
+struct Timeline {
+    first_job: Option<Instant>,
+    first_jobs: usize,
+    /// When the last host got its first job.
+    all_dispatched: Option<Instant>,
+    /// Per batch: first run job handed out, last report taken.
+    batch_first_job: Vec<Option<Instant>>,
+    batch_last_report: Vec<Option<Instant>>,
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let hosts: usize = std::env::var("BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let batches: usize = std::env::var("BENCH_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let base = FunctionContext::ephemeral();
+    let store = Arc::new(Counting::default());
+    let queue = Arc::new(CountingQueue {
+        inner: InProcessQueue::new(base.config.queue_max_attempts, base.config.queue_visibility),
+        sent: AtomicU64::new(0),
+    });
+    let context =
+        FunctionContext { store: DocumentStore::with_native_swap(store.clone()), queue: queue.clone(), ..base.clone() };
+    let engine = berth_releases::fanout::Engine::new(context.clone());
+    let router = berth_releases::router(engine.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let consumer = tokio::spawn(consume(
+        queue.clone(),
+        Arc::new(berth_releases::events(engine)),
+        ConsumerOptions { wait: Duration::from_millis(200), ..ConsumerOptions::default() },
+        shutdown.clone(),
+    ));
+    let account = AccountId::parse("bench").unwrap();
+    let token = context.account_keys.issue(&account, 3600).unwrap();
+    let registry = &context.config.registry.host;
+
+    call(&router, Method::POST, "/v1/applications", &token, Some(json!({ "name": "app" }))).await;
+    let (_, group) =
+        call(&router, Method::POST, "/v1/applications/app/groups", &token, Some(json!({ "name": "fleet" }))).await;
+    let join = group["join_token"].as_str().unwrap().to_owned();
+    let deployment = json!({
+        "name": "noop", "image": { "address": format!("{registry}/bench/app:v1") },
+        "working_directory": "/srv/app", "start_script": "true", "stop_script": "true",
+    });
+    call(&router, Method::POST, "/v1/applications/app/deployments", &token, Some(deployment)).await;
+    let registering = Instant::now();
+    futures::future::join_all((0..hosts).map(|i| {
+        let (router, join) = (router.clone(), join.clone());
+        async move {
+            let (status, _) =
+                call(&router, Method::POST, "/v1/agent/register", &join, Some(json!({ "host": format!("h{i:05}") })))
+                    .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }))
+    .await;
+    println!("registered {hosts} hosts in {:?}", registering.elapsed());
+
+    let timeline = Arc::new(Mutex::new(Timeline {
+        batch_first_job: vec![None; batches],
+        batch_last_report: vec![None; batches],
+        ..Timeline::default()
+    }));
+    let writes_before = store.writes.load(Ordering::Relaxed);
+    let sent_before = queue.sent.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let body = json!({ "application": "app", "deployment": "noop", "group": "fleet", "batches": batches });
+    let (status, release) = call(&router, Method::POST, "/v1/releases", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{release}");
+    let planned = started.elapsed();
+    let id = release["id"].as_str().unwrap().to_owned();
+    let batch_of: Arc<std::collections::HashMap<String, usize>> = Arc::new(
+        release["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| {
+                batch["hosts"].as_array().unwrap().iter().map(move |h| (h["host"].as_str().unwrap().to_owned(), b))
+            })
+            .collect(),
+    );
+
+    let agents = (0..hosts).map(|i| {
+        let (router, join, timeline, batch_of) = (router.clone(), join.clone(), timeline.clone(), batch_of.clone());
+        async move {
+            let host = format!("h{i:05}");
+            let batch = batch_of[&host];
+            loop {
+                let uri = format!("/v1/agent/jobs?host={host}&wait_seconds=30");
+                let (status, job) = call(&router, Method::GET, &uri, &join, None).await;
+                if status == StatusCode::NO_CONTENT {
+                    continue;
+                }
+                let job: Job = serde_json::from_value(job).unwrap();
+                {
+                    let mut t = timeline.lock().await;
+                    let now = Instant::now();
+                    t.first_job.get_or_insert(now);
+                    if job.kind == JobKind::Pull {
+                        t.first_jobs += 1;
+                        if t.first_jobs == hosts {
+                            t.all_dispatched = Some(now);
+                        }
+                    } else {
+                        t.batch_first_job[batch].get_or_insert(now);
+                    }
+                }
+                let report = Report {
+                    release: job.release.clone(),
+                    kind: job.kind,
+                    ok: true,
+                    step: if job.kind == JobKind::Pull { Step::Pull } else { Step::Start },
+                    exit_code: Some(0),
+                    reason: None,
+                    logs: HostLogs::default(),
+                };
+                let uri = format!("/v1/agent/reports?host={host}");
+                let (status, answer) =
+                    call(&router, Method::POST, &uri, &join, Some(serde_json::to_value(&report).unwrap())).await;
+                assert_eq!(status, StatusCode::OK, "{answer}");
+                if job.kind == JobKind::Run {
+                    let mut t = timeline.lock().await;
+                    t.batch_last_report[batch] = Some(Instant::now());
+                    return;
+                }
+            }
+        }
+    });
+    futures::future::join_all(agents).await;
+    // Every host reported; wait for the release to end.
+    loop {
+        let (_, now) = call(&router, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;
+        if now["status"] != "running" {
+            assert_eq!(now["status"], "succeeded", "{}", now["reason"]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let total = started.elapsed();
+    let writes = store.writes.load(Ordering::Relaxed) - writes_before;
+    let sent = queue.sent.load(Ordering::Relaxed) - sent_before;
+    let t = timeline.lock().await;
+    let first = t.first_job.map(|f| f - started).unwrap_or_default();
+    let dispatch = t.all_dispatched.map(|f| f - started).unwrap_or_default();
+    println!("hosts {hosts}, batches {batches}");
+    println!("plan (release request answered):          {planned:?}");
+    println!("first job handed out:                     {first:?}");
+    println!("plan and dispatch (every host has a job): {dispatch:?}   goal < 1 s");
+    println!(
+        "store writes per host:                    {:.2} ({writes} in all)   goal <= 4",
+        writes as f64 / hosts as f64
+    );
+    println!("queue messages per host:                  {:.2} ({sent} in all)   goal <= 2", sent as f64 / hosts as f64);
+    for b in 1..batches {
+        if let (Some(last), Some(first)) = (t.batch_last_report[b - 1], t.batch_first_job[b]) {
+            println!(
+                "batch {b} -> {} overhead:                 {:?}   goal < 1 s",
+                b + 1,
+                first.saturating_duration_since(last)
+            );
+        }
+    }
+    println!("whole release:                            {total:?}");
+    shutdown.cancel();
+    let _ = consumer.await;
+}
