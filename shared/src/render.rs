@@ -333,8 +333,9 @@ fn pick_image<'v>(identifier: &Identifier, version: &'v PackageVersion) -> Resul
     }
 }
 
-/// Looks up the version an [`ArtifactRef`] names in `account`'s packages. `Latest` is the
-/// version with the highest number.
+/// Looks up the version an [`ArtifactRef`] names in `account`'s packages, as
+/// [`crate::service::resolve`] does (`Latest` is the newest `Available` version, else the
+/// newest), telling a missing package from a missing version.
 pub async fn resolve_version(
     store: &DocumentStore,
     account: &AccountId,
@@ -342,27 +343,15 @@ pub async fn resolve_version(
 ) -> Result<Result<PackageVersion, Association>, StoreError> {
     let missing = |code: &'static str, message: String| Ok(Err(Association::Missing { code, message }));
     let package = crate::package::package_path(account, &target.package);
-    if store.get::<serde_json::Value>(&package).await?.is_none() {
+    if crate::package::validate_package_name("package", &target.package).is_err()
+        || store.get::<serde_json::Value>(&package).await?.is_none()
+    {
         return missing("package_not_found", format!("package {} does not exist", target.package));
     }
     let found = match &target.version {
-        VersionSelector::Name(name) => {
-            // A name that is not a version name cannot be a path in the store either.
-            if crate::package::validate_version_name("version", name).is_err() {
-                None
-            } else {
-                let path = crate::package::version_path(account, &target.package, name);
-                store.get::<PackageVersion>(&path).await?.map(|v| v.value)
-            }
-        }
-        selector => {
-            let prefix = crate::package::versions_prefix(account, &target.package);
-            let versions = store.list::<PackageVersion>(&prefix).await?.into_iter().map(|(_, v)| v.value);
-            match selector {
-                VersionSelector::Number(number) => versions.into_iter().find(|v| v.number == *number),
-                _ => versions.into_iter().max_by_key(|v| v.number),
-            }
-        }
+        // A name that is not a version name cannot be a path in the store either.
+        VersionSelector::Name(name) if crate::package::validate_version_name("version", name).is_err() => None,
+        _ => crate::service::resolve(store, account, target).await?,
     };
     match found {
         Some(version) => Ok(Ok(version)),

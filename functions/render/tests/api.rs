@@ -71,10 +71,10 @@ fn post(context: &FunctionContext, path: &str, body: &Value) -> Request<Body> {
         .unwrap()
 }
 
-fn image(repository: &str) -> ImageRecord {
+fn image(repository: &str, number: u32) -> ImageRecord {
     ImageRecord {
         repository: RepositoryName::parse(repository).unwrap(),
-        tag: "v1".into(),
+        tag: format!("v{number}"),
         digest: Some(DIGEST.into()),
         media_type: None,
         size: None,
@@ -94,7 +94,7 @@ async fn put_version(context: &FunctionContext, package: &str, number: u32, stat
         status,
         images: match kind {
             PackageType::File => Vec::new(),
-            _ => vec![image(&format!("acme/{package}"))],
+            _ => vec![image(&format!("acme/{package}"), number)],
         },
         file: (kind == PackageType::File).then(|| FileRecord {
             file_name: "app.tar.gz".into(),
@@ -348,9 +348,19 @@ async fn a_config_yaml_gives_the_relations_and_json_templates_stay_json() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["format"], "json");
     let rendered: Value = serde_json::from_str(answer["rendered"].as_str().unwrap()).unwrap();
-    assert_eq!(rendered["Image"], "127.0.0.1:5000/acme/web_pkg:v1");
+    assert_eq!(rendered["Image"], "127.0.0.1:5000/acme/web_pkg:v2", "ArtifactVersion 2 is version number 2");
     assert!(STANDARD.decode(rendered["Key"].as_str().unwrap()).is_ok());
-    assert_eq!(answer["substitutions"][0]["value"], "127.0.0.1:5000/acme/web_pkg:v1");
+    assert_eq!(answer["substitutions"][0]["value"], "127.0.0.1:5000/acme/web_pkg:v2");
+
+    // `latest` is the newest Available version: a newer one still Creating does not count.
+    put_version(&context, "web_pkg", 3, VersionStatus::Creating, PackageType::ContainerImage).await;
+    let body = json!({
+        "template": "image: {{ computenest::acrimage::web }}",
+        "relations": { "computenest::acrimage::web": { "package": "web_pkg", "version": "latest" } },
+    });
+    let (status, _, answer, _) = call(&context, post(&context, "/v1/render", &body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["rendered"], "image: 127.0.0.1:5000/acme/web_pkg:v2");
 }
 
 #[tokio::test]
