@@ -178,9 +178,13 @@ impl Agent {
             };
             return report(false, Step::Stop, &run, logs);
         }
-        let stop = self.script(job, Step::Stop, &job.stop_script).await;
+        let mut stop = self.script(job, Step::Stop, &job.stop_script).await;
         logs.stop = Some(stop.output.clone());
-        if stop.failure.is_some() {
+        if let Some(failure) = &mut stop.failure {
+            // The usual cause: a stop script that fails when nothing runs (a first release).
+            failure.push_str(
+                "; the start script did not run. A stop script must also succeed when nothing is running: see its output",
+            );
             return report(false, Step::Stop, &stop, logs);
         }
         let start = self.script(job, Step::Start, &job.start_script).await;

@@ -599,3 +599,98 @@ async fn bad_requests_are_problems_naming_the_field() {
     assert_eq!(response.status(), 204);
     assert!(started.elapsed() >= Duration::from_millis(900), "the poll was held");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_failures_timeouts_and_silent_hosts_fail_hosts_not_the_fan_out() {
+    let mut s = Setup::start(&[]);
+    let image = s.push_image("slow", "v1", "slow\n");
+    let missing = format!("{}/{ACCOUNT}/slow:v404", s.registry.host);
+    let marks = s.dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    s.post("/v1/applications", json!({ "name": "ops" })).await;
+    let group = s.post("/v1/applications/ops/groups", json!({ "name": "g", "kind": "scaling" })).await;
+    let join = group["join_token"].as_str().unwrap().to_owned();
+    let deployment = |name: &str, image: &str| {
+        json!({
+            "name": name, "image": { "address": image }, "working_directory": s.dir.path().join("work"),
+            "stop_script": format!("touch {m}/stopped-$BERTH_HOST\nif [ \"$BERTH_HOST\" = bad ]; then echo 'no such container' >&2; exit 1; fi\n"),
+            "start_script": format!(
+                "touch {m}/started-$BERTH_HOST\n\
+                 if [ \"$BERTH_HOST\" = slow ]; then sleep 300 & echo $! > {m}/child-pid; wait; fi\n"
+            ),
+            "step_timeout_seconds": 2,
+        })
+    };
+    s.post("/v1/applications/ops/deployments", deployment("gone", &missing)).await;
+    s.post("/v1/applications/ops/deployments", deployment("hang", &image)).await;
+    for host in ["bad", "fine", "slow"] {
+        s.start_agent(&join, host);
+    }
+    // A host that registers and then never polls (its agent died).
+    let (status, _) = {
+        let response = s
+            .http
+            .post(format!("{}/v1/agent/register", s.berth().url))
+            .bearer_auth(&join)
+            .json(&json!({ "host": "ghost" }))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), ())
+    };
+    assert_eq!(status, 200);
+    s.wait_for_hosts("ops", "g", 4).await;
+
+    // The image is not there: every pull fails, no host is stopped, the release fails.
+    let id = s.release(json!({ "application": "ops", "deployment": "gone", "group": "g", "max_failures": 1 })).await;
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert!(done["reason"].as_str().unwrap().contains("no host was stopped"), "{done}");
+    assert!(std::fs::read_dir(&marks).unwrap().next().is_none(), "no stop or start script ran");
+    let logs = s.get(&format!("/v1/releases/{id}/hosts/fine/logs")).await;
+    assert_eq!(logs["result"]["step"], "pull", "{logs}");
+    assert!(!logs["pull"]["stderr"].as_str().unwrap().is_empty(), "docker pull's own error is kept: {logs}");
+    assert_eq!(s.scaling("ops", "g").await["paused"], false);
+
+    // Pulling in the batch: `bad`'s stop script fails, `slow`'s start script outlives its
+    // timeout and is killed with its child, `ghost` never reports. `fine` succeeds.
+    let started = Instant::now();
+    let body =
+        json!({ "application": "ops", "deployment": "hang", "group": "g", "pull_first": false, "max_failures": 3 });
+    let id = s.release(body).await;
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "three failures are within max_failures 3: {done:#}");
+    let host = |name: &str| {
+        done["batches"][0]["hosts"].as_array().unwrap().iter().find(|h| h["host"] == name).unwrap().clone()
+    };
+    assert_eq!(host("fine")["state"], "succeeded");
+    let bad = host("bad");
+    assert_eq!(
+        (bad["state"].as_str(), bad["step"].as_str(), bad["exit_code"].as_i64()),
+        (Some("failed"), Some("stop"), Some(1))
+    );
+    assert!(bad["reason"].as_str().unwrap().contains("must also succeed when nothing is running"), "{bad}");
+    assert!(!marks.join("started-bad").exists(), "after a failed stop, start does not run");
+    let logs = s.get(&format!("/v1/releases/{id}/hosts/bad/logs")).await;
+    assert_eq!(logs["stop"]["stderr"], "no such container\n", "{logs}");
+    let slow = host("slow");
+    assert_eq!((slow["state"].as_str(), slow["step"].as_str()), (Some("failed"), Some("start")), "{slow}");
+    assert!(slow["reason"].as_str().unwrap().contains("did not finish within 2 s"), "{slow}");
+    let child: i32 = std::fs::read_to_string(marks.join("child-pid")).unwrap().trim().parse().unwrap();
+    let child_gone = || {
+        !Path::new(&format!("/proc/{child}")).exists()
+            || std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| s.contains(") Z "))
+    };
+    let waited = Instant::now();
+    while !child_gone() && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(child_gone(), "the script's child was killed with its process group");
+    let ghost = host("ghost");
+    assert_eq!((ghost["state"].as_str(), ghost["step"].as_str()), (Some("failed"), Some("report")), "{ghost}");
+    assert!(ghost["reason"].as_str().unwrap().contains("no report from the agent"), "{ghost}");
+    assert!(started.elapsed() >= Duration::from_secs(30), "the silent host had its grace period");
+    let scaling = s.scaling("ops", "g").await;
+    assert_eq!((scaling["paused"].as_bool(), scaling["resumes"].as_u64()), (Some(false), Some(2)), "{scaling}");
+}
