@@ -322,3 +322,51 @@ async fn the_cli_renders_services_and_files_and_lists_problems() {
     assert!(stderr.contains("\n  2:4: not_associated: "), "{stderr}");
     assert!(stderr.contains("\n  3:6: unknown_kind: "), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_identifier_becomes_a_url_the_host_downloads_from() {
+    let stack = Stack::start(&[]);
+    let body = json!({ "name": "tools", "description": "a file for the render test", "type": "File",
+        "version": { "name": "f_1", "file_name": "tools.tar.gz" } });
+    let (status, created) = stack.call("acme", "POST", "/v1/packages", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let token = stack.berth.dev_token("acme");
+    let upload = stack
+        .http
+        .put(format!("{}/v1/packages/tools/versions/f_1/file", stack.berth.url))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .body(b"the file's bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200, "{}", upload.text().await.unwrap());
+
+    let template = "Resources:\n  Run:\n    Properties:\n      CommandContent: |\n        wget '{{ computenest::file::tools }}' -O /tmp/t.tgz\n";
+    let body = json!({
+        "template": template,
+        "relations": { "computenest::file::tools": { "package": "tools", "version": "latest" } },
+        "credential_ttl_seconds": 120,
+    });
+    let (status, answer) = stack.call("acme", "POST", "/v1/render", Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let rendered = answer["rendered"].as_str().unwrap();
+    let url = rendered.split('\'').nth(1).unwrap().to_owned();
+    assert!(url.starts_with(&format!("{}/v1/downloads/", stack.berth.url)) && url.ends_with("/tools.tar.gz"), "{url}");
+
+    // The deployed host has no account token: the URL alone downloads the bytes.
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-disposition"], "attachment; filename=\"tools.tar.gz\"");
+    assert_eq!(response.bytes().await.unwrap().as_ref(), b"the file's bytes");
+    // Another name under the same token, or a forged token, gets nothing.
+    assert_eq!(reqwest::get(url.replace("/tools.tar.gz", "/other.tgz")).await.unwrap().status(), 404);
+    let signed = url.split('/').rev().nth(1).unwrap();
+    let tampered = format!("{}{}", &signed[..signed.len() - 2], if signed.ends_with("AA") { "BB" } else { "AA" });
+    let forged = url.replace(signed, &tampered);
+    assert_eq!(reqwest::get(&forged).await.unwrap().status(), 401);
+
+    // The signed part of the URL is a credential: it is not in the logs.
+    assert!(stack.berth.logs().contains("file downloaded"));
+    assert!(!stack.berth.logs().contains(signed), "the download token reached the logs");
+}
