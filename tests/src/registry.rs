@@ -123,3 +123,59 @@ pub fn skopeo(args: &[&str]) -> (bool, String) {
     let output = Command::new("skopeo").args(args).output().expect("skopeo is missing: run `make deps`");
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
+
+/// Blobs of an OCI layout being written.
+struct Blobs(std::path::PathBuf);
+
+impl Blobs {
+    fn new(dir: &Path) -> Self {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("layout dirs");
+        Self(blobs)
+    }
+
+    /// Writes a blob; returns its descriptor with `media_type`.
+    fn put(&self, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+        let digest = sha256_hex(bytes);
+        std::fs::write(self.0.join(&digest), bytes).expect("write blob");
+        serde_json::json!({ "mediaType": media_type, "digest": format!("sha256:{digest}"), "size": bytes.len() })
+    }
+}
+
+fn write_index(dir: &Path, tag: &str, mut top: serde_json::Value) {
+    top["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [top] });
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+}
+
+/// Writes an OCI layout whose tag is an image index of one image per `platforms` entry
+/// (`(os, architecture)`), for `skopeo copy --all`.
+pub fn oci_multi_platform(dir: &Path, tag: &str, platforms: &[(&str, &str)]) {
+    let blobs = Blobs::new(dir);
+    let mut manifests = Vec::new();
+    for (os, architecture) in platforms {
+        let layer = blobs
+            .put("application/vnd.oci.image.layer.v1.tar", &tar_with_one_file("hello.txt", architecture.as_bytes()));
+        let config = serde_json::json!({ "architecture": architecture, "os": os, "rootfs": { "type": "layers", "diff_ids": [layer["digest"]] }, "config": {} });
+        let config = blobs.put("application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
+        let manifest = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": config, "layers": [layer] });
+        let mut descriptor = blobs.put("application/vnd.oci.image.manifest.v1+json", manifest.to_string().as_bytes());
+        descriptor["platform"] = serde_json::json!({ "os": os, "architecture": architecture });
+        manifests.push(descriptor);
+    }
+    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests });
+    write_index(dir, tag, blobs.put("application/vnd.oci.image.index.v1+json", index.to_string().as_bytes()));
+}
+
+/// Writes an OCI layout whose tag is a Helm chart as `helm push` stores it (Helm config and
+/// chart content media types).
+pub fn oci_helm_chart(dir: &Path, tag: &str, name: &str) {
+    let blobs = Blobs::new(dir);
+    let config = serde_json::json!({ "name": name, "version": tag, "apiVersion": "v2" });
+    let config = blobs.put("application/vnd.cncf.helm.config.v1+json", config.to_string().as_bytes());
+    let chart = tar_with_one_file(&format!("{name}/Chart.yaml"), format!("name: {name}\nversion: {tag}\n").as_bytes());
+    let layer = blobs.put("application/vnd.cncf.helm.chart.content.v1.tar+gzip", &chart);
+    let manifest = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": config, "layers": [layer] });
+    write_index(dir, tag, blobs.put("application/vnd.oci.image.manifest.v1+json", manifest.to_string().as_bytes()));
+}

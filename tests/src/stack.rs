@@ -50,20 +50,44 @@ impl Stack {
 
     /// `username:password` of a fresh push key of `account`.
     pub async fn push_creds(&self, account: &str) -> String {
-        let (status, key) = self.call(account, "POST", "/v1/registry/credentials", Some(json!({ "purpose": "push" }))).await;
+        let (status, key) =
+            self.call(account, "POST", "/v1/registry/credentials", Some(json!({ "purpose": "push" }))).await;
         assert_eq!(status, 200, "push key for {account}: {key}");
         format!("{}:{}", key["username"].as_str().unwrap(), key["password"].as_str().unwrap())
     }
 
     /// Builds a small OCI image and pushes it as `repository:tag` with a push key of `account`.
     pub async fn push_image(&self, account: &str, repository: &str, tag: &str) {
+        self.push_image_as(account, repository, tag, &[]).await;
+    }
+
+    /// As [`Stack::push_image`], with extra `skopeo copy` flags (e.g. `--format v2s2` for a
+    /// Docker v2 schema 2 manifest).
+    pub async fn push_image_as(&self, account: &str, repository: &str, tag: &str, flags: &[&str]) {
         let layout = self.dir.path().join(format!("layout-{}-{tag}", repository.replace('/', "_")));
         oci_image(&layout, tag, &format!("{repository}:{tag}\n"));
         let creds = self.push_creds(account).await;
         let destination = format!("docker://{}/{repository}:{tag}", self.registry.host);
         let source = format!("oci:{}:{tag}", layout.display());
-        let (ok, err) = skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &source, &destination]);
+        let mut args = vec!["copy", "--dest-tls-verify=false", "--dest-creds", &creds];
+        args.extend_from_slice(flags);
+        args.extend([source.as_str(), destination.as_str()]);
+        let (ok, err) = skopeo(&args);
         assert!(ok, "push {repository}:{tag}: {err}");
+    }
+
+    /// Pushes an OCI layout already written at `layout` as `repository:tag` (`skopeo copy --all`).
+    pub async fn push_layout(
+        &self,
+        account: &str,
+        layout: &std::path::Path,
+        repository: &str,
+        tag: &str,
+    ) -> (bool, String) {
+        let creds = self.push_creds(account).await;
+        let destination = format!("docker://{}/{repository}:{tag}", self.registry.host);
+        let source = format!("oci:{}:{tag}", layout.display());
+        skopeo(&["copy", "--all", "--dest-tls-verify=false", "--dest-creds", &creds, &source, &destination])
     }
 
     /// The digest the registry reports for `repository:tag` (`skopeo inspect`).
@@ -83,7 +107,8 @@ impl Stack {
     pub async fn settled_version(&self, account: &str, package: &str, version: &str, timeout: Duration) -> Value {
         let start = Instant::now();
         loop {
-            let (status, body) = self.call(account, "GET", &format!("/v1/packages/{package}/versions/{version}"), None).await;
+            let (status, body) =
+                self.call(account, "GET", &format!("/v1/packages/{package}/versions/{version}"), None).await;
             assert_eq!(status, 200, "{body}");
             if body["status"] != "Creating" {
                 return body;

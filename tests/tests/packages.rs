@@ -64,6 +64,46 @@ async fn versions_settle_against_the_real_registry() {
     assert_eq!(image["platforms"], json!(["linux/amd64"]));
     assert!(image["size"].as_u64().unwrap() > 0);
 
+    // A Docker v2 schema 2 manifest resolves as well as an OCI one.
+    stack.push_image_as("acme", "acme/web", "docker", &["--format", "v2s2", "--dest-compress"]).await;
+    let docker_digest = stack.registry_digest("acme", "acme/web", "docker").await;
+    let body = json!({ "name": "v_docker", "images": [{ "repository": "acme/web", "tag": "docker" }] });
+    assert_eq!(stack.call("acme", "POST", "/v1/packages/web/versions", Some(body)).await.0, 201);
+    let docker = stack.settled_version("acme", "web", "v_docker", Duration::from_secs(30)).await;
+    assert_eq!(docker["status"], "Available", "{docker}");
+    assert_eq!(docker["images"][0]["digest"], docker_digest.as_str());
+    assert_eq!(docker["images"][0]["media_type"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(docker["images"][0]["platforms"], json!(["linux/amd64"]));
+
+    // An image index: its own digest, a platform per manifest.
+    let layout = stack.dir.path().join("multi");
+    berth_tests::registry::oci_multi_platform(&layout, "multi", &[("linux", "amd64"), ("linux", "arm64")]);
+    let (ok, err) = stack.push_layout("acme", &layout, "acme/web", "multi").await;
+    assert!(ok, "push the index: {err}");
+    let body = json!({ "name": "v_multi", "images": [{ "repository": "acme/web", "tag": "multi" }] });
+    assert_eq!(stack.call("acme", "POST", "/v1/packages/web/versions", Some(body)).await.0, 201);
+    let multi = stack.settled_version("acme", "web", "v_multi", Duration::from_secs(30)).await;
+    assert_eq!(multi["status"], "Available", "{multi}");
+    assert_eq!(multi["images"][0]["media_type"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(multi["images"][0]["platforms"], json!(["linux/amd64", "linux/arm64"]));
+
+    // A Helm chart package takes a chart, and refuses an image as one.
+    let layout = stack.dir.path().join("chart");
+    berth_tests::registry::oci_helm_chart(&layout, "0.1.0", "web");
+    let (ok, err) = stack.push_layout("acme", &layout, "acme/charts/web", "0.1.0").await;
+    assert!(ok, "push the chart: {err}");
+    let chart = |version: &str, repository: &str, tag: &str| {
+        json!({ "name": format!("chart_{version}"), "description": "the web chart",
+        "type": "HelmChart", "version": { "name": version, "chart": { "repository": repository, "tag": tag } } })
+    };
+    assert_eq!(stack.call("acme", "POST", "/v1/packages", Some(chart("c_1", "acme/charts/web", "0.1.0"))).await.0, 201);
+    let settled = stack.settled_version("acme", "chart_c_1", "c_1", Duration::from_secs(30)).await;
+    assert_eq!(settled["status"], "Available", "{settled}");
+    assert_eq!(stack.call("acme", "POST", "/v1/packages", Some(chart("c_2", "acme/web", "v1"))).await.0, 201);
+    let refused = stack.settled_version("acme", "chart_c_2", "c_2", Duration::from_secs(30)).await;
+    assert_eq!(refused["status"], "Failed", "{refused}");
+    assert_eq!(refused["images"][0]["failure"]["code"], "not_a_chart");
+
     // A missing tag: Failed with not_found, naming the image.
     let missing = json!({ "name": "v_2", "images": [{ "repository": "acme/web", "tag": "v1" }, { "repository": "acme/web", "tag": "nope" }] });
     let (status, body) = stack.call("acme", "POST", "/v1/packages/web/versions", Some(missing)).await;
