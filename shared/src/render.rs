@@ -887,6 +887,41 @@ mod tests {
         assert_eq!(parsed["b"], "x registry.test:5000/acme/nginx:v1");
     }
 
+    proptest::proptest! {
+        /// In a JSON template, any value (quotes, backslashes, control characters, any
+        /// script) stays inside its string: the output parses and each string is the input's
+        /// with the identifiers' values in place.
+        #[test]
+        fn json_templates_parse_whatever_the_values(
+            parts in proptest::collection::vec(("[a-z {}:,]{0,6}", "\\PC{0,12}"), 1..5),
+        ) {
+            let mut template = String::from("{");
+            let mut expected = serde_json::Map::new();
+            let mut associations = BTreeMap::new();
+            for (i, (text, value)) in parts.iter().enumerate() {
+                let mut file = version("f", PackageType::File, VersionStatus::Available, &[]);
+                file.package = format!("p{i}");
+                associations.insert(
+                    format!("computenest::file::f{i}"),
+                    Association::Found { version: Box::new(file), file_url: Some(value.clone()) },
+                );
+                let literal = serde_json::to_string(text).unwrap();
+                let inner = &literal[1..literal.len() - 1];
+                if i > 0 {
+                    template.push_str(", ");
+                }
+                template.push_str(&format!("\"k{i}\": \"{inner}{{{{ computenest::file::f{i} }}}}{inner}\""));
+                expected.insert(format!("k{i}"), serde_json::Value::String(format!("{text}{value}{text}")));
+            }
+            template.push('}');
+            let parsed = Template::scan(&template);
+            let plan = parsed.plan(&associations, REGISTRY, false).unwrap();
+            let out = parsed.render(&plan, None).unwrap();
+            let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+            proptest::prop_assert_eq!(got, serde_json::Value::Object(expected));
+        }
+    }
+
     #[test]
     fn size_and_encoding_are_checked() {
         let big = vec![b'a'; MAX_TEMPLATE_BYTES + 1];
