@@ -33,8 +33,12 @@ fn in_process() {
     let der = pem_block(&generate_private_key_pem(), "PRIVATE KEY").unwrap();
     let keys = SigningKeys::from_keys(vec![SigningKey::from_pkcs8(&der, None).unwrap()]);
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
-    let settings =
-        RegistrySettings { host: "127.0.0.1:5000".into(), service: "berth-registry".into(), issuer: "berth".into(), url: "http://127.0.0.1:5000".into() };
+    let settings = RegistrySettings {
+        host: "127.0.0.1:5000".into(),
+        service: "berth-registry".into(),
+        issuer: "berth".into(),
+        url: "http://127.0.0.1:5000".into(),
+    };
     let grant = KeyGrant {
         sub: AccountId::parse("acme").unwrap(),
         aud: KEY_AUDIENCE.into(),
