@@ -20,6 +20,7 @@ use berth_shared::store::{DocumentStore, StoreError, Version, Versioned};
 use berth_shared::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use tokio::sync::Notify;
 
+use crate::scaling::{Recorded, ScalingAdapter};
 use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
 
 /// Event: re-derive and advance one release. Payload `{"release": ID}`.
@@ -57,6 +58,8 @@ pub struct Engine {
     plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
     /// Pull keys minted per release: (username, password, expires_at).
     keys: Arc<Mutex<HashMap<String, (String, String, u64)>>>,
+    /// Carries out scaling pauses.
+    scaling: Arc<dyn ScalingAdapter>,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -64,9 +67,15 @@ fn retry(error: StoreError) -> EventError {
 }
 
 impl Engine {
-    /// A new engine over a context.
+    /// A new engine over a context, with the built-in scaling adapter.
     pub fn new(context: FunctionContext) -> Self {
+        Self::with_scaling(context, Arc::new(Recorded))
+    }
+
+    /// A new engine with a scaling adapter of your own (a cloud auto-scaling API).
+    pub fn with_scaling(context: FunctionContext, scaling: Arc<dyn ScalingAdapter>) -> Self {
         Self {
+            scaling,
             context,
             changed: Arc::new(Notify::new()),
             advancing: Arc::new(Mutex::new(HashMap::new())),
@@ -311,7 +320,9 @@ impl Engine {
             })
             .await;
         match taken {
-            Ok(_) => Ok(()),
+            // Recorded first, carried out second: a crash in between leaves a lease the
+            // reaper resumes, never a pause nobody knows of.
+            Ok(_) => self.scaling.suspend(&Self::group_of(release)).await.map_err(EventError::Retry),
             Err(PauseError::Store(e)) => Err(retry(e)),
             // Another release's live lease: wait for it (the sweep comes back).
             Err(PauseError::Held(why)) => Err(EventError::Retry(why)),
@@ -324,7 +335,7 @@ impl Engine {
         let group = Self::group_of(release);
         let store = self.store();
         if release.group_kind == GroupKind::Scaling {
-            resume(store, &group, &release.id).await?;
+            self.resume(&group, &release.id).await?;
         }
         // Read first: a duplicate clean-up finds the group already free and writes nothing.
         let path = layout::group_doc(&group);
@@ -345,6 +356,26 @@ impl Engine {
         store.delete(&layout::active(&release.id)).await?;
         self.changed.notify_waiters();
         Ok(())
+    }
+
+    /// Resumes scaling held by `release` and drops its lease: the adapter first, so a failed
+    /// resume keeps the lease for the reaper to retry.
+    async fn resume(&self, group: &GroupRef, release: &str) -> Result<(), StoreError> {
+        let store = self.store();
+        let path = layout::scaling(group);
+        if let Some(state) = store.get::<ScalingState>(&path).await?
+            && state.value.lease.as_ref().is_some_and(|l| l.release == release)
+        {
+            self.scaling.resume(group).await.map_err(StoreError::Backend)?;
+            let id = release.to_owned();
+            store
+                .modify::<ScalingState, StoreError, _>(&path, |current| {
+                    Ok(release::release_lease(&current.unwrap_or_default(), &id))
+                })
+                .await?;
+            tracing::info!(release, group = %group.group, "scaling resumed");
+        }
+        store.delete(&layout::lease(release)).await
     }
 
     /// Handles [`SWEEP`]: advances every active release (timed pauses, silent hosts, restarts)
@@ -370,7 +401,7 @@ impl Engine {
                 .is_none_or(|lease| lease.release != id || lease.expires_at <= now);
             if ended || expired {
                 tracing::info!(release = %id, ended, expired, "reaping scaling lease");
-                resume(store, &entry.value.group, &id).await.map_err(retry)?;
+                self.resume(&entry.value.group, &id).await.map_err(retry)?;
             }
         }
         Ok(())
@@ -408,23 +439,6 @@ impl From<StoreError> for PauseError {
     fn from(error: StoreError) -> Self {
         Self::Store(error)
     }
-}
-
-/// Resumes scaling held by `release` and drops its lease index entry.
-async fn resume(store: &DocumentStore, group: &GroupRef, release: &str) -> Result<(), StoreError> {
-    let path = layout::scaling(group);
-    if let Some(state) = store.get::<ScalingState>(&path).await?
-        && state.value.lease.as_ref().is_some_and(|l| l.release == release)
-    {
-        let id = release.to_owned();
-        store
-            .modify::<ScalingState, StoreError, _>(&path, |current| {
-                Ok(release::release_lease(&current.unwrap_or_default(), &id))
-            })
-            .await?;
-        tracing::info!(release, group = %group.group, "scaling resumed");
-    }
-    store.delete(&layout::lease(release)).await
 }
 
 /// Creates a document that is written once; an existing one (a duplicate) is left as it is.

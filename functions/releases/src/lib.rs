@@ -5,6 +5,7 @@
 
 pub mod fanout;
 pub mod routes;
+pub mod scaling;
 pub mod store_layout;
 
 use std::sync::Arc;
