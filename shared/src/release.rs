@@ -147,6 +147,17 @@ pub enum ImageSpec {
         /// The address.
         address: String,
     },
+    /// An image of a published (`Available`) ContainerImage package version, pinned to the
+    /// digest its publish check found. Resolved with [`image_from_package`] before validation.
+    Package {
+        /// The package.
+        package: String,
+        /// The version's name.
+        version: String,
+        /// The image's repository (full, `namespace/name`), when the version has several.
+        #[serde(default)]
+        image: Option<String>,
+    },
     /// The parts of an address; `registry` defaults to Berth's registry.
     Parts {
         /// Registry host; Berth's own when absent.
@@ -203,6 +214,9 @@ pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> R
             };
             (host.to_owned(), path, reference)
         }
+        ImageSpec::Package { .. } => {
+            return Err(ApiError::Internal("a package image must be resolved before validation".into()));
+        }
         ImageSpec::Parts { registry: r, namespace, repository, version } => {
             let reference = if version.starts_with("sha256:") { format!("@{version}") } else { format!(":{version}") };
             (r.clone().unwrap_or_else(|| registry.to_owned()), format!("{namespace}/{repository}"), reference)
@@ -241,6 +255,43 @@ pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> R
         ));
     }
     Ok(ImageRef { registry: host, repository: repository.as_str().to_owned(), reference })
+}
+
+/// The address of an image of a package version: the version must be an `Available`
+/// ContainerImage version; with several images, `image` names the repository. Pinned to the
+/// digest the publish check found, so a later push to the tag does not change the release.
+pub fn image_from_package(
+    version: &crate::package::PackageVersion,
+    image: Option<&str>,
+    registry: &str,
+) -> Result<ImageSpec, ApiError> {
+    use crate::package::{PackageType, VersionStatus};
+    let field = "image.version";
+    if version.package_type != PackageType::ContainerImage {
+        return Err(ApiError::invalid(field, "not_container_image", "the package is not a ContainerImage package"));
+    }
+    if version.status != VersionStatus::Available {
+        return Err(ApiError::invalid(
+            field,
+            "version_not_available",
+            format!("version '{}' is {:?}; only Available versions can be deployed", version.version, version.status),
+        ));
+    }
+    let chosen = match image {
+        Some(name) => version.images.iter().find(|i| i.repository.as_str() == name).ok_or_else(|| {
+            ApiError::invalid("image.image", "not_in_version", format!("the version has no image '{name}'"))
+        })?,
+        None if version.images.len() == 1 => &version.images[0],
+        None => {
+            return Err(ApiError::invalid(
+                "image.image",
+                "required",
+                "the version has several images: name one by its repository",
+            ));
+        }
+    };
+    let address = crate::package::PackageVersion::image_reference(chosen, registry, true);
+    Ok(ImageSpec::Address { address })
 }
 
 /// A deployment as requested.
@@ -1220,6 +1271,39 @@ mod tests {
         );
         assert_eq!(code(serde_json::json!({ "image": { "address": "r:5000/acme/web" } })), "invalid_image");
         assert_eq!(code(serde_json::json!({ "image": { "address": "r:5000/acme/web@sha256:12" } })), "invalid_image");
+    }
+
+    #[test]
+    fn package_images_must_be_available_container_images_and_are_pinned() {
+        let version = |status: &str, kind: &str, images: serde_json::Value| -> crate::package::PackageVersion {
+            serde_json::from_value(serde_json::json!({
+                "package": "web", "version": "v1", "number": 1, "type": kind, "status": status,
+                "images": images, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            }))
+            .unwrap()
+        };
+        let one = serde_json::json!([{ "repository": "acme/web", "tag": "v1", "digest": format!("sha256:{}", "a".repeat(64)) }]);
+        let two =
+            serde_json::json!([{ "repository": "acme/web", "tag": "v1" }, { "repository": "acme/api", "tag": "v1" }]);
+        let code = |result: Result<ImageSpec, ApiError>| match result {
+            Err(ApiError::Invalid { code, .. }) => code,
+            other => panic!("{other:?}"),
+        };
+        let pinned = image_from_package(&version("Available", "ContainerImage", one.clone()), None, "r:5000").unwrap();
+        assert_eq!(pinned, ImageSpec::Address { address: format!("r:5000/acme/web@sha256:{}", "a".repeat(64)) });
+        assert_eq!(
+            code(image_from_package(&version("Creating", "ContainerImage", one.clone()), None, "r")),
+            "version_not_available"
+        );
+        assert_eq!(code(image_from_package(&version("Available", "HelmChart", one), None, "r")), "not_container_image");
+        let several = version("Available", "ContainerImage", two);
+        assert_eq!(code(image_from_package(&several, None, "r")), "required");
+        assert_eq!(code(image_from_package(&several, Some("acme/db"), "r")), "not_in_version");
+        assert_eq!(
+            image_from_package(&several, Some("acme/api"), "r").unwrap(),
+            ImageSpec::Address { address: "r/acme/api:v1".into() },
+            "no digest recorded: the tag"
+        );
     }
 
     #[test]

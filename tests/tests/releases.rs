@@ -263,19 +263,55 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     let port = free_port();
     let workdir = s.dir.path().join("deploy/root");
 
+    // v2 is published as a package; its deployment names the package version, pinned to
+    // the digest the publish check found.
+    s.post(
+        "/v1/packages",
+        json!({
+            "name": "hello_web", "description": "the seed's sample page", "type": "ContainerImage",
+            "version": { "name": "v2_0", "images": [{ "repository": format!("{ACCOUNT}/hello"), "tag": "v2" }] },
+        }),
+    )
+    .await;
+    let mut published = Value::Null;
+    for _ in 0..100 {
+        published = s.get("/v1/packages/hello_web/versions/v2_0").await;
+        if published["status"] != "Creating" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(published["status"], "Available", "{published}");
+    let digest = published["images"][0]["digest"].as_str().unwrap();
+    let v2_pinned = format!("{}/{ACCOUNT}/hello@{digest}", s.registry.host);
+    assert!(v2.ends_with(":v2"));
+
     s.post("/v1/applications", json!({ "name": "shop" })).await;
     let group = s.post("/v1/applications/shop/groups", json!({ "name": "prod", "kind": "static" })).await;
     let join = group["join_token"].as_str().unwrap().to_owned();
-    for (name, address) in [("web-v1", &v1), ("web-v2", &v2)] {
-        s.post(
-            "/v1/applications/shop/deployments",
-            json!({
-                "name": name, "image": { "address": address }, "working_directory": workdir,
-                "start_script": seed_start_script(address, &container.0, port),
-                "stop_script": seed_stop_script(&container.0), "step_timeout_seconds": 120,
-            }),
-        )
-        .await;
+    let sources = [
+        ("web-v1", json!({ "address": v1 }), v1.clone()),
+        ("web-v2", json!({ "package": "hello_web", "version": "v2_0" }), v2_pinned.clone()),
+    ];
+    for (name, image, address) in sources {
+        let deployment = s
+            .post(
+                "/v1/applications/shop/deployments",
+                json!({
+                    "name": name, "image": image, "working_directory": workdir,
+                    "start_script": seed_start_script(&address, &container.0, port),
+                    "stop_script": seed_stop_script(&container.0), "step_timeout_seconds": 120,
+                }),
+            )
+            .await;
+        let resolved = &deployment["image"];
+        let shown = format!(
+            "{}/{}{}",
+            resolved["registry"].as_str().unwrap(),
+            resolved["repository"].as_str().unwrap(),
+            resolved["reference"].as_str().unwrap()
+        );
+        assert_eq!(shown, address, "{deployment}");
     }
     s.start_agent(&join, "host-1");
     s.wait_for_hosts("shop", "prod", 1).await;

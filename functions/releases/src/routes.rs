@@ -13,6 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_shared::account::{Account, HasAccountKeys, unix_now};
 use berth_shared::error::ApiError;
+use berth_shared::package::PackageVersion;
 use berth_shared::release::{
     self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
     ReleaseStatus, Report, ScalingState, Step,
@@ -174,6 +175,20 @@ pub async fn create_deployment(
 ) -> Result<Response, ApiError> {
     load_application(&engine, &account, &app).await?;
     let registry = &engine.context.config.registry.host;
+    let mut body = body;
+    if let release::ImageSpec::Package { package, version, image } = &body.image {
+        let path = berth_shared::package::version_path(&account.id, package, version);
+        let missing = || {
+            ApiError::invalid("image.version", "not_found", format!("package '{package}' has no version '{version}'"))
+        };
+        let found = match engine.context.store.get::<PackageVersion>(&path).await {
+            Ok(Some(found)) => found,
+            // A name that cannot be a path is a version that does not exist.
+            Ok(None) | Err(berth_shared::store::StoreError::Corrupt { .. }) => return Err(missing()),
+            Err(e) => return Err(e.into()),
+        };
+        body.image = release::image_from_package(&found.value, image.as_deref(), registry)?;
+    }
     let deployment = release::validate_deployment(body, registry, &account.id, unix_now())?;
     engine.context.store.create(&layout::deployment(&account.id, &app, &deployment.name), &deployment).await?;
     Ok((StatusCode::CREATED, Json(deployment)).into_response())
