@@ -878,8 +878,8 @@ pub enum JobKind {
     Run,
 }
 
-/// A job handed to an agent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A job handed to an agent. Its `Debug` leaves the pull key's password out.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Job {
     /// The release.
     pub release: String,
@@ -903,6 +903,18 @@ pub struct Job {
     pub start_script: String,
     /// Per-step timeout.
     pub step_timeout_seconds: u64,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("release", &self.release)
+            .field("kind", &self.kind)
+            .field("image", &self.image)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Display for Job {

@@ -36,6 +36,9 @@ const MAX_STEPS: usize = 512;
 /// Plans kept in memory per process; past this the cache starts over.
 const MAX_CACHED_PLANS: usize = 64;
 
+/// What hosts reported: pull outcomes and final outcomes, by host.
+pub type Outcomes = (BTreeMap<String, PullResult>, BTreeMap<String, HostResult>);
+
 /// A release's immutable plan with its host index.
 pub struct Plan {
     /// The release as created (its state fields are those at creation).
@@ -254,10 +257,7 @@ impl Engine {
     }
 
     /// What hosts reported, as far as the current phase needs it.
-    pub async fn outcomes(
-        &self,
-        release: &Release,
-    ) -> Result<(BTreeMap<String, PullResult>, BTreeMap<String, HostResult>), StoreError> {
+    pub async fn outcomes(&self, release: &Release) -> Result<Outcomes, StoreError> {
         let store = self.store();
         let pulls = match release.phase {
             release::Phase::Pulling => read_all::<PullResult>(store, &layout::pulls(&release.id)).await?,

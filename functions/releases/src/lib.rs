@@ -69,3 +69,22 @@ pub fn events(engine: Engine) -> Dispatcher {
             async move { engine.sweep().await }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_shared::events::handle_sqs_batch;
+
+    /// The sample Lambda batch in `events/releases/sqs-sweep.json` (the schedule's sweep, an
+    /// advance of a release that is gone, an advance without a release id): only the last
+    /// is retried.
+    #[tokio::test]
+    async fn the_sample_sqs_batch_sweeps_and_retries_only_the_bad_event() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/releases/sqs-sweep.json");
+        let event = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let response = handle_sqs_batch(&events(engine), event).await;
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["releases-advance-bad"]);
+    }
+}
