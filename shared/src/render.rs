@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::AccountId;
 use crate::error::ApiError;
-use crate::package::{ImageRecord, PackageType, PackageVersion, VersionStatus};
+use crate::package::{ImageRecord, PackageVersion, VersionStatus};
 use crate::repository::RepositoryName;
 use crate::service::{ArtifactRef, VersionSelector, package_type_for};
 use crate::signing::SigningKeys;
@@ -505,7 +505,7 @@ async fn look_up(
     let mut lookups = Vec::new();
     for key in keys {
         if let Some(target) = relations.get(key) {
-            lookups.push(look_up_one(context, key.clone(), target.clone(), options.credential_ttl_seconds));
+            lookups.push(look_up_one(context, key.clone(), target.clone(), options));
         }
     }
     // At most MAX_RELATIONS lookups, each a read or a listing: run them together.
@@ -517,15 +517,29 @@ async fn look_up_one(
     context: RenderContext<'_>,
     key: String,
     target: ArtifactRef,
-    ttl_seconds: u64,
+    options: RenderOptions,
 ) -> Result<(String, Association), StoreError> {
     let association = match resolve_version(context.store, context.account, &target).await? {
         Err(missing) => missing,
         Ok(version) => {
-            let file_url = if version.package_type == PackageType::File && version.status == VersionStatus::Available {
-                download_url(context.signing, context.base_url, context.account, &version, ttl_seconds, context.now)
-            } else {
-                None
+            let uploaded = version.file.as_ref().filter(|f| f.digest.is_some());
+            let file_url = match uploaded {
+                Some(_) if version.status != VersionStatus::Available => None,
+                // A download URL is a credential too: a dry run shows its shape, signs nothing.
+                Some(file) if options.dry_run => Some(format!(
+                    "{}/v1/downloads/{{signed-at-render}}/{}",
+                    context.base_url.trim_end_matches('/'),
+                    file.file_name
+                )),
+                Some(_) => download_url(
+                    context.signing,
+                    context.base_url,
+                    context.account,
+                    &version,
+                    options.credential_ttl_seconds,
+                    context.now,
+                ),
+                None => None,
             };
             Association::Found { version: Box::new(version), file_url }
         }
@@ -749,7 +763,7 @@ pub fn verify_download(keys: &SigningKeys, token: &str) -> Option<DownloadGrant>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::package::FileRecord;
+    use crate::package::{FileRecord, PackageType};
 
     const REGISTRY: &str = "registry.test:5000";
 

@@ -388,6 +388,15 @@ async fn file_urls_download_the_uploaded_bytes_and_nothing_else() {
     assert_eq!((status, bytes.as_slice()), (StatusCode::OK, b"hello".as_slice()));
     let other_name = path.replace("/app.tar.gz", "/other.tar.gz");
     assert_eq!(call(&context, get(&other_name)).await.0, StatusCode::NOT_FOUND);
+    // A dry run signs no download URL either.
+    let mut dry = body.clone();
+    dry["dry_run"] = json!(true);
+    let (status, _, listed, _) = call(&context, post(&context, "/v1/render", &dry)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["substitutions"][0]["value"],
+        "http://berth.test:8080/v1/downloads/{signed-at-render}/app.tar.gz"
+    );
     let token = path.split('/').nth(3).unwrap();
     let tampered = path.replace(token, &format!("{}x", token));
     let (status, content_type, _, _) = call(&context, get(&tampered)).await;
