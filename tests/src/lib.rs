@@ -33,8 +33,11 @@ pub fn venv_bin(name: &str) -> PathBuf {
 /// before running tests).
 pub fn berth_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> -> target/debug/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // target/debug/deps/<test> -> target/debug/<name>; a bench binary sits in target/release itself.
+    let mut dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
     path
