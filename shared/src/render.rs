@@ -901,7 +901,57 @@ mod tests {
         assert_eq!(parsed["b"], "x registry.test:5000/acme/nginx:v1");
     }
 
+    /// A spliced identifier: its text, and the problem code it must raise (`None`: renders).
+    fn spliced() -> impl proptest::strategy::Strategy<Value = (String, Option<&'static str>)> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(("{{ computenest::acrimage::nginx }}".to_owned(), None)),
+            Just(("{{computenest::helmchart::chart}}".to_owned(), None)),
+            Just(("{{  computenest::acr::dockerconfigjson }}".to_owned(), None)),
+            Just(("{{ computenest::acrimage::creating }}".to_owned(), Some("not_available"))),
+            Just(("{{ computenest::acrimage::gone }}".to_owned(), Some("package_not_found"))),
+            "[a-z]{1,8}".prop_map(|n| (format!("{{{{ computenest::file::zz{n} }}}}"), Some("not_associated"))),
+            "[a-z]{1,8}".prop_map(|k| (format!("{{{{ computenest::{k}x::a }}}}"), Some("unknown_kind"))),
+            Just(("{{ computenest::acrimage:: }}".to_owned(), Some("malformed_identifier"))),
+            Just(("{{ computenest::helm::nope }}".to_owned(), Some("malformed_identifier"))),
+            Just(("{{ computenest::file::x\n".to_owned(), Some("unclosed_identifier"))),
+        ]
+    }
+
     proptest::proptest! {
+        /// Every offending identifier spliced into random text is reported, in order, at the
+        /// line:column a naive count gives; with none, the template renders.
+        #[test]
+        fn every_spliced_problem_is_reported_where_it_is(
+            parts in proptest::collection::vec(("[a-zé中 :\n{}-]{0,10}", spliced()), 0..8),
+        ) {
+            let mut text = String::new();
+            let mut expected = Vec::new();
+            for (filler, (identifier, problem)) in &parts {
+                // Keep filler from completing an identifier or braces around one.
+                let filler = filler.replace('{', "(").replace('}', ")");
+                text.push_str(&filler);
+                if let Some(code) = problem {
+                    let line = text.matches('\n').count() + 1;
+                    let column = text.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                    expected.push((Position { line, column }, *code));
+                }
+                text.push_str(identifier);
+            }
+            let template = Template::scan(&text);
+            match template.plan(&associations(), REGISTRY, false) {
+                Ok(plan) => {
+                    proptest::prop_assert!(expected.is_empty(), "{:?}", expected);
+                    let out = template.render(&plan, Some("KEY")).unwrap();
+                    proptest::prop_assert!(!out.contains("computenest::"));
+                }
+                Err(problems) => {
+                    let got: Vec<_> = problems.iter().map(|p| (p.position, p.code)).collect();
+                    proptest::prop_assert_eq!(got, expected);
+                }
+            }
+        }
+
         /// In a JSON template, any value (quotes, backslashes, control characters, any
         /// script) stays inside its string: the output parses and each string is the input's
         /// with the identifiers' values in place.
