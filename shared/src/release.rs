@@ -845,6 +845,71 @@ pub struct HostLogs {
     pub start: Option<StepOutput>,
 }
 
+/// Logs larger than this (as JSON) are stored in parts, so no document outgrows the store.
+pub const INLINE_LOG_BYTES: usize = 3 << 20;
+/// Text per stored log part; JSON escaping may grow it up to six times, still under the
+/// store's document limit.
+pub const LOG_PART_BYTES: usize = 512 << 10;
+/// Largest report an agent may send (its steps' full output).
+pub const MAX_REPORT_BYTES: usize = 256 << 20;
+
+/// One piece of a step's output stored on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPart {
+    /// `pull`, `stop` or `start`.
+    pub step: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text, in order after the previous part of the same step and stream.
+    pub text: String,
+}
+
+fn output_mut<'a>(logs: &'a mut HostLogs, step: &str) -> Option<&'a mut StepOutput> {
+    match step {
+        "pull" => logs.pull.as_mut(),
+        "stop" => logs.stop.as_mut(),
+        "start" => logs.start.as_mut(),
+        _ => None,
+    }
+}
+
+/// Splits logs into a head without text and parts of at most `part_bytes` of text each
+/// (cut at character boundaries), in order. [`join_logs`] undoes it.
+pub fn split_logs(logs: &HostLogs, part_bytes: usize) -> (HostLogs, Vec<LogPart>) {
+    let mut head = logs.clone();
+    let mut parts = Vec::new();
+    for step in ["pull", "stop", "start"] {
+        let Some(output) = output_mut(&mut head, step) else { continue };
+        for (stream, text) in
+            [("stdout", std::mem::take(&mut output.stdout)), ("stderr", std::mem::take(&mut output.stderr))]
+        {
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(part_bytes.max(4));
+                while !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                parts.push(LogPart { step: step.into(), stream: stream.into(), text: rest[..cut].to_owned() });
+                rest = &rest[cut..];
+            }
+        }
+    }
+    (head, parts)
+}
+
+/// Puts split logs back together.
+pub fn join_logs(mut head: HostLogs, parts: Vec<LogPart>) -> HostLogs {
+    for part in parts {
+        if let Some(output) = output_mut(&mut head, &part.step) {
+            match part.stream.as_str() {
+                "stdout" => output.stdout.push_str(&part.text),
+                _ => output.stderr.push_str(&part.text),
+            }
+        }
+    }
+    head
+}
+
 /// What an agent reports after a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1316,6 +1381,20 @@ mod tests {
             ImageSpec::Address { address: "r/acme/api:v1".into() },
             "no digest recorded: the tag"
         );
+    }
+
+    #[test]
+    fn big_logs_split_at_character_boundaries_and_join_back() {
+        let logs = HostLogs {
+            pull: None,
+            stop: Some(StepOutput { stdout: "é".repeat(10), stderr: String::new() }),
+            start: Some(StepOutput { stdout: "abc".repeat(7), stderr: "x".into() }),
+        };
+        let (head, parts) = split_logs(&logs, 5);
+        assert!(head.stop.as_ref().unwrap().stdout.is_empty() && head.pull.is_none());
+        assert!(parts.iter().all(|p| p.text.len() <= 5 && !p.text.is_empty()));
+        assert_eq!(parts.iter().filter(|p| p.step == "stop").count(), 5, "two-byte characters, four bytes a part");
+        assert_eq!(join_logs(head, parts), logs);
     }
 
     #[test]

@@ -653,7 +653,8 @@ async fn pull_failures_timeouts_and_silent_hosts_fail_hosts_not_the_fan_out() {
             "stop_script": format!("touch {m}/stopped-$BERTH_HOST\nif [ \"$BERTH_HOST\" = bad ]; then echo 'no such container' >&2; exit 1; fi\n"),
             "start_script": format!(
                 "touch {m}/started-$BERTH_HOST\n\
-                 if [ \"$BERTH_HOST\" = slow ]; then sleep 300 & echo $! > {m}/child-pid; wait; fi\n"
+                 if [ \"$BERTH_HOST\" = slow ]; then sleep 300 & echo $! > {m}/child-pid; wait; fi\n\
+                 if [ \"$BERTH_HOST\" = fine ]; then head -c 6291456 /dev/zero | tr '\\0' x; echo done >&2; fi\n"
             ),
             "step_timeout_seconds": 2,
         })
@@ -701,6 +702,11 @@ async fn pull_failures_timeouts_and_silent_hosts_fail_hosts_not_the_fan_out() {
         done["batches"][0]["hosts"].as_array().unwrap().iter().find(|h| h["host"] == name).unwrap().clone()
     };
     assert_eq!(host("fine")["state"], "succeeded");
+    // 6 MiB of output, kept whole (stored in parts, as no one document may be that large).
+    let logs = s.get(&format!("/v1/releases/{id}/hosts/fine/logs")).await;
+    let stdout = logs["start"]["stdout"].as_str().unwrap();
+    assert_eq!((stdout.len(), stdout.bytes().all(|b| b == b'x')), (6 << 20, true));
+    assert_eq!(logs["start"]["stderr"], "done\n");
     let bad = host("bad");
     assert_eq!(
         (bad["state"].as_str(), bad["step"].as_str(), bad["exit_code"].as_i64()),

@@ -46,7 +46,10 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/releases/{id}/hosts/{host}/logs", get(host_logs))
         .route("/v1/agent/register", post(register))
         .route("/v1/agent/jobs", get(poll))
-        .route("/v1/agent/reports", post(report))
+        .route(
+            "/v1/agent/reports",
+            post(report).layer(axum::extract::DefaultBodyLimit::max(berth_shared::release::MAX_REPORT_BYTES)),
+        )
         .with_state(engine)
 }
 

@@ -23,7 +23,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::fanout::{Engine, create_once, read_all};
-use crate::store_layout::{self as layout, ActiveRelease, Application, Group, GroupRef, Instance, ReleaseState};
+use crate::store_layout::{
+    self as layout, ActiveRelease, Application, Group, GroupRef, Instance, ReleaseState, StoredLogs,
+};
 
 impl HasAccountKeys for Engine {
     fn account_keys(&self) -> &berth_shared::account::AccountKeys {
@@ -412,7 +414,7 @@ pub async fn host_logs(
     let store = &engine.context.store;
     let pull = store.get::<PullResult>(&layout::pull(&id, &host)).await?.map(|d| d.value);
     let result = store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value);
-    let logs = store.get::<HostLogs>(&layout::logs(&id, &host)).await?.map(|d| d.value).unwrap_or_default();
+    let logs = load_logs(&engine, &id, &host).await?;
     let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
     Ok(Json(json!({
         "release": id, "host": host, "state": state, "result": result,
@@ -557,8 +559,10 @@ pub async fn report(
     State(engine): State<Engine>,
     agent: Agent,
     Query(query): Query<ReportQuery>,
-    ApiJson(body): ApiJson<Report>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
+    let body: Report = berth_shared::request::parse_json(&body)?;
     let host = query.host;
     release::validate_name("host", &host)?;
     let id = body.release.clone();
@@ -600,7 +604,7 @@ pub async fn report(
                 false
             } else {
                 // Logs first: once the result exists, its logs do too.
-                store.put(&layout::logs(&id, &host), &body.logs).await?;
+                store_logs(&engine, &id, &host, &body.logs).await?;
                 let result = HostResult {
                     ok: body.ok,
                     step: body.step,
@@ -617,4 +621,37 @@ pub async fn report(
         engine.request_advance(&id, &release.account).await?;
     }
     Ok(Json(json!({ "accepted": written })))
+}
+
+/// Stores a host's logs whole: inline when small, else a head and parts written before it
+/// (so a head never names parts that are not there).
+async fn store_logs(engine: &Engine, id: &str, host: &str, logs: &HostLogs) -> Result<(), ApiError> {
+    let store = &engine.context.store;
+    let size = serde_json::to_vec(logs).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size <= release::INLINE_LOG_BYTES {
+        store.put(&layout::logs(id, host), &StoredLogs { logs: logs.clone(), parts: 0 }).await?;
+        return Ok(());
+    }
+    let (head, parts) = release::split_logs(logs, release::LOG_PART_BYTES);
+    for (index, part) in parts.iter().enumerate() {
+        store.put(&layout::logs_part(id, host, index), part).await?;
+    }
+    store.put(&layout::logs(id, host), &StoredLogs { logs: head, parts: parts.len() }).await?;
+    Ok(())
+}
+
+async fn load_logs(engine: &Engine, id: &str, host: &str) -> Result<HostLogs, ApiError> {
+    let store = &engine.context.store;
+    let Some(stored) = store.get::<StoredLogs>(&layout::logs(id, host)).await?.map(|d| d.value) else {
+        return Ok(HostLogs::default());
+    };
+    let mut parts = Vec::with_capacity(stored.parts);
+    for index in 0..stored.parts {
+        let part = store
+            .get::<release::LogPart>(&layout::logs_part(id, host, index))
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("log part {index} of {host} in {id} is missing")))?;
+        parts.push(part.value);
+    }
+    Ok(release::join_logs(stored.logs, parts))
 }

@@ -12,6 +12,7 @@
 //! releases/{id}/pulls/{host}.json                                     pull outcome, created once
 //! releases/{id}/hosts/{host}.json                                     final outcome, created once
 //! releases/{id}/logs/{host}.json                                      stop/start output
+//! releases/{id}/logs/{host}/part-{n}.json                             ... when it is large
 //! active-releases/{id}.json                                           what the sweep drives
 //! scaling-leases/{id}.json                                            what the reaper checks
 //! ```
@@ -200,6 +201,26 @@ pub fn result(id: &str, host: &str) -> String {
 /// One host's logs.
 pub fn logs(id: &str, host: &str) -> String {
     format!("releases/{id}/logs/{host}.json")
+}
+
+/// One part of a host's large logs.
+pub fn logs_part(id: &str, host: &str, part: usize) -> String {
+    format!("releases/{id}/logs/{host}/part-{part:06}.json")
+}
+
+/// A host's logs as stored: inline, or a head whose text is in `parts` further documents.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoredLogs {
+    /// The logs (without text when in parts).
+    #[serde(flatten)]
+    pub logs: berth_shared::release::HostLogs,
+    /// How many part documents hold the text.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parts: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The active-releases index folder.
