@@ -467,3 +467,79 @@ pub async fn read_all<T: serde::de::DeserializeOwned>(
         .map(|(path, doc)| (layout::stem(&path).to_owned(), doc.value))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_shared::release::ScalingLease;
+
+    fn group(name: &str) -> GroupRef {
+        GroupRef { account: AccountId::parse("acme").unwrap(), application: "app".into(), group: name.into() }
+    }
+
+    async fn leased(engine: &Engine, group: &GroupRef, release: &str, expires_at: u64) {
+        let state = ScalingState {
+            paused: true,
+            lease: Some(ScalingLease { release: release.into(), expires_at }),
+            pauses: 1,
+            resumes: 0,
+        };
+        engine.store().put(&layout::scaling(group), &state).await.unwrap();
+        engine.store().put(&layout::lease(release), &LeaseIndex { group: group.clone() }).await.unwrap();
+    }
+
+    async fn scaling(engine: &Engine, group: &GroupRef) -> ScalingState {
+        engine.store().get::<ScalingState>(&layout::scaling(group)).await.unwrap().unwrap().value
+    }
+
+    #[tokio::test]
+    async fn the_reaper_resumes_leases_that_expired_or_whose_release_is_gone_and_no_others() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let now = unix_now();
+        // A release that crashed before its state was written: nothing drives it any more.
+        let (gone, expired, live) = (group("gone"), group("expired"), group("live"));
+        leased(&engine, &gone, "r-gone", now + 600).await;
+        // A running release whose lease nobody renewed (its driver is down) past the expiry.
+        leased(&engine, &expired, "r-expired", now - 1).await;
+        engine
+            .store()
+            .put(
+                &layout::release("r-expired"),
+                &ReleaseState {
+                    status: release::ReleaseStatus::Running,
+                    phase: release::Phase::AwaitingConfirm { next: 1 },
+                    phase_started_at: now,
+                    reason: None,
+                    finished_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        // A running release with a live lease: left alone.
+        leased(&engine, &live, "r-live", now + 600).await;
+        engine
+            .store()
+            .put(
+                &layout::release("r-live"),
+                &ReleaseState {
+                    status: release::ReleaseStatus::Running,
+                    phase: release::Phase::Pulling,
+                    phase_started_at: now,
+                    reason: None,
+                    finished_at: None,
+                },
+            )
+            .await
+            .unwrap();
+
+        engine.sweep().await.unwrap();
+        engine.sweep().await.unwrap();
+        for resumed in [&gone, &expired] {
+            let state = scaling(&engine, resumed).await;
+            assert_eq!((state.paused, state.lease, state.resumes), (false, None, 1), "{}", resumed.group);
+        }
+        assert!(scaling(&engine, &live).await.paused, "a live lease stays");
+        let left = engine.store().list_paths(layout::LEASES).await.unwrap();
+        assert_eq!(left, [layout::lease("r-live")]);
+    }
+}
