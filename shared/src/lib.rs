@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod key_bundle;
 pub mod package;
 pub mod problem;
 pub mod queue;

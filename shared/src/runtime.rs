@@ -81,7 +81,15 @@ pub fn under_lambda() -> bool {
 /// The binary's whole life: config, logging, context, then Lambda or HTTP + consumer.
 /// Bad configuration ends the process with one line on stderr and exit code 2.
 pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Function) -> ExitCode {
-    let config = match Config::from_env() {
+    // Deployed functions may take their keys from Secrets Manager (see key_bundle).
+    let env = |variable: &str| std::env::var(variable).ok();
+    let keys_dir = std::env::temp_dir().join("berth-keys");
+    let key_files =
+        match crate::key_bundle::materialize(env, &crate::key_bundle::extension_endpoint(env), &keys_dir).await {
+            Ok(files) => files,
+            Err(error) => return startup_failed(name, &error.to_string()),
+        };
+    let config = match Config::from_lookup(|variable| key_files.get(variable).cloned().or_else(|| env(variable))) {
         Ok(config) => config,
         Err(error) => return startup_failed(name, &format!("configuration: {error}")),
     };
