@@ -4,10 +4,11 @@
 //! Rendering is three steps so that the one impure step, looking associations up in the store,
 //! stays outside: [`Template::check`] (size, UTF-8, scan), then the caller resolves
 //! [`Template::association_keys`] to [`Association`]s, then [`Template::plan`] decides every
-//! value (or lists every problem) and [`Plan::render`] writes the output. The pull key that
+//! value (or lists every problem) and [`Template::render`] writes the output. The pull key that
 //! `acr::dockerconfigjson` / `helm::dockerconfigjson` stand for is minted by the caller between
 //! `plan` and `render`, scoped to [`Plan::repositories`]: exactly the repositories the template
-//! references.
+//! references. [`render_template`] runs the three steps for the HTTP routes; `file::` values are
+//! signed download URLs ([`download_url`]) served by the render function.
 
 use std::collections::{BTreeMap, BTreeSet};
 
