@@ -1014,10 +1014,19 @@ pub fn next_job_at(
 
 /// A host's state derived from the release and the host's written results.
 pub fn host_state(release: &Release, host: &str, pull: Option<&PullResult>, result: Option<&HostResult>) -> HostState {
+    host_state_at(release, release.batch_of(host), pull, result)
+}
+
+/// [`host_state`] for a host whose batch is known (listing every host stays linear).
+pub fn host_state_at(
+    release: &Release,
+    batch: Option<usize>,
+    pull: Option<&PullResult>,
+    result: Option<&HostResult>,
+) -> HostState {
     if let Some(result) = result {
         return if result.ok { HostState::Succeeded } else { HostState::Failed };
     }
-    let batch = release.batch_of(host);
     let running = match release.phase {
         Phase::Batch { batch: current } => batch == Some(current),
         _ => false,
@@ -1093,7 +1102,8 @@ pub fn decide(
                 return if now >= release.phase_deadline() { Decision::TimeOut(missing) } else { Decision::Wait };
             }
             let in_batch = hosts.iter().filter(|h| results.get(*h).is_some_and(|r| !r.ok)).count();
-            let total = results.iter().filter(|(h, r)| !r.ok && release.batch_of(h).is_some()).count();
+            // Reports are only taken from hosts of the plan, so every result counts.
+            let total = results.values().filter(|r| !r.ok).count();
             if in_batch > options.max_failures_per_batch {
                 return Decision::Finish(
                     ReleaseStatus::Failed,

@@ -117,7 +117,8 @@ impl Setup {
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{host}.log"))).unwrap();
         let child = Command::new(berth_bin("berth-agent"))
             .args(["--berth-url", &self.berth().url, "--join-token", join_token, "--host-id", host])
-            .args(["--poll-seconds", "5"])
+            // Long holds: the polls must still end promptly when berth serve stops.
+            .args(["--poll-seconds", "25"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -390,6 +391,9 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     let server_log = s.berth().logs();
     assert!(!server_log.contains(&join), "the join token is not logged");
     assert!(!server_log.contains(&s.token), "the account token is not logged");
+
+    // Agents hold 25 s polls; a graceful stop still ends within 10 s (stop() asserts it).
+    s.berth.take().unwrap().stop();
 }
 
 /// Five agents in a scaling group, shell-only scripts, three batches: budgets, cancel, confirm.

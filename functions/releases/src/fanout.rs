@@ -19,6 +19,7 @@ use berth_shared::repository::RepositoryName;
 use berth_shared::store::{DocumentStore, StoreError, Version, Versioned};
 use berth_shared::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::scaling::{Recorded, ScalingAdapter};
 use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
@@ -63,6 +64,9 @@ pub struct Engine {
     keys: Arc<Mutex<HashMap<String, (String, String, u64)>>>,
     /// Carries out scaling pauses.
     scaling: Arc<dyn ScalingAdapter>,
+    /// Cancelled when the process is asked to stop: held polls answer at once, so a graceful
+    /// shutdown does not wait out every agent's poll.
+    pub closing: CancellationToken,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -79,6 +83,7 @@ impl Engine {
     pub fn with_scaling(context: FunctionContext, scaling: Arc<dyn ScalingAdapter>) -> Self {
         Self {
             scaling,
+            closing: CancellationToken::new(),
             context,
             changed: Arc::new(Notify::new()),
             advancing: Arc::new(Mutex::new(HashMap::new())),
@@ -415,12 +420,32 @@ impl Engine {
         if berth_shared::runtime::under_lambda() {
             return;
         }
+        let closing = self.closing.clone();
+        runtime.spawn(async move {
+            let interrupt = tokio::signal::ctrl_c();
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate => {}
+            }
+            closing.cancel();
+        });
         let engine = self.clone();
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = engine.closing.cancelled() => return,
+                }
                 if let Err(error) = engine.sweep().await {
                     tracing::warn!(%error, "release sweep failed");
                 }

@@ -329,7 +329,7 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<Value, ApiError>
                 .map(|host| {
                     let pull = pulls.get(host);
                     let result = results.get(host);
-                    let state = release::host_state(release, host, pull, result);
+                    let state = release::host_state_at(release, Some(index), pull, result);
                     states.push(state);
                     let mut entry = json!({ "host": host, "state": state });
                     if let Some(r) = result {
@@ -500,11 +500,12 @@ pub async fn poll(
             return Ok(Json(job).into_response());
         }
         let now = tokio::time::Instant::now();
-        if now >= until {
+        if now >= until || engine.closing.is_cancelled() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         tokio::select! {
             _ = &mut changed => {}
+            _ = engine.closing.cancelled() => {}
             _ = tokio::time::sleep_until(until.min(now + POLL_RECHECK)) => {}
         }
     }
