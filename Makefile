@@ -45,6 +45,7 @@ run: apt-deps build
 	@BERTH_DATA_DIR=$(BERTH_DATA_DIR) BERTH_LISTEN=$(BERTH_LISTEN) scripts/run.sh
 
 test: deps build
+	$(VENV)/bin/cfn-lint infra/template.yaml
 	cargo test --workspace --no-fail-fast
 
 bench: deps

@@ -122,3 +122,62 @@ async fn every_documented_operation_reaches_a_handler() {
         assert!(!body.contains("route not found"), "{method} {path}: fell through to the fallback");
     }
 }
+
+/// The function crate x-berth-functions assigns a path to (longest matching prefix).
+fn function_for(doc: &yaml_serde::Value, path: &str) -> String {
+    let mut best = (0, String::new());
+    for (function, prefixes) in doc["x-berth-functions"].as_mapping().unwrap() {
+        for prefix in prefixes.as_sequence().unwrap() {
+            let prefix = shape(prefix.as_str().unwrap());
+            if shape(path).starts_with(&prefix) && prefix.len() > best.0 {
+                best = (prefix.len(), function.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    best.1
+}
+
+/// Whether an HTTP API event route (`/v1/packages/{proxy+}`, method or ANY) takes `method path`.
+fn event_takes(event_path: &str, event_method: &str, method: &str, path: &str) -> bool {
+    let method_ok = event_method.eq_ignore_ascii_case("ANY") || event_method.eq_ignore_ascii_case(method);
+    let path_ok = match event_path.strip_suffix("{proxy+}") {
+        Some(prefix) => shape(path).starts_with(&shape(prefix)) && shape(path).len() > shape(prefix).len(),
+        None => shape(event_path) == shape(path),
+    };
+    method_ok && path_ok
+}
+
+#[test]
+fn the_sam_template_routes_every_documented_operation_to_its_function() {
+    let root = berth_tests::workspace_root();
+    let doc: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(root.join("infra/openapi.yaml")).unwrap()).unwrap();
+    let template: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(root.join("infra/template.yaml")).unwrap()).unwrap();
+    let (_, operations) = documented();
+    let mut routed = 0;
+    for (method, path) in operations.iter().filter(|(_, p)| p != "/healthz") {
+        let takers: Vec<String> = template["Resources"]
+            .as_mapping()
+            .unwrap()
+            .values()
+            .filter(|r| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+            .filter(|r| {
+                r["Properties"]["Events"].as_mapping().into_iter().flatten().any(|(_, e)| {
+                    e["Type"].as_str() == Some("HttpApi")
+                        && event_takes(
+                            e["Properties"]["Path"].as_str().unwrap_or_default(),
+                            e["Properties"]["Method"].as_str().unwrap_or_default(),
+                            method,
+                            path,
+                        )
+                })
+            })
+            .map(|r| r["Properties"]["CodeUri"].as_str().unwrap().to_owned())
+            .collect();
+        let expected = format!("../target/lambda/berth-{}/", function_for(&doc, path));
+        assert_eq!(takers, [expected], "{method} {path}: the template must route it to exactly its function");
+        routed += 1;
+    }
+    assert!(routed >= 30);
+}
