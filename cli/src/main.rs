@@ -28,6 +28,21 @@ enum Command {
         #[command(subcommand)]
         command: ReleaseCommand,
     },
+    /// Applications: the groups and deployments of releases live in one.
+    Application {
+        #[command(subcommand)]
+        command: ApplicationCommand,
+    },
+    /// Application groups: the hosts a release reaches (hosts join with the join token).
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Deployments: an image, a working directory, start and stop scripts.
+    Deployment {
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
     /// Run every function in one process: local store, in-process queue.
     Serve {
         /// Directory for the store, keys and queued events.
@@ -352,6 +367,135 @@ enum ReleaseCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ApplicationCommand {
+    /// Create an application.
+    Create {
+        /// Its name (lowercase letters, digits, '.', '_', '-').
+        name: String,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group; prints its join token (shown only now).
+    Create {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group's name.
+        name: String,
+        /// `static`, or `scaling` (scaling is paused during releases).
+        #[arg(long, value_parser = ["static", "scaling"], default_value = "static")]
+        kind: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Show a group: instances, active release, scaling state.
+    Get {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group's name.
+        name: String,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeploymentCommand {
+    /// Create a deployment from an image address or a package version.
+    Create {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The deployment's name.
+        name: String,
+        /// The image: REGISTRY/NAMESPACE/REPOSITORY:TAG.
+        #[arg(long, conflicts_with = "package")]
+        image: Option<String>,
+        /// Or an Available ContainerImage package (with --version).
+        #[arg(long, requires = "version")]
+        package: Option<String>,
+        /// The package version.
+        #[arg(long, requires = "package")]
+        version: Option<String>,
+        /// Absolute directory the scripts run in (created if missing).
+        #[arg(long)]
+        working_directory: String,
+        /// File with the start script (shell).
+        #[arg(long)]
+        start_script: PathBuf,
+        /// File with the stop script (shell; must succeed when nothing runs).
+        #[arg(long)]
+        stop_script: PathBuf,
+        /// Timeout of each step (pull, stop, start), 1..3600 (default 600).
+        #[arg(long)]
+        step_timeout_seconds: Option<u64>,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+fn api_client(api: &Api) -> (client::BerthClient, bool) {
+    (client::BerthClient::new(&api.url, &api.token), api.output == "json")
+}
+
+async fn application_command(command: ApplicationCommand) -> ExitCode {
+    match command {
+        ApplicationCommand::Create { name, api } => {
+            let (client, json) = api_client(&api);
+            release::create_application(&client, &name, json).await
+        }
+    }
+}
+
+async fn group_command(command: GroupCommand) -> ExitCode {
+    match command {
+        GroupCommand::Create { application, name, kind, api } => {
+            let (client, json) = api_client(&api);
+            release::create_group(&client, &application, &name, &kind, json).await
+        }
+        GroupCommand::Get { application, name, api } => {
+            release::get_group(&api_client(&api).0, &application, &name).await
+        }
+    }
+}
+
+async fn deployment_command(command: DeploymentCommand) -> ExitCode {
+    match command {
+        DeploymentCommand::Create {
+            application,
+            name,
+            image,
+            package,
+            version,
+            working_directory,
+            start_script,
+            stop_script,
+            step_timeout_seconds,
+            api,
+        } => {
+            let (client, json) = api_client(&api);
+            let args = release::DeploymentArgs {
+                application,
+                name,
+                image,
+                package,
+                version,
+                working_directory,
+                start_script,
+                stop_script,
+                step_timeout_seconds,
+            };
+            release::create_deployment(&client, args, json).await
+        }
+    }
+}
+
 async fn release_command(command: ReleaseCommand) -> ExitCode {
     let client = |api: &Api| (client::BerthClient::new(&api.url, &api.token), api.output == "json");
     match command {
@@ -405,6 +549,9 @@ async fn release_command(command: ReleaseCommand) -> ExitCode {
 async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Release { command } => release_command(command).await,
+        Command::Application { command } => application_command(command).await,
+        Command::Group { command } => group_command(command).await,
+        Command::Deployment { command } => deployment_command(command).await,
         Command::Serve { data_dir, listen } => serve::run(data_dir, listen).await,
         Command::DevToken { account, ttl_seconds, data_dir } => keys::print_dev_token(&account, ttl_seconds, &data_dir),
         Command::Keys { command: KeysCommand::Generate { out } } => keys::print_generated(&out),

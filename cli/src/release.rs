@@ -270,3 +270,113 @@ fn fail(message: &str) -> ExitCode {
     eprintln!("berth release: {message}");
     ExitCode::FAILURE
 }
+
+/// `berth application create NAME`.
+pub async fn create_application(client: &BerthClient, name: &str, json: bool) -> ExitCode {
+    match client.post("/v1/applications", &json!({ "name": name })).await {
+        Ok(answer) if json => {
+            println!("{answer:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            println!("application {name} created");
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
+}
+
+/// `berth group create --application A NAME [--kind scaling]`: prints the join token (shown
+/// only now) on stdout, and how to start an agent with it on stderr.
+pub async fn create_group(client: &BerthClient, application: &str, name: &str, kind: &str, json: bool) -> ExitCode {
+    let answer = match client
+        .post(&format!("/v1/applications/{application}/groups"), &json!({ "name": name, "kind": kind }))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(message) => return fail(&message),
+    };
+    if json {
+        println!("{answer:#}");
+        return ExitCode::SUCCESS;
+    }
+    let token = answer["join_token"].as_str().unwrap_or_default();
+    eprintln!("group {name} ({kind}) created; on each host run:");
+    eprintln!("  berth-agent --berth-url URL --host-id HOST --join-token <the token below, shown only once>");
+    println!("{token}");
+    ExitCode::SUCCESS
+}
+
+/// `berth group get --application A NAME`.
+pub async fn get_group(client: &BerthClient, application: &str, name: &str) -> ExitCode {
+    match client.get(&format!("/v1/applications/{application}/groups/{name}")).await {
+        Ok(group) => {
+            println!("{group:#}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
+}
+
+/// What `berth deployment create` sends.
+pub struct DeploymentArgs {
+    /// The application.
+    pub application: String,
+    /// The deployment's name.
+    pub name: String,
+    /// `REGISTRY/NAMESPACE/REPOSITORY:TAG`.
+    pub image: Option<String>,
+    /// A package (with `version`).
+    pub package: Option<String>,
+    /// The package version.
+    pub version: Option<String>,
+    /// Working directory on the hosts.
+    pub working_directory: String,
+    /// File holding the start script.
+    pub start_script: std::path::PathBuf,
+    /// File holding the stop script.
+    pub stop_script: std::path::PathBuf,
+    /// Per-step timeout.
+    pub step_timeout_seconds: Option<u64>,
+}
+
+/// `berth deployment create`.
+pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json: bool) -> ExitCode {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let (start, stop) = match (read(&args.start_script), read(&args.stop_script)) {
+        (Ok(start), Ok(stop)) => (start, stop),
+        (Err(message), _) | (_, Err(message)) => return fail(&message),
+    };
+    let image = match (&args.image, &args.package, &args.version) {
+        (Some(address), None, None) => json!({ "address": address }),
+        (None, Some(package), Some(version)) => json!({ "package": package, "version": version }),
+        _ => return fail("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V"),
+    };
+    let mut body = json!({
+        "name": args.name, "image": image, "working_directory": args.working_directory,
+        "start_script": start, "stop_script": stop,
+    });
+    if let Some(seconds) = args.step_timeout_seconds {
+        body["step_timeout_seconds"] = json!(seconds);
+    }
+    match client.post(&format!("/v1/applications/{}/deployments", args.application), &body).await {
+        Ok(answer) if json => {
+            println!("{answer:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            let image = &answer["image"];
+            println!(
+                "deployment {} created: {}/{}{}",
+                args.name,
+                image["registry"].as_str().unwrap_or("?"),
+                image["repository"].as_str().unwrap_or("?"),
+                image["reference"].as_str().unwrap_or("")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
+}

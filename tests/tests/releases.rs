@@ -287,14 +287,46 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     let v2_pinned = format!("{}/{ACCOUNT}/hello@{digest}", s.registry.host);
     assert!(v2.ends_with(":v2"));
 
-    s.post("/v1/applications", json!({ "name": "shop" })).await;
-    let group = s.post("/v1/applications/shop/groups", json!({ "name": "prod", "kind": "static" })).await;
-    let join = group["join_token"].as_str().unwrap().to_owned();
-    let sources = [
-        ("web-v1", json!({ "address": v1 }), v1.clone()),
-        ("web-v2", json!({ "package": "hello_web", "version": "v2_0" }), v2_pinned.clone()),
-    ];
-    for (name, image, address) in sources {
+    // The provider's side through the CLI: application, group (its join token on stdout),
+    // the first deployment from script files.
+    let (url, token) = (s.berth().url.clone(), s.token.clone());
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(berth_bin("berth"));
+        command.args(args).args(["--url", &url, "--token", &token]);
+        command.output()
+    };
+    let ok = |output: std::process::Output| {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "berth: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    };
+    ok(cli(&["application", "create", "shop"]).await.unwrap());
+    let join = ok(cli(&["group", "create", "--application", "shop", "prod"]).await.unwrap()).trim().to_owned();
+    assert!(join.starts_with("bjt_"), "{join}");
+    let scripts = s.dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(scripts.join("start.sh"), seed_start_script(&v1, &container.0, port)).unwrap();
+    std::fs::write(scripts.join("stop.sh"), seed_stop_script(&container.0)).unwrap();
+    let created = ok(cli(&[
+        "deployment",
+        "create",
+        "--application",
+        "shop",
+        "web-v1",
+        "--image",
+        &v1,
+        "--working-directory",
+        workdir.to_str().unwrap(),
+        "--start-script",
+        scripts.join("start.sh").to_str().unwrap(),
+        "--stop-script",
+        scripts.join("stop.sh").to_str().unwrap(),
+    ])
+    .await
+    .unwrap());
+    assert_eq!(created.trim(), format!("deployment web-v1 created: {v1}"));
+    for (name, image, address) in [("web-v2", json!({ "package": "hello_web", "version": "v2_0" }), v2_pinned.clone())]
+    {
         let deployment = s
             .post(
                 "/v1/applications/shop/deployments",
@@ -343,11 +375,6 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     assert!(logs["pull"]["stdout"].as_str().unwrap().contains("v1"), "pull output kept: {logs}");
 
     // The second release through the CLI, as a provider would: --watch follows it to its end.
-    let cli = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(berth_bin("berth"));
-        command.args(args).args(["--url", &s.berth().url, "--token", &s.token]);
-        command.output()
-    };
     let output =
         cli(&["release", "create", "--application", "shop", "--deployment", "web-v2", "--group", "prod", "--watch"])
             .await
