@@ -37,6 +37,9 @@ const MAX_STEPS: usize = 512;
 /// Plans kept in memory per process; past this the cache starts over.
 const MAX_CACHED_PLANS: usize = 64;
 
+/// A minted pull key: username, password, expiry (seconds since the epoch).
+type CachedKey = (String, String, u64);
+
 /// What hosts reported: pull outcomes and final outcomes, by host.
 pub type Outcomes = (BTreeMap<String, PullResult>, BTreeMap<String, HostResult>);
 
@@ -60,8 +63,8 @@ pub struct Engine {
     advancing: Arc<Mutex<HashMap<String, bool>>>,
     /// Plans read so far (they never change).
     plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
-    /// Pull keys minted per release: (username, password, expires_at).
-    keys: Arc<Mutex<HashMap<String, (String, String, u64)>>>,
+    /// Pull keys minted per release.
+    keys: Arc<Mutex<HashMap<String, CachedKey>>>,
     /// Carries out scaling pauses.
     scaling: Arc<dyn ScalingAdapter>,
     /// Cancelled when the process is asked to stop: held polls answer at once, so a graceful
