@@ -8,14 +8,14 @@ CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
 PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint'
 APT_PKGS    := docker-registry skopeo busybox-static
 BERTH_DATA_DIR ?= berth-data
-BERTH_LISTEN   ?= 127.0.0.1:8080
+BERTH_LISTEN   ?= 127.0.0.1:9080
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help deps apt-deps py-deps build run test bench lambda-build fmt lint clean
 
 help:
-	@echo "make run           start berth serve (every function, local store) on $(BERTH_LISTEN) and a registry using it"
+	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
 	@echo "make test          install what tests need, build, run every test"
 	@echo "make bench         binary sizes, start-up times, token/render throughput, release fan-out at 10,000 hosts"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
