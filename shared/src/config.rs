@@ -133,6 +133,9 @@ pub struct Config {
     pub previous_signing_key_files: Vec<PathBuf>,
     /// The registry Berth is the token server of.
     pub registry: RegistrySettings,
+    /// `BERTH_REGISTRY_PRIVATE_HOST`: the same registry's private (VPC) address, for
+    /// deployments that pull over the private endpoint.
+    pub registry_private_host: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -263,7 +266,18 @@ impl Config {
             ));
         }
 
+        let registry_private_host = get("BERTH_REGISTRY_PRIVATE_HOST");
+        if let Some(private) = &registry_private_host
+            && (private.contains("://") || private.contains('/'))
+        {
+            return Err(ConfigError::new(
+                "BERTH_REGISTRY_PRIVATE_HOST",
+                format!("'{private}' must be HOST[:PORT], without scheme or path"),
+            ));
+        }
+
         Ok(Self {
+            registry_private_host,
             signing_key_file,
             signing_cert_file,
             previous_signing_key_files,

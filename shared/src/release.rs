@@ -294,6 +294,17 @@ pub fn image_from_package(
     Ok(ImageSpec::Address { address })
 }
 
+/// Which address of the registry hosts pull from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryEndpoint {
+    /// The address clients use (`BERTH_REGISTRY_HOST`).
+    #[default]
+    Public,
+    /// The private (VPC) address (`BERTH_REGISTRY_PRIVATE_HOST`).
+    Private,
+}
+
 /// A deployment as requested.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -312,6 +323,9 @@ pub struct DeploymentRequest {
     /// Timeout of each step (pull, stop, start).
     #[serde(default)]
     pub step_timeout_seconds: Option<u64>,
+    /// Pull over the registry's public (default) or private address.
+    #[serde(default)]
+    pub registry_endpoint: RegistryEndpoint,
     /// Only `linux`.
     #[serde(default)]
     pub platform: Option<String>,
@@ -335,18 +349,42 @@ pub struct Deployment {
     pub stop_script: String,
     /// Timeout of each step.
     pub step_timeout_seconds: u64,
+    /// The address hosts pull from.
+    #[serde(default)]
+    pub registry_endpoint: RegistryEndpoint,
     /// Seconds since the epoch.
     pub created_at: u64,
+}
+
+impl Deployment {
+    /// The registry host and image address hosts pull: the private address when chosen and
+    /// configured, else the public one.
+    pub fn pull_address(&self, private_host: Option<&str>) -> (String, String) {
+        match (self.registry_endpoint, private_host) {
+            (RegistryEndpoint::Private, Some(host)) => {
+                (host.to_owned(), format!("{host}/{}{}", self.image.repository, self.image.reference))
+            }
+            _ => (self.image.registry.clone(), self.image.address()),
+        }
+    }
 }
 
 /// Validates a deployment request.
 pub fn validate_deployment(
     request: DeploymentRequest,
     registry: &str,
+    private_registry: Option<&str>,
     account: &AccountId,
     now: u64,
 ) -> Result<Deployment, ApiError> {
     validate_name("name", &request.name)?;
+    if request.registry_endpoint == RegistryEndpoint::Private && private_registry.is_none() {
+        return Err(ApiError::invalid(
+            "registry_endpoint",
+            "private_endpoint_unavailable",
+            "this Berth has no private registry address (BERTH_REGISTRY_PRIVATE_HOST); use public",
+        ));
+    }
     if let Some(platform) = &request.platform
         && platform != "linux"
     {
@@ -383,6 +421,7 @@ pub fn validate_deployment(
         start_script: request.start_script,
         stop_script: request.stop_script,
         step_timeout_seconds: timeout,
+        registry_endpoint: request.registry_endpoint,
         created_at: now,
     })
 }
@@ -1233,6 +1272,7 @@ mod tests {
             start_script: "true".into(),
             stop_script: "true".into(),
             step_timeout_seconds: 10,
+            registry_endpoint: RegistryEndpoint::Public,
             created_at: 0,
         }
     }
@@ -1323,7 +1363,7 @@ mod tests {
             let mut body = base.clone();
             body.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
             let request: DeploymentRequest = serde_json::from_value(body).unwrap();
-            validate_deployment(request, "r:5000", &account(), 0)
+            validate_deployment(request, "r:5000", None, &account(), 0)
         };
         let code = |patch| match check(patch) {
             Err(ApiError::Invalid { code, .. }) => code,
@@ -1336,6 +1376,11 @@ mod tests {
         let parts =
             check(serde_json::json!({ "image": { "namespace": "acme", "repository": "web", "version": "v2" } }));
         assert_eq!(parts.unwrap().image.address(), "r:5000/acme/web:v2");
+        assert_eq!(code(serde_json::json!({ "registry_endpoint": "private" })), "private_endpoint_unavailable");
+        let mut private = d.clone();
+        private.registry_endpoint = RegistryEndpoint::Private;
+        assert_eq!(private.pull_address(Some("vpc:5000")), ("vpc:5000".into(), "vpc:5000/acme/web:v1".into()));
+        assert_eq!(d.pull_address(Some("vpc:5000")).1, "r:5000/acme/web:v1", "public unless chosen");
         assert_eq!(code(serde_json::json!({ "working_directory": "root/deploy" })), "not_absolute");
         assert_eq!(code(serde_json::json!({ "working_directory": "/root/../etc" })), "invalid_path");
         assert_eq!(code(serde_json::json!({ "platform": "windows" })), "unsupported_platform");

@@ -32,6 +32,8 @@ impl Setup {
         let mut env = vec![
             ("BERTH_REGISTRY_HOST".to_owned(), host.clone()),
             ("BERTH_REGISTRY_SERVICE".to_owned(), SERVICE.to_owned()),
+            // The same registry under another name, as a VPC address would be.
+            ("BERTH_REGISTRY_PRIVATE_HOST".to_owned(), format!("localhost:{registry_port}")),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let port = free_port();
@@ -566,6 +568,27 @@ async fn five_agents_three_batches_keep_the_failure_budgets_and_always_resume_sc
     assert_eq!(done["status"], "succeeded", "{done:#}");
     assert!(HOSTS.iter().all(|h| fleet.ran(h, &id)));
     fleet.assert_scaling_resumed(4).await;
+
+    // The same image pulled over the registry's private address.
+    let mut private = s.get("/v1/applications/svc/deployments/job").await;
+    let image = format!(
+        "{}/{}{}",
+        private["image"]["registry"].as_str().unwrap(),
+        private["image"]["repository"].as_str().unwrap(),
+        private["image"]["reference"].as_str().unwrap()
+    );
+    private["name"] = json!("job-private");
+    private["image"] = json!({ "address": image });
+    private["registry_endpoint"] = json!("private");
+    private.as_object_mut().unwrap().remove("created_at");
+    s.post("/v1/applications/svc/deployments", private).await;
+    let id = s.release(json!({ "application": "svc", "deployment": "job-private", "group": "asg" })).await;
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let logs = s.get(&format!("/v1/releases/{id}/hosts/a2/logs")).await;
+    let private_image = image.replace("127.0.0.1", "localhost");
+    assert!(logs["start"]["stdout"].as_str().unwrap().contains(&format!("started {private_image} on a2")), "{logs}");
+    fleet.assert_scaling_resumed(5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,7 +191,8 @@ pub async fn create_deployment(
         };
         body.image = release::image_from_package(&found.value, image.as_deref(), registry)?;
     }
-    let deployment = release::validate_deployment(body, registry, &account.id, unix_now())?;
+    let private = engine.context.config.registry_private_host.as_deref();
+    let deployment = release::validate_deployment(body, registry, private, &account.id, unix_now())?;
     engine.context.store.create(&layout::deployment(&account.id, &app, &deployment.name), &deployment).await?;
     Ok((StatusCode::CREATED, Json(deployment)).into_response())
 }
@@ -533,12 +534,13 @@ async fn job_for(engine: &Engine, group: &GroupRef, host: &str) -> Result<Option
     let release = &plan.release;
     let deployment = &release.deployment;
     let (username, password) = engine.pull_key(release)?;
+    let (pull_registry, pull_address) = deployment.pull_address(engine.context.config.registry_private_host.as_deref());
     Ok(Some(Job {
         release: id,
         kind,
         pull: kind == JobKind::Pull || !release.options.pull_first,
-        image: deployment.image.address(),
-        registry: deployment.image.registry.clone(),
+        image: pull_address,
+        registry: pull_registry,
         username,
         password,
         working_directory: deployment.working_directory.clone(),
