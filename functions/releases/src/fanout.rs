@@ -206,16 +206,34 @@ impl Engine {
             }
             advancing.insert(id.to_owned(), false);
         }
-        loop {
-            let outcome = self.advance_once(id).await;
-            let mut advancing = self.advancing.lock().expect("lock");
-            match (outcome, advancing.get(id).copied()) {
-                (Ok(()), Some(true)) => {
-                    advancing.insert(id.to_owned(), false);
+        // Leaves the map however this ends (an error, a panic): a stale entry would swallow
+        // every later advance of the release in this process. (After an error the event is
+        // retried, which covers an advance asked for meanwhile.)
+        struct Leave<'a> {
+            advancing: &'a Mutex<HashMap<String, bool>>,
+            id: &'a str,
+            armed: bool,
+        }
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                if self.armed
+                    && let Ok(mut advancing) = self.advancing.lock()
+                {
+                    advancing.remove(self.id);
                 }
-                (outcome, _) => {
+            }
+        }
+        let mut leave = Leave { advancing: &self.advancing, id, armed: true };
+        loop {
+            self.advance_once(id).await?;
+            let mut advancing = self.advancing.lock().expect("lock");
+            match advancing.get_mut(id) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    // Under the same lock as the check: no request can slip in between.
                     advancing.remove(id);
-                    return outcome;
+                    leave.armed = false;
+                    return Ok(());
                 }
             }
         }

@@ -604,6 +604,11 @@ pub async fn report(
         }
         JobKind::Run => {
             if store.get::<HostResult>(&layout::result(&id, &host)).await?.is_some() {
+                // Already settled (a repeated report, or the host was timed out): a late
+                // report's output is still kept if none is.
+                if store.get::<StoredLogs>(&layout::logs(&id, &host)).await?.is_none() {
+                    store_logs(&engine, &id, &host, &body.logs).await?;
+                }
                 false
             } else {
                 // Logs first: once the result exists, its logs do too.
