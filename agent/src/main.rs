@@ -21,8 +21,8 @@ struct Args {
     /// This host's id in the group (lowercase letters, digits, '.', '_', '-').
     #[arg(long, env = "BERTH_HOST_ID")]
     host_id: String,
-    /// How long each poll is held by Berth, in seconds.
-    #[arg(long, default_value_t = 20)]
+    /// How long each poll is held by Berth, in seconds (1 to 30).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=30))]
     poll_seconds: u64,
 }
 

@@ -69,6 +69,7 @@ impl Agent {
         eprintln!("berth-agent: host {} registered; waiting for work", self.host);
         let mut backoff = Duration::from_millis(500);
         loop {
+            let asked = std::time::Instant::now();
             match self.poll().await {
                 Ok(Some(job)) => {
                     backoff = Duration::from_millis(500);
@@ -80,7 +81,14 @@ impl Agent {
                     );
                     self.send_report(&report).await;
                 }
-                Ok(None) => backoff = Duration::from_millis(500),
+                Ok(None) => {
+                    backoff = Duration::from_millis(500);
+                    // A poll is held by Berth; one that comes back at once (Berth stopping)
+                    // must not turn into a spin.
+                    if asked.elapsed() < Duration::from_secs(1) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
                 Err(Refusal::Fatal(message)) => {
                     eprintln!("berth-agent: {message}");
                     return ExitCode::from(2);
