@@ -78,12 +78,12 @@ mod tests {
     use super::*;
     use berth_shared::events::handle_sqs_batch;
 
-    /// The sample Lambda batch in `events/releases/sqs-sweep.json` (the schedule's sweep, an
+    /// The sample Lambda batch in `tests/data/sqs-sweep.json` (the schedule's sweep, an
     /// advance of a release that is gone, an advance without a release id): only the last
     /// is retried.
     #[tokio::test]
     async fn the_sample_sqs_batch_sweeps_and_retries_only_the_bad_event() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/releases/sqs-sweep.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sqs-sweep.json");
         let event = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let engine = Engine::new(FunctionContext::ephemeral());
         let response = handle_sqs_batch(&events(engine), event).await;
