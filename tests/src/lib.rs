@@ -4,6 +4,8 @@
 //! fails the test loudly; nothing is skipped.
 
 pub mod berth;
+pub mod event_source;
+pub mod lambda_watch;
 pub mod registry;
 pub mod stack;
 
