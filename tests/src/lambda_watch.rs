@@ -41,6 +41,11 @@ impl LambdaWatch {
     /// working in `dir`. Returns once the runtime API listens; the function is built and
     /// started on the first request (see [`LambdaWatch::ready`]).
     pub fn start(bin: &str, dir: &Path, env: &[(String, String)]) -> Self {
+        Self::start_with(bin, dir, env, &[])
+    }
+
+    /// As [`LambdaWatch::start`], with extra `cargo lambda watch` flags (`--concurrency N`, say).
+    pub fn start_with(bin: &str, dir: &Path, env: &[(String, String)], flags: &[&str]) -> Self {
         let dir = dir.join(bin);
         std::fs::create_dir_all(&dir).expect("emulator dir");
         let env_file = dir.join("lambda.env");
@@ -65,6 +70,7 @@ impl LambdaWatch {
             .arg("--env-file")
             .arg(&env_file)
             .arg("--ignore-changes")
+            .args(flags)
             .env("CARGO_TARGET_DIR", root.join("target/lambda-watch"))
             .current_dir(&dir)
             .stdin(Stdio::null())
