@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help:
 	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
 	@echo "make test          install what tests need, build, run every test"
-	@echo "make bench         binary sizes, start-up times, token/render throughput, release fan-out at 10,000 hosts"
+	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 hosts"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
@@ -53,6 +53,7 @@ bench: deps
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
 	cargo run --release -q -p berth-tests --bin render-bench
+	cargo run --release -q -p berth-tests --bin lambda-bench
 	cargo bench -q -p berth-releases --bench fanout
 
 lambda-build: deps
