@@ -50,6 +50,8 @@ test: deps build
 
 bench: deps
 	cargo build --release --workspace --bins
+	@# Relinked as they ship: `make lambda-build` builds only these, so only their features count.
+	cargo build --release -p berth-credentials -p berth-packages -p berth-render -p berth-releases -p berth-cli
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
 	cargo run --release -q -p berth-tests --bin render-bench
