@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use berth_shared::events::PING;
 use berth_shared::queue::Envelope;
-use berth_tests::event_source::{EventSourceMapping, Invocation, Outcome};
+use berth_tests::event_source::{EventSourceMapping, Invocation, Outcome, RunningMapping};
 use berth_tests::lambda_watch::LambdaWatch;
-use berth_tests::{Moto, berth_bin, function_key_env};
-use serde_json::json;
+use berth_tests::registry::{Registry, SERVICE, oci_image, skopeo};
+use berth_tests::{ChildGuard, Moto, berth_bin, function_key_env};
+use serde_json::{Value, json};
 
 /// The keys every function needs, made in `dir`, as `(name, value)` pairs.
 fn key_env(dir: &Path) -> Vec<(String, String)> {
@@ -113,7 +114,7 @@ async fn one_failed_message_of_a_batch_is_redelivered_alone_then_dead_lettered()
     mapping.batching_window = Duration::from_secs(1);
     let running = mapping.spawn();
     let body = dead_letter(&sqs, &dlq, Duration::from_secs(60), &watch).await;
-    running_stopped(&running, &watch);
+    assert_no_mapping_errors(&running, &watch);
     let invocations = running.invocations();
     running.stop().await;
 
@@ -157,7 +158,7 @@ async fn one_failed_message_of_a_batch_is_redelivered_alone_then_dead_lettered()
 }
 
 /// Fails the test if the mapping could not talk to SQS.
-fn running_stopped(running: &berth_tests::event_source::RunningMapping, watch: &LambdaWatch) {
+fn assert_no_mapping_errors(running: &RunningMapping, watch: &LambdaWatch) {
     let errors = running.errors();
     if !errors.is_empty() {
         watch.fail(&format!("the event-source mapping failed: {errors:?}"));
@@ -188,7 +189,7 @@ async fn a_function_error_leaves_the_whole_batch_to_be_redelivered() {
         assert!(started.elapsed() < Duration::from_secs(60), "not dead-lettered: {:#?}", running.invocations());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    running_stopped(&running, &watch);
+    assert_no_mapping_errors(&running, &watch);
     let invocations = running.invocations();
     running.stop().await;
     assert!(!invocations.is_empty());
@@ -209,11 +210,6 @@ async fn a_function_error_leaves_the_whole_batch_to_be_redelivered() {
 // ---------------------------------------------------------------------------------------
 // The seed flow with every function under the emulator
 // ---------------------------------------------------------------------------------------
-
-use berth_tests::ChildGuard;
-use berth_tests::event_source::RunningMapping;
-use berth_tests::registry::{Registry, SERVICE, oci_image, skopeo};
-use serde_json::Value;
 
 const ACCOUNT: &str = "acme";
 const BUCKET: &str = "berth-state";
