@@ -15,7 +15,10 @@
 //! keep-alive connection.
 //!
 //! Each figure of first/init is the median over several spawns. Functions get their keys from
-//! files and a `memory://` store. Goals: init ≤ 20 ms, warm ≤ 2 ms; missing one is reported,
+//! files, and run in two configurations: a `memory://` store with the in-process queue, and
+//! as deployed, an `s3://` store and (packages, releases) an SQS queue, whose clients are
+//! built at start (nothing listens at their endpoint: neither start-up nor `/healthz` calls
+//! it). Goals: init ≤ 20 ms, warm ≤ 2 ms; missing one is reported,
 //! not fatal; a function that never answers fails the command.
 
 use std::path::{Path, PathBuf};
@@ -65,20 +68,44 @@ async fn run() -> Result<(), String> {
         .into_iter()
         .map(|(name, path)| (name.to_owned(), path.display().to_string()))
         .collect();
-    env.push(("BERTH_STORE_URL".into(), "memory://".into()));
     env.push(("BERTH_LOG_FORMAT".into(), "json".into()));
+    let mut in_memory = env.clone();
+    in_memory.push(("BERTH_STORE_URL".into(), "memory://".into()));
+    // An endpoint nobody serves: the clients are built, never called.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut deployed = env.clone();
+    deployed.extend(
+        [
+            ("BERTH_STORE_URL", "s3://berth-bench".to_owned()),
+            ("BERTH_S3_ENDPOINT", nowhere.clone()),
+            ("AWS_ACCESS_KEY_ID", "bench".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "bench".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
 
     let mut rows = Vec::new();
-    for name in FUNCTIONS {
+    for (name, config) in FUNCTIONS.iter().flat_map(|name| [(*name, "memory"), (*name, "s3+sqs")]) {
+        let env = if config == "memory" {
+            in_memory.clone()
+        } else {
+            let mut env = deployed.clone();
+            if ["berth-packages", "berth-releases"].contains(&name) {
+                env.push(("BERTH_QUEUE_URL".into(), format!("{nowhere}/123456789012/{name}")));
+            }
+            env
+        };
+        let env = &env;
         let binary = bin_dir.join(name);
         let payload = healthz_event(name)?;
         let emulator = LambdaWatch::start_with(name, dir.path(), &[], &["--only-lambda-apis"]);
-        let lambda = measure(SPAWNS, || under_emulator(&binary, name, &emulator, &env, &payload))
+        let lambda = measure(SPAWNS, || under_emulator(&binary, name, &emulator, env, &payload))
             .await
             .map_err(|e| format!("{name} under the emulator: {e}\n{}", emulator.tail()))?;
         drop(emulator);
-        let http = measure(SPAWNS, || as_http(&binary, &env)).await.map_err(|e| format!("{name} as HTTP: {e}"))?;
-        rows.push((name, lambda, http));
+        let http = measure(SPAWNS, || as_http(&binary, env)).await.map_err(|e| format!("{name} as HTTP: {e}"))?;
+        rows.push((name, config, lambda, http));
     }
 
     println!(
@@ -90,19 +117,20 @@ async fn run() -> Result<(), String> {
     );
     println!();
     println!(
-        "{:<18} | {:>10} {:>10} {:>5} {:>10} {:>5} | {:>10} {:>10}",
-        "function", "λ first", "λ init", "", "λ warm", "", "http first", "http warm"
+        "{:<18} {:<7} | {:>10} {:>10} {:>5} {:>10} {:>5} | {:>10} {:>10}",
+        "function", "config", "λ first", "λ init", "", "λ warm", "", "http first", "http warm"
     );
     let mut over = Vec::new();
-    for (name, lambda, http) in &rows {
+    for (name, config, lambda, http) in &rows {
         let init = lambda.first.saturating_sub(lambda.warm);
         let (init_ok, warm_ok) = (init <= INIT_GOAL, lambda.warm <= WARM_GOAL);
         if !init_ok || !warm_ok {
-            over.push(*name);
+            over.push(format!("{name} ({config})"));
         }
         println!(
-            "{:<18} | {:>10} {:>10} {:>5} {:>10} {:>5} | {:>10} {:>10}",
+            "{:<18} {:<7} | {:>10} {:>10} {:>5} {:>10} {:>5} | {:>10} {:>10}",
             name,
+            config,
             ms(lambda.first),
             ms(init),
             verdict(init_ok),
