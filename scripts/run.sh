@@ -236,6 +236,7 @@ Berth is up, and the demo is deployed.
 
 Try, as provider "$ACCOUNT":
   export BERTH_URL=http://$LISTEN BERTH_TOKEN=$BERTH_TOKEN
+  target/debug/berth credentials push | docker login --username $ACCOUNT --password-stdin $REGISTRY
   target/debug/berth package list
   target/debug/berth package get hello_web
   target/debug/berth render $DEMO/template.yaml --config $DEMO/config.yaml --dry-run
