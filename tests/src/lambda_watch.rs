@@ -31,6 +31,8 @@ pub struct LambdaWatch {
     pub bin: String,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
     /// Its log (the function's stderr too).
     pub log: PathBuf,
     child: ChildGuard,
@@ -77,7 +79,7 @@ impl LambdaWatch {
             .stdout(output.try_clone().expect("clone log handle"))
             .stderr(output);
         let child = ChildGuard(command.spawn().expect("start cargo lambda watch"));
-        let watch = Self { bin: bin.to_owned(), url: format!("http://127.0.0.1:{port}"), log, child };
+        let watch = Self { bin: bin.to_owned(), url: format!("http://127.0.0.1:{port}"), port, log, child };
         wait_for_port(port, Duration::from_secs(60), "cargo lambda watch");
         watch
     }

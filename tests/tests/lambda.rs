@@ -4,25 +4,23 @@
 //! `runtime::invoke` the binaries use, in process.
 //!
 //! The emulator builds the function itself, into `target/lambda-watch` (not the `target/debug`
-//! whose lock the running `cargo test` may hold); its first build takes minutes.
+//! whose lock the running `cargo test` may hold); its first build takes minutes. The harness
+//! that runs it is `berth_tests::lambda_watch`; `lambda_flow.rs` runs every function under it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_shared::context::FunctionContext;
 use berth_shared::events::PING;
 use berth_shared::runtime::{Function, finish, invoke};
-use berth_tests::{
-    ChildGuard, berth_bin, free_port, function_key_env, stop_gracefully, tail, venv_bin, wait_for_port, workspace_root,
-};
+use berth_tests::lambda_watch::{FIRST_ANSWER, LambdaWatch};
+use berth_tests::{berth_bin, function_key_env, venv_bin, workspace_root};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
 /// The function run under the emulator: it has both HTTP routes and an event handler.
 const FUNCTION: &str = "packages";
-/// Time allowed for the emulator's first build and the first answer.
-const FIRST_ANSWER: Duration = Duration::from_secs(15 * 60);
 
 fn sample(function: &str, file: &str) -> PathBuf {
     let path = workspace_root().join("events").join(function).join(file);
@@ -62,96 +60,20 @@ fn failure_ids(response: &Value) -> Vec<String> {
         .collect()
 }
 
-/// `cargo lambda watch` for one binary on 127.0.0.1:`port`, run from a temp dir so that its
-/// output never lands in the workspace (which it watches).
-struct Emulator {
-    child: ChildGuard,
-    log: PathBuf,
-}
-
-impl Emulator {
-    fn start(bin: &str, port: u16, dir: &Path) -> Self {
-        let mut env = String::from("BERTH_STORE_URL=memory://\n");
-        for (name, path) in function_key_env(&berth_bin("berth"), dir) {
-            env.push_str(&format!("{name}={}\n", path.display()));
-        }
-        let env_file = dir.join("lambda.env");
-        std::fs::write(&env_file, env).expect("write env file");
-        let log = dir.join("watch.log");
-        let output = std::fs::File::create(&log).expect("create watch log");
-        let root = workspace_root();
-        let mut command = Command::new(venv_bin("cargo-lambda"));
-        // `--target-dir` would also be passed to `cargo metadata`, which rejects it: the
-        // separate target dir goes through the environment instead.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            // What `cargo test` sets for the test process is not meant for the emulator's build.
-            if name.starts_with("CARGO_") && name != "CARGO_HOME" {
-                command.env_remove(&name);
-            }
-        }
-        command
-            .args(["lambda", "watch", "--manifest-path"])
-            .arg(root.join("Cargo.toml"))
-            .args(["--package", &format!("berth-{FUNCTION}"), "--bin", bin])
-            .args(["--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
-            .arg("--env-file")
-            .arg(&env_file)
-            // The other files of the workspace may change while the test runs: no reloads.
-            .arg("--ignore-changes")
-            .env("CARGO_TARGET_DIR", root.join("target/lambda-watch"))
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("clone log handle"))
-            .stderr(output);
-        let child = ChildGuard(command.spawn().expect("start cargo lambda watch"));
-        Self { child, log }
-    }
-
-    /// Fails the test with the tail of the emulator's log.
-    fn fail(&self, why: &str) -> ! {
-        panic!("{why}\n--- last lines of {} ---\n{}", self.log.display(), tail(&self.log, 40));
-    }
-
-    /// Fails the test if the emulator has exited or its build has failed.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.0.try_wait() {
-            self.fail(&format!("cargo lambda watch exited ({status})"));
-        }
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        if log.contains("error: could not compile") || log.contains("error[E") {
-            self.fail("the emulator's build of the function failed");
-        }
-        // The function exited (bad configuration, say): the emulator logs it and keeps the
-        // request waiting for an instance that will never come.
-        if log.contains("command exited") {
-            self.fail("the function exited under the emulator");
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        // SIGTERM: the emulator then stops the function it started (SIGKILL would orphan it).
-        stop_gracefully(&mut self.child.0, Duration::from_secs(10));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_under_cargo_lambda_watch_answers_http_and_sqs() {
     let bin = format!("berth-{FUNCTION}");
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let mut emulator = Emulator::start(&bin, port, dir.path());
-    // The runtime API listens at once; the function is built and started on the first request.
-    let listening =
-        tokio::task::spawn_blocking(move || wait_for_port(port, Duration::from_secs(60), "cargo lambda watch"));
-    if listening.await.is_err() {
-        emulator.fail("cargo lambda watch did not listen");
+    let mut env = vec![("BERTH_STORE_URL".to_owned(), "memory://".to_owned())];
+    for (name, path) in function_key_env(&berth_bin("berth"), dir.path()) {
+        env.push((name.to_owned(), path.display().to_string()));
     }
+    // The runtime API listens at once; the function is built and started on the first request.
+    let mut emulator = LambdaWatch::start(&bin, dir.path(), &env);
+    let port = emulator.port;
 
     // 1. HTTP through the emulator's function URL endpoint (a function URL event, v2 payload).
-    let url = format!("http://127.0.0.1:{port}/lambda-url/{bin}/healthz");
+    let url = format!("{}/healthz", emulator.function_url());
     let started = Instant::now();
     let client = reqwest::Client::new();
     let request = tokio::spawn({
@@ -166,7 +88,9 @@ async fn a_function_under_cargo_lambda_watch_answers_http_and_sqs() {
         }
     });
     while !request.is_finished() {
-        emulator.check_alive();
+        if let Some(why) = emulator.broken() {
+            emulator.fail(&why);
+        }
         if started.elapsed() > FIRST_ANSWER {
             request.abort();
             emulator.fail(&format!("GET {url} got no answer within {FIRST_ANSWER:?}"));
@@ -200,7 +124,7 @@ async fn a_function_under_cargo_lambda_watch_answers_http_and_sqs() {
     assert_eq!(body, json!({ "status": "ok", "functions": [FUNCTION] }));
 }
 
-async fn cargo_lambda_invoke(bin: &str, data_file: &Path, port: u16, dir: &Path, emulator: &Emulator) -> Value {
+async fn cargo_lambda_invoke(bin: &str, data_file: &Path, port: u16, dir: &Path, emulator: &LambdaWatch) -> Value {
     let mut command = tokio::process::Command::new(venv_bin("cargo-lambda"));
     command
         .args(["lambda", "invoke", bin, "--data-file"])
