@@ -88,17 +88,24 @@ impl EventSourceMapping {
     /// Maps `queue_url` (reached through `sqs`) to the function whose Invoke API endpoint is
     /// `invoke_url`.
     pub async fn new(sqs: aws_sdk_sqs::Client, queue_url: &str, invoke_url: &str) -> Self {
+        Self::try_new(sqs, queue_url, invoke_url).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`EventSourceMapping::new`], with an error when the queue cannot be read.
+    pub async fn try_new(sqs: aws_sdk_sqs::Client, queue_url: &str, invoke_url: &str) -> Result<Self, String> {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(queue_url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("attributes of {queue_url}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)));
-        let queue_arn =
-            attributes.attributes.and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned()).expect("queue ARN");
+            .map_err(|e| format!("attributes of {queue_url}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        let queue_arn = attributes
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| format!("{queue_url} has no QueueArn"))?;
         let region = queue_arn.split(':').nth(3).unwrap_or("us-east-1").to_owned();
-        Self {
+        Ok(Self {
             sqs,
             http: reqwest::Client::new(),
             queue_url: queue_url.to_owned(),
@@ -108,7 +115,7 @@ impl EventSourceMapping {
             batch_size: 10,
             batching_window: Duration::from_millis(500),
             invoke_timeout: Duration::from_secs(15 * 60),
-        }
+        })
     }
 
     /// Receives up to `batch_size` messages within `batching_window` (long-polling up to
