@@ -591,3 +591,70 @@ async fn the_seed_flow_runs_with_every_function_under_the_lambda_emulator() {
         assert!(!logs.contains(secret), "the {what} reached the logs");
     }
 }
+
+/// The mapping's reading of the function's answer, as Lambda reads it, against a function
+/// whose answer is chosen per test case (the queue is moto's, the rules are the mapping's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mapping_reads_answers_as_lambda_does() {
+    use axum::extract::Path as UrlPath;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+
+    let function = axum::Router::new().route(
+        "/2015-03-31/functions/{case}/invocations",
+        post(|UrlPath(case): UrlPath<String>, body: String| async move {
+            let event: Value = serde_json::from_str(&body).expect("an SqsEvent");
+            let first = event["Records"][0]["messageId"].as_str().expect("messageId").to_owned();
+            match case.as_str() {
+                "null" => (StatusCode::OK, "null".to_owned()),
+                "empty" => (StatusCode::OK, String::new()),
+                "none-failed" => (StatusCode::OK, json!({ "batchItemFailures": [] }).to_string()),
+                "one-failed" => {
+                    (StatusCode::OK, json!({ "batchItemFailures": [{ "itemIdentifier": first }] }).to_string())
+                }
+                "unknown-id" => {
+                    (StatusCode::OK, json!({ "batchItemFailures": [{ "itemIdentifier": "not-in-batch" }] }).to_string())
+                }
+                "empty-id" => (StatusCode::OK, json!({ "batchItemFailures": [{ "itemIdentifier": "" }] }).to_string()),
+                "not-json" => (StatusCode::OK, "ok".to_owned()),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, json!({ "errorType": "Boom" }).to_string()),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, function).await });
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+
+    // (case, messages left in the queue afterwards out of 2, whether the batch failed whole)
+    let cases = [
+        ("null", 0, false),
+        ("empty", 0, false),
+        ("none-failed", 0, false),
+        ("one-failed", 1, false),
+        ("unknown-id", 2, true),
+        ("empty-id", 2, true),
+        ("not-json", 2, true),
+        ("error", 2, true),
+    ];
+    for (case, left, whole) in cases {
+        let (queue, _) = moto.queue_with_dead_letters(&format!("case-{case}"), 5, 30).await;
+        let bodies: Vec<String> =
+            (0..2).map(|_| serde_json::to_string(&Envelope::new(PING, None, json!({}))).unwrap()).collect();
+        send_batch(&sqs, &queue, &bodies).await;
+        let mut mapping =
+            EventSourceMapping::new(sqs.clone(), &queue, &format!("{base}/2015-03-31/functions/{case}/invocations"))
+                .await;
+        mapping.batching_window = Duration::from_millis(300);
+        let invocation = mapping.poll_once(Duration::from_secs(5), Instant::now()).await.unwrap().expect("a batch");
+        assert_eq!(invocation.records.len(), 2, "{case}: one batch of both");
+        assert_eq!(
+            matches!(invocation.outcome, Outcome::BatchFailed { .. }),
+            whole,
+            "{case}: {:?}",
+            invocation.outcome
+        );
+        assert_eq!(messages_in(&sqs, &queue).await, left, "{case}: messages left");
+    }
+}
