@@ -233,6 +233,8 @@ struct Cloud {
     token: String,
     http: reqwest::Client,
     agents: Vec<ChildGuard>,
+    /// Images the agent pulled into the Docker engine, removed at the end.
+    pulled: Vec<String>,
 }
 
 impl Cloud {
@@ -293,6 +295,7 @@ impl Cloud {
             account_key,
             http: reqwest::Client::new(),
             agents: Vec::new(),
+            pulled: Vec::new(),
         };
         for watch in [&mut cloud.credentials, &mut cloud.packages, &mut cloud.render, &mut cloud.releases] {
             watch.ready().await;
@@ -386,6 +389,9 @@ impl Drop for Cloud {
     fn drop(&mut self) {
         if let Some(schedule) = self.schedule.take() {
             schedule.abort();
+        }
+        for image in &self.pulled {
+            let _ = std::process::Command::new("docker").args(["rmi", image]).output();
         }
     }
 }
@@ -533,6 +539,7 @@ async fn the_seed_flow_runs_with_every_function_under_the_lambda_emulator() {
     };
     assert_eq!(done["status"], "succeeded", "{done:#}\nagent:\n{}", berth_tests::tail(&agent_log, 20));
     let pinned = format!("{host}/{ACCOUNT}/hello@{digest}");
+    cloud.pulled.push(pinned.clone());
     let started_with = std::fs::read_to_string(markers.join("started-host-1")).expect("the start script ran");
     assert_eq!(started_with.trim(), pinned, "the agent started the pinned package image");
     let logs = cloud.get(&format!("/v1/releases/{id}/hosts/host-1/logs")).await;
