@@ -1,5 +1,6 @@
 //! The keys of a deployed function, from AWS Secrets Manager: one secret holding a JSON object
-//! `{"account_key": PEM, "signing_key": PEM, "signing_cert": PEM}`, read at cold start through
+//! `{"account_key": PEM, "signing_key": PEM, "signing_cert": PEM, "previous_signing_keys"?: [PEM]}`
+//! (the previous keys still verify after a rotation), read at cold start through
 //! the AWS Parameters and Secrets Lambda Extension (a local HTTP endpoint, so no SDK is
 //! linked for it) and written to private files that the usual `BERTH_*_FILE` settings name.
 
@@ -40,6 +41,8 @@ struct Bundle {
     account_key: Secret<String>,
     signing_key: Secret<String>,
     signing_cert: String,
+    #[serde(default)]
+    previous_signing_keys: Vec<Secret<String>>,
 }
 
 /// When [`SECRET_ID`] is set, fetches the bundle from the extension at `endpoint`
@@ -74,6 +77,15 @@ pub async fn materialize(
         let path = dir.join(file);
         write_private(&path, contents).map_err(|e| KeyBundleError::Write(format!("{}: {e}", path.display())))?;
         settings.insert(variable, path.display().to_string());
+    }
+    let mut previous = Vec::new();
+    for (i, key) in bundle.previous_signing_keys.iter().enumerate() {
+        let path = dir.join(format!("previous-{i}.key.pem"));
+        write_private(&path, key.expose()).map_err(|e| KeyBundleError::Write(format!("{}: {e}", path.display())))?;
+        previous.push(path.display().to_string());
+    }
+    if !previous.is_empty() {
+        settings.insert("BERTH_PREVIOUS_SIGNING_KEY_FILES", previous.join(","));
     }
     Ok(settings)
 }
@@ -130,13 +142,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_bundle_becomes_private_files_named_by_the_settings() {
-        let secret = serde_json::json!({ "account_key": "A", "signing_key": "S", "signing_cert": "C" }).to_string();
+        let secret = serde_json::json!({ "account_key": "A", "signing_key": "S", "signing_cert": "C",
+            "previous_signing_keys": ["P0", "P1"] })
+        .to_string();
         let endpoint = extension(serde_json::json!({ "SecretString": secret })).await;
         let dir = tempfile::tempdir().unwrap();
         let settings = materialize(env, &endpoint, dir.path()).await.unwrap();
         let signing = &settings["BERTH_SIGNING_KEY_FILE"];
         assert_eq!(std::fs::read_to_string(signing).unwrap(), "S");
         assert_eq!(std::fs::read_to_string(&settings["BERTH_ACCOUNT_KEY_FILE"]).unwrap(), "A");
+        let previous: Vec<String> = settings["BERTH_PREVIOUS_SIGNING_KEY_FILES"]
+            .split(',')
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert_eq!(previous, ["P0", "P1"]);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(signing).unwrap().permissions().mode() & 0o777, 0o600);
     }
@@ -147,6 +166,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let error = materialize(env, &endpoint, dir.path()).await.unwrap_err().to_string();
         assert!(error.starts_with(SECRET_ID) && !error.contains("TOPSECRET"), "{error}");
+        let no_previous =
+            serde_json::json!({ "account_key": "A", "signing_key": "S", "signing_cert": "C" }).to_string();
+        let endpoint = extension(serde_json::json!({ "SecretString": no_previous })).await;
+        let settings = materialize(env, &endpoint, dir.path()).await.unwrap();
+        assert!(!settings.contains_key("BERTH_PREVIOUS_SIGNING_KEY_FILES"), "{settings:?}");
         let error = materialize(env, "http://127.0.0.1:9", dir.path()).await.unwrap_err().to_string();
         assert!(error.contains("secrets extension"), "{error}");
         assert!(materialize(|_| None, &endpoint, dir.path()).await.unwrap().is_empty(), "not configured: nothing");
