@@ -167,7 +167,12 @@ mod tests {
     }
 
     fn settings() -> RegistrySettings {
-        RegistrySettings { host: "r:5000".into(), service: "svc".into(), issuer: "berth".into(), url: "http://r:5000".into() }
+        RegistrySettings {
+            host: "r:5000".into(),
+            service: "svc".into(),
+            issuer: "berth".into(),
+            url: "http://r:5000".into(),
+        }
     }
 
     fn grant(exp: u64) -> KeyGrant {

@@ -283,9 +283,9 @@ impl PutServiceRequest {
             None => findings.missing.push("Service.DeployMetadata.TemplateConfigs is missing".into()),
             Some(list) => {
                 for (i, entry) in list.iter().enumerate() {
-                    let url = get(entry, "Url")
-                        .and_then(yaml_str)
-                        .or_else(|| supplier_templates.and_then(|t| t.get(i)).and_then(|e| get(e, "Url")).and_then(yaml_str));
+                    let url = get(entry, "Url").and_then(yaml_str).or_else(|| {
+                        supplier_templates.and_then(|t| t.get(i)).and_then(|e| get(e, "Url")).and_then(yaml_str)
+                    });
                     let name = get(entry, "Name").and_then(yaml_str);
                     let Some(url) = url else {
                         findings.missing.push(format!("TemplateConfigs[{i}].Url is missing"));

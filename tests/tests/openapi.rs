@@ -59,7 +59,9 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
                 let path = call.split('"').nth(1).expect("a route path literal");
                 let mut found = false;
                 for method in METHODS {
-                    let starts_call = |i: usize| i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_';
+                    let starts_call = |i: usize| {
+                        i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_'
+                    };
                     if call.match_indices(&format!("{method}(")).any(|(i, _)| starts_call(i)) {
                         routes.insert((method.to_uppercase(), shape(path)));
                         found = true;
