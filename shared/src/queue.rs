@@ -260,20 +260,6 @@ impl EventQueue for InProcessQueue {
     }
 }
 
-#[cfg(test)]
-mod twice_tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_test_switch_delivers_every_event_twice_with_one_id() {
-        let queue = InProcessQueue::new(3, Duration::from_secs(30)).delivering_twice();
-        let event = Envelope::new("x", None, serde_json::Value::Null);
-        queue.send(&event).await.unwrap();
-        let got = queue.receive(10, Duration::from_millis(10)).await.unwrap();
-        assert_eq!(got.iter().map(|d| d.envelope.id).collect::<Vec<_>>(), [event.id, event.id]);
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // SQS backend
 // ---------------------------------------------------------------------------------------
@@ -413,3 +399,17 @@ impl EventQueue for SqsQueue {
 
 /// Shared handle to any queue.
 pub type SharedQueue = Arc<dyn EventQueue>;
+
+#[cfg(test)]
+mod twice_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_test_switch_delivers_every_event_twice_with_one_id() {
+        let queue = InProcessQueue::new(3, Duration::from_secs(30)).delivering_twice();
+        let event = Envelope::new("x", None, serde_json::Value::Null);
+        queue.send(&event).await.unwrap();
+        let got = queue.receive(10, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(got.iter().map(|d| d.envelope.id).collect::<Vec<_>>(), [event.id, event.id]);
+    }
+}

@@ -153,6 +153,29 @@ impl TokenQuery {
     }
 }
 
+/// Subject of the tokens Berth signs for its own registry calls.
+pub const INTERNAL_SUBJECT: &str = "berth";
+
+/// A short-lived pull token for Berth's own reads of `repository` (publish checks).
+pub fn internal_pull_token(
+    keys: &SigningKeys,
+    settings: &RegistrySettings,
+    repository: &crate::repository::RepositoryName,
+    now: u64,
+) -> Result<String, TokenRefusal> {
+    let claims = RegistryClaims {
+        iss: settings.issuer.clone(),
+        sub: INTERNAL_SUBJECT.to_owned(),
+        aud: settings.service.clone(),
+        exp: now + MIN_EXPIRES_IN * 2,
+        nbf: now.saturating_sub(NOT_BEFORE_SKEW),
+        iat: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        access: vec![Access { kind: "repository".into(), name: repository.to_string(), actions: vec!["pull".into()] }],
+    };
+    keys.sign("JWT", &claims).map_err(|_| TokenRefusal::Signing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,27 +248,4 @@ mod tests {
         assert!(TokenQuery::parse(&pairs(&[("service", "other")]), &settings()).is_err());
         assert!(TokenQuery::parse(&pairs(&[("scope", "nonsense")]), &settings()).is_err());
     }
-}
-
-/// Subject of the tokens Berth signs for its own registry calls.
-pub const INTERNAL_SUBJECT: &str = "berth";
-
-/// A short-lived pull token for Berth's own reads of `repository` (publish checks).
-pub fn internal_pull_token(
-    keys: &SigningKeys,
-    settings: &RegistrySettings,
-    repository: &crate::repository::RepositoryName,
-    now: u64,
-) -> Result<String, TokenRefusal> {
-    let claims = RegistryClaims {
-        iss: settings.issuer.clone(),
-        sub: INTERNAL_SUBJECT.to_owned(),
-        aud: settings.service.clone(),
-        exp: now + MIN_EXPIRES_IN * 2,
-        nbf: now.saturating_sub(NOT_BEFORE_SKEW),
-        iat: now,
-        jti: uuid::Uuid::new_v4().to_string(),
-        access: vec![Access { kind: "repository".into(), name: repository.to_string(), actions: vec!["pull".into()] }],
-    };
-    keys.sign("JWT", &claims).map_err(|_| TokenRefusal::Signing)
 }

@@ -74,7 +74,10 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
     routes
 }
 
-fn documented() -> (BTreeSet<(String, String)>, Vec<(String, String)>) {
+/// (METHOD, path) pairs.
+type Operations = Vec<(String, String)>;
+
+fn documented() -> (BTreeSet<(String, String)>, Operations) {
     let text = std::fs::read_to_string(berth_tests::workspace_root().join("infra/openapi.yaml")).unwrap();
     let doc: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "an OpenAPI 3 document");

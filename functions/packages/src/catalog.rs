@@ -149,7 +149,7 @@ pub async fn create_package(
     let package = match context.store.create(&package_path, &valid.package).await {
         Ok(_) => valid.package.clone(),
         Err(StoreError::AlreadyExists(_)) if replay => {
-            context.store.get::<Package>(&package_path).await?.ok_or_else(|| ApiError::NotFound(package_path))?.value
+            context.store.get::<Package>(&package_path).await?.ok_or(ApiError::NotFound(package_path))?.value
         }
         Err(StoreError::AlreadyExists(_)) => {
             // The name was taken by another request: release the token, so a retry with it

@@ -225,7 +225,8 @@ async fn at_least_thirty_bad_requests_are_problems_naming_their_field() {
         }
         assert!(problem["code"].is_string() && problem["detail"].is_string(), "{what}: {problem}");
     }
-    let raw_cases: Vec<(&str, Option<&str>, Vec<u8>, &str, u16)> = vec![
+    type RawCase<'a> = (&'a str, Option<&'a str>, Vec<u8>, &'a str, u16);
+    let raw_cases: Vec<RawCase> = vec![
         ("malformed JSON", Some("application/json"), b"{\"name\":".to_vec(), "body", 400),
         ("wrong content type", Some("text/plain"), package("web").to_string().into_bytes(), "body", 400),
         ("over-size body", Some("application/json"), vec![b' '; (1 << 20) + 1], "body", 413),
