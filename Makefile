@@ -51,7 +51,8 @@ test: deps build
 bench: deps
 	cargo build --release --workspace --bins
 	@# Relinked as they ship: `make lambda-build` builds only these, so only their features count.
-	cargo build --release -p berth-credentials -p berth-packages -p berth-render -p berth-releases -p berth-cli
+	cargo build --release -p berth-credentials -p berth-packages -p berth-render -p berth-releases
+	cargo build --release -p berth-cli
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
 	cargo run --release -q -p berth-tests --bin render-bench
@@ -59,7 +60,9 @@ bench: deps
 	cargo bench -q -p berth-releases --bench fanout
 
 lambda-build: deps
+	@# -p: only the functions' own features, not the whole workspace's (the test crate's made them ~6% larger).
 	$(CARGO_LAMBDA) lambda build --release --compiler cargo --x86-64 \
+	  -p berth-credentials -p berth-packages -p berth-render -p berth-releases \
 	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases
 	@for f in credentials packages render releases; do \
 	  printf "%-22s %s bytes\n" "berth-$$f" "$$(stat -c %s target/lambda/berth-$$f/bootstrap)"; done
