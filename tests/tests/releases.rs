@@ -96,7 +96,9 @@ impl Setup {
         )
         .unwrap();
         let address = format!("{}/{ACCOUNT}/{repository}:{tag}", self.registry.host);
-        docker(&["build", "-q", "-t", &address, context.to_str().unwrap()], None);
+        // No cache: tests build alike images in parallel and `docker rmi` theirs, which with
+        // the legacy builder can delete a cached step another build is using.
+        docker(&["build", "--no-cache", "-q", "-t", &address, context.to_str().unwrap()], None);
         let config = self.dir.path().join(format!("docker-push-{tag}"));
         std::fs::create_dir_all(&config).unwrap();
         let key = self.push_key();
