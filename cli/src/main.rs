@@ -497,7 +497,7 @@ async fn deployment_command(command: DeploymentCommand) -> ExitCode {
 }
 
 async fn release_command(command: ReleaseCommand) -> ExitCode {
-    let client = |api: &Api| (client::BerthClient::new(&api.url, &api.token), api.output == "json");
+    let client = api_client;
     match command {
         ReleaseCommand::Create {
             application,
@@ -556,15 +556,14 @@ async fn main() -> ExitCode {
         Command::DevToken { account, ttl_seconds, data_dir } => keys::print_dev_token(&account, ttl_seconds, &data_dir),
         Command::Keys { command: KeysCommand::Generate { out } } => keys::print_generated(&out),
         Command::Credentials { purpose, repositories, ttl_seconds, write_docker_config, api } => {
-            let client = client::BerthClient::new(&api.url, &api.token);
-            let output =
-                credentials::KeyOutput { json: api.output == "json", docker_config: write_docker_config.as_deref() };
+            let (client, json) = api_client(&api);
+            let output = credentials::KeyOutput { json, docker_config: write_docker_config.as_deref() };
             credentials::run(&client, &purpose, repositories, ttl_seconds, output).await
         }
         Command::Package { command } => package_command(command).await,
         Command::Service { command: ServiceCommand::Import { config, name, artifacts, api } } => {
-            let client = client::BerthClient::new(&api.url, &api.token);
-            packages::import_service(&client, &config, name, artifacts, api.output == "json").await
+            let (client, json) = api_client(&api);
+            packages::import_service(&client, &config, name, artifacts, json).await
         }
         Command::Render {
             template_file,
@@ -578,7 +577,7 @@ async fn main() -> ExitCode {
             credential_ttl_seconds,
             api,
         } => {
-            let client = client::BerthClient::new(&api.url, &api.token);
+            let (client, json) = api_client(&api);
             let args = render::RenderArgs {
                 template_file,
                 service,
@@ -589,7 +588,7 @@ async fn main() -> ExitCode {
                 dry_run,
                 pin_digests,
                 credential_ttl_seconds,
-                json: api.output == "json",
+                json,
             };
             render::run(&client, args).await
         }
@@ -600,7 +599,7 @@ async fn main() -> ExitCode {
 }
 
 async fn package_command(command: PackageCommand) -> ExitCode {
-    let client = |api: &Api| (client::BerthClient::new(&api.url, &api.token), api.output == "json");
+    let client = api_client;
     match command {
         PackageCommand::Create { name, description, version, content, resource_group, tags, client_token, api } => {
             let (client, json) = client(&api);
