@@ -14,7 +14,7 @@ use berth_shared::package::{
 use berth_shared::queue::Envelope;
 use berth_shared::registry::oci_digest;
 use berth_shared::request::ApiJson;
-use berth_shared::store::StoreError;
+use berth_shared::store::{StoreError, Versioned};
 use berth_shared::temporary_key::rfc3339;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -42,6 +42,35 @@ fn path_names(name: &str, version: Option<&str>) -> Result<(), ApiError> {
         package::validate_version_name("version", version)?;
     }
     Ok(())
+}
+
+/// A package of the caller, or 404 (the name checked first).
+pub(crate) async fn load_package(
+    context: &FunctionContext,
+    account: &AccountId,
+    name: &str,
+) -> Result<Versioned<Package>, ApiError> {
+    path_names(name, None)?;
+    context
+        .store
+        .get::<Package>(&package::package_path(account, name))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))
+}
+
+/// A version of a package of the caller, or 404 (the names checked first).
+async fn load_version(
+    context: &FunctionContext,
+    account: &AccountId,
+    name: &str,
+    version: &str,
+) -> Result<Versioned<PackageVersion>, ApiError> {
+    path_names(name, Some(version))?;
+    context
+        .store
+        .get::<PackageVersion>(&package::version_path(account, name, version))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{name}'")))
 }
 
 fn request_digest(value: &impl Serialize) -> String {
@@ -176,13 +205,8 @@ pub async fn create_version(
     Path(name): Path<String>,
     ApiJson(request): ApiJson<CreateVersionRequest>,
 ) -> Result<(StatusCode, Json<PackageVersion>), ApiError> {
-    path_names(&name, None)?;
+    let current = load_package(&context, &caller.id, &name).await?;
     let package_path = package::package_path(&caller.id, &name);
-    let current = context
-        .store
-        .get::<Package>(&package_path)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?;
     let now = now();
     // Validate before numbering, so a bad request does not use up a number.
     let draft =
@@ -314,13 +338,7 @@ pub async fn get_package(
     caller: Account,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    path_names(&name, None)?;
-    let package = context
-        .store
-        .get::<Package>(&package::package_path(&caller.id, &name))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?
-        .value;
+    let package = load_package(&context, &caller.id, &name).await?.value;
     let versions = versions_of(&context, &caller.id, &name).await?;
     Ok(Json(json!({ "package": package, "versions": versions })))
 }
@@ -347,10 +365,7 @@ pub async fn list_versions(
     caller: Account,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    path_names(&name, None)?;
-    if context.store.get::<Package>(&package::package_path(&caller.id, &name)).await?.is_none() {
-        return Err(ApiError::NotFound(format!("package '{name}'")));
-    }
+    load_package(&context, &caller.id, &name).await?;
     Ok(Json(json!({ "versions": versions_of(&context, &caller.id, &name).await? })))
 }
 
@@ -360,13 +375,7 @@ pub async fn get_version(
     caller: Account,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<PackageVersion>, ApiError> {
-    path_names(&name, Some(&version))?;
-    let doc = context
-        .store
-        .get::<PackageVersion>(&package::version_path(&caller.id, &name, &version))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{name}'")))?;
-    Ok(Json(doc.value))
+    Ok(Json(load_version(&context, &caller.id, &name, &version).await?.value))
 }
 
 /// `PATCH /v1/packages/{name}`: description and tags.
@@ -403,11 +412,8 @@ pub async fn delete_package(
     caller: Account,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    path_names(&name, None)?;
+    load_package(&context, &caller.id, &name).await?;
     let package_path = package::package_path(&caller.id, &name);
-    if context.store.get::<Package>(&package_path).await?.is_none() {
-        return Err(ApiError::NotFound(format!("package '{name}'")));
-    }
     let users = users_of(&context, &caller.id, &name).await?;
     if !users.is_empty() {
         return Err(ApiError::Conflict {
@@ -441,12 +447,7 @@ pub async fn delete_version(
     caller: Account,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    path_names(&name, Some(&version))?;
-    let doc = context
-        .store
-        .get::<PackageVersion>(&package::version_path(&caller.id, &name, &version))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{name}'")))?;
+    let doc = load_version(&context, &caller.id, &name, &version).await?;
     remove_version(&context, &caller.id, &doc.value).await?;
     tracing::info!(account = %caller.id, package = %name, %version, "version deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -460,13 +461,8 @@ pub async fn upload_file(
     Path((name, version)): Path<(String, String)>,
     request: Request<Body>,
 ) -> Result<Json<PackageVersion>, ApiError> {
-    path_names(&name, Some(&version))?;
+    let current = load_version(&context, &caller.id, &name, &version).await?;
     let version_path = package::version_path(&caller.id, &name, &version);
-    let current = context
-        .store
-        .get::<PackageVersion>(&version_path)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{name}'")))?;
     if current.value.package_type != PackageType::File {
         return Err(ApiError::invalid("body", "not_a_file_package", format!("package '{name}' is not a File package")));
     }

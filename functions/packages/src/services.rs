@@ -168,10 +168,7 @@ pub async fn package_services(
     caller: Account,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    package::validate_package_name("name", &name)?;
-    if context.store.get::<Package>(&package::package_path(&caller.id, &name)).await?.is_none() {
-        return Err(ApiError::NotFound(format!("package '{name}'")));
-    }
+    crate::catalog::load_package(&context, &caller.id, &name).await?;
     let users = context.store.list::<PackageUser>(&package::users_prefix(&caller.id, &name)).await?;
     let names: Vec<String> = users.into_iter().map(|(_, doc)| doc.value.service).collect();
     Ok(Json(json!({ "package": name, "services": names })))
