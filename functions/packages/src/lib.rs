@@ -47,8 +47,9 @@ pub fn router(context: FunctionContext) -> Router {
 
 /// The events the function consumes.
 pub fn events(context: FunctionContext) -> Dispatcher {
+    let client = publish::registry_client(&context);
     Dispatcher::new().on(VERSION_SUBMITTED, move |event| {
-        let context = context.clone();
-        async move { publish::handle_submitted(&context, &event).await }
+        let (context, client) = (context.clone(), client.clone());
+        async move { publish::handle_submitted(&context, &client, &event).await }
     })
 }

@@ -27,15 +27,23 @@ fn retry(reason: impl std::fmt::Display) -> EventError {
     EventError::Retry(reason.to_string())
 }
 
+/// The registry client of the publish check: built once per process, its connections reused.
+pub fn registry_client(context: &FunctionContext) -> RegistryClient {
+    RegistryClient::new(context.config.registry.clone(), context.signing.clone(), REGISTRY_TIMEOUT)
+}
+
 /// Handles [`package::VERSION_SUBMITTED`].
-pub async fn handle_submitted(context: &FunctionContext, event: &Envelope) -> Result<(), EventError> {
+pub async fn handle_submitted(
+    context: &FunctionContext,
+    client: &RegistryClient,
+    event: &Envelope,
+) -> Result<(), EventError> {
     let bad = |reason: String| EventError::BadPayload { kind: event.kind.clone(), reason };
     let account = event.account.clone().ok_or_else(|| bad("no account".into()))?;
     let submitted: VersionSubmitted = serde_json::from_value(event.payload.clone()).map_err(|e| bad(e.to_string()))?;
     // The last delivery settles the version rather than leave it Creating forever.
     let last_attempt = event.attempt >= context.config.queue_max_attempts;
-    let client = RegistryClient::new(context.config.registry.clone(), context.signing.clone(), REGISTRY_TIMEOUT);
-    let outcome = check_version(context, &client, &account, &submitted, last_attempt).await?;
+    let outcome = check_version(context, client, &account, &submitted, last_attempt).await?;
     tracing::info!(
         account = %account, package = %submitted.package, version = %submitted.version,
         outcome = ?outcome, attempt = event.attempt, "publish check"
