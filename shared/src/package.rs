@@ -626,9 +626,7 @@ pub fn file_object_path(account: &AccountId, package: &str, version: &str) -> St
 
 /// The record of a `client_token` (hashed, so any visible ASCII is a safe path).
 pub fn client_token_path(account: &AccountId, token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("accounts/{account}/client-tokens/{hex}.json")
+    format!("accounts/{account}/client-tokens/{}.json", crate::secret::sha256_hex(token.as_bytes()))
 }
 
 /// What a `client_token` was first used for; a retry must ask for the same thing.

@@ -215,13 +215,7 @@ fn without_url(error: &reqwest::Error) -> String {
 
 /// The OCI digest of some bytes: `sha256:` and the hex SHA-256.
 pub fn oci_digest(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in digest.as_ref() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("sha256:{}", crate::secret::sha256_hex(bytes))
 }
 
 /// Applies a resolution to an image record of a version being checked: the digest and

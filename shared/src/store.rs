@@ -9,7 +9,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
@@ -20,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{S3Settings, StoreLocation};
+use crate::secret::sha256_hex;
 
 /// How many times [`DocumentStore::modify`] retries a lost compare-and-swap before giving up.
 pub const MODIFY_ATTEMPTS: usize = 64;
@@ -376,15 +376,11 @@ fn local_swap(
 }
 
 fn lock_path(locks: &std::path::Path, path: &str) -> PathBuf {
-    locks.join(format!("{}.lock", hex(digest(&SHA256, path.as_bytes()).as_ref())))
+    locks.join(format!("{}.lock", sha256_hex(path.as_bytes())))
 }
 
 fn content_version(bytes: &[u8]) -> Version {
-    Version(format!("sha256:{}", hex(digest(&SHA256, bytes).as_ref())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Version(format!("sha256:{}", sha256_hex(bytes)))
 }
 
 fn parse_path(path: &str) -> Result<Path, StoreError> {

@@ -41,14 +41,6 @@ pub const DEFAULT_POLL_SECONDS: u64 = 20;
 /// event handler) may move the release without waking this one.
 const POLL_RECHECK: Duration = Duration::from_secs(1);
 
-fn sha256_hex(value: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn new_join_token() -> String {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
@@ -117,7 +109,7 @@ pub async fn create_group(
     load_application(&engine, &account, &app).await?;
     release::validate_name("name", &body.name)?;
     let token = new_join_token();
-    let digest = sha256_hex(&token);
+    let digest = berth_shared::secret::sha256_hex(token.as_bytes());
     let reference = GroupRef { account: account.id.clone(), application: app.clone(), group: body.name.clone() };
     let group = Group {
         name: body.name,
@@ -447,8 +439,12 @@ impl FromRequestParts<Engine> for Agent {
             .map(str::trim)
             .filter(|t| t.starts_with("bjt_"))
             .ok_or_else(refused)?;
-        let group =
-            engine.context.store.get::<GroupRef>(&layout::join_token(&sha256_hex(token))).await?.ok_or_else(refused)?;
+        let group = engine
+            .context
+            .store
+            .get::<GroupRef>(&layout::join_token(&berth_shared::secret::sha256_hex(token.as_bytes())))
+            .await?
+            .ok_or_else(refused)?;
         Ok(Self { group: group.value })
     }
 }
