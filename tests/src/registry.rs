@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use berth_shared::secret::sha256_hex;
+
 use crate::{ChildGuard, free_port, wait_for_port};
 
 /// A running registry.
@@ -54,10 +56,6 @@ impl Registry {
     pub fn pick_port() -> u16 {
         free_port()
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes an OCI image layout at `dir` with one tag: a single uncompressed layer holding
