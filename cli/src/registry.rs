@@ -27,9 +27,9 @@ pub fn print_config(listen: &str, berth_url: &str, storage: &Path, data_dir: &Pa
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
     print!(
         "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-         http:\n  addr: {listen}\nauth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {certificate}\n",
+         http:\n  addr: {listen}\nauth:\n  token:\n    realm: {berth_url}/v1/registry/token\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {certificate}\n",
         storage = absolute(storage),
-        realm = format!("{}/v1/registry/token", berth_url.trim_end_matches('/')),
+        berth_url = berth_url.trim_end_matches('/'),
         service = config.registry.service,
         issuer = config.registry.issuer,
         certificate = absolute(&certificate),

@@ -4,13 +4,19 @@
 //! Rendering is three steps so that the one impure step, looking associations up in the store,
 //! stays outside: [`Template::check`] (size, UTF-8, scan), then the caller resolves
 //! [`Template::association_keys`] to [`Association`]s, then [`Template::plan`] decides every
-//! value (or lists every problem) and [`Template::render`] writes the output. The pull key that
+//! value (or lists every problem) and [`Template::render`] cuts the template around the values
+//! into a [`Rendered`], which is never copied whole: answers send its pieces. The pull key that
 //! `acr::dockerconfigjson` / `helm::dockerconfigjson` stand for is minted by the caller between
 //! `plan` and `render`, scoped to [`Plan::repositories`]: exactly the repositories the template
 //! references. [`render_template`] runs the three steps for the HTTP routes; `file::` values are
 //! signed download URLs ([`download_url`]) served by the render function.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,21 +95,22 @@ pub enum Association {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum Value {
-    /// Text written as it is (an image or chart reference, a URL).
-    Text(String),
+    /// Text written as it is (an image or chart reference, a URL); shared by every identifier
+    /// with the same key.
+    Text(Arc<str>),
     /// The base64 dockerconfigjson of the pull key minted for this render.
     PullKey,
 }
 
-/// One replacement a render makes.
+/// One replacement a render makes, borrowing the template's text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Substitution {
+pub struct Substitution<'t> {
     /// Where the identifier starts.
     pub position: Position,
     /// The identifier as written.
-    pub identifier: String,
+    pub identifier: &'t str,
     /// `computenest::KIND::NAME`.
-    pub key: String,
+    pub key: &'t str,
     /// What it becomes.
     #[serde(flatten)]
     pub value: Value,
@@ -114,7 +121,7 @@ pub struct Substitution {
 pub struct Template<'a> {
     text: &'a str,
     format: TemplateFormat,
-    identifiers: Vec<Identifier>,
+    identifiers: Vec<Identifier<'a>>,
     problems: Vec<TemplateProblem>,
 }
 
@@ -136,54 +143,63 @@ impl<'a> Template<'a> {
     }
 
     /// Every well-formed identifier, in order.
-    pub fn identifiers(&self) -> &[Identifier] {
+    pub fn identifiers(&self) -> &[Identifier<'a>] {
         &self.identifiers
     }
 
     /// The keys (`computenest::KIND::NAME`) whose associations must be looked up: every
     /// identifier but the minted credentials.
-    pub fn association_keys(&self) -> BTreeSet<String> {
-        self.identifiers.iter().filter(|i| !i.kind.is_credential()).map(Identifier::key).collect()
+    pub fn association_keys(&self) -> BTreeSet<&'a str> {
+        self.identifiers.iter().filter(|i| !i.kind.is_credential()).map(|i| i.key).collect()
     }
 
     /// Decides every identifier's value from `associations` (keyed like
     /// [`Template::association_keys`]), or lists every problem, scan problems included,
-    /// in template order.
+    /// in template order. Each distinct key is decided once, however often it appears.
     pub fn plan(
         &self,
         associations: &BTreeMap<String, Association>,
         registry_host: &str,
         pin_digests: bool,
-    ) -> Result<Plan, Vec<TemplateProblem>> {
+    ) -> Result<Plan<'a>, Vec<TemplateProblem>> {
         let mut problems = self.problems.clone();
-        let mut values = Vec::with_capacity(self.identifiers.len());
+        let mut substitutions = Vec::with_capacity(self.identifiers.len());
         let mut repositories = BTreeSet::new();
+        let mut decided: HashMap<&str, Result<Arc<str>, (&'static str, String)>> = HashMap::new();
         for identifier in &self.identifiers {
-            if identifier.kind.is_credential() {
-                values.push(Value::PullKey);
-                continue;
-            }
-            let key = identifier.key();
-            let problem = |code: &'static str, message: String| TemplateProblem {
-                position: identifier.position,
-                code,
-                identifier: identifier.text.chars().take(200).collect(),
-                message,
+            let value = if identifier.kind.is_credential() {
+                Ok(Value::PullKey)
+            } else {
+                let decision = decided.entry(identifier.key).or_insert_with(|| {
+                    let key = identifier.key;
+                    match associations.get(key) {
+                        None => Err(("not_associated", format!("{key} is not associated with a package"))),
+                        Some(Association::Missing { code, message }) => Err((*code, message.clone())),
+                        Some(Association::Found { version, file_url }) => {
+                            value_of(identifier, version, file_url.as_deref(), registry_host, pin_digests).map(
+                                |(value, repository)| {
+                                    repositories.extend(repository);
+                                    Arc::from(value)
+                                },
+                            )
+                        }
+                    }
+                });
+                decision.clone().map(Value::Text)
             };
-            let resolved = match associations.get(&key) {
-                None => Err(problem("not_associated", format!("{key} is not associated with a package"))),
-                Some(Association::Missing { code, message }) => Err(problem(code, message.clone())),
-                Some(Association::Found { version, file_url }) => {
-                    value_of(identifier, version, file_url.as_deref(), registry_host, pin_digests)
-                        .map_err(|(code, message)| problem(code, message))
-                }
-            };
-            match resolved {
-                Ok((value, repository)) => {
-                    repositories.extend(repository);
-                    values.push(Value::Text(value));
-                }
-                Err(problem) => problems.push(problem),
+            match value {
+                Ok(value) => substitutions.push(Substitution {
+                    position: identifier.position,
+                    identifier: identifier.text,
+                    key: identifier.key,
+                    value,
+                }),
+                Err((code, message)) => problems.push(TemplateProblem {
+                    position: identifier.position,
+                    code,
+                    identifier: identifier.text.chars().take(200).collect(),
+                    message,
+                }),
             }
         }
         if !problems.is_empty() {
@@ -191,31 +207,40 @@ impl<'a> Template<'a> {
             problems.sort_by_key(|p| p.position);
             return Err(problems);
         }
-        let substitutions = self
-            .identifiers
-            .iter()
-            .zip(values)
-            .map(|(identifier, value)| Substitution {
-                position: identifier.position,
-                identifier: identifier.text.clone(),
-                key: identifier.key(),
-                value,
-            })
-            .collect();
         Ok(Plan { format: self.format, substitutions, repositories: repositories.into_iter().collect() })
     }
 
-    /// Renders with the values of `plan` (made by [`Template::plan`] of this template).
-    pub fn render(&self, plan: &Plan, pull_key: Option<&str>) -> Result<String, RenderError> {
-        let mut out = String::new();
-        self.render_into(&mut out, plan, pull_key)?;
-        Ok(out)
+    /// Renders with the values of `plan` (made by [`Template::plan`] of this template). Nothing
+    /// is copied: the result is the template's own text cut around the values.
+    pub fn render(&self, plan: &Plan<'a>, pull_key: Option<&str>) -> Result<Rendered<'a>, RenderError> {
+        let pull_key: Option<Arc<str>> = match (plan.needs_pull_key(), pull_key) {
+            (true, None) => return Err(RenderError::NoPullKey),
+            (true, Some(key)) => Some(self.written(key).unwrap_or_else(|| Arc::from(key))),
+            (false, _) => None,
+        };
+        let mut len = self.text.len();
+        let cuts = self
+            .identifiers
+            .iter()
+            .zip(&plan.substitutions)
+            .map(|(identifier, substitution)| {
+                let value = match &substitution.value {
+                    Value::Text(text) => self.written(text).unwrap_or_else(|| text.clone()),
+                    Value::PullKey => pull_key.clone().expect("a pull key when the plan needs one"),
+                };
+                len = len - identifier.span.len() + value.len();
+                (identifier.span.clone(), value)
+            })
+            .collect();
+        Ok(Rendered { text: self.text, cuts, len })
     }
 
-    /// As [`Template::render`], appending to `out`: a caller rendering many templates reuses
-    /// one buffer instead of allocating (and faulting in) a fresh one each time.
-    pub fn render_into(&self, out: &mut String, plan: &Plan, pull_key: Option<&str>) -> Result<(), RenderError> {
-        plan.render_into(out, self.text, &self.identifiers, pull_key)
+    /// `value` escaped for this template's format, when it needs escaping at all.
+    fn written(&self, value: &str) -> Option<Arc<str>> {
+        match self.format {
+            TemplateFormat::Json => template::json_string_content(value).map(Arc::from),
+            TemplateFormat::Yaml => None,
+        }
     }
 }
 
@@ -229,46 +254,100 @@ pub enum RenderError {
 
 /// Every value a render will write, decided; what a dry run shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan {
+pub struct Plan<'t> {
     /// The template's format.
     pub format: TemplateFormat,
     /// Each identifier's replacement, in template order.
-    pub substitutions: Vec<Substitution>,
+    pub substitutions: Vec<Substitution<'t>>,
     /// Every repository the template references (images and charts), sorted: the pull key is
     /// scoped to exactly these.
     pub repositories: Vec<RepositoryName>,
 }
 
-impl Plan {
+impl Plan<'_> {
     /// Whether any identifier stands for the pull key.
     pub fn needs_pull_key(&self) -> bool {
         self.substitutions.iter().any(|s| s.value == Value::PullKey)
     }
+}
 
-    fn render_into(
-        &self,
-        out: &mut String,
-        text: &str,
-        identifiers: &[Identifier],
-        pull_key: Option<&str>,
-    ) -> Result<(), RenderError> {
-        let pull_key = match (self.needs_pull_key(), pull_key) {
-            (true, None) => return Err(RenderError::NoPullKey),
-            (_, key) => key.unwrap_or_default(),
-        };
-        let mut values = self.substitutions.iter().map(|s| match &s.value {
-            Value::Text(text) => text.as_str(),
-            Value::PullKey => pull_key,
-        });
-        let format = self.format;
-        template::substitute_into(out, text, identifiers, |_, out| {
-            let value = values.next().expect("one value per identifier");
-            match format {
-                TemplateFormat::Json => out.push_str(&template::json_string_content(value)),
-                TemplateFormat::Yaml => out.push_str(value),
-            }
-        });
-        Ok(())
+/// A rendered template: the template's text with each identifier's span cut out and its value
+/// put in its place. It is never copied into one buffer by the renderer: the HTTP answers
+/// send its pieces as they are ([`Rendered::chunks`]) or escape them straight into JSON
+/// (it serialises as one string), and whoever wants one string asks for it.
+#[derive(Clone)]
+pub struct Rendered<'t> {
+    text: &'t str,
+    /// Each identifier's span in `text` and the value written instead, in order.
+    cuts: Vec<(Range<usize>, Arc<str>)>,
+    len: usize,
+}
+
+impl<'t> Rendered<'t> {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Its pieces in order: kept text and values, alternately.
+    pub fn pieces(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut last = 0;
+        self.cuts
+            .iter()
+            .flat_map(move |(span, value)| {
+                let kept = &self.text[last..span.start];
+                last = span.end;
+                [kept, &**value]
+            })
+            .chain(std::iter::once(&self.text[self.cuts.last().map_or(0, |(span, _)| span.end)..]))
+            .filter(|piece| !piece.is_empty())
+    }
+
+    /// Its pieces as [`Bytes`], the kept text sharing `source`'s memory. `source` must hold
+    /// the template's text (the bytes [`Template::check`] was given); anything else panics.
+    pub fn chunks(&self, source: &Bytes) -> Vec<Bytes> {
+        let text = source.slice_ref(self.text.as_bytes());
+        let mut chunks = Vec::with_capacity(self.cuts.len() * 2 + 1);
+        let mut last = 0;
+        for (span, value) in &self.cuts {
+            chunks.push(text.slice(last..span.start));
+            chunks.push(Bytes::copy_from_slice(value.as_bytes()));
+            last = span.end;
+        }
+        chunks.push(text.slice(last..));
+        chunks.retain(|chunk| !chunk.is_empty());
+        chunks
+    }
+
+    /// Appends it to `out`, which a caller rendering many templates may reuse.
+    pub fn write_into(&self, out: &mut String) {
+        out.reserve(self.len);
+        self.pieces().for_each(|piece| out.push_str(piece));
+    }
+}
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.pieces().try_for_each(|piece| f.write_str(piece))
+    }
+}
+
+/// Never the text: it holds a pull key.
+impl fmt::Debug for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rendered").field("len", &self.len).field("substitutions", &self.cuts.len()).finish()
+    }
+}
+
+/// One JSON string, escaped piece by piece as it is written: no whole copy first.
+impl Serialize for Rendered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -317,7 +396,7 @@ fn pick_image<'v>(identifier: &Identifier, version: &'v PackageVersion) -> Resul
         [one] => Ok(one),
         many => {
             let by_name = |image: &&ImageRecord| {
-                image.repository.as_str().rsplit('/').next().is_some_and(|last| last == identifier.name)
+                image.repository.as_str().rsplit('/').next().is_some_and(|last| last == identifier.name())
             };
             let mut matching = many.iter().filter(by_name);
             match (matching.next(), matching.next()) {
@@ -327,7 +406,7 @@ fn pick_image<'v>(identifier: &Identifier, version: &'v PackageVersion) -> Resul
                     version.package,
                     version.version,
                     many.len(),
-                    identifier.name
+                    identifier.name()
                 )),
             }
         }
@@ -424,18 +503,18 @@ pub struct PullKeySummary {
     pub expires_at: String,
 }
 
-/// What a render answers.
+/// What a render answers, borrowing the template's text.
 #[derive(Debug, Clone, Serialize)]
-pub struct RenderOutput {
+pub struct RenderOutput<'t> {
     /// The template's format.
     pub format: TemplateFormat,
     /// The rendered template; absent on a dry run.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rendered: Option<String>,
+    pub rendered: Option<Rendered<'t>>,
     /// Whether this was a dry run (nothing minted).
     pub dry_run: bool,
     /// Every replacement, in template order; the pull key is named, never shown.
-    pub substitutions: Vec<Substitution>,
+    pub substitutions: Vec<Substitution<'t>>,
     /// The repositories the template references.
     pub repositories: Vec<RepositoryName>,
     /// The pull key minted for this render, if the template asks for one.
@@ -446,13 +525,13 @@ pub struct RenderOutput {
 /// Renders a template's bytes with `relations` (keyed by `computenest::KIND::NAME`): looks each
 /// association up, lists every problem at once (422), mints one pull key scoped to the
 /// referenced repositories when the template asks for one, and writes the output.
-pub async fn render_template(
+pub async fn render_template<'t>(
     context: RenderContext<'_>,
     field: &str,
-    bytes: &[u8],
+    bytes: &'t [u8],
     relations: &BTreeMap<String, ArtifactRef>,
     options: RenderOptions,
-) -> Result<RenderOutput, ApiError> {
+) -> Result<RenderOutput<'t>, ApiError> {
     let template = Template::check(field, bytes)?;
     let associations = look_up(context, &template.association_keys(), relations, options).await?;
     let plan = template
@@ -462,36 +541,36 @@ pub async fn render_template(
         format: plan.format,
         rendered: None,
         dry_run: options.dry_run,
-        substitutions: plan.substitutions.clone(),
+        substitutions: Vec::new(),
         repositories: plan.repositories.clone(),
         pull_key: None,
     };
-    if options.dry_run {
-        return Ok(output);
+    if !options.dry_run {
+        let key = if plan.needs_pull_key() {
+            let key = crate::temporary_key::mint(
+                context.signing,
+                context.registry_host,
+                context.account,
+                crate::temporary_key::KeyPurpose::Pull,
+                Some(plan.repositories.clone()),
+                options.credential_ttl_seconds,
+                context.now,
+            )
+            .map_err(|e| ApiError::Internal(format!("signing a pull key: {e}")))?;
+            output.pull_key = Some(PullKeySummary {
+                registry: key.registry.clone(),
+                username: key.username.clone(),
+                repositories: plan.repositories.clone(),
+                expires_at: key.expires_at.clone(),
+            });
+            Some(key)
+        } else {
+            None
+        };
+        let pull_key = key.as_ref().map(|k| k.dockerconfigjson.expose().as_str());
+        output.rendered = Some(template.render(&plan, pull_key).map_err(|e| ApiError::Internal(e.to_string()))?);
     }
-    let key = if plan.needs_pull_key() {
-        let key = crate::temporary_key::mint(
-            context.signing,
-            context.registry_host,
-            context.account,
-            crate::temporary_key::KeyPurpose::Pull,
-            Some(plan.repositories.clone()),
-            options.credential_ttl_seconds,
-            context.now,
-        )
-        .map_err(|e| ApiError::Internal(format!("signing a pull key: {e}")))?;
-        output.pull_key = Some(PullKeySummary {
-            registry: key.registry.clone(),
-            username: key.username.clone(),
-            repositories: plan.repositories.clone(),
-            expires_at: key.expires_at.clone(),
-        });
-        Some(key)
-    } else {
-        None
-    };
-    let pull_key = key.as_ref().map(|k| k.dockerconfigjson.expose().as_str());
-    output.rendered = Some(template.render(&plan, pull_key).map_err(|e| ApiError::Internal(e.to_string()))?);
+    output.substitutions = plan.substitutions;
     Ok(output)
 }
 
@@ -499,14 +578,14 @@ pub async fn render_template(
 /// file, a download URL. A key without a relation is left out (the plan calls it not associated).
 async fn look_up(
     context: RenderContext<'_>,
-    keys: &BTreeSet<String>,
+    keys: &BTreeSet<&str>,
     relations: &BTreeMap<String, ArtifactRef>,
     options: RenderOptions,
 ) -> Result<BTreeMap<String, Association>, ApiError> {
     let mut lookups = Vec::new();
-    for key in keys {
+    for &key in keys {
         if let Some(target) = relations.get(key) {
-            lookups.push(look_up_one(context, key.clone(), target.clone(), options));
+            lookups.push(look_up_one(context, key.to_owned(), target.clone(), options));
         }
     }
     // At most MAX_RELATIONS lookups, each a read or a listing: run them together.
@@ -613,21 +692,18 @@ pub struct ServiceRenderRequest {
 }
 
 impl ServiceRenderRequest {
-    /// The service template this request names: by name or `Url`, or the only one.
-    pub fn pick<'s>(
-        &self,
-        service: &'s crate::service::Service,
-    ) -> Result<&'s crate::service::ServiceTemplate, ApiError> {
+    /// The index of the service template this request names: by name or `Url`, or the only one.
+    pub fn pick(&self, service: &crate::service::Service) -> Result<usize, ApiError> {
         let names = || service.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
         match (&self.template, service.templates.as_slice()) {
-            (None, [only]) => Ok(only),
+            (None, [_]) => Ok(0),
             (None, _) => Err(ApiError::invalid(
                 "template",
                 "required",
                 format!("service {} has several templates; name one of: {}", service.name, names()),
             )),
             (Some(wanted), templates) => {
-                templates.iter().find(|t| &t.name == wanted || t.url.as_ref() == Some(wanted)).ok_or_else(|| {
+                templates.iter().position(|t| &t.name == wanted || t.url.as_ref() == Some(wanted)).ok_or_else(|| {
                     ApiError::invalid(
                         "template",
                         "unknown_template",
@@ -670,11 +746,12 @@ pub struct RenderRequest {
 }
 
 impl RenderRequest {
-    /// The template bytes, the relations by key, and the options; every field checked.
-    pub fn validate(&self) -> Result<ValidRenderRequest, ApiError> {
+    /// The template bytes (moved, not copied), the relations by key, and the options; every
+    /// field checked.
+    pub fn validate(self) -> Result<ValidRenderRequest, ApiError> {
         use base64::Engine;
-        let (field, bytes) = match (&self.template, &self.template_base64) {
-            (Some(text), None) => ("template", text.clone().into_bytes()),
+        let (field, bytes) = match (self.template, &self.template_base64) {
+            (Some(text), None) => ("template", text.into_bytes()),
             (None, Some(encoded)) => {
                 let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|e| {
                     ApiError::invalid(
@@ -843,16 +920,31 @@ mod tests {
         assert!(plan.needs_pull_key());
         let repos: Vec<_> = plan.repositories.iter().map(RepositoryName::as_str).collect();
         assert_eq!(repos, ["acme/charts/web", "acme/nginx"]);
-        assert_eq!(template.render(&plan, None), Err(RenderError::NoPullKey));
-        let out = template.render(&plan, Some("S0VZ")).unwrap();
+        assert_eq!(template.render(&plan, None).unwrap_err(), RenderError::NoPullKey);
+        let out = template.render(&plan, Some("S0VZ")).unwrap().to_string();
         assert_eq!(
             out,
             "image: registry.test:5000/acme/nginx:v1\nchart: registry.test:5000/acme/charts/web:v1\n\
              url: 'https://berth.test/v1/downloads/t/f.tgz'\nkey: \"S0VZ\"\n\
              helm: S0VZ {{resolve:oos:x}} ${Var}\n"
         );
+        // The same bytes whichever way the render is taken: HTTP chunks sharing the template's
+        // memory, JSON escaped piece by piece, a reused buffer; and Debug shows no value.
+        let rendered = template.render(&plan, Some("S0VZ")).unwrap();
+        let source = Bytes::from(text);
+        let again = Template::check("template", &source).unwrap();
+        let chunks = again.render(&again.plan(&associations(), REGISTRY, false).unwrap(), Some("S0VZ")).unwrap();
+        let chunks = chunks.chunks(&source);
+        assert_eq!(chunks.concat(), out.as_bytes());
+        assert!(chunks.iter().any(|c| source.as_ptr_range().contains(&c.as_ptr())), "kept text is shared, not copied");
+        assert_eq!(serde_json::to_string(&rendered).unwrap(), serde_json::to_string(&out).unwrap());
+        let mut buffer = String::from("x");
+        rendered.write_into(&mut buffer);
+        assert_eq!((buffer.len(), &buffer[1..]), (out.len() + 1, out.as_str()));
+        assert_eq!(rendered.len(), out.len());
+        assert!(!format!("{rendered:?}").contains("S0VZ"));
         let pinned = template.plan(&associations(), REGISTRY, true).unwrap();
-        let out = template.render(&pinned, Some("K")).unwrap();
+        let out = template.render(&pinned, Some("K")).unwrap().to_string();
         assert!(
             out.starts_with(&format!("image: registry.test:5000/acme/nginx@sha256:{}\n", "ab".repeat(32))),
             "{out}"
@@ -896,7 +988,7 @@ mod tests {
         let template = Template::check("template", text.as_bytes()).unwrap();
         assert_eq!(template.format(), TemplateFormat::Json);
         let plan = template.plan(&associations(), REGISTRY, false).unwrap();
-        let out = template.render(&plan, Some("a\"b\\c")).unwrap();
+        let out = template.render(&plan, Some("a\"b\\c")).unwrap().to_string();
         let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed["a"], "a\"b\\c");
         assert_eq!(parsed["b"], "x registry.test:5000/acme/nginx:v1");
@@ -943,7 +1035,7 @@ mod tests {
             match template.plan(&associations(), REGISTRY, false) {
                 Ok(plan) => {
                     proptest::prop_assert!(expected.is_empty(), "{:?}", expected);
-                    let out = template.render(&plan, Some("KEY")).unwrap();
+                    let out = template.render(&plan, Some("KEY")).unwrap().to_string();
                     proptest::prop_assert!(!out.contains("computenest::"));
                 }
                 Err(problems) => {
@@ -981,7 +1073,7 @@ mod tests {
             template.push('}');
             let parsed = Template::scan(&template);
             let plan = parsed.plan(&associations, REGISTRY, false).unwrap();
-            let out = parsed.render(&plan, None).unwrap();
+            let out = parsed.render(&plan, None).unwrap().to_string();
             let got: serde_json::Value = serde_json::from_str(&out).unwrap();
             proptest::prop_assert_eq!(got, serde_json::Value::Object(expected));
         }
@@ -1072,16 +1164,17 @@ mod tests {
             let mut associations = BTreeMap::new();
             for identifier in template.identifiers().iter().filter(|i| !i.kind.is_credential()) {
                 let target = relations
-                    .entry(identifier.key())
+                    .entry(identifier.key.to_owned())
                     .or_insert_with(|| ArtifactRef {
-                        package: package_name(&identifier.name),
+                        package: package_name(identifier.name()),
                         version: VersionSelector::Latest,
                     })
                     .clone();
-                associations.insert(identifier.key(), available_for(identifier.kind, &target, &identifier.name));
+                associations
+                    .insert(identifier.key.to_owned(), available_for(identifier.kind, &target, identifier.name()));
             }
             let plan = template.plan(&associations, REGISTRY, false).unwrap_or_else(|p| panic!("{file}: {p:?}"));
-            let out = template.render(&plan, Some("eyJhdXRocyI6e319")).unwrap();
+            let out = template.render(&plan, Some("eyJhdXRocyI6e319")).unwrap().to_string();
 
             let text = std::str::from_utf8(&bytes).unwrap();
             assert!(!out.contains("computenest::"), "{file}: an identifier remains");
@@ -1090,8 +1183,8 @@ mod tests {
                 .substitutions
                 .iter()
                 .map(|s| match &s.value {
-                    Value::Text(text) => (s.key.clone(), text.clone()),
-                    Value::PullKey => (s.key.clone(), "eyJhdXRocyI6e319".to_owned()),
+                    Value::Text(text) => (s.key.to_owned(), text.to_string()),
+                    Value::PullKey => (s.key.to_owned(), "eyJhdXRocyI6e319".to_owned()),
                 })
                 .collect();
             let expected = oracle.replace_all(text, |c: &regex::Captures<'_>| {

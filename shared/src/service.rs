@@ -157,10 +157,10 @@ pub fn relation_key(field: &str, written: &str) -> Result<(IdentifierKind, Strin
                 return Err(ApiError::invalid(
                     field,
                     "not_relatable",
-                    format!("{} is minted at render time and takes no relation", one.key()),
+                    format!("{} is minted at render time and takes no relation", one.key),
                 ));
             }
-            Ok((one.kind, one.key()))
+            Ok((one.kind, one.key.to_owned()))
         }
         _ => Err(ApiError::invalid(
             field,

@@ -81,15 +81,16 @@ impl fmt::Display for Position {
     }
 }
 
-/// One identifier found in a template.
+/// One identifier found in a template, borrowing the template's text (scanning allocates
+/// nothing per identifier).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Identifier {
+pub struct Identifier<'t> {
     /// Its kind.
     pub kind: IdentifierKind,
-    /// Its name.
-    pub name: String,
+    /// `computenest::KIND::NAME` as written, without braces or spaces: the key relations use.
+    pub key: &'t str,
     /// The whole `{{ ... }}` as written.
-    pub text: String,
+    pub text: &'t str,
     /// Byte range of the whole `{{ ... }}`.
     #[serde(skip)]
     pub span: Range<usize>,
@@ -97,10 +98,10 @@ pub struct Identifier {
     pub position: Position,
 }
 
-impl Identifier {
-    /// `computenest::KIND::NAME`, the key relations use (without braces).
-    pub fn key(&self) -> String {
-        format!("{PREFIX}{}::{}", self.kind.as_str(), self.name)
+impl<'t> Identifier<'t> {
+    /// Its name: what follows `computenest::KIND::`.
+    pub fn name(&self) -> &'t str {
+        &self.key[PREFIX.len() + self.kind.as_str().len() + 2..]
     }
 }
 
@@ -142,8 +143,9 @@ impl<'a> Lines<'a> {
     fn position(&mut self, offset: usize) -> Position {
         debug_assert!(offset >= self.counted_to);
         let span = &self.bytes[self.counted_to..offset];
-        // memchr's count is vectorised: this is what keeps positions cheap on large templates.
-        let newlines = memchr::memchr_iter(b'\n', span).count();
+        // Counting newlines is most of a scan's time: bytecount's SIMD count is what keeps
+        // positions cheap on large templates.
+        let newlines = bytecount::count(span, b'\n');
         let tail = match newlines {
             0 => span,
             n => {
@@ -152,8 +154,8 @@ impl<'a> Lines<'a> {
                 &span[memchr::memrchr(b'\n', span).expect("counted a newline") + 1..]
             }
         };
-        // Columns count characters: every byte that is not a UTF-8 continuation byte.
-        self.column += tail.iter().filter(|&&b| (b & 0xC0) != 0x80).count();
+        // Columns count characters; `tail` is UTF-8 cut at character boundaries.
+        self.column += bytecount::num_chars(tail);
         self.counted_to = offset;
         Position { line: self.line, column: self.column }
     }
@@ -164,7 +166,7 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 /// Finds every identifier, and every `{{ computenest::...` that is not a valid one.
-pub fn scan(text: &str) -> (Vec<Identifier>, Vec<TemplateProblem>) {
+pub fn scan(text: &str) -> (Vec<Identifier<'_>>, Vec<TemplateProblem>) {
     let bytes = text.as_bytes();
     let mut lines = Lines::new(text);
     let mut found = Vec::new();
@@ -190,7 +192,8 @@ pub fn scan(text: &str) -> (Vec<Identifier>, Vec<TemplateProblem>) {
             limit -= 1;
         }
         let line_end = memchr::memchr(b'\n', &bytes[body_start..limit]).map_or(limit, |n| body_start + n);
-        let close = memchr::memmem::find(&bytes[body_start..line_end], b"}}").map(|n| body_start + n);
+        // A one-shot memmem builds a searcher per call; over these few bytes a plain look is faster.
+        let close = bytes[body_start..line_end].windows(2).position(|w| w == b"}}").map(|n| body_start + n);
         let Some(close) = close else {
             let shown: String = text[start..line_end].chars().take(200).collect();
             problems.push(TemplateProblem {
@@ -221,8 +224,8 @@ pub fn scan(text: &str) -> (Vec<Identifier>, Vec<TemplateProblem>) {
                     )),
                     Some(kind) => found.push(Identifier {
                         kind,
-                        name: name.to_owned(),
-                        text: whole.to_owned(),
+                        key: &text[body_start - PREFIX.len()..body_start + body.len()],
+                        text: whole,
                         span: start..end,
                         position,
                     }),
@@ -246,34 +249,27 @@ pub fn scan(text: &str) -> (Vec<Identifier>, Vec<TemplateProblem>) {
 
 /// Replaces each identifier's span with `value(identifier)`; every other byte is copied.
 /// `identifiers` must come from [`scan`] of the same text.
-pub fn substitute(text: &str, identifiers: &[Identifier], mut value: impl FnMut(&Identifier) -> String) -> String {
-    let mut out = String::new();
-    substitute_into(&mut out, text, identifiers, |identifier, out| out.push_str(&value(identifier)));
-    out
-}
-
-/// As [`substitute`], appending to `out` (which a caller may reuse across renders), with
-/// `write` appending each identifier's value.
-pub fn substitute_into(
-    out: &mut String,
-    text: &str,
-    identifiers: &[Identifier],
-    mut write: impl FnMut(&Identifier, &mut String),
-) {
-    out.reserve(text.len() + identifiers.len() * 64);
+#[cfg(test)]
+fn substitute(text: &str, identifiers: &[Identifier<'_>], mut value: impl FnMut(&Identifier<'_>) -> String) -> String {
+    let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for identifier in identifiers {
         out.push_str(&text[last..identifier.span.start]);
-        write(identifier, out);
+        out.push_str(&value(identifier));
         last = identifier.span.end;
     }
     out.push_str(&text[last..]);
+    out
 }
 
-/// Escapes a value for the inside of a JSON string (templates in JSON keep parsing).
-pub fn json_string_content(value: &str) -> String {
+/// Escapes a value for the inside of a JSON string (templates in JSON keep parsing); `None`
+/// when it needs no escape, which is the case for image references, URLs and base64.
+pub fn json_string_content(value: &str) -> Option<String> {
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
     let quoted = serde_json::to_string(value).expect("a string serialises");
-    quoted[1..quoted.len() - 1].to_owned()
+    Some(quoted[1..quoted.len() - 1].to_owned())
 }
 
 #[cfg(test)]
@@ -288,7 +284,7 @@ mod tests {
                     d: {{  computenest::helmchart::My_Chart-2  }}";
         let (found, problems) = scan(text);
         assert!(problems.is_empty(), "{problems:?}");
-        let keys: Vec<_> = found.iter().map(|i| (i.key(), i.position.to_string())).collect();
+        let keys: Vec<_> = found.iter().map(|i| (i.key.to_owned(), i.position.to_string())).collect();
         assert_eq!(
             keys,
             [
@@ -297,7 +293,7 @@ mod tests {
                 ("computenest::helmchart::My_Chart-2".to_string(), "4:4".to_string()),
             ]
         );
-        let out = substitute(text, &found, |i| format!("<{}>", i.name));
+        let out = substitute(text, &found, |i| format!("<{}>", i.name()));
         assert_eq!(
             out,
             text.replace("{{ computenest::acrimage::nginx }}", "<nginx>")
@@ -325,7 +321,8 @@ mod tests {
 
     #[test]
     fn json_values_stay_inside_strings() {
-        assert_eq!(json_string_content("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+        assert_eq!(json_string_content("a\"b\\c\n").as_deref(), Some("a\\\"b\\\\c\\n"));
+        assert_eq!(json_string_content("127.0.0.1:5000/acme/web:1.0"), None);
     }
 
     fn filler() -> impl Strategy<Value = String> {
@@ -379,7 +376,7 @@ mod tests {
                 let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
                 prop_assert_eq!(identifier.position, Position { line, column });
             }
-            let out = substitute(&text, &found, |i| format!("<{}:{}>", i.kind.as_str(), i.name));
+            let out = substitute(&text, &found, |i| format!("<{}:{}>", i.kind.as_str(), i.name()));
             prop_assert_eq!(out, expected);
         }
     }

@@ -135,6 +135,32 @@ async fn the_seed_samples_render_into_working_credentials() {
     let (ok, err) = pull(&authfile, &pinned_ref, &stack.dir.path().join("pulled-pinned"));
     assert!(ok, "pull by digest: {err}");
 
+    // The template itself, as `Accept: application/yaml` asks: sent from the template's own
+    // bytes with an exact Content-Length, never cached, and its Secret's key pulls too.
+    let response = stack
+        .http
+        .post(format!("{}/v1/services/shop/render", stack.berth.url))
+        .bearer_auth(stack.berth.dev_token("acme"))
+        .header("accept", "application/yaml")
+        .json(&json!({ "template": "ACK" }))
+        .send()
+        .await
+        .expect("Berth answers");
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header("content-type").as_deref(), Some("application/yaml"));
+    assert_eq!(header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(header("berth-substitutions").as_deref(), Some("2"));
+    assert!(header("berth-pull-key-expires-at").is_some() && header("berth-pull-key-username").is_some());
+    let length: usize = header("content-length").expect("an exact length").parse().unwrap();
+    let raw = response.text().await.unwrap();
+    assert_eq!(raw.len(), length);
+    let key = raw.lines().find_map(|l| l.trim().strip_prefix(".dockerconfigjson: ")).expect("the Secret's key");
+    assert_eq!(raw, rendered.replace(secret, key), "the same template as the JSON answer's, its own key aside");
+    let authfile = auth_file(stack.dir.path(), "raw-auth.json", key);
+    let (ok, err) = pull(&authfile, image, &stack.dir.path().join("pulled-raw"));
+    assert!(ok, "skopeo pulls {image} with the raw answer's Secret: {err}");
+
     // ECS: the script's own lines decode the key and `docker login` with it.
     let (status, answer) =
         stack.call("acme", "POST", "/v1/services/shop/render", Some(json!({ "template": "ECS" }))).await;

@@ -2,7 +2,11 @@
 //! byte kept, pull keys minted for exactly the repositories a template references, and the
 //! download route behind `file::` URLs. The logic is in [`berth_shared::render`].
 
-use axum::body::Body;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -54,7 +58,7 @@ fn render_context<'a>(context: &'a FunctionContext, account: &'a AccountId, base
     }
 }
 
-fn logged(account: &AccountId, what: &str, output: &RenderOutput) {
+fn logged(account: &AccountId, what: &str, output: &RenderOutput<'_>) {
     // Counts and names only: the output and the pull key are secrets.
     tracing::info!(
         account = %account,
@@ -74,30 +78,34 @@ async fn render_service(
     Path(name): Path<String>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ServiceRenderRequest>,
-) -> Result<Json<RenderOutput>, ApiError> {
+) -> Result<Response, ApiError> {
     let options = RenderOptions::new(request.pin_digests, request.credential_ttl_seconds, request.dry_run)?;
     // A name that is not a service name cannot be a store path either.
     if berth_shared::service::validate_service_name(&name).is_err() {
         return Err(ApiError::NotFound(format!("service {}", name.chars().take(128).collect::<String>())));
     }
-    let service = context
+    let mut service = context
         .store
         .get::<Service>(&service_path(&caller.id, &name))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("service {name}")))?
         .value;
-    let template = request.pick(&service)?;
+    let picked = request.pick(&service)?;
+    let template = &mut service.templates[picked];
+    let template_name = template.name.clone();
+    // The body moves into shared bytes: the raw answer sends slices of it, never a copy.
+    let source = Bytes::from(std::mem::take(&mut template.body));
     let base = base_url(&headers);
     let output = render::render_template(
         render_context(&context, &caller.id, &base),
         "template",
-        template.body.as_bytes(),
+        &source,
         &service.relations,
         options,
     )
     .await?;
-    logged(&caller.id, &template.name, &output);
-    Ok(Json(output))
+    logged(&caller.id, &template_name, &output);
+    Ok(answer(&headers, &source, output))
 }
 
 /// `POST /v1/render`: a template sent in the request, with relations or a `config.yaml`.
@@ -106,7 +114,7 @@ async fn render_template(
     caller: Account,
     headers: HeaderMap,
     request: Request,
-) -> Result<Json<RenderOutput>, ApiError> {
+) -> Result<Response, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if content_type.is_some_and(|t| !t.starts_with("application/json")) {
         return Err(ApiError::invalid("body", "unsupported_media_type", "send the body as application/json"));
@@ -117,17 +125,95 @@ async fn render_template(
         .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX_RENDER_BODY })?;
     let request: RenderRequest = parse_json(&bytes)?;
     let valid = request.validate()?;
+    let source = Bytes::from(valid.bytes);
     let base = base_url(&headers);
     let output = render::render_template(
         render_context(&context, &caller.id, &base),
         valid.field,
-        &valid.bytes,
+        &source,
         &valid.relations,
         valid.options,
     )
     .await?;
     logged(&caller.id, "-", &output);
-    Ok(Json(output))
+    Ok(answer(&headers, &source, output))
+}
+
+/// Media types that ask for the rendered template itself rather than the JSON answer.
+const TEMPLATE_MEDIA_TYPES: [&str; 4] = ["application/yaml", "application/x-yaml", "text/yaml", "text/plain"];
+
+/// The answer `Accept` asks for: the rendered template itself (its first media type is one of
+/// [`TEMPLATE_MEDIA_TYPES`]), sent as slices of `source` with what the JSON answer would add
+/// in `Berth-*` headers; else the JSON answer, the template escaped into it as it is written.
+/// A dry run renders nothing, so it always answers JSON. Neither may be cached: both carry a
+/// pull key.
+fn answer(headers: &HeaderMap, source: &Bytes, output: RenderOutput<'_>) -> Response {
+    let asked = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|first| first.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    let raw = asked.as_deref().and_then(|a| TEMPLATE_MEDIA_TYPES.into_iter().find(|t| *t == a));
+    let mut response = match (raw, &output.rendered) {
+        (Some(media_type), Some(rendered)) => {
+            let mut response = Body::new(Chunks::new(rendered.chunks(source))).into_response();
+            let headers = response.headers_mut();
+            let content_type =
+                if media_type == "text/plain" { "text/plain; charset=utf-8".to_owned() } else { media_type.to_owned() };
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).expect("a media type"));
+            headers.insert("berth-substitutions", HeaderValue::from(output.substitutions.len()));
+            if let Some(key) = &output.pull_key {
+                for (name, value) in
+                    [("berth-pull-key-username", &key.username), ("berth-pull-key-expires-at", &key.expires_at)]
+                {
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        headers.insert(name, value);
+                    }
+                }
+            }
+            response
+        }
+        _ => Json(output).into_response(),
+    };
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A body of ready pieces with its exact length known, so the answer carries a Content-Length.
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<Bytes>) -> Self {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Self { chunks: chunks.into(), remaining }
+    }
+}
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(chunk) = &next {
+            self.remaining -= chunk.len() as u64;
+        }
+        Poll::Ready(next.map(|chunk| Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// `GET /v1/downloads/{token}/{file_name}`: a File version's bytes, for whoever holds the URL a

@@ -203,6 +203,61 @@ async fn a_dry_run_lists_the_substitutions_and_mints_nothing() {
 }
 
 #[tokio::test]
+async fn accept_picks_the_template_itself_or_the_json_answer() {
+    use axum::body::HttpBody;
+    let context = FunctionContext::ephemeral();
+    put_version(&context, "web_pkg", 1, VersionStatus::Available, PackageType::ContainerImage).await;
+    let template = r#"{"Image": "{{computenest::acrimage::web}}", "Note": "{{.ID}} ${Var}"}"#;
+    let body = json!({
+        "template": template,
+        "relations": { "computenest::acrimage::web": { "package": "web_pkg", "version": "latest" } },
+    });
+    let expected = template.replace("{{computenest::acrimage::web}}", "127.0.0.1:5000/acme/web_pkg:v1");
+    let with_accept = |accept: &str, body: &Value| {
+        let mut request = post(&context, "/v1/render", body);
+        request.headers_mut().insert("accept", accept.parse().unwrap());
+        request
+    };
+
+    // The first media type decides; parameters and case do not matter.
+    for (accept, content_type) in [
+        ("text/plain", "text/plain; charset=utf-8"),
+        ("Application/YAML;q=1, application/json", "application/yaml"),
+        ("text/yaml", "text/yaml"),
+    ] {
+        let response = berth_render::router(context.clone()).oneshot(with_accept(accept, &body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{accept}");
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], content_type, "{accept}");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["berth-substitutions"], "1");
+        assert!(headers.get("berth-pull-key-username").is_none(), "no key was minted");
+        assert_eq!(response.body().size_hint().exact(), Some(expected.len() as u64), "an exact length");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        assert_eq!(bytes, expected.as_bytes(), "{accept}");
+    }
+
+    // JSON (asked for, anything else, or nothing) is the JSON answer, not cached either.
+    for accept in ["application/json", "*/*", "application/xml"] {
+        let response = berth_render::router(context.clone()).oneshot(with_accept(accept, &body)).await.unwrap();
+        assert_eq!(response.headers()["content-type"], "application/json", "{accept}");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(answer["rendered"], expected.as_str(), "{accept}");
+    }
+
+    // A dry run renders nothing: JSON whatever was asked.
+    let mut dry = body.clone();
+    dry["dry_run"] = json!(true);
+    let response = berth_render::router(context.clone()).oneshot(with_accept("application/yaml", &dry)).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((answer["dry_run"].as_bool(), answer.get("rendered")), (Some(true), None));
+}
+
+#[tokio::test]
 async fn every_bad_identifier_is_listed_with_its_line_and_column() {
     let context = FunctionContext::ephemeral();
     put_version(&context, "nginx", 1, VersionStatus::Available, PackageType::ContainerImage).await;
