@@ -6,12 +6,12 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use berth_shared::account::{Account, AccountId, unix_now};
 use berth_shared::context::FunctionContext;
 use berth_shared::error::ApiError;
@@ -173,7 +173,7 @@ fn answer(headers: &HeaderMap, source: &Bytes, output: RenderOutput<'_>) -> Resp
             }
             response
         }
-        _ => Json(output).into_response(),
+        _ => ([(header::CONTENT_TYPE, "application/json")], output.into_json()).into_response(),
     };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response

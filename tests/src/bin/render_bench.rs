@@ -3,7 +3,8 @@
 //! doing only the replacement over the same input, in the same process and run.
 //!
 //! The render's output is what the API answers from: the template's text cut around the
-//! values, never copied whole. Lines also show it turned into HTTP chunks, copied into a fresh
+//! values, never copied whole. Lines also show it turned into HTTP chunks, escaped into the
+//! JSON answer, copied into a fresh
 //! String, and written into a reused buffer; the regex baseline; a plain copy of the input
 //! (the bound for any renderer that copies); and the same over the input cut into templates of
 //! at most 10 MiB (the API's limit). Each line gives its ratio to the baseline.
@@ -153,6 +154,16 @@ fn main() {
         best(|| render(source_text).1.chunks(&source).iter().map(|c| c.len()).sum::<usize>());
     assert_eq!(chunked_len, len, "the chunks hold the whole output");
 
+    // Escaped into a JSON answer's string, as the default answer does.
+    let as_json = |text| {
+        let rendered = render(text).1;
+        let mut out = Vec::with_capacity(rendered.len() + rendered.len() / 8);
+        rendered.write_json_string(&mut out);
+        out.len()
+    };
+    let (as_json_time, json_len) = best(|| as_json(&text));
+    assert!(json_len >= len + 2, "a JSON string at least as long as the text");
+
     // Copied into one String: fresh each time, and into one buffer reused across runs.
     let (materialised, rendered) = best(|| render(&text).1.to_string());
     assert_eq!(rendered.len(), len);
@@ -201,6 +212,7 @@ fn main() {
     let chunks = chunks(&text);
     let (pieces_10, bytes) = best(|| chunks.iter().map(|chunk| render(chunk).1.len()).sum::<usize>());
     assert_eq!(bytes, len, "the chunks render to as many bytes as the whole");
+    let (json_10, _) = best(|| chunks.iter().map(|chunk| as_json(chunk)).sum::<usize>());
     let (strings_10, _) = best(|| chunks.iter().map(|chunk| render(chunk).1.to_string().len()).sum::<usize>());
     let (regex_10, _) = best(|| chunks.iter().map(|chunk| replace(chunk).len()).sum::<usize>());
 
@@ -218,12 +230,14 @@ fn main() {
     };
     line("berth: scan + positions + plan + pieces (the API)", ours);
     line("berth, pieces as the raw answer's HTTP chunks", as_chunks);
+    line("berth, escaped into the JSON answer (fresh Vec)", as_json_time);
     line("berth, copied into a fresh String", materialised);
     line("berth, written into a reused buffer", reused);
     line("regex replace_all baseline (fresh String)", baseline);
     line("plain copy of the input into a reused buffer", copied);
     println!("render  as {} templates of <= 10 MiB, one after another:", chunks.len());
     line("  berth pieces", pieces_10);
+    line("  berth escaped into JSON answers", json_10);
     line("  berth copied into fresh Strings", strings_10);
     line("  regex replace_all", regex_10);
     println!(
