@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The named thing does not exist in the caller's namespace (404).
     #[error("{0} not found")]
     NotFound(String),
+    /// The route exists but not with this method (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The state does not allow it now (409).
     #[error("{message}")]
     Conflict {
@@ -76,6 +79,11 @@ impl ApiError {
                 Problem::new(StatusCode::BAD_REQUEST, code, message).with_field(field)
             }
             Self::NotFound(what) => Problem::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            Self::MethodNotAllowed => Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method; see infra/openapi.yaml",
+            ),
             Self::Conflict { code, message } => Problem::new(StatusCode::CONFLICT, code, message),
             Self::TooLarge { field, limit } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -28,13 +28,18 @@ pub struct Function {
     pub events: Option<Arc<dyn EventHandler>>,
 }
 
-/// Adds `/healthz`, request tracing and the problem+json 404 to a router.
+/// Adds `/healthz`, request tracing and the problem+json 404 and 405 to a router.
 pub fn finish(router: Router, names: Vec<&'static str>) -> Router {
     let health = get(move || {
         let body = json!({ "status": "ok", "functions": names });
         async move { Json(body) }
     });
-    telemetry::traced(router.route("/healthz", health).fallback(|| async { ApiError::NotFound("route".into()) }))
+    telemetry::traced(
+        router
+            .route("/healthz", health)
+            .fallback(|| async { ApiError::NotFound("route".into()) })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed }),
+    )
 }
 
 /// Resolves when SIGINT or SIGTERM arrives, cancelling the returned token.

@@ -50,6 +50,38 @@ async fn serve_mounts_every_function_and_stops_cleanly() {
     )
     .await;
     problem(http.get(format!("{base}/no/such/route")).send().await.unwrap(), 404, "not_found").await;
+    // axum's own rejections come back as problem+json too, naming the part at fault.
+    problem(
+        http.delete(format!("{base}/v1/account")).bearer_auth(&token).send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    let field = |response: reqwest::Response, status: u16, code: &'static str, field: &'static str| async move {
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!((body["code"].as_str(), body["field"].as_str()), (Some(code), Some(field)), "{body}");
+    };
+    field(
+        http.get(format!("{base}/v1/packages/%FF")).bearer_auth(&token).send().await.unwrap(),
+        400,
+        "invalid_path",
+        "path",
+    )
+    .await;
+    field(
+        http.post(format!("{base}/v1/releases?dry_run=maybe"))
+            .bearer_auth(&token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_query",
+        "query",
+    )
+    .await;
 
     serve.stop();
     assert!(!saved.exists(), "the restored event was handled, so nothing is saved again");
@@ -59,7 +91,7 @@ async fn serve_mounts_every_function_and_stops_cleanly() {
     let lines: Vec<Value> =
         logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
     let served: Vec<&Value> = lines.iter().filter(|l| l["message"] == "served").collect();
-    assert_eq!(served.len(), 5, "one line per request");
+    assert_eq!(served.len(), 8, "one line per request");
     for line in &served {
         assert!(line["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "no request id: {line}");
     }

@@ -1,14 +1,14 @@
 //! The credentials function: temporary namespace-scoped registry keys, the registry token
 //! endpoint an OCI registry delegates its auth to, and the keys that verify its tokens.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_shared::account::{Account, unix_now};
 use berth_shared::context::FunctionContext;
 use berth_shared::error::ApiError;
 use berth_shared::registry_token::{self, TokenQuery, TokenRefusal, TokenResponse};
-use berth_shared::request::{ApiJson, BasicAuth};
+use berth_shared::request::{ApiJson, ApiQuery, BasicAuth};
 use berth_shared::runtime::Function;
 use berth_shared::temporary_key::{self, KeyRequest, TemporaryKey};
 use serde_json::{Value, json};
@@ -62,7 +62,7 @@ async fn create_key(
 async fn token(
     State(context): State<FunctionContext>,
     credentials: BasicAuth,
-    Query(pairs): Query<Vec<(String, String)>>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let settings = &context.config.registry;
     let query = TokenQuery::parse(&pairs, settings)?;

@@ -1,7 +1,7 @@
 //! Package and version routes.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Json, extract::Request};
 use berth_shared::account::{Account, AccountId, unix_now};
@@ -13,7 +13,7 @@ use berth_shared::package::{
 };
 use berth_shared::queue::Envelope;
 use berth_shared::registry::oci_digest;
-use berth_shared::request::ApiJson;
+use berth_shared::request::{ApiJson, ApiPath, ApiQuery};
 use berth_shared::store::{StoreError, Versioned};
 use berth_shared::temporary_key::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -202,7 +202,7 @@ pub async fn create_package(
 pub async fn create_version(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<CreateVersionRequest>,
 ) -> Result<(StatusCode, Json<PackageVersion>), ApiError> {
     let current = load_package(&context, &caller.id, &name).await?;
@@ -298,7 +298,7 @@ fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
 pub async fn list_packages(
     State(context): State<FunctionContext>,
     caller: Account,
-    Query(pairs): Query<Vec<(String, String)>>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = list_query(&pairs)?;
     let size = query.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
@@ -336,7 +336,7 @@ pub async fn list_packages(
 pub async fn get_package(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let package = load_package(&context, &caller.id, &name).await?.value;
     let versions = versions_of(&context, &caller.id, &name).await?;
@@ -363,7 +363,7 @@ async fn versions_of(
 pub async fn list_versions(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     load_package(&context, &caller.id, &name).await?;
     Ok(Json(json!({ "versions": versions_of(&context, &caller.id, &name).await? })))
@@ -373,7 +373,7 @@ pub async fn list_versions(
 pub async fn get_version(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Json<PackageVersion>, ApiError> {
     Ok(Json(load_version(&context, &caller.id, &name, &version).await?.value))
 }
@@ -382,7 +382,7 @@ pub async fn get_version(
 pub async fn update_package(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<UpdatePackageRequest>,
 ) -> Result<Json<Package>, ApiError> {
     path_names(&name, None)?;
@@ -410,7 +410,7 @@ async fn users_of(context: &FunctionContext, account: &AccountId, name: &str) ->
 pub async fn delete_package(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     load_package(&context, &caller.id, &name).await?;
     let package_path = package::package_path(&caller.id, &name);
@@ -445,7 +445,7 @@ async fn remove_version(
 pub async fn delete_version(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let doc = load_version(&context, &caller.id, &name, &version).await?;
     remove_version(&context, &caller.id, &doc.value).await?;
@@ -458,7 +458,7 @@ pub async fn delete_version(
 pub async fn upload_file(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     request: Request<Body>,
 ) -> Result<Json<PackageVersion>, ApiError> {
     let current = load_version(&context, &caller.id, &name, &version).await?;

@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use berth_shared::account::{Account, AccountId, unix_now};
 use berth_shared::context::FunctionContext;
 use berth_shared::error::ApiError;
 use berth_shared::package::{self, Package, PackageVersion};
-use berth_shared::request::ApiJson;
+use berth_shared::request::{ApiJson, ApiPath};
 use berth_shared::service::{
     self, ArtifactRef, PackageUser, PutServiceRequest, Service, ServicePlan, package_type_for, validate_service_name,
 };
@@ -50,7 +50,7 @@ async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &
 pub async fn put_service(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<PutServiceRequest>,
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     validate_service_name(&id)?;
@@ -101,7 +101,7 @@ async fn load(context: &FunctionContext, account: &AccountId, id: &str) -> Resul
 pub async fn get_service(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Service>, ApiError> {
     Ok(Json(load(&context, &caller.id, &id).await?))
 }
@@ -126,7 +126,7 @@ pub async fn list_services(State(context): State<FunctionContext>, caller: Accou
 pub async fn delete_service(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let service = load(&context, &caller.id, &id).await?;
     context.store.delete(&service::service_path(&caller.id, &id)).await?;
@@ -151,7 +151,7 @@ fn association(key: &str, target: &ArtifactRef, version: Option<&PackageVersion>
 pub async fn associations(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let service = load(&context, &caller.id, &id).await?;
     let mut items = Vec::new();
@@ -166,7 +166,7 @@ pub async fn associations(
 pub async fn package_services(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     crate::catalog::load_package(&context, &caller.id, &name).await?;
     let users = context.store.list::<PackageUser>(&package::users_prefix(&caller.id, &name)).await?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use berth_shared::release::{
     self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
     ReleaseStatus, Report, ScalingState, Step,
 };
-use berth_shared::request::ApiJson;
+use berth_shared::request::{ApiJson, ApiPath, ApiQuery};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -85,7 +85,7 @@ async fn load_application(engine: &Engine, account: &Account, app: &str) -> Resu
 pub async fn get_application(
     State(engine): State<Engine>,
     account: Account,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
 ) -> Result<Json<Application>, ApiError> {
     Ok(Json(load_application(&engine, &account, &app).await?))
 }
@@ -103,7 +103,7 @@ pub struct NewGroup {
 pub async fn create_group(
     State(engine): State<Engine>,
     account: Account,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
     ApiJson(body): ApiJson<NewGroup>,
 ) -> Result<Response, ApiError> {
     load_application(&engine, &account, &app).await?;
@@ -142,7 +142,7 @@ fn group_ref(account: &Account, app: &str, group: &str) -> Result<GroupRef, ApiE
 pub async fn get_group(
     State(engine): State<Engine>,
     account: Account,
-    Path((app, group)): Path<(String, String)>,
+    ApiPath((app, group)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let reference = group_ref(&account, &app, &group)?;
     let store = &engine.context.store;
@@ -164,7 +164,7 @@ pub async fn get_group(
 pub async fn create_deployment(
     State(engine): State<Engine>,
     account: Account,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<String>,
     ApiJson(body): ApiJson<DeploymentRequest>,
 ) -> Result<Response, ApiError> {
     load_application(&engine, &account, &app).await?;
@@ -193,7 +193,7 @@ pub async fn create_deployment(
 pub async fn get_deployment(
     State(engine): State<Engine>,
     account: Account,
-    Path((app, name)): Path<(String, String)>,
+    ApiPath((app, name)): ApiPath<(String, String)>,
 ) -> Result<Json<release::Deployment>, ApiError> {
     release::validate_name("application", &app)?;
     release::validate_name("deployment", &name)?;
@@ -224,7 +224,7 @@ pub struct CreateQuery {
 pub async fn create_release(
     State(engine): State<Engine>,
     account: Account,
-    Query(query): Query<CreateQuery>,
+    ApiQuery(query): ApiQuery<CreateQuery>,
     ApiJson(body): ApiJson<ReleaseRequest>,
 ) -> Result<Response, ApiError> {
     let options = release::validate_options(&body)?;
@@ -357,7 +357,7 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<Value, ApiError>
 pub async fn get_release(
     State(engine): State<Engine>,
     account: Account,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let doc = load_release(&engine, &account, &id).await?;
     Ok(Json(view(&engine, &doc.value).await?))
@@ -367,7 +367,7 @@ pub async fn get_release(
 pub async fn cancel_release(
     State(engine): State<Engine>,
     account: Account,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     load_release(&engine, &account, &id).await?;
     let now = unix_now();
@@ -383,7 +383,7 @@ pub async fn cancel_release(
 pub async fn confirm_release(
     State(engine): State<Engine>,
     account: Account,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     load_release(&engine, &account, &id).await?;
     let now = unix_now();
@@ -398,7 +398,7 @@ pub async fn confirm_release(
 pub async fn host_logs(
     State(engine): State<Engine>,
     account: Account,
-    Path((id, host)): Path<(String, String)>,
+    ApiPath((id, host)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let release = load_release(&engine, &account, &id).await?.value;
     if release.batch_of(&host).is_none() {
@@ -483,7 +483,7 @@ pub struct PollQuery {
 pub async fn poll(
     State(engine): State<Engine>,
     agent: Agent,
-    Query(query): Query<PollQuery>,
+    ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
     release::validate_name("host", &query.host)?;
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
@@ -557,7 +557,7 @@ pub struct ReportQuery {
 pub async fn report(
     State(engine): State<Engine>,
     agent: Agent,
-    Query(query): Query<ReportQuery>,
+    ApiQuery(query): ApiQuery<ReportQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use berth_shared::error::ApiError;
 use berth_shared::render::{
     self, MAX_RENDER_BODY, RenderContext, RenderOptions, RenderOutput, RenderRequest, ServiceRenderRequest,
 };
-use berth_shared::request::{ApiJson, parse_json};
+use berth_shared::request::{ApiJson, ApiPath, parse_json};
 use berth_shared::runtime::Function;
 use berth_shared::service::{Service, service_path};
 
@@ -75,7 +75,7 @@ fn logged(account: &AccountId, what: &str, output: &RenderOutput<'_>) {
 async fn render_service(
     State(context): State<FunctionContext>,
     caller: Account,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ServiceRenderRequest>,
 ) -> Result<Response, ApiError> {
@@ -220,7 +220,7 @@ impl HttpBody for Chunks {
 /// render handed out (deployed hosts have no account token).
 async fn download(
     State(context): State<FunctionContext>,
-    Path((token, file_name)): Path<(String, String)>,
+    ApiPath((token, file_name)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let grant = render::verify_download(&context.signing, &token)
         .ok_or_else(|| ApiError::Unauthenticated("the download link is invalid or has expired".into()))?;
