@@ -35,7 +35,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// Path parameters. A segment that does not decode (bad percent-encoding, not UTF-8) is a 400
-/// with field `path`, as problem+json like every other error, not axum's plain text.
+/// with field `path`, as problem+json like every other error, not axum's plain text; a route
+/// whose parameters do not fit `T` is a bug of ours (500).
 #[derive(Debug, Clone)]
 pub struct ApiPath<T>(pub T);
 
@@ -46,7 +47,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Self(value))
-            .map_err(|rejection| ApiError::invalid("path", "invalid_path", rejection.body_text()))
+            .map_err(|rejection| match rejection.status().is_client_error() {
+                true => ApiError::invalid("path", "invalid_path", rejection.body_text()),
+                false => ApiError::Internal(rejection.body_text()),
+            })
     }
 }
 

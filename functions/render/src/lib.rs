@@ -140,42 +140,60 @@ async fn render_template(
 }
 
 /// Media types that ask for the rendered template itself rather than the JSON answer.
-const TEMPLATE_MEDIA_TYPES: [&str; 4] = ["application/yaml", "application/x-yaml", "text/yaml", "text/plain"];
+const TEMPLATE_MEDIA_TYPES: [&str; 5] =
+    ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"];
 
-/// The answer `Accept` asks for: the rendered template itself (its first media type is one of
-/// [`TEMPLATE_MEDIA_TYPES`]), sent as slices of `source` with what the JSON answer would add
-/// in `Berth-*` headers; else the JSON answer, the template escaped into it as it is written.
-/// A dry run renders nothing, so it always answers JSON. Neither may be cached: both carry a
-/// pull key.
+/// The template media type `Accept` prefers, if it prefers one over JSON: the acceptable entry
+/// (q > 0) of highest q, the first of equals.
+fn template_media_type(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+    let mut best: Option<(f32, &str)> = None;
+    for entry in accept.split(',') {
+        let mut parts = entry.split(';');
+        let media_type = parts.next().unwrap_or_default().trim();
+        let q =
+            parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.trim().parse::<f32>().ok()).unwrap_or(1.0);
+        if q > 0.0 && best.is_none_or(|(top, _)| q > top) {
+            best = Some((q, media_type));
+        }
+    }
+    let (_, preferred) = best?;
+    TEMPLATE_MEDIA_TYPES.into_iter().find(|t| t.eq_ignore_ascii_case(preferred))
+}
+
+/// The answer `Accept` asks for: the rendered template itself (see [`template_media_type`]),
+/// sent as slices of `source`, with the substitution count, the referenced repositories and the
+/// pull key's username and expiry in `Berth-*` headers; else the JSON answer. A dry run renders
+/// nothing, so it always answers JSON. Neither may be cached: both carry a pull key.
 fn answer(headers: &HeaderMap, source: &Bytes, output: RenderOutput<'_>) -> Response {
-    let asked = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|first| first.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
-    let raw = asked.as_deref().and_then(|a| TEMPLATE_MEDIA_TYPES.into_iter().find(|t| *t == a));
-    let mut response = match (raw, &output.rendered) {
+    let mut response = match (template_media_type(headers), &output.rendered) {
         (Some(media_type), Some(rendered)) => {
             let mut response = Body::new(Chunks::new(rendered.chunks(source))).into_response();
             let headers = response.headers_mut();
-            let content_type =
-                if media_type == "text/plain" { "text/plain; charset=utf-8".to_owned() } else { media_type.to_owned() };
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).expect("a media type"));
+            let content_type = match media_type {
+                "text/plain" => HeaderValue::from_static("text/plain; charset=utf-8"),
+                other => HeaderValue::from_static(other),
+            };
+            headers.insert(header::CONTENT_TYPE, content_type);
             headers.insert("berth-substitutions", HeaderValue::from(output.substitutions.len()));
-            if let Some(key) = &output.pull_key {
-                for (name, value) in
-                    [("berth-pull-key-username", &key.username), ("berth-pull-key-expires-at", &key.expires_at)]
-                {
-                    if let Ok(value) = HeaderValue::from_str(value) {
-                        headers.insert(name, value);
-                    }
+            let repositories = output.repositories.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+            let pull_key = output.pull_key.as_ref();
+            for (name, value) in [
+                ("berth-repositories", Some(&repositories)),
+                ("berth-pull-key-username", pull_key.map(|k| &k.username)),
+                ("berth-pull-key-expires-at", pull_key.map(|k| &k.expires_at)),
+            ] {
+                if let Some(Ok(value)) = value.filter(|v| !v.is_empty()).map(|v| HeaderValue::from_str(v)) {
+                    headers.insert(name, value);
                 }
             }
             response
         }
         _ => ([(header::CONTENT_TYPE, "application/json")], output.into_json()).into_response(),
     };
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     response
 }
 

@@ -219,18 +219,21 @@ async fn accept_picks_the_template_itself_or_the_json_answer() {
         request
     };
 
-    // The first media type decides; parameters and case do not matter.
+    // The preferred acceptable type decides (highest q, first of equals); case does not matter.
     for (accept, content_type) in [
         ("text/plain", "text/plain; charset=utf-8"),
         ("Application/YAML;q=1, application/json", "application/yaml"),
-        ("text/yaml", "text/yaml"),
+        ("application/json;q=0.5, text/yaml", "text/yaml"),
+        ("application/x-yaml", "application/x-yaml"),
     ] {
         let response = berth_render::router(context.clone()).oneshot(with_accept(accept, &body)).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{accept}");
         let headers = response.headers();
         assert_eq!(headers["content-type"], content_type, "{accept}");
         assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["vary"], "accept");
         assert_eq!(headers["berth-substitutions"], "1");
+        assert_eq!(headers["berth-repositories"], "acme/web_pkg");
         assert!(headers.get("berth-pull-key-username").is_none(), "no key was minted");
         assert_eq!(response.body().size_hint().exact(), Some(expected.len() as u64), "an exact length");
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
@@ -238,7 +241,13 @@ async fn accept_picks_the_template_itself_or_the_json_answer() {
     }
 
     // JSON (asked for, anything else, or nothing) is the JSON answer, not cached either.
-    for accept in ["application/json", "*/*", "application/xml"] {
+    for accept in [
+        "application/json",
+        "*/*",
+        "application/xml",
+        "application/yaml;q=0, application/json",
+        "application/json, text/yaml",
+    ] {
         let response = berth_render::router(context.clone()).oneshot(with_accept(accept, &body)).await.unwrap();
         assert_eq!(response.headers()["content-type"], "application/json", "{accept}");
         assert_eq!(response.headers()["cache-control"], "no-store");
