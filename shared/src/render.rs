@@ -1098,9 +1098,8 @@ mod tests {
         // Two-byte characters and escapes across many slice boundaries, and no identifier at all.
         // Pieces of about 1 MiB, most lines with one escape as in real templates: unbounded, the
         // escaper would reserve six times the piece.
-        let text = "name: é value \"x\"\n".repeat(50_000)
-            + "{{ computenest::acrimage::nginx }}"
-            + &"\t中".repeat(100_000);
+        let text =
+            "name: é value \"x\"\n".repeat(50_000) + "{{ computenest::acrimage::nginx }}" + &"\t中".repeat(100_000);
         let template = Template::scan(&text);
         let plan = template.plan(&associations(), REGISTRY, false).unwrap();
         let output = RenderOutput {
@@ -1117,49 +1116,64 @@ mod tests {
         assert!(json.capacity() < json.len() * 2, "{} bytes in a buffer of {}", json.len(), json.capacity());
     }
 
-    /// A spliced identifier: its text, and the problem code it must raise (`None`: renders).
-    fn spliced() -> impl proptest::strategy::Strategy<Value = (String, Option<&'static str>)> {
+    /// A spliced identifier: its text, and what it renders to or the problem code it raises.
+    fn spliced() -> impl proptest::strategy::Strategy<Value = (String, Result<&'static str, &'static str>)> {
         use proptest::prelude::*;
         prop_oneof![
-            Just(("{{ computenest::acrimage::nginx }}".to_owned(), None)),
-            Just(("{{computenest::helmchart::chart}}".to_owned(), None)),
-            Just(("{{  computenest::acr::dockerconfigjson }}".to_owned(), None)),
-            Just(("{{ computenest::acrimage::creating }}".to_owned(), Some("not_available"))),
-            Just(("{{ computenest::acrimage::gone }}".to_owned(), Some("package_not_found"))),
-            "[a-z]{1,8}".prop_map(|n| (format!("{{{{ computenest::file::zz{n} }}}}"), Some("not_associated"))),
-            "[a-z]{1,8}".prop_map(|k| (format!("{{{{ computenest::{k}x::a }}}}"), Some("unknown_kind"))),
-            Just(("{{ computenest::acrimage:: }}".to_owned(), Some("malformed_identifier"))),
-            Just(("{{ computenest::helm::nope }}".to_owned(), Some("malformed_identifier"))),
-            Just(("{{ computenest::file::x\n".to_owned(), Some("unclosed_identifier"))),
+            Just(("{{ computenest::acrimage::nginx }}".to_owned(), Ok("registry.test:5000/acme/nginx:v1"))),
+            Just(("{{computenest::helmchart::chart}}".to_owned(), Ok("registry.test:5000/acme/charts/web:v1"))),
+            Just(("{{  computenest::acr::dockerconfigjson }}".to_owned(), Ok("KEY"))),
+            Just(("{{ computenest::acrimage::creating }}".to_owned(), Err("not_available"))),
+            Just(("{{ computenest::acrimage::gone }}".to_owned(), Err("package_not_found"))),
+            "[a-z]{1,8}".prop_map(|n| (format!("{{{{ computenest::file::zz{n} }}}}"), Err("not_associated"))),
+            "[a-z]{1,8}".prop_map(|k| (format!("{{{{ computenest::{k}x::a }}}}"), Err("unknown_kind"))),
+            Just(("{{ computenest::acrimage:: }}".to_owned(), Err("malformed_identifier"))),
+            Just(("{{ computenest::helm::nope }}".to_owned(), Err("malformed_identifier"))),
+            Just(("{{ computenest::file::x\n".to_owned(), Err("unclosed_identifier"))),
         ]
     }
 
     proptest::proptest! {
         /// Every offending identifier spliced into random text is reported, in order, at the
-        /// line:column a naive count gives; with none, the template renders.
+        /// line:column a naive count gives; with none, the output is the input with exactly
+        /// those spans replaced, whichever way it is taken (string, HTTP chunks, JSON).
         #[test]
         fn every_spliced_problem_is_reported_where_it_is(
             parts in proptest::collection::vec(("[a-zé中 :\n{}-]{0,10}", spliced()), 0..8),
+            tail in "[a-zé中 :\n-]{0,10}",
         ) {
             let mut text = String::new();
+            let mut spliced = String::new();
             let mut expected = Vec::new();
-            for (filler, (identifier, problem)) in &parts {
+            for (filler, (identifier, outcome)) in &parts {
                 // Keep filler from completing an identifier or braces around one.
                 let filler = filler.replace('{', "(").replace('}', ")");
                 text.push_str(&filler);
-                if let Some(code) = problem {
-                    let line = text.matches('\n').count() + 1;
-                    let column = text.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-                    expected.push((Position { line, column }, *code));
+                spliced.push_str(&filler);
+                match outcome {
+                    Ok(value) => spliced.push_str(value),
+                    Err(code) => {
+                        let line = text.matches('\n').count() + 1;
+                        let column = text.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                        expected.push((Position { line, column }, *code));
+                    }
                 }
                 text.push_str(identifier);
             }
-            let template = Template::scan(&text);
+            text.push_str(&tail);
+            spliced.push_str(&tail);
+            let source = Bytes::from(text.clone());
+            let template = Template::check("template", &source).unwrap();
             match template.plan(&associations(), REGISTRY, false) {
                 Ok(plan) => {
                     proptest::prop_assert!(expected.is_empty(), "{:?}", expected);
-                    let out = template.render(&plan, Some("KEY")).unwrap().to_string();
-                    proptest::prop_assert!(!out.contains("computenest::"));
+                    let rendered = template.render(&plan, Some("KEY")).unwrap();
+                    proptest::prop_assert_eq!(rendered.to_string(), spliced.clone());
+                    proptest::prop_assert_eq!(rendered.len(), spliced.len());
+                    proptest::prop_assert_eq!(rendered.chunks(&source).concat(), spliced.as_bytes());
+                    let mut json = Vec::new();
+                    rendered.write_json_string(&mut json);
+                    proptest::prop_assert_eq!(json, serde_json::to_vec(&spliced).unwrap());
                 }
                 Err(problems) => {
                     let got: Vec<_> = problems.iter().map(|p| (p.position, p.code)).collect();
