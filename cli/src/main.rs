@@ -84,33 +84,8 @@ enum Command {
     /// Render a template: a service's (`--service ID`) or a local file with its config.yaml.
     /// Writes the result to stdout or `-o FILE`; `--dry-run` lists substitutions, mints nothing.
     Render {
-        /// A local template file (with `--config`).
-        #[arg(value_name = "TEMPLATE")]
-        template_file: Option<PathBuf>,
-        /// Render a template of this service.
-        #[arg(long, value_name = "ID")]
-        service: Option<String>,
-        /// The service template's name (needed when the service has several).
-        #[arg(long, value_name = "NAME")]
-        template: Option<String>,
-        /// The Compute Nest config.yaml whose relations the TEMPLATE file uses.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Map a config ArtifactId or `Artifact:` key to a Berth package: KEY=PACKAGE (repeatable).
-        #[arg(long = "artifact")]
-        artifacts: Vec<String>,
-        /// Write the rendered template here (mode 0600) instead of stdout.
-        #[arg(short = 'o', long = "out", value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// List the substitutions it would make; mint no key.
-        #[arg(long)]
-        dry_run: bool,
-        /// Pin images and charts to their digests.
-        #[arg(long)]
-        pin_digests: bool,
-        /// Lifetime of the pull key and file URLs (60..=43200, default 3600).
-        #[arg(long)]
-        credential_ttl_seconds: Option<u64>,
+        #[command(flatten)]
+        args: render::RenderArgs,
         #[command(flatten)]
         api: Api,
     },
@@ -292,42 +267,8 @@ struct Api {
 enum ReleaseCommand {
     /// Start a release (or plan one with --dry-run).
     Create {
-        /// The application.
-        #[arg(long)]
-        application: String,
-        /// The deployment to release.
-        #[arg(long)]
-        deployment: String,
-        /// The group to release to.
-        #[arg(long)]
-        group: String,
-        /// Split the hosts into this many batches.
-        #[arg(long, conflicts_with_all = ["batch_size", "percents"])]
-        batches: Option<usize>,
-        /// Or batches of this many hosts.
-        #[arg(long, conflicts_with = "percents")]
-        batch_size: Option<usize>,
-        /// Or batches of these percentages (e.g. 10,40,50).
-        #[arg(long, value_delimiter = ',')]
-        percents: Vec<u32>,
-        /// Between batches: none, manual, or a number of seconds.
-        #[arg(long)]
-        pause: Option<String>,
-        /// Failed hosts tolerated in the whole release (default 0).
-        #[arg(long)]
-        max_failures: Option<usize>,
-        /// Failed hosts tolerated in any one batch (default: --max-failures).
-        #[arg(long)]
-        max_failures_per_batch: Option<usize>,
-        /// Pull in each batch instead of on every host first.
-        #[arg(long)]
-        no_pull_first: bool,
-        /// Print the plan (batches and hosts) and do nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Follow the release: a progress bar per batch, host states, then the summary.
-        #[arg(long)]
-        watch: bool,
+        #[command(flatten)]
+        args: release::CreateArgs,
         #[command(flatten)]
         api: Api,
     },
@@ -499,38 +440,9 @@ async fn deployment_command(command: DeploymentCommand) -> ExitCode {
 async fn release_command(command: ReleaseCommand) -> ExitCode {
     let client = api_client;
     match command {
-        ReleaseCommand::Create {
-            application,
-            deployment,
-            group,
-            batches,
-            batch_size,
-            percents,
-            pause,
-            max_failures,
-            max_failures_per_batch,
-            no_pull_first,
-            dry_run,
-            watch,
-            api,
-        } => {
+        ReleaseCommand::Create { args, api } => {
             let (client, json) = client(&api);
-            let args = release::CreateArgs {
-                application,
-                deployment,
-                group,
-                batches,
-                batch_size,
-                percents,
-                pause,
-                max_failures,
-                max_failures_per_batch,
-                no_pull_first,
-                dry_run,
-                watch,
-                json,
-            };
-            release::create(&client, args).await
+            release::create(&client, args, json).await
         }
         ReleaseCommand::Get { id, watch, api } => {
             let (client, json) = client(&api);
@@ -565,32 +477,9 @@ async fn main() -> ExitCode {
             let (client, json) = api_client(&api);
             packages::import_service(&client, &config, name, artifacts, json).await
         }
-        Command::Render {
-            template_file,
-            service,
-            template,
-            config,
-            artifacts,
-            out,
-            dry_run,
-            pin_digests,
-            credential_ttl_seconds,
-            api,
-        } => {
+        Command::Render { args, api } => {
             let (client, json) = api_client(&api);
-            let args = render::RenderArgs {
-                template_file,
-                service,
-                template,
-                config,
-                artifacts,
-                out,
-                dry_run,
-                pin_digests,
-                credential_ttl_seconds,
-                json,
-            };
-            render::run(&client, args).await
+            render::run(&client, args, json).await
         }
         Command::RegistryConfig { listen, berth_url, storage, data_dir } => {
             registry::print_config(&listen, &berth_url, &storage, &data_dir)

@@ -14,33 +14,44 @@ use crate::client::BerthClient;
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// What `berth release create` asks for.
+#[derive(clap::Args)]
 pub struct CreateArgs {
-    /// Application.
+    /// The application.
+    #[arg(long)]
     pub application: String,
-    /// Deployment.
+    /// The deployment to release.
+    #[arg(long)]
     pub deployment: String,
-    /// Group.
+    /// The group to release to.
+    #[arg(long)]
     pub group: String,
-    /// Number of batches.
+    /// Split the hosts into this many batches.
+    #[arg(long, conflicts_with_all = ["batch_size", "percents"])]
     pub batches: Option<usize>,
-    /// Hosts per batch.
+    /// Or batches of this many hosts.
+    #[arg(long, conflicts_with = "percents")]
     pub batch_size: Option<usize>,
-    /// Percent of hosts per batch.
+    /// Or batches of these percentages (e.g. 10,40,50).
+    #[arg(long, value_delimiter = ',')]
     pub percents: Vec<u32>,
-    /// `none`, `manual`, or a number of seconds.
+    /// Between batches: none, manual, or a number of seconds.
+    #[arg(long)]
     pub pause: Option<String>,
-    /// Failed hosts tolerated in the release.
+    /// Failed hosts tolerated in the whole release (default 0).
+    #[arg(long)]
     pub max_failures: Option<usize>,
-    /// Failed hosts tolerated per batch.
+    /// Failed hosts tolerated in any one batch (default: --max-failures).
+    #[arg(long)]
     pub max_failures_per_batch: Option<usize>,
-    /// Pull on every host before stopping any.
+    /// Pull in each batch instead of on every host first.
+    #[arg(long)]
     pub no_pull_first: bool,
-    /// Print the plan only.
+    /// Print the plan (batches and hosts) and do nothing.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Follow the release to its end.
+    /// Follow the release: a progress bar per batch, host states, then the summary.
+    #[arg(long)]
     pub watch: bool,
-    /// Print JSON.
-    pub json: bool,
 }
 
 fn body(args: &CreateArgs) -> Result<Value, String> {
@@ -79,7 +90,7 @@ fn body(args: &CreateArgs) -> Result<Value, String> {
 }
 
 /// `berth release create`.
-pub async fn create(client: &BerthClient, args: CreateArgs) -> ExitCode {
+pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitCode {
     let body = match body(&args) {
         Ok(body) => body,
         Err(message) => return fail(&message),
@@ -89,7 +100,7 @@ pub async fn create(client: &BerthClient, args: CreateArgs) -> ExitCode {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
-    if args.json && !args.watch {
+    if json && !args.watch {
         println!("{answer:#}");
         return ExitCode::SUCCESS;
     }
@@ -113,7 +124,7 @@ pub async fn create(client: &BerthClient, args: CreateArgs) -> ExitCode {
         println!("{id}");
         return ExitCode::SUCCESS;
     }
-    watch(client, &id, args.json).await
+    watch(client, &id, json).await
 }
 
 /// Follows a release to its end: one bar per batch (hosts finished of hosts), the hosts'

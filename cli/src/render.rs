@@ -13,31 +13,39 @@ use serde_json::{Value, json};
 use crate::client::BerthClient;
 
 /// What to render and how.
+#[derive(clap::Args)]
 pub struct RenderArgs {
-    /// A local template file.
+    /// A local template file (with `--config`).
+    #[arg(value_name = "TEMPLATE")]
     pub template_file: Option<PathBuf>,
-    /// A service whose template to render.
+    /// Render a template of this service.
+    #[arg(long, value_name = "ID")]
     pub service: Option<String>,
-    /// The service template's name.
+    /// The service template's name (needed when the service has several).
+    #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
-    /// The `config.yaml` whose relations a local template uses.
+    /// The Compute Nest config.yaml whose relations the TEMPLATE file uses.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// `KEY=PACKAGE` mappings of the config's ArtifactIds or `Artifact:` keys.
+    /// Map a config ArtifactId or `Artifact:` key to a Berth package: KEY=PACKAGE (repeatable).
+    #[arg(long = "artifact")]
     pub artifacts: Vec<String>,
-    /// Where to write the rendered template (default stdout).
+    /// Write the rendered template here (mode 0600) instead of stdout.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// List substitutions only.
+    /// List the substitutions it would make; mint no key.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Pin images and charts to digests.
+    /// Pin images and charts to their digests.
+    #[arg(long)]
     pub pin_digests: bool,
-    /// Pull key and download URL lifetime.
+    /// Lifetime of the pull key and file URLs (60..=43200, default 3600).
+    #[arg(long)]
     pub credential_ttl_seconds: Option<u64>,
-    /// Print the whole answer as JSON.
-    pub json: bool,
 }
 
 /// Renders and prints or writes the result.
-pub async fn run(client: &BerthClient, args: RenderArgs) -> ExitCode {
+pub async fn run(client: &BerthClient, args: RenderArgs, json: bool) -> ExitCode {
     let (path, body) = match request(&args) {
         Ok(request) => request,
         Err(e) => return fail(&e),
@@ -46,7 +54,7 @@ pub async fn run(client: &BerthClient, args: RenderArgs) -> ExitCode {
         Ok(answer) => answer,
         Err(e) => return fail(&e),
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&answer).expect("JSON"));
         return ExitCode::SUCCESS;
     }

@@ -196,6 +196,21 @@ pub struct ImageRecord {
     pub failure: Option<ImageFailure>,
 }
 
+impl ImageRecord {
+    /// An image as requested, before the registry has been asked about it.
+    pub fn unchecked(repository: RepositoryName, tag: &str) -> Self {
+        Self {
+            repository,
+            tag: tag.to_owned(),
+            digest: None,
+            media_type: None,
+            size: None,
+            platforms: Vec::new(),
+            failure: None,
+        }
+    }
+}
+
 /// Why one image failed its publish check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFailure {
@@ -412,15 +427,7 @@ fn validate_image(field: &str, spec: &ImageSpec, account: &AccountId) -> Result<
             format!("tags are 1 to {MAX_IMAGE_TAG} letters, digits, '_', '.' or '-', not starting with '.' or '-'"),
         ));
     }
-    Ok(ImageRecord {
-        repository,
-        tag: spec.tag.clone(),
-        digest: None,
-        media_type: None,
-        size: None,
-        platforms: Vec::new(),
-        failure: None,
-    })
+    Ok(ImageRecord::unchecked(repository, &spec.tag))
 }
 
 fn validate_file_name(field: &str, name: &str) -> Result<(), ApiError> {

@@ -912,13 +912,8 @@ mod tests {
             images: repos
                 .iter()
                 .map(|r| ImageRecord {
-                    repository: RepositoryName::parse(r).unwrap(),
-                    tag: "v1".into(),
                     digest: Some(format!("sha256:{}", "ab".repeat(32))),
-                    media_type: None,
-                    size: None,
-                    platforms: Vec::new(),
-                    failure: None,
+                    ..ImageRecord::unchecked(RepositoryName::parse(r).unwrap(), "v1")
                 })
                 .collect(),
             file: (package_type == PackageType::File).then(|| FileRecord {

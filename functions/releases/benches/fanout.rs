@@ -6,13 +6,16 @@
 //! store writes and queue messages per host, and the batch-to-batch overhead (last report of
 //! a batch until the first job of the next is handed out).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::call;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use berth_shared::account::AccountId;
 use berth_shared::context::FunctionContext;
 use berth_shared::events::{ConsumerOptions, consume};
@@ -26,9 +29,8 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
     PutOptions, PutPayload, PutResult,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
-use tower::ServiceExt;
 
 #[derive(Debug, Default)]
 struct Counting {
@@ -108,27 +110,6 @@ impl EventQueue for CountingQueue {
     async fn dead_letters(&self, max: usize) -> Result<Vec<Envelope>, QueueError> {
         self.inner.dead_letters(max).await
     }
-}
-
-async fn call(
-    router: &axum::Router,
-    method: Method,
-    uri: &str,
-    bearer: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {bearer}"));
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 #[derive(Default)]

@@ -2,35 +2,15 @@
 //! agents, and every advance and report repeated and raced. The outcome must be the one a
 //! single, orderly delivery gives.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+mod common;
+
+use axum::http::{Method, StatusCode};
 use berth_releases::fanout::Engine;
 use berth_shared::account::AccountId;
 use berth_shared::context::FunctionContext;
 use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
+use common::call;
 use serde_json::{Value, json};
-use tower::ServiceExt;
-
-async fn call(
-    router: &axum::Router,
-    method: Method,
-    uri: &str,
-    bearer: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {bearer}"));
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
 
 /// Advances `id` `n` times at once.
 async fn race_advances(engine: &Engine, id: &str, n: usize) {

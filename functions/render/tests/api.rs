@@ -73,13 +73,8 @@ fn post(context: &FunctionContext, path: &str, body: &Value) -> Request<Body> {
 
 fn image(repository: &str, number: u32) -> ImageRecord {
     ImageRecord {
-        repository: RepositoryName::parse(repository).unwrap(),
-        tag: format!("v{number}"),
         digest: Some(DIGEST.into()),
-        media_type: None,
-        size: None,
-        platforms: Vec::new(),
-        failure: None,
+        ..ImageRecord::unchecked(RepositoryName::parse(repository).unwrap(), &format!("v{number}"))
     }
 }
 

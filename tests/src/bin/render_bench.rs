@@ -78,13 +78,11 @@ fn associations(template: &Template<'_>) -> BTreeMap<String, Association> {
             images: match package_type {
                 PackageType::File => Vec::new(),
                 _ => vec![ImageRecord {
-                    repository: RepositoryName::parse(&format!("acme/{repository}")).expect("repository"),
-                    tag: "v1".into(),
                     digest: Some(format!("sha256:{}", "ab".repeat(32))),
-                    media_type: None,
-                    size: None,
-                    platforms: Vec::new(),
-                    failure: None,
+                    ..ImageRecord::unchecked(
+                        RepositoryName::parse(&format!("acme/{repository}")).expect("repository"),
+                        "v1",
+                    )
                 }],
             },
             file: (package_type == PackageType::File).then(|| FileRecord {
