@@ -350,32 +350,8 @@ enum GroupCommand {
 enum DeploymentCommand {
     /// Create a deployment from an image address or a package version.
     Create {
-        /// The application.
-        #[arg(long)]
-        application: String,
-        /// The deployment's name.
-        name: String,
-        /// The image: REGISTRY/NAMESPACE/REPOSITORY:TAG.
-        #[arg(long, conflicts_with = "package")]
-        image: Option<String>,
-        /// Or an Available ContainerImage package (with --version).
-        #[arg(long, requires = "version")]
-        package: Option<String>,
-        /// The package version.
-        #[arg(long, requires = "package")]
-        version: Option<String>,
-        /// Absolute directory the scripts run in (created if missing).
-        #[arg(long)]
-        working_directory: String,
-        /// File with the start script (shell).
-        #[arg(long)]
-        start_script: PathBuf,
-        /// File with the stop script (shell; must succeed when nothing runs).
-        #[arg(long)]
-        stop_script: PathBuf,
-        /// Timeout of each step (pull, stop, start), 1..3600 (default 600).
-        #[arg(long)]
-        step_timeout_seconds: Option<u64>,
+        #[command(flatten)]
+        args: release::DeploymentArgs,
         #[command(flatten)]
         api: Api,
     },
@@ -408,30 +384,8 @@ async fn group_command(command: GroupCommand) -> ExitCode {
 
 async fn deployment_command(command: DeploymentCommand) -> ExitCode {
     match command {
-        DeploymentCommand::Create {
-            application,
-            name,
-            image,
-            package,
-            version,
-            working_directory,
-            start_script,
-            stop_script,
-            step_timeout_seconds,
-            api,
-        } => {
+        DeploymentCommand::Create { args, api } => {
             let (client, json) = api_client(&api);
-            let args = release::DeploymentArgs {
-                application,
-                name,
-                image,
-                package,
-                version,
-                working_directory,
-                start_script,
-                stop_script,
-                step_timeout_seconds,
-            };
             release::create_deployment(&client, args, json).await
         }
     }

@@ -330,24 +330,33 @@ pub async fn get_group(client: &BerthClient, application: &str, name: &str) -> E
 }
 
 /// What `berth deployment create` sends.
+#[derive(clap::Args)]
 pub struct DeploymentArgs {
     /// The application.
+    #[arg(long)]
     pub application: String,
     /// The deployment's name.
     pub name: String,
-    /// `REGISTRY/NAMESPACE/REPOSITORY:TAG`.
+    /// The image: REGISTRY/NAMESPACE/REPOSITORY:TAG.
+    #[arg(long, conflicts_with = "package")]
     pub image: Option<String>,
-    /// A package (with `version`).
+    /// Or an Available ContainerImage package (with --version).
+    #[arg(long, requires = "version")]
     pub package: Option<String>,
     /// The package version.
+    #[arg(long, requires = "package")]
     pub version: Option<String>,
-    /// Working directory on the hosts.
+    /// Absolute directory the scripts run in (created if missing).
+    #[arg(long)]
     pub working_directory: String,
-    /// File holding the start script.
+    /// File with the start script (shell).
+    #[arg(long)]
     pub start_script: std::path::PathBuf,
-    /// File holding the stop script.
+    /// File with the stop script (shell; must succeed when nothing runs).
+    #[arg(long)]
     pub stop_script: std::path::PathBuf,
-    /// Per-step timeout.
+    /// Timeout of each step (pull, stop, start), 1..3600 (default 600).
+    #[arg(long)]
     pub step_timeout_seconds: Option<u64>,
 }
 
