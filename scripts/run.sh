@@ -72,7 +72,7 @@ done
 [ -x /bin/busybox ] || die "/bin/busybox is missing (busybox-static; make deps installs it)"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (is it running, and may this user use it?)"
 
-rm -rf "$DATA/store" "$DATA/queue" "$DATA/registry" "$DEMO" "$LOGS"
+rm -rf "$DATA/store" "$DATA/queue" "$DATA/registry" "$DATA/agent" "$DEMO" "$LOGS"
 mkdir -p "$LOGS" "$DEMO"
 docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
 
@@ -173,7 +173,7 @@ grep -E '\.dockerconfigjson:|image:' "$DEMO/rendered.yaml" | sed -E 's/(dockerco
 step "4/5 release" "$LOGS/agent.log" "application demo, group web with one berth-agent, release with the seed's scripts"
 api POST /v1/applications '{"name":"demo"}' >/dev/null
 join=$(api POST /v1/applications/demo/groups '{"name":"web","kind":"static"}' | json join_token)
-BERTH_JOIN_TOKEN="$join" "$AGENT" --berth-url "http://$LISTEN" --host-id demo-host >"$LOGS/agent.log" 2>&1 &
+BERTH_JOIN_TOKEN="$join" "$AGENT" --berth-url "http://$LISTEN" --host-id demo-host --state-dir "$DATA/agent" >"$LOGS/agent.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   [ "$(api GET /v1/applications/demo/groups/web | json instances | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" -ge 1 ] && break

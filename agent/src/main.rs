@@ -1,9 +1,12 @@
-//! `berth-agent`: runs on each host of an application group. Registers with the group's join
-//! token, long-polls Berth for work, pulls the image through the Docker engine with the job's
-//! pull key, runs the stop then the start script with bash, and reports.
+//! `berth-agent`: runs on each host of an application group. Registers once with the group's
+//! join token and keeps the host token it gets, long-polls Berth for work, pulls the image
+//! through the Docker engine with the job's pull key, runs the stop then the start script
+//! with bash, and reports.
 
+mod identity;
 mod run;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,12 +18,17 @@ struct Args {
     /// Berth's base URL.
     #[arg(long, env = "BERTH_URL", default_value = "http://127.0.0.1:8080")]
     berth_url: String,
-    /// The group's join token (from `POST /v1/applications/{app}/groups`).
-    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
-    join_token: String,
+    /// A file holding the group's join token. The token may instead be in `BERTH_JOIN_TOKEN`;
+    /// it is never taken on the command line, where `ps` would show it. Needed only until the
+    /// host has registered: after that its own host token (in the state directory) is used.
+    #[arg(long)]
+    join_token_file: Option<PathBuf>,
     /// This host's id in the group (lowercase letters, digits, '.', '_', '-').
     #[arg(long, env = "BERTH_HOST_ID")]
     host_id: String,
+    /// Where the agent keeps its host token (a 0600 file), so a restart does not re-register.
+    #[arg(long, env = "BERTH_AGENT_STATE_DIR", default_value = "/var/lib/berth-agent")]
+    state_dir: PathBuf,
     /// How long each poll is held by Berth, in seconds (1 to 30).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=30))]
     poll_seconds: u64,
@@ -29,6 +37,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let agent = run::Agent::new(&args.berth_url, &args.join_token, &args.host_id, args.poll_seconds);
+    let join_token = match identity::join_token(args.join_token_file.as_deref()) {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("berth-agent: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token);
+    let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds);
     agent.run().await
 }

@@ -10,15 +10,17 @@ use base64::engine::general_purpose::STANDARD;
 use berth_shared::release::{HostLogs, Job, JobKind, Report, Step, StepOutput};
 use tokio::io::AsyncReadExt;
 
+use crate::identity::Identity;
+
 /// Longest backoff after errors reaching Berth.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// After a timeout kills a step's process group, how long its output may still drain.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
 
-/// One agent: where Berth is, the join token, this host.
+/// One agent: where Berth is and who this host is.
 pub struct Agent {
     url: String,
-    token: String,
+    identity: Identity,
     host: String,
     poll_seconds: u64,
     http: reqwest::Client,
@@ -33,32 +35,38 @@ struct StepRun {
 }
 
 impl Agent {
-    /// An agent for `host` in the group `token` joins.
-    pub fn new(url: &str, token: &str, host: &str, poll_seconds: u64) -> Self {
+    /// An agent for the host `identity` names.
+    pub fn new(url: &str, identity: Identity, poll_seconds: u64) -> Self {
         let http = reqwest::Client::builder()
             // A held poll lasts `poll_seconds`; give the answer time to arrive.
             .timeout(Duration::from_secs(poll_seconds + 30))
             .build()
             .expect("HTTP client");
-        Self {
-            url: url.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-            host: host.to_owned(),
-            poll_seconds,
-            http,
-        }
+        Self { url: url.trim_end_matches('/').to_owned(), host: identity.host.clone(), identity, poll_seconds, http }
     }
 
-    /// Registers, then serves jobs until killed. Returns only when Berth refuses the token.
-    pub async fn run(&self) -> ExitCode {
+    /// The host token: the saved one, else a new one from registering with the join token.
+    async fn host_token(&self, refused: Option<&str>) -> Result<String, String> {
+        if let Some(saved) = self.identity.saved().filter(|saved| Some(saved.as_str()) != refused) {
+            return Ok(saved);
+        }
+        let Some(join_token) = &self.identity.join_token else {
+            return Err(match refused {
+                Some(_) => "Berth refused the saved host token and no join token is configured to register again \
+                            (BERTH_JOIN_TOKEN or --join-token-file)"
+                    .into(),
+                None => "no saved host token and no join token (BERTH_JOIN_TOKEN or --join-token-file)".into(),
+            });
+        };
         let mut backoff = Duration::from_millis(500);
         loop {
-            match self.register().await {
-                Ok(()) => break,
-                Err(Refusal::Fatal(message)) => {
-                    eprintln!("berth-agent: {message}");
-                    return ExitCode::from(2);
+            match self.register(join_token).await {
+                Ok(token) => {
+                    self.identity.save(&token).map_err(|e| format!("cannot save the host token: {e}"))?;
+                    eprintln!("berth-agent: host {} registered", self.host);
+                    return Ok(token);
                 }
+                Err(Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => return Err(message),
                 Err(Refusal::Retry(message)) => {
                     eprintln!("berth-agent: registering: {message}; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
@@ -66,11 +74,22 @@ impl Agent {
                 }
             }
         }
-        eprintln!("berth-agent: host {} registered; waiting for work", self.host);
+    }
+
+    /// Serves jobs until killed. Returns only when Berth refuses this host for good.
+    pub async fn run(&self) -> ExitCode {
+        let mut token = match self.host_token(None).await {
+            Ok(token) => token,
+            Err(message) => {
+                eprintln!("berth-agent: {message}");
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("berth-agent: host {} waiting for work", self.host);
         let mut backoff = Duration::from_millis(500);
         loop {
             let asked = std::time::Instant::now();
-            match self.poll().await {
+            match self.poll(&token).await {
                 Ok(Some(job)) => {
                     backoff = Duration::from_millis(500);
                     eprintln!("berth-agent: {job}");
@@ -79,7 +98,7 @@ impl Agent {
                         "berth-agent: release {}: {:?} ok={} step={:?}",
                         job.release, job.kind, report.ok, report.step
                     );
-                    self.send_report(&report).await;
+                    self.send_report(&token, &report).await;
                 }
                 Ok(None) => {
                     backoff = Duration::from_millis(500);
@@ -88,6 +107,17 @@ impl Agent {
                     if asked.elapsed() < Duration::from_secs(1) {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
+                }
+                Err(Refusal::Unauthenticated(message)) => {
+                    // Removed, or re-registered by someone else: register again if we can.
+                    eprintln!("berth-agent: host token refused: {message}");
+                    token = match self.host_token(Some(&token)).await {
+                        Ok(token) => token,
+                        Err(message) => {
+                            eprintln!("berth-agent: {message}");
+                            return ExitCode::from(2);
+                        }
+                    };
                 }
                 Err(Refusal::Fatal(message)) => {
                     eprintln!("berth-agent: {message}");
@@ -102,24 +132,34 @@ impl Agent {
         }
     }
 
-    async fn register(&self) -> Result<(), Refusal> {
+    async fn register(&self, join_token: &str) -> Result<String, Refusal> {
+        #[derive(serde::Deserialize)]
+        struct Registered {
+            host_token: String,
+        }
         let response = self
             .http
             .post(format!("{}/v1/agent/register", self.url))
-            .bearer_auth(&self.token)
+            .bearer_auth(join_token)
             .json(&serde_json::json!({ "host": self.host }))
             .send()
             .await
             .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;
-        check(response).await.map(|_| ())
+        let registered = check(response).await.map_err(|refusal| match refusal {
+            Refusal::Unauthenticated(message) => Refusal::Fatal(format!("join token refused: {message}")),
+            other => other,
+        })?;
+        let registered: Registered =
+            registered.json().await.map_err(|e| Refusal::Retry(format!("unreadable registration: {e}")))?;
+        Ok(registered.host_token)
     }
 
-    async fn poll(&self) -> Result<Option<Job>, Refusal> {
+    async fn poll(&self, token: &str) -> Result<Option<Job>, Refusal> {
         let response = self
             .http
             .get(format!("{}/v1/agent/jobs", self.url))
-            .bearer_auth(&self.token)
-            .query(&[("host", self.host.as_str()), ("wait_seconds", &self.poll_seconds.to_string())])
+            .bearer_auth(token)
+            .query(&[("wait_seconds", &self.poll_seconds.to_string())])
             .send()
             .await
             .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;
@@ -131,21 +171,20 @@ impl Agent {
     }
 
     /// Sends a report until Berth takes it (or refuses it for good).
-    async fn send_report(&self, report: &Report) {
+    async fn send_report(&self, token: &str, report: &Report) {
         let mut backoff = Duration::from_millis(500);
         for _ in 0..60 {
             let sent = self
                 .http
                 .post(format!("{}/v1/agent/reports", self.url))
-                .bearer_auth(&self.token)
-                .query(&[("host", self.host.as_str())])
+                .bearer_auth(token)
                 .json(report)
                 .send()
                 .await;
             match sent {
                 Ok(response) => match check(response).await {
                     Ok(_) => return,
-                    Err(Refusal::Fatal(message)) => {
+                    Err(Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => {
                         eprintln!("berth-agent: report refused: {message}");
                         return;
                     }
@@ -163,6 +202,7 @@ impl Agent {
     pub async fn execute(&self, job: &Job) -> Report {
         let mut logs = HostLogs::default();
         let report = |ok, step, run: &StepRun, logs: HostLogs| Report {
+            job_id: job.job_id.clone(),
             release: job.release.clone(),
             kind: job.kind,
             ok,
@@ -212,7 +252,12 @@ impl Agent {
             return StepRun::broken(format!("cannot write the temporary docker config: {e}"));
         }
         let mut command = tokio::process::Command::new("docker");
-        command.arg("pull").arg(&job.image).env("DOCKER_CONFIG", config.path());
+        command.arg("pull").arg(&job.image);
+        clean_environment(&mut command);
+        if let Some(daemon) = std::env::var_os("DOCKER_HOST") {
+            command.env("DOCKER_HOST", daemon);
+        }
+        command.env("DOCKER_CONFIG", config.path());
         let timeout = Duration::from_secs(job.step_timeout_seconds);
         run_step(command, timeout, "docker pull").await
     }
@@ -228,17 +273,27 @@ impl Agent {
             return StepRun::broken(format!("cannot write the {name} script: {e}"));
         }
         let mut command = tokio::process::Command::new("bash");
+        command.arg(&file).current_dir(Path::new(&job.working_directory));
+        clean_environment(&mut command);
         command
-            .arg(&file)
-            .current_dir(Path::new(&job.working_directory))
             .env("BERTH_RELEASE_ID", &job.release)
+            .env("BERTH_JOB_ID", &job.job_id)
             .env("BERTH_IMAGE", &job.image)
             .env("BERTH_HOST", &self.host)
-            .env("BERTH_STEP", if step == Step::Stop { "stop" } else { "start" })
-            .env_remove("DOCKER_CONFIG");
+            .env("BERTH_STEP", if step == Step::Stop { "stop" } else { "start" });
         let what = if step == Step::Stop { "the stop script" } else { "the start script" };
         run_step(command, Duration::from_secs(job.step_timeout_seconds), what).await
     }
+}
+
+/// What a step's process inherits from the agent: `PATH`, `HOME` and `LANG` only. Nothing else
+/// of the agent's environment (its join token, cloud credentials, ...) reaches a script.
+fn clean_environment(command: &mut tokio::process::Command) {
+    command.env_clear();
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    command.env("PATH", path);
+    command.env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/".into()));
+    command.env("LANG", std::env::var_os("LANG").unwrap_or_else(|| "C.UTF-8".into()));
 }
 
 impl StepRun {
@@ -301,6 +356,8 @@ async fn run_step(mut command: tokio::process::Command, timeout: Duration, what:
 enum Refusal {
     /// Worth trying again (network, 5xx).
     Retry(String),
+    /// The token was refused (401).
+    Unauthenticated(String),
     /// Berth said no for good (bad token, bad host id).
     Fatal(String),
 }
@@ -318,7 +375,9 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Refusal
         body["detail"].as_str().unwrap_or("no detail")
     );
     // 404 on a report means the release is gone; 408/429 are worth retrying.
-    if status.is_client_error()
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        Err(Refusal::Unauthenticated(message))
+    } else if status.is_client_error()
         && status != reqwest::StatusCode::TOO_MANY_REQUESTS
         && status != reqwest::StatusCode::REQUEST_TIMEOUT
     {

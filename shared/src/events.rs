@@ -75,8 +75,18 @@ impl Dispatcher {
 #[async_trait]
 impl EventHandler for Dispatcher {
     async fn handle(&self, event: &Envelope) -> Result<(), EventError> {
+        use futures::FutureExt as _;
         let handler = self.routes.get(&event.kind).ok_or_else(|| EventError::UnknownType(event.kind.clone()))?;
-        handler(event.clone()).await
+        // A panicking handler is a failed attempt (retried, then dead-lettered), on every
+        // path: the polling consumer and Lambda's SQS batches alike. Shared state never
+        // depends on a handler finishing (no poisoning locks are held across one).
+        match std::panic::AssertUnwindSafe(handler(event.clone())).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::error!(kind = %event.kind, id = %event.id, "event handler panicked");
+                Err(EventError::Retry(format!("the handler of '{}' panicked", event.kind)))
+            }
+        }
     }
 }
 

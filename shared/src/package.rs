@@ -413,6 +413,13 @@ fn validate_image(field: &str, spec: &ImageSpec, account: &AccountId) -> Result<
             format!("{e} (give the full name, e.g. {account}/app)"),
         )
     })?;
+    if repository.is_namespace_root(account) {
+        return Err(invalid(
+            format!("{field}.repository"),
+            "repository_is_namespace",
+            format!("'{repository}' is your namespace itself; images live below it, e.g. {account}/app"),
+        ));
+    }
     if !repository.is_in(account) {
         return Err(invalid(
             format!("{field}.repository"),

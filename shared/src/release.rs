@@ -231,6 +231,13 @@ pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> R
     }
     let repository =
         RepositoryName::parse(&path).map_err(|e| ApiError::invalid("image", "invalid_repository", e.to_string()))?;
+    if repository.is_namespace_root(account) {
+        return Err(ApiError::invalid(
+            "image",
+            "repository_is_namespace",
+            format!("'{repository}' is your namespace itself; images live below it, e.g. {account}/app"),
+        ));
+    }
     if !repository.is_in(account) {
         return Err(ApiError::invalid(
             "image",
@@ -953,6 +960,8 @@ pub fn join_logs(mut head: HostLogs, parts: Vec<LogPart>) -> HostLogs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
+    /// The job this reports on, as it was handed out.
+    pub job_id: String,
     /// The release.
     pub release: String,
     /// The job's kind.
@@ -985,6 +994,8 @@ pub enum JobKind {
 /// A job handed to an agent. Its `Debug` leaves the pull key's password out.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Job {
+    /// Names this job: the report must carry it back ([`job_id`]).
+    pub job_id: String,
     /// The release.
     pub release: String,
     /// Pull, or run.
@@ -1012,6 +1023,7 @@ pub struct Job {
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
+            .field("job_id", &self.job_id)
             .field("release", &self.release)
             .field("kind", &self.kind)
             .field("image", &self.image)
@@ -1025,6 +1037,56 @@ impl std::fmt::Display for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?} of {} for release {}", self.kind, self.image, self.release)
     }
+}
+
+/// The id of the job of `kind` for `host` in `release`. Each host has at most one job of each
+/// kind per release, so the id is derived rather than stored: no write per job handed out,
+/// and a report is matched by recomputing it for the reporting host.
+pub fn job_id(release: &str, host: &str, kind: JobKind) -> String {
+    let kind = match kind {
+        JobKind::Pull => "pull",
+        JobKind::Run => "run",
+    };
+    let digest = crate::secret::sha256_hex(format!("berth-job\0{release}\0{host}\0{kind}").as_bytes());
+    format!("{kind}-{}", &digest[..32])
+}
+
+/// Why a report is refused: it does not answer the job the host holds now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportRefusal {
+    /// The job id is not this host's job of this kind in this release.
+    #[error("job '{0}' was not handed to this host for this release and kind")]
+    NotThisJob(String),
+    /// The release ended before the report came.
+    #[error("the release has ended; the report changes nothing")]
+    Ended,
+    /// The host's job of this kind is not due in the release's current phase.
+    #[error("this job is not due now (the release is in another phase)")]
+    NotDue,
+}
+
+/// Checks that a report answers the job `host` holds in `release`: its id must be the
+/// host's job of the report's kind.
+pub fn check_job(release: &str, host: &str, report: &Report) -> Result<(), ReportRefusal> {
+    if report.job_id == job_id(release, host, report.kind) {
+        Ok(())
+    } else {
+        Err(ReportRefusal::NotThisJob(report.job_id.chars().take(80).collect()))
+    }
+}
+
+/// Checks that a not-yet-settled job of `kind` for a host of `batch` is due: the release is
+/// running and in the job's phase.
+pub fn check_due(status: ReleaseStatus, phase: Phase, batch: usize, kind: JobKind) -> Result<(), ReportRefusal> {
+    if status.is_terminal() {
+        return Err(ReportRefusal::Ended);
+    }
+    let due = match (kind, phase) {
+        (JobKind::Pull, Phase::Pulling) => true,
+        (JobKind::Run, Phase::Batch { batch: current }) => current == batch,
+        _ => false,
+    };
+    if due { Ok(()) } else { Err(ReportRefusal::NotDue) }
 }
 
 /// What a host should do now, given the release and what it has reported.

@@ -51,11 +51,22 @@ impl RepositoryName {
         &self.0
     }
 
-    /// Whether the repository lies in `namespace`: the namespace itself or below it
-    /// (`acme/app` is in `acme`; `acme12/app` is not).
+    /// Whether the repository lies in `namespace`: strictly below it (`acme/app` is in `acme`;
+    /// `acme12/app` is not). A repository named exactly like the namespace (`acme`) is in no
+    /// namespace: as in ACR, a namespace holds repositories and is not one, so every entry
+    /// point refuses it (`repository_is_namespace`).
     pub fn is_in(&self, namespace: &AccountId) -> bool {
-        let ns = namespace.as_str();
-        self.0 == ns || (self.0.len() > ns.len() && self.0.starts_with(ns) && self.0.as_bytes()[ns.len()] == b'/')
+        self.relative_to(namespace).is_some()
+    }
+
+    /// The name below `namespace` (`app` for `acme/app` in `acme`), if it lies there.
+    pub fn relative_to(&self, namespace: &AccountId) -> Option<&str> {
+        self.0.strip_prefix(namespace.as_str())?.strip_prefix('/').filter(|rest| !rest.is_empty())
+    }
+
+    /// Whether the name is the namespace itself, which no entry point accepts.
+    pub fn is_namespace_root(&self, namespace: &AccountId) -> bool {
+        self.0 == namespace.as_str()
     }
 
     /// `namespace/relative`, validated as a whole.
@@ -114,7 +125,11 @@ mod tests {
     fn namespace_match_is_exact_or_below() {
         let ns = AccountId::parse("acme").unwrap();
         let name = |s: &str| RepositoryName::parse(s).unwrap();
-        assert!(name("acme").is_in(&ns));
+        assert!(!name("acme").is_in(&ns), "the namespace is not a repository in it");
+        assert!(name("acme").is_namespace_root(&ns));
+        assert_eq!(name("acme").relative_to(&ns), None);
+        assert_eq!(name("acme/app").relative_to(&ns), Some("app"));
+        assert_eq!(name("acme/a/b").relative_to(&ns), Some("a/b"));
         assert!(name("acme/app").is_in(&ns));
         assert!(name("acme/a/b").is_in(&ns));
         assert!(!name("acme12/app").is_in(&ns));

@@ -28,7 +28,8 @@ pub struct Function {
     pub events: Option<Arc<dyn EventHandler>>,
 }
 
-/// Adds `/healthz`, request tracing and the problem+json 404 and 405 to a router.
+/// Adds `/healthz`, request tracing, the problem+json 404 and 405, and a problem+json 500 for
+/// a handler that panics (the process and every other request carry on).
 pub fn finish(router: Router, names: Vec<&'static str>) -> Router {
     let health = get(move || {
         let body = json!({ "status": "ok", "functions": names });
@@ -38,8 +39,16 @@ pub fn finish(router: Router, names: Vec<&'static str>) -> Router {
         router
             .route("/healthz", health)
             .fallback(|| async { ApiError::NotFound("route".into()) })
-            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed }),
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked)),
     )
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    // The payload may quote request data; it is not logged, only that it happened.
+    tracing::error!("a handler panicked; answered 500");
+    ApiError::Internal("a handler panicked".into()).into_response()
 }
 
 /// Resolves when SIGINT or SIGTERM arrives, cancelling the returned token.

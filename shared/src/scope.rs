@@ -108,6 +108,13 @@ fn printable(raw: &str) -> String {
         .collect()
 }
 
+/// The first repository scope naming the key's namespace itself (`repository:acme:pull` for
+/// `acme`): refused with a 400 rather than silently granted nothing, as at every other entry
+/// point, because no repository may be named like its namespace.
+pub fn namespace_root<'a>(key: &KeyGrant, scopes: &'a [Scope]) -> Option<&'a Scope> {
+    scopes.iter().find(|scope| scope.kind == "repository" && scope.name == key.sub.as_str())
+}
+
 /// What `grant` allows for each requested scope. Every scope gets an entry; scopes outside
 /// the key's namespace (or repository list), other resource types and `registry:catalog:*`
 /// get no actions.
@@ -145,6 +152,15 @@ mod tests {
             exp: u64::MAX,
             jti: "k".into(),
         }
+    }
+
+    #[test]
+    fn the_namespace_itself_is_never_granted_and_is_named() {
+        let key = key(KeyPurpose::Push, None);
+        assert!(granted(&key, "repository:acme:pull,push").is_empty());
+        let scopes = parse_scopes(["repository:acme/app:pull repository:acme:pull"]).unwrap();
+        assert_eq!(namespace_root(&key, &scopes).map(|s| s.name.as_str()), Some("acme"));
+        assert!(namespace_root(&key, &parse_scopes(["repository:acmex:pull"]).unwrap()).is_none());
     }
 
     fn granted(key: &KeyGrant, scope: &str) -> Vec<String> {

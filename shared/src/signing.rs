@@ -155,6 +155,12 @@ impl SigningKeys {
         })
     }
 
+    /// One freshly generated key without a certificate: tests and benchmarks.
+    pub fn generate() -> Self {
+        let der = pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").expect("a fresh PKCS#8 key");
+        Self::from_keys(vec![SigningKey::from_pkcs8(&der, None).expect("a fresh P-256 key")])
+    }
+
     /// Keys from already-parsed parts, the first signing.
     pub fn from_keys(keys: Vec<SigningKey>) -> Self {
         assert!(!keys.is_empty(), "at least one signing key");

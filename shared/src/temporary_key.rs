@@ -103,6 +103,17 @@ pub struct AvailableResource {
     pub path: String,
 }
 
+/// Why a key could not be minted: both are the caller's bug, never the requester's.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// A listed repository is not below the key's namespace.
+    #[error("repository '{0}' is not below the key's namespace")]
+    OutsideNamespace(RepositoryName),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
+}
+
 /// Mints a temporary key. `now` in seconds since the epoch; `ttl` already validated.
 pub fn mint(
     keys: &SigningKeys,
@@ -112,28 +123,28 @@ pub fn mint(
     repositories: Option<Vec<RepositoryName>>,
     ttl_seconds: u64,
     now: u64,
-) -> Result<TemporaryKey, jsonwebtoken::errors::Error> {
+) -> Result<TemporaryKey, MintError> {
+    let available_resources = match &repositories {
+        Some(list) => list
+            .iter()
+            .map(|r| {
+                let relative = r.relative_to(account).ok_or_else(|| MintError::OutsideNamespace(r.clone()))?;
+                Ok(AvailableResource { repository_name: relative.to_owned(), path: format!("{registry}/{r}") })
+            })
+            .collect::<Result<Vec<_>, MintError>>()?,
+        None => vec![AvailableResource { repository_name: "*".into(), path: format!("{registry}/{account}/*") }],
+    };
     let grant = KeyGrant {
         sub: account.clone(),
         aud: KEY_AUDIENCE.to_owned(),
         purpose,
         repositories: repositories.clone(),
         iat: now,
-        exp: now + ttl_seconds,
+        exp: now.saturating_add(ttl_seconds),
         jti: uuid::Uuid::new_v4().to_string(),
     };
     let password = keys.sign(KEY_TYPE, &grant)?;
     let username = account.to_string();
-    let available_resources = match &repositories {
-        Some(list) => list
-            .iter()
-            .map(|r| AvailableResource {
-                repository_name: r.as_str()[account.as_str().len() + 1..].to_owned(),
-                path: format!("{registry}/{r}"),
-            })
-            .collect(),
-        None => vec![AvailableResource { repository_name: "*".into(), path: format!("{registry}/{account}/*") }],
-    };
     Ok(TemporaryKey {
         registry: registry.to_owned(),
         namespace: account.clone(),
@@ -186,6 +197,22 @@ pub fn rfc3339(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_limited_to_the_namespace_itself_is_refused_not_sliced() {
+        let keys = crate::signing::SigningKeys::generate();
+        let acme = AccountId::parse("acme").unwrap();
+        let root = RepositoryName::parse("acme").unwrap();
+        let other = RepositoryName::parse("acmex/app").unwrap();
+        for repository in [root, other] {
+            let minted = mint(&keys, "r", &acme, KeyPurpose::Pull, Some(vec![repository]), 60, 0);
+            assert!(matches!(minted, Err(MintError::OutsideNamespace(_))), "{minted:?}");
+        }
+        let key =
+            mint(&keys, "r", &acme, KeyPurpose::Pull, Some(vec![RepositoryName::parse("acme/a/b").unwrap()]), 60, 0)
+                .unwrap();
+        assert_eq!(key.available_resources[0].repository_name, "a/b");
+    }
 
     #[test]
     fn rfc3339_dates() {

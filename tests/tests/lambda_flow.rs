@@ -500,7 +500,10 @@ async fn the_seed_flow_runs_with_every_function_under_the_lambda_emulator() {
         .await;
     let agent_log = cloud.dir.path().join("agent.log");
     let agent = std::process::Command::new(berth_bin("berth-agent"))
-        .args(["--berth-url", &cloud.releases.function_url(), "--join-token", &join, "--host-id", "host-1"])
+        .args(["--berth-url", &cloud.releases.function_url(), "--host-id", "host-1"])
+        .arg("--state-dir")
+        .arg(cloud.dir.path().join("agent-state"))
+        .env("BERTH_JOIN_TOKEN", &join)
         .args(["--poll-seconds", "2"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&agent_log).unwrap())

@@ -119,8 +119,13 @@ impl Setup {
 
     fn start_agent(&mut self, join_token: &str, host: &str) {
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{host}.log"))).unwrap();
+        let state = self.dir.path().join(format!("agent-state-{host}"));
         let child = Command::new(berth_bin("berth-agent"))
-            .args(["--berth-url", &self.berth().url, "--join-token", join_token, "--host-id", host])
+            .args(["--berth-url", &self.berth().url, "--host-id", host])
+            .arg("--state-dir")
+            .arg(&state)
+            // Never in argv, where `ps` shows it.
+            .env("BERTH_JOIN_TOKEN", join_token)
             // Long holds: the polls must still end promptly when berth serve stops.
             .args(["--poll-seconds", "25"])
             .stdout(Stdio::null())
@@ -669,22 +674,30 @@ async fn bad_requests_are_problems_naming_the_field() {
     }
     let (status, _) = s.call(reqwest::Method::GET, &format!("/v1/releases/{}", uuid::Uuid::new_v4()), None).await;
     assert_eq!(status, 404);
-    // Agents need a real join token.
-    let response = s
+    // Agents need a real host token; the join token only registers.
+    for token in ["bht_not-a-token", group["join_token"].as_str().unwrap()] {
+        let response =
+            s.http.get(format!("{}/v1/agent/jobs?host=h1", s.berth().url)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+    let registered: Value = s
         .http
-        .get(format!("{}/v1/agent/jobs?host=h1", s.berth().url))
-        .bearer_auth("bjt_not-a-token")
+        .post(format!("{}/v1/agent/register", s.berth().url))
+        .bearer_auth(group["join_token"].as_str().unwrap())
+        .json(&json!({ "host": "h1" }))
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    assert_eq!(response.status(), 401);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
     // A held poll with nothing to do answers 204 after its wait, not before.
     let started = Instant::now();
     let response = s
         .http
-        .get(format!("{}/v1/agent/jobs?host=h1&wait_seconds=1", s.berth().url))
-        .bearer_auth(group["join_token"].as_str().unwrap())
+        .get(format!("{}/v1/agent/jobs?wait_seconds=1", s.berth().url))
+        .bearer_auth(registered["host_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();

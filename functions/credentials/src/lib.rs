@@ -71,6 +71,13 @@ async fn token(
     if query.account.as_ref().is_some_and(|account| account != &credentials.username) {
         return Err(ApiError::Unauthenticated("account does not match the credentials".into()));
     }
+    if let Some(scope) = berth_shared::scope::namespace_root(&key, &query.scopes) {
+        return Err(ApiError::invalid(
+            "scope",
+            "repository_is_namespace",
+            format!("'{}' is your namespace itself; repositories live below it, e.g. {}/app", scope.name, key.sub),
+        ));
+    }
     let response =
         registry_token::issue(&context.signing, settings, &key, &query.scopes, unix_now()).map_err(|e| match e {
             TokenRefusal::KeyExpiring => ApiError::Unauthenticated(e.to_string()),

@@ -92,7 +92,12 @@ pub async fn check_version(
     let mut checked = Vec::with_capacity(current.value.images.len());
     for image in &current.value.images {
         let mut image = image.clone();
-        if !image.repository.is_in(account) {
+        if image.repository.is_namespace_root(account) {
+            image.failure = Some(ImageFailure {
+                code: "repository_is_namespace".into(),
+                message: format!("{} is the namespace itself, not a repository below it", image.repository),
+            });
+        } else if !image.repository.is_in(account) {
             image.failure = Some(ImageFailure {
                 code: "outside_namespace".into(),
                 message: format!("{} is outside namespace {account}", image.repository),

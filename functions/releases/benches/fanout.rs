@@ -162,13 +162,14 @@ async fn bench() {
     });
     call(&router, Method::POST, "/v1/applications/app/deployments", &token, Some(deployment)).await;
     let registering = Instant::now();
-    futures::future::join_all((0..hosts).map(|i| {
+    let host_tokens: Vec<String> = futures::future::join_all((0..hosts).map(|i| {
         let (router, join) = (router.clone(), join.clone());
         async move {
-            let (status, _) =
+            let (status, registered) =
                 call(&router, Method::POST, "/v1/agent/register", &join, Some(json!({ "host": format!("h{i:05}") })))
                     .await;
             assert_eq!(status, StatusCode::OK);
+            registered["host_token"].as_str().unwrap().to_owned()
         }
     }))
     .await;
@@ -199,14 +200,14 @@ async fn bench() {
             .collect(),
     );
 
-    let agents = (0..hosts).map(|i| {
-        let (router, join, timeline, batch_of) = (router.clone(), join.clone(), timeline.clone(), batch_of.clone());
+    let agents = host_tokens.into_iter().enumerate().map(|(i, host_token)| {
+        let (router, timeline, batch_of) = (router.clone(), timeline.clone(), batch_of.clone());
         async move {
             let host = format!("h{i:05}");
             let batch = batch_of[&host];
             loop {
-                let uri = format!("/v1/agent/jobs?host={host}&wait_seconds=30");
-                let (status, job) = call(&router, Method::GET, &uri, &join, None).await;
+                let (status, job) =
+                    call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=30", &host_token, None).await;
                 if status == StatusCode::NO_CONTENT {
                     continue;
                 }
@@ -225,6 +226,7 @@ async fn bench() {
                     }
                 }
                 let report = Report {
+                    job_id: job.job_id.clone(),
                     release: job.release.clone(),
                     kind: job.kind,
                     ok: true,
@@ -233,9 +235,8 @@ async fn bench() {
                     reason: None,
                     logs: HostLogs::default(),
                 };
-                let uri = format!("/v1/agent/reports?host={host}");
-                let (status, answer) =
-                    call(&router, Method::POST, &uri, &join, Some(serde_json::to_value(&report).unwrap())).await;
+                let body = Some(serde_json::to_value(&report).unwrap());
+                let (status, answer) = call(&router, Method::POST, "/v1/agent/reports", &host_token, body).await;
                 assert_eq!(status, StatusCode::OK, "{answer}");
                 if job.kind == JobKind::Run {
                     let mut t = timeline.lock().await;

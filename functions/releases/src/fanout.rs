@@ -4,7 +4,9 @@
 //! document moves by compare-and-swap, the scaling lease by `modify`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use berth_shared::account::{AccountId, unix_now};
@@ -101,12 +103,13 @@ impl Engine {
     pub fn pull_key(&self, release: &Release) -> Result<(String, String), ApiError> {
         let deployment = &release.deployment;
         let now = unix_now();
-        let job_life = deployment.step_timeout_seconds * 3 + 60;
-        let mut keys = self.keys.lock().expect("lock");
-        if let Some((username, password, expires_at)) = keys.get(&release.id)
-            && *expires_at > now + job_life
+        let job_life = deployment.step_timeout_seconds.saturating_mul(3).saturating_add(60);
+        // The lock is held only to look up and to insert, never while minting: nothing that
+        // can fail or panic runs under it.
+        if let Some((username, password, expires_at)) = self.keys.lock().get(&release.id).cloned()
+            && expires_at > now.saturating_add(job_life)
         {
-            return Ok((username.clone(), password.clone()));
+            return Ok((username, password));
         }
         let repository = RepositoryName::parse(&deployment.image.repository)
             .map_err(|e| ApiError::Internal(format!("stored repository: {e}")))?;
@@ -121,18 +124,19 @@ impl Engine {
             now,
         )
         .map_err(|e| ApiError::Internal(format!("minting a pull key: {e}")))?;
+        let entry = (key.username, key.password.expose().clone(), now + ttl);
+        let mut keys = self.keys.lock();
         if keys.len() >= MAX_CACHED_PLANS {
             keys.clear();
         }
-        let entry = (key.username, key.password.expose().clone(), now + ttl);
         keys.insert(release.id.clone(), entry.clone());
         Ok((entry.0, entry.1))
     }
 
     /// A release's plan, from memory or the store.
     pub async fn plan(&self, id: &str) -> Result<Option<Arc<Plan>>, StoreError> {
-        if let Some(plan) = self.plans.lock().expect("lock").get(id) {
-            return Ok(Some(plan.clone()));
+        if let Some(plan) = self.plans.lock().get(id).cloned() {
+            return Ok(Some(plan));
         }
         let Some(doc) = self.store().get::<Release>(&layout::plan(id)).await? else { return Ok(None) };
         let release = doc.value;
@@ -143,7 +147,7 @@ impl Engine {
             .flat_map(|(index, hosts)| hosts.iter().map(move |host| (host.clone(), index)))
             .collect();
         let plan = Arc::new(Plan { release, batch_of });
-        let mut plans = self.plans.lock().expect("lock");
+        let mut plans = self.plans.lock();
         if plans.len() >= MAX_CACHED_PLANS {
             plans.clear();
         }
@@ -199,7 +203,7 @@ impl Engine {
     /// running one goes round again instead of two racing on the same document.
     pub async fn advance(&self, id: &str) -> Result<(), EventError> {
         {
-            let mut advancing = self.advancing.lock().expect("lock");
+            let mut advancing = self.advancing.lock();
             if let Some(again) = advancing.get_mut(id) {
                 *again = true;
                 return Ok(());
@@ -216,17 +220,15 @@ impl Engine {
         }
         impl Drop for Leave<'_> {
             fn drop(&mut self) {
-                if self.armed
-                    && let Ok(mut advancing) = self.advancing.lock()
-                {
-                    advancing.remove(self.id);
+                if self.armed {
+                    self.advancing.lock().remove(self.id);
                 }
             }
         }
         let mut leave = Leave { advancing: &self.advancing, id, armed: true };
         loop {
             self.advance_once(id).await?;
-            let mut advancing = self.advancing.lock().expect("lock");
+            let mut advancing = self.advancing.lock();
             match advancing.get_mut(id) {
                 Some(again) if *again => *again = false,
                 _ => {

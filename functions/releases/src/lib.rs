@@ -37,6 +37,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/applications/{app}", get(get_application))
         .route("/v1/applications/{app}/groups", post(create_group))
         .route("/v1/applications/{app}/groups/{group}", get(get_group))
+        .route("/v1/applications/{app}/groups/{group}/join-token", post(rotate_join_token).delete(revoke_join_token))
         .route("/v1/applications/{app}/deployments", post(create_deployment))
         .route("/v1/applications/{app}/deployments/{name}", get(get_deployment))
         .route("/v1/releases", post(create_release))

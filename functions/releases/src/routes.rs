@@ -19,12 +19,14 @@ use berth_shared::release::{
     ReleaseStatus, Report, ScalingState, Step,
 };
 use berth_shared::request::{ApiJson, ApiPath, ApiQuery};
-use serde::Deserialize;
+use berth_shared::store::StoreError;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::fanout::{Engine, create_once, read_all};
 use crate::store_layout::{
-    self as layout, ActiveRelease, Application, Group, GroupRef, Instance, ReleaseState, StoredLogs,
+    self as layout, ActiveRelease, Application, Group, GroupRef, HostRef, Instance, InstanceView, ReleaseState,
+    StoredLogs,
 };
 
 impl HasAccountKeys for Engine {
@@ -114,7 +116,7 @@ pub async fn create_group(
     let group = Group {
         name: body.name,
         kind: body.kind,
-        join_token_sha256: digest.clone(),
+        join_token_sha256: Some(digest.clone()),
         active_release: None,
         created_at: unix_now(),
     };
@@ -129,6 +131,68 @@ pub async fn create_group(
         Json(json!({ "application": app, "name": group.name, "kind": group.kind, "join_token": token })),
     )
         .into_response())
+}
+
+/// `POST /v1/applications/{app}/groups/{group}/join-token` answer; the token is shown only here.
+#[derive(Serialize)]
+pub struct JoinToken {
+    application: String,
+    group: String,
+    join_token: String,
+}
+
+/// Replaces a group's join token (`Some`) or revokes it (`None`): the group's record changes
+/// by compare-and-swap, so the old token is refused at once; its index entry goes after.
+async fn replace_join_token(engine: &Engine, reference: &GroupRef, token: Option<&str>) -> Result<(), ApiError> {
+    let store = &engine.context.store;
+    let path = layout::group_doc(reference);
+    if store.get::<Group>(&path).await?.is_none() {
+        return Err(ApiError::NotFound(format!("group '{}'", reference.group)));
+    }
+    let digest = token.map(|t| berth_shared::secret::sha256_hex(t.as_bytes()));
+    if let Some(digest) = &digest {
+        store.create(&layout::join_token(digest), reference).await?;
+    }
+    let mut old = None;
+    store
+        .modify::<Group, ApiError, _>(&path, |current| {
+            let mut group = current.ok_or_else(|| ApiError::NotFound(format!("group '{}'", reference.group)))?;
+            old = group.join_token_sha256.take();
+            group.join_token_sha256 = digest.clone();
+            Ok(group)
+        })
+        .await?;
+    if let Some(old) = old {
+        store.delete(&layout::join_token(&old)).await?;
+    }
+    Ok(())
+}
+
+/// `POST /v1/applications/{app}/groups/{group}/join-token`: a new join token; the old one is
+/// refused from now on. Hosts already registered keep their own host tokens.
+pub async fn rotate_join_token(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath((app, group)): ApiPath<(String, String)>,
+) -> Result<Json<JoinToken>, ApiError> {
+    let reference = group_ref(&account, &app, &group)?;
+    let token = new_join_token();
+    replace_join_token(&engine, &reference, Some(&token)).await?;
+    tracing::info!(application = %app, %group, "join token rotated");
+    Ok(Json(JoinToken { application: app, group, join_token: token }))
+}
+
+/// `DELETE /v1/applications/{app}/groups/{group}/join-token`: no host joins until a new token
+/// is made; registered hosts keep working.
+pub async fn revoke_join_token(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath((app, group)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let reference = group_ref(&account, &app, &group)?;
+    replace_join_token(&engine, &reference, None).await?;
+    tracing::info!(application = %app, %group, "join token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn group_ref(account: &Account, app: &str, group: &str) -> Result<GroupRef, ApiError> {
@@ -151,8 +215,8 @@ pub async fn get_group(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("group '{group}'")))?
         .value;
-    let instances: Vec<Instance> =
-        store.list::<Instance>(&layout::instances(&reference)).await?.into_iter().map(|(_, d)| d.value).collect();
+    let instances: Vec<InstanceView> =
+        store.list::<Instance>(&layout::instances(&reference)).await?.into_iter().map(|(_, d)| d.value.into()).collect();
     let scaling = store.get::<ScalingState>(&layout::scaling(&reference)).await?.map(|d| d.value);
     Ok(Json(json!({
         "application": app, "name": doc.name, "kind": doc.kind, "active_release": doc.active_release,
@@ -419,34 +483,93 @@ pub async fn host_logs(
 // Agents
 // ---------------------------------------------------------------------------------------
 
-/// An agent, authenticated by its group's join token (`Authorization: Bearer bjt_...`).
-pub struct Agent {
+/// The bearer token of a request, if it has the given kind's prefix.
+fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| t.starts_with(prefix) && t.len() <= MAX_TOKEN_BYTES)
+}
+
+/// Longest bearer token looked up (ours are 47 bytes).
+const MAX_TOKEN_BYTES: usize = 128;
+
+/// A caller holding a group's current join token (`Authorization: Bearer bjt_...`): it may
+/// only register hosts.
+pub struct Joining {
     /// The group the token joins.
     pub group: GroupRef,
 }
 
-impl FromRequestParts<Engine> for Agent {
+impl FromRequestParts<Engine> for Joining {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
         let refused =
             || ApiError::Unauthenticated("a valid group join token is required (Authorization: Bearer bjt_...)".into());
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| t.starts_with("bjt_"))
-            .ok_or_else(refused)?;
-        let group = engine
-            .context
-            .store
-            .get::<GroupRef>(&layout::join_token(&berth_shared::secret::sha256_hex(token.as_bytes())))
-            .await?
-            .ok_or_else(refused)?;
-        Ok(Self { group: group.value })
+        let token = bearer(parts, "bjt_").ok_or_else(refused)?;
+        let digest = berth_shared::secret::sha256_hex(token.as_bytes());
+        let store = &engine.context.store;
+        let group = store.get::<GroupRef>(&layout::join_token(&digest)).await?.ok_or_else(refused)?.value;
+        // The group's own record decides: a rotated or revoked token is refused at once, even
+        // if its index entry is still there.
+        let current = store.get::<Group>(&layout::group_doc(&group)).await?.ok_or_else(refused)?.value;
+        if current.join_token_sha256.as_deref() != Some(digest.as_str()) {
+            return Err(refused());
+        }
+        Ok(Self { group })
     }
+}
+
+/// A host, authenticated by its own host token (`Authorization: Bearer bht_...`): it polls
+/// and reports for itself only.
+pub struct Host {
+    /// The host and its group.
+    pub host: HostRef,
+}
+
+impl FromRequestParts<Engine> for Host {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
+        let refused = || {
+            ApiError::Unauthenticated(
+                "a valid host token is required (Authorization: Bearer bht_..., from POST /v1/agent/register)".into(),
+            )
+        };
+        let token = bearer(parts, "bht_").ok_or_else(refused)?;
+        let digest = berth_shared::secret::sha256_hex(token.as_bytes());
+        let store = &engine.context.store;
+        let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(refused)?.value;
+        // Only the token the host's record names acts for it: re-registering replaces it.
+        let instance = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await?.ok_or_else(refused)?;
+        if instance.value.host_token_sha256.as_deref() != Some(digest.as_str()) {
+            return Err(refused());
+        }
+        Ok(Self { host })
+    }
+}
+
+impl Host {
+    /// The `host` query, when an agent still sends one, must name the token's own host.
+    fn check_named(&self, named: Option<&str>) -> Result<(), ApiError> {
+        match named {
+            Some(name) if name != self.host.host => Err(ApiError::Forbidden(format!(
+                "this host token acts for host '{}' only",
+                self.host.host
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn new_host_token() -> String {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    format!("bht_{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// `POST /v1/agent/register` body.
@@ -456,36 +579,70 @@ pub struct Registration {
     host: String,
 }
 
-/// `POST /v1/agent/register`: the host joins the token's group (again: idempotent).
+/// `POST /v1/agent/register` answer. The host token is shown only here.
+#[derive(Serialize)]
+pub struct Registered {
+    application: String,
+    group: String,
+    host: String,
+    host_token: String,
+}
+
+/// `POST /v1/agent/register`: the host joins the token's group and gets a host token of its
+/// own. Registering again with the same host id rotates that host's token.
 pub async fn register(
     State(engine): State<Engine>,
-    agent: Agent,
+    joining: Joining,
     ApiJson(body): ApiJson<Registration>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Registered>, ApiError> {
     release::validate_name("host", &body.host)?;
-    let instance = Instance { host: body.host.clone(), registered_at: unix_now() };
-    if create_once(&engine.context.store, &layout::instance(&agent.group, &body.host), &instance).await? {
-        tracing::info!(host = %body.host, group = %agent.group.group, "host registered");
+    let token = new_host_token();
+    let digest = berth_shared::secret::sha256_hex(token.as_bytes());
+    let reference = HostRef { group: joining.group.clone(), host: body.host.clone() };
+    let store = &engine.context.store;
+    // The index first: until the instance names this digest, the entry grants nothing.
+    store.create(&layout::host_token(&digest), &reference).await?;
+    let now = unix_now();
+    let mut replaced = None;
+    let host = body.host.clone();
+    store
+        .modify::<Instance, StoreError, _>(&layout::instance(&joining.group, &body.host), |current| {
+            replaced = current.as_ref().and_then(|i| i.host_token_sha256.clone());
+            Ok(Instance { host: host.clone(), registered_at: now, host_token_sha256: Some(digest.clone()) })
+        })
+        .await?;
+    if let Some(old) = replaced {
+        store.delete(&layout::host_token(&old)).await?;
+        tracing::info!(host = %body.host, group = %joining.group.group, "host re-registered; its old token is refused");
+    } else {
+        tracing::info!(host = %body.host, group = %joining.group.group, "host registered");
     }
-    Ok(Json(json!({ "application": agent.group.application, "group": agent.group.group, "host": body.host })))
+    Ok(Json(Registered {
+        application: joining.group.application,
+        group: joining.group.group,
+        host: body.host,
+        host_token: token,
+    }))
 }
 
 /// `GET /v1/agent/jobs` query.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PollQuery {
-    host: String,
+    #[serde(default)]
+    host: Option<String>,
     #[serde(default)]
     wait_seconds: Option<u64>,
 }
 
-/// `GET /v1/agent/jobs?host=H&wait_seconds=N`: held until there is work for the host
-/// (200 with a job) or the wait ends (204).
+/// `GET /v1/agent/jobs?wait_seconds=N`: held until there is work for the host (200 with a
+/// job) or the wait ends (204).
 pub async fn poll(
     State(engine): State<Engine>,
-    agent: Agent,
+    host: Host,
     ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
-    release::validate_name("host", &query.host)?;
+    host.check_named(query.host.as_deref())?;
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let until = tokio::time::Instant::now() + wait;
     loop {
@@ -493,7 +650,7 @@ pub async fn poll(
         let changed = engine.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        if let Some(job) = job_for(&engine, &agent.group, &query.host).await? {
+        if let Some(job) = job_for(&engine, &host.host).await? {
             return Ok(Json(job).into_response());
         }
         let now = tokio::time::Instant::now();
@@ -508,20 +665,21 @@ pub async fn poll(
     }
 }
 
-async fn job_for(engine: &Engine, group: &GroupRef, host: &str) -> Result<Option<Job>, ApiError> {
+async fn job_for(engine: &Engine, host: &HostRef) -> Result<Option<Job>, ApiError> {
     let store = &engine.context.store;
-    let Some(doc) = store.get::<Group>(&layout::group_doc(group)).await? else { return Ok(None) };
+    let Some(doc) = store.get::<Group>(&layout::group_doc(&host.group)).await? else { return Ok(None) };
     let Some(id) = doc.value.active_release else { return Ok(None) };
     let Some(state) = engine.state(&id).await?.map(|d| d.value) else { return Ok(None) };
     let Some(plan) = engine.plan(&id).await? else { return Ok(None) };
-    let batch = plan.batch_of.get(host).copied();
+    let name = host.host.as_str();
+    let batch = plan.batch_of.get(name).copied();
     let kind = match state.phase {
         release::Phase::Pulling => {
-            let pulled = store.get::<PullResult>(&layout::pull(&id, host)).await?.is_some();
+            let pulled = store.get::<PullResult>(&layout::pull(&id, name)).await?.is_some();
             release::next_job_at(state.status, state.phase, batch, pulled, false)
         }
         release::Phase::Batch { .. } => {
-            let finished = store.get::<HostResult>(&layout::result(&id, host)).await?.is_some();
+            let finished = store.get::<HostResult>(&layout::result(&id, name)).await?.is_some();
             release::next_job_at(state.status, state.phase, batch, true, finished)
         }
         _ => None,
@@ -532,6 +690,7 @@ async fn job_for(engine: &Engine, group: &GroupRef, host: &str) -> Result<Option
     let (username, password) = engine.pull_key(release)?;
     let (pull_registry, pull_address) = deployment.pull_address(engine.context.config.registry_private_host.as_deref());
     Ok(Some(Job {
+        job_id: release::job_id(&id, name, kind),
         release: id,
         kind,
         pull: kind == JobKind::Pull || !release.options.pull_first,
@@ -548,43 +707,70 @@ async fn job_for(engine: &Engine, group: &GroupRef, host: &str) -> Result<Option
 
 /// `POST /v1/agent/reports` query.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReportQuery {
-    host: String,
+    #[serde(default)]
+    host: Option<String>,
 }
 
-/// `POST /v1/agent/reports?host=H`: a job's outcome. Each outcome is written once; a repeated
-/// report (agent retry) is accepted and changes nothing.
+/// `POST /v1/agent/reports` answer.
+#[derive(Serialize)]
+pub struct ReportAccepted {
+    /// Whether this report settled the job (false: a repeat, which changes nothing).
+    accepted: bool,
+}
+
+fn refused(why: impl std::fmt::Display) -> ApiError {
+    ApiError::Conflict { code: "job_not_handed_out", message: why.to_string() }
+}
+
+/// `POST /v1/agent/reports`: the outcome of the job handed to this host. Each outcome is
+/// written once; a repeated report (agent retry) is accepted and changes nothing. A report
+/// that answers no job this host holds is a 409 and changes nothing.
 pub async fn report(
     State(engine): State<Engine>,
-    agent: Agent,
+    host: Host,
     ApiQuery(query): ApiQuery<ReportQuery>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReportAccepted>, ApiError> {
+    host.check_named(query.host.as_deref())?;
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
     let body: Report = berth_shared::request::parse_json(&body)?;
-    let host = query.host;
-    release::validate_name("host", &host)?;
-    let id = body.release.clone();
-    let not_found = || ApiError::NotFound(format!("release '{id}' for host '{host}'"));
-    if uuid::Uuid::parse_str(&id).is_err() {
-        return Err(not_found());
+    let name = host.host.host.as_str();
+    let id = body.release.as_str();
+    // Another group's release, or one that does not exist: the same answer, revealing nothing.
+    let never = || refused(format!("no job of this release was handed to host '{name}'"));
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(never());
     }
     let store = &engine.context.store;
-    let plan = engine.plan(&id).await?.ok_or_else(not_found)?;
+    let plan = engine.plan(id).await?.ok_or_else(never)?;
     let release = &plan.release;
-    let same_group = release.account == agent.group.account
-        && release.application == agent.group.application
-        && release.group == agent.group.group;
-    if !same_group || !plan.batch_of.contains_key(&host) {
-        return Err(not_found());
+    let group = &host.host.group;
+    let same_group =
+        release.account == group.account && release.application == group.application && release.group == group.group;
+    let Some(&batch) = plan.batch_of.get(name).filter(|_| same_group) else { return Err(never()) };
+    release::check_job(id, name, &body).map_err(refused)?;
+    let settled = match body.kind {
+        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
+        JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
+    };
+    if settled {
+        // A repeat, or a host the release timed out: a late run's output is still kept.
+        if body.kind == JobKind::Run && store.get::<StoredLogs>(&layout::logs(id, name)).await?.is_none() {
+            store_logs(&engine, id, name, &body.logs).await?;
+        }
+        return Ok(Json(ReportAccepted { accepted: false }));
     }
+    let state = engine.state(id).await?.ok_or_else(never)?.value;
+    release::check_due(state.status, state.phase, batch, body.kind).map_err(refused)?;
     let now = unix_now();
     let written = match body.kind {
         JobKind::Pull => {
             let output = body.logs.pull.clone().unwrap_or_default();
             let pull =
                 PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
-            let written = create_once(store, &layout::pull(&id, &host), &pull).await?;
+            let written = create_once(store, &layout::pull(id, name), &pull).await?;
             if written && !body.ok {
                 // A host that cannot pull does not run: it fails as a pull failure.
                 let result = HostResult {
@@ -594,37 +780,23 @@ pub async fn report(
                     reason: body.reason.clone(),
                     at: now,
                 };
-                create_once(store, &layout::result(&id, &host), &result).await?;
+                create_once(store, &layout::result(id, name), &result).await?;
             }
             written
         }
         JobKind::Run => {
-            if store.get::<HostResult>(&layout::result(&id, &host)).await?.is_some() {
-                // Already settled (a repeated report, or the host was timed out): a late
-                // report's output is still kept if none is.
-                if store.get::<StoredLogs>(&layout::logs(&id, &host)).await?.is_none() {
-                    store_logs(&engine, &id, &host, &body.logs).await?;
-                }
-                false
-            } else {
-                // Logs first: once the result exists, its logs do too.
-                store_logs(&engine, &id, &host, &body.logs).await?;
-                let result = HostResult {
-                    ok: body.ok,
-                    step: body.step,
-                    exit_code: body.exit_code,
-                    reason: body.reason.clone(),
-                    at: now,
-                };
-                create_once(store, &layout::result(&id, &host), &result).await?
-            }
+            // Logs first: once the result exists, its logs do too.
+            store_logs(&engine, id, name, &body.logs).await?;
+            let result =
+                HostResult { ok: body.ok, step: body.step, exit_code: body.exit_code, reason: body.reason.clone(), at: now };
+            create_once(store, &layout::result(id, name), &result).await?
         }
     };
     if written {
-        tracing::info!(release = %id, %host, kind = ?body.kind, ok = body.ok, step = ?body.step, "host reported");
-        engine.request_advance(&id, &release.account).await?;
+        tracing::info!(release = %id, host = %name, kind = ?body.kind, ok = body.ok, step = ?body.step, "host reported");
+        engine.request_advance(id, &release.account).await?;
     }
-    Ok(Json(json!({ "accepted": written })))
+    Ok(Json(ReportAccepted { accepted: written }))
 }
 
 /// Stores a host's logs whole: inline when small, else a head and parts written before it

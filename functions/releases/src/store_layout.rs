@@ -6,7 +6,8 @@
 //! accounts/{acct}/applications/{app}/groups/{group}/group.json
 //! accounts/{acct}/applications/{app}/groups/{group}/scaling.json      built-in scaling adapter
 //! accounts/{acct}/applications/{app}/groups/{group}/instances/{host}.json
-//! join-tokens/{sha256 of token}.json                                  token -> group
+//! join-tokens/{sha256 of token}.json                                  join token -> group
+//! host-tokens/{sha256 of token}.json                                  host token -> host
 //! releases/{id}/plan.json                                             the release as created (immutable)
 //! releases/{id}/release.json                                          its state: status, phase (CAS)
 //! releases/{id}/pulls/{host}.json                                     pull outcome, created once
@@ -37,8 +38,10 @@ pub struct Group {
     pub name: String,
     /// Static or scaling.
     pub kind: GroupKind,
-    /// SHA-256 (hex) of its join token; the token itself is shown once.
-    pub join_token_sha256: String,
+    /// SHA-256 (hex) of its join token; the token itself is shown once. `None` once revoked:
+    /// no host joins until a new one is made.
+    #[serde(default)]
+    pub join_token_sha256: Option<String>,
     /// The release running on it, if any (one at a time).
     #[serde(default)]
     pub active_release: Option<String>,
@@ -51,8 +54,37 @@ pub struct Group {
 pub struct Instance {
     /// Host id, as the agent names itself.
     pub host: String,
+    /// Registered (or last re-registered) at.
+    pub registered_at: u64,
+    /// SHA-256 (hex) of the host's current token. Only this one acts for the host: another
+    /// registration replaces it, and the index entry of an older one is not enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_token_sha256: Option<String>,
+}
+
+/// A host as listings show it (without its token's digest).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    /// Host id.
+    pub host: String,
     /// Registered at.
     pub registered_at: u64,
+}
+
+impl From<Instance> for InstanceView {
+    fn from(instance: Instance) -> Self {
+        Self { host: instance.host, registered_at: instance.registered_at }
+    }
+}
+
+/// Where a host is, found from its host token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRef {
+    /// Its group.
+    #[serde(flatten)]
+    pub group: GroupRef,
+    /// The host id.
+    pub host: String,
 }
 
 /// Where a group is, found from a join token.
@@ -123,6 +155,11 @@ pub fn instance(group: &GroupRef, host: &str) -> String {
 /// The join-token index entry.
 pub fn join_token(sha256: &str) -> String {
     format!("join-tokens/{sha256}.json")
+}
+
+/// The host-token index entry.
+pub fn host_token(sha256: &str) -> String {
+    format!("host-tokens/{sha256}.json")
 }
 
 /// A release's state (small, moved by compare-and-swap).

@@ -45,9 +45,12 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
         call(&router, Method::POST, "/v1/applications/app/deployments", &token, Some(deployment)).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let hosts: Vec<String> = (1..=6).map(|i| format!("h{i}")).collect();
+    let mut host_tokens = std::collections::HashMap::new();
     for host in &hosts {
-        let (status, _) = call(&router, Method::POST, "/v1/agent/register", &join, Some(json!({ "host": host }))).await;
+        let (status, registered) =
+            call(&router, Method::POST, "/v1/agent/register", &join, Some(json!({ "host": host }))).await;
         assert_eq!(status, StatusCode::OK);
+        host_tokens.insert(host.clone(), registered["host_token"].as_str().unwrap().to_owned());
     }
     let body = json!({ "application": "app", "deployment": "d", "group": "g", "batches": 3, "max_failures": 1 });
     let (status, release) = call(&router, Method::POST, "/v1/releases", &token, Some(body.clone())).await;
@@ -67,8 +70,8 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
         rounds += 1;
         assert!(rounds < 20, "the release did not end: {now:#}");
         for host in &hosts {
-            let (status, job) =
-                call(&router, Method::GET, &format!("/v1/agent/jobs?host={host}&wait_seconds=0"), &join, None).await;
+            let host_token = &host_tokens[host];
+            let (status, job) = call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", host_token, None).await;
             if status == StatusCode::NO_CONTENT {
                 continue;
             }
@@ -77,6 +80,7 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
             // h2 fails its start script: within max_failures 1.
             let ok = !(job.kind == JobKind::Run && host == "h2");
             let report = Report {
+                job_id: job.job_id.clone(),
                 release: id.clone(),
                 kind: job.kind,
                 ok,
@@ -87,8 +91,8 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
             };
             let uri = format!("/v1/agent/reports?host={host}");
             // The same report three times at once: one is taken, the others change nothing.
-            let sends =
-                (0..3).map(|_| call(&router, Method::POST, &uri, &join, Some(serde_json::to_value(&report).unwrap())));
+            let sends = (0..3)
+                .map(|_| call(&router, Method::POST, &uri, host_token, Some(serde_json::to_value(&report).unwrap())));
             let answers = futures::future::join_all(sends).await;
             let taken = answers.iter().filter(|(s, a)| *s == StatusCode::OK && a["accepted"] == true).count();
             assert_eq!(taken, 1, "{answers:?}");

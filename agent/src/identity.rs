@@ -1,0 +1,110 @@
+//! Who this agent is to Berth: the group's join token (only to register) and the host token
+//! registration hands out, kept in a 0600 file so that a restart does not register again.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest join token file read (ours are 47 bytes).
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The join token from `--join-token-file`, else `BERTH_JOIN_TOKEN`; `None` when neither is set.
+pub fn join_token(file: Option<&Path>) -> Result<Option<String>, String> {
+    let raw = match file {
+        Some(path) => {
+            let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+            if size > MAX_TOKEN_FILE_BYTES {
+                return Err(format!("{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a join token", path.display()));
+            }
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+        None => match std::env::var("BERTH_JOIN_TOKEN") {
+            Ok(value) => value,
+            Err(_) => return Ok(None),
+        },
+    };
+    let token = raw.trim();
+    if token.is_empty() { Ok(None) } else { Ok(Some(token.to_owned())) }
+}
+
+/// The host token file's content.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    host: String,
+    host_token: String,
+}
+
+/// This host's identity: its id, its join token if it has one, and where its host token lives.
+pub struct Identity {
+    /// The host id.
+    pub host: String,
+    /// The group's join token, needed only to register.
+    pub join_token: Option<String>,
+    dir: PathBuf,
+}
+
+impl Identity {
+    /// An identity kept in `dir`.
+    pub fn new(dir: &Path, host: &str, join_token: Option<String>) -> Self {
+        Self { host: host.to_owned(), join_token, dir: dir.to_path_buf() }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("host-token.json")
+    }
+
+    /// The host token saved by an earlier run for this host id, if any.
+    pub fn saved(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.file()).ok()?;
+        let saved: Saved = serde_json::from_str(&text).ok()?;
+        (saved.host == self.host && saved.host_token.starts_with("bht_")).then_some(saved.host_token)
+    }
+
+    /// Saves the host token: written to a private temporary file, then renamed over the old
+    /// one, so a crash leaves the old token or the new one, never half of either.
+    pub fn save(&self, host_token: &str) -> std::io::Result<()> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
+        let temporary = self.dir.join(".host-token.json.tmp");
+        let _ = std::fs::remove_file(&temporary);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        let body = serde_json::to_vec(&Saved { host: self.host.clone(), host_token: host_token.to_owned() })?;
+        file.write_all(&body)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, self.file())?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn the_host_token_is_kept_private_and_only_for_its_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let identity = Identity::new(&state, "h1", None);
+        assert_eq!(identity.saved(), None);
+        identity.save("bht_one").unwrap();
+        identity.save("bht_two").unwrap();
+        assert_eq!(identity.saved().as_deref(), Some("bht_two"));
+        let mode = std::fs::metadata(state.join("host-token.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(Identity::new(&state, "h2", None).saved(), None, "another host id registers anew");
+    }
+
+    #[test]
+    fn the_join_token_comes_from_its_file_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("join");
+        std::fs::write(&file, "bjt_abc\n").unwrap();
+        assert_eq!(join_token(Some(&file)).unwrap().as_deref(), Some("bjt_abc"));
+        std::fs::write(&file, "x".repeat(5000)).unwrap();
+        assert!(join_token(Some(&file)).is_err());
+        assert!(join_token(Some(&dir.path().join("missing"))).is_err());
+    }
+}
