@@ -57,9 +57,9 @@ enum Command {
         /// The account ID (also its registry namespace).
         #[arg(long)]
         account: String,
-        /// Validity in seconds.
-        #[arg(long, default_value_t = 86_400)]
-        ttl_seconds: u64,
+        /// Validity in seconds; at most, and by default, BERTH_ACCOUNT_TOKEN_MAX_SECONDS (86400).
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
         /// The data directory `berth serve` uses.
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "berth-data")]
         data_dir: PathBuf,
@@ -344,6 +344,26 @@ enum GroupCommand {
         #[command(flatten)]
         api: Api,
     },
+    /// Replace the group's join token (prints the new one); the old one is refused at once.
+    RotateJoinToken {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group's name.
+        name: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Revoke the group's join token: no host joins until it is rotated.
+    RevokeJoinToken {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group's name.
+        name: String,
+        #[command(flatten)]
+        api: Api,
+    },
 }
 
 #[derive(Subcommand)]
@@ -378,6 +398,13 @@ async fn group_command(command: GroupCommand) -> ExitCode {
         }
         GroupCommand::Get { application, name, api } => {
             release::get_group(&api_client(&api).0, &application, &name).await
+        }
+        GroupCommand::RotateJoinToken { application, name, api } => {
+            let (client, json) = api_client(&api);
+            release::rotate_join_token(&client, &application, &name, json).await
+        }
+        GroupCommand::RevokeJoinToken { application, name, api } => {
+            release::revoke_join_token(&api_client(&api).0, &application, &name).await
         }
     }
 }

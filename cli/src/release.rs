@@ -311,11 +311,44 @@ pub async fn create_group(client: &BerthClient, application: &str, name: &str, k
         println!("{answer:#}");
         return ExitCode::SUCCESS;
     }
+    eprintln!("group {name} ({kind}) created");
+    print_join_token(&answer)
+}
+
+/// The join token on stdout, how to start an agent with it on stderr.
+fn print_join_token(answer: &serde_json::Value) -> ExitCode {
     let token = answer["join_token"].as_str().unwrap_or_default();
-    eprintln!("group {name} ({kind}) created; on each host run:");
-    eprintln!("  berth-agent --berth-url URL --host-id HOST --join-token <the token below, shown only once>");
+    eprintln!("the join token is below, shown only once; on each host, with it in a file of mode 0600:");
+    eprintln!("  berth-agent --berth-url URL --host-id HOST --join-token-file FILE   (or BERTH_JOIN_TOKEN in its environment)");
     println!("{token}");
     ExitCode::SUCCESS
+}
+
+/// `berth group rotate-join-token --application A NAME`: a new join token; the old one is
+/// refused from now on (registered hosts keep their own host tokens).
+pub async fn rotate_join_token(client: &BerthClient, application: &str, name: &str, json: bool) -> ExitCode {
+    match client.post(&format!("/v1/applications/{application}/groups/{name}/join-token"), &json!({})).await {
+        Ok(answer) if json => {
+            println!("{answer:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!("join token of group {name} rotated; the old one is refused");
+            print_join_token(&answer)
+        }
+        Err(message) => fail(&message),
+    }
+}
+
+/// `berth group revoke-join-token --application A NAME`: no host joins until a rotation.
+pub async fn revoke_join_token(client: &BerthClient, application: &str, name: &str) -> ExitCode {
+    match client.delete(&format!("/v1/applications/{application}/groups/{name}/join-token")).await {
+        Ok(_) => {
+            eprintln!("join token of group {name} revoked; registered hosts keep working");
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
 }
 
 /// `berth group get --application A NAME`.

@@ -211,6 +211,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panicking_handler_fails_only_its_own_message() {
+        let dispatcher = Dispatcher::new().on("boom", |_| async { panic!("handler bug") });
+        let boom = serde_json::to_string(&Envelope::new("boom", None, serde_json::Value::Null)).unwrap();
+        let ping = serde_json::to_string(&Envelope::new(PING, None, serde_json::Value::Null)).unwrap();
+        let mut event = SqsEvent::default();
+        event.records = vec![record("boom", &boom), record("ok", &ping)];
+        for _ in 0..2 {
+            let response = handle_sqs_batch(&dispatcher, event.clone()).await;
+            let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+            assert_eq!(failed, ["boom"]);
+        }
+    }
+
+    #[tokio::test]
     async fn sqs_batch_reports_exactly_the_failed_messages() {
         let ping = serde_json::to_string(&Envelope::new(PING, None, serde_json::Value::Null)).unwrap();
         let unknown = serde_json::to_string(&Envelope::new("no.such.type", None, serde_json::Value::Null)).unwrap();

@@ -190,3 +190,37 @@ pub async fn invoke(
     let response = adapter.call(LambdaEvent::new(request, context)).await?;
     Ok(serde_json::to_value(response)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    async fn boom() -> &'static str {
+        panic!("request data: {}", "secret-value")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_problem_and_the_router_goes_on() {
+        let router = finish(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "fine" })),
+            vec!["test"],
+        );
+        for _ in 0..2 {
+            let response = router.clone().oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+            assert!(response.headers().contains_key("x-request-id"));
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let problem: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem["code"], "internal");
+            assert!(!String::from_utf8_lossy(&body).contains("secret-value"), "the panic message is not echoed");
+            let fine = router.clone().oneshot(Request::get("/fine").body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(fine.status(), StatusCode::OK);
+        }
+    }
+}

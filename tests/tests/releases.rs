@@ -126,6 +126,7 @@ impl Setup {
             .arg(&state)
             // Never in argv, where `ps` shows it.
             .env("BERTH_JOIN_TOKEN", join_token)
+            .env("AGENT_CANARY", "the agent's own environment")
             // Long holds: the polls must still end promptly when berth serve stops.
             .args(["--poll-seconds", "25"])
             .stdout(Stdio::null())
@@ -383,6 +384,15 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     );
     assert!(logs["pull"]["stdout"].as_str().unwrap().contains("v1"), "pull output kept: {logs}");
 
+    // The join token rotates (the CLI prints the new one) and the agent restarts knowing only
+    // the old one: it carries on with the host token it saved, without registering again.
+    let output = cli(&["group", "rotate-join-token", "--application", "shop", "prod"]).await.unwrap();
+    assert!(output.status.success(), "rotate-join-token: {}", String::from_utf8_lossy(&output.stderr));
+    let rotated = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(rotated.starts_with("bjt_") && rotated != join, "{rotated}");
+    drop(s.agents.pop());
+    s.start_agent(&join, "host-1");
+
     // The second release through the CLI, as a provider would: --watch follows it to its end.
     let output =
         cli(&["release", "create", "--application", "shop", "--deployment", "web-v2", "--group", "prod", "--watch"])
@@ -423,9 +433,18 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     assert!(output.status.success(), "berth release logs: {printed}");
     assert!(printed.contains("----- stop stdout") && printed.contains(first_id.trim()), "{printed}");
 
+    let restarted = std::fs::read_to_string(s.dir.path().join("agent-host-1.log")).unwrap();
+    assert!(!restarted.contains("registered"), "the restarted agent used its saved host token: {restarted}");
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("agent-state-host-1/host-token.json")).unwrap()).unwrap();
+    let host_token = saved["host_token"].as_str().unwrap().to_owned();
+    assert!(host_token.starts_with("bht_"));
+
     // No secret handed out reached the logs.
     let server_log = s.berth().logs();
     assert!(!server_log.contains(&join), "the join token is not logged");
+    assert!(!server_log.contains(&rotated), "the rotated join token is not logged");
+    assert!(!server_log.contains(&host_token), "the host token is not logged");
     assert!(!server_log.contains(&s.token), "the account token is not logged");
 
     // Agents hold 25 s polls; a graceful stop still ends within 10 s (stop() asserts it).
@@ -458,6 +477,7 @@ impl Fleet {
                 "stop_script": "echo \"stopping on $BERTH_HOST\"\n",
                 "start_script": format!(
                     "touch {m}/ran-$BERTH_HOST-$BERTH_RELEASE_ID\n\
+                     env > {m}/env-$BERTH_HOST\n\
                      if [ -e {m}/fail-$BERTH_HOST ]; then echo \"failing on purpose on $BERTH_HOST\" >&2; exit 3; fi\n\
                      echo \"started $BERTH_IMAGE on $BERTH_HOST in $PWD\"\n"
                 ),
@@ -514,6 +534,21 @@ impl Fleet {
         let logs = self.s.get(&format!("/v1/releases/{id}/hosts/a1/logs")).await;
         assert!(logs["start"]["stderr"].as_str().unwrap().contains("failing on purpose on a1"), "{logs}");
         assert!(logs["stop"]["stdout"].as_str().unwrap().contains("stopping on a1"), "{logs}");
+        // Scripts see PATH, HOME, LANG and the job's BERTH_* variables, nothing else of the
+        // agent's environment (it holds the join token and a canary).
+        let env = std::fs::read_to_string(self.markers.join("env-a2")).unwrap();
+        let names: Vec<&str> = env.lines().filter_map(|line| line.split_once('=').map(|(name, _)| name)).collect();
+        let bash_own = ["PWD", "SHLVL", "_", "OLDPWD"];
+        for name in &names {
+            assert!(
+                ["PATH", "HOME", "LANG"].contains(name) || bash_own.contains(name) || name.starts_with("BERTH_"),
+                "{name} reached the script: {env}"
+            );
+        }
+        assert!(!env.contains("BERTH_JOIN_TOKEN") && !env.contains("AGENT_CANARY"), "{env}");
+        for wanted in ["BERTH_RELEASE_ID", "BERTH_JOB_ID", "BERTH_IMAGE", "BERTH_HOST", "BERTH_STEP", "PATH"] {
+            assert!(names.contains(&wanted), "{wanted} missing: {env}");
+        }
         done
     }
 }

@@ -103,3 +103,29 @@ async fn keys_need_an_account_token_and_the_token_endpoint_basic_credentials() {
     assert_eq!(jwks["keys"][0]["kid"], context.signing.current().kid());
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
 }
+
+/// A repository named like the namespace is refused where it can be named: a key cannot be
+/// limited to it, and the token endpoint answers a 400 naming the scope instead of granting it.
+#[tokio::test]
+async fn the_namespace_itself_is_not_a_repository() {
+    let context = FunctionContext::ephemeral();
+    let (status, _, problem) =
+        call(&context, post_key(&context, "acme", r#"{"purpose":"pull","repositories":[""]}"#)).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("repositories[0]")), "{problem}");
+    let (_, _, key) = call(&context, post_key(&context, "acme", r#"{"purpose":"push"}"#)).await;
+    let basic = STANDARD.encode(format!("acme:{}", key["password"].as_str().unwrap()));
+    let token = |scope: &str| {
+        Request::get(format!("/v1/registry/token?service=berth-registry&scope={scope}"))
+            .header("authorization", format!("Basic {basic}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, problem) = call(&context, token("repository:acme:pull")).await;
+    assert_eq!(
+        (status, problem["field"].as_str(), problem["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("scope"), Some("repository_is_namespace")),
+        "{problem}"
+    );
+    let (status, _, answer) = call(&context, token("repository:acme/app:pull")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}

@@ -172,6 +172,12 @@ async fn at_least_thirty_bad_requests_are_problems_naming_their_field() {
             400,
         ),
         (
+            "the namespace itself",
+            with(base.clone(), "/version/images/0/repository", json!("acme")),
+            "version.images[0].repository",
+            400,
+        ),
+        (
             "prefix confusion",
             with(base.clone(), "/version/images/0/repository", json!("acme12/web")),
             "version.images[0].repository",
