@@ -234,6 +234,13 @@ impl PutServiceRequest {
             crate::package::validate_package_name(&format!("{field}.package"), &target.package)?;
             relations.insert(key, PlannedRelation { kind, target: target.clone() });
         }
+        // Names become store paths: every version name, from the body or the config, is
+        // checked here, never trusted as a path.
+        for (key, planned) in &relations {
+            if let VersionSelector::Name(name) = &planned.target.version {
+                crate::package::validate_version_name(&format!("relations.{key}.version"), name)?;
+            }
+        }
         if templates.is_empty() {
             return Err(ApiError::invalid("templates", "required", "a service needs at least one template"));
         }
@@ -379,7 +386,15 @@ pub async fn resolve(
     account: &AccountId,
     target: &ArtifactRef,
 ) -> Result<Option<PackageVersion>, StoreError> {
+    let valid = |check: fn(&str, &str) -> Result<(), ApiError>, name: &str| check("", name).is_ok();
+    if !valid(package::validate_package_name, &target.package) {
+        return Ok(None);
+    }
     if let VersionSelector::Name(name) = &target.version {
+        // A name that cannot be a version is a version that does not exist.
+        if !valid(package::validate_version_name, name) {
+            return Ok(None);
+        }
         return Ok(store
             .get::<PackageVersion>(&package::version_path(account, &target.package, name))
             .await?
