@@ -7,6 +7,7 @@ pub mod berth;
 pub mod event_source;
 pub mod lambda_watch;
 pub mod registry;
+pub mod snapshot;
 pub mod stack;
 
 use std::net::TcpListener;
