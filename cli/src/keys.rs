@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use berth_shared::account::{AccountId, AccountKeys, generate_private_key_pem};
+use berth_shared::config::Config;
 
 /// Where the dev account key lives, unless `BERTH_ACCOUNT_KEY_FILE` names another.
 pub fn dev_key_path(data_dir: &Path) -> PathBuf {
@@ -99,12 +100,30 @@ pub fn print_generated(dir: &Path) -> ExitCode {
     }
 }
 
-/// `berth dev-token`.
-pub fn print_dev_token(account: &str, ttl_seconds: u64, data_dir: &Path) -> ExitCode {
+/// `berth dev-token`: a token `berth serve` (or any function with the same environment)
+/// accepts, because both read the issuer and the maximum lifetime from the same
+/// configuration (`BERTH_ACCOUNT_ISSUER`, `BERTH_ACCOUNT_TOKEN_MAX_SECONDS`). Valid for
+/// `ttl_seconds`, by default that maximum; more is refused.
+pub fn print_dev_token(account: &str, ttl_seconds: Option<u64>, data_dir: &Path) -> ExitCode {
     let account = match AccountId::parse(account) {
         Ok(account) => account,
         Err(e) => return fail(&format!("--account: {e}")),
     };
+    let config = Config::from_lookup(|name| match name {
+        "BERTH_DATA_DIR" => Some(data_dir.display().to_string()),
+        other => std::env::var(other).ok(),
+    });
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(&format!("configuration: {e}")),
+    };
+    let max = config.account_token_max_seconds;
+    let ttl_seconds = ttl_seconds.unwrap_or(max);
+    if ttl_seconds > max {
+        return fail(&format!(
+            "--ttl-seconds: {ttl_seconds} is over the longest account token lifetime, {max} seconds (BERTH_ACCOUNT_TOKEN_MAX_SECONDS)"
+        ));
+    }
     let path = dev_key_path(data_dir);
     if !path.exists() {
         return fail(&format!(
@@ -112,8 +131,8 @@ pub fn print_dev_token(account: &str, ttl_seconds: u64, data_dir: &Path) -> Exit
             path.display()
         ));
     }
-    let issuer = std::env::var("BERTH_ACCOUNT_ISSUER").unwrap_or_else(|_| "berth".to_owned());
-    match AccountKeys::load(&path, &issuer).and_then(|keys| keys.issue(&account, ttl_seconds)) {
+    let keys = AccountKeys::load(&path, &config.account_issuer).map(|keys| keys.with_max_lifetime(max));
+    match keys.and_then(|keys| keys.issue(&account, ttl_seconds)) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

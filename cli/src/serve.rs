@@ -48,7 +48,9 @@ pub async fn run(data_dir: PathBuf, listen: String) -> ExitCode {
 
 async fn serve(config: &mut Config) -> Result<(), String> {
     let key_path = ensure_dev_key(&config.data_dir).map_err(|e| format!("account key: {e}"))?;
-    let account_keys = AccountKeys::load(&key_path, &config.account_issuer).map_err(|e| e.to_string())?;
+    let account_keys = AccountKeys::load(&key_path, &config.account_issuer)
+        .map(|keys| keys.with_max_lifetime(config.account_token_max_seconds))
+        .map_err(|e| e.to_string())?;
     config.account_key_file = Some(key_path);
     let signing_files = ensure_signing_key(&config.data_dir)?;
     config.signing_key_file = Some(signing_files.key);

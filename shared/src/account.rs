@@ -22,6 +22,14 @@ use crate::error::ApiError;
 pub const MAX_ACCOUNT_ID_LEN: usize = 64;
 /// Audience of account tokens.
 pub const ACCOUNT_AUDIENCE: &str = "berth";
+/// `typ` of account tokens: the header of every token [`AccountKeys::issue`] signs, and the only
+/// one [`AccountKeys::verify`] accepts (temporary keys are `berth-key+jwt`, registry tokens `JWT`).
+pub const ACCOUNT_TOKEN_TYPE: &str = "berth-account+jwt";
+/// Default longest lifetime (`exp - iat`) of an account token, 24 hours
+/// (`BERTH_ACCOUNT_TOKEN_MAX_SECONDS`).
+pub const DEFAULT_MAX_LIFETIME_SECONDS: u64 = 86_400;
+/// Clock skew allowed on `exp` and `iat`.
+pub const LEEWAY_SECONDS: u64 = 30;
 
 /// An account ID, which is also the account's registry namespace.
 ///
@@ -153,12 +161,21 @@ pub enum AccountKeyError {
     /// Signing failed.
     #[error("signing an account token failed")]
     Sign,
+    /// The lifetime asked for is longer than the maximum.
+    #[error("a token may live at most {max} seconds (BERTH_ACCOUNT_TOKEN_MAX_SECONDS); {asked} asked")]
+    TooLong {
+        /// The lifetime asked for.
+        asked: u64,
+        /// The maximum.
+        max: u64,
+    },
 }
 
 /// Keys that verify (and, given a private key, issue) account tokens. ES256 only.
 #[derive(Clone)]
 pub struct AccountKeys {
     issuer: String,
+    max_lifetime: u64,
     decoding: Arc<DecodingKey>,
     encoding: Option<Arc<EncodingKey>>,
 }
@@ -167,9 +184,21 @@ impl fmt::Debug for AccountKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccountKeys")
             .field("issuer", &self.issuer)
+            .field("max_lifetime", &self.max_lifetime)
             .field("can_issue", &self.encoding.is_some())
             .finish()
     }
+}
+
+/// The claims as they arrive, before the checks [`AccountKeys::verify`] adds to jsonwebtoken's.
+#[derive(Deserialize)]
+struct ReceivedClaims {
+    sub: AccountId,
+    iss: String,
+    aud: String,
+    #[serde(default)]
+    iat: Option<u64>,
+    exp: u64,
 }
 
 impl AccountKeys {
@@ -188,7 +217,12 @@ impl AccountKeys {
             Self::from_pkcs8(&der, issuer)
         } else {
             let decoding = DecodingKey::from_ec_pem(pem).ok()?;
-            Some(Self { issuer: issuer.to_owned(), decoding: Arc::new(decoding), encoding: None })
+            Some(Self {
+                issuer: issuer.to_owned(),
+                max_lifetime: DEFAULT_MAX_LIFETIME_SECONDS,
+                decoding: Arc::new(decoding),
+                encoding: None,
+            })
         }
     }
 
@@ -205,36 +239,80 @@ impl AccountKeys {
         let decoding = DecodingKey::from_ec_components(&x, &y).ok()?;
         Some(Self {
             issuer: issuer.to_owned(),
+            max_lifetime: DEFAULT_MAX_LIFETIME_SECONDS,
             decoding: Arc::new(decoding),
             encoding: Some(Arc::new(EncodingKey::from_ec_der(der))),
         })
     }
 
-    /// Verifies a bearer token and returns its account.
+    /// The longest lifetime (`exp - iat`, seconds) of a token these keys verify or issue
+    /// (`BERTH_ACCOUNT_TOKEN_MAX_SECONDS`; default [`DEFAULT_MAX_LIFETIME_SECONDS`]).
+    pub fn with_max_lifetime(mut self, seconds: u64) -> Self {
+        self.max_lifetime = seconds;
+        self
+    }
+
+    /// The longest lifetime of a token, in seconds.
+    pub fn max_lifetime(&self) -> u64 {
+        self.max_lifetime
+    }
+
+    /// The `iss` of the tokens these keys verify and issue.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Verifies a bearer token and returns its account: ES256 by this key, header `typ`
+    /// exactly [`ACCOUNT_TOKEN_TYPE`], our issuer and audience, `iat` present and not in the
+    /// future, not expired, and `exp - iat` at most the maximum lifetime.
     pub fn verify(&self, token: &str) -> Result<AccountClaims, ApiError> {
+        let refuse = |why: &str| ApiError::Unauthenticated(format!("invalid account token: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| refuse(describe_jwt_error(&e)))?;
+        if header.typ.as_deref() != Some(ACCOUNT_TOKEN_TYPE) {
+            return Err(refuse("not an account token"));
+        }
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_audience(&[ACCOUNT_AUDIENCE]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
-        validation.leeway = 30;
-        jsonwebtoken::decode::<AccountClaims>(token, &self.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| ApiError::Unauthenticated(format!("invalid account token: {}", describe_jwt_error(&e))))
+        validation.leeway = LEEWAY_SECONDS;
+        let claims = jsonwebtoken::decode::<ReceivedClaims>(token, &self.decoding, &validation)
+            .map_err(|e| refuse(describe_jwt_error(&e)))?
+            .claims;
+        let iat = claims.iat.ok_or_else(|| refuse("missing claim iat"))?;
+        // A token issued "in the future" would live past the maximum from now.
+        if iat > unix_now().saturating_add(LEEWAY_SECONDS) {
+            return Err(refuse("issued in the future"));
+        }
+        if claims.exp.saturating_sub(iat) > self.max_lifetime {
+            return Err(refuse(&format!("lifetime over the maximum of {} seconds", self.max_lifetime)));
+        }
+        Ok(AccountClaims { sub: claims.sub, iss: claims.iss, aud: claims.aud, iat, exp: claims.exp })
     }
 
-    /// Issues a token for `account`, valid for `ttl_seconds`.
+    /// Issues a token for `account`, valid for `ttl_seconds` (at most the maximum lifetime).
     pub fn issue(&self, account: &AccountId, ttl_seconds: u64) -> Result<String, AccountKeyError> {
         let encoding = self.encoding.as_ref().ok_or(AccountKeyError::CannotIssue)?;
+        if ttl_seconds > self.max_lifetime {
+            return Err(AccountKeyError::TooLong { asked: ttl_seconds, max: self.max_lifetime });
+        }
         let now = unix_now();
         let claims = AccountClaims {
             sub: account.clone(),
             iss: self.issuer.clone(),
             aud: ACCOUNT_AUDIENCE.to_owned(),
             iat: now,
-            exp: now + ttl_seconds,
+            exp: now.saturating_add(ttl_seconds),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, encoding).map_err(|_| AccountKeyError::Sign)
+        jsonwebtoken::encode(&account_header(), &claims, encoding).map_err(|_| AccountKeyError::Sign)
     }
+}
+
+/// The header of account tokens: ES256, `typ` [`ACCOUNT_TOKEN_TYPE`].
+fn account_header() -> Header {
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some(ACCOUNT_TOKEN_TYPE.to_owned());
+    header
 }
 
 /// Generates a new P-256 private key and returns it as PKCS#8 PEM.
@@ -323,8 +401,34 @@ where
 mod tests {
     use super::*;
 
+    const ISSUER: &str = crate::config::DEFAULT_ACCOUNT_ISSUER;
+
     fn keys() -> AccountKeys {
-        AccountKeys::from_pem(generate_private_key_pem().as_bytes(), "berth").unwrap()
+        AccountKeys::from_pem(generate_private_key_pem().as_bytes(), ISSUER).unwrap()
+    }
+
+    fn acme() -> AccountId {
+        AccountId::parse("acme").unwrap()
+    }
+
+    /// Signs `claims` with `keys`' private key under `header`.
+    fn sign(keys: &AccountKeys, header: &Header, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(header, claims, keys.encoding.as_ref().unwrap()).unwrap()
+    }
+
+    fn refusal(keys: &AccountKeys, token: &str) -> String {
+        match keys.verify(token) {
+            Err(ApiError::Unauthenticated(message)) => message,
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+
+    fn claims(iat: Option<u64>, exp: u64) -> serde_json::Value {
+        let mut claims = serde_json::json!({ "sub": "acme", "iss": ISSUER, "aud": ACCOUNT_AUDIENCE, "exp": exp });
+        if let Some(iat) = iat {
+            claims["iat"] = iat.into();
+        }
+        claims
     }
 
     #[test]
@@ -354,7 +458,7 @@ mod tests {
 
         let pem = generate_private_key_pem();
         let other_issuer = AccountKeys::from_pem(pem.as_bytes(), "someone-else").unwrap();
-        let ours = AccountKeys::from_pem(pem.as_bytes(), "berth").unwrap();
+        let ours = AccountKeys::from_pem(pem.as_bytes(), ISSUER).unwrap();
         let token = other_issuer.issue(&account, 60).unwrap();
         assert!(matches!(ours.verify(&token), Err(ApiError::Unauthenticated(m)) if m.contains("issuer")));
 
@@ -362,25 +466,128 @@ mod tests {
         let now = unix_now();
         let claims = AccountClaims {
             sub: account,
-            iss: "berth".into(),
+            iss: ISSUER.into(),
             aud: ACCOUNT_AUDIENCE.into(),
             iat: now - 600,
             exp: now - 300,
         };
-        let expired = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &encoding).unwrap();
+        let expired = jsonwebtoken::encode(&account_header(), &claims, &encoding).unwrap();
         assert!(matches!(ours.verify(&expired), Err(ApiError::Unauthenticated(m)) if m.contains("expired")));
+    }
+
+    #[test]
+    fn issued_tokens_carry_the_account_type() {
+        let token = keys().issue(&acme(), 60).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("berth-account+jwt"));
+        assert_eq!(header.alg, Algorithm::ES256);
+    }
+
+    #[test]
+    fn a_token_of_another_type_is_refused() {
+        let keys = keys();
+        let now = unix_now();
+        let good = claims(Some(now), now + 60);
+        assert_eq!(keys.verify(&sign(&keys, &account_header(), &good)).unwrap().sub, acme());
+        for typ in [None, Some("JWT"), Some("berth-key+jwt"), Some("berth-download+jwt"), Some("Berth-Account+JWT")] {
+            let mut header = Header::new(Algorithm::ES256);
+            header.typ = typ.map(str::to_owned);
+            let message = refusal(&keys, &sign(&keys, &header, &good));
+            assert!(message.contains("not an account token"), "{typ:?}: {message}");
+        }
+        assert!(refusal(&keys, "not-a-jwt").contains("malformed"));
+    }
+
+    #[test]
+    fn a_lifetime_over_the_maximum_is_refused() {
+        let keys = keys();
+        let now = unix_now();
+        let header = account_header();
+        let at_most = sign(&keys, &header, &claims(Some(now), now + DEFAULT_MAX_LIFETIME_SECONDS));
+        assert!(keys.verify(&at_most).is_ok());
+        let over = sign(&keys, &header, &claims(Some(now), now + DEFAULT_MAX_LIFETIME_SECONDS + 1));
+        assert!(refusal(&keys, &over).contains("lifetime over the maximum of 86400 seconds"));
+        // An old iat does not help: the lifetime is exp - iat.
+        let backdated = sign(&keys, &header, &claims(Some(now - 3600), now + DEFAULT_MAX_LIFETIME_SECONDS - 1));
+        assert!(refusal(&keys, &backdated).contains("lifetime"));
+        // Nor does an iat in the future, which would stretch it past the maximum from now.
+        let year = 365 * 86_400;
+        let ahead = sign(&keys, &header, &claims(Some(now + year), now + year + 60));
+        assert!(refusal(&keys, &ahead).contains("issued in the future"));
+
+        let short = keys.clone().with_max_lifetime(3600);
+        assert_eq!(short.max_lifetime(), 3600);
+        assert!(refusal(&short, &at_most).contains("maximum of 3600 seconds"));
+        assert!(short.verify(&short.issue(&acme(), 3600).unwrap()).is_ok());
+        assert!(matches!(short.issue(&acme(), 3601), Err(AccountKeyError::TooLong { asked: 3601, max: 3600 })));
+        assert!(matches!(keys.issue(&acme(), u64::MAX), Err(AccountKeyError::TooLong { .. })));
+    }
+
+    #[test]
+    fn a_token_without_iat_is_refused() {
+        let keys = keys();
+        let now = unix_now();
+        let message = refusal(&keys, &sign(&keys, &account_header(), &claims(None, now + 60)));
+        assert!(message.contains("missing claim iat"), "{message}");
+        let mut stringly = claims(None, now + 60);
+        stringly["iat"] = now.to_string().into();
+        assert!(refusal(&keys, &sign(&keys, &account_header(), &stringly)).contains("bad claims"));
+    }
+
+    /// The worst case: one key for everything, and a registry configured so that its tokens'
+    /// `aud` and `iss` are those of account tokens. Only the type tells them apart, both ways.
+    #[test]
+    fn other_kinds_of_credential_signed_by_the_same_key_are_refused_both_ways() {
+        use crate::registry_token::RegistrySettings;
+        use crate::signing::{SigningKey, SigningKeys, pem_block};
+        use crate::temporary_key::{self, KeyPurpose};
+
+        let pem = generate_private_key_pem();
+        let accounts = AccountKeys::from_pem(pem.as_bytes(), ISSUER).unwrap();
+        let der = pem_block(&pem, "PRIVATE KEY").unwrap();
+        let signing = SigningKeys::from_keys(vec![SigningKey::from_pkcs8(&der, None).unwrap()]);
+        let now = unix_now();
+
+        let key = temporary_key::mint(&signing, "r:5000", &acme(), KeyPurpose::Push, None, 3600, now).unwrap();
+        let password = key.password.expose();
+        assert!(temporary_key::verify(&signing, "acme", password).is_ok(), "control: the key is valid");
+        assert!(refusal(&accounts, password).contains("not an account token"));
+
+        let settings = RegistrySettings {
+            host: "r:5000".into(),
+            service: ACCOUNT_AUDIENCE.into(),
+            issuer: ISSUER.into(),
+            url: "http://r:5000".into(),
+        };
+        let grant = temporary_key::verify(&signing, "acme", password).unwrap();
+        let registry = crate::registry_token::issue(&signing, &settings, &grant, &[], now).unwrap();
+        let internal = crate::registry_token::internal_pull_token(
+            &signing,
+            &settings,
+            &crate::repository::RepositoryName::parse("acme/web").unwrap(),
+            now,
+        )
+        .unwrap();
+        for token in [registry.token.expose(), &internal] {
+            assert!(refusal(&accounts, token).contains("not an account token"));
+        }
+
+        let account_token = accounts.issue(&acme(), 600).unwrap();
+        assert!(temporary_key::verify(&signing, "acme", &account_token).is_err());
+        assert!(crate::render::verify_download(&signing, &account_token).is_none());
+        assert!(signing.verify::<serde_json::Value>(&account_token, "JWT", ACCOUNT_AUDIENCE).is_err());
     }
 
     #[test]
     fn public_key_only_verifies_and_cannot_issue() {
         let pem = generate_private_key_pem();
-        let private = AccountKeys::from_pem(pem.as_bytes(), "berth").unwrap();
+        let private = AccountKeys::from_pem(pem.as_bytes(), ISSUER).unwrap();
         let der = pem_body(&pem, "PRIVATE KEY").unwrap();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
         // SubjectPublicKeyInfo for P-256: fixed 26-byte prefix + the 65-byte point.
         let mut spki = hex_prefix();
         spki.extend_from_slice(pair.public_key().as_ref());
-        let public = AccountKeys::from_pem(pem_encode("PUBLIC KEY", &spki).as_bytes(), "berth").unwrap();
+        let public = AccountKeys::from_pem(pem_encode("PUBLIC KEY", &spki).as_bytes(), ISSUER).unwrap();
         let token = private.issue(&AccountId::parse("acme").unwrap(), 60).unwrap();
         assert_eq!(public.verify(&token).unwrap().sub.as_str(), "acme");
         assert!(matches!(public.issue(&AccountId::parse("acme").unwrap(), 60), Err(AccountKeyError::CannotIssue)));

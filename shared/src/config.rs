@@ -11,6 +11,14 @@ use crate::registry_token::RegistrySettings;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default attempts before an event is dead-lettered by the in-process queue.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default `iss` of account tokens: never the registry tokens' (`BERTH_TOKEN_ISSUER`, `berth`).
+pub const DEFAULT_ACCOUNT_ISSUER: &str = "berth-accounts";
+/// Default `iss` of registry tokens.
+pub const DEFAULT_TOKEN_ISSUER: &str = "berth";
+/// Default longest lifetime (`exp - iat`) of an account token: 24 hours.
+pub const DEFAULT_ACCOUNT_TOKEN_MAX_SECONDS: u32 = 86_400;
+/// Range `BERTH_ACCOUNT_TOKEN_MAX_SECONDS` may take: a minute to 30 days.
+pub const ACCOUNT_TOKEN_MAX_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 60..=2_592_000;
 
 /// A configuration value that is missing or wrong. Displays as one line naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,8 +129,18 @@ pub struct Config {
     pub queue_visibility: Duration,
     /// `BERTH_ACCOUNT_KEY_FILE`: PEM key verifying account tokens (a private key also issues them).
     pub account_key_file: Option<PathBuf>,
-    /// `BERTH_ACCOUNT_ISSUER`: expected `iss` of account tokens (default `berth`).
+    /// `BERTH_ACCOUNT_ISSUER`: expected `iss` of account tokens (default `berth-accounts`,
+    /// and never the registry tokens' issuer).
     pub account_issuer: String,
+    /// `BERTH_ACCOUNT_TOKEN_MAX_SECONDS`: longest lifetime (`exp - iat`) of an account token
+    /// that verifies, and that `berth dev-token` issues (default 86400).
+    pub account_token_max_seconds: u64,
+    /// `BERTH_PUBLIC_URL`: Berth's URL as callers and deployed hosts reach it (an absolute
+    /// http(s) URL, without a trailing `/`); when set, file download URLs always start with it.
+    pub public_url: Option<String>,
+    /// `BERTH_TRUST_FORWARDED`: take the URL callers reached from `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` (only behind a proxy that sets them); default false: the `Host` header.
+    pub trust_forwarded: bool,
     /// `BERTH_LOG_FORMAT`: `auto`, `json` or `text`.
     pub log_format: LogFormat,
     /// `BERTH_SIGNING_KEY_FILE`: PKCS#8 P-256 key that signs temporary keys and registry tokens.
@@ -147,6 +165,10 @@ impl fmt::Debug for Config {
             .field("store", &self.store)
             .field("queue", &self.queue)
             .field("account_key_file", &self.account_key_file)
+            .field("account_issuer", &self.account_issuer)
+            .field("account_token_max_seconds", &self.account_token_max_seconds)
+            .field("public_url", &self.public_url)
+            .field("trust_forwarded", &self.trust_forwarded)
             .finish_non_exhaustive()
     }
 }
@@ -210,7 +232,26 @@ impl Config {
                 format!("{} does not exist or is not a file", path.display()),
             ));
         }
-        let account_issuer = get("BERTH_ACCOUNT_ISSUER").unwrap_or_else(|| "berth".to_owned());
+        let account_issuer = get("BERTH_ACCOUNT_ISSUER").unwrap_or_else(|| DEFAULT_ACCOUNT_ISSUER.to_owned());
+        let account_token_max_seconds = u64::from(parse_number(
+            &get,
+            "BERTH_ACCOUNT_TOKEN_MAX_SECONDS",
+            DEFAULT_ACCOUNT_TOKEN_MAX_SECONDS,
+            ACCOUNT_TOKEN_MAX_SECONDS_RANGE,
+        )?);
+        let public_url = get("BERTH_PUBLIC_URL")
+            .map(|url| parse_public_url(&url).map_err(|m| ConfigError::new("BERTH_PUBLIC_URL", m)))
+            .transpose()?;
+        let trust_forwarded = match get("BERTH_TRUST_FORWARDED").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "BERTH_TRUST_FORWARDED",
+                    format!("'{}' is not true or false", get("BERTH_TRUST_FORWARDED").unwrap_or_default()),
+                ));
+            }
+        };
 
         let log_format = match get("BERTH_LOG_FORMAT").as_deref() {
             None | Some("auto") => LogFormat::Auto,
@@ -256,9 +297,18 @@ impl Config {
         let registry = RegistrySettings {
             host,
             service: get("BERTH_REGISTRY_SERVICE").unwrap_or_else(|| "berth-registry".to_owned()),
-            issuer: get("BERTH_TOKEN_ISSUER").unwrap_or_else(|| "berth".to_owned()),
+            issuer: get("BERTH_TOKEN_ISSUER").unwrap_or_else(|| DEFAULT_TOKEN_ISSUER.to_owned()),
             url,
         };
+        // One issuer for both would let a token of one kind pass the other's issuer check.
+        if registry.issuer == account_issuer {
+            return Err(ConfigError::new(
+                "BERTH_ACCOUNT_ISSUER",
+                format!(
+                    "'{account_issuer}' is also BERTH_TOKEN_ISSUER; account tokens and registry tokens need different issuers"
+                ),
+            ));
+        }
         if registry.host.contains("://") || registry.host.contains('/') || registry.host.is_empty() {
             return Err(ConfigError::new(
                 "BERTH_REGISTRY_HOST",
@@ -291,9 +341,31 @@ impl Config {
             queue_visibility: Duration::from_secs(u64::from(visibility)),
             account_key_file,
             account_issuer,
+            account_token_max_seconds,
+            public_url,
+            trust_forwarded,
             log_format,
         })
     }
+}
+
+/// Checks `BERTH_PUBLIC_URL`: an absolute `http://` or `https://` URL with a host, perhaps a
+/// path (an API stage), no user, query or fragment. Returns it without a trailing `/`.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    let bad = |why: &str| format!("'{raw}' {why} (expected e.g. https://berth.example.com)");
+    let uri: axum::http::Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("must start with http:// or https://"));
+    }
+    let Some(authority) = uri.authority() else { return Err(bad("has no host")) };
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(bad("must name a host, without a user"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(bad("must have no query or fragment"));
+    }
+    Ok(url.to_owned())
 }
 
 fn parse_number(
@@ -325,6 +397,56 @@ mod tests {
         assert_eq!(c.store, StoreLocation::File(PathBuf::from("berth-data/store")));
         assert_eq!(c.queue, QueueLocation::InProcess);
         assert_eq!(c.queue_max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(c.account_issuer, "berth-accounts");
+        assert_eq!(c.registry.issuer, "berth");
+        assert_eq!(c.account_token_max_seconds, 86_400);
+        assert_eq!(c.public_url, None);
+        assert!(!c.trust_forwarded);
+    }
+
+    #[test]
+    fn account_token_settings() {
+        let c = config(&[("BERTH_ACCOUNT_TOKEN_MAX_SECONDS", "3600"), ("BERTH_ACCOUNT_ISSUER", "idp")]).unwrap();
+        assert_eq!((c.account_token_max_seconds, c.account_issuer.as_str()), (3600, "idp"));
+        for bad in ["0", "59", "2592001", "-1", "1h", "1e3"] {
+            let e = config(&[("BERTH_ACCOUNT_TOKEN_MAX_SECONDS", bad)]).unwrap_err();
+            assert_eq!(e.variable, "BERTH_ACCOUNT_TOKEN_MAX_SECONDS", "{bad}");
+        }
+        let e = config(&[("BERTH_ACCOUNT_ISSUER", "berth")]).unwrap_err();
+        assert_eq!(e.variable, "BERTH_ACCOUNT_ISSUER");
+        let e = config(&[("BERTH_ACCOUNT_ISSUER", "x"), ("BERTH_TOKEN_ISSUER", "x")]).unwrap_err();
+        assert_eq!(e.variable, "BERTH_ACCOUNT_ISSUER");
+    }
+
+    #[test]
+    fn public_url_and_forwarded_headers() {
+        for (raw, expected) in [
+            ("https://berth.example.com", "https://berth.example.com"),
+            ("https://berth.example.com/", "https://berth.example.com"),
+            ("http://127.0.0.1:9080", "http://127.0.0.1:9080"),
+            (
+                "https://abc.execute-api.us-east-1.amazonaws.com/prod/",
+                "https://abc.execute-api.us-east-1.amazonaws.com/prod",
+            ),
+        ] {
+            assert_eq!(config(&[("BERTH_PUBLIC_URL", raw)]).unwrap().public_url.as_deref(), Some(expected), "{raw}");
+        }
+        for bad in [
+            "berth.example.com",
+            "ftp://berth.example.com",
+            "https://",
+            "https://user:pw@berth.example.com",
+            "https://berth.example.com/?x=1",
+            "https://berth.example.com/#top",
+            "https://berth example.com",
+            "/v1",
+        ] {
+            assert_eq!(config(&[("BERTH_PUBLIC_URL", bad)]).unwrap_err().variable, "BERTH_PUBLIC_URL", "{bad}");
+        }
+        assert!(config(&[("BERTH_TRUST_FORWARDED", "true")]).unwrap().trust_forwarded);
+        assert!(!config(&[("BERTH_TRUST_FORWARDED", "false")]).unwrap().trust_forwarded);
+        let e = config(&[("BERTH_TRUST_FORWARDED", "yes")]).unwrap_err();
+        assert_eq!(e.to_string(), "BERTH_TRUST_FORWARDED: 'yes' is not true or false");
     }
 
     #[test]

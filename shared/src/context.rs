@@ -59,7 +59,8 @@ impl FunctionContext {
     /// Builds a standalone function's context from its configuration.
     pub async fn from_config(config: Config) -> Result<Self, StartupError> {
         let key_file = config.account_key_file.clone().ok_or(StartupError::NoAccountKey)?;
-        let account_keys = AccountKeys::load(&key_file, &config.account_issuer)?;
+        let account_keys =
+            AccountKeys::load(&key_file, &config.account_issuer)?.with_max_lifetime(config.account_token_max_seconds);
         let signing = load_signing_keys(&config)?;
         let store = DocumentStore::open(&config.store, &config.s3)?;
         let queue = open_queue(&config).await;
@@ -78,7 +79,8 @@ impl FunctionContext {
         .expect("defaults are valid");
         let account_keys =
             AccountKeys::from_pem(crate::account::generate_private_key_pem().as_bytes(), &config.account_issuer)
-                .expect("fresh key");
+                .expect("fresh key")
+                .with_max_lifetime(config.account_token_max_seconds);
         let der =
             crate::signing::pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").expect("fresh key");
         let signing =

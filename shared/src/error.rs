@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::problem::Problem;
+use crate::problem::{MAX_SHOWN_CHARS, Problem, bounded_text, shown};
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -78,7 +78,11 @@ impl ApiError {
             Self::Invalid { field, code, message } => {
                 Problem::new(StatusCode::BAD_REQUEST, code, message).with_field(field)
             }
-            Self::NotFound(what) => Problem::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            Self::NotFound(what) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{} not found", bounded_text(what, MAX_SHOWN_CHARS)),
+            ),
             Self::MethodNotAllowed => Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -88,7 +92,7 @@ impl ApiError {
             Self::TooLarge { field, limit } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("{field} is larger than the limit of {limit} bytes"),
+                format!("{} is larger than the limit of {limit} bytes", shown(field)),
             )
             .with_field(field),
             Self::Template { field, problems } => template_problem(field, problems),
@@ -106,11 +110,17 @@ impl ApiError {
 
 /// Most template problems listed in one answer; the detail counts the rest.
 pub const MAX_LISTED_PROBLEMS: usize = 1000;
+/// Most characters of one listed template problem's message.
+const MAX_PROBLEM_MESSAGE_CHARS: usize = 500;
 
 fn template_problem(field: &str, problems: &[crate::template::TemplateProblem]) -> Problem {
-    let shown: Vec<String> = problems.iter().take(3).map(ToString::to_string).collect();
-    let more = problems.len().saturating_sub(shown.len());
-    let mut detail = format!("{} identifier problem(s) in {field}: {}", problems.len(), shown.join("; "));
+    // Identifiers are the template's text: shown bounded, like any request value.
+    let message =
+        |p: &crate::template::TemplateProblem| bounded_text(&p.message, MAX_PROBLEM_MESSAGE_CHARS).into_owned();
+    let first: Vec<String> =
+        problems.iter().take(3).map(|p| format!("{}: {}: {}", p.position, shown(&p.identifier), message(p))).collect();
+    let more = problems.len().saturating_sub(first.len());
+    let mut detail = format!("{} identifier problem(s) in {}: {}", problems.len(), shown(field), first.join("; "));
     if more > 0 {
         detail.push_str(&format!("; and {more} more"));
     }
@@ -120,7 +130,7 @@ fn template_problem(field: &str, problems: &[crate::template::TemplateProblem]) 
         .map(|p| {
             serde_json::json!({
                 "line": p.position.line, "column": p.position.column, "code": p.code,
-                "identifier": p.identifier, "message": p.message,
+                "identifier": shown(&p.identifier), "message": message(p),
             })
         })
         .collect();
@@ -141,21 +151,31 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Store errors name internal object paths (`accounts/acme/packages/web.json`): the path is
+/// logged, the caller gets the status and code with a message that names no path.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound(path) => Self::NotFound(path),
-            StoreError::AlreadyExists(path) => {
-                Self::Conflict { code: "already_exists", message: format!("{path} already exists") }
+            StoreError::NotFound(path) => {
+                tracing::info!(path = %path, "store: document not found");
+                Self::NotFound("the resource".into())
             }
-            StoreError::Conflict(path) => Self::Conflict {
-                code: "concurrent_update",
-                message: format!("{path} was changed by another request; retry"),
-            },
+            StoreError::AlreadyExists(path) => {
+                tracing::info!(path = %path, "store: document already exists");
+                Self::Conflict { code: "already_exists", message: "the resource already exists".into() }
+            }
+            StoreError::Conflict(path) => {
+                tracing::info!(path = %path, "store: concurrent update");
+                Self::Conflict {
+                    code: "concurrent_update",
+                    message: "the resource was changed by another request; retry".into(),
+                }
+            }
             StoreError::Backend(e) => {
                 tracing::error!(error = %e, "object store failed");
                 Self::Unavailable("object store")
             }
+            // Internal: the detail (with the path) is logged, the body is generic.
             e @ StoreError::Corrupt { .. } => Self::Internal(e.to_string()),
         }
     }
@@ -165,5 +185,67 @@ impl From<QueueError> for ApiError {
     fn from(error: QueueError) -> Self {
         tracing::error!(error = %error, "event queue failed");
         Self::Unavailable("event queue")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn store_errors_never_show_their_path() {
+        let path = "accounts/acme/packages/web.json";
+        let errors = [
+            StoreError::NotFound(path.into()),
+            StoreError::AlreadyExists(path.into()),
+            StoreError::Conflict(path.into()),
+            StoreError::Corrupt { path: path.into(), reason: "expected value at line 1".into() },
+            StoreError::Backend(format!("{path}: permission denied")),
+        ];
+        let expected = [
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::CONFLICT, "already_exists"),
+            (StatusCode::CONFLICT, "concurrent_update"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ];
+        for (error, (status, code)) in errors.into_iter().zip(expected) {
+            let response = ApiError::from(error).into_response();
+            assert_eq!(response.status(), status);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(!body.contains("accounts/") && !body.contains("web.json"), "{body}");
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(value["code"], code, "{body}");
+        }
+    }
+
+    #[test]
+    fn echoed_values_are_bounded() {
+        let huge = "v".repeat(1 << 20);
+        for error in [
+            ApiError::NotFound(format!("service {huge}")),
+            ApiError::invalid(format!("relations.{huge}"), "invalid_field", format!("'{huge}' is not valid")),
+            ApiError::TooLarge { field: huge.clone(), limit: 10 },
+            ApiError::Conflict { code: "already_exists", message: format!("package '{huge}' already exists") },
+        ] {
+            let problem = error.to_problem();
+            let shown = serde_json::to_string(&problem).unwrap();
+            assert!(shown.len() < 2048, "{} bytes", shown.len());
+            assert!(!shown.contains(&"v".repeat(MAX_SHOWN_CHARS + 1)), "{shown}");
+        }
+    }
+
+    #[test]
+    fn template_problems_are_bounded() {
+        let problem = crate::template::TemplateProblem {
+            position: crate::template::Position { line: 1, column: 1 },
+            code: "unknown_kind",
+            identifier: format!("{{{{ computenest::{}", "\u{202e}".repeat(300)),
+            message: format!("unknown kind '{}'", "k".repeat(10_000)),
+        };
+        let shown = serde_json::to_string(&template_problem("template", &vec![problem; 5])).unwrap();
+        assert!(shown.len() < 16 << 10, "{} bytes", shown.len());
+        assert!(!shown.contains('\u{202e}') && !shown.contains(&"k".repeat(MAX_SHOWN_CHARS + 1)));
     }
 }

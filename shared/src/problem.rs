@@ -1,4 +1,10 @@
 //! RFC 9457 problem details: the one shape every Berth API error takes.
+//!
+//! Whatever of a request an error body shows is bounded: a rejected value is cut to
+//! [`MAX_SHOWN_CHARS`] characters (see [`shown`]), every quoted span of a detail likewise
+//! ([`bounded_text`]), and a whole detail to [`MAX_DETAIL_CHARS`].
+
+use std::borrow::Cow;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,6 +13,134 @@ use serde::Serialize;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Most characters of a request value an error shows; longer values are cut and end with [`CUT`].
+pub const MAX_SHOWN_CHARS: usize = 200;
+/// Most characters of a problem's `detail` (a list of several faults can be long).
+pub const MAX_DETAIL_CHARS: usize = 2000;
+/// Marks where a shown value or a detail was cut.
+pub const CUT: char = '\u{2026}';
+/// How much of a value is searched for secrets before it is shown (only its start is shown).
+const REDACT_WINDOW: usize = 64 << 10;
+
+/// A request value as an error may show it: secrets blanked (as in logs), control and
+/// bidirectional-formatting characters escaped (`\n`, `\u{202e}`), and cut on a character
+/// boundary to at most [`MAX_SHOWN_CHARS`] characters followed by [`CUT`]. Borrowed when
+/// nothing changes. Use it wherever a message formats a value from a request, e.g.
+/// `format!("'{}' is not a package name", shown(value))`.
+pub fn shown(value: &str) -> Cow<'_, str> {
+    let mut end = value.len().min(REDACT_WINDOW);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    match crate::secret::redact(&value[..end]) {
+        Cow::Borrowed(_) => escape_and_cut(value, MAX_SHOWN_CHARS),
+        Cow::Owned(mut redacted) => {
+            // Enough of the rest to fill the window shown, and to know whether it was cut.
+            redacted.extend(value[end..].chars().take(MAX_SHOWN_CHARS + 1));
+            Cow::Owned(escape_and_cut(&redacted, MAX_SHOWN_CHARS).into_owned())
+        }
+    }
+}
+
+/// A message that may quote request values (a parser's error, a formatted rule): every span
+/// in `"..."` (with `\` escapes), `` `...` `` or `'...'` is passed through [`shown`], then the
+/// whole is escaped as [`shown`] does and cut to `max` characters. An apostrophe inside a word
+/// (`can't`) opens no span.
+pub fn bounded_text(text: &str, max: usize) -> Cow<'_, str> {
+    let spans = quoted_spans(text);
+    let mut rebuilt: Option<String> = None;
+    let mut last = 0;
+    for (start, end) in spans {
+        let inner = &text[start..end];
+        if let Cow::Owned(cut) = shown(inner) {
+            let out = rebuilt.get_or_insert_with(|| String::with_capacity(text.len().min(max * 4)));
+            out.push_str(&text[last..start]);
+            out.push_str(&cut);
+            last = end;
+        }
+    }
+    match rebuilt {
+        None => escape_and_cut(text, max),
+        Some(mut out) => {
+            out.push_str(&text[last..]);
+            Cow::Owned(escape_and_cut(&out, max).into_owned())
+        }
+    }
+}
+
+/// Byte ranges of the insides of quoted spans (see [`bounded_text`]), in order. An unclosed
+/// span runs to the end.
+fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b >= 0x80;
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let quote = bytes[i];
+        let opens = match quote {
+            b'"' | b'`' => true,
+            b'\'' => i == 0 || !word(bytes[i - 1]),
+            _ => false,
+        };
+        if !opens {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut j = start;
+        let end = loop {
+            if j >= bytes.len() {
+                break bytes.len();
+            }
+            match bytes[j] {
+                b'\\' if quote == b'"' => j += 2,
+                b if b == quote && (quote != b'\'' || bytes.get(j + 1).is_none_or(|&n| !word(n))) => break j,
+                _ => j += 1,
+            }
+        };
+        // `j += 2` may step past the end; every byte matched is ASCII, so `end` is a boundary.
+        let end = end.min(bytes.len());
+        spans.push((start, end));
+        i = end + 1;
+    }
+    spans
+}
+
+/// Characters shown escaped: controls (C0, DEL, C1) and the invisible formatting characters
+/// that reorder or hide text (bidirectional overrides and isolates, zero-width characters).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Escapes [`needs_escape`] characters and cuts to `max` characters (escapes counted as what
+/// they print), ending a cut with [`CUT`]. Borrowed when nothing changes.
+fn escape_and_cut(text: &str, max: usize) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut count = 0;
+    for (i, c) in text.char_indices() {
+        let escape = needs_escape(c);
+        let width = if escape { c.escape_default().count() } else { 1 };
+        if count + width > max {
+            let mut cut = out.unwrap_or_else(|| text[..i].to_owned());
+            cut.push(CUT);
+            return Cow::Owned(cut);
+        }
+        count += width;
+        match (&mut out, escape) {
+            (Some(out), true) => out.extend(c.escape_default()),
+            (Some(out), false) => out.push(c),
+            (None, true) => {
+                let mut escaped = String::with_capacity(i + 16);
+                escaped.push_str(&text[..i]);
+                escaped.extend(c.escape_default());
+                out = Some(escaped);
+            }
+            (None, false) => {}
+        }
+    }
+    out.map_or(Cow::Borrowed(text), Cow::Owned)
+}
 
 /// An API error as the caller sees it: status, a stable machine `code`, a human `detail`,
 /// and the request field at fault when there is one.
@@ -33,22 +167,33 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with the given status, stable code and detail.
+    /// A problem with the given status, stable code and detail. The detail is bounded as
+    /// [`bounded_text`] says, to [`MAX_DETAIL_CHARS`].
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let detail = match bounded_text(&detail, MAX_DETAIL_CHARS) {
+            Cow::Borrowed(_) => detail,
+            Cow::Owned(bounded) => bounded,
+        };
         Self {
             kind: format!("urn:berth:problem:{code}"),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail,
             code: code.to_owned(),
             field: None,
             problems: Vec::new(),
         }
     }
 
-    /// Names the request field at fault.
+    /// Names the request field at fault (a path that may hold a request's map keys: shown
+    /// as [`shown`] says).
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        let field = field.into();
+        self.field = Some(match shown(&field) {
+            Cow::Borrowed(_) => field,
+            Cow::Owned(bounded) => bounded,
+        });
         self
     }
 
@@ -90,5 +235,64 @@ mod tests {
         assert_eq!(value["field"], "ttl_seconds");
         assert_eq!(value["status"], 400);
         assert_eq!(value["type"], "urn:berth:problem:invalid_field");
+    }
+
+    #[test]
+    fn shown_values_are_cut_escaped_and_redacted() {
+        assert!(matches!(shown("acme/web"), Cow::Borrowed("acme/web")));
+        let exactly = "a".repeat(MAX_SHOWN_CHARS);
+        assert!(matches!(shown(&exactly), Cow::Borrowed(_)));
+
+        let long = "é".repeat(20 << 20);
+        let cut = shown(&long);
+        assert_eq!(cut.chars().count(), MAX_SHOWN_CHARS + 1);
+        assert!(cut.starts_with("éé") && cut.ends_with(CUT));
+
+        assert_eq!(shown("a\nb\u{1b}[31m\u{202e}c\td"), "a\\nb\\u{1b}[31m\\u{202e}c\\td");
+        // An escape counts as what it prints, so the cut still bounds the output.
+        let controls = "\u{1}".repeat(1000);
+        assert!(shown(&controls).chars().count() <= MAX_SHOWN_CHARS + 1);
+
+        let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhY21lIn0.c2lnbmF0dXJl";
+        assert_eq!(shown(&format!("x {jwt} y")), "x [redacted] y");
+        let mut padded = format!("{jwt} ");
+        padded.push_str(&"z".repeat(REDACT_WINDOW * 2));
+        let cut = shown(&padded);
+        assert!(cut.starts_with("[redacted] zzz") && cut.ends_with(CUT), "{cut}");
+        assert_eq!(cut.chars().count(), MAX_SHOWN_CHARS + 1);
+    }
+
+    #[test]
+    fn quoted_spans_of_a_message_are_bounded() {
+        let value = "A".repeat(5000);
+        for message in [
+            format!("invalid type: string \"{value}\", expected a boolean at line 1 column 5020"),
+            format!("unknown variant `{value}`, expected `push` or `pull`"),
+            format!("'{value}' is not a package name (3-128 letters)"),
+            format!("can't use '{value}"),
+        ] {
+            let bounded = bounded_text(&message, MAX_DETAIL_CHARS);
+            assert!(bounded.len() < 400, "{bounded}");
+            assert!(bounded.contains(&format!("{}{CUT}", "A".repeat(MAX_SHOWN_CHARS))), "{bounded}");
+        }
+        let message = format!("invalid type: string \"{value}\", expected a boolean");
+        assert!(bounded_text(&message, MAX_DETAIL_CHARS).ends_with("\", expected a boolean"));
+        // Escaped quotes inside a quoted value do not end it.
+        let message = format!("string \"a\\\"{value}\" x");
+        assert!(bounded_text(&message, MAX_DETAIL_CHARS).len() < 400);
+        // Our own text is left alone: apostrophes in words, short quotes.
+        for text in ["the service's template 'web' can't be found", "expected `a`, `b` or \"c\""] {
+            assert!(matches!(bounded_text(text, MAX_DETAIL_CHARS), Cow::Borrowed(_)), "{text}");
+        }
+    }
+
+    #[test]
+    fn details_and_fields_are_bounded() {
+        let value = "x ".repeat(1 << 20);
+        let problem = Problem::new(StatusCode::BAD_REQUEST, "invalid_field", format!("bad: {value}"))
+            .with_field(format!("relations.{}", "k".repeat(1 << 20)));
+        assert_eq!(problem.detail.chars().count(), MAX_DETAIL_CHARS + 1);
+        assert!(problem.detail.ends_with(CUT));
+        assert_eq!(problem.field.as_ref().unwrap().chars().count(), MAX_SHOWN_CHARS + 1);
     }
 }

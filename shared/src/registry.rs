@@ -176,13 +176,14 @@ impl RegistryClient {
         if !manifest.manifests.is_empty() {
             let platforms =
                 manifest.manifests.iter().filter_map(|m| m.platform.as_ref().map(Platform::label)).collect();
-            let size = manifest.manifests.iter().map(|m| m.size).sum();
+            // Sizes are the pusher's numbers: summed without overflow.
+            let size = manifest.manifests.iter().fold(0u64, |sum, m| sum.saturating_add(m.size));
             return Ok(ResolvedImage { digest, media_type, size, platforms, config_media_type: None });
         }
         let config = manifest
             .config
             .ok_or_else(|| RegistryError::Unexpected(format!("{repository}:{tag}: manifest has no config")))?;
-        let size = config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        let size = manifest.layers.iter().fold(config.size, |sum, l| sum.saturating_add(l.size));
         let config_media_type = config.media_type.clone();
         let mut platforms = Vec::new();
         if config_media_type.as_deref() != Some(HELM_CONFIG_TYPE) {

@@ -48,7 +48,8 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), ApiError> {
             field,
             "invalid_name",
             format!(
-                "'{value}' must be 1 to {MAX_NAME_BYTES} lowercase letters and digits, separated by single '.', '_' or '-'"
+                "'{}' must be 1 to {MAX_NAME_BYTES} lowercase letters and digits, separated by single '.', '_' or '-'",
+                crate::problem::shown(value)
             ),
         ));
     }
@@ -258,7 +259,7 @@ pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> R
         return Err(ApiError::invalid(
             "image",
             "invalid_image",
-            format!("'{tag}' is not a valid tag or sha256 digest"),
+            format!("'{}' is not a valid tag or sha256 digest", crate::problem::shown(tag)),
         ));
     }
     Ok(ImageRef { registry: host, repository: repository.as_str().to_owned(), reference })
@@ -440,7 +441,7 @@ pub fn validate_working_directory(dir: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid(
             field,
             "not_absolute",
-            format!("'{dir}' must be an absolute path, e.g. /root/deploy"),
+            format!("'{}' must be an absolute path, e.g. /root/deploy", crate::problem::shown(dir)),
         ));
     }
     if dir.len() > MAX_WORKING_DIRECTORY_BYTES {
@@ -450,7 +451,7 @@ pub fn validate_working_directory(dir: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid(field, "invalid_path", "contains control characters"));
     }
     if dir != "/" && dir[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(ApiError::invalid(field, "invalid_path", format!("'{dir}' has empty, '.' or '..' segments")));
+        return Err(ApiError::invalid(field, "invalid_path", format!("'{}' has empty, '.' or '..' segments", crate::problem::shown(dir))));
     }
     Ok(())
 }

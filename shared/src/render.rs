@@ -764,7 +764,7 @@ impl ServiceRenderRequest {
                     ApiError::invalid(
                         "template",
                         "unknown_template",
-                        format!("service {} has no template '{wanted}'; it has: {}", service.name, names()),
+                        format!("service {} has no template '{}'; it has: {}", service.name, crate::problem::shown(wanted), names()),
                     )
                 })
             }

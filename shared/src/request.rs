@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::problem::{MAX_DETAIL_CHARS, bounded_text, shown};
 use crate::secret::Secret;
 
 /// Largest JSON body accepted by default.
@@ -48,8 +49,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .await
             .map(|axum::extract::Path(value)| Self(value))
             .map_err(|rejection| match rejection.status().is_client_error() {
-                true => ApiError::invalid("path", "invalid_path", rejection.body_text()),
-                false => ApiError::Internal(rejection.body_text()),
+                // axum's text quotes the segment: bounded, like every echoed value.
+                true => ApiError::invalid("path", "invalid_path", parser_message(&rejection.body_text())),
+                false => ApiError::Internal(parser_message(&rejection.body_text())),
             })
     }
 }
@@ -65,17 +67,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| Self(value))
-            .map_err(|rejection| ApiError::invalid("query", "invalid_query", rejection.body_text()))
+            .map_err(|rejection| ApiError::invalid("query", "invalid_query", parser_message(&rejection.body_text())))
     }
+}
+
+/// A parser's error message (serde, axum), which quotes the rejected value whole: every quoted
+/// value cut to [`crate::problem::MAX_SHOWN_CHARS`] characters, the whole to [`MAX_DETAIL_CHARS`].
+fn parser_message(message: &str) -> String {
+    bounded_text(message, MAX_DETAIL_CHARS).into_owned()
 }
 
 /// Parses JSON into `T`, naming the field at fault on error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
+        // The path holds the request's map keys and the message quotes the rejected value
+        // (a 20 MiB string comes back whole): both are bounded before anything keeps them.
+        let path = shown(&error.path().to_string()).into_owned();
         let inner = error.into_inner();
-        let message = inner.to_string();
+        let message = parser_message(&inner.to_string());
         let at_root = path == "." || path == "?" || path.is_empty() || inner.is_syntax() || inner.is_eof();
         // serde reports a missing field at its parent; name the field itself.
         let missing =
@@ -94,7 +104,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "invalid_field"
         };
         // serde's message names the expected type or variants, never echoes secrets of ours.
-        ApiError::invalid(field, code, inner.to_string())
+        ApiError::invalid(field, code, message)
     })
 }
 
@@ -122,5 +132,96 @@ impl<S: Send + Sync> FromRequestParts<S> for BasicAuth {
             STANDARD.decode(encoded.trim()).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(missing)?;
         let (username, password) = decoded.split_once(':').ok_or_else(missing)?;
         Ok(Self { username: username.to_owned(), password: Secret::new(password.to_owned()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use tower::ServiceExt;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body1 {
+        #[serde(default)]
+        dry_run: bool,
+        #[serde(default)]
+        purpose: Option<Purpose>,
+        #[serde(default)]
+        relations: BTreeMap<String, u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Purpose {
+        Push,
+    }
+
+    fn detail(error: ApiError) -> (String, String) {
+        let problem = error.to_problem();
+        (problem.field.unwrap_or_default(), problem.detail)
+    }
+
+    #[test]
+    fn a_huge_wrong_typed_value_is_not_echoed_whole() {
+        let huge = "A".repeat(20 << 20);
+        for body in [
+            format!(r#"{{"dry_run": "{huge}"}}"#),
+            format!(r#"{{"purpose": "{huge}"}}"#),
+            format!(r#"{{"relations": {{"{huge}": "x"}}}}"#),
+            format!(r#"{{"{huge}": 1}}"#),
+        ] {
+            let error = parse_json::<Body1>(body.as_bytes()).map(|_| ()).unwrap_err();
+            let (field, detail) = detail(error);
+            assert!(field.len() + detail.len() < 1024, "field {} bytes, detail {} bytes", field.len(), detail.len());
+            assert!(!detail.contains(&"A".repeat(201)) && !field.contains(&"A".repeat(201)));
+        }
+        let (field, detail) = detail(parse_json::<Body1>(br#"{"dry_run": "yes"}"#).map(|_| ()).unwrap_err());
+        assert_eq!(field, "dry_run");
+        assert!(detail.contains("invalid type: string \"yes\", expected a boolean"), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn api_json_rejections_are_small_problems() {
+        let router = Router::new().route("/", post(|ApiJson(_): ApiJson<Body1>| async { "ok" }));
+        let huge = "A".repeat(MAX_JSON_BODY - 64);
+        let request = Request::post("/")
+            .header("content-type", "application/json")
+            .body(Body::from(format!(r#"{{"dry_run": "{huge}"}}"#)))
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        assert!(body.len() < 2048, "{} bytes", body.len());
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["field"], "dry_run");
+        assert_eq!(value["code"], "invalid_field");
+    }
+
+    #[tokio::test]
+    async fn path_and_query_rejections_are_bounded() {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct Query1 {
+            n: u64,
+        }
+        let router = Router::new()
+            .route("/q", axum::routing::get(|ApiQuery(_): ApiQuery<Query1>| async { "ok" }))
+            .route("/p/{n}", axum::routing::get(|ApiPath(_): ApiPath<u64>| async { "ok" }));
+        let huge = "B".repeat(30_000);
+        for uri in [format!("/q?n={huge}"), format!("/p/{huge}")] {
+            let response = router.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            assert!(body.len() < 2048, "{} bytes", body.len());
+            assert!(!String::from_utf8_lossy(&body).contains(&"B".repeat(201)));
+        }
     }
 }

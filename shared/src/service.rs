@@ -304,7 +304,7 @@ impl PutServiceRequest {
                             url: Some(url),
                             body: body.clone(),
                         }),
-                        None => findings.missing.push(format!("template '{url}' (TemplateConfigs[{i}]) was not sent")),
+                        None => findings.missing.push(format!("template '{}' (TemplateConfigs[{i}]) was not sent", crate::problem::shown(&url))),
                     }
                 }
             }
@@ -366,7 +366,7 @@ impl PutServiceRequest {
                 }
                 let entry = artifacts
                     .and_then(|a| get(a, key))
-                    .ok_or_else(|| format!("'{id}' refers to Artifact.{key}, which the config does not define"))?;
+                    .ok_or_else(|| format!("'{}' refers to Artifact.{}, which the config does not define", crate::problem::shown(id), crate::problem::shown(key)))?;
                 get(entry, "ArtifactName")
                     .and_then(yaml_str)
                     .ok_or_else(|| format!("Artifact.{key}.ArtifactName is missing"))?
@@ -374,7 +374,11 @@ impl PutServiceRequest {
             None => id.to_owned(),
         };
         crate::package::validate_package_name("package", &candidate).map(|()| candidate.clone()).map_err(|_| {
-            format!("'{candidate}' is not a Berth package name; map it with \"artifacts\": {{\"{id}\": \"PACKAGE\"}}")
+            format!(
+                "'{}' is not a Berth package name; map it with \"artifacts\": {{\"{}\": \"PACKAGE\"}}",
+                crate::problem::shown(&candidate),
+                crate::problem::shown(id)
+            )
         })
     }
 }

@@ -127,11 +127,44 @@ pub fn traced(router: Router) -> Router {
             header::PROXY_AUTHORIZATION,
         ]))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
+}
+
+/// Longest caller-chosen request id kept; a longer or unprintable one is replaced by a new
+/// one, so a caller cannot put arbitrary text into every log line and the answer.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+async fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let usable = request.headers().get(&REQUEST_ID).is_none_or(|id| {
+        id.len() <= MAX_REQUEST_ID_BYTES && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    });
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_callers_request_id_is_kept_only_when_short_and_printable() {
+        use tower::ServiceExt as _;
+        let router = traced(Router::new().route("/", axum::routing::get(|| async { "ok" })));
+        let answer = |id: &str| {
+            let request =
+                Request::get("/").header("x-request-id", id).body(axum::body::Body::empty()).unwrap();
+            let router = router.clone();
+            async move { router.oneshot(request).await.unwrap().headers()["x-request-id"].to_str().unwrap().to_owned() }
+        };
+        assert_eq!(answer("abc-123").await, "abc-123");
+        for bad in ["x".repeat(MAX_REQUEST_ID_BYTES + 1), "with space".into(), "tab\there".into()] {
+            let kept = answer(&bad).await;
+            assert_ne!(kept, bad);
+            assert_eq!(kept.len(), 36, "a fresh uuid: {kept}");
+        }
+    }
     use crate::secret::Secret;
     use std::sync::{Arc, Mutex};
 

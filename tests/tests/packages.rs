@@ -42,7 +42,7 @@ fn same_context(stack: &Stack) -> FunctionContext {
     FunctionContext {
         store: DocumentStore::local(data.join("store")).unwrap(),
         queue: Arc::new(InProcessQueue::new(5, Duration::from_secs(30))),
-        account_keys: AccountKeys::load(&keys.join("account.pem"), "berth").unwrap(),
+        account_keys: AccountKeys::load(&keys.join("account.pem"), &config.account_issuer).unwrap(),
         signing: SigningKeys::load(&keys.join("signing.key.pem"), &keys.join("signing.crt.pem"), &[]).unwrap(),
         config: Arc::new(config),
     }

@@ -9,12 +9,14 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_shared::account::{Account, AccountId, unix_now};
+use berth_shared::config::Config;
 use berth_shared::context::FunctionContext;
 use berth_shared::error::ApiError;
+use berth_shared::problem::shown;
 use berth_shared::render::{
     self, MAX_RENDER_BODY, RenderContext, RenderOptions, RenderOutput, RenderRequest, ServiceRenderRequest,
 };
@@ -39,12 +41,49 @@ pub fn router(context: FunctionContext) -> Router {
         .with_state(context)
 }
 
-/// Berth's URL as the caller reached it: what deployed hosts download files from.
-fn base_url(headers: &HeaderMap) -> String {
-    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let host = value("x-forwarded-host").or_else(|| value(header::HOST.as_str())).unwrap_or_else(|| "localhost".into());
-    let scheme = value("x-forwarded-proto").filter(|p| p == "https" || p == "http").unwrap_or_else(|| "http".into());
-    format!("{scheme}://{host}")
+/// Berth's URL as deployed hosts reach it, which `file::` download URLs start with:
+/// `BERTH_PUBLIC_URL` whenever it is set; else, only with `BERTH_TRUST_FORWARDED=true` (behind
+/// a proxy that sets them), the first `X-Forwarded-Host` and `X-Forwarded-Proto`; else the
+/// `Host` header (or the request's authority) over `http`. A client can put anything in these
+/// headers, so a host that is not a plain `host[:port]` is a 400, never part of a URL.
+fn base_url(config: &Config, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
+    if let Some(url) = &config.public_url {
+        return Ok(url.clone());
+    }
+    // The first entry: the one the proxy nearest the client wrote.
+    let first =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim);
+    let forwarded = |name: &str| first(name).filter(|_| config.trust_forwarded).filter(|v| !v.is_empty());
+    let (field, host) = match forwarded("x-forwarded-host") {
+        Some(host) => ("X-Forwarded-Host", host),
+        None => ("Host", first(header::HOST.as_str()).or(uri.authority().map(|a| a.as_str())).unwrap_or("localhost")),
+    };
+    if !is_plain_authority(host) {
+        return Err(ApiError::invalid(field, "invalid_host", "the host must be HOST[:PORT]"));
+    }
+    let scheme = match forwarded("x-forwarded-proto").map(str::to_ascii_lowercase).as_deref() {
+        Some("https") => "https",
+        _ => "http",
+    };
+    Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// `host[:port]` with a DNS name, an IPv4 address or a bracketed IPv6 address: no user, path,
+/// query, spaces or other characters that would change what a URL built from it means.
+fn is_plain_authority(value: &str) -> bool {
+    let port = |p: &str| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let name = |h: &str| {
+        (1..=253).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    if let Some(rest) = value.strip_prefix('[') {
+        let Some((ip, tail)) = rest.split_once(']') else { return false };
+        return ip.parse::<std::net::Ipv6Addr>().is_ok()
+            && (tail.is_empty() || tail.strip_prefix(':').is_some_and(port));
+    }
+    match value.split_once(':') {
+        Some((host, p)) => name(host) && port(p),
+        None => name(value),
+    }
 }
 
 fn render_context<'a>(context: &'a FunctionContext, account: &'a AccountId, base_url: &'a str) -> RenderContext<'a> {
@@ -76,14 +115,16 @@ async fn render_service(
     State(context): State<FunctionContext>,
     caller: Account,
     ApiPath(name): ApiPath<String>,
+    uri: Uri,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ServiceRenderRequest>,
 ) -> Result<Response, ApiError> {
     let options = RenderOptions::new(request.pin_digests, request.credential_ttl_seconds, request.dry_run)?;
     // A name that is not a service name cannot be a store path either.
     if berth_shared::service::validate_service_name(&name).is_err() {
-        return Err(ApiError::NotFound(format!("service {}", name.chars().take(128).collect::<String>())));
+        return Err(ApiError::NotFound(format!("service {}", shown(&name))));
     }
+    let base = base_url(&context.config, &headers, &uri)?;
     let mut service = context
         .store
         .get::<Service>(&service_path(&caller.id, &name))
@@ -95,7 +136,6 @@ async fn render_service(
     let template_name = template.name.clone();
     // The body moves into shared bytes: the raw answer sends slices of it, never a copy.
     let source = Bytes::from(std::mem::take(&mut template.body));
-    let base = base_url(&headers);
     let output = render::render_template(
         render_context(&context, &caller.id, &base),
         "template",
@@ -112,9 +152,11 @@ async fn render_service(
 async fn render_template(
     State(context): State<FunctionContext>,
     caller: Account,
+    uri: Uri,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let base = base_url(&context.config, &headers, &uri)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if content_type.is_some_and(|t| !t.starts_with("application/json")) {
         return Err(ApiError::invalid("body", "unsupported_media_type", "send the body as application/json"));
@@ -126,7 +168,6 @@ async fn render_template(
     let request: RenderRequest = parse_json(&bytes)?;
     let valid = request.validate()?;
     let source = Bytes::from(valid.bytes);
-    let base = base_url(&headers);
     let output = render::render_template(
         render_context(&context, &caller.id, &base),
         valid.field,
@@ -243,11 +284,14 @@ async fn download(
     let grant = render::verify_download(&context.signing, &token)
         .ok_or_else(|| ApiError::Unauthenticated("the download link is invalid or has expired".into()))?;
     if grant.file_name != file_name {
-        return Err(ApiError::NotFound(format!("file {file_name}")));
+        return Err(ApiError::NotFound(format!("file {}", shown(&file_name))));
     }
     let path = berth_shared::package::file_object_path(&grant.sub, &grant.package, &grant.version);
-    let bytes =
-        context.store.get_object(&path).await?.ok_or_else(|| ApiError::NotFound(format!("file {file_name}")))?;
+    let bytes = context
+        .store
+        .get_object(&path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("file {}", shown(&file_name))))?;
     tracing::info!(account = %grant.sub, package = %grant.package, version = %grant.version, "file downloaded");
     let mut response = Body::from(bytes).into_response();
     let headers = response.headers_mut();
@@ -257,4 +301,33 @@ async fn download(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_authorities() {
+        for ok in ["berth.test", "berth.test:8080", "127.0.0.1:9080", "[::1]", "[::1]:9080", "localhost"] {
+            assert!(is_plain_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.test/x",
+            "user@evil.test",
+            "evil.test:",
+            "evil.test:80:80",
+            "evil.test:http",
+            "a b",
+            "[::1",
+            "[nope]:80",
+            "::1",
+            "evil.test?x",
+            "evil.test#x",
+            "evil.test\\x",
+        ] {
+            assert!(!is_plain_authority(bad), "{bad}");
+        }
+    }
 }
