@@ -16,7 +16,10 @@ pub fn join_token(file: Option<&Path>) -> Result<Option<String>, String> {
         Some(path) => {
             let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
             if size > MAX_TOKEN_FILE_BYTES {
-                return Err(format!("{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a join token", path.display()));
+                return Err(format!(
+                    "{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a join token",
+                    path.display()
+                ));
             }
             std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
         }

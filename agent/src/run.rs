@@ -174,13 +174,8 @@ impl Agent {
     async fn send_report(&self, token: &str, report: &Report) {
         let mut backoff = Duration::from_millis(500);
         for _ in 0..60 {
-            let sent = self
-                .http
-                .post(format!("{}/v1/agent/reports", self.url))
-                .bearer_auth(token)
-                .json(report)
-                .send()
-                .await;
+            let sent =
+                self.http.post(format!("{}/v1/agent/reports", self.url)).bearer_auth(token).json(report).send().await;
             match sent {
                 Ok(response) => match check(response).await {
                     Ok(_) => return,
@@ -290,7 +285,8 @@ impl Agent {
 /// of the agent's environment (its join token, cloud credentials, ...) reaches a script.
 fn clean_environment(command: &mut tokio::process::Command) {
     command.env_clear();
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     command.env("PATH", path);
     command.env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/".into()));
     command.env("LANG", std::env::var_os("LANG").unwrap_or_else(|| "C.UTF-8".into()));

@@ -5,8 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use berth_shared::account::{AccountId, AccountKeys, generate_private_key_pem};
-use berth_shared::config::Config;
+use berth_shared::names::AccountId;
+
+use berth_shared::platform::http::account::AccountKeys;
+
+use berth_shared::platform::config::Config;
+use berth_shared::platform::pem::generate_private_key_pem;
 
 /// Where the dev account key lives, unless `BERTH_ACCOUNT_KEY_FILE` names another.
 pub fn dev_key_path(data_dir: &Path) -> PathBuf {

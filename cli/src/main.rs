@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "berth-data")]
         data_dir: PathBuf,
         /// Address to listen on.
-        #[arg(long, env = "BERTH_LISTEN", default_value = berth_shared::config::DEFAULT_LISTEN)]
+        #[arg(long, env = "BERTH_LISTEN", default_value = berth_shared::platform::config::DEFAULT_LISTEN)]
         listen: String,
     },
     /// Print an account token for local use, signed with the data directory's dev key.

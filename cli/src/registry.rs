@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use berth_shared::config::Config;
+use berth_shared::platform::config::Config;
 
 use crate::keys::signing_files;
 

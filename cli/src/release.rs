@@ -319,7 +319,9 @@ pub async fn create_group(client: &BerthClient, application: &str, name: &str, k
 fn print_join_token(answer: &serde_json::Value) -> ExitCode {
     let token = answer["join_token"].as_str().unwrap_or_default();
     eprintln!("the join token is below, shown only once; on each host, with it in a file of mode 0600:");
-    eprintln!("  berth-agent --berth-url URL --host-id HOST --join-token-file FILE   (or BERTH_JOIN_TOKEN in its environment)");
+    eprintln!(
+        "  berth-agent --berth-url URL --host-id HOST --join-token-file FILE   (or BERTH_JOIN_TOKEN in its environment)"
+    );
     println!("{token}");
     ExitCode::SUCCESS
 }

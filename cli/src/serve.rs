@@ -7,14 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use axum::Router;
-use berth_shared::account::AccountKeys;
-use berth_shared::config::Config;
-use berth_shared::context::{FunctionContext, SHUTDOWN_GRACE, load_signing_keys};
-use berth_shared::events::{ConsumerOptions, consume};
-use berth_shared::queue::{Envelope, EventQueue, InProcessQueue};
-use berth_shared::runtime::{Function, finish, serve_http, shutdown_on_signal};
-use berth_shared::store::DocumentStore;
-use berth_shared::telemetry;
+use berth_shared::platform::config::Config;
+use berth_shared::platform::context::{FunctionContext, SHUTDOWN_GRACE, load_signing_keys};
+use berth_shared::platform::events::{ConsumerOptions, consume};
+use berth_shared::platform::http::account::AccountKeys;
+use berth_shared::platform::queue::{Envelope, EventQueue, InProcessQueue};
+use berth_shared::platform::runtime::{Function, finish, serve_http, shutdown_on_signal};
+use berth_shared::platform::store::DocumentStore;
+use berth_shared::platform::telemetry;
 
 use crate::keys::{ensure_dev_key, ensure_signing_key};
 

@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::AccountId;
-use crate::error::ApiError;
-use crate::repository::RepositoryName;
+use crate::names::AccountId;
+use crate::names::RepositoryName;
+use crate::platform::http::error::ApiError;
 
 /// Package name length bounds (characters).
 pub const NAME_LEN: (usize, usize) = (3, 128);
@@ -640,7 +640,7 @@ pub fn file_object_path(account: &AccountId, package: &str, version: &str) -> St
 
 /// The record of a `client_token` (hashed, so any visible ASCII is a safe path).
 pub fn client_token_path(account: &AccountId, token: &str) -> String {
-    format!("accounts/{account}/client-tokens/{}.json", crate::secret::sha256_hex(token.as_bytes()))
+    format!("accounts/{account}/client-tokens/{}.json", crate::platform::digest::sha256_hex(token.as_bytes()))
 }
 
 /// What a `client_token` was first used for; a retry must ask for the same thing.

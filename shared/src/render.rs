@@ -20,13 +20,13 @@ use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::AccountId;
-use crate::error::ApiError;
+use crate::names::AccountId;
+use crate::names::RepositoryName;
 use crate::package::{ImageRecord, PackageVersion, VersionStatus};
-use crate::repository::RepositoryName;
+use crate::platform::http::error::ApiError;
+use crate::platform::jws::SigningKeys;
+use crate::platform::store::{DocumentStore, StoreError};
 use crate::service::{ArtifactRef, VersionSelector, package_type_for};
-use crate::signing::SigningKeys;
-use crate::store::{DocumentStore, StoreError};
 use crate::template::{self, Identifier, IdentifierKind, MAX_TEMPLATE_BYTES, Position, TemplateProblem};
 
 /// `typ` of download tokens (file URLs handed to deployed hosts).
@@ -496,7 +496,7 @@ pub struct RenderOptions {
 impl RenderOptions {
     /// Options from a request's optional fields, the TTL checked against the key limits.
     pub fn new(pin_digests: bool, credential_ttl_seconds: Option<u64>, dry_run: bool) -> Result<Self, ApiError> {
-        use crate::temporary_key::{DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+        use crate::credentials::temporary_key::{DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
         let ttl = credential_ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
         if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
             return Err(ApiError::invalid(
@@ -604,11 +604,11 @@ pub async fn render_template<'t>(
     };
     if !options.dry_run {
         let key = if plan.needs_pull_key() {
-            let key = crate::temporary_key::mint(
+            let key = crate::credentials::temporary_key::mint(
                 context.signing,
                 context.registry_host,
                 context.account,
-                crate::temporary_key::KeyPurpose::Pull,
+                crate::credentials::temporary_key::KeyPurpose::Pull,
                 Some(plan.repositories.clone()),
                 options.credential_ttl_seconds,
                 context.now,
@@ -764,7 +764,12 @@ impl ServiceRenderRequest {
                     ApiError::invalid(
                         "template",
                         "unknown_template",
-                        format!("service {} has no template '{}'; it has: {}", service.name, crate::problem::shown(wanted), names()),
+                        format!(
+                            "service {} has no template '{}'; it has: {}",
+                            service.name,
+                            crate::platform::http::problem::shown(wanted),
+                            names()
+                        ),
                     )
                 })
             }

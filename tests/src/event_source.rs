@@ -9,7 +9,7 @@
 //! because it is an emulator for tests and local runs, not production code. On AWS the
 //! mapping is Lambda's own (the `Type: SQS` events with `ReportBatchItemFailures` in
 //! `infra/template.yaml`); on another HTTP FaaS, or in `berth serve`, the binaries consume
-//! their queue themselves (`berth_shared::events::consume`). No function links this module.
+//! their queue themselves (`berth_shared::platform::events::consume`). No function links this module.
 //!
 //! What it reproduces of Lambda's behaviour (the "Handling errors for an SQS event source"
 //! rules with `ReportBatchItemFailures`):

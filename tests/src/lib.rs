@@ -158,7 +158,7 @@ impl Moto {
 /// for `BERTH_ACCOUNT_KEY_FILE`.
 pub fn write_account_key(dir: &Path) -> PathBuf {
     let path = dir.join("account.pem");
-    std::fs::write(&path, berth_shared::account::generate_private_key_pem()).expect("write account key");
+    std::fs::write(&path, berth_shared::platform::pem::generate_private_key_pem()).expect("write account key");
     path
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth_shared::secret::sha256_hex;
+use berth_shared::platform::digest::sha256_hex;
 
 use crate::{ChildGuard, free_port, wait_for_port};
 

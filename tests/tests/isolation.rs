@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use berth_shared::account::{AccountId, AccountKeys, generate_private_key_pem};
-use berth_shared::secret::sha256_hex;
+use berth_shared::names::AccountId;
+use berth_shared::platform::digest::sha256_hex;
+use berth_shared::platform::http::account::AccountKeys;
+use berth_shared::platform::pem::generate_private_key_pem;
 use berth_tests::registry::{SERVICE, oci_image, skopeo};
 use berth_tests::snapshot;
 use berth_tests::stack::Stack;

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use berth_shared::context::FunctionContext;
-use berth_shared::events::PING;
-use berth_shared::runtime::{Function, finish, invoke};
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::PING;
+use berth_shared::platform::runtime::{Function, finish, invoke};
 use berth_tests::lambda_watch::{FIRST_ANSWER, LambdaWatch};
 use berth_tests::{berth_bin, function_key_env, venv_bin, workspace_root};
 use lambda_runtime::{Context, LambdaEvent};

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use berth_shared::events::PING;
-use berth_shared::queue::Envelope;
+use berth_shared::platform::events::PING;
+use berth_shared::platform::queue::Envelope;
 use berth_tests::event_source::{EventSourceMapping, Invocation, Outcome, RunningMapping};
 use berth_tests::lambda_watch::LambdaWatch;
 use berth_tests::registry::{Registry, SERVICE, oci_image, skopeo};

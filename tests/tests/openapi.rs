@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use axum::body::Body;
 use axum::http::Request;
-use berth_shared::context::FunctionContext;
-use berth_shared::runtime::finish;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::runtime::finish;
 use tower::ServiceExt;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

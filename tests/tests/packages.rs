@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_shared::account::{AccountId, AccountKeys};
-use berth_shared::config::Config;
-use berth_shared::context::FunctionContext;
-use berth_shared::events::EventHandler;
+use berth_shared::names::AccountId;
+
 use berth_shared::package::{VERSION_SUBMITTED, version_path};
-use berth_shared::queue::{Envelope, InProcessQueue};
-use berth_shared::signing::SigningKeys;
-use berth_shared::store::DocumentStore;
+use berth_shared::platform::config::Config;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::EventHandler;
+use berth_shared::platform::http::account::AccountKeys;
+use berth_shared::platform::jws::SigningKeys;
+use berth_shared::platform::queue::{Envelope, InProcessQueue};
+use berth_shared::platform::store::DocumentStore;
 use berth_tests::free_port;
 use berth_tests::registry::SERVICE;
 use berth_tests::stack::Stack;

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_shared::events::{ConsumerOptions, EventError, EventHandler, consume};
-use berth_shared::queue::{Envelope, EventQueue, InProcessQueue, SqsQueue};
-use berth_shared::store::{DocumentStore, StoreError};
+use berth_shared::platform::events::{ConsumerOptions, EventError, EventHandler, consume};
+use berth_shared::platform::queue::{Envelope, EventQueue, InProcessQueue, SqsQueue};
+use berth_shared::platform::store::{DocumentStore, StoreError};
 use berth_tests::Moto;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,7 +21,7 @@ fn options() -> ConsumerOptions {
 }
 
 /// Receives until `want` deliveries came or `patience` receives came back empty.
-async fn receive_n(queue: &dyn EventQueue, want: usize) -> Vec<berth_shared::queue::Delivery> {
+async fn receive_n(queue: &dyn EventQueue, want: usize) -> Vec<berth_shared::platform::queue::Delivery> {
     let mut got = Vec::new();
     let mut empty = 0;
     while got.len() < want && empty < 5 {

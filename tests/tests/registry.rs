@@ -6,10 +6,11 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use berth_shared::account::{AccountId, unix_now};
-use berth_shared::repository::RepositoryName;
-use berth_shared::signing::{SigningKey, SigningKeys};
-use berth_shared::temporary_key::{KEY_AUDIENCE, KEY_TYPE, KeyGrant, KeyPurpose};
+use berth_shared::credentials::temporary_key::{KEY_AUDIENCE, KEY_TYPE, KeyGrant, KeyPurpose};
+use berth_shared::names::AccountId;
+use berth_shared::names::RepositoryName;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::jws::{SigningKey, SigningKeys};
 use berth_tests::berth::BerthServe;
 use berth_tests::registry::{Registry, SERVICE, oci_image, skopeo};
 use serde_json::{Value, json};
@@ -307,7 +308,8 @@ async fn the_registry_refuses_forged_tokens() {
     assert_eq!(get(keys.sign("JWT", &claims(json!(SERVICE), now + 300)).unwrap()).await, 200);
 
     let der =
-        berth_shared::signing::pem_block(&berth_shared::account::generate_private_key_pem(), "PRIVATE KEY").unwrap();
+        berth_shared::platform::pem::pem_block(&berth_shared::platform::pem::generate_private_key_pem(), "PRIVATE KEY")
+            .unwrap();
     let stranger = SigningKeys::from_keys(vec![SigningKey::from_pkcs8(&der, None).unwrap()]);
     assert_eq!(get(stranger.sign("JWT", &claims(json!(SERVICE), now + 300)).unwrap()).await, 401, "unknown key");
 

@@ -436,7 +436,8 @@ async fn the_seed_flow_releases_a_container_and_a_second_release_replaces_it() {
     let restarted = std::fs::read_to_string(s.dir.path().join("agent-host-1.log")).unwrap();
     assert!(!restarted.contains("registered"), "the restarted agent used its saved host token: {restarted}");
     let saved: Value =
-        serde_json::from_slice(&std::fs::read(s.dir.path().join("agent-state-host-1/host-token.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("agent-state-host-1/host-token.json")).unwrap())
+            .unwrap();
     let host_token = saved["host_token"].as_str().unwrap().to_owned();
     assert!(host_token.starts_with("bht_"));
 

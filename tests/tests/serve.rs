@@ -1,7 +1,7 @@
 //! `berth serve` as a user runs it: every function in one process, dev tokens, problem+json
 //! errors, request ids in logs, no secret in logs, saved events restored, graceful shutdown.
 
-use berth_shared::queue::Envelope;
+use berth_shared::platform::queue::Envelope;
 use berth_tests::berth::BerthServe;
 use serde_json::{Value, json};
 

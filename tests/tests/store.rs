@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use berth_shared::config::{S3Settings, StoreLocation};
-use berth_shared::store::{DocumentStore, StoreError};
+use berth_shared::platform::config::{S3Settings, StoreLocation};
+use berth_shared::platform::store::{DocumentStore, StoreError};
 use berth_tests::Moto;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;

@@ -10,7 +10,8 @@ use berth_tests::stack::Stack;
 use reqwest::StatusCode;
 use serde_json::json;
 
-const KINDS: [&str; 6] = ["account token", "temporary key", "registry token", "download token", "join token", "host token"];
+const KINDS: [&str; 6] =
+    ["account token", "temporary key", "registry token", "download token", "join token", "host token"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_token_is_refused_where_another_kind_is_expected() {
@@ -19,7 +20,8 @@ async fn every_token_is_refused_where_another_kind_is_expected() {
     let http = &stack.http;
     let account = stack.berth.dev_token("acme");
     stack.push_image("acme", "acme/app", "v1").await;
-    let (status, key) = stack.call("acme", "POST", "/v1/registry/credentials", Some(json!({ "purpose": "pull" }))).await;
+    let (status, key) =
+        stack.call("acme", "POST", "/v1/registry/credentials", Some(json!({ "purpose": "pull" }))).await;
     assert_eq!(status, 200, "{key}");
     let key = key["password"].as_str().unwrap().to_owned();
     let basic = |password: &str| format!("Basic {}", STANDARD.encode(format!("acme:{password}")));

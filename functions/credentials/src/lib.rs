@@ -4,13 +4,14 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_shared::account::{Account, unix_now};
-use berth_shared::context::FunctionContext;
-use berth_shared::error::ApiError;
-use berth_shared::registry_token::{self, TokenQuery, TokenRefusal, TokenResponse};
-use berth_shared::request::{ApiJson, ApiQuery, BasicAuth};
-use berth_shared::runtime::Function;
-use berth_shared::temporary_key::{self, KeyRequest, TemporaryKey};
+use berth_shared::credentials::registry_token::{self, TokenQuery, TokenRefusal, TokenResponse};
+use berth_shared::credentials::temporary_key::{self, KeyRequest, TemporaryKey};
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::account::Account;
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::http::request::{ApiJson, ApiQuery, BasicAuth};
+use berth_shared::platform::runtime::Function;
 use serde_json::{Value, json};
 
 /// The function's name.
@@ -71,7 +72,7 @@ async fn token(
     if query.account.as_ref().is_some_and(|account| account != &credentials.username) {
         return Err(ApiError::Unauthenticated("account does not match the credentials".into()));
     }
-    if let Some(scope) = berth_shared::scope::namespace_root(&key, &query.scopes) {
+    if let Some(scope) = berth_shared::credentials::scope::namespace_root(&key, &query.scopes) {
         return Err(ApiError::invalid(
             "scope",
             "repository_is_namespace",

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    berth_shared::runtime::main(berth_credentials::NAME, berth_credentials::function).await
+    berth_shared::platform::runtime::main(berth_credentials::NAME, berth_credentials::function).await
 }

@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_shared::account::AccountId;
-use berth_shared::context::FunctionContext;
+use berth_shared::names::AccountId;
+use berth_shared::platform::context::FunctionContext;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

@@ -1,21 +1,23 @@
 //! Package and version routes.
 
+use crate::registry::oci_digest;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Json, extract::Request};
-use berth_shared::account::{Account, AccountId, unix_now};
-use berth_shared::context::FunctionContext;
-use berth_shared::error::ApiError;
+use berth_shared::names::AccountId;
 use berth_shared::package::{
     self, ClientTokenRecord, CreatePackageRequest, CreateVersionRequest, MAX_FILE_BYTES, Package, PackageType,
     PackageVersion, UpdatePackageRequest, VERSION_SUBMITTED, VersionStatus, VersionSubmitted,
 };
-use berth_shared::queue::Envelope;
-use berth_shared::registry::oci_digest;
-use berth_shared::request::{ApiJson, ApiPath, ApiQuery};
-use berth_shared::store::{StoreError, Versioned};
-use berth_shared::temporary_key::rfc3339;
+use berth_shared::platform::clock::rfc3339;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::account::Account;
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery};
+use berth_shared::platform::queue::Envelope;
+use berth_shared::platform::store::{StoreError, Versioned};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -285,7 +287,8 @@ fn list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
         };
         object.insert(key.clone(), value);
     }
-    let query: ListQuery = berth_shared::request::parse_json(&serde_json::to_vec(&object).unwrap_or_default())?;
+    let query: ListQuery =
+        berth_shared::platform::http::request::parse_json(&serde_json::to_vec(&object).unwrap_or_default())?;
     if let Some(size) = query.page_size
         && !(1..=MAX_PAGE_SIZE).contains(&size)
     {

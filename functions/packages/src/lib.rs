@@ -3,16 +3,17 @@
 
 mod catalog;
 mod publish;
+mod registry;
 mod services;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use berth_shared::context::FunctionContext;
-use berth_shared::events::Dispatcher;
 use berth_shared::package::VERSION_SUBMITTED;
-use berth_shared::runtime::Function;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::Dispatcher;
+use berth_shared::platform::runtime::Function;
 
 pub use publish::check_version;
 

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    berth_shared::runtime::main(berth_packages::NAME, berth_packages::function).await
+    berth_shared::platform::runtime::main(berth_packages::NAME, berth_packages::function).await
 }

@@ -4,16 +4,18 @@
 
 use std::time::Duration;
 
-use berth_shared::account::{AccountId, unix_now};
-use berth_shared::context::FunctionContext;
-use berth_shared::events::EventError;
+use berth_shared::names::AccountId;
+
+use crate::registry::{RegistryClient, RegistryError, record_resolution};
 use berth_shared::package::{
     self, ImageFailure, ImageRecord, PackageType, PackageVersion, VersionStatus, VersionSubmitted,
 };
-use berth_shared::queue::Envelope;
-use berth_shared::registry::{RegistryClient, RegistryError, record_resolution};
-use berth_shared::store::StoreError;
-use berth_shared::temporary_key::rfc3339;
+use berth_shared::platform::clock::rfc3339;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::EventError;
+use berth_shared::platform::queue::Envelope;
+use berth_shared::platform::store::StoreError;
 
 /// Tries per image within one delivery before the delivery gives up (the queue then
 /// redelivers with its own growing delay).
@@ -55,7 +57,7 @@ pub async fn handle_submitted(
 async fn resolve_with_backoff(
     client: &RegistryClient,
     image: &ImageRecord,
-) -> Result<berth_shared::registry::ResolvedImage, RegistryError> {
+) -> Result<crate::registry::ResolvedImage, RegistryError> {
     let mut delay = FIRST_BACKOFF;
     let mut tries = 0;
     loop {

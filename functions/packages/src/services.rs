@@ -6,15 +6,17 @@ use std::collections::BTreeSet;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_shared::account::{Account, AccountId, unix_now};
-use berth_shared::context::FunctionContext;
-use berth_shared::error::ApiError;
+use berth_shared::names::AccountId;
 use berth_shared::package::{self, Package, PackageVersion};
-use berth_shared::request::{ApiJson, ApiPath};
+use berth_shared::platform::clock::rfc3339;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::account::Account;
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::http::request::{ApiJson, ApiPath};
 use berth_shared::service::{
     self, ArtifactRef, PackageUser, PutServiceRequest, Service, ServicePlan, package_type_for, validate_service_name,
 };
-use berth_shared::temporary_key::rfc3339;
 use serde_json::{Value, json};
 
 /// Checks every relation of a plan against the store, naming everything missing at once.

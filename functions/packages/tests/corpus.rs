@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use berth_shared::account::AccountId;
-use berth_shared::context::FunctionContext;
+use berth_shared::names::AccountId;
 use berth_shared::package::PackageType;
+use berth_shared::platform::context::FunctionContext;
 use berth_shared::service::{PutServiceRequest, package_type_for};
 use serde_json::{Value, json};
 use tower::ServiceExt;

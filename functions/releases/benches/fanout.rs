@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
-use berth_shared::account::AccountId;
-use berth_shared::context::FunctionContext;
-use berth_shared::events::{ConsumerOptions, consume};
-use berth_shared::queue::{Delivery, Envelope, EventQueue, InProcessQueue, QueueError};
+use berth_shared::names::AccountId;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::{ConsumerOptions, consume};
+use berth_shared::platform::queue::{Delivery, Envelope, EventQueue, InProcessQueue, QueueError};
+use berth_shared::platform::store::DocumentStore;
 use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
-use berth_shared::store::DocumentStore;
 use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;

@@ -9,17 +9,19 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use berth_shared::account::{AccountId, unix_now};
-use berth_shared::context::FunctionContext;
-use berth_shared::error::ApiError;
-use berth_shared::events::EventError;
-use berth_shared::queue::Envelope;
+use berth_shared::names::AccountId;
+
+use berth_shared::credentials::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+use berth_shared::names::RepositoryName;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::EventError;
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::queue::Envelope;
+use berth_shared::platform::store::{DocumentStore, StoreError, Version, Versioned};
 use berth_shared::release::{
     self, Decision, GroupKind, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
 };
-use berth_shared::repository::RepositoryName;
-use berth_shared::store::{DocumentStore, StoreError, Version, Versioned};
-use berth_shared::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -194,7 +196,11 @@ impl Engine {
     }
 
     /// Asks the queue to advance a release.
-    pub async fn request_advance(&self, id: &str, account: &AccountId) -> Result<(), berth_shared::queue::QueueError> {
+    pub async fn request_advance(
+        &self,
+        id: &str,
+        account: &AccountId,
+    ) -> Result<(), berth_shared::platform::queue::QueueError> {
         let envelope = Envelope::new(ADVANCE, Some(account.clone()), serde_json::json!({ "release": id }));
         self.context.queue.send(&envelope).await
     }
@@ -440,7 +446,7 @@ impl Engine {
     /// left mid-way.
     pub fn spawn_sweeper(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        if berth_shared::runtime::under_lambda() {
+        if berth_shared::platform::runtime::under_lambda() {
             return;
         }
         let closing = self.closing.clone();

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use berth_shared::context::FunctionContext;
-use berth_shared::events::{Dispatcher, EventError};
-use berth_shared::runtime::Function;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::{Dispatcher, EventError};
+use berth_shared::platform::runtime::Function;
 
 use crate::fanout::{ADVANCE, Engine, SWEEP};
 
@@ -77,7 +77,7 @@ pub fn events(engine: Engine) -> Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_shared::events::handle_sqs_batch;
+    use berth_shared::platform::events::handle_sqs_batch;
 
     /// The sample Lambda batch in `tests/data/sqs-sweep.json` (the schedule's sweep, an
     /// advance of a release that is gone, an advance without a release id): only the last

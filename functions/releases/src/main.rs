@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    berth_shared::runtime::main(berth_releases::NAME, berth_releases::function).await
+    berth_shared::platform::runtime::main(berth_releases::NAME, berth_releases::function).await
 }

@@ -11,15 +11,16 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use berth_shared::account::{Account, HasAccountKeys, unix_now};
-use berth_shared::error::ApiError;
 use berth_shared::package::PackageVersion;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::http::account::{Account, HasAccountKeys};
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery};
+use berth_shared::platform::store::StoreError;
 use berth_shared::release::{
     self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
     ReleaseStatus, Report, ScalingState, Step,
 };
-use berth_shared::request::{ApiJson, ApiPath, ApiQuery};
-use berth_shared::store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -30,7 +31,7 @@ use crate::store_layout::{
 };
 
 impl HasAccountKeys for Engine {
-    fn account_keys(&self) -> &berth_shared::account::AccountKeys {
+    fn account_keys(&self) -> &berth_shared::platform::http::account::AccountKeys {
         &self.context.account_keys
     }
 }
@@ -111,7 +112,7 @@ pub async fn create_group(
     load_application(&engine, &account, &app).await?;
     release::validate_name("name", &body.name)?;
     let token = new_join_token();
-    let digest = berth_shared::secret::sha256_hex(token.as_bytes());
+    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let reference = GroupRef { account: account.id.clone(), application: app.clone(), group: body.name.clone() };
     let group = Group {
         name: body.name,
@@ -149,7 +150,7 @@ async fn replace_join_token(engine: &Engine, reference: &GroupRef, token: Option
     if store.get::<Group>(&path).await?.is_none() {
         return Err(ApiError::NotFound(format!("group '{}'", reference.group)));
     }
-    let digest = token.map(|t| berth_shared::secret::sha256_hex(t.as_bytes()));
+    let digest = token.map(|t| berth_shared::platform::digest::sha256_hex(t.as_bytes()));
     if let Some(digest) = &digest {
         store.create(&layout::join_token(digest), reference).await?;
     }
@@ -215,8 +216,12 @@ pub async fn get_group(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("group '{group}'")))?
         .value;
-    let instances: Vec<InstanceView> =
-        store.list::<Instance>(&layout::instances(&reference)).await?.into_iter().map(|(_, d)| d.value.into()).collect();
+    let instances: Vec<InstanceView> = store
+        .list::<Instance>(&layout::instances(&reference))
+        .await?
+        .into_iter()
+        .map(|(_, d)| d.value.into())
+        .collect();
     let scaling = store.get::<ScalingState>(&layout::scaling(&reference)).await?.map(|d| d.value);
     Ok(Json(json!({
         "application": app, "name": doc.name, "kind": doc.kind, "active_release": doc.active_release,
@@ -242,7 +247,7 @@ pub async fn create_deployment(
         let found = match engine.context.store.get::<PackageVersion>(&path).await {
             Ok(Some(found)) => found,
             // A name that cannot be a path is a version that does not exist.
-            Ok(None) | Err(berth_shared::store::StoreError::Corrupt { .. }) => return Err(missing()),
+            Ok(None) | Err(berth_shared::platform::store::StoreError::Corrupt { .. }) => return Err(missing()),
             Err(e) => return Err(e.into()),
         };
         body.image = release::image_from_package(&found.value, image.as_deref(), registry)?;
@@ -357,7 +362,7 @@ async fn load_release(
     engine: &Engine,
     account: &Account,
     id: &str,
-) -> Result<berth_shared::store::Versioned<Release>, ApiError> {
+) -> Result<berth_shared::platform::store::Versioned<Release>, ApiError> {
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(not_found());
@@ -511,7 +516,7 @@ impl FromRequestParts<Engine> for Joining {
         let refused =
             || ApiError::Unauthenticated("a valid group join token is required (Authorization: Bearer bjt_...)".into());
         let token = bearer(parts, "bjt_").ok_or_else(refused)?;
-        let digest = berth_shared::secret::sha256_hex(token.as_bytes());
+        let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
         let store = &engine.context.store;
         let group = store.get::<GroupRef>(&layout::join_token(&digest)).await?.ok_or_else(refused)?.value;
         // The group's own record decides: a rotated or revoked token is refused at once, even
@@ -541,7 +546,7 @@ impl FromRequestParts<Engine> for Host {
             )
         };
         let token = bearer(parts, "bht_").ok_or_else(refused)?;
-        let digest = berth_shared::secret::sha256_hex(token.as_bytes());
+        let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
         let store = &engine.context.store;
         let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(refused)?.value;
         // Only the token the host's record names acts for it: re-registering replaces it.
@@ -557,10 +562,9 @@ impl Host {
     /// The `host` query, when an agent still sends one, must name the token's own host.
     fn check_named(&self, named: Option<&str>) -> Result<(), ApiError> {
         match named {
-            Some(name) if name != self.host.host => Err(ApiError::Forbidden(format!(
-                "this host token acts for host '{}' only",
-                self.host.host
-            ))),
+            Some(name) if name != self.host.host => {
+                Err(ApiError::Forbidden(format!("this host token acts for host '{}' only", self.host.host)))
+            }
             _ => Ok(()),
         }
     }
@@ -597,7 +601,7 @@ pub async fn register(
 ) -> Result<Json<Registered>, ApiError> {
     release::validate_name("host", &body.host)?;
     let token = new_host_token();
-    let digest = berth_shared::secret::sha256_hex(token.as_bytes());
+    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let reference = HostRef { group: joining.group.clone(), host: body.host.clone() };
     let store = &engine.context.store;
     // The index first: until the instance names this digest, the entry grants nothing.
@@ -735,7 +739,7 @@ pub async fn report(
 ) -> Result<Json<ReportAccepted>, ApiError> {
     host.check_named(query.host.as_deref())?;
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
-    let body: Report = berth_shared::request::parse_json(&body)?;
+    let body: Report = berth_shared::platform::http::request::parse_json(&body)?;
     let name = host.host.host.as_str();
     let id = body.release.as_str();
     // Another group's release, or one that does not exist: the same answer, revealing nothing.
@@ -787,8 +791,13 @@ pub async fn report(
         JobKind::Run => {
             // Logs first: once the result exists, its logs do too.
             store_logs(&engine, id, name, &body.logs).await?;
-            let result =
-                HostResult { ok: body.ok, step: body.step, exit_code: body.exit_code, reason: body.reason.clone(), at: now };
+            let result = HostResult {
+                ok: body.ok,
+                step: body.step,
+                exit_code: body.exit_code,
+                reason: body.reason.clone(),
+                at: now,
+            };
             create_once(store, &layout::result(id, name), &result).await?
         }
     };

@@ -18,7 +18,7 @@
 //! scaling-leases/{id}.json                                            what the reaper checks
 //! ```
 
-use berth_shared::account::AccountId;
+use berth_shared::names::AccountId;
 use berth_shared::release::{GroupKind, Phase, Release, ReleaseStatus};
 use serde::{Deserialize, Serialize};
 

@@ -6,8 +6,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use berth_releases::fanout::Engine;
-use berth_shared::account::AccountId;
-use berth_shared::context::FunctionContext;
+use berth_shared::names::AccountId;
+use berth_shared::platform::context::FunctionContext;
 use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
 use common::call;
 use serde_json::{Value, json};

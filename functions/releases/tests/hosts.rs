@@ -6,8 +6,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use berth_releases::fanout::Engine;
-use berth_shared::account::AccountId;
-use berth_shared::context::FunctionContext;
+use berth_shared::names::AccountId;
+use berth_shared::platform::context::FunctionContext;
 use berth_shared::release::{HostLogs, Job, JobKind, Report, Step, job_id};
 use common::call;
 use serde_json::{Value, json};
@@ -192,7 +192,7 @@ async fn join_tokens_rotate_and_revoke_and_registered_hosts_keep_working() {
 async fn one_tenants_bad_plan_never_stops_another_tenants_polls() {
     let context = FunctionContext::ephemeral();
     let engine = Engine::new(context.clone());
-    let router = berth_shared::runtime::finish(berth_releases::router(engine.clone()), vec!["releases"]);
+    let router = berth_shared::platform::runtime::finish(berth_releases::router(engine.clone()), vec!["releases"]);
     let registry = context.config.registry.host.clone();
     let acme = tenant(&context, &router, "acme").await;
     let bravo = tenant(&context, &router, "bravo").await;

@@ -12,16 +12,18 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use berth_shared::account::{Account, AccountId, unix_now};
-use berth_shared::config::Config;
-use berth_shared::context::FunctionContext;
-use berth_shared::error::ApiError;
-use berth_shared::problem::shown;
+use berth_shared::names::AccountId;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::config::Config;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::account::Account;
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::http::problem::shown;
+use berth_shared::platform::http::request::{ApiJson, ApiPath, parse_json};
+use berth_shared::platform::runtime::Function;
 use berth_shared::render::{
     self, MAX_RENDER_BODY, RenderContext, RenderOptions, RenderOutput, RenderRequest, ServiceRenderRequest,
 };
-use berth_shared::request::{ApiJson, ApiPath, parse_json};
-use berth_shared::runtime::Function;
 use berth_shared::service::{Service, service_path};
 
 /// The function's name.

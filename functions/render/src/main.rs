@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    berth_shared::runtime::main(berth_render::NAME, berth_render::function).await
+    berth_shared::platform::runtime::main(berth_render::NAME, berth_render::function).await
 }

@@ -7,14 +7,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_shared::account::AccountId;
-use berth_shared::context::FunctionContext;
+use berth_shared::credentials::temporary_key::{self, KeyPurpose};
+use berth_shared::names::AccountId;
+use berth_shared::names::RepositoryName;
 use berth_shared::package::{
     FileRecord, ImageRecord, PackageType, PackageVersion, VersionStatus, file_object_path, package_path, version_path,
 };
-use berth_shared::repository::RepositoryName;
+use berth_shared::platform::context::FunctionContext;
 use berth_shared::service::{ArtifactRef, Service, ServiceTemplate, VersionSelector, service_path};
-use berth_shared::temporary_key::{self, KeyPurpose};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

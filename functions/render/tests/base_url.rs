@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use berth_shared::account::AccountId;
-use berth_shared::config::Config;
-use berth_shared::context::FunctionContext;
+use berth_shared::names::AccountId;
 use berth_shared::package::{FileRecord, PackageType, PackageVersion, VersionStatus, package_path, version_path};
+use berth_shared::platform::config::Config;
+use berth_shared::platform::context::FunctionContext;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

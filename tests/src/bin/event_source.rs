@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use berth_shared::queue::SqsQueue;
+use berth_shared::platform::queue::SqsQueue;
 use berth_tests::event_source::EventSourceMapping;
 
 const USAGE: &str =

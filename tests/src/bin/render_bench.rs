@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use berth_shared::names::RepositoryName;
 use berth_shared::package::{FileRecord, ImageRecord, PackageType, PackageVersion, VersionStatus};
 use berth_shared::render::{Association, Template};
-use berth_shared::repository::RepositoryName;
 use berth_shared::service::package_type_for;
 use berth_shared::template::MAX_TEMPLATE_BYTES;
 

@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use berth_shared::account::{AccountId, generate_private_key_pem, unix_now};
-use berth_shared::registry_token::{RegistrySettings, issue};
-use berth_shared::scope::parse_scopes;
-use berth_shared::signing::{SigningKey, SigningKeys, pem_block};
-use berth_shared::temporary_key::{KEY_AUDIENCE, KeyGrant, KeyPurpose};
+use berth_shared::credentials::registry_token::{RegistrySettings, issue};
+use berth_shared::credentials::scope::parse_scopes;
+use berth_shared::credentials::temporary_key::{KEY_AUDIENCE, KeyGrant, KeyPurpose};
+use berth_shared::names::AccountId;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::jws::{SigningKey, SigningKeys};
+use berth_shared::platform::pem::generate_private_key_pem;
+use berth_shared::platform::pem::pem_block;
 use berth_tests::berth::BerthServe;
 
 const WINDOW: Duration = Duration::from_secs(2);

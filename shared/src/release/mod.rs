@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountId, is_path_component};
-use crate::error::ApiError;
-use crate::repository::RepositoryName;
+use crate::names::RepositoryName;
+use crate::names::{AccountId, is_path_component};
+use crate::platform::http::error::ApiError;
 
 /// Longest start or stop script.
 pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
@@ -49,7 +49,7 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), ApiError> {
             "invalid_name",
             format!(
                 "'{}' must be 1 to {MAX_NAME_BYTES} lowercase letters and digits, separated by single '.', '_' or '-'",
-                crate::problem::shown(value)
+                crate::platform::http::problem::shown(value)
             ),
         ));
     }
@@ -259,7 +259,7 @@ pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> R
         return Err(ApiError::invalid(
             "image",
             "invalid_image",
-            format!("'{}' is not a valid tag or sha256 digest", crate::problem::shown(tag)),
+            format!("'{}' is not a valid tag or sha256 digest", crate::platform::http::problem::shown(tag)),
         ));
     }
     Ok(ImageRef { registry: host, repository: repository.as_str().to_owned(), reference })
@@ -441,7 +441,7 @@ pub fn validate_working_directory(dir: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid(
             field,
             "not_absolute",
-            format!("'{}' must be an absolute path, e.g. /root/deploy", crate::problem::shown(dir)),
+            format!("'{}' must be an absolute path, e.g. /root/deploy", crate::platform::http::problem::shown(dir)),
         ));
     }
     if dir.len() > MAX_WORKING_DIRECTORY_BYTES {
@@ -451,7 +451,11 @@ pub fn validate_working_directory(dir: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid(field, "invalid_path", "contains control characters"));
     }
     if dir != "/" && dir[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(ApiError::invalid(field, "invalid_path", format!("'{}' has empty, '.' or '..' segments", crate::problem::shown(dir))));
+        return Err(ApiError::invalid(
+            field,
+            "invalid_path",
+            format!("'{}' has empty, '.' or '..' segments", crate::platform::http::problem::shown(dir)),
+        ));
     }
     Ok(())
 }
@@ -1048,7 +1052,7 @@ pub fn job_id(release: &str, host: &str, kind: JobKind) -> String {
         JobKind::Pull => "pull",
         JobKind::Run => "run",
     };
-    let digest = crate::secret::sha256_hex(format!("berth-job\0{release}\0{host}\0{kind}").as_bytes());
+    let digest = crate::platform::digest::sha256_hex(format!("berth-job\0{release}\0{host}\0{kind}").as_bytes());
     format!("{kind}-{}", &digest[..32])
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::platform::pem::pem_block;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
@@ -117,16 +118,6 @@ fn read(path: &Path) -> Result<String, SigningKeyError> {
         .map_err(|e| SigningKeyError::Read { path: path.display().to_string(), reason: e.to_string() })
 }
 
-/// The base64 body of the first PEM block labelled `label`, decoded.
-pub fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    let body: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD.decode(body).ok()
-}
-
 impl SigningKeys {
     /// Loads the current key and certificate, then any previous keys (verify only).
     pub fn load(key_file: &Path, cert_file: &Path, previous: &[std::path::PathBuf]) -> Result<Self, SigningKeyError> {
@@ -157,7 +148,8 @@ impl SigningKeys {
 
     /// One freshly generated key without a certificate: tests and benchmarks.
     pub fn generate() -> Self {
-        let der = pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").expect("a fresh PKCS#8 key");
+        let der =
+            pem_block(&crate::platform::pem::generate_private_key_pem(), "PRIVATE KEY").expect("a fresh PKCS#8 key");
         Self::from_keys(vec![SigningKey::from_pkcs8(&der, None).expect("a fresh P-256 key")])
     }
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::package::ImageRecord;
-use crate::registry_token::{RegistrySettings, internal_pull_token};
-use crate::repository::RepositoryName;
-use crate::signing::SigningKeys;
+use berth_shared::credentials::registry_token::{RegistrySettings, internal_pull_token};
+use berth_shared::names::RepositoryName;
+use berth_shared::package::ImageRecord;
+use berth_shared::platform::jws::SigningKeys;
 
 /// Manifest media types Berth understands (Docker v2 and OCI, manifests and indexes).
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -122,8 +122,9 @@ impl RegistryClient {
         path: &str,
         accept: &str,
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), RegistryError> {
-        let token = internal_pull_token(&self.keys, &self.settings, repository, crate::account::unix_now())
-            .map_err(|e| RegistryError::Unexpected(e.to_string()))?;
+        let token =
+            internal_pull_token(&self.keys, &self.settings, repository, berth_shared::platform::clock::unix_now())
+                .map_err(|e| RegistryError::Unexpected(e.to_string()))?;
         let url = format!("{}/v2/{repository}/{path}", self.settings.url);
         let response = self
             .http
@@ -216,13 +217,13 @@ fn without_url(error: &reqwest::Error) -> String {
 
 /// The OCI digest of some bytes: `sha256:` and the hex SHA-256.
 pub fn oci_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::secret::sha256_hex(bytes))
+    format!("sha256:{}", berth_shared::platform::digest::sha256_hex(bytes))
 }
 
 /// Applies a resolution to an image record of a version being checked: the digest and
 /// facts on success, a failure with a stable code otherwise. `chart` requires a Helm config.
 pub fn record_resolution(image: &mut ImageRecord, outcome: Result<ResolvedImage, RegistryError>, chart: bool) {
-    use crate::package::ImageFailure;
+    use berth_shared::package::ImageFailure;
     match outcome {
         Ok(resolved) if chart && resolved.config_media_type.as_deref() != Some(HELM_CONFIG_TYPE) => {
             image.failure = Some(ImageFailure {

@@ -14,8 +14,8 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::config::LogFormat;
-use crate::secret::redact;
+use crate::platform::config::LogFormat;
+use crate::platform::secret::redact;
 
 /// Header carrying the request id (taken from the caller if present, else generated).
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -135,9 +135,10 @@ pub fn traced(router: Router) -> Router {
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
 async fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
-    let usable = request.headers().get(&REQUEST_ID).is_none_or(|id| {
-        id.len() <= MAX_REQUEST_ID_BYTES && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
-    });
+    let usable = request
+        .headers()
+        .get(&REQUEST_ID)
+        .is_none_or(|id| id.len() <= MAX_REQUEST_ID_BYTES && id.as_bytes().iter().all(|b| b.is_ascii_graphic()));
     if !usable {
         request.headers_mut().remove(&REQUEST_ID);
     }
@@ -153,8 +154,7 @@ mod tests {
         use tower::ServiceExt as _;
         let router = traced(Router::new().route("/", axum::routing::get(|| async { "ok" })));
         let answer = |id: &str| {
-            let request =
-                Request::get("/").header("x-request-id", id).body(axum::body::Body::empty()).unwrap();
+            let request = Request::get("/").header("x-request-id", id).body(axum::body::Body::empty()).unwrap();
             let router = router.clone();
             async move { router.oneshot(request).await.unwrap().headers()["x-request-id"].to_str().unwrap().to_owned() }
         };
@@ -165,7 +165,7 @@ mod tests {
             assert_eq!(kept.len(), 36, "a fresh uuid: {kept}");
         }
     }
-    use crate::secret::Secret;
+    use crate::platform::secret::Secret;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{Delivery, Envelope, EventQueue, envelope_from_sqs};
+use crate::platform::queue::{Delivery, Envelope, EventQueue, envelope_from_sqs};
 
 /// Event type every function answers, for checking the event path end to end.
 pub const PING: &str = "berth.ping";
@@ -239,7 +239,7 @@ mod tests {
 #[cfg(test)]
 mod shutdown_tests {
     use super::*;
-    use crate::queue::InProcessQueue;
+    use crate::platform::queue::InProcessQueue;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     struct Slow {

@@ -26,12 +26,6 @@ const SECRET_NAMES: &[&str] = &[
     "auth",
 ];
 
-/// SHA-256 of `bytes` in lowercase hex: what tokens are stored under (never the token), and
-/// the body of content digests.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
-}
-
 /// A value that must not be logged. Serialises as itself (it is sent to its owner), but
 /// Debug and Display show [`REDACTED`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

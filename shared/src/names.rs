@@ -1,10 +1,104 @@
-//! Repository names: the distribution grammar, validated and rejected, never normalised.
+//! The names everything else is keyed by: account IDs (which are also registry namespaces)
+//! and repository names, in the distribution grammar, validated and rejected, never
+//! normalised.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountId, is_path_component};
+/// Longest account ID accepted; it becomes the first registry path component.
+pub const MAX_ACCOUNT_ID_LEN: usize = 64;
+/// An account ID, which is also the account's registry namespace.
+///
+/// Grammar: one distribution path component, `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`,
+/// at most [`MAX_ACCOUNT_ID_LEN`] characters. Rejected, never normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AccountId(String);
+
+/// Why a string is not an [`AccountId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountIdError {
+    /// Empty.
+    #[error("account id is empty")]
+    Empty,
+    /// Too long.
+    #[error("account id is longer than {MAX_ACCOUNT_ID_LEN} characters")]
+    TooLong,
+    /// Not one registry path component.
+    #[error("account id must be lowercase letters and digits, separated by '.', '_', '__' or '-'")]
+    Grammar,
+}
+
+impl AccountId {
+    /// Validates `value` as an account ID.
+    pub fn parse(value: &str) -> Result<Self, AccountIdError> {
+        if value.is_empty() {
+            return Err(AccountIdError::Empty);
+        }
+        if value.len() > MAX_ACCOUNT_ID_LEN {
+            return Err(AccountIdError::TooLong);
+        }
+        if !is_path_component(value) {
+            return Err(AccountIdError::Grammar);
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Distribution's path-component grammar: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
+pub fn is_path_component(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < bytes.len() && alnum(bytes[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == bytes.len() {
+            return true;
+        }
+        let sep_start = i;
+        match bytes[i] {
+            b'.' => i += 1,
+            b'_' => {
+                i += 1;
+                if i < bytes.len() && bytes[i] == b'_' {
+                    i += 1;
+                }
+            }
+            b'-' => {
+                while i < bytes.len() && bytes[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+        debug_assert!(i > sep_start);
+    }
+}
 
 /// Longest repository name distribution accepts.
 pub const MAX_REPOSITORY_NAME: usize = 255;
@@ -91,6 +185,17 @@ impl fmt::Display for RepositoryName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_id_grammar() {
+        for ok in ["a", "acme", "1234567890", "a.b", "a_b", "a__b", "a-b", "a---b"] {
+            assert!(AccountId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "a/b", "a..b", "-a", "a-", "a___b", "a b", "..", "%2F", "a_", "ä"] {
+            assert!(AccountId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(AccountId::parse(&"a".repeat(65)), Err(AccountIdError::TooLong));
+    }
 
     #[test]
     fn grammar() {

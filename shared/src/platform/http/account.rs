@@ -7,19 +7,19 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::names::AccountId;
+use crate::platform::clock::unix_now;
+use crate::platform::http::error::ApiError;
+use crate::platform::pem::pem_block;
 
-/// Longest account ID accepted; it becomes the first registry path component.
-pub const MAX_ACCOUNT_ID_LEN: usize = 64;
 /// Audience of account tokens.
 pub const ACCOUNT_AUDIENCE: &str = "berth";
 /// `typ` of account tokens: the header of every token [`AccountKeys::issue`] signs, and the only
@@ -30,98 +30,6 @@ pub const ACCOUNT_TOKEN_TYPE: &str = "berth-account+jwt";
 pub const DEFAULT_MAX_LIFETIME_SECONDS: u64 = 86_400;
 /// Clock skew allowed on `exp` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 30;
-
-/// An account ID, which is also the account's registry namespace.
-///
-/// Grammar: one distribution path component, `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`,
-/// at most [`MAX_ACCOUNT_ID_LEN`] characters. Rejected, never normalised.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct AccountId(String);
-
-/// Why a string is not an [`AccountId`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AccountIdError {
-    /// Empty.
-    #[error("account id is empty")]
-    Empty,
-    /// Too long.
-    #[error("account id is longer than {MAX_ACCOUNT_ID_LEN} characters")]
-    TooLong,
-    /// Not one registry path component.
-    #[error("account id must be lowercase letters and digits, separated by '.', '_', '__' or '-'")]
-    Grammar,
-}
-
-impl AccountId {
-    /// Validates `value` as an account ID.
-    pub fn parse(value: &str) -> Result<Self, AccountIdError> {
-        if value.is_empty() {
-            return Err(AccountIdError::Empty);
-        }
-        if value.len() > MAX_ACCOUNT_ID_LEN {
-            return Err(AccountIdError::TooLong);
-        }
-        if !is_path_component(value) {
-            return Err(AccountIdError::Grammar);
-        }
-        Ok(Self(value.to_owned()))
-    }
-
-    /// The ID as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for AccountId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(deserializer)?;
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Distribution's path-component grammar: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
-pub fn is_path_component(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let mut i = 0;
-    loop {
-        let start = i;
-        while i < bytes.len() && alnum(bytes[i]) {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
-        if i == bytes.len() {
-            return true;
-        }
-        let sep_start = i;
-        match bytes[i] {
-            b'.' => i += 1,
-            b'_' => {
-                i += 1;
-                if i < bytes.len() && bytes[i] == b'_' {
-                    i += 1;
-                }
-            }
-            b'-' => {
-                while i < bytes.len() && bytes[i] == b'-' {
-                    i += 1;
-                }
-            }
-            _ => return false,
-        }
-        debug_assert!(i > sep_start);
-    }
-}
 
 /// Claims of an account token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,7 +121,7 @@ impl AccountKeys {
     pub fn from_pem(pem: &[u8], issuer: &str) -> Option<Self> {
         let text = std::str::from_utf8(pem).ok()?;
         if text.contains("-----BEGIN PRIVATE KEY-----") {
-            let der = pem_body(text, "PRIVATE KEY")?;
+            let der = pem_block(text, "PRIVATE KEY")?;
             Self::from_pkcs8(&der, issuer)
         } else {
             let decoding = DecodingKey::from_ec_pem(pem).ok()?;
@@ -315,34 +223,6 @@ fn account_header() -> Header {
     header
 }
 
-/// Generates a new P-256 private key and returns it as PKCS#8 PEM.
-pub fn generate_private_key_pem() -> String {
-    let document = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-        .expect("P-256 key generation does not fail");
-    pem_encode("PRIVATE KEY", document.as_ref())
-}
-
-/// PEM-encodes DER bytes under `label`.
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn pem_body(text: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    let body: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD.decode(body).ok()
-}
-
 fn describe_jwt_error(error: &jsonwebtoken::errors::Error) -> &'static str {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
@@ -356,11 +236,6 @@ fn describe_jwt_error(error: &jsonwebtoken::errors::Error) -> &'static str {
         ErrorKind::Json(_) => "bad claims",
         _ => "malformed",
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The authenticated caller of a request. Extracting it verifies the bearer token.
@@ -400,8 +275,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::pem::{generate_private_key_pem, pem_encode};
 
-    const ISSUER: &str = crate::config::DEFAULT_ACCOUNT_ISSUER;
+    const ISSUER: &str = crate::platform::config::DEFAULT_ACCOUNT_ISSUER;
 
     fn keys() -> AccountKeys {
         AccountKeys::from_pem(generate_private_key_pem().as_bytes(), ISSUER).unwrap()
@@ -429,17 +305,6 @@ mod tests {
             claims["iat"] = iat.into();
         }
         claims
-    }
-
-    #[test]
-    fn account_id_grammar() {
-        for ok in ["a", "acme", "1234567890", "a.b", "a_b", "a__b", "a-b", "a---b"] {
-            assert!(AccountId::parse(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "A", "a/b", "a..b", "-a", "a-", "a___b", "a b", "..", "%2F", "a_", "ä"] {
-            assert!(AccountId::parse(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(AccountId::parse(&"a".repeat(65)), Err(AccountIdError::TooLong));
     }
 
     #[test]
@@ -538,9 +403,10 @@ mod tests {
     /// `aud` and `iss` are those of account tokens. Only the type tells them apart, both ways.
     #[test]
     fn other_kinds_of_credential_signed_by_the_same_key_are_refused_both_ways() {
-        use crate::registry_token::RegistrySettings;
-        use crate::signing::{SigningKey, SigningKeys, pem_block};
-        use crate::temporary_key::{self, KeyPurpose};
+        use crate::credentials::registry_token::RegistrySettings;
+        use crate::credentials::temporary_key::{self, KeyPurpose};
+        use crate::platform::jws::{SigningKey, SigningKeys};
+        use crate::platform::pem::pem_block;
 
         let pem = generate_private_key_pem();
         let accounts = AccountKeys::from_pem(pem.as_bytes(), ISSUER).unwrap();
@@ -560,11 +426,11 @@ mod tests {
             url: "http://r:5000".into(),
         };
         let grant = temporary_key::verify(&signing, "acme", password).unwrap();
-        let registry = crate::registry_token::issue(&signing, &settings, &grant, &[], now).unwrap();
-        let internal = crate::registry_token::internal_pull_token(
+        let registry = crate::credentials::registry_token::issue(&signing, &settings, &grant, &[], now).unwrap();
+        let internal = crate::credentials::registry_token::internal_pull_token(
             &signing,
             &settings,
-            &crate::repository::RepositoryName::parse("acme/web").unwrap(),
+            &crate::names::RepositoryName::parse("acme/web").unwrap(),
             now,
         )
         .unwrap();
@@ -582,7 +448,7 @@ mod tests {
     fn public_key_only_verifies_and_cannot_issue() {
         let pem = generate_private_key_pem();
         let private = AccountKeys::from_pem(pem.as_bytes(), ISSUER).unwrap();
-        let der = pem_body(&pem, "PRIVATE KEY").unwrap();
+        let der = pem_block(&pem, "PRIVATE KEY").unwrap();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
         // SubjectPublicKeyInfo for P-256: fixed 26-byte prefix + the 65-byte point.
         let mut spki = hex_prefix();

@@ -3,9 +3,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::problem::{MAX_SHOWN_CHARS, Problem, bounded_text, shown};
-use crate::queue::QueueError;
-use crate::store::StoreError;
+use crate::platform::http::problem::{MAX_SHOWN_CHARS, Problem, bounded_text, shown};
+use crate::platform::queue::QueueError;
+use crate::platform::store::StoreError;
 
 /// Everything a handler can fail with. Each variant maps to exactly one status and code.
 #[derive(Debug, thiserror::Error)]

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::account::{AccountKeyError, AccountKeys, HasAccountKeys};
-use crate::config::{Config, ConfigError, QueueLocation};
-use crate::queue::{InProcessQueue, SharedQueue, SqsQueue};
-use crate::signing::{SigningKeyError, SigningKeys};
-use crate::store::{DocumentStore, StoreError};
+use crate::platform::config::{Config, ConfigError, QueueLocation};
+use crate::platform::http::account::{AccountKeyError, AccountKeys, HasAccountKeys};
+use crate::platform::jws::{SigningKeyError, SigningKeys};
+use crate::platform::queue::{InProcessQueue, SharedQueue, SqsQueue};
+use crate::platform::store::{DocumentStore, StoreError};
 
 /// Why a function could not start. Displays as one line.
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +78,13 @@ impl FunctionContext {
         })
         .expect("defaults are valid");
         let account_keys =
-            AccountKeys::from_pem(crate::account::generate_private_key_pem().as_bytes(), &config.account_issuer)
+            AccountKeys::from_pem(crate::platform::pem::generate_private_key_pem().as_bytes(), &config.account_issuer)
                 .expect("fresh key")
                 .with_max_lifetime(config.account_token_max_seconds);
-        let der =
-            crate::signing::pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").expect("fresh key");
+        let der = crate::platform::pem::pem_block(&crate::platform::pem::generate_private_key_pem(), "PRIVATE KEY")
+            .expect("fresh key");
         let signing =
-            SigningKeys::from_keys(vec![crate::signing::SigningKey::from_pkcs8(&der, None).expect("fresh key")]);
+            SigningKeys::from_keys(vec![crate::platform::jws::SigningKey::from_pkcs8(&der, None).expect("fresh key")]);
         let queue = Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility));
         Self { store: DocumentStore::in_memory(), queue, account_keys, signing, config: Arc::new(config) }
     }
@@ -109,7 +109,7 @@ pub async fn open_queue(config: &Config) -> SharedQueue {
     }
 }
 
-impl std::fmt::Debug for dyn crate::queue::EventQueue {
+impl std::fmt::Debug for dyn crate::platform::queue::EventQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EventQueue")
     }

@@ -15,7 +15,9 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::account::{AccountId, unix_now};
+use crate::names::AccountId;
+
+use crate::platform::clock::unix_now;
 
 /// Largest SQS receive batch.
 pub const SQS_MAX_BATCH: usize = 10;

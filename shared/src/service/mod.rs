@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::AccountId;
-use crate::error::ApiError;
+use crate::names::AccountId;
 use crate::package::{self, PackageType, PackageVersion, VersionStatus};
-use crate::store::{DocumentStore, StoreError};
+use crate::platform::http::error::ApiError;
+use crate::platform::store::{DocumentStore, StoreError};
 use crate::template::IdentifierKind;
 
 /// Service name length bounds.
@@ -304,7 +304,10 @@ impl PutServiceRequest {
                             url: Some(url),
                             body: body.clone(),
                         }),
-                        None => findings.missing.push(format!("template '{}' (TemplateConfigs[{i}]) was not sent", crate::problem::shown(&url))),
+                        None => findings.missing.push(format!(
+                            "template '{}' (TemplateConfigs[{i}]) was not sent",
+                            crate::platform::http::problem::shown(&url)
+                        )),
                     }
                 }
             }
@@ -364,9 +367,13 @@ impl PutServiceRequest {
                 if let Some(mapped) = self.artifacts.get(key) {
                     return Ok(mapped.clone());
                 }
-                let entry = artifacts
-                    .and_then(|a| get(a, key))
-                    .ok_or_else(|| format!("'{}' refers to Artifact.{}, which the config does not define", crate::problem::shown(id), crate::problem::shown(key)))?;
+                let entry = artifacts.and_then(|a| get(a, key)).ok_or_else(|| {
+                    format!(
+                        "'{}' refers to Artifact.{}, which the config does not define",
+                        crate::platform::http::problem::shown(id),
+                        crate::platform::http::problem::shown(key)
+                    )
+                })?;
                 get(entry, "ArtifactName")
                     .and_then(yaml_str)
                     .ok_or_else(|| format!("Artifact.{key}.ArtifactName is missing"))?
@@ -376,8 +383,8 @@ impl PutServiceRequest {
         crate::package::validate_package_name("package", &candidate).map(|()| candidate.clone()).map_err(|_| {
             format!(
                 "'{}' is not a Berth package name; map it with \"artifacts\": {{\"{}\": \"PACKAGE\"}}",
-                crate::problem::shown(&candidate),
-                crate::problem::shown(id)
+                crate::platform::http::problem::shown(&candidate),
+                crate::platform::http::problem::shown(id)
             )
         })
     }

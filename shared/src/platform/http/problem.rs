@@ -32,7 +32,7 @@ pub fn shown(value: &str) -> Cow<'_, str> {
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    match crate::secret::redact(&value[..end]) {
+    match crate::platform::secret::redact(&value[..end]) {
         Cow::Borrowed(_) => escape_and_cut(value, MAX_SHOWN_CHARS),
         Cow::Owned(mut redacted) => {
             // Enough of the rest to fill the window shown, and to know whether it was cut.

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::repository::RepositoryName;
-use crate::temporary_key::KeyGrant;
+use crate::credentials::temporary_key::KeyGrant;
+use crate::names::RepositoryName;
 
 /// Most scopes accepted in one token request.
 pub const MAX_SCOPES: usize = 64;
@@ -139,8 +139,8 @@ pub fn grant(key: &KeyGrant, scopes: &[Scope]) -> Vec<Access> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::AccountId;
-    use crate::temporary_key::{KEY_AUDIENCE, KeyPurpose};
+    use crate::credentials::temporary_key::{KEY_AUDIENCE, KeyPurpose};
+    use crate::names::AccountId;
 
     fn key(purpose: KeyPurpose, repositories: Option<Vec<&str>>) -> KeyGrant {
         KeyGrant {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::secret::Secret;
+use crate::platform::secret::Secret;
 
 /// The variable naming the secret (its name or ARN).
 pub const SECRET_ID: &str = "BERTH_KEYS_SECRET_ID";

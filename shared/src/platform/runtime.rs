@@ -12,11 +12,11 @@ use lambda_runtime::{LambdaEvent, Service, service_fn};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::context::{FunctionContext, SHUTDOWN_GRACE};
-use crate::error::ApiError;
-use crate::events::{ConsumerOptions, EventHandler, consume, handle_sqs_batch};
-use crate::telemetry;
+use crate::platform::config::Config;
+use crate::platform::context::{FunctionContext, SHUTDOWN_GRACE};
+use crate::platform::events::{ConsumerOptions, EventHandler, consume, handle_sqs_batch};
+use crate::platform::http::error::ApiError;
+use crate::platform::telemetry;
 
 /// A function as the runtime sees it: its routes and, if it consumes events, its handler.
 pub struct Function {
@@ -98,11 +98,16 @@ pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Fun
     // Deployed functions may take their keys from Secrets Manager (see key_bundle).
     let env = |variable: &str| std::env::var(variable).ok();
     let keys_dir = std::env::temp_dir().join("berth-keys");
-    let key_files =
-        match crate::key_bundle::materialize(env, &crate::key_bundle::extension_endpoint(env), &keys_dir).await {
-            Ok(files) => files,
-            Err(error) => return startup_failed(name, &error.to_string()),
-        };
+    let key_files = match crate::platform::key_bundle::materialize(
+        env,
+        &crate::platform::key_bundle::extension_endpoint(env),
+        &keys_dir,
+    )
+    .await
+    {
+        Ok(files) => files,
+        Err(error) => return startup_failed(name, &error.to_string()),
+    };
     let config = match Config::from_lookup(|variable| key_files.get(variable).cloned().or_else(|| env(variable))) {
         Ok(config) => config,
         Err(error) => return startup_failed(name, &format!("configuration: {error}")),
@@ -134,7 +139,7 @@ fn startup_failed(name: &str, message: &str) -> ExitCode {
 async fn run_standalone(
     function: Function,
     listen: std::net::SocketAddr,
-    queue: crate::queue::SharedQueue,
+    queue: crate::platform::queue::SharedQueue,
 ) -> Result<(), lambda_runtime::Error> {
     let shutdown = shutdown_on_signal();
     let consumer = function
@@ -204,12 +209,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_a_problem_and_the_router_goes_on() {
-        let router = finish(
-            Router::new()
-                .route("/boom", get(boom))
-                .route("/fine", get(|| async { "fine" })),
-            vec!["test"],
-        );
+        let router =
+            finish(Router::new().route("/boom", get(boom)).route("/fine", get(|| async { "fine" })), vec!["test"]);
         for _ in 0..2 {
             let response = router.clone().oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

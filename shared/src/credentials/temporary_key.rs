@@ -6,10 +6,11 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::account::AccountId;
-use crate::repository::RepositoryName;
-use crate::secret::Secret;
-use crate::signing::SigningKeys;
+use crate::names::AccountId;
+use crate::names::RepositoryName;
+use crate::platform::clock::rfc3339;
+use crate::platform::jws::SigningKeys;
+use crate::platform::secret::Secret;
 
 /// Shortest key lifetime.
 pub const MIN_TTL_SECONDS: u64 = 60;
@@ -188,19 +189,13 @@ pub enum KeyRefusal {
     Expired,
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (`2026-11-24T04:30:00Z`).
-pub fn rfc3339(unix: u64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp(unix as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_key_limited_to_the_namespace_itself_is_refused_not_sliced() {
-        let keys = crate::signing::SigningKeys::generate();
+        let keys = crate::platform::jws::SigningKeys::generate();
         let acme = AccountId::parse("acme").unwrap();
         let root = RepositoryName::parse("acme").unwrap();
         let other = RepositoryName::parse("acmex/app").unwrap();
@@ -212,12 +207,6 @@ mod tests {
             mint(&keys, "r", &acme, KeyPurpose::Pull, Some(vec![RepositoryName::parse("acme/a/b").unwrap()]), 60, 0)
                 .unwrap();
         assert_eq!(key.available_resources[0].repository_name, "a/b");
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }
 
@@ -248,8 +237,8 @@ pub struct ValidKeyRequest {
 
 impl KeyRequest {
     /// Checks every rule, naming the field at fault.
-    pub fn validate(self, account: &AccountId) -> Result<ValidKeyRequest, crate::error::ApiError> {
-        use crate::error::ApiError;
+    pub fn validate(self, account: &AccountId) -> Result<ValidKeyRequest, crate::platform::http::error::ApiError> {
+        use crate::platform::http::error::ApiError;
         let ttl_seconds = self.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
         if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
             return Err(ApiError::invalid(

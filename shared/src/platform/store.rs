@@ -18,8 +18,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::{S3Settings, StoreLocation};
-use crate::secret::sha256_hex;
+use crate::platform::config::{S3Settings, StoreLocation};
+use crate::platform::digest::sha256_hex;
 
 /// How many times [`DocumentStore::modify`] retries a lost compare-and-swap before giving up.
 pub const MODIFY_ATTEMPTS: usize = 64;

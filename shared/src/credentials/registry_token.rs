@@ -3,10 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scope::{Access, Scope, grant};
-use crate::secret::Secret;
-use crate::signing::SigningKeys;
-use crate::temporary_key::{KeyGrant, rfc3339};
+use crate::credentials::scope::{Access, Scope, grant};
+use crate::credentials::temporary_key::KeyGrant;
+use crate::platform::clock::rfc3339;
+use crate::platform::jws::SigningKeys;
+use crate::platform::secret::Secret;
 
 /// Lifetime of a registry token when the key lives longer.
 pub const TOKEN_TTL_SECONDS: u64 = 300;
@@ -106,7 +107,7 @@ pub fn issue(
 }
 
 /// Most query parameters the token endpoint reads.
-pub const MAX_QUERY_PAIRS: usize = crate::scope::MAX_SCOPES + 8;
+pub const MAX_QUERY_PAIRS: usize = crate::credentials::scope::MAX_SCOPES + 8;
 
 /// The token endpoint's query, parsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,10 +126,17 @@ pub struct TokenQuery {
 
 impl TokenQuery {
     /// Parses the query pairs, checking `service` against ours.
-    pub fn parse(pairs: &[(String, String)], settings: &RegistrySettings) -> Result<Self, crate::error::ApiError> {
-        use crate::error::ApiError;
+    pub fn parse(
+        pairs: &[(String, String)],
+        settings: &RegistrySettings,
+    ) -> Result<Self, crate::platform::http::error::ApiError> {
+        use crate::platform::http::error::ApiError;
         if pairs.len() > MAX_QUERY_PAIRS {
-            return Err(ApiError::invalid("scope", "too_many", format!("at most {} scopes", crate::scope::MAX_SCOPES)));
+            return Err(ApiError::invalid(
+                "scope",
+                "too_many",
+                format!("at most {} scopes", crate::credentials::scope::MAX_SCOPES),
+            ));
         }
         let mut query = Self::default();
         let mut scopes = Vec::new();
@@ -147,7 +155,7 @@ impl TokenQuery {
         {
             return Err(ApiError::invalid("service", "unknown_service", "this token server serves another registry"));
         }
-        query.scopes = crate::scope::parse_scopes(scopes)
+        query.scopes = crate::credentials::scope::parse_scopes(scopes)
             .map_err(|e| ApiError::invalid("scope", "invalid_scope", e.to_string()))?;
         Ok(query)
     }
@@ -160,7 +168,7 @@ pub const INTERNAL_SUBJECT: &str = "berth";
 pub fn internal_pull_token(
     keys: &SigningKeys,
     settings: &RegistrySettings,
-    repository: &crate::repository::RepositoryName,
+    repository: &crate::names::RepositoryName,
     now: u64,
 ) -> Result<String, TokenRefusal> {
     let claims = RegistryClaims {
@@ -179,13 +187,14 @@ pub fn internal_pull_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::AccountId;
-    use crate::scope::parse_scopes;
-    use crate::signing::{SigningKey, pem_block};
-    use crate::temporary_key::{KEY_AUDIENCE, KeyPurpose};
+    use crate::credentials::scope::parse_scopes;
+    use crate::credentials::temporary_key::{KEY_AUDIENCE, KeyPurpose};
+    use crate::names::AccountId;
+    use crate::platform::jws::SigningKey;
+    use crate::platform::pem::pem_block;
 
     fn keys() -> SigningKeys {
-        let der = pem_block(&crate::account::generate_private_key_pem(), "PRIVATE KEY").unwrap();
+        let der = pem_block(&crate::platform::pem::generate_private_key_pem(), "PRIVATE KEY").unwrap();
         SigningKeys::from_keys(vec![SigningKey::from_pkcs8(&der, None).unwrap()])
     }
 

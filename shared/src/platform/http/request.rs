@@ -6,9 +6,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
-use crate::problem::{MAX_DETAIL_CHARS, bounded_text, shown};
-use crate::secret::Secret;
+use crate::platform::http::error::ApiError;
+use crate::platform::http::problem::{MAX_DETAIL_CHARS, bounded_text, shown};
+use crate::platform::secret::Secret;
 
 /// Largest JSON body accepted by default.
 pub const MAX_JSON_BODY: usize = 1 << 20;
@@ -72,7 +72,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// A parser's error message (serde, axum), which quotes the rejected value whole: every quoted
-/// value cut to [`crate::problem::MAX_SHOWN_CHARS`] characters, the whole to [`MAX_DETAIL_CHARS`].
+/// value cut to [`crate::platform::http::problem::MAX_SHOWN_CHARS`] characters, the whole to [`MAX_DETAIL_CHARS`].
 fn parser_message(message: &str) -> String {
     bounded_text(message, MAX_DETAIL_CHARS).into_owned()
 }

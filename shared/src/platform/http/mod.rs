@@ -1,0 +1,7 @@
+//! HTTP at the boundary: the one error type and its problem+json documents, extractors that
+//! answer problems, and the account token callers present.
+
+pub mod account;
+pub mod error;
+pub mod problem;
+pub mod request;

@@ -1,0 +1,16 @@
+//! The plumbing every function shares. Nothing here imports the domain (a test checks it).
+
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod digest;
+pub mod events;
+pub mod http;
+pub mod jws;
+pub mod key_bundle;
+pub mod pem;
+pub mod queue;
+pub mod runtime;
+pub mod secret;
+pub mod store;
+pub mod telemetry;
