@@ -76,12 +76,32 @@ impl Moto {
     /// Starts moto_server and waits until it answers.
     pub fn start() -> Self {
         let port = free_port();
-        let child = Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
+        let mut command = Command::new(venv_bin("moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        Self::spawn(command, port)
+    }
+
+    /// A moto that serves one request at a time. moto checks `If-Match` and then writes, so
+    /// two threads can both pass the check (seen: 3 of 2,000 raced increments lost on a loaded
+    /// machine); S3 itself decides conditional writes atomically. Conformance of compare-and-
+    /// swap is tested against this one. No SQS long polls: they would hold the only thread.
+    pub fn start_serialised() -> Self {
+        let port = free_port();
+        let mut command = Command::new(venv_bin("python"));
+        command.args([
+            "-c",
+            "import sys\n\
+             from werkzeug.serving import run_simple\n\
+             from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app\n\
+             app = DomainDispatcherApplication(create_backend_app)\n\
+             run_simple('127.0.0.1', int(sys.argv[1]), app, threaded=False, request_handler=MotoRequestHandler)\n",
+            &port.to_string(),
+        ]);
+        Self::spawn(command, port)
+    }
+
+    fn spawn(mut command: Command, port: u16) -> Self {
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start moto_server");
         let child = ChildGuard(child);
         wait_for_port(port, Duration::from_secs(30), "moto_server");
         Self { endpoint: format!("http://127.0.0.1:{port}"), _child: child }

@@ -162,7 +162,7 @@ async fn file_store_swaps_across_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_store_on_moto_conforms() {
-    let moto = Moto::start();
+    let moto = Moto::start_serialised();
     moto.bucket("berth-conformance").await;
     suite(DocumentStore::with_native_swap(Arc::new(moto.s3("berth-conformance")))).await;
 }
