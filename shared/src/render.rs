@@ -18,21 +18,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::names::AccountId;
 use crate::names::RepositoryName;
 use crate::package::{ImageRecord, PackageVersion, VersionStatus};
 use crate::platform::http::error::ApiError;
-use crate::platform::jws::SigningKeys;
-use crate::platform::store::{DocumentStore, StoreError};
-use crate::service::{ArtifactRef, VersionSelector, package_type_for};
+use crate::service::{ArtifactRef, package_type_for};
 use crate::template::{self, Identifier, IdentifierKind, MAX_TEMPLATE_BYTES, Position, TemplateProblem};
-
-/// `typ` of download tokens (file URLs handed to deployed hosts).
-pub const DOWNLOAD_TYPE: &str = "berth-download+jwt";
-/// Audience of download tokens: nothing else accepts them.
-pub const DOWNLOAD_AUDIENCE: &str = "berth:download";
 
 /// The text format of a template; decides how values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -449,39 +441,6 @@ fn pick_image<'v>(identifier: &Identifier, version: &'v PackageVersion) -> Resul
     }
 }
 
-/// Looks up the version an [`ArtifactRef`] names in `account`'s packages, as
-/// [`crate::service::resolve`] does (`Latest` is the newest `Available` version, else the
-/// newest), telling a missing package from a missing version.
-pub async fn resolve_version(
-    store: &DocumentStore,
-    account: &AccountId,
-    target: &ArtifactRef,
-) -> Result<Result<PackageVersion, Association>, StoreError> {
-    let missing = |code: &'static str, message: String| Ok(Err(Association::Missing { code, message }));
-    let package = crate::package::package_path(account, &target.package);
-    if crate::package::validate_package_name("package", &target.package).is_err()
-        || store.get::<serde_json::Value>(&package).await?.is_none()
-    {
-        return missing("package_not_found", format!("package {} does not exist", target.package));
-    }
-    let found = match &target.version {
-        // A name that is not a version name cannot be a path in the store either.
-        VersionSelector::Name(name) if crate::package::validate_version_name("version", name).is_err() => None,
-        _ => crate::service::resolve(store, account, target).await?,
-    };
-    match found {
-        Some(version) => Ok(Ok(version)),
-        None => {
-            let which = match &target.version {
-                VersionSelector::Latest => "any version".to_owned(),
-                VersionSelector::Number(n) => format!("version number {n}"),
-                VersionSelector::Name(name) => format!("version {name}"),
-            };
-            missing("version_not_found", format!("package {} has no {which}", target.package))
-        }
-    }
-}
-
 /// How a render should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenderOptions {
@@ -507,23 +466,6 @@ impl RenderOptions {
         }
         Ok(Self { pin_digests, credential_ttl_seconds: ttl, dry_run })
     }
-}
-
-/// Where a render runs: the caller's account and what it needs to look up and mint.
-#[derive(Debug, Clone, Copy)]
-pub struct RenderContext<'a> {
-    /// The document store (packages, versions, file objects).
-    pub store: &'a DocumentStore,
-    /// Signs the pull key and download URLs.
-    pub signing: &'a SigningKeys,
-    /// The registry as deployed hosts name it.
-    pub registry_host: &'a str,
-    /// Berth's URL as deployed hosts reach it, for file download URLs.
-    pub base_url: &'a str,
-    /// The caller, whose namespace every package and key lives in.
-    pub account: &'a AccountId,
-    /// Seconds since the epoch.
-    pub now: u64,
 }
 
 /// The pull key a render minted, without its secret parts.
@@ -579,111 +521,6 @@ impl RenderOutput<'_> {
     }
 }
 
-/// Renders a template's bytes with `relations` (keyed by `computenest::KIND::NAME`): looks each
-/// association up, lists every problem at once (422), mints one pull key scoped to the
-/// referenced repositories when the template asks for one, and writes the output.
-pub async fn render_template<'t>(
-    context: RenderContext<'_>,
-    field: &str,
-    bytes: &'t [u8],
-    relations: &BTreeMap<String, ArtifactRef>,
-    options: RenderOptions,
-) -> Result<RenderOutput<'t>, ApiError> {
-    let template = Template::check(field, bytes)?;
-    let associations = look_up(context, &template.association_keys(), relations, options).await?;
-    let plan = template
-        .plan(&associations, context.registry_host, options.pin_digests)
-        .map_err(|problems| ApiError::Template { field: field.to_owned(), problems })?;
-    let mut output = RenderOutput {
-        format: plan.format,
-        rendered: None,
-        dry_run: options.dry_run,
-        substitutions: Vec::new(),
-        repositories: plan.repositories.clone(),
-        pull_key: None,
-    };
-    if !options.dry_run {
-        let key = if plan.needs_pull_key() {
-            let key = crate::credentials::temporary_key::mint(
-                context.signing,
-                context.registry_host,
-                context.account,
-                crate::credentials::temporary_key::KeyPurpose::Pull,
-                Some(plan.repositories.clone()),
-                options.credential_ttl_seconds,
-                context.now,
-            )
-            .map_err(|e| ApiError::Internal(format!("signing a pull key: {e}")))?;
-            output.pull_key = Some(PullKeySummary {
-                registry: key.registry.clone(),
-                username: key.username.clone(),
-                repositories: plan.repositories.clone(),
-                expires_at: key.expires_at.clone(),
-            });
-            Some(key)
-        } else {
-            None
-        };
-        let pull_key = key.as_ref().map(|k| k.dockerconfigjson.expose().as_str());
-        output.rendered = Some(template.render(&plan, pull_key).map_err(|e| ApiError::Internal(e.to_string()))?);
-    }
-    output.substitutions = plan.substitutions;
-    Ok(output)
-}
-
-/// Looks up every association key: its relation, its package version and, for an uploaded
-/// file, a download URL. A key without a relation is left out (the plan calls it not associated).
-async fn look_up(
-    context: RenderContext<'_>,
-    keys: &BTreeSet<&str>,
-    relations: &BTreeMap<String, ArtifactRef>,
-    options: RenderOptions,
-) -> Result<BTreeMap<String, Association>, ApiError> {
-    let mut lookups = Vec::new();
-    for &key in keys {
-        if let Some(target) = relations.get(key) {
-            lookups.push(look_up_one(context, key.to_owned(), target.clone(), options));
-        }
-    }
-    // At most MAX_RELATIONS lookups, each a read or a listing: run them together.
-    let found = futures::future::try_join_all(lookups).await?;
-    Ok(found.into_iter().collect())
-}
-
-async fn look_up_one(
-    context: RenderContext<'_>,
-    key: String,
-    target: ArtifactRef,
-    options: RenderOptions,
-) -> Result<(String, Association), StoreError> {
-    let association = match resolve_version(context.store, context.account, &target).await? {
-        Err(missing) => missing,
-        Ok(version) => {
-            let uploaded = version.file.as_ref().filter(|f| f.digest.is_some());
-            let file_url = match uploaded {
-                Some(_) if version.status != VersionStatus::Available => None,
-                // A download URL is a credential too: a dry run shows its shape, signs nothing.
-                Some(file) if options.dry_run => Some(format!(
-                    "{}/v1/downloads/{{signed-at-render}}/{}",
-                    context.base_url.trim_end_matches('/'),
-                    file.file_name
-                )),
-                Some(_) => download_url(
-                    context.signing,
-                    context.base_url,
-                    context.account,
-                    &version,
-                    options.credential_ttl_seconds,
-                    context.now,
-                ),
-                None => None,
-            };
-            Association::Found { version: Box::new(version), file_url }
-        }
-    };
-    Ok((key, association))
-}
-
 /// Relations keyed by the placeholder as written (`{{ computenest::acrimage::x }}` or bare),
 /// keyed again by `computenest::KIND::NAME`. `field` prefixes the error's field.
 pub fn normalise_relations(
@@ -727,183 +564,11 @@ pub fn relations_from_config(
     Ok(plan.relations.into_iter().map(|(key, planned)| (key, planned.target)).collect())
 }
 
-/// Largest `POST /v1/render` body: a template at its limit as base64, plus room for the rest.
-pub const MAX_RENDER_BODY: usize = MAX_TEMPLATE_BYTES / 3 * 4 + (1 << 20);
-
-/// `POST /v1/services/{name}/render` body.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceRenderRequest {
-    /// The template's name (or `Url`); may be omitted when the service has exactly one.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// Pin images and charts to their digests.
-    #[serde(default)]
-    pub pin_digests: bool,
-    /// Lifetime of the pull key and download URLs (60..=43200, default 3600).
-    #[serde(default)]
-    pub credential_ttl_seconds: Option<u64>,
-    /// List the substitutions only; mint nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-impl ServiceRenderRequest {
-    /// The index of the service template this request names: by name or `Url`, or the only one.
-    pub fn pick(&self, service: &crate::service::Service) -> Result<usize, ApiError> {
-        let names = || service.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
-        match (&self.template, service.templates.as_slice()) {
-            (None, [_]) => Ok(0),
-            (None, _) => Err(ApiError::invalid(
-                "template",
-                "required",
-                format!("service {} has several templates; name one of: {}", service.name, names()),
-            )),
-            (Some(wanted), templates) => {
-                templates.iter().position(|t| &t.name == wanted || t.url.as_ref() == Some(wanted)).ok_or_else(|| {
-                    ApiError::invalid(
-                        "template",
-                        "unknown_template",
-                        format!(
-                            "service {} has no template '{}'; it has: {}",
-                            service.name,
-                            crate::platform::http::problem::shown(wanted),
-                            names()
-                        ),
-                    )
-                })
-            }
-        }
-    }
-}
-
-/// `POST /v1/render` body: a template with its relations, given directly or as a `config.yaml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenderRequest {
-    /// The template text.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// The template's bytes in base64 (any bytes: non-UTF-8 is refused with its position).
-    #[serde(default)]
-    pub template_base64: Option<String>,
-    /// Relations keyed by placeholder (`{{ computenest::acrimage::x }}` or bare).
-    #[serde(default)]
-    pub relations: BTreeMap<String, ArtifactRef>,
-    /// A Compute Nest `config.yaml` whose relations to use (explicit `relations` win).
-    #[serde(default)]
-    pub config: Option<String>,
-    /// Maps the config's `ArtifactId`s or `Artifact:` keys to Berth package names.
-    #[serde(default)]
-    pub artifacts: BTreeMap<String, String>,
-    /// Pin images and charts to their digests.
-    #[serde(default)]
-    pub pin_digests: bool,
-    /// Lifetime of the pull key and download URLs (60..=43200, default 3600).
-    #[serde(default)]
-    pub credential_ttl_seconds: Option<u64>,
-    /// List the substitutions only; mint nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-impl RenderRequest {
-    /// The template bytes (moved, not copied), the relations by key, and the options; every
-    /// field checked.
-    pub fn validate(self) -> Result<ValidRenderRequest, ApiError> {
-        use base64::Engine;
-        let (field, bytes) = match (self.template, &self.template_base64) {
-            (Some(text), None) => ("template", text.into_bytes()),
-            (None, Some(encoded)) => {
-                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|e| {
-                    ApiError::invalid(
-                        "template_base64",
-                        "invalid_base64",
-                        format!("template_base64 is not base64: {e}"),
-                    )
-                })?;
-                ("template_base64", bytes)
-            }
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid("template", "conflict", "give template or template_base64, not both"));
-            }
-            (None, None) => return Err(ApiError::invalid("template", "required", "give template or template_base64")),
-        };
-        let mut relations = match &self.config {
-            Some(config) => relations_from_config(config, &self.artifacts)?,
-            None => BTreeMap::new(),
-        };
-        relations.extend(normalise_relations("relations", &self.relations)?);
-        let options = RenderOptions::new(self.pin_digests, self.credential_ttl_seconds, self.dry_run)?;
-        Ok(ValidRenderRequest { field, bytes, relations, options })
-    }
-}
-
-/// A checked `POST /v1/render` request.
-#[derive(Debug, Clone)]
-pub struct ValidRenderRequest {
-    /// The field the template came in (errors name it).
-    pub field: &'static str,
-    /// The template's bytes, not yet checked for size or UTF-8.
-    pub bytes: Vec<u8>,
-    /// Relations keyed by `computenest::KIND::NAME`.
-    pub relations: BTreeMap<String, ArtifactRef>,
-    /// Options.
-    pub options: RenderOptions,
-}
-
-/// The claims of a download token: which file, for whom, until when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DownloadGrant {
-    /// The account owning the file.
-    pub sub: AccountId,
-    /// Always [`DOWNLOAD_AUDIENCE`].
-    pub aud: String,
-    /// The package.
-    pub package: String,
-    /// The version.
-    pub version: String,
-    /// The file's name.
-    pub file_name: String,
-    /// Issued at.
-    pub iat: u64,
-    /// Expiry.
-    pub exp: u64,
-}
-
-/// A URL a deployed host can download a File version's bytes from, without an account token:
-/// `{base_url}/v1/downloads/{signed grant}/{file name}`, valid for `ttl_seconds`.
-pub fn download_url(
-    keys: &SigningKeys,
-    base_url: &str,
-    account: &AccountId,
-    version: &PackageVersion,
-    ttl_seconds: u64,
-    now: u64,
-) -> Option<String> {
-    let file = version.file.as_ref().filter(|f| f.digest.is_some())?;
-    let grant = DownloadGrant {
-        sub: account.clone(),
-        aud: DOWNLOAD_AUDIENCE.to_owned(),
-        package: version.package.clone(),
-        version: version.version.clone(),
-        file_name: file.file_name.clone(),
-        iat: now,
-        exp: now + ttl_seconds,
-    };
-    let token = keys.sign(DOWNLOAD_TYPE, &grant).ok()?;
-    Some(format!("{}/v1/downloads/{token}/{}", base_url.trim_end_matches('/'), file.file_name))
-}
-
-/// Verifies a download token; `None` when it is forged, expired or for something else.
-pub fn verify_download(keys: &SigningKeys, token: &str) -> Option<DownloadGrant> {
-    keys.verify::<DownloadGrant>(token, DOWNLOAD_TYPE, DOWNLOAD_AUDIENCE).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::package::{FileRecord, PackageType};
+    use crate::service::VersionSelector;
 
     const REGISTRY: &str = "registry.test:5000";
 

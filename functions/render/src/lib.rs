@@ -2,6 +2,9 @@
 //! byte kept, pull keys minted for exactly the repositories a template references, and the
 //! download route behind `file::` URLs. The logic is in [`berth_shared::render`].
 
+mod lookup;
+mod request;
+
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use berth_shared::credentials::download_token;
 use berth_shared::names::AccountId;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::config::Config;
@@ -21,10 +25,12 @@ use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::problem::shown;
 use berth_shared::platform::http::request::{ApiJson, ApiPath, parse_json};
 use berth_shared::platform::runtime::Function;
-use berth_shared::render::{
-    self, MAX_RENDER_BODY, RenderContext, RenderOptions, RenderOutput, RenderRequest, ServiceRenderRequest,
-};
+use berth_shared::render::{RenderOptions, RenderOutput};
 use berth_shared::service::{Service, service_path};
+
+use crate::lookup::RenderContext;
+pub use crate::request::MAX_RENDER_BODY;
+use crate::request::{RenderRequest, ServiceRenderRequest};
 
 /// The function's name.
 pub const NAME: &str = "render";
@@ -138,7 +144,7 @@ async fn render_service(
     let template_name = template.name.clone();
     // The body moves into shared bytes: the raw answer sends slices of it, never a copy.
     let source = Bytes::from(std::mem::take(&mut template.body));
-    let output = render::render_template(
+    let output = lookup::render_template(
         render_context(&context, &caller.id, &base),
         "template",
         &source,
@@ -170,7 +176,7 @@ async fn render_template(
     let request: RenderRequest = parse_json(&bytes)?;
     let valid = request.validate()?;
     let source = Bytes::from(valid.bytes);
-    let output = render::render_template(
+    let output = lookup::render_template(
         render_context(&context, &caller.id, &base),
         valid.field,
         &source,
@@ -283,7 +289,7 @@ async fn download(
     State(context): State<FunctionContext>,
     ApiPath((token, file_name)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let grant = render::verify_download(&context.signing, &token)
+    let grant = download_token::verify_download(&context.signing, &token)
         .ok_or_else(|| ApiError::Unauthenticated("the download link is invalid or has expired".into()))?;
     if grant.file_name != file_name {
         return Err(ApiError::NotFound(format!("file {}", shown(&file_name))));

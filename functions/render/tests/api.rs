@@ -381,7 +381,7 @@ async fn requests_break_rules_as_problems_naming_their_field() {
     let (status, _, answer, _) = call(&context, post(&context, "/v1/render", &json!({ "template": &big[1..] }))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["rendered"].as_str().unwrap().len(), big.len() - 1);
-    let huge = format!("{{\"template\": \"{}\"}}", "a".repeat(berth_shared::render::MAX_RENDER_BODY));
+    let huge = format!("{{\"template\": \"{}\"}}", "a".repeat(berth_render::MAX_RENDER_BODY));
     let token = context.account_keys.issue(&acme(), 60).unwrap();
     let request = Request::post("/v1/render")
         .header("authorization", format!("Bearer {token}"))

@@ -1,0 +1,168 @@
+//! The impure step of a render: looking associations up in the store, minting the render's
+//! pull key and signing file URLs, around the pure planner in `berth_shared::render`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_shared::credentials::download_token::download_url;
+use berth_shared::names::AccountId;
+use berth_shared::package::{PackageVersion, VersionStatus};
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::jws::SigningKeys;
+use berth_shared::platform::store::{DocumentStore, StoreError};
+use berth_shared::render::{Association, PullKeySummary, RenderOptions, RenderOutput, Template};
+use berth_shared::service::{ArtifactRef, VersionSelector};
+
+/// Looks up the version an [`ArtifactRef`] names in `account`'s packages, as
+/// [`berth_shared::service::resolve`] does (`Latest` is the newest `Available` version, else the
+/// newest), telling a missing package from a missing version.
+pub async fn resolve_version(
+    store: &DocumentStore,
+    account: &AccountId,
+    target: &ArtifactRef,
+) -> Result<Result<PackageVersion, Association>, StoreError> {
+    let missing = |code: &'static str, message: String| Ok(Err(Association::Missing { code, message }));
+    let package = berth_shared::package::package_path(account, &target.package);
+    if berth_shared::package::validate_package_name("package", &target.package).is_err()
+        || store.get::<serde_json::Value>(&package).await?.is_none()
+    {
+        return missing("package_not_found", format!("package {} does not exist", target.package));
+    }
+    let found = match &target.version {
+        // A name that is not a version name cannot be a path in the store either.
+        VersionSelector::Name(name) if berth_shared::package::validate_version_name("version", name).is_err() => None,
+        _ => berth_shared::service::resolve(store, account, target).await?,
+    };
+    match found {
+        Some(version) => Ok(Ok(version)),
+        None => {
+            let which = match &target.version {
+                VersionSelector::Latest => "any version".to_owned(),
+                VersionSelector::Number(n) => format!("version number {n}"),
+                VersionSelector::Name(name) => format!("version {name}"),
+            };
+            missing("version_not_found", format!("package {} has no {which}", target.package))
+        }
+    }
+}
+
+/// Where a render runs: the caller's account and what it needs to look up and mint.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderContext<'a> {
+    /// The document store (packages, versions, file objects).
+    pub store: &'a DocumentStore,
+    /// Signs the pull key and download URLs.
+    pub signing: &'a SigningKeys,
+    /// The registry as deployed hosts name it.
+    pub registry_host: &'a str,
+    /// Berth's URL as deployed hosts reach it, for file download URLs.
+    pub base_url: &'a str,
+    /// The caller, whose namespace every package and key lives in.
+    pub account: &'a AccountId,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
+/// Renders a template's bytes with `relations` (keyed by `computenest::KIND::NAME`): looks each
+/// association up, lists every problem at once (422), mints one pull key scoped to the
+/// referenced repositories when the template asks for one, and writes the output.
+pub async fn render_template<'t>(
+    context: RenderContext<'_>,
+    field: &str,
+    bytes: &'t [u8],
+    relations: &BTreeMap<String, ArtifactRef>,
+    options: RenderOptions,
+) -> Result<RenderOutput<'t>, ApiError> {
+    let template = Template::check(field, bytes)?;
+    let associations = look_up(context, &template.association_keys(), relations, options).await?;
+    let plan = template
+        .plan(&associations, context.registry_host, options.pin_digests)
+        .map_err(|problems| ApiError::Template { field: field.to_owned(), problems })?;
+    let mut output = RenderOutput {
+        format: plan.format,
+        rendered: None,
+        dry_run: options.dry_run,
+        substitutions: Vec::new(),
+        repositories: plan.repositories.clone(),
+        pull_key: None,
+    };
+    if !options.dry_run {
+        let key = if plan.needs_pull_key() {
+            let key = berth_shared::credentials::temporary_key::mint(
+                context.signing,
+                context.registry_host,
+                context.account,
+                berth_shared::credentials::temporary_key::KeyPurpose::Pull,
+                Some(plan.repositories.clone()),
+                options.credential_ttl_seconds,
+                context.now,
+            )
+            .map_err(|e| ApiError::Internal(format!("signing a pull key: {e}")))?;
+            output.pull_key = Some(PullKeySummary {
+                registry: key.registry.clone(),
+                username: key.username.clone(),
+                repositories: plan.repositories.clone(),
+                expires_at: key.expires_at.clone(),
+            });
+            Some(key)
+        } else {
+            None
+        };
+        let pull_key = key.as_ref().map(|k| k.dockerconfigjson.expose().as_str());
+        output.rendered = Some(template.render(&plan, pull_key).map_err(|e| ApiError::Internal(e.to_string()))?);
+    }
+    output.substitutions = plan.substitutions;
+    Ok(output)
+}
+
+/// Looks up every association key: its relation, its package version and, for an uploaded
+/// file, a download URL. A key without a relation is left out (the plan calls it not associated).
+async fn look_up(
+    context: RenderContext<'_>,
+    keys: &BTreeSet<&str>,
+    relations: &BTreeMap<String, ArtifactRef>,
+    options: RenderOptions,
+) -> Result<BTreeMap<String, Association>, ApiError> {
+    let mut lookups = Vec::new();
+    for &key in keys {
+        if let Some(target) = relations.get(key) {
+            lookups.push(look_up_one(context, key.to_owned(), target.clone(), options));
+        }
+    }
+    // At most MAX_RELATIONS lookups, each a read or a listing: run them together.
+    let found = futures::future::try_join_all(lookups).await?;
+    Ok(found.into_iter().collect())
+}
+
+async fn look_up_one(
+    context: RenderContext<'_>,
+    key: String,
+    target: ArtifactRef,
+    options: RenderOptions,
+) -> Result<(String, Association), StoreError> {
+    let association = match resolve_version(context.store, context.account, &target).await? {
+        Err(missing) => missing,
+        Ok(version) => {
+            let uploaded = version.file.as_ref().filter(|f| f.digest.is_some());
+            let file_url = match uploaded {
+                Some(_) if version.status != VersionStatus::Available => None,
+                // A download URL is a credential too: a dry run shows its shape, signs nothing.
+                Some(file) if options.dry_run => Some(format!(
+                    "{}/v1/downloads/{{signed-at-render}}/{}",
+                    context.base_url.trim_end_matches('/'),
+                    file.file_name
+                )),
+                Some(_) => download_url(
+                    context.signing,
+                    context.base_url,
+                    context.account,
+                    &version,
+                    options.credential_ttl_seconds,
+                    context.now,
+                ),
+                None => None,
+            };
+            Association::Found { version: Box::new(version), file_url }
+        }
+    };
+    Ok((key, association))
+}

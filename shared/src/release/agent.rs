@@ -1,0 +1,300 @@
+//! The agent's side of a release: the jobs handed to hosts, their reports and logs, and
+//! which job a host holds now.
+
+use super::*;
+
+/// A step on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// `docker pull`.
+    Pull,
+    /// The stop script.
+    Stop,
+    /// The start script.
+    Start,
+    /// No report arrived in time.
+    Report,
+}
+
+/// The outcome of a pull on one host: `releases/{id}/pulls/{host}.json`, written once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullResult {
+    /// Whether the image is there.
+    pub ok: bool,
+    /// Exit code of `docker pull`.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its output.
+    #[serde(default)]
+    pub output: StepOutput,
+    /// When.
+    pub at: u64,
+}
+
+/// The final outcome on one host: `releases/{id}/hosts/{host}.json`, written once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResult {
+    /// Whether stop and start both succeeded.
+    pub ok: bool,
+    /// The step that failed (or the last step, on success).
+    pub step: Step,
+    /// Its exit code, if it ran to an exit.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub at: u64,
+}
+
+/// Full stdout and stderr of one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StepOutput {
+    /// Standard output, lossily UTF-8.
+    #[serde(default)]
+    pub stdout: String,
+    /// Standard error, lossily UTF-8.
+    #[serde(default)]
+    pub stderr: String,
+}
+
+/// The logs of one host's run: `releases/{id}/logs/{host}.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HostLogs {
+    /// `docker pull` (when pulled in the run, without pull-first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<StepOutput>,
+    /// The stop script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StepOutput>,
+    /// The start script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StepOutput>,
+}
+
+/// Logs larger than this (as JSON) are stored in parts, so no document outgrows the store.
+pub const INLINE_LOG_BYTES: usize = 3 << 20;
+/// Text per stored log part; JSON escaping may grow it up to six times, still under the
+/// store's document limit.
+pub const LOG_PART_BYTES: usize = 512 << 10;
+/// Largest report an agent may send (its steps' full output).
+pub const MAX_REPORT_BYTES: usize = 256 << 20;
+
+/// One piece of a step's output stored on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPart {
+    /// `pull`, `stop` or `start`.
+    pub step: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text, in order after the previous part of the same step and stream.
+    pub text: String,
+}
+
+fn output_mut<'a>(logs: &'a mut HostLogs, step: &str) -> Option<&'a mut StepOutput> {
+    match step {
+        "pull" => logs.pull.as_mut(),
+        "stop" => logs.stop.as_mut(),
+        "start" => logs.start.as_mut(),
+        _ => None,
+    }
+}
+
+/// Splits logs into a head without text and parts of at most `part_bytes` of text each
+/// (cut at character boundaries), in order. [`join_logs`] undoes it.
+pub fn split_logs(logs: &HostLogs, part_bytes: usize) -> (HostLogs, Vec<LogPart>) {
+    let mut head = logs.clone();
+    let mut parts = Vec::new();
+    for step in ["pull", "stop", "start"] {
+        let Some(output) = output_mut(&mut head, step) else { continue };
+        for (stream, text) in
+            [("stdout", std::mem::take(&mut output.stdout)), ("stderr", std::mem::take(&mut output.stderr))]
+        {
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(part_bytes.max(4));
+                while !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                parts.push(LogPart { step: step.into(), stream: stream.into(), text: rest[..cut].to_owned() });
+                rest = &rest[cut..];
+            }
+        }
+    }
+    (head, parts)
+}
+
+/// Puts split logs back together.
+pub fn join_logs(mut head: HostLogs, parts: Vec<LogPart>) -> HostLogs {
+    for part in parts {
+        if let Some(output) = output_mut(&mut head, &part.step) {
+            match part.stream.as_str() {
+                "stdout" => output.stdout.push_str(&part.text),
+                _ => output.stderr.push_str(&part.text),
+            }
+        }
+    }
+    head
+}
+
+/// What an agent reports after a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// The job this reports on, as it was handed out.
+    pub job_id: String,
+    /// The release.
+    pub release: String,
+    /// The job's kind.
+    pub kind: JobKind,
+    /// Whether every step succeeded.
+    pub ok: bool,
+    /// The step that failed, or the last one run.
+    pub step: Step,
+    /// Its exit code.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why it failed (timeout, could not start bash, ...).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Output of each step run.
+    #[serde(default)]
+    pub logs: HostLogs,
+}
+
+/// What an agent is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Pull only (the pull-first phase).
+    Pull,
+    /// Stop then start (pulling first unless the release pulled already).
+    Run,
+}
+
+/// A job handed to an agent. Its `Debug` leaves the pull key's password out.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Job {
+    /// Names this job: the report must carry it back ([`job_id`]).
+    pub job_id: String,
+    /// The release.
+    pub release: String,
+    /// Pull, or run.
+    pub kind: JobKind,
+    /// Whether a run job pulls first.
+    pub pull: bool,
+    /// The image address.
+    pub image: String,
+    /// Registry host the pull key is for.
+    pub registry: String,
+    /// Pull key username.
+    pub username: String,
+    /// Pull key password (a short-lived grant for this image only). Never logged.
+    pub password: String,
+    /// Working directory.
+    pub working_directory: String,
+    /// Stop script.
+    pub stop_script: String,
+    /// Start script.
+    pub start_script: String,
+    /// Per-step timeout.
+    pub step_timeout_seconds: u64,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("job_id", &self.job_id)
+            .field("release", &self.release)
+            .field("kind", &self.kind)
+            .field("image", &self.image)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} of {} for release {}", self.kind, self.image, self.release)
+    }
+}
+
+/// The id of the job of `kind` for `host` in `release`. Each host has at most one job of each
+/// kind per release, so the id is derived rather than stored: no write per job handed out,
+/// and a report is matched by recomputing it for the reporting host.
+pub fn job_id(release: &str, host: &str, kind: JobKind) -> String {
+    let kind = match kind {
+        JobKind::Pull => "pull",
+        JobKind::Run => "run",
+    };
+    let digest = crate::platform::digest::sha256_hex(format!("berth-job\0{release}\0{host}\0{kind}").as_bytes());
+    format!("{kind}-{}", &digest[..32])
+}
+
+/// Why a report is refused: it does not answer the job the host holds now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportRefusal {
+    /// The job id is not this host's job of this kind in this release.
+    #[error("job '{0}' was not handed to this host for this release and kind")]
+    NotThisJob(String),
+    /// The release ended before the report came.
+    #[error("the release has ended; the report changes nothing")]
+    Ended,
+    /// The host's job of this kind is not due in the release's current phase.
+    #[error("this job is not due now (the release is in another phase)")]
+    NotDue,
+}
+
+/// Checks that a report answers the job `host` holds in `release`: its id must be the
+/// host's job of the report's kind.
+pub fn check_job(release: &str, host: &str, report: &Report) -> Result<(), ReportRefusal> {
+    if report.job_id == job_id(release, host, report.kind) {
+        Ok(())
+    } else {
+        Err(ReportRefusal::NotThisJob(report.job_id.chars().take(80).collect()))
+    }
+}
+
+/// Checks that a not-yet-settled job of `kind` for a host of `batch` is due: the release is
+/// running and in the job's phase.
+pub fn check_due(status: ReleaseStatus, phase: Phase, batch: usize, kind: JobKind) -> Result<(), ReportRefusal> {
+    if status.is_terminal() {
+        return Err(ReportRefusal::Ended);
+    }
+    let due = match (kind, phase) {
+        (JobKind::Pull, Phase::Pulling) => true,
+        (JobKind::Run, Phase::Batch { batch: current }) => current == batch,
+        _ => false,
+    };
+    if due { Ok(()) } else { Err(ReportRefusal::NotDue) }
+}
+
+/// What a host should do now, given the release and what it has reported.
+pub fn next_job(release: &Release, host: &str, pulled: bool, finished: bool) -> Option<JobKind> {
+    next_job_at(release.status, release.phase, release.batch_of(host), pulled, finished)
+}
+
+/// [`next_job`] from the parts that change (status, phase) and the host's batch, so a poll
+/// need not rebuild the whole release.
+pub fn next_job_at(
+    status: ReleaseStatus,
+    phase: Phase,
+    batch: Option<usize>,
+    pulled: bool,
+    finished: bool,
+) -> Option<JobKind> {
+    if status != ReleaseStatus::Running || finished {
+        return None;
+    }
+    match phase {
+        Phase::Pulling if !pulled && batch.is_some() => Some(JobKind::Pull),
+        Phase::Batch { batch: current } if batch == Some(current) => Some(JobKind::Run),
+        _ => None,
+    }
+}

@@ -1,0 +1,202 @@
+//! Release requests: batching, pauses, failure budgets, and the batches of hosts they plan.
+
+use super::*;
+
+/// What happens between batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseMode {
+    /// The next batch starts as soon as one finishes.
+    #[default]
+    None,
+    /// Wait `pause_seconds`.
+    Seconds,
+    /// Wait for `confirm`.
+    Manual,
+}
+
+/// `POST /v1/releases`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The application.
+    pub application: String,
+    /// The deployment (of the application) to release.
+    pub deployment: String,
+    /// The group (of the application) to release to.
+    pub group: String,
+    /// Split into this many batches of near-equal size.
+    #[serde(default)]
+    pub batches: Option<usize>,
+    /// Or batches of this many hosts.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Or batches of these percentages of the hosts (summing to 100).
+    #[serde(default)]
+    pub percents: Option<Vec<u32>>,
+    /// What happens between batches.
+    #[serde(default)]
+    pub pause: PauseMode,
+    /// With `pause: seconds`.
+    #[serde(default)]
+    pub pause_seconds: Option<u64>,
+    /// Failed hosts tolerated in the whole release.
+    #[serde(default)]
+    pub max_failures: Option<usize>,
+    /// Failed hosts tolerated in any one batch.
+    #[serde(default)]
+    pub max_failures_per_batch: Option<usize>,
+    /// Pull on every host before stopping any (default true).
+    #[serde(default)]
+    pub pull_first: Option<bool>,
+}
+
+/// How to split hosts into batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Batching {
+    /// This many near-equal batches (fewer when there are fewer hosts).
+    Count(usize),
+    /// Batches of this size; the last may be smaller.
+    Size(usize),
+    /// Percentages of the hosts, summing to 100; empty batches are dropped.
+    Percents(Vec<u32>),
+}
+
+/// The validated options of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseOptions {
+    /// How hosts are split.
+    pub batching: Batching,
+    /// Between batches.
+    pub pause: PauseMode,
+    /// With [`PauseMode::Seconds`].
+    pub pause_seconds: u64,
+    /// Failed hosts tolerated in the whole release.
+    pub max_failures: usize,
+    /// Failed hosts tolerated per batch.
+    pub max_failures_per_batch: usize,
+    /// Pull everywhere before stopping anywhere.
+    pub pull_first: bool,
+}
+
+/// Validates the options of a release request.
+pub fn validate_options(request: &ReleaseRequest) -> Result<ReleaseOptions, ApiError> {
+    validate_name("application", &request.application)?;
+    validate_name("deployment", &request.deployment)?;
+    validate_name("group", &request.group)?;
+    let given = [request.batches.is_some(), request.batch_size.is_some(), request.percents.is_some()];
+    let batching = match (&request.batches, &request.batch_size, &request.percents) {
+        _ if given.iter().filter(|g| **g).count() > 1 => {
+            return Err(ApiError::invalid(
+                "batches",
+                "conflicting_fields",
+                "give only one of batches, batch_size and percents",
+            ));
+        }
+        (Some(n), _, _) => {
+            if !(1..=MAX_BATCHES).contains(n) {
+                return Err(ApiError::invalid("batches", "out_of_range", format!("must be 1 to {MAX_BATCHES}")));
+            }
+            Batching::Count(*n)
+        }
+        (_, Some(k), _) => {
+            if *k == 0 || *k > MAX_RELEASE_HOSTS {
+                return Err(ApiError::invalid(
+                    "batch_size",
+                    "out_of_range",
+                    format!("must be 1 to {MAX_RELEASE_HOSTS}"),
+                ));
+            }
+            Batching::Size(*k)
+        }
+        (_, _, Some(p)) => {
+            if p.is_empty() || p.len() > MAX_BATCHES {
+                return Err(ApiError::invalid("percents", "out_of_range", format!("give 1 to {MAX_BATCHES} batches")));
+            }
+            if let Some(i) = p.iter().position(|v| *v == 0 || *v > 100) {
+                return Err(ApiError::invalid(format!("percents[{i}]"), "out_of_range", "each must be 1 to 100"));
+            }
+            if p.iter().sum::<u32>() != 100 {
+                return Err(ApiError::invalid("percents", "invalid_sum", "the percentages must add up to 100"));
+            }
+            Batching::Percents(p.clone())
+        }
+        (None, None, None) => Batching::Count(1),
+    };
+    let pause_seconds = match (request.pause, request.pause_seconds) {
+        (PauseMode::Seconds, Some(s)) if (1..=MAX_PAUSE_SECONDS).contains(&s) => s,
+        (PauseMode::Seconds, _) => {
+            return Err(ApiError::invalid(
+                "pause_seconds",
+                "out_of_range",
+                format!("pause: seconds needs pause_seconds from 1 to {MAX_PAUSE_SECONDS}"),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::invalid("pause_seconds", "conflicting_fields", "only with pause: seconds"));
+        }
+        (_, None) => 0,
+    };
+    let max_failures = request.max_failures.unwrap_or(0);
+    Ok(ReleaseOptions {
+        batching,
+        pause: request.pause,
+        pause_seconds,
+        max_failures,
+        max_failures_per_batch: request.max_failures_per_batch.unwrap_or(max_failures),
+        pull_first: request.pull_first.unwrap_or(true),
+    })
+}
+
+/// Splits `hosts` (in the given order) into batches. Errors name the field at fault.
+pub fn plan_batches(hosts: &[String], batching: &Batching) -> Result<Vec<Vec<String>>, ApiError> {
+    let n = hosts.len();
+    if n == 0 {
+        return Err(ApiError::Conflict {
+            code: "group_empty",
+            message: "the group has no hosts: start berth-agent with the group's join token first".into(),
+        });
+    }
+    if n > MAX_RELEASE_HOSTS {
+        return Err(ApiError::Conflict {
+            code: "group_too_large",
+            message: format!("a release reaches at most {MAX_RELEASE_HOSTS} hosts"),
+        });
+    }
+    let sizes: Vec<usize> = match batching {
+        Batching::Count(count) => {
+            let count = (*count).min(n);
+            (0..count).map(|i| n / count + usize::from(i < n % count)).collect()
+        }
+        Batching::Size(size) => {
+            let size = (*size).min(n);
+            (0..n.div_ceil(size)).map(|i| size.min(n - i * size)).collect()
+        }
+        Batching::Percents(percents) => {
+            // Cumulative rounding up, so every host lands in exactly one batch.
+            let mut cumulative = 0u64;
+            let mut done = 0usize;
+            percents
+                .iter()
+                .map(|p| {
+                    cumulative += u64::from(*p);
+                    let end = ((n as u64 * cumulative).div_ceil(100) as usize).min(n);
+                    let size = end - done;
+                    done = end;
+                    size
+                })
+                .filter(|s| *s > 0)
+                .collect()
+        }
+    };
+    let mut rest = hosts;
+    Ok(sizes
+        .into_iter()
+        .map(|size| {
+            let (batch, tail) = rest.split_at(size);
+            rest = tail;
+            batch.to_vec()
+        })
+        .collect())
+}

@@ -1,0 +1,328 @@
+//! A release's state machine: status and phase, each host's state, and the decision of what
+//! the release does next from what hosts reported.
+
+use super::*;
+
+/// Where a release is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// Pausing scaling, pulling, or working through batches.
+    Running,
+    /// Every batch finished within the failure budgets.
+    Succeeded,
+    /// A failure budget was exceeded; later batches did not start.
+    Failed,
+    /// Cancelled by the caller; batches not yet started did not start.
+    Cancelled,
+}
+
+impl ReleaseStatus {
+    /// Whether nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+/// The step a running release is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Phase {
+    /// Taking the scaling lease.
+    Starting,
+    /// Pulling on every host.
+    Pulling,
+    /// Running batch `batch` (from 0).
+    Batch {
+        /// The batch.
+        batch: usize,
+    },
+    /// Waiting before batch `next` until `until` (seconds since the epoch).
+    Waiting {
+        /// The next batch.
+        next: usize,
+        /// When it starts.
+        until: u64,
+    },
+    /// Waiting for `confirm` before batch `next`.
+    AwaitingConfirm {
+        /// The next batch.
+        next: usize,
+    },
+    /// Finished.
+    Done,
+}
+
+/// A release as stored in `releases/{id}/release.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Its id.
+    pub id: String,
+    /// The owning account.
+    pub account: AccountId,
+    /// The application.
+    pub application: String,
+    /// The group released to.
+    pub group: String,
+    /// Whether that group is a scaling group.
+    pub group_kind: GroupKind,
+    /// The deployment, as it was when the release was created.
+    pub deployment: Deployment,
+    /// The options.
+    pub options: ReleaseOptions,
+    /// Hosts, by batch.
+    pub batches: Vec<Vec<String>>,
+    /// Where it is.
+    pub status: ReleaseStatus,
+    /// The step.
+    pub phase: Phase,
+    /// When the current phase began (seconds since the epoch): its deadline counts from here.
+    pub phase_started_at: u64,
+    /// Why it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Created at.
+    pub created_at: u64,
+    /// Finished at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+impl Release {
+    /// Every host of the plan.
+    pub fn hosts(&self) -> impl Iterator<Item = &String> {
+        self.batches.iter().flatten()
+    }
+
+    /// The batch a host is in.
+    pub fn batch_of(&self, host: &str) -> Option<usize> {
+        self.batches.iter().position(|b| b.iter().any(|h| h == host))
+    }
+
+    /// When the current phase's hosts count as unresponsive.
+    pub fn phase_deadline(&self) -> u64 {
+        let step = self.deployment.step_timeout_seconds;
+        let steps = match self.phase {
+            Phase::Pulling => 1,
+            Phase::Batch { .. } if self.options.pull_first => 2,
+            Phase::Batch { .. } => 3,
+            _ => return u64::MAX,
+        };
+        self.phase_started_at + steps * step + REPORT_GRACE_SECONDS
+    }
+}
+
+/// Where a host is in a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Its batch has not started.
+    Pending,
+    /// Pulling the image (pull-first phase).
+    Pulling,
+    /// Pulled; waiting for its batch.
+    Pulled,
+    /// Its batch runs: pulling (without pull-first), stopping, starting.
+    Running,
+    /// Stopped and started.
+    Succeeded,
+    /// A step failed, timed out, or the agent did not report.
+    Failed,
+    /// Never ran: the release ended before its batch.
+    Skipped,
+}
+
+/// A host's state derived from the release and the host's written results.
+pub fn host_state(release: &Release, host: &str, pull: Option<&PullResult>, result: Option<&HostResult>) -> HostState {
+    host_state_at(release, release.batch_of(host), pull, result)
+}
+
+/// [`host_state`] for a host whose batch is known (listing every host stays linear).
+pub fn host_state_at(
+    release: &Release,
+    batch: Option<usize>,
+    pull: Option<&PullResult>,
+    result: Option<&HostResult>,
+) -> HostState {
+    if let Some(result) = result {
+        return if result.ok { HostState::Succeeded } else { HostState::Failed };
+    }
+    let running = match release.phase {
+        Phase::Batch { batch: current } => batch == Some(current),
+        _ => false,
+    };
+    let started = match release.phase {
+        Phase::Batch { batch: b } | Phase::Waiting { next: b, .. } | Phase::AwaitingConfirm { next: b } => {
+            batch.is_some_and(|x| x < b)
+        }
+        Phase::Done => true,
+        _ => false,
+    };
+    if release.status == ReleaseStatus::Running && running {
+        HostState::Running
+    } else if release.status.is_terminal() || started {
+        HostState::Skipped
+    } else if release.phase == Phase::Pulling && pull.is_none() {
+        HostState::Pulling
+    } else if pull.is_some_and(|p| p.ok) {
+        HostState::Pulled
+    } else {
+        HostState::Pending
+    }
+}
+
+/// What the release should do next, from its state and the hosts' results. Plain, so the
+/// fan-out can call it any number of times (duplicates, restarts) with the same answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do yet.
+    Wait,
+    /// Mark these hosts failed as unresponsive (their phase deadline passed), then decide again.
+    TimeOut(Vec<String>),
+    /// Move to this phase.
+    Move(Phase),
+    /// End with this status and reason.
+    Finish(ReleaseStatus, Option<String>),
+}
+
+/// Decides the next move of a running release. `pulls` and `results` hold what hosts reported.
+pub fn decide(
+    release: &Release,
+    pulls: &BTreeMap<String, PullResult>,
+    results: &BTreeMap<String, HostResult>,
+    now: u64,
+) -> Decision {
+    if release.status.is_terminal() {
+        return Decision::Wait;
+    }
+    let options = &release.options;
+    match release.phase {
+        Phase::Starting => Decision::Move(if options.pull_first { Phase::Pulling } else { Phase::Batch { batch: 0 } }),
+        Phase::Pulling => {
+            let missing: Vec<String> = release.hosts().filter(|h| !pulls.contains_key(*h)).cloned().collect();
+            if !missing.is_empty() {
+                return if now >= release.phase_deadline() { Decision::TimeOut(missing) } else { Decision::Wait };
+            }
+            let failed = pulls.values().filter(|p| !p.ok).count();
+            if failed > options.max_failures {
+                return Decision::Finish(
+                    ReleaseStatus::Failed,
+                    Some(format!(
+                        "the image could not be pulled on {failed} hosts (max_failures {}); no host was stopped",
+                        options.max_failures
+                    )),
+                );
+            }
+            Decision::Move(Phase::Batch { batch: 0 })
+        }
+        Phase::Batch { batch } => {
+            let hosts = &release.batches[batch];
+            let missing: Vec<String> = hosts.iter().filter(|h| !results.contains_key(*h)).cloned().collect();
+            if !missing.is_empty() {
+                return if now >= release.phase_deadline() { Decision::TimeOut(missing) } else { Decision::Wait };
+            }
+            let in_batch = hosts.iter().filter(|h| results.get(*h).is_some_and(|r| !r.ok)).count();
+            // Reports are only taken from hosts of the plan, so every result counts.
+            let total = results.values().filter(|r| !r.ok).count();
+            if in_batch > options.max_failures_per_batch {
+                return Decision::Finish(
+                    ReleaseStatus::Failed,
+                    Some(format!(
+                        "{in_batch} hosts failed in batch {} (max_failures_per_batch {}); later batches were not started",
+                        batch + 1,
+                        options.max_failures_per_batch
+                    )),
+                );
+            }
+            if total > options.max_failures {
+                return Decision::Finish(
+                    ReleaseStatus::Failed,
+                    Some(format!(
+                        "{total} hosts failed (max_failures {}); later batches were not started",
+                        options.max_failures
+                    )),
+                );
+            }
+            let next = batch + 1;
+            if next == release.batches.len() {
+                return Decision::Finish(ReleaseStatus::Succeeded, None);
+            }
+            Decision::Move(match options.pause {
+                PauseMode::None => Phase::Batch { batch: next },
+                PauseMode::Seconds => Phase::Waiting { next, until: now + options.pause_seconds },
+                PauseMode::Manual => Phase::AwaitingConfirm { next },
+            })
+        }
+        Phase::Waiting { next, until } if now >= until => Decision::Move(Phase::Batch { batch: next }),
+        Phase::Waiting { .. } | Phase::AwaitingConfirm { .. } | Phase::Done => Decision::Wait,
+    }
+}
+
+/// Applies a decision's move or finish to a release (a pure state transition).
+pub fn apply(release: &Release, decision: &Decision, now: u64) -> Release {
+    let mut next = release.clone();
+    match decision {
+        Decision::Move(phase) => {
+            next.phase = *phase;
+            next.phase_started_at = now;
+        }
+        Decision::Finish(status, reason) => {
+            next.status = *status;
+            next.reason = reason.clone();
+            next.phase = Phase::Done;
+            next.finished_at = Some(now);
+        }
+        Decision::Wait | Decision::TimeOut(_) => {}
+    }
+    next
+}
+
+/// Cancels a running release; a finished one is a conflict.
+pub fn cancel(release: &Release, now: u64) -> Result<Release, ApiError> {
+    if release.status.is_terminal() {
+        return Err(ApiError::Conflict {
+            code: "release_finished",
+            message: format!("release {} already ended ({:?})", release.id, release.status),
+        });
+    }
+    Ok(apply(release, &Decision::Finish(ReleaseStatus::Cancelled, Some("cancelled by the caller".into())), now))
+}
+
+/// Confirms the next batch of a release waiting for confirmation.
+pub fn confirm(release: &Release, now: u64) -> Result<Release, ApiError> {
+    match release.phase {
+        Phase::AwaitingConfirm { next } if release.status == ReleaseStatus::Running => {
+            Ok(apply(release, &Decision::Move(Phase::Batch { batch: next }), now))
+        }
+        _ => Err(ApiError::Conflict {
+            code: "not_awaiting_confirmation",
+            message: format!("release {} is not waiting for confirmation", release.id),
+        }),
+    }
+}
+
+/// Counts of hosts per state, for summaries.
+pub fn summarize(states: impl IntoIterator<Item = HostState>) -> BTreeMap<HostState, usize> {
+    let mut counts = BTreeMap::new();
+    for state in states {
+        *counts.entry(state).or_insert(0) += 1;
+    }
+    counts
+}
+
+impl PartialOrd for HostState {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for HostState {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (*self as u8).cmp(&(*other as u8))
+    }
+}
+
+/// The hosts of a plan, deduplicated (a host registered twice counts once).
+pub fn unique_hosts(hosts: impl IntoIterator<Item = String>) -> Vec<String> {
+    hosts.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+}
