@@ -139,7 +139,7 @@ async fn bench() {
     });
     let context =
         FunctionContext { store: DocumentStore::with_native_swap(store.clone()), queue: queue.clone(), ..base.clone() };
-    let engine = berth_releases::fanout::Engine::new(context.clone());
+    let engine = berth_releases::engine::Engine::new(context.clone());
     let router = berth_releases::router(engine.clone());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let consumer = tokio::spawn(consume(

@@ -3,7 +3,7 @@
 //! long polls. The domain rules live in `berth_shared::release`; this crate stores and
 //! moves them.
 
-pub mod fanout;
+pub mod engine;
 pub mod routes;
 pub mod scaling;
 pub mod store_layout;
@@ -16,7 +16,7 @@ use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::{Dispatcher, EventError};
 use berth_shared::platform::runtime::Function;
 
-use crate::fanout::{ADVANCE, Engine, SWEEP};
+use crate::engine::{ADVANCE, Engine, SWEEP};
 
 /// The function's name.
 pub const NAME: &str = "releases";

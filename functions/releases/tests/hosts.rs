@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use berth_releases::fanout::Engine;
+use berth_releases::engine::Engine;
 use berth_shared::names::AccountId;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::release::{HostLogs, Job, JobKind, Report, Step, job_id};

@@ -1,0 +1,133 @@
+//! Advancing a release: re-derive the next move from the documents, time silent hosts out,
+//! and write the new state by compare-and-swap. Advances of one release coalesce in a process.
+
+use super::*;
+
+/// Most decisions one advance makes before yielding (a release has at most
+/// `2 * MAX_BATCHES + 4` phases, so this is never the limit in practice).
+const MAX_STEPS: usize = 512;
+
+impl Engine {
+    /// Handles [`ADVANCE`]. Concurrent advances of one release in this process coalesce: the
+    /// running one goes round again instead of two racing on the same document.
+    pub async fn advance(&self, id: &str) -> Result<(), EventError> {
+        {
+            let mut advancing = self.advancing.lock();
+            if let Some(again) = advancing.get_mut(id) {
+                *again = true;
+                return Ok(());
+            }
+            advancing.insert(id.to_owned(), false);
+        }
+        // Leaves the map however this ends (an error, a panic): a stale entry would swallow
+        // every later advance of the release in this process. (After an error the event is
+        // retried, which covers an advance asked for meanwhile.)
+        struct Leave<'a> {
+            advancing: &'a Mutex<HashMap<String, bool>>,
+            id: &'a str,
+            armed: bool,
+        }
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    self.advancing.lock().remove(self.id);
+                }
+            }
+        }
+        let mut leave = Leave { advancing: &self.advancing, id, armed: true };
+        loop {
+            self.advance_once(id).await?;
+            let mut advancing = self.advancing.lock();
+            match advancing.get_mut(id) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    // Under the same lock as the check: no request can slip in between.
+                    advancing.remove(id);
+                    leave.armed = false;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    pub(super) async fn advance_once(&self, id: &str) -> Result<(), EventError> {
+        let store = self.store();
+        for _ in 0..MAX_STEPS {
+            let Some(doc) = self.load(id).await.map_err(retry)? else {
+                // Never created (a crash between claiming the group and writing it) or gone.
+                store.delete(&layout::active(id)).await.map_err(retry)?;
+                return Ok(());
+            };
+            let current = doc.value;
+            if current.status.is_terminal() {
+                self.clean_up(&current).await.map_err(retry)?;
+                return Ok(());
+            }
+            let now = unix_now();
+            if current.group_kind == GroupKind::Scaling {
+                self.hold_lease(&current, now).await?;
+            }
+            let (pulls, results) = self.outcomes(&current).await.map_err(retry)?;
+            let decision = release::decide(&current, &pulls, &results, now);
+            match &decision {
+                Decision::Wait => return Ok(()),
+                Decision::TimeOut(hosts) => {
+                    for host in hosts {
+                        self.time_out(&current, host, now).await.map_err(retry)?;
+                    }
+                }
+                Decision::Move(_) | Decision::Finish(..) => {
+                    let next = release::apply(&current, &decision, now);
+                    match self.save(&next, &doc.version).await {
+                        Ok(_) => {
+                            tracing::info!(release = id, status = ?next.status, phase = ?next.phase, "release moved");
+                            self.changed.notify_waiters();
+                        }
+                        // Someone else moved it (cancel, confirm, another process): decide again.
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(e) => return Err(retry(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What hosts reported, as far as the current phase needs it.
+    pub async fn outcomes(&self, release: &Release) -> Result<Outcomes, StoreError> {
+        let store = self.store();
+        let pulls = match release.phase {
+            release::Phase::Pulling => read_all::<PullResult>(store, &layout::pulls(&release.id)).await?,
+            _ => BTreeMap::new(),
+        };
+        let results = match release.phase {
+            release::Phase::Batch { .. } => read_all::<HostResult>(store, &layout::results(&release.id)).await?,
+            _ => BTreeMap::new(),
+        };
+        Ok((pulls, results))
+    }
+
+    pub(super) async fn time_out(&self, release: &Release, host: &str, now: u64) -> Result<(), StoreError> {
+        let (step, what) = match release.phase {
+            release::Phase::Pulling => (Step::Pull, "the pull"),
+            _ => (Step::Report, "stop and start"),
+        };
+        let reason = format!(
+            "no report from the agent on {host} within {} s of its phase start ({what}); the host counts as failed",
+            release.phase_deadline() - release.phase_started_at
+        );
+        if step == Step::Pull {
+            let pull = PullResult {
+                ok: false,
+                exit_code: None,
+                reason: Some(reason.clone()),
+                output: StepOutput::default(),
+                at: now,
+            };
+            create_once(self.store(), &layout::pull(&release.id, host), &pull).await?;
+        }
+        let result = HostResult { ok: false, step, exit_code: None, reason: Some(reason), at: now };
+        create_once(self.store(), &layout::result(&release.id, host), &result).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! The scaling lease: a running release pauses its group's scaling and renews the pause; a
+//! finished one resumes it and frees the group.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn group_of(release: &Release) -> GroupRef {
+        GroupRef {
+            account: release.account.clone(),
+            application: release.application.clone(),
+            group: release.group.clone(),
+        }
+    }
+
+    /// Pauses scaling for a running release (or renews its lease), through the built-in adapter.
+    pub(super) async fn hold_lease(&self, release: &Release, now: u64) -> Result<(), EventError> {
+        let group = Self::group_of(release);
+        let path = layout::scaling(&group);
+        let state = self.store().get::<ScalingState>(&path).await.map_err(retry)?;
+        if state.as_ref().is_some_and(|s| !release::lease_needs_renewal(&s.value, &release.id, now)) {
+            return Ok(());
+        }
+        // The index first: a crash after it leaves at worst an entry the reaper clears.
+        self.store().put(&layout::lease(&release.id), &LeaseIndex { group }).await.map_err(retry)?;
+        let id = release.id.clone();
+        let taken = self
+            .store()
+            .modify::<ScalingState, PauseError, _>(&path, |current| {
+                release::take_lease(&current.unwrap_or_default(), &id, now).map_err(PauseError::Held)
+            })
+            .await;
+        match taken {
+            // Recorded first, carried out second: a crash in between leaves a lease the
+            // reaper resumes, never a pause nobody knows of.
+            Ok(_) => self.scaling.suspend(&Self::group_of(release)).await.map_err(EventError::Retry),
+            Err(PauseError::Store(e)) => Err(retry(e)),
+            // Another release's live lease: wait for it (the sweep comes back).
+            Err(PauseError::Held(why)) => Err(EventError::Retry(why)),
+        }
+    }
+
+    /// Ends a finished release's claims: resumes scaling, frees the group, leaves the sweep.
+    /// Each step is idempotent, so running it again (duplicates, restarts) changes nothing.
+    pub async fn clean_up(&self, release: &Release) -> Result<(), StoreError> {
+        let group = Self::group_of(release);
+        let store = self.store();
+        if release.group_kind == GroupKind::Scaling {
+            self.resume(&group, &release.id).await?;
+        }
+        // Read first: a duplicate clean-up finds the group already free and writes nothing.
+        let path = layout::group_doc(&group);
+        let claimed =
+            store.get::<Group>(&path).await?.is_some_and(|g| g.value.active_release.as_ref() == Some(&release.id));
+        if claimed {
+            let id = release.id.clone();
+            store
+                .modify::<Group, StoreError, _>(&path, |current| {
+                    let mut group = current.ok_or_else(|| StoreError::NotFound(path.clone()))?;
+                    if group.active_release.as_deref() == Some(id.as_str()) {
+                        group.active_release = None;
+                    }
+                    Ok(group)
+                })
+                .await?;
+        }
+        store.delete(&layout::active(&release.id)).await?;
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Resumes scaling held by `release` and drops its lease: the adapter first, so a failed
+    /// resume keeps the lease for the reaper to retry.
+    pub(super) async fn resume(&self, group: &GroupRef, release: &str) -> Result<(), StoreError> {
+        let store = self.store();
+        let path = layout::scaling(group);
+        if let Some(state) = store.get::<ScalingState>(&path).await?
+            && state.value.lease.as_ref().is_some_and(|l| l.release == release)
+        {
+            self.scaling.resume(group).await.map_err(StoreError::Backend)?;
+            let id = release.to_owned();
+            store
+                .modify::<ScalingState, StoreError, _>(&path, |current| {
+                    Ok(release::release_lease(&current.unwrap_or_default(), &id))
+                })
+                .await?;
+            tracing::info!(release, group = %group.group, "scaling resumed");
+        }
+        store.delete(&layout::lease(release)).await
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum PauseError {
+    Store(StoreError),
+    Held(String),
+}
+
+impl From<StoreError> for PauseError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}

@@ -1,0 +1,331 @@
+//! The agents' side: register with a join token, then poll and report with the host token.
+
+use super::*;
+
+/// Longest an agent's poll is held.
+pub const MAX_POLL_SECONDS: u64 = 30;
+/// How long a poll is held when the agent does not say.
+pub const DEFAULT_POLL_SECONDS: u64 = 20;
+/// While a poll is held, the store is also re-read this often: another process (a Lambda
+/// event handler) may move the release without waking this one.
+const POLL_RECHECK: Duration = Duration::from_secs(1);
+
+/// The bearer token of a request, if it has the given kind's prefix.
+fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| t.starts_with(prefix) && t.len() <= MAX_TOKEN_BYTES)
+}
+
+/// Longest bearer token looked up (ours are 47 bytes).
+const MAX_TOKEN_BYTES: usize = 128;
+
+/// A caller holding a group's current join token (`Authorization: Bearer bjt_...`): it may
+/// only register hosts.
+pub struct Joining {
+    /// The group the token joins.
+    pub group: GroupRef,
+}
+
+impl FromRequestParts<Engine> for Joining {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
+        let refused =
+            || ApiError::Unauthenticated("a valid group join token is required (Authorization: Bearer bjt_...)".into());
+        let token = bearer(parts, "bjt_").ok_or_else(refused)?;
+        let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
+        let store = &engine.context.store;
+        let group = store.get::<GroupRef>(&layout::join_token(&digest)).await?.ok_or_else(refused)?.value;
+        // The group's own record decides: a rotated or revoked token is refused at once, even
+        // if its index entry is still there.
+        let current = store.get::<Group>(&layout::group_doc(&group)).await?.ok_or_else(refused)?.value;
+        if current.join_token_sha256.as_deref() != Some(digest.as_str()) {
+            return Err(refused());
+        }
+        Ok(Self { group })
+    }
+}
+
+/// A host, authenticated by its own host token (`Authorization: Bearer bht_...`): it polls
+/// and reports for itself only.
+pub struct Host {
+    /// The host and its group.
+    pub host: HostRef,
+}
+
+impl FromRequestParts<Engine> for Host {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
+        let refused = || {
+            ApiError::Unauthenticated(
+                "a valid host token is required (Authorization: Bearer bht_..., from POST /v1/agent/register)".into(),
+            )
+        };
+        let token = bearer(parts, "bht_").ok_or_else(refused)?;
+        let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
+        let store = &engine.context.store;
+        let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(refused)?.value;
+        // Only the token the host's record names acts for it: re-registering replaces it.
+        let instance = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await?.ok_or_else(refused)?;
+        if instance.value.host_token_sha256.as_deref() != Some(digest.as_str()) {
+            return Err(refused());
+        }
+        Ok(Self { host })
+    }
+}
+
+impl Host {
+    /// The `host` query, when an agent still sends one, must name the token's own host.
+    fn check_named(&self, named: Option<&str>) -> Result<(), ApiError> {
+        match named {
+            Some(name) if name != self.host.host => {
+                Err(ApiError::Forbidden(format!("this host token acts for host '{}' only", self.host.host)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn new_host_token() -> String {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    format!("bht_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `POST /v1/agent/register` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    host: String,
+}
+
+/// `POST /v1/agent/register` answer. The host token is shown only here.
+#[derive(Serialize)]
+pub struct Registered {
+    application: String,
+    group: String,
+    host: String,
+    host_token: String,
+}
+
+/// `POST /v1/agent/register`: the host joins the token's group and gets a host token of its
+/// own. Registering again with the same host id rotates that host's token.
+pub async fn register(
+    State(engine): State<Engine>,
+    joining: Joining,
+    ApiJson(body): ApiJson<Registration>,
+) -> Result<Json<Registered>, ApiError> {
+    release::validate_name("host", &body.host)?;
+    let token = new_host_token();
+    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
+    let reference = HostRef { group: joining.group.clone(), host: body.host.clone() };
+    let store = &engine.context.store;
+    // The index first: until the instance names this digest, the entry grants nothing.
+    store.create(&layout::host_token(&digest), &reference).await?;
+    let now = unix_now();
+    let mut replaced = None;
+    let host = body.host.clone();
+    store
+        .modify::<Instance, StoreError, _>(&layout::instance(&joining.group, &body.host), |current| {
+            replaced = current.as_ref().and_then(|i| i.host_token_sha256.clone());
+            Ok(Instance { host: host.clone(), registered_at: now, host_token_sha256: Some(digest.clone()) })
+        })
+        .await?;
+    if let Some(old) = replaced {
+        store.delete(&layout::host_token(&old)).await?;
+        tracing::info!(host = %body.host, group = %joining.group.group, "host re-registered; its old token is refused");
+    } else {
+        tracing::info!(host = %body.host, group = %joining.group.group, "host registered");
+    }
+    Ok(Json(Registered {
+        application: joining.group.application,
+        group: joining.group.group,
+        host: body.host,
+        host_token: token,
+    }))
+}
+
+/// `GET /v1/agent/jobs` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollQuery {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    wait_seconds: Option<u64>,
+}
+
+/// `GET /v1/agent/jobs?wait_seconds=N`: held until there is work for the host (200 with a
+/// job) or the wait ends (204).
+pub async fn poll(
+    State(engine): State<Engine>,
+    host: Host,
+    ApiQuery(query): ApiQuery<PollQuery>,
+) -> Result<Response, ApiError> {
+    host.check_named(query.host.as_deref())?;
+    let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before looking, so a change between the look and the wait is not missed.
+        let changed = engine.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some(job) = job_for(&engine, &host.host).await? {
+            return Ok(Json(job).into_response());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= until || engine.closing.is_cancelled() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = engine.closing.cancelled() => {}
+            _ = tokio::time::sleep_until(until.min(now + POLL_RECHECK)) => {}
+        }
+    }
+}
+
+async fn job_for(engine: &Engine, host: &HostRef) -> Result<Option<Job>, ApiError> {
+    let store = &engine.context.store;
+    let Some(doc) = store.get::<Group>(&layout::group_doc(&host.group)).await? else { return Ok(None) };
+    let Some(id) = doc.value.active_release else { return Ok(None) };
+    let Some(state) = engine.state(&id).await?.map(|d| d.value) else { return Ok(None) };
+    let Some(plan) = engine.plan(&id).await? else { return Ok(None) };
+    let name = host.host.as_str();
+    let batch = plan.batch_of.get(name).copied();
+    let kind = match state.phase {
+        release::Phase::Pulling => {
+            let pulled = store.get::<PullResult>(&layout::pull(&id, name)).await?.is_some();
+            release::next_job_at(state.status, state.phase, batch, pulled, false)
+        }
+        release::Phase::Batch { .. } => {
+            let finished = store.get::<HostResult>(&layout::result(&id, name)).await?.is_some();
+            release::next_job_at(state.status, state.phase, batch, true, finished)
+        }
+        _ => None,
+    };
+    let Some(kind) = kind else { return Ok(None) };
+    let release = &plan.release;
+    let deployment = &release.deployment;
+    let (username, password) = engine.pull_key(release)?;
+    let (pull_registry, pull_address) = deployment.pull_address(engine.context.config.registry_private_host.as_deref());
+    Ok(Some(Job {
+        job_id: release::job_id(&id, name, kind),
+        release: id,
+        kind,
+        pull: kind == JobKind::Pull || !release.options.pull_first,
+        image: pull_address,
+        registry: pull_registry,
+        username,
+        password,
+        working_directory: deployment.working_directory.clone(),
+        stop_script: deployment.stop_script.clone(),
+        start_script: deployment.start_script.clone(),
+        step_timeout_seconds: deployment.step_timeout_seconds,
+    }))
+}
+
+/// `POST /v1/agent/reports` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    #[serde(default)]
+    host: Option<String>,
+}
+
+/// `POST /v1/agent/reports` answer.
+#[derive(Serialize)]
+pub struct ReportAccepted {
+    /// Whether this report settled the job (false: a repeat, which changes nothing).
+    accepted: bool,
+}
+
+fn refused(why: impl std::fmt::Display) -> ApiError {
+    ApiError::Conflict { code: "job_not_handed_out", message: why.to_string() }
+}
+
+/// `POST /v1/agent/reports`: the outcome of the job handed to this host. Each outcome is
+/// written once; a repeated report (agent retry) is accepted and changes nothing. A report
+/// that answers no job this host holds is a 409 and changes nothing.
+pub async fn report(
+    State(engine): State<Engine>,
+    host: Host,
+    ApiQuery(query): ApiQuery<ReportQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<ReportAccepted>, ApiError> {
+    host.check_named(query.host.as_deref())?;
+    // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
+    let body: Report = berth_shared::platform::http::request::parse_json(&body)?;
+    let name = host.host.host.as_str();
+    let id = body.release.as_str();
+    // Another group's release, or one that does not exist: the same answer, revealing nothing.
+    let never = || refused(format!("no job of this release was handed to host '{name}'"));
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(never());
+    }
+    let store = &engine.context.store;
+    let plan = engine.plan(id).await?.ok_or_else(never)?;
+    let release = &plan.release;
+    let group = &host.host.group;
+    let same_group =
+        release.account == group.account && release.application == group.application && release.group == group.group;
+    let Some(&batch) = plan.batch_of.get(name).filter(|_| same_group) else { return Err(never()) };
+    release::check_job(id, name, &body).map_err(refused)?;
+    let settled = match body.kind {
+        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
+        JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
+    };
+    if settled {
+        // A repeat, or a host the release timed out: a late run's output is still kept.
+        if body.kind == JobKind::Run && store.get::<StoredLogs>(&layout::logs(id, name)).await?.is_none() {
+            store_logs(&engine, id, name, &body.logs).await?;
+        }
+        return Ok(Json(ReportAccepted { accepted: false }));
+    }
+    let state = engine.state(id).await?.ok_or_else(never)?.value;
+    release::check_due(state.status, state.phase, batch, body.kind).map_err(refused)?;
+    let now = unix_now();
+    let written = match body.kind {
+        JobKind::Pull => {
+            let output = body.logs.pull.clone().unwrap_or_default();
+            let pull =
+                PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
+            let written = create_once(store, &layout::pull(id, name), &pull).await?;
+            if written && !body.ok {
+                // A host that cannot pull does not run: it fails as a pull failure.
+                let result = HostResult {
+                    ok: false,
+                    step: Step::Pull,
+                    exit_code: body.exit_code,
+                    reason: body.reason.clone(),
+                    at: now,
+                };
+                create_once(store, &layout::result(id, name), &result).await?;
+            }
+            written
+        }
+        JobKind::Run => {
+            // Logs first: once the result exists, its logs do too.
+            store_logs(&engine, id, name, &body.logs).await?;
+            let result = HostResult {
+                ok: body.ok,
+                step: body.step,
+                exit_code: body.exit_code,
+                reason: body.reason.clone(),
+                at: now,
+            };
+            create_once(store, &layout::result(id, name), &result).await?
+        }
+    };
+    if written {
+        tracing::info!(release = %id, host = %name, kind = ?body.kind, ok = body.ok, step = ?body.step, "host reported");
+        engine.request_advance(id, &release.account).await?;
+    }
+    Ok(Json(ReportAccepted { accepted: written }))
+}

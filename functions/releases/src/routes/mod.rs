@@ -1,0 +1,49 @@
+//! HTTP handlers: applications, groups, deployments and releases for providers (account
+//! bearer token), registration, long-polled jobs and reports for agents (group join token).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_shared::package::PackageVersion;
+use berth_shared::platform::clock::unix_now;
+use berth_shared::platform::http::account::{Account, HasAccountKeys};
+use berth_shared::platform::http::error::ApiError;
+use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery};
+use berth_shared::platform::store::StoreError;
+use berth_shared::release::{
+    self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
+    ReleaseStatus, Report, ScalingState, Step,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::engine::{Engine, create_once, read_all};
+use crate::store_layout::{
+    self as layout, ActiveRelease, Application, Group, GroupRef, HostRef, Instance, InstanceView, ReleaseState,
+    StoredLogs,
+};
+
+mod agents;
+mod applications;
+mod deployments;
+mod groups;
+mod releases;
+
+pub use agents::*;
+pub use applications::*;
+pub use deployments::*;
+pub use groups::*;
+pub use releases::*;
+
+impl HasAccountKeys for Engine {
+    fn account_keys(&self) -> &berth_shared::platform::http::account::AccountKeys {
+        &self.context.account_keys
+    }
+}

@@ -1,0 +1,239 @@
+//! Releases: create (or plan), get, cancel, confirm, and each host's logs.
+
+use super::*;
+
+/// `POST /v1/releases` query.
+#[derive(Deserialize)]
+pub struct CreateQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/releases[?dry_run=true]`: plans the batches from the group's registered hosts;
+/// a dry run returns the plan and does nothing else.
+pub async fn create_release(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiQuery(query): ApiQuery<CreateQuery>,
+    ApiJson(body): ApiJson<ReleaseRequest>,
+) -> Result<Response, ApiError> {
+    let options = release::validate_options(&body)?;
+    let store = &engine.context.store;
+    let reference = group_ref(&account, &body.application, &body.group)?;
+    let group = store
+        .get::<Group>(&layout::group_doc(&reference))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("group '{}'", body.group)))?;
+    let deployment = store
+        .get::<release::Deployment>(&layout::deployment(&account.id, &body.application, &body.deployment))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment '{}'", body.deployment)))?
+        .value;
+    let hosts = release::unique_hosts(
+        store.list_paths(&layout::instances(&reference)).await?.iter().map(|p| layout::stem(p).to_owned()),
+    );
+    let batches = release::plan_batches(&hosts, &options.batching)?;
+    if query.dry_run {
+        return Ok(Json(json!({
+            "dry_run": true, "hosts": hosts.len(), "batches": batches, "options": options,
+            "image": deployment.image.address(),
+        }))
+        .into_response());
+    }
+    let now = unix_now();
+    let id = uuid::Uuid::new_v4().to_string();
+    // One release per group at a time: claim the group by compare-and-swap.
+    if let Some(other) = &group.value.active_release {
+        let running = engine.state(other).await?.is_some_and(|r| !r.value.status.is_terminal());
+        if running {
+            return Err(ApiError::Conflict {
+                code: "release_in_progress",
+                message: format!("release {other} is still running on group '{}'", body.group),
+            });
+        }
+    }
+    let mut claimed = group.value.clone();
+    claimed.active_release = Some(id.clone());
+    store.update(&layout::group_doc(&reference), &claimed, &group.version).await?;
+    store.create(&layout::active(&id), &ActiveRelease { account: account.id.clone() }).await?;
+    let created = Release {
+        id: id.clone(),
+        account: account.id.clone(),
+        application: body.application.clone(),
+        group: body.group.clone(),
+        group_kind: group.value.kind,
+        deployment,
+        options,
+        batches,
+        status: ReleaseStatus::Running,
+        phase: release::Phase::Starting,
+        phase_started_at: now,
+        reason: None,
+        created_at: now,
+        finished_at: None,
+    };
+    store.create(&layout::plan(&id), &created).await?;
+    store.create(&layout::release(&id), &ReleaseState::of(&created)).await?;
+    engine.request_advance(&id, &account.id).await?;
+    tracing::info!(release = %id, hosts = hosts.len(), "release created");
+    Ok((StatusCode::CREATED, Json(view(&engine, &created).await?)).into_response())
+}
+
+async fn load_release(
+    engine: &Engine,
+    account: &Account,
+    id: &str,
+) -> Result<berth_shared::platform::store::Versioned<Release>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("release '{id}'"));
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(not_found());
+    }
+    let doc = engine.load(id).await?.ok_or_else(not_found)?;
+    // Another account's release is as absent as a missing one.
+    if doc.value.account != account.id {
+        return Err(not_found());
+    }
+    Ok(doc)
+}
+
+/// The release as callers see it: status, phase, each batch with each host's state.
+pub async fn view(engine: &Engine, release: &Release) -> Result<Value, ApiError> {
+    let store = &engine.context.store;
+    let pulls = read_all::<PullResult>(store, &layout::pulls(&release.id)).await?;
+    let results = read_all::<HostResult>(store, &layout::results(&release.id)).await?;
+    let mut states = Vec::new();
+    let batches: Vec<Value> = release
+        .batches
+        .iter()
+        .enumerate()
+        .map(|(index, hosts)| {
+            let hosts: Vec<Value> = hosts
+                .iter()
+                .map(|host| {
+                    let pull = pulls.get(host);
+                    let result = results.get(host);
+                    let state = release::host_state_at(release, Some(index), pull, result);
+                    states.push(state);
+                    let mut entry = json!({ "host": host, "state": state });
+                    if let Some(r) = result {
+                        entry["step"] = json!(r.step);
+                        entry["exit_code"] = json!(r.exit_code);
+                        entry["reason"] = json!(r.reason);
+                    } else if let Some(p) = pull.filter(|p| !p.ok) {
+                        entry["step"] = json!(Step::Pull);
+                        entry["reason"] = json!(p.reason);
+                    }
+                    entry
+                })
+                .collect();
+            json!({ "batch": index + 1, "hosts": hosts })
+        })
+        .collect();
+    let summary: BTreeMap<String, usize> = release::summarize(states)
+        .into_iter()
+        .map(|(state, count)| {
+            (serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), count)
+        })
+        .collect();
+    Ok(json!({
+        "id": release.id, "status": release.status, "phase": release.phase, "reason": release.reason,
+        "application": release.application, "group": release.group, "deployment": release.deployment.name,
+        "image": release.deployment.image.address(), "options": release.options, "batches": batches,
+        "summary": summary, "created_at": release.created_at, "finished_at": release.finished_at,
+    }))
+}
+
+/// `GET /v1/releases/{id}`.
+pub async fn get_release(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let doc = load_release(&engine, &account, &id).await?;
+    Ok(Json(view(&engine, &doc.value).await?))
+}
+
+/// `POST /v1/releases/{id}/cancel`: batches not yet started never start; scaling resumes.
+pub async fn cancel_release(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    load_release(&engine, &account, &id).await?;
+    let now = unix_now();
+    let not_found = || ApiError::NotFound(format!("release '{id}'"));
+    let cancelled = engine.modify(&id, |current| release::cancel(current, now)).await?.ok_or_else(not_found)?;
+    engine.changed.notify_waiters();
+    engine.clean_up(&cancelled).await?;
+    tracing::info!(release = %id, "release cancelled");
+    Ok(Json(view(&engine, &cancelled).await?))
+}
+
+/// `POST /v1/releases/{id}/confirm`: starts the next batch of a release paused for confirmation.
+pub async fn confirm_release(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    load_release(&engine, &account, &id).await?;
+    let now = unix_now();
+    let not_found = || ApiError::NotFound(format!("release '{id}'"));
+    let confirmed = engine.modify(&id, |current| release::confirm(current, now)).await?.ok_or_else(not_found)?;
+    engine.changed.notify_waiters();
+    engine.request_advance(&id, &account.id).await?;
+    Ok(Json(view(&engine, &confirmed).await?))
+}
+
+/// `GET /v1/releases/{id}/hosts/{host}/logs`: the full output of each step run on the host.
+pub async fn host_logs(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath((id, host)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let release = load_release(&engine, &account, &id).await?.value;
+    if release.batch_of(&host).is_none() {
+        return Err(ApiError::NotFound(format!("host '{host}' in release '{id}'")));
+    }
+    let store = &engine.context.store;
+    let pull = store.get::<PullResult>(&layout::pull(&id, &host)).await?.map(|d| d.value);
+    let result = store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value);
+    let logs = load_logs(&engine, &id, &host).await?;
+    let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
+    Ok(Json(json!({
+        "release": id, "host": host, "state": state, "result": result,
+        "pull": logs.pull.or(pull.map(|p| p.output)), "stop": logs.stop, "start": logs.start,
+    })))
+}
+
+/// Stores a host's logs whole: inline when small, else a head and parts written before it
+/// (so a head never names parts that are not there).
+pub(crate) async fn store_logs(engine: &Engine, id: &str, host: &str, logs: &HostLogs) -> Result<(), ApiError> {
+    let store = &engine.context.store;
+    let size = serde_json::to_vec(logs).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size <= release::INLINE_LOG_BYTES {
+        store.put(&layout::logs(id, host), &StoredLogs { logs: logs.clone(), parts: 0 }).await?;
+        return Ok(());
+    }
+    let (head, parts) = release::split_logs(logs, release::LOG_PART_BYTES);
+    for (index, part) in parts.iter().enumerate() {
+        store.put(&layout::logs_part(id, host, index), part).await?;
+    }
+    store.put(&layout::logs(id, host), &StoredLogs { logs: head, parts: parts.len() }).await?;
+    Ok(())
+}
+
+pub(crate) async fn load_logs(engine: &Engine, id: &str, host: &str) -> Result<HostLogs, ApiError> {
+    let store = &engine.context.store;
+    let Some(stored) = store.get::<StoredLogs>(&layout::logs(id, host)).await?.map(|d| d.value) else {
+        return Ok(HostLogs::default());
+    };
+    let mut parts = Vec::with_capacity(stored.parts);
+    for index in 0..stored.parts {
+        let part = store
+            .get::<release::LogPart>(&layout::logs_part(id, host, index))
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("log part {index} of {host} in {id} is missing")))?;
+        parts.push(part.value);
+    }
+    Ok(release::join_logs(stored.logs, parts))
+}
