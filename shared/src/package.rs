@@ -656,16 +656,17 @@ pub struct ClientTokenRecord {
     pub version: String,
 }
 
-/// Event type of a submitted version.
-pub const VERSION_SUBMITTED: &str = "package.version.submitted";
-
-/// Payload of [`VERSION_SUBMITTED`].
+/// Event: a version was submitted and waits for its publish check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionSubmitted {
     /// The package.
     pub package: String,
     /// The version.
     pub version: String,
+}
+
+impl crate::platform::events::Event for VersionSubmitted {
+    const TYPE: &'static str = "package.version.submitted";
 }
 
 #[cfg(test)]

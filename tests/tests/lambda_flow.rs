@@ -307,7 +307,10 @@ impl Cloud {
         }
         // The template's Sweep schedule (every minute on AWS; every 2 s here, as berth serve does).
         // Its input is the one-record batch the template's schedule sends.
-        let envelope = serde_json::to_string(&Envelope::new(berth_releases::engine::SWEEP, None, json!({}))).unwrap();
+        let envelope = serde_json::to_string(
+            &berth_shared::platform::events::envelope(&berth_releases::engine::Sweep {}, None).unwrap(),
+        )
+        .unwrap();
         let sweep = json!({ "Records": [{
             "messageId": "sweep", "body": envelope, "attributes": { "ApproximateReceiveCount": "1" }, "eventSource": "aws:sqs",
         }] });
@@ -585,7 +588,11 @@ async fn the_seed_flow_runs_with_every_function_under_the_lambda_emulator() {
         kinds(&cloud.mappings[0])
     );
     let release_events = kinds(&cloud.mappings[1]);
-    assert!(release_events.contains(&berth_releases::engine::ADVANCE.to_owned()), "{release_events:?}");
+    assert!(
+        release_events
+            .contains(&<berth_releases::engine::Advance as berth_shared::platform::events::Event>::TYPE.to_owned()),
+        "{release_events:?}"
+    );
     for mapping in &cloud.mappings {
         assert!(mapping.errors().is_empty(), "{:?}", mapping.errors());
     }

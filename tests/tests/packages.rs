@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth_shared::names::AccountId;
 
-use berth_shared::package::{VERSION_SUBMITTED, version_path};
+use berth_shared::package::version_path;
 use berth_shared::platform::config::Config;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::EventHandler;
@@ -128,7 +128,11 @@ async fn versions_settle_against_the_real_registry() {
     let context = same_context(&stack);
     let account = AccountId::parse("acme").unwrap();
     let before: Value = context.store.get(&version_path(&account, "web", "v_1")).await.unwrap().unwrap().value;
-    let event = Envelope::new(VERSION_SUBMITTED, Some(account.clone()), json!({ "package": "web", "version": "v_1" }));
+    let event = Envelope::new(
+        "package.version.submitted",
+        Some(account.clone()),
+        json!({ "package": "web", "version": "v_1" }),
+    );
     let handler = berth_packages::events(context.clone());
     handler.handle(&event).await.unwrap();
     handler.handle(&event).await.unwrap();

@@ -8,15 +8,15 @@ use axum::{Json, extract::Request};
 use berth_shared::names::AccountId;
 use berth_shared::package::{
     self, ClientTokenRecord, CreatePackageRequest, CreateVersionRequest, MAX_FILE_BYTES, Package, PackageType,
-    PackageVersion, UpdatePackageRequest, VERSION_SUBMITTED, VersionStatus, VersionSubmitted,
+    PackageVersion, UpdatePackageRequest, VersionStatus, VersionSubmitted,
 };
 use berth_shared::platform::clock::rfc3339;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery};
-use berth_shared::platform::queue::Envelope;
 use berth_shared::platform::store::{StoreError, Versioned};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -114,10 +114,8 @@ async fn submit(context: &FunctionContext, account: &AccountId, version: &Packag
         // A file version is settled by its upload, not by a registry check.
         return Ok(());
     }
-    let payload =
-        serde_json::to_value(VersionSubmitted { package: version.package.clone(), version: version.version.clone() })
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    context.queue.send(&Envelope::new(VERSION_SUBMITTED, Some(account.clone()), payload)).await?;
+    let submitted = VersionSubmitted { package: version.package.clone(), version: version.version.clone() };
+    events::send(context.queue.as_ref(), Some(account.clone()), &submitted).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use berth_shared::package::VERSION_SUBMITTED;
+use berth_shared::package::VersionSubmitted;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::Dispatcher;
 use berth_shared::platform::runtime::Function;
@@ -49,8 +49,8 @@ pub fn router(context: FunctionContext) -> Router {
 /// The events the function consumes.
 pub fn events(context: FunctionContext) -> Dispatcher {
     let client = publish::registry_client(&context);
-    Dispatcher::new().on(VERSION_SUBMITTED, move |event| {
+    Dispatcher::new().on(move |submitted: VersionSubmitted, event| {
         let (context, client) = (context.clone(), client.clone());
-        async move { publish::handle_submitted(&context, &client, &event).await }
+        async move { publish::handle_submitted(&context, &client, submitted, &event).await }
     })
 }

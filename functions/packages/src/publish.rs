@@ -34,15 +34,15 @@ pub fn registry_client(context: &FunctionContext) -> RegistryClient {
     RegistryClient::new(context.config.registry.clone(), context.signing.clone(), REGISTRY_TIMEOUT)
 }
 
-/// Handles [`package::VERSION_SUBMITTED`].
+/// Handles [`VersionSubmitted`].
 pub async fn handle_submitted(
     context: &FunctionContext,
     client: &RegistryClient,
+    submitted: VersionSubmitted,
     event: &Envelope,
 ) -> Result<(), EventError> {
     let bad = |reason: String| EventError::BadPayload { kind: event.kind.clone(), reason };
     let account = event.account.clone().ok_or_else(|| bad("no account".into()))?;
-    let submitted: VersionSubmitted = serde_json::from_value(event.payload.clone()).map_err(|e| bad(e.to_string()))?;
     // The last delivery settles the version rather than leave it Creating forever.
     let last_attempt = event.attempt >= context.config.queue_max_attempts;
     let outcome = check_version(context, client, &account, &submitted, last_attempt).await?;

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use berth_shared::platform::context::FunctionContext;
-use berth_shared::platform::events::{Dispatcher, EventError};
+use berth_shared::platform::events::Dispatcher;
 use berth_shared::platform::runtime::Function;
 
-use crate::engine::{ADVANCE, Engine, SWEEP};
+use crate::engine::{Advance, Engine, Sweep};
 
 /// The function's name.
 pub const NAME: &str = "releases";
@@ -54,21 +54,15 @@ pub fn router(engine: Engine) -> Router {
         .with_state(engine)
 }
 
-/// The events the function consumes: [`ADVANCE`] and [`SWEEP`], both idempotent.
+/// The events the function consumes: [`Advance`] and [`Sweep`], both idempotent.
 pub fn events(engine: Engine) -> Dispatcher {
     let advancing = engine.clone();
     Dispatcher::new()
-        .on(ADVANCE, move |event| {
+        .on(move |event: Advance, _| {
             let engine = advancing.clone();
-            async move {
-                let id = event.payload["release"].as_str().ok_or_else(|| EventError::BadPayload {
-                    kind: ADVANCE.into(),
-                    reason: "payload.release must be a string".into(),
-                })?;
-                engine.advance(id).await
-            }
+            async move { engine.advance(&event.release).await }
         })
-        .on(SWEEP, move |_| {
+        .on(move |_: Sweep, _| {
             let engine = engine.clone();
             async move { engine.sweep().await }
         })
@@ -82,6 +76,20 @@ mod tests {
     /// The sample Lambda batch in `tests/data/sqs-sweep.json` (the schedule's sweep, an
     /// advance of a release that is gone, an advance without a release id): only the last
     /// is retried.
+    /// Events may be in flight on SQS, and the schedule sends a sweep: their wire form stays.
+    #[test]
+    fn event_types_and_payloads_are_stable_on_the_wire() {
+        use berth_shared::platform::events::{Event, envelope};
+        let advance = envelope(&Advance { release: "r-1".into() }, None).unwrap();
+        assert_eq!(
+            (advance.kind.as_str(), advance.payload.to_string()),
+            ("release.advance", r#"{"release":"r-1"}"#.into())
+        );
+        let sweep = envelope(&Sweep {}, None).unwrap();
+        assert_eq!((sweep.kind.as_str(), sweep.payload.to_string()), ("releases.sweep", "{}".into()));
+        assert_eq!(<berth_shared::package::VersionSubmitted as Event>::TYPE, "package.version.submitted");
+    }
+
     #[tokio::test]
     async fn the_sample_sqs_batch_sweeps_and_retries_only_the_bad_event() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sqs-sweep.json");

@@ -9,12 +9,50 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::queue::{Delivery, Envelope, EventQueue, envelope_from_sqs};
+use crate::names::AccountId;
+use crate::platform::queue::{Delivery, Envelope, EventQueue, QueueError, envelope_from_sqs};
 
-/// Event type every function answers, for checking the event path end to end.
-pub const PING: &str = "berth.ping";
+/// An event type: the payload it carries and the `type` it travels under. Handlers take it
+/// decoded ([`Dispatcher::on`]); senders build its envelope with [`envelope`] or [`send`].
+/// Adding one touches two places: its type and its handler's registration.
+pub trait Event: Serialize + DeserializeOwned + Send + 'static {
+    /// The envelope's `type`, stable on the wire (events may be in flight on SQS).
+    const TYPE: &'static str;
+}
+
+/// The event every function answers, for checking the event path end to end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {}
+
+impl Event for Ping {
+    const TYPE: &'static str = "berth.ping";
+}
+
+/// [`Ping`]'s type.
+pub const PING: &str = Ping::TYPE;
+
+/// A new envelope carrying `event`.
+pub fn envelope<E: Event>(event: &E, account: Option<AccountId>) -> Result<Envelope, QueueError> {
+    let payload = serde_json::to_value(event).map_err(|e| QueueError::Envelope(e.to_string()))?;
+    Ok(Envelope::new(E::TYPE, account, payload))
+}
+
+/// Sends `event` on `queue`.
+pub async fn send<E: Event>(queue: &dyn EventQueue, account: Option<AccountId>, event: &E) -> Result<(), QueueError> {
+    queue.send(&envelope(event, account)?).await
+}
+
+/// Decodes an envelope's payload as `E`, once, for its handler. An absent payload (`null`) is an
+/// empty one, as senders of events without data may write either.
+fn decode<E: Event>(envelope: &Envelope) -> Result<E, EventError> {
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let payload = if envelope.payload.is_null() { &empty } else { &envelope.payload };
+    E::deserialize(payload).map_err(|e| EventError::BadPayload { kind: E::TYPE.to_owned(), reason: e.to_string() })
+}
 
 /// Why handling an event failed. Every failure is retried until the queue dead-letters it.
 #[derive(Debug, thiserror::Error)]
@@ -51,18 +89,30 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher that answers [`PING`].
+    /// A dispatcher that answers [`Ping`].
     pub fn new() -> Self {
-        Self::default().on(PING, |_| async { Ok(()) })
+        Self::default().on(|_: Ping, _| async { Ok(()) })
     }
 
-    /// Adds a handler for events of type `kind`.
-    pub fn on<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    /// Adds the handler of events of type `E`: it gets the payload decoded (a payload that is
+    /// not an `E` fails as [`EventError::BadPayload`]) and the envelope (account, attempt).
+    pub fn on<E, F, Fut>(mut self, handler: F) -> Self
     where
-        F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+        E: Event,
+        F: Fn(E, Envelope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), EventError>> + Send + 'static,
     {
-        self.routes.insert(kind.to_owned(), Box::new(move |event| Box::pin(handler(event))));
+        let handler = Arc::new(handler);
+        self.routes.insert(
+            E::TYPE.to_owned(),
+            Box::new(move |envelope: Envelope| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let event = decode::<E>(&envelope)?;
+                    handler(event, envelope).await
+                })
+            }),
+        );
         self
     }
 
@@ -212,8 +262,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_fails_only_its_own_message() {
-        let dispatcher = Dispatcher::new().on("boom", |_| async { panic!("handler bug") });
-        let boom = serde_json::to_string(&Envelope::new("boom", None, serde_json::Value::Null)).unwrap();
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Boom {}
+        impl Event for Boom {
+            const TYPE: &'static str = "boom";
+        }
+        let dispatcher = Dispatcher::new().on(|_: Boom, _| async { panic!("handler bug") });
+        let boom = serde_json::to_string(&envelope(&Boom {}, None).unwrap()).unwrap();
         let ping = serde_json::to_string(&Envelope::new(PING, None, serde_json::Value::Null)).unwrap();
         let mut event = SqsEvent::default();
         event.records = vec![record("boom", &boom), record("ok", &ping)];

@@ -8,7 +8,7 @@ use super::*;
 const MAX_STEPS: usize = 512;
 
 impl Engine {
-    /// Handles [`ADVANCE`]. Concurrent advances of one release in this process coalesce: the
+    /// Handles [`Advance`]. Concurrent advances of one release in this process coalesce: the
     /// running one goes round again instead of two racing on the same document.
     pub async fn advance(&self, id: &str) -> Result<(), EventError> {
         {

@@ -15,23 +15,38 @@ use berth_shared::credentials::temporary_key::{self, KeyPurpose, MAX_TTL_SECONDS
 use berth_shared::names::RepositoryName;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
-use berth_shared::platform::events::EventError;
+use berth_shared::platform::events::{self, Event, EventError};
 use berth_shared::platform::http::error::ApiError;
-use berth_shared::platform::queue::Envelope;
 use berth_shared::platform::store::{DocumentStore, StoreError, Version, Versioned};
 use berth_shared::release::{
     self, Decision, GroupKind, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::scaling::{Recorded, ScalingAdapter};
 use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
 
-/// Event: re-derive and advance one release. Payload `{"release": ID}`.
-pub const ADVANCE: &str = "release.advance";
-/// Event: drive every active release and reap expired scaling leases. Payload `{}`.
-pub const SWEEP: &str = "releases.sweep";
+/// Event: re-derive and advance one release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advance {
+    /// The release's id.
+    pub release: String,
+}
+
+impl Event for Advance {
+    const TYPE: &'static str = "release.advance";
+}
+
+/// Event: drive every active release and reap expired scaling leases (the schedule sends it
+/// under Lambda, with the payload `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sweep {}
+
+impl Event for Sweep {
+    const TYPE: &'static str = "releases.sweep";
+}
 /// What hosts reported: pull outcomes and final outcomes, by host.
 pub type Outcomes = (BTreeMap<String, PullResult>, BTreeMap<String, HostResult>);
 
@@ -132,8 +147,7 @@ impl Engine {
         id: &str,
         account: &AccountId,
     ) -> Result<(), berth_shared::platform::queue::QueueError> {
-        let envelope = Envelope::new(ADVANCE, Some(account.clone()), serde_json::json!({ "release": id }));
-        self.context.queue.send(&envelope).await
+        events::send(self.context.queue.as_ref(), Some(account.clone()), &Advance { release: id.to_owned() }).await
     }
 }
 

@@ -4,11 +4,11 @@
 use super::*;
 
 /// How often `berth serve` and standalone functions sweep (timed pauses, silent agents,
-/// leases). Under Lambda, a schedule sends [`SWEEP`] instead.
+/// leases). Under Lambda, a schedule sends [`Sweep`] instead.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Engine {
-    /// Handles [`SWEEP`]: advances every active release (timed pauses, silent hosts, restarts)
+    /// Handles [`Sweep`]: advances every active release (timed pauses, silent hosts, restarts)
     /// and resumes scaling held by leases that expired or whose release ended.
     pub async fn sweep(&self) -> Result<(), EventError> {
         let store = self.store();
@@ -38,7 +38,7 @@ impl Engine {
     }
 
     /// Starts the periodic sweep in the background (not under Lambda, where a schedule sends
-    /// [`SWEEP`] events). The first sweep runs at once: it resumes releases a previous process
+    /// [`Sweep`] events). The first sweep runs at once: it resumes releases a previous process
     /// left mid-way.
     pub fn spawn_sweeper(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
