@@ -100,6 +100,10 @@ pub fn is_path_component(value: &str) -> bool {
     }
 }
 
+/// Longest name of anything a caller names: packages, services, applications, groups,
+/// deployments, hosts, template identifiers.
+pub const MAX_NAME_LEN: usize = 128;
+
 /// Longest repository name distribution accepts.
 pub const MAX_REPOSITORY_NAME: usize = 255;
 

@@ -15,7 +15,7 @@ use crate::names::RepositoryName;
 use crate::platform::http::error::ApiError;
 
 /// Package name length bounds (characters).
-pub const NAME_LEN: (usize, usize) = (3, 128);
+pub const NAME_LEN: (usize, usize) = (3, crate::names::MAX_NAME_LEN);
 /// Version name length bounds.
 pub const VERSION_LEN: (usize, usize) = (3, 50);
 /// Description length bounds.

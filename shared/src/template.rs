@@ -14,7 +14,7 @@ use serde::Serialize;
 /// Largest template accepted.
 pub const MAX_TEMPLATE_BYTES: usize = 10 << 20;
 /// Longest identifier name.
-pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_NAME_LEN: usize = crate::names::MAX_NAME_LEN;
 
 const PREFIX: &str = "computenest::";
 /// How far after `computenest::` a closing `}}` is looked for: the longest kind, `::`, the

@@ -6,7 +6,7 @@ use super::*;
 /// Where a deployment's image is, as given by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum ImageSpec {
+pub enum DeploymentImage {
     /// A full address, `REGISTRY/NAMESPACE/REPOSITORY:TAG` or `...@sha256:...`.
     Address {
         /// The address.
@@ -57,9 +57,9 @@ impl ImageRef {
 
 /// Resolves an image spec to a reference in `registry` inside `account`'s namespace (the
 /// only place a job-scoped pull key can reach).
-pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> Result<ImageRef, ApiError> {
+pub fn resolve_image(spec: &DeploymentImage, registry: &str, account: &AccountId) -> Result<ImageRef, ApiError> {
     let (host, path, reference) = match spec {
-        ImageSpec::Address { address } => {
+        DeploymentImage::Address { address } => {
             let (host, rest) = address.split_once('/').ok_or_else(|| {
                 ApiError::invalid("image.address", "invalid_image", "expected REGISTRY/NAMESPACE/REPOSITORY:TAG")
             })?;
@@ -79,10 +79,10 @@ pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> R
             };
             (host.to_owned(), path, reference)
         }
-        ImageSpec::Package { .. } => {
+        DeploymentImage::Package { .. } => {
             return Err(ApiError::Internal("a package image must be resolved before validation".into()));
         }
-        ImageSpec::Parts { registry: r, namespace, repository, version } => {
+        DeploymentImage::Parts { registry: r, namespace, repository, version } => {
             let reference = if version.starts_with("sha256:") { format!("@{version}") } else { format!(":{version}") };
             (r.clone().unwrap_or_else(|| registry.to_owned()), format!("{namespace}/{repository}"), reference)
         }
@@ -114,10 +114,7 @@ pub fn resolve_image(spec: &ImageSpec, registry: &str, account: &AccountId) -> R
     let tag_ok = if reference.starts_with('@') {
         tag.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     } else {
-        !tag.is_empty()
-            && tag.len() <= 128
-            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            && !tag.starts_with(['.', '-'])
+        crate::package::is_image_tag(tag)
     };
     if !tag_ok {
         return Err(ApiError::invalid(
@@ -136,7 +133,7 @@ pub fn image_from_package(
     version: &crate::package::PackageVersion,
     image: Option<&str>,
     registry: &str,
-) -> Result<ImageSpec, ApiError> {
+) -> Result<DeploymentImage, ApiError> {
     use crate::package::{PackageType, VersionStatus};
     let field = "image.version";
     if version.package_type != PackageType::ContainerImage {
@@ -163,7 +160,7 @@ pub fn image_from_package(
         }
     };
     let address = crate::package::PackageVersion::image_reference(chosen, registry, true);
-    Ok(ImageSpec::Address { address })
+    Ok(DeploymentImage::Address { address })
 }
 
 /// Which address of the registry hosts pull from.
@@ -184,7 +181,7 @@ pub struct DeploymentRequest {
     /// Its name, unique in the application.
     pub name: String,
     /// The image.
-    pub image: ImageSpec,
+    pub image: DeploymentImage,
     /// Absolute directory the scripts run in; created if missing.
     pub working_directory: String,
     /// Shell script that starts the new version.

@@ -28,7 +28,7 @@ pub const MAX_RELEASE_HOSTS: usize = 100_000;
 /// Longest timed pause between batches (one day).
 pub const MAX_PAUSE_SECONDS: u64 = 86_400;
 /// Longest name of an application, group, deployment or host.
-pub const MAX_NAME_BYTES: usize = 128;
+pub const MAX_NAME_BYTES: usize = crate::names::MAX_NAME_LEN;
 /// How long after its step timeouts an agent may still report before the host is failed
 /// as unresponsive (network, agent restart).
 pub const REPORT_GRACE_SECONDS: u64 = 30;
@@ -235,12 +235,12 @@ mod tests {
         let one = serde_json::json!([{ "repository": "acme/web", "tag": "v1", "digest": format!("sha256:{}", "a".repeat(64)) }]);
         let two =
             serde_json::json!([{ "repository": "acme/web", "tag": "v1" }, { "repository": "acme/api", "tag": "v1" }]);
-        let code = |result: Result<ImageSpec, ApiError>| match result {
+        let code = |result: Result<DeploymentImage, ApiError>| match result {
             Err(ApiError::Invalid { code, .. }) => code,
             other => panic!("{other:?}"),
         };
         let pinned = image_from_package(&version("Available", "ContainerImage", one.clone()), None, "r:5000").unwrap();
-        assert_eq!(pinned, ImageSpec::Address { address: format!("r:5000/acme/web@sha256:{}", "a".repeat(64)) });
+        assert_eq!(pinned, DeploymentImage::Address { address: format!("r:5000/acme/web@sha256:{}", "a".repeat(64)) });
         assert_eq!(
             code(image_from_package(&version("Creating", "ContainerImage", one.clone()), None, "r")),
             "version_not_available"
@@ -251,7 +251,7 @@ mod tests {
         assert_eq!(code(image_from_package(&several, Some("acme/db"), "r")), "not_in_version");
         assert_eq!(
             image_from_package(&several, Some("acme/api"), "r").unwrap(),
-            ImageSpec::Address { address: "r/acme/api:v1".into() },
+            DeploymentImage::Address { address: "r/acme/api:v1".into() },
             "no digest recorded: the tag"
         );
     }

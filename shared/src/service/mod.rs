@@ -23,7 +23,7 @@ mod config_yaml;
 pub use config_yaml::template_urls;
 
 /// Service name length bounds.
-pub const NAME_LEN: (usize, usize) = (3, 128);
+pub const NAME_LEN: (usize, usize) = crate::package::NAME_LEN;
 /// Most templates in a service.
 pub const MAX_TEMPLATES: usize = 20;
 /// Most relations in a service.

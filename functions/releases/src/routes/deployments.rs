@@ -12,7 +12,7 @@ pub async fn create_deployment(
     load_application(&engine, &account, &app).await?;
     let registry = &engine.context.config.registry.host;
     let mut body = body;
-    if let release::ImageSpec::Package { package, version, image } = &body.image {
+    if let release::DeploymentImage::Package { package, version, image } = &body.image {
         let path = berth_shared::package::version_path(&account.id, package, version);
         let missing = || {
             ApiError::invalid("image.version", "not_found", format!("package '{package}' has no version '{version}'"))
