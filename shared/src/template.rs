@@ -6,10 +6,11 @@
 //! `{{workflow.name}}`), `${Var}`, stray `}}` and text that merely mentions computenest, is
 //! not an identifier and is copied unchanged.
 
-use std::fmt;
 use std::ops::Range;
 
 use serde::Serialize;
+
+pub use crate::platform::http::problem::{Position, TextProblem as TemplateProblem};
 
 /// Largest template accepted.
 pub const MAX_TEMPLATE_BYTES: usize = 10 << 20;
@@ -66,21 +67,6 @@ impl IdentifierKind {
     }
 }
 
-/// A 1-based line and column (in characters) in a template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Position {
-    /// Line, from 1.
-    pub line: usize,
-    /// Column, from 1, counted in characters.
-    pub column: usize,
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.line, self.column)
-    }
-}
-
 /// One identifier found in a template, borrowing the template's text (scanning allocates
 /// nothing per identifier).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,26 +88,6 @@ impl<'t> Identifier<'t> {
     /// Its name: what follows `computenest::KIND::`.
     pub fn name(&self) -> &'t str {
         &self.key[PREFIX.len() + self.kind.as_str().len() + 2..]
-    }
-}
-
-/// Why an identifier cannot be rendered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TemplateProblem {
-    /// Where.
-    pub position: Position,
-    /// Stable code: `malformed_identifier`, `unclosed_identifier`, `unknown_kind`,
-    /// `not_associated`, `not_available`.
-    pub code: &'static str,
-    /// The identifier text (up to 200 characters).
-    pub identifier: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for TemplateProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.position, self.identifier, self.message)
     }
 }
 

@@ -8,6 +8,7 @@ use crate::credentials::temporary_key::KeyGrant;
 use crate::platform::clock::rfc3339;
 use crate::platform::jws::SigningKeys;
 use crate::platform::secret::Secret;
+use crate::platform::config::RegistrySettings;
 
 /// Lifetime of a registry token when the key lives longer.
 pub const TOKEN_TTL_SECONDS: u64 = 300;
@@ -15,20 +16,6 @@ pub const TOKEN_TTL_SECONDS: u64 = 300;
 pub const MIN_EXPIRES_IN: u64 = 60;
 /// How far in the past `nbf` is put, for clocks slightly ahead of ours.
 pub const NOT_BEFORE_SKEW: u64 = 10;
-
-/// Who signs registry tokens and for which registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistrySettings {
-    /// Host clients use (`BERTH_REGISTRY_HOST`), e.g. `127.0.0.1:5000`.
-    pub host: String,
-    /// The registry's `service` (`BERTH_REGISTRY_SERVICE`): the tokens' `aud`.
-    pub service: String,
-    /// The tokens' `iss` (`BERTH_TOKEN_ISSUER`), as in the registry's `auth.token.issuer`.
-    pub issuer: String,
-    /// Base URL Berth itself reaches the registry at (`BERTH_REGISTRY_URL`; default
-    /// `http://HOST` for loopback hosts, else `https://HOST`).
-    pub url: String,
-}
 
 /// Claims of a registry token, as distribution reads them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

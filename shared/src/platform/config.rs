@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::credentials::registry_token::RegistrySettings;
 
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -19,6 +18,20 @@ pub const DEFAULT_TOKEN_ISSUER: &str = "berth";
 pub const DEFAULT_ACCOUNT_TOKEN_MAX_SECONDS: u32 = 86_400;
 /// Range `BERTH_ACCOUNT_TOKEN_MAX_SECONDS` may take: a minute to 30 days.
 pub const ACCOUNT_TOKEN_MAX_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 60..=2_592_000;
+
+/// Who signs registry tokens and for which registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// Host clients use (`BERTH_REGISTRY_HOST`), e.g. `127.0.0.1:5000`.
+    pub host: String,
+    /// The registry's `service` (`BERTH_REGISTRY_SERVICE`): the tokens' `aud`.
+    pub service: String,
+    /// The tokens' `iss` (`BERTH_TOKEN_ISSUER`), as in the registry's `auth.token.issuer`.
+    pub issuer: String,
+    /// Base URL Berth itself reaches the registry at (`BERTH_REGISTRY_URL`; default
+    /// `http://HOST` for loopback hosts, else `https://HOST`).
+    pub url: String,
+}
 
 /// A configuration value that is missing or wrong. Displays as one line naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -54,7 +54,7 @@ pub enum ApiError {
         /// The template field or name.
         field: String,
         /// Every problem, in template order.
-        problems: Vec<crate::template::TemplateProblem>,
+        problems: Vec<crate::platform::http::problem::TextProblem>,
     },
     /// A backing service (store, queue, registry) did not answer (503).
     #[error("{0} is unavailable")]
@@ -113,10 +113,10 @@ pub const MAX_LISTED_PROBLEMS: usize = 1000;
 /// Most characters of one listed template problem's message.
 const MAX_PROBLEM_MESSAGE_CHARS: usize = 500;
 
-fn template_problem(field: &str, problems: &[crate::template::TemplateProblem]) -> Problem {
+fn template_problem(field: &str, problems: &[crate::platform::http::problem::TextProblem]) -> Problem {
     // Identifiers are the template's text: shown bounded, like any request value.
     let message =
-        |p: &crate::template::TemplateProblem| bounded_text(&p.message, MAX_PROBLEM_MESSAGE_CHARS).into_owned();
+        |p: &crate::platform::http::problem::TextProblem| bounded_text(&p.message, MAX_PROBLEM_MESSAGE_CHARS).into_owned();
     let first: Vec<String> =
         problems.iter().take(3).map(|p| format!("{}: {}: {}", p.position, shown(&p.identifier), message(p))).collect();
     let more = problems.len().saturating_sub(first.len());
@@ -238,8 +238,8 @@ mod tests {
 
     #[test]
     fn template_problems_are_bounded() {
-        let problem = crate::template::TemplateProblem {
-            position: crate::template::Position { line: 1, column: 1 },
+        let problem = crate::platform::http::problem::TextProblem {
+            position: crate::platform::http::problem::Position { line: 1, column: 1 },
             code: "unknown_kind",
             identifier: format!("{{{{ computenest::{}", "\u{202e}".repeat(300)),
             message: format!("unknown kind '{}'", "k".repeat(10_000)),

@@ -5,6 +5,7 @@
 //! ([`bounded_text`]), and a whole detail to [`MAX_DETAIL_CHARS`].
 
 use std::borrow::Cow;
+use std::fmt;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -294,5 +295,41 @@ mod tests {
         assert_eq!(problem.detail.chars().count(), MAX_DETAIL_CHARS + 1);
         assert!(problem.detail.ends_with(CUT));
         assert_eq!(problem.field.as_ref().unwrap().chars().count(), MAX_SHOWN_CHARS + 1);
+    }
+}
+
+/// A 1-based line and column (in characters) in a submitted text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1, counted in characters.
+    pub column: usize,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// One fault at a line:column of a submitted text, such as an identifier of a template that
+/// cannot be rendered: a 422 lists every one ([`crate::platform::http::error::ApiError::Template`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TextProblem {
+    /// Where.
+    pub position: Position,
+    /// Stable code: `malformed_identifier`, `unclosed_identifier`, `unknown_kind`,
+    /// `not_associated`, `not_available`.
+    pub code: &'static str,
+    /// The identifier text (up to 200 characters).
+    pub identifier: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for TextProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.position, self.identifier, self.message)
     }
 }
