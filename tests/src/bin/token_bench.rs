@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use berth_shared::credentials::registry_token::{RegistrySettings, issue};
+use berth_shared::credentials::registry_token::issue;
+use berth_shared::platform::config::RegistrySettings;
 use berth_shared::credentials::scope::parse_scopes;
 use berth_shared::credentials::temporary_key::{KEY_AUDIENCE, KeyGrant, KeyPurpose};
 use berth_shared::names::AccountId;
