@@ -19,6 +19,7 @@ help:
 	@echo "make test          install what tests need, build, run every test"
 	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 hosts"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
+	@echo "make lint          rustfmt check and clippy (every target, warnings are errors)"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
 deps: apt-deps py-deps
@@ -69,6 +70,10 @@ lambda-build: deps
 
 fmt:
 	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 clean:
 	cargo clean

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::client::BerthClient;
+use crate::exit::fail;
 
 /// How to print the key.
 pub struct KeyOutput<'a> {
@@ -89,9 +90,4 @@ fn write_docker_config(dir: &Path, key: &Value) -> Result<std::path::PathBuf, St
     std::io::Write::write_all(&mut file, serde_json::to_string_pretty(&config).expect("JSON").as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("berth: {message}");
-    ExitCode::from(1)
 }

@@ -9,6 +9,7 @@ use berth_shared::names::AccountId;
 
 use berth_shared::platform::http::account::AccountKeys;
 
+use crate::exit::misconfigured;
 use berth_shared::platform::config::Config;
 use berth_shared::platform::pem::generate_private_key_pem;
 
@@ -100,7 +101,7 @@ pub fn print_generated(dir: &Path) -> ExitCode {
             println!("certificate:  {}  (the registry's auth.token.rootcertbundle)", files.certificate.display());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => misconfigured(&e),
     }
 }
 
@@ -111,7 +112,7 @@ pub fn print_generated(dir: &Path) -> ExitCode {
 pub fn print_dev_token(account: &str, ttl_seconds: Option<u64>, data_dir: &Path) -> ExitCode {
     let account = match AccountId::parse(account) {
         Ok(account) => account,
-        Err(e) => return fail(&format!("--account: {e}")),
+        Err(e) => return misconfigured(&format!("--account: {e}")),
     };
     let config = Config::from_lookup(|name| match name {
         "BERTH_DATA_DIR" => Some(data_dir.display().to_string()),
@@ -119,18 +120,18 @@ pub fn print_dev_token(account: &str, ttl_seconds: Option<u64>, data_dir: &Path)
     });
     let config = match config {
         Ok(config) => config,
-        Err(e) => return fail(&format!("configuration: {e}")),
+        Err(e) => return misconfigured(&format!("configuration: {e}")),
     };
     let max = config.account_token_max_seconds;
     let ttl_seconds = ttl_seconds.unwrap_or(max);
     if ttl_seconds > max {
-        return fail(&format!(
+        return misconfigured(&format!(
             "--ttl-seconds: {ttl_seconds} is over the longest account token lifetime, {max} seconds (BERTH_ACCOUNT_TOKEN_MAX_SECONDS)"
         ));
     }
     let path = dev_key_path(data_dir);
     if !path.exists() {
-        return fail(&format!(
+        return misconfigured(&format!(
             "no account key at {}: run `berth serve` once, or set BERTH_ACCOUNT_KEY_FILE",
             path.display()
         ));
@@ -141,11 +142,6 @@ pub fn print_dev_token(account: &str, ttl_seconds: Option<u64>, data_dir: &Path)
             println!("{token}");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e.to_string()),
+        Err(e) => misconfigured(&e.to_string()),
     }
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("berth: {message}");
-    ExitCode::from(2)
 }

@@ -2,6 +2,7 @@
 
 mod client;
 mod credentials;
+mod exit;
 mod keys;
 mod packages;
 mod registry;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::client::BerthClient;
+use crate::exit::fail;
 
 /// What a new version holds, from the command line.
 pub struct Content {
@@ -49,11 +50,6 @@ impl Content {
         }
         Ok(body)
     }
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("berth: {message}");
-    ExitCode::FAILURE
 }
 
 fn print(json: bool, value: &Value, text: impl FnOnce(&Value) -> String) -> ExitCode {

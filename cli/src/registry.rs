@@ -5,24 +5,21 @@ use std::process::ExitCode;
 
 use berth_shared::platform::config::Config;
 
+use crate::exit::misconfigured;
 use crate::keys::signing_files;
 
 /// Prints the config for a registry on `listen` trusting `berth_url`'s tokens.
 pub fn print_config(listen: &str, berth_url: &str, storage: &Path, data_dir: &Path) -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("berth: configuration: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return misconfigured(&format!("configuration: {e}")),
     };
     let certificate = signing_files(data_dir).certificate;
     if !certificate.exists() {
-        eprintln!(
-            "berth: no signing certificate at {}: start `berth serve` once or run `berth keys generate`",
+        return misconfigured(&format!(
+            "no signing certificate at {}: start `berth serve` once or run `berth keys generate`",
             certificate.display()
-        );
-        return ExitCode::from(2);
+        ));
     }
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
     print!(

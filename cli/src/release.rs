@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::client::BerthClient;
+use crate::exit::fail;
 
 /// How often `--watch` reads the release.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -275,11 +276,6 @@ pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> Exi
         }
     }
     ExitCode::SUCCESS
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("berth release: {message}");
-    ExitCode::FAILURE
 }
 
 /// `berth application create NAME`.

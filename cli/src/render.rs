@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::client::BerthClient;
+use crate::exit::fail;
 
 /// What to render and how.
 #[derive(clap::Args)]
@@ -161,9 +162,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     std::io::Write::write_all(&mut file, bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("berth: {message}");
-    ExitCode::from(1)
 }

@@ -16,6 +16,7 @@ use berth_shared::platform::runtime::{Function, finish, serve_http, shutdown_on_
 use berth_shared::platform::store::DocumentStore;
 use berth_shared::platform::telemetry;
 
+use crate::exit::misconfigured;
 use crate::keys::{ensure_dev_key, ensure_signing_key};
 
 type Build = fn(FunctionContext) -> Function;
@@ -37,12 +38,12 @@ pub async fn run(data_dir: PathBuf, listen: String) -> ExitCode {
     });
     let mut config = match config {
         Ok(config) => config,
-        Err(e) => return fail(&format!("configuration: {e}")),
+        Err(e) => return misconfigured(&format!("configuration: {e}")),
     };
     telemetry::init(config.log_format);
     match serve(&mut config).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(&message),
+        Err(message) => misconfigured(&message),
     }
 }
 
@@ -139,9 +140,4 @@ fn save_pending(dir: &Path, function: &str, pending: &[Envelope]) -> Result<(), 
     std::fs::write(&path, body).map_err(|e| format!("{}: {e}", path.display()))?;
     tracing::info!(function, events = pending.len(), "queued events saved for the next start");
     Ok(())
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("berth serve: {message}");
-    ExitCode::from(2)
 }
