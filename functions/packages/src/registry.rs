@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use berth_shared::credentials::registry_token::internal_pull_token;
-use berth_shared::platform::config::RegistrySettings;
 use berth_shared::names::RepositoryName;
 use berth_shared::package::ImageRecord;
+use berth_shared::platform::config::RegistrySettings;
 use berth_shared::platform::jws::SigningKeys;
 
 /// Manifest media types Berth understands (Docker v2 and OCI, manifests and indexes).

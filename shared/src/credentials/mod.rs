@@ -31,8 +31,8 @@ mod tests {
     /// `aud` and `iss` are those of account tokens. Only the type tells them apart, both ways.
     #[test]
     fn other_kinds_of_credential_signed_by_the_same_key_are_refused_both_ways() {
-        use crate::platform::config::RegistrySettings;
         use crate::credentials::temporary_key::{self, KeyPurpose};
+        use crate::platform::config::RegistrySettings;
         use crate::platform::jws::{SigningKey, SigningKeys};
         use crate::platform::pem::pem_block;
 

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::scope::{Access, Scope, grant};
 use crate::credentials::temporary_key::KeyGrant;
 use crate::platform::clock::rfc3339;
+use crate::platform::config::RegistrySettings;
 use crate::platform::jws::SigningKeys;
 use crate::platform::secret::Secret;
-use crate::platform::config::RegistrySettings;
 
 /// Lifetime of a registry token when the key lives longer.
 pub const TOKEN_TTL_SECONDS: u64 = 300;

@@ -115,8 +115,9 @@ const MAX_PROBLEM_MESSAGE_CHARS: usize = 500;
 
 fn template_problem(field: &str, problems: &[crate::platform::http::problem::TextProblem]) -> Problem {
     // Identifiers are the template's text: shown bounded, like any request value.
-    let message =
-        |p: &crate::platform::http::problem::TextProblem| bounded_text(&p.message, MAX_PROBLEM_MESSAGE_CHARS).into_owned();
+    let message = |p: &crate::platform::http::problem::TextProblem| {
+        bounded_text(&p.message, MAX_PROBLEM_MESSAGE_CHARS).into_owned()
+    };
     let first: Vec<String> =
         problems.iter().take(3).map(|p| format!("{}: {}: {}", p.position, shown(&p.identifier), message(p))).collect();
     let more = problems.len().saturating_sub(first.len());
