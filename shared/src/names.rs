@@ -19,10 +19,8 @@ pub struct AccountId(String);
 /// Why a string is not an [`AccountId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountIdError {
-    /// Empty.
     #[error("account id is empty")]
     Empty,
-    /// Too long.
     #[error("account id is longer than {MAX_ACCOUNT_ID_LEN} characters")]
     TooLong,
     /// Not one registry path component.
@@ -116,7 +114,6 @@ pub struct RepositoryName(String);
 /// Why a string is not a repository name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RepositoryNameError {
-    /// Empty.
     #[error("repository name is empty")]
     Empty,
     /// Over [`MAX_REPOSITORY_NAME`].

@@ -130,7 +130,6 @@ pub struct CreatePackageRequest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVersionRequest {
-    /// The version.
     #[serde(flatten)]
     pub version: VersionSpec,
     /// Idempotency token.
@@ -155,11 +154,8 @@ pub struct UpdatePackageRequest {
 pub struct Package {
     /// Name, unique in the account; also its id.
     pub name: String,
-    /// Description.
     pub description: String,
-    /// Resource group.
     pub resource_group: String,
-    /// Tags.
     pub tags: Vec<Tag>,
     /// Type; every version has it.
     #[serde(rename = "type")]
@@ -650,18 +646,14 @@ pub struct ClientTokenRecord {
     pub operation: String,
     /// SHA-256 of the request body (without the token), to refuse a token reused for another request.
     pub request_digest: String,
-    /// The package.
     pub package: String,
-    /// The version.
     pub version: String,
 }
 
 /// Event: a version was submitted and waits for its publish check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionSubmitted {
-    /// The package.
     pub package: String,
-    /// The version.
     pub version: String,
 }
 

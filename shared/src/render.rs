@@ -129,7 +129,6 @@ impl<'a> Template<'a> {
         Self { text, format: TemplateFormat::detect(text), identifiers, problems }
     }
 
-    /// Its format.
     pub fn format(&self) -> TemplateFormat {
         self.format
     }
@@ -473,7 +472,6 @@ impl RenderOptions {
 pub struct PullKeySummary {
     /// The registry it logs in to.
     pub registry: String,
-    /// Its username.
     pub username: String,
     /// The repositories it reaches, and nothing else.
     pub repositories: Vec<RepositoryName>,

@@ -71,7 +71,6 @@ impl IdentifierKind {
 /// nothing per identifier).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identifier<'t> {
-    /// Its kind.
     pub kind: IdentifierKind,
     /// `computenest::KIND::NAME` as written, without braces or spaces: the key relations use.
     pub key: &'t str,

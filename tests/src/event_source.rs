@@ -37,7 +37,6 @@ pub struct Record {
     pub message_id: String,
     /// `ApproximateReceiveCount` when it was received for this batch.
     pub receive_count: u32,
-    /// The body.
     pub body: String,
 }
 

@@ -12,9 +12,7 @@ use crate::registry::{Registry, SERVICE, oci_image, skopeo};
 pub struct Stack {
     /// Working directory (data, logs, image layouts).
     pub dir: tempfile::TempDir,
-    /// Berth.
     pub berth: BerthServe,
-    /// The registry.
     pub registry: Registry,
     /// An HTTP client.
     pub http: reqwest::Client,

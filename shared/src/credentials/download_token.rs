@@ -19,9 +19,7 @@ pub struct DownloadGrant {
     pub sub: AccountId,
     /// Always [`DOWNLOAD_AUDIENCE`].
     pub aud: String,
-    /// The package.
     pub package: String,
-    /// The version.
     pub version: String,
     /// The file's name.
     pub file_name: String,

@@ -85,7 +85,6 @@ pub struct TemporaryKey {
     pub username: String,
     /// Password: a signed grant. Never logged.
     pub password: Secret<String>,
-    /// Purpose.
     pub purpose: KeyPurpose,
     /// RFC 3339 expiry.
     pub expires_at: String,
@@ -227,7 +226,6 @@ pub struct KeyRequest {
 /// A validated key request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidKeyRequest {
-    /// Purpose.
     pub purpose: KeyPurpose,
     /// Full repository names, if limited.
     pub repositories: Option<Vec<RepositoryName>>,

@@ -41,7 +41,6 @@ pub enum StoreError {
     /// The document is not valid JSON of the expected type, or is too large.
     #[error("{path} is not a valid document: {reason}")]
     Corrupt {
-        /// The path.
         path: String,
         /// Why.
         reason: String,

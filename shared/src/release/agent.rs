@@ -28,7 +28,6 @@ pub struct PullResult {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Its output.
     #[serde(default)]
     pub output: StepOutput,
     /// When.
@@ -148,7 +147,6 @@ pub fn join_logs(mut head: HostLogs, parts: Vec<LogPart>) -> HostLogs {
 pub struct Report {
     /// The job this reports on, as it was handed out.
     pub job_id: String,
-    /// The release.
     pub release: String,
     /// The job's kind.
     pub kind: JobKind,
@@ -156,7 +154,6 @@ pub struct Report {
     pub ok: bool,
     /// The step that failed, or the last one run.
     pub step: Step,
-    /// Its exit code.
     #[serde(default)]
     pub exit_code: Option<i32>,
     /// Why it failed (timeout, could not start bash, ...).
@@ -182,7 +179,6 @@ pub enum JobKind {
 pub struct Job {
     /// Names this job: the report must carry it back ([`job_id`]).
     pub job_id: String,
-    /// The release.
     pub release: String,
     /// Pull, or run.
     pub kind: JobKind,
@@ -196,11 +192,8 @@ pub struct Job {
     pub username: String,
     /// Pull key password (a short-lived grant for this image only). Never logged.
     pub password: String,
-    /// Working directory.
     pub working_directory: String,
-    /// Stop script.
     pub stop_script: String,
-    /// Start script.
     pub start_script: String,
     /// Per-step timeout.
     pub step_timeout_seconds: u64,

@@ -8,14 +8,10 @@ use super::*;
 #[serde(untagged)]
 pub enum DeploymentImage {
     /// A full address, `REGISTRY/NAMESPACE/REPOSITORY:TAG` or `...@sha256:...`.
-    Address {
-        /// The address.
-        address: String,
-    },
+    Address { address: String },
     /// An image of a published (`Available`) ContainerImage package version, pinned to the
     /// digest its publish check found. Resolved with [`image_from_package`] before validation.
     Package {
-        /// The package.
         package: String,
         /// The version's name.
         version: String,
@@ -180,7 +176,6 @@ pub enum RegistryEndpoint {
 pub struct DeploymentRequest {
     /// Its name, unique in the application.
     pub name: String,
-    /// The image.
     pub image: DeploymentImage,
     /// Absolute directory the scripts run in; created if missing.
     pub working_directory: String,
@@ -206,7 +201,6 @@ pub struct DeploymentRequest {
 /// A validated deployment revision, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
-    /// Its name.
     pub name: String,
     /// The image, resolved.
     pub image: ImageRef,

@@ -19,7 +19,6 @@ pub enum PauseMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
-    /// The application.
     pub application: String,
     /// The deployment (of the application) to release.
     pub deployment: String,

@@ -33,10 +33,7 @@ pub enum Phase {
     /// Pulling on every host.
     Pulling,
     /// Running batch `batch` (from 0).
-    Batch {
-        /// The batch.
-        batch: usize,
-    },
+    Batch { batch: usize },
     /// Waiting before batch `next` until `until` (seconds since the epoch).
     Waiting {
         /// The next batch.
@@ -56,11 +53,9 @@ pub enum Phase {
 /// A release as stored in `releases/{id}/release.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
-    /// Its id.
     pub id: String,
     /// The owning account.
     pub account: AccountId,
-    /// The application.
     pub application: String,
     /// The group released to.
     pub group: String,
@@ -68,7 +63,6 @@ pub struct Release {
     pub group_kind: GroupKind,
     /// The deployment, as it was when the release was created.
     pub deployment: Deployment,
-    /// The options.
     pub options: ReleaseOptions,
     /// Hosts, by batch.
     pub batches: Vec<Vec<String>>,
@@ -81,9 +75,7 @@ pub struct Release {
     /// Why it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Created at.
     pub created_at: u64,
-    /// Finished at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
 }

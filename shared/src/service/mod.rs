@@ -71,7 +71,6 @@ pub struct ServiceTemplate {
 pub struct Service {
     /// Name, unique in the account; also its id.
     pub name: String,
-    /// Templates.
     pub templates: Vec<ServiceTemplate>,
     /// Relations keyed by `computenest::KIND::NAME` (no braces, no spaces).
     pub relations: BTreeMap<String, ArtifactRef>,
@@ -109,14 +108,12 @@ pub struct PutServiceRequest {
 pub struct PlannedRelation {
     /// The identifier kind.
     pub kind: IdentifierKind,
-    /// The target.
     pub target: ArtifactRef,
 }
 
 /// A service definition, parsed and validated, awaiting the existence checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePlan {
-    /// Templates.
     pub templates: Vec<ServiceTemplate>,
     /// Relations keyed by identifier key.
     pub relations: BTreeMap<String, PlannedRelation>,
@@ -267,7 +264,6 @@ pub fn services_prefix(account: &AccountId) -> String {
 /// The marker a service leaves on each package it uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageUser {
-    /// The service.
     pub service: String,
 }
 

@@ -52,17 +52,13 @@ pub enum AccountKeyError {
     /// The key file could not be read.
     #[error("cannot read account key file {path}: {source}")]
     Read {
-        /// The path.
         path: String,
         /// The cause.
         source: std::io::Error,
     },
     /// The file is not a P-256 key in PEM.
     #[error("account key file {path} is not a P-256 EC key in PEM (PUBLIC KEY or PKCS#8 PRIVATE KEY)")]
-    Format {
-        /// The path.
-        path: String,
-    },
+    Format { path: String },
     /// Only a public key is configured, so tokens cannot be issued here.
     #[error("no private account key is configured; tokens can only be verified")]
     CannotIssue,

@@ -111,7 +111,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// HTTP Basic credentials (a registry client logging in with a temporary key).
 #[derive(Debug)]
 pub struct BasicAuth {
-    /// The username.
     pub username: String,
     /// The password. Never logged.
     pub password: Secret<String>,
