@@ -58,7 +58,7 @@ bench: deps
 	cargo run --release -q -p berth-tests --bin token-bench
 	cargo run --release -q -p berth-tests --bin render-bench
 	cargo run --release -q -p berth-tests --bin lambda-bench
-	cargo bench -q -p berth-releases --bench fanout
+	cargo run --release -q -p berth-tests --bin fanout-bench
 
 lambda-build: deps
 	@# -p: only the functions' own features, not the whole workspace's (the test crate's made them ~6% larger).

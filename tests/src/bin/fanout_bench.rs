@@ -6,7 +6,8 @@
 //! store writes and queue messages per host, and the batch-to-batch overhead (last report of
 //! a batch until the first job of the next is handed out).
 
-#[path = "../tests/common/mod.rs"]
+// The in-process call the releases tests use, shared rather than copied.
+#[path = "../../../functions/releases/tests/common/mod.rs"]
 mod common;
 
 use common::call;
