@@ -20,19 +20,36 @@ impl Engine {
             }
         }
         let now = unix_now();
-        for (path, entry) in store.list::<LeaseIndex>(layout::LEASES).await.map_err(retry)? {
+        // Each lease on its own: one unreadable entry, or one group whose scaling cannot be
+        // resumed now, must not keep every other group's scaling paused.
+        let mut failed = 0;
+        for path in store.list_paths(layout::LEASES).await.map_err(retry)? {
             let id = layout::stem(&path).to_owned();
-            let release = self.state(&id).await.map_err(retry)?;
-            let scaling = store.get::<ScalingState>(&layout::scaling(&entry.value.group)).await.map_err(retry)?;
-            let ended = release.as_ref().is_none_or(|r| r.value.status.is_terminal());
-            let expired = scaling
-                .as_ref()
-                .and_then(|s| s.value.lease.as_ref())
-                .is_none_or(|lease| lease.release != id || lease.expires_at <= now);
-            if ended || expired {
-                tracing::info!(release = %id, ended, expired, "reaping scaling lease");
-                self.resume(&entry.value.group, &id).await.map_err(retry)?;
+            if let Err(error) = self.reap(&path, &id, now).await {
+                failed += 1;
+                tracing::warn!(release = %id, %error, "sweep could not check a scaling lease; going on with the others");
             }
+        }
+        if failed > 0 {
+            return Err(EventError::Retry(format!("{failed} scaling lease(s) could not be checked")));
+        }
+        Ok(())
+    }
+
+    /// Resumes the scaling a lease holds if its release ended or the lease expired.
+    async fn reap(&self, path: &str, id: &str, now: u64) -> Result<(), StoreError> {
+        let store = self.store();
+        let Some(entry) = store.get::<LeaseIndex>(path).await? else { return Ok(()) };
+        let release = self.state(id).await?;
+        let scaling = store.get::<ScalingState>(&layout::scaling(&entry.value.group)).await?;
+        let ended = release.as_ref().is_none_or(|r| r.value.status.is_terminal());
+        let expired = scaling
+            .as_ref()
+            .and_then(|s| s.value.lease.as_ref())
+            .is_none_or(|lease| lease.release != id || lease.expires_at <= now);
+        if ended || expired {
+            tracing::info!(release = %id, ended, expired, "reaping scaling lease");
+            self.resume(&entry.value.group, id).await?;
         }
         Ok(())
     }
@@ -152,5 +169,18 @@ mod tests {
         assert!(scaling(&engine, &live).await.paused, "a live lease stays");
         let left = engine.store().list_paths(layout::LEASES).await.unwrap();
         assert_eq!(left, [layout::lease("r-live")]);
+        // A corrupt entry is reported (the sweep is retried) and the others are still reaped.
+        engine
+            .store()
+            .put_object(&layout::lease("r-corrupt"), axum::body::Bytes::from_static(b"{not json"))
+            .await
+            .unwrap();
+        let after = group("z-after");
+        leased(&engine, &after, "r-z-after", now - 1).await;
+        assert!(engine.sweep().await.is_err(), "the bad entry is reported");
+        let state = scaling(&engine, &after).await;
+        assert_eq!((state.paused, state.resumes), (false, 1), "the lease after the bad one was reaped");
+        let left = engine.store().list_paths(layout::LEASES).await.unwrap();
+        assert_eq!(left, [layout::lease("r-corrupt"), layout::lease("r-live")]);
     }
 }
