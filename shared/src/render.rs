@@ -8,8 +8,8 @@
 //! into a [`Rendered`], which is never copied whole: answers send its pieces. The pull key that
 //! `acr::dockerconfigjson` / `helm::dockerconfigjson` stand for is minted by the caller between
 //! `plan` and `render`, scoped to [`Plan::repositories`]: exactly the repositories the template
-//! references. [`render_template`] runs the three steps for the HTTP routes; `file::` values are
-//! signed download URLs ([`download_url`]) served by the render function.
+//! references. The render function runs the three steps around its store look-ups; `file::`
+//! values are signed download URLs ([`crate::credentials::download_token::download_url`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
