@@ -139,6 +139,8 @@ pub struct Config {
     pub queue_max_attempts: u32,
     /// `BERTH_QUEUE_VISIBILITY_SECONDS`: how long a received event stays hidden before redelivery.
     pub queue_visibility: Duration,
+    /// What one client may hold of the HTTP server (not under Lambda, where API Gateway does).
+    pub http_limits: HttpLimits,
     /// `BERTH_ACCOUNT_KEY_FILE`: PEM key verifying account tokens (a private key also issues them).
     pub account_key_file: Option<PathBuf>,
     /// `BERTH_ACCOUNT_ISSUER`: expected `iss` of account tokens (default `berth-accounts`,
@@ -234,6 +236,21 @@ impl Config {
         };
         let queue_max_attempts = parse_number(&get, "BERTH_QUEUE_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1..=100)?;
         let visibility = parse_number(&get, "BERTH_QUEUE_VISIBILITY_SECONDS", 30, 1..=43_200)?;
+        let http_limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(u64::from(parse_number(
+                &get,
+                "BERTH_HTTP_HEADER_TIMEOUT_SECONDS",
+                10,
+                1..=300,
+            )?)),
+            body_idle_timeout: Duration::from_secs(u64::from(parse_number(
+                &get,
+                "BERTH_HTTP_BODY_TIMEOUT_SECONDS",
+                30,
+                1..=3600,
+            )?)),
+            max_connections: parse_number(&get, "BERTH_HTTP_MAX_CONNECTIONS", 1024, 1..=65_536)? as usize,
+        };
 
         let account_key_file = get("BERTH_ACCOUNT_KEY_FILE").map(PathBuf::from);
         if let Some(path) = &account_key_file
@@ -351,6 +368,7 @@ impl Config {
             queue,
             queue_max_attempts,
             queue_visibility: Duration::from_secs(u64::from(visibility)),
+            http_limits,
             account_key_file,
             account_issuer,
             account_token_max_seconds,
@@ -378,6 +396,29 @@ fn parse_public_url(raw: &str) -> Result<String, String> {
         return Err(bad("must have no query or fragment"));
     }
     Ok(url.to_owned())
+}
+
+/// Bounds on what HTTP clients may hold: a client that sends its headers, or its body, a byte
+/// at a time is cut off, and connections past the limit wait to be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `BERTH_HTTP_HEADER_TIMEOUT_SECONDS` (10): a request's headers must arrive within it; also
+    /// how long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// `BERTH_HTTP_BODY_TIMEOUT_SECONDS` (30): longest wait for the next part of a request body.
+    pub body_idle_timeout: Duration,
+    /// `BERTH_HTTP_MAX_CONNECTIONS` (1024): open connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
 }
 
 fn parse_number(

@@ -12,7 +12,7 @@ use lambda_runtime::{LambdaEvent, Service, service_fn};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::config::Config;
+use crate::platform::config::{Config, HttpLimits};
 use crate::platform::context::{FunctionContext, SHUTDOWN_GRACE};
 use crate::platform::events::{ConsumerOptions, EventHandler, consume, handle_sqs_batch};
 use crate::platform::http::error::ApiError;
@@ -78,13 +78,54 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-/// Serves `router` on `listener` until `shutdown`, letting in-flight requests finish.
+/// Serves `router` on `listener` until `shutdown`, letting in-flight requests finish (for up to
+/// [`SHUTDOWN_GRACE`]). Unlike `axum::serve`, every connection is bounded: its headers must
+/// arrive within `limits.header_read_timeout`, each part of its body within
+/// `limits.body_idle_timeout` (a 408 otherwise), and at most `limits.max_connections` are open
+/// at once; the next waits in the listen backlog.
 pub async fn serve_http(
     router: Router,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
+    limits: HttpLimits,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that went away, or timed out, is not an error of the server's.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the shutdown grace; stopping anyway");
+    }
+    Ok(())
 }
 
 /// Whether this process was started by the Lambda runtime.
@@ -117,11 +158,11 @@ pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Fun
         Ok(context) => context,
         Err(error) => return startup_failed(name, &error.to_string()),
     };
-    let listen = context.config.listen;
+    let (listen, limits) = (context.config.listen, context.config.http_limits);
     let queue = context.queue.clone();
     let function = build(context);
     let result =
-        if under_lambda() { run_lambda(function).await } else { run_standalone(function, listen, queue).await };
+        if under_lambda() { run_lambda(function).await } else { run_standalone(function, listen, limits, queue).await };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -139,6 +180,7 @@ fn startup_failed(name: &str, message: &str) -> ExitCode {
 async fn run_standalone(
     function: Function,
     listen: std::net::SocketAddr,
+    limits: HttpLimits,
     queue: crate::platform::queue::SharedQueue,
 ) -> Result<(), lambda_runtime::Error> {
     let shutdown = shutdown_on_signal();
@@ -147,7 +189,7 @@ async fn run_standalone(
         .map(|handler| tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone())));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(function = function.name, %listen, "serving");
-    serve_http(finish(function.router, vec![function.name]), listener, shutdown).await?;
+    serve_http(finish(function.router, vec![function.name]), listener, shutdown, limits).await?;
     if let Some(consumer) = consumer {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, consumer).await;
     }
@@ -202,6 +244,63 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt as _;
+
+    /// A server with one-second limits and room for two connections, on a free port.
+    async fn limited() -> (std::net::SocketAddr, CancellationToken) {
+        let router = Router::new()
+            .route("/fine", get(|| async { "fine" }))
+            .route("/upload", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(1),
+            body_idle_timeout: std::time::Duration::from_secs(1),
+            max_connections: 2,
+        };
+        tokio::spawn(serve_http(router, listener, shutdown.clone(), limits));
+        (address, shutdown)
+    }
+
+    /// Sends `head` and waits for the server to answer or close; returns what came back.
+    async fn exchange(address: std::net::SocketAddr, head: &str) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the server neither answered nor closed: {}", String::from_utf8_lossy(&answer));
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn slow_headers_and_slow_bodies_are_cut_off_and_connections_are_bounded() {
+        let (address, shutdown) = limited().await;
+        // Headers that never end: the connection is closed after the header timeout.
+        let started = std::time::Instant::now();
+        let answer = exchange(address, "GET /fine HTTP/1.1\r\nHost: x\r\n").await;
+        assert!(!answer.contains("fine"), "{answer}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A body that stops: answered (not held) once the body timeout passes.
+        let answer = exchange(address, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab").await;
+        assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Two silent connections take both places; a third is served only once they are cut.
+        let hold = |address| async move {
+            let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            drop(stream);
+        };
+        let holders = [tokio::spawn(hold(address)), tokio::spawn(hold(address))];
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let answer = exchange(address, "GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("fine"), "{answer}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(600), "it waited for a place");
+        for holder in holders {
+            holder.await.unwrap();
+        }
+        shutdown.cancel();
+    }
 
     async fn boom() -> &'static str {
         panic!("request data: {}", "secret-value")
