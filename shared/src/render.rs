@@ -24,7 +24,9 @@ use crate::names::RepositoryName;
 use crate::package::{ImageRecord, PackageVersion, VersionStatus};
 use crate::platform::http::error::ApiError;
 use crate::service::{ArtifactRef, package_type_for};
-use crate::template::{self, Identifier, IdentifierKind, MAX_TEMPLATE_BYTES, Position, TemplateProblem};
+use crate::template::{
+    self, Identifier, IdentifierKind, MAX_TEMPLATE_BYTES, Position, TemplateProblem, TemplateProblems,
+};
 
 /// The text format of a template; decides how values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,7 +116,7 @@ pub struct Template<'a> {
     text: &'a str,
     format: TemplateFormat,
     identifiers: Vec<Identifier<'a>>,
-    problems: Vec<TemplateProblem>,
+    problems: TemplateProblems,
 }
 
 impl<'a> Template<'a> {
@@ -152,8 +154,8 @@ impl<'a> Template<'a> {
         associations: &BTreeMap<String, Association>,
         registry_host: &str,
         pin_digests: bool,
-    ) -> Result<Plan<'a>, Vec<TemplateProblem>> {
-        let mut problems = self.problems.clone();
+    ) -> Result<Plan<'a>, TemplateProblems> {
+        let mut problems = TemplateProblems::default();
         let mut substitutions = Vec::with_capacity(self.identifiers.len());
         let mut repositories = BTreeSet::new();
         let mut decided: HashMap<&str, Result<Arc<str>, (&'static str, String)>> = HashMap::new();
@@ -193,10 +195,9 @@ impl<'a> Template<'a> {
                 }),
             }
         }
-        if !problems.is_empty() {
+        if problems.total() > 0 || self.problems.total() > 0 {
             // Scan problems and association problems were collected apart; report in text order.
-            problems.sort_by_key(|p| p.position);
-            return Err(problems);
+            return Err(self.problems.clone().merge(problems));
         }
         Ok(Plan { format: self.format, substitutions, repositories: repositories.into_iter().collect() })
     }

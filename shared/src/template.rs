@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-pub use crate::platform::http::problem::{Position, TextProblem as TemplateProblem};
+pub use crate::platform::http::problem::{Position, TextProblem as TemplateProblem, TextProblems as TemplateProblems};
 
 /// Largest template accepted.
 pub const MAX_TEMPLATE_BYTES: usize = 10 << 20;
@@ -131,11 +131,11 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 /// Finds every identifier, and every `{{ computenest::...` that is not a valid one.
-pub fn scan(text: &str) -> (Vec<Identifier<'_>>, Vec<TemplateProblem>) {
+pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
     let bytes = text.as_bytes();
     let mut lines = Lines::new(text);
     let mut found = Vec::new();
-    let mut problems = Vec::new();
+    let mut problems = TemplateProblems::default();
     let opening = memchr::memmem::Finder::new(b"{{");
     let mut from = 0;
     while let Some(offset) = opening.find(&bytes[from..]) {

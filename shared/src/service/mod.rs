@@ -152,7 +152,7 @@ pub fn relation_key(field: &str, written: &str) -> Result<(IdentifierKind, Strin
     let trimmed = written.trim();
     let text = if trimmed.starts_with("{{") { trimmed.to_owned() } else { format!("{{{{{trimmed}}}}}") };
     let (found, problems) = crate::template::scan(&text);
-    match (found.as_slice(), problems.as_slice()) {
+    match (found.as_slice(), &problems[..]) {
         ([one], []) if one.span == (0..text.len()) => {
             if one.kind.is_credential() {
                 return Err(ApiError::invalid(

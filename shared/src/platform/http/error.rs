@@ -49,12 +49,12 @@ pub enum ApiError {
         limit: usize,
     },
     /// A template cannot be rendered: every offending identifier with its line:column (422).
-    #[error("{field}: {} problem(s)", problems.len())]
+    #[error("{field}: {} problem(s)", problems.total())]
     Template {
         /// The template field or name.
         field: String,
         /// Every problem, in template order.
-        problems: Vec<crate::platform::http::problem::TextProblem>,
+        problems: crate::platform::http::problem::TextProblems,
     },
     /// A backing service (store, queue, registry) did not answer (503).
     #[error("{0} is unavailable")]
@@ -108,26 +108,23 @@ impl ApiError {
     }
 }
 
-/// Most template problems listed in one answer; the detail counts the rest.
-pub const MAX_LISTED_PROBLEMS: usize = 1000;
 /// Most characters of one listed template problem's message.
 const MAX_PROBLEM_MESSAGE_CHARS: usize = 500;
 
-fn template_problem(field: &str, problems: &[crate::platform::http::problem::TextProblem]) -> Problem {
+fn template_problem(field: &str, problems: &crate::platform::http::problem::TextProblems) -> Problem {
     // Identifiers are the template's text: shown bounded, like any request value.
     let message = |p: &crate::platform::http::problem::TextProblem| {
         bounded_text(&p.message, MAX_PROBLEM_MESSAGE_CHARS).into_owned()
     };
     let first: Vec<String> =
         problems.iter().take(3).map(|p| format!("{}: {}: {}", p.position, shown(&p.identifier), message(p))).collect();
-    let more = problems.len().saturating_sub(first.len());
-    let mut detail = format!("{} identifier problem(s) in {}: {}", problems.len(), shown(field), first.join("; "));
+    let more = problems.total().saturating_sub(first.len());
+    let mut detail = format!("{} identifier problem(s) in {}: {}", problems.total(), shown(field), first.join("; "));
     if more > 0 {
         detail.push_str(&format!("; and {more} more"));
     }
     let listed = problems
         .iter()
-        .take(MAX_LISTED_PROBLEMS)
         .map(|p| {
             serde_json::json!({
                 "line": p.position.line, "column": p.position.column, "code": p.code,
@@ -245,7 +242,14 @@ mod tests {
             identifier: format!("{{{{ computenest::{}", "\u{202e}".repeat(300)),
             message: format!("unknown kind '{}'", "k".repeat(10_000)),
         };
-        let shown = serde_json::to_string(&template_problem("template", &vec![problem; 5])).unwrap();
+        let shown = serde_json::to_string(&template_problem("template", &{
+            let mut problems = crate::platform::http::problem::TextProblems::default();
+            for _ in 0..5 {
+                problems.push(problem.clone());
+            }
+            problems
+        }))
+        .unwrap();
         assert!(shown.len() < 16 << 10, "{} bytes", shown.len());
         assert!(!shown.contains('\u{202e}') && !shown.contains(&"k".repeat(MAX_SHOWN_CHARS + 1)));
     }

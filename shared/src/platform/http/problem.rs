@@ -333,3 +333,78 @@ impl fmt::Display for TextProblem {
         write!(f, "{}: {}: {}", self.position, self.identifier, self.message)
     }
 }
+
+/// Most text problems a 422 lists (and keeps in memory); the rest are only counted.
+pub const MAX_LISTED_PROBLEMS: usize = 1000;
+
+/// The problems of one text, in text order: the first [`MAX_LISTED_PROBLEMS`] kept, every one
+/// counted. A hostile text of a million bad identifiers holds a thousand problems, not a
+/// million.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextProblems {
+    listed: Vec<TextProblem>,
+    total: usize,
+}
+
+impl TextProblems {
+    /// Adds a problem that comes after every one added so far.
+    pub fn push(&mut self, problem: TextProblem) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED_PROBLEMS {
+            self.listed.push(problem);
+        }
+    }
+
+    /// How many problems there were, listed or not.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Both lists, in text order. Each holds its own first problems, so the first
+    /// [`MAX_LISTED_PROBLEMS`] of the two together are among them.
+    pub fn merge(mut self, other: TextProblems) -> TextProblems {
+        self.total += other.total;
+        self.listed.extend(other.listed);
+        self.listed.sort_by_key(|p| p.position);
+        self.listed.truncate(MAX_LISTED_PROBLEMS);
+        self
+    }
+}
+
+impl std::ops::Deref for TextProblems {
+    type Target = [TextProblem];
+
+    fn deref(&self) -> &[TextProblem] {
+        &self.listed
+    }
+}
+
+#[cfg(test)]
+mod text_problem_tests {
+    use super::*;
+
+    fn at(line: usize) -> TextProblem {
+        TextProblem {
+            position: Position { line, column: 1 },
+            code: "x",
+            identifier: String::new(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_million_problems_keep_a_thousand_and_count_the_rest() {
+        let mut scanned = TextProblems::default();
+        for line in (1..=1_000_000).step_by(2) {
+            scanned.push(at(line));
+        }
+        let mut planned = TextProblems::default();
+        for line in (2..=1_000_000).step_by(2) {
+            planned.push(at(line));
+        }
+        let all = scanned.merge(planned);
+        assert_eq!((all.total(), all.len()), (1_000_000, MAX_LISTED_PROBLEMS));
+        let lines: Vec<usize> = all.iter().map(|p| p.position.line).collect();
+        assert_eq!(lines, (1..=MAX_LISTED_PROBLEMS).collect::<Vec<_>>(), "the first thousand, in order");
+    }
+}
