@@ -146,13 +146,22 @@ impl RegistryClient {
             return Err(RegistryError::Unexpected(format!("{status} for {repository}/{path}")));
         }
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| RegistryError::Unreachable(without_url(&e)))?;
-        if body.len() > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::Unexpected(format!(
-                "{repository}/{path} is larger than {MAX_MANIFEST_BYTES} bytes"
-            )));
+        let too_large =
+            || RegistryError::Unexpected(format!("{repository}/{path} is larger than {MAX_MANIFEST_BYTES} bytes"));
+        // Bounded while read: a declared length over the limit is refused before any byte, and
+        // a body that runs past it is dropped at the chunk that crosses it.
+        if response.content_length().is_some_and(|length| length > MAX_MANIFEST_BYTES as u64) {
+            return Err(too_large());
         }
-        Ok((headers, body.to_vec()))
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| RegistryError::Unreachable(without_url(&e)))? {
+            if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((headers, body))
     }
 
     /// Resolves `repository:tag`: digest, media type, size, platforms.
@@ -189,6 +198,12 @@ impl RegistryClient {
         let config_media_type = config.media_type.clone();
         let mut platforms = Vec::new();
         if config_media_type.as_deref() != Some(HELM_CONFIG_TYPE) {
+            // The tenant's manifest names the blob: only a well-formed digest becomes a path.
+            if !is_sha256_digest(&config.digest) {
+                return Err(RegistryError::Unexpected(format!(
+                    "{repository}:{tag}: config digest is not sha256:<hex>"
+                )));
+            }
             let (_, blob) = self.read(repository, &format!("blobs/{}", config.digest), "*/*").await?;
             if let Ok(image) = serde_json::from_slice::<ImageConfig>(&blob)
                 && let (Some(os), Some(architecture)) = (image.os, image.architecture)
@@ -198,6 +213,13 @@ impl RegistryClient {
         }
         Ok(ResolvedImage { digest, media_type, size, platforms, config_media_type })
     }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_sha256_digest(value: &str) -> bool {
+    value
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// A reqwest error's message without the URL (which carries nothing secret, but keeps
@@ -253,6 +275,26 @@ pub fn record_resolution(image: &mut ImageRecord, outcome: Result<ResolvedImage,
         }
         Err(RegistryError::Unexpected(why)) => {
             image.failure = Some(ImageFailure { code: "registry_error".into(), message: why });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_digests_become_blob_paths() {
+        assert!(is_sha256_digest(&format!("sha256:{}", "a1".repeat(32))));
+        for bad in [
+            String::new(),
+            "sha256:".into(),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}/../../manifests/x", "a".repeat(64)),
+            format!("sha512:{}", "a".repeat(128)),
+            format!("sha256:{}", "a".repeat(63)),
+        ] {
+            assert!(!is_sha256_digest(&bad), "{bad}");
         }
     }
 }
