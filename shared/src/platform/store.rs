@@ -121,11 +121,13 @@ impl DocumentStore {
         Self { inner: Arc::new(InMemory::new()), swap: Swap::Native, label: "memory" }
     }
 
-    /// A store under a local directory, created if missing.
+    /// A store under a local directory, created if missing. Staging files that a crashed
+    /// writer left (older than a minute, so never a live writer's) are removed.
     pub fn local(root: PathBuf) -> Result<Self, StoreError> {
         let locks = root.join(".locks");
         std::fs::create_dir_all(&locks)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", locks.display())))?;
+        remove_stale_staging(&root, std::time::Duration::from_secs(60));
         let store = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| StoreError::Backend(e.to_string()))?);
         Ok(Self { inner: store.clone(), swap: Swap::Local { store, locks }, label: "file" })
     }
@@ -151,6 +153,15 @@ impl DocumentStore {
     pub async fn create<T: Serialize>(&self, path: &str, value: &T) -> Result<Version, StoreError> {
         let location = parse_path(path)?;
         let bytes = encode(path, value)?;
+        if let Swap::Local { store, locks } = &self.swap {
+            // Under the document's lock like every other local write, and made durable.
+            let file = store.path_to_filesystem(&location).map_err(backend)?;
+            let lock = lock_path(locks, path);
+            let path = path.to_owned();
+            return tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, Expect::Absent, Some(&bytes)))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
         let options = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.inner.put_opts(&location, PutPayload::from(bytes.clone()), options).await {
             Ok(result) => self.version_after_put(result.e_tag, &bytes, &location).await,
@@ -182,9 +193,11 @@ impl DocumentStore {
                 let lock = lock_path(locks, path);
                 let expected = expected.clone();
                 let path = path.to_owned();
-                tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, Some(&expected), Some(&bytes)))
-                    .await
-                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                tokio::task::spawn_blocking(move || {
+                    local_swap(&file, &lock, &path, Expect::At(&expected), Some(&bytes))
+                })
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?
             }
         }
     }
@@ -198,9 +211,11 @@ impl DocumentStore {
             let file = store.path_to_filesystem(&location).map_err(backend)?;
             let lock = lock_path(locks, path);
             let path = path.to_owned();
-            return tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, None, Some(&bytes)))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            return tokio::task::spawn_blocking(move || {
+                local_swap(&file, &lock, &path, Expect::Anything, Some(&bytes))
+            })
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         let result = self.inner.put(&location, PutPayload::from(bytes.clone())).await.map_err(backend)?;
         self.version_after_put(result.e_tag, &bytes, &location).await
@@ -213,9 +228,11 @@ impl DocumentStore {
             let file = store.path_to_filesystem(&location).map_err(backend)?;
             let lock = lock_path(locks, path);
             let path = path.to_owned();
-            return tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, None, None).map(|_| ()))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            return tokio::task::spawn_blocking(move || {
+                local_swap(&file, &lock, &path, Expect::Anything, None).map(|_| ())
+            })
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         match self.inner.delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -335,47 +352,109 @@ async fn backoff(attempt: usize) {
     tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
 }
 
-/// The locked read-compare-write of the local store. `expected: None` writes unconditionally;
-/// `bytes: None` deletes.
+/// What a local write expects to find.
+enum Expect<'a> {
+    /// Nothing: a create.
+    Absent,
+    /// The document at this version: a swap.
+    At(&'a Version),
+    /// Whatever is there: a put or a delete.
+    Anything,
+}
+
+/// The locked read-compare-write of the local store; `bytes: None` deletes. An acknowledged
+/// write is on disk: the staged bytes are synced before the rename, and the directory after it,
+/// so a power loss leaves the old document or the new one, never an empty or torn one.
 fn local_swap(
     file: &std::path::Path,
     lock: &std::path::Path,
     path: &str,
-    expected: Option<&Version>,
+    expect: Expect<'_>,
     bytes: Option<&[u8]>,
 ) -> Result<Version, StoreError> {
     let io = |e: std::io::Error| StoreError::Backend(format!("{path}: {e}"));
     let guard = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock).map_err(io)?;
     guard.lock().map_err(io)?;
-    if let Some(expected) = expected {
-        let current = match std::fs::read(file) {
-            Ok(current) => current,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(path.to_owned())),
-            Err(e) => return Err(io(e)),
-        };
-        if &content_version(&current) != expected {
-            return Err(StoreError::Conflict(path.to_owned()));
+    match expect {
+        Expect::Absent if file.exists() => return Err(StoreError::AlreadyExists(path.to_owned())),
+        Expect::At(expected) => {
+            let current = match std::fs::read(file) {
+                Ok(current) => current,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound(path.to_owned()));
+                }
+                Err(e) => return Err(io(e)),
+            };
+            if &content_version(&current) != expected {
+                return Err(StoreError::Conflict(path.to_owned()));
+            }
         }
+        _ => {}
     }
+    let parent = file.parent().ok_or_else(|| StoreError::Backend(format!("{path}: no parent directory")))?;
     let Some(bytes) = bytes else {
         return match std::fs::remove_file(file) {
-            Ok(()) => Ok(content_version(&[])),
+            Ok(()) => sync_directory(parent).map(|()| content_version(&[])).map_err(io),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(content_version(&[])),
             Err(e) => Err(io(e)),
         };
     };
-    let parent = file.parent().ok_or_else(|| StoreError::Backend(format!("{path}: no parent directory")))?;
-    std::fs::create_dir_all(parent).map_err(io)?;
+    if !parent.is_dir() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+        // The new folders' own entries, up to one that already was there.
+        let mut folder = parent;
+        while let Some(above) = folder.parent() {
+            sync_directory(above).map_err(io)?;
+            if above.join(".locks").is_dir() || above.parent().is_none() {
+                break;
+            }
+            folder = above;
+        }
+    }
     // The temporary name does not end in `.json`, so listings never see it.
     let staging = parent.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
-    std::fs::write(&staging, bytes).map_err(io)?;
+    let mut staged = std::fs::File::create(&staging).map_err(io)?;
+    std::io::Write::write_all(&mut staged, bytes).map_err(io)?;
+    staged.sync_all().map_err(io)?;
+    drop(staged);
     std::fs::rename(&staging, file).map_err(io)?;
+    sync_directory(parent).map_err(io)?;
     drop(guard);
     Ok(content_version(bytes))
 }
 
+fn sync_directory(folder: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(folder)?.sync_all()
+}
+
+/// How many lock files the local store keeps at most: documents share them by the first hex
+/// digits of their path's digest (one lock is held at a time, so sharing cannot deadlock).
+pub const LOCK_STRIPES: usize = 4096;
+
 fn lock_path(locks: &std::path::Path, path: &str) -> PathBuf {
-    locks.join(format!("{}.lock", sha256_hex(path.as_bytes())))
+    locks.join(format!("{}.lock", &sha256_hex(path.as_bytes())[..3]))
+}
+
+/// Removes `.*.tmp` staging files older than `age` below `root` (a crashed writer's).
+fn remove_stale_staging(root: &std::path::Path, age: std::time::Duration) {
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() {
+                pending.push(path);
+            } else if name.starts_with('.')
+                && name.ends_with(".tmp")
+                && entry.metadata().and_then(|m| m.modified()).is_ok_and(|at| at.elapsed().is_ok_and(|e| e >= age))
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 fn content_version(bytes: &[u8]) -> Version {
@@ -406,5 +485,38 @@ fn backend(error: object_store::Error) -> StoreError {
     match error {
         object_store::Error::NotFound { path, .. } => StoreError::NotFound(path),
         other => StoreError::Backend(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_share_a_bounded_number_of_lock_files() {
+        let locks = std::path::Path::new("/locks");
+        let files: std::collections::BTreeSet<PathBuf> =
+            (0..50_000).map(|i| lock_path(locks, &format!("accounts/a/packages/p{i}.json"))).collect();
+        assert!(files.len() <= LOCK_STRIPES, "{}", files.len());
+        assert!(files.len() > LOCK_STRIPES / 2, "the stripes are used: {}", files.len());
+    }
+
+    #[tokio::test]
+    async fn a_crashed_writers_staging_files_are_removed_at_open_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("accounts/acme");
+        std::fs::create_dir_all(&folder).unwrap();
+        let stale = folder.join(".dead-writer.tmp");
+        let fresh = folder.join(".live-writer.tmp");
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&fresh, b"half").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        let store = DocumentStore::local(root.path().to_path_buf()).unwrap();
+        assert!(!stale.exists() && fresh.exists());
+        // Creates go through the lock too: one winner, and the loser sees AlreadyExists.
+        store.create("accounts/acme/x.json", &1).await.unwrap();
+        assert!(matches!(store.create("accounts/acme/x.json", &2).await, Err(StoreError::AlreadyExists(_))));
+        assert_eq!(store.get::<i32>("accounts/acme/x.json").await.unwrap().unwrap().value, 1);
     }
 }
