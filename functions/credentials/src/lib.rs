@@ -6,13 +6,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_shared::credentials::registry_token::{self, TokenQuery, TokenRefusal, TokenResponse};
 use berth_shared::credentials::temporary_key::{self, KeyRequest, TemporaryKey};
+use berth_shared::names::AccountId;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiQuery, BasicAuth};
 use berth_shared::platform::runtime::Function;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// The function's name.
 pub const NAME: &str = "credentials";
@@ -32,9 +34,17 @@ pub fn router(context: FunctionContext) -> Router {
         .with_state(context)
 }
 
+/// `GET /v1/account` answer: the namespace is the account ID, named on its own so that callers
+/// need not know that.
+#[derive(Serialize)]
+pub struct AccountView {
+    account: AccountId,
+    namespace: AccountId,
+}
+
 /// `GET /v1/account`: the caller's account and the registry namespace it acts in.
-async fn account(caller: Account) -> Json<Value> {
-    Json(json!({ "account": caller.id, "namespace": caller.id }))
+async fn account(caller: Account) -> Json<AccountView> {
+    Json(AccountView { namespace: caller.id.clone(), account: caller.id })
 }
 
 /// `POST /v1/registry/credentials`: a temporary key for the caller's namespace.
@@ -94,7 +104,8 @@ async fn token(
     Ok(Json(response))
 }
 
-/// `GET /.well-known/jwks.json`: the keys registry tokens are signed with.
+/// `GET /.well-known/jwks.json`: the keys registry tokens are signed with (the document is
+/// built by [`berth_shared::platform::jws::SigningKeys::jwks`]).
 async fn jwks(State(context): State<FunctionContext>) -> Json<Value> {
     Json(context.signing.jwks())
 }

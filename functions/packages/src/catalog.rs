@@ -8,7 +8,7 @@ use axum::{Json, extract::Request};
 use berth_shared::names::AccountId;
 use berth_shared::package::{
     self, ClientTokenRecord, CreatePackageRequest, CreateVersionRequest, MAX_FILE_BYTES, Package, PackageType,
-    PackageVersion, UpdatePackageRequest, VersionStatus, VersionSubmitted,
+    PackageVersion, Tag, UpdatePackageRequest, VersionStatus, VersionSubmitted,
 };
 use berth_shared::platform::clock::rfc3339;
 use berth_shared::platform::clock::unix_now;
@@ -18,8 +18,7 @@ use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery};
 use berth_shared::platform::store::{StoreError, Versioned};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: usize = 100;
@@ -35,6 +34,71 @@ fn now() -> String {
 pub struct Created {
     package: Package,
     version: PackageVersion,
+}
+
+/// Serializes `value` with its objects' keys in alphabetical order. Listings answered their
+/// documents through `json!`, which sorts keys, while single documents keep their declaration
+/// order; this keeps both as they were, byte for byte. The answer structs list their own fields
+/// alphabetically for the same reason.
+pub(crate) fn sorted_keys<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(value).map_err(serde::ser::Error::custom)?.serialize(serializer)
+}
+
+/// `GET /v1/packages` answer: one page, and where the next one starts (`None` on the last).
+#[derive(Serialize)]
+pub struct PackagePage {
+    next_page_token: Option<String>,
+    #[serde(serialize_with = "sorted_keys")]
+    packages: Vec<Package>,
+}
+
+/// `GET /v1/packages/{name}` answer: the package with every version, by number.
+#[derive(Serialize)]
+pub struct PackageView {
+    #[serde(serialize_with = "sorted_keys")]
+    package: Package,
+    #[serde(serialize_with = "sorted_keys")]
+    versions: Vec<PackageVersion>,
+}
+
+/// `GET /v1/packages/{name}/versions` answer, by number.
+#[derive(Serialize)]
+pub struct VersionList {
+    #[serde(serialize_with = "sorted_keys")]
+    versions: Vec<PackageVersion>,
+}
+
+/// What a `client_token` record remembers of a `POST /v1/packages`, to tell a retry from a
+/// different request. Its digest is stored: the fields (alphabetical) and their forms must not
+/// change, or retries of requests made before would be refused as `client_token_reused`.
+#[derive(Serialize)]
+struct CreatePackageFingerprint<'a> {
+    description: &'a str,
+    file: Option<&'a str>,
+    name: &'a str,
+    resource_group: Option<&'a str>,
+    tags: &'a [Tag],
+    #[serde(rename = "type")]
+    package_type: PackageType,
+    /// `repository:tag` of each image.
+    version: Vec<String>,
+    version_name: &'a str,
+}
+
+/// What a `client_token` record remembers of a `POST /v1/packages/{name}/versions`; stored as
+/// a digest like [`CreatePackageFingerprint`].
+#[derive(Serialize)]
+struct CreateVersionFingerprint<'a> {
+    file: Option<&'a str>,
+    /// `repository:tag` of each image.
+    images: Vec<String>,
+    package: &'a str,
+    version: &'a str,
+}
+
+/// `repository:tag` of each image of a version.
+fn image_names(version: &PackageVersion) -> Vec<String> {
+    version.images.iter().map(|i| format!("{}:{}", i.repository, i.tag)).collect()
 }
 
 /// Checks a name from the path, so a bad one is a 400 rather than a 404 or a store error.
@@ -159,16 +223,18 @@ pub async fn create_package(
     let valid = request.validate(&caller.id, &now())?;
     let mut replay = false;
     if let Some(token) = &request.client_token {
-        let mut unsigned = request.clone();
-        unsigned.client_token = None;
         let record = ClientTokenRecord {
             operation: "create_package".into(),
-            request_digest: request_digest(&serde_json::json!({
-                "name": unsigned.name, "description": unsigned.description, "resource_group": unsigned.resource_group,
-                "tags": unsigned.tags, "type": unsigned.package_type, "version": valid.version.images.iter()
-                    .map(|i| format!("{}:{}", i.repository, i.tag)).collect::<Vec<_>>(),
-                "version_name": valid.version.version, "file": valid.version.file.as_ref().map(|f| &f.file_name),
-            })),
+            request_digest: request_digest(&CreatePackageFingerprint {
+                description: &request.description,
+                file: valid.version.file.as_ref().map(|f| f.file_name.as_str()),
+                name: &request.name,
+                resource_group: request.resource_group.as_deref(),
+                tags: &request.tags,
+                package_type: request.package_type,
+                version: image_names(&valid.version),
+                version_name: &valid.version.version,
+            }),
             package: valid.package.name.clone(),
             version: valid.version.version.clone(),
         };
@@ -216,11 +282,12 @@ pub async fn create_version(
         package::validate_client_token("client_token", token)?;
         let record = ClientTokenRecord {
             operation: "create_version".into(),
-            request_digest: request_digest(&serde_json::json!({
-                "package": name, "version": draft.version,
-                "images": draft.images.iter().map(|i| format!("{}:{}", i.repository, i.tag)).collect::<Vec<_>>(),
-                "file": draft.file.as_ref().map(|f| &f.file_name),
-            })),
+            request_digest: request_digest(&CreateVersionFingerprint {
+                file: draft.file.as_ref().map(|f| f.file_name.as_str()),
+                images: image_names(&draft),
+                package: &name,
+                version: &draft.version,
+            }),
             package: name.clone(),
             version: draft.version.clone(),
         };
@@ -300,7 +367,7 @@ pub async fn list_packages(
     State(context): State<FunctionContext>,
     caller: Account,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PackagePage>, ApiError> {
     let query = list_query(&pairs)?;
     let size = query.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     let paths = context.store.list_paths(&package::packages_prefix(&caller.id)).await?;
@@ -330,7 +397,7 @@ pub async fn list_packages(
         }
         items.push(p);
     }
-    Ok(Json(json!({ "packages": items, "next_page_token": next })))
+    Ok(Json(PackagePage { next_page_token: next, packages: items }))
 }
 
 /// `GET /v1/packages/{name}`: the package and its versions.
@@ -338,10 +405,10 @@ pub async fn get_package(
     State(context): State<FunctionContext>,
     caller: Account,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PackageView>, ApiError> {
     let package = load_package(&context, &caller.id, &name).await?.value;
     let versions = versions_of(&context, &caller.id, &name).await?;
-    Ok(Json(json!({ "package": package, "versions": versions })))
+    Ok(Json(PackageView { package, versions }))
 }
 
 async fn versions_of(
@@ -365,9 +432,9 @@ pub async fn list_versions(
     State(context): State<FunctionContext>,
     caller: Account,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<VersionList>, ApiError> {
     load_package(&context, &caller.id, &name).await?;
-    Ok(Json(json!({ "versions": versions_of(&context, &caller.id, &name).await? })))
+    Ok(Json(VersionList { versions: versions_of(&context, &caller.id, &name).await? }))
 }
 
 /// `GET /v1/packages/{name}/versions/{version}`.
@@ -493,5 +560,48 @@ pub async fn upload_file(
             message: format!("version '{version}' changed during the upload; get it and retry if it is still Creating"),
         }),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Records of client tokens hold these digests: they are those of the `json!` objects the
+    /// fingerprints replaced (keys sorted, compact), so retries of earlier requests still match.
+    #[test]
+    fn fingerprints_digest_as_the_json_objects_they_replaced() {
+        let tags = vec![Tag { key: "team".into(), value: "web".into() }];
+        let package = CreatePackageFingerprint {
+            description: "a web front end",
+            file: None,
+            name: "web",
+            resource_group: Some("rg"),
+            tags: &tags,
+            package_type: PackageType::ContainerImage,
+            version: vec!["acme/web:v1".into(), "acme/api:v1".into()],
+            version_name: "v_1",
+        };
+        let expected = json!({
+            "name": "web", "description": "a web front end", "resource_group": "rg", "tags": tags,
+            "type": PackageType::ContainerImage, "version": ["acme/web:v1", "acme/api:v1"], "version_name": "v_1",
+            "file": None::<&String>,
+        });
+        assert_eq!(serde_json::to_vec(&package).unwrap(), serde_json::to_vec(&expected).unwrap());
+        let file = "app.tar.gz".to_owned();
+        let package = CreatePackageFingerprint { file: Some(&file), resource_group: None, ..package };
+        let expected = json!({
+            "name": "web", "description": "a web front end", "resource_group": None::<String>, "tags": tags,
+            "type": PackageType::ContainerImage, "version": ["acme/web:v1", "acme/api:v1"], "version_name": "v_1",
+            "file": Some(&file),
+        });
+        assert_eq!(request_digest(&package), request_digest(&expected));
+        let version =
+            CreateVersionFingerprint { file: None, images: vec!["acme/web:v2".into()], package: "web", version: "v_2" };
+        let expected = json!({
+            "package": "web", "version": "v_2", "images": ["acme/web:v2"], "file": None::<&String>,
+        });
+        assert_eq!(request_digest(&version), request_digest(&expected));
     }
 }

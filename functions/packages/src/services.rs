@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use berth_shared::names::AccountId;
-use berth_shared::package::{self, Package, PackageVersion};
+use berth_shared::package::{self, Package, PackageVersion, VersionStatus};
 use berth_shared::platform::clock::rfc3339;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
@@ -15,9 +15,10 @@ use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiPath};
 use berth_shared::service::{
-    self, ArtifactRef, PackageUser, PutServiceRequest, Service, ServicePlan, package_type_for, validate_service_name,
+    self, ArtifactRef, PackageUser, PutServiceRequest, Service, ServicePlan, VersionSelector, package_type_for,
+    validate_service_name,
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// Checks every relation of a plan against the store, naming everything missing at once.
 async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &ServicePlan) -> Result<(), ApiError> {
@@ -108,20 +109,41 @@ pub async fn get_service(
     Ok(Json(load(&context, &caller.id, &id).await?))
 }
 
+/// `GET /v1/services` answer.
+#[derive(Serialize)]
+pub struct ServiceList {
+    services: Vec<ServiceSummary>,
+}
+
+/// A service in a listing: template names and a relation count, not the bodies (a service
+/// holds up to 3 MiB of templates).
+#[derive(Serialize)]
+pub struct ServiceSummary {
+    name: String,
+    relations: usize,
+    templates: Vec<String>,
+    updated_at: String,
+}
+
 /// `GET /v1/services`: names and counts.
-pub async fn list_services(State(context): State<FunctionContext>, caller: Account) -> Result<Json<Value>, ApiError> {
+pub async fn list_services(
+    State(context): State<FunctionContext>,
+    caller: Account,
+) -> Result<Json<ServiceList>, ApiError> {
     let services = context.store.list::<Service>(&service::services_prefix(&caller.id)).await?;
-    let items: Vec<Value> = services
+    let services = services
         .into_iter()
         .map(|(_, doc)| {
             let s = doc.value;
-            json!({
-                "name": s.name, "templates": s.templates.iter().map(|t| &t.name).collect::<Vec<_>>(),
-                "relations": s.relations.len(), "updated_at": s.updated_at,
-            })
+            ServiceSummary {
+                name: s.name,
+                relations: s.relations.len(),
+                templates: s.templates.into_iter().map(|t| t.name).collect(),
+                updated_at: s.updated_at,
+            }
         })
         .collect();
-    Ok(Json(json!({ "services": items })))
+    Ok(Json(ServiceList { services }))
 }
 
 /// `DELETE /v1/services/{id}`: the service and its marks on the packages it used.
@@ -139,13 +161,39 @@ pub async fn delete_service(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn association(key: &str, target: &ArtifactRef, version: Option<&PackageVersion>) -> Value {
-    json!({
-        "identifier": format!("{{{{ {key} }}}}"),
-        "package": target.package,
-        "selector": target.version,
-        "version": version.map(|v| json!({ "name": v.version, "number": v.number, "status": v.status })),
-    })
+/// `GET /v1/services/{id}/associations` answer.
+#[derive(Serialize)]
+pub struct Associations {
+    associations: Vec<Association>,
+    service: String,
+}
+
+/// One identifier of a service: the package and selector it names, and the version that
+/// selector resolves to now (`None`: none does, and a render would fail on it).
+#[derive(Serialize)]
+pub struct Association {
+    /// The placeholder as templates write it: `{{ computenest::acrimage::x }}`.
+    identifier: String,
+    package: String,
+    selector: VersionSelector,
+    version: Option<ResolvedVersion>,
+}
+
+/// The version a selector resolves to, without its images.
+#[derive(Serialize)]
+pub struct ResolvedVersion {
+    name: String,
+    number: u32,
+    status: VersionStatus,
+}
+
+fn association(key: &str, target: &ArtifactRef, version: Option<&PackageVersion>) -> Association {
+    Association {
+        identifier: format!("{{{{ {key} }}}}"),
+        package: target.package.clone(),
+        selector: target.version.clone(),
+        version: version.map(|v| ResolvedVersion { name: v.version.clone(), number: v.number, status: v.status }),
+    }
 }
 
 /// `GET /v1/services/{id}/associations`: each identifier, its package and the version it
@@ -154,14 +202,21 @@ pub async fn associations(
     State(context): State<FunctionContext>,
     caller: Account,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Associations>, ApiError> {
     let service = load(&context, &caller.id, &id).await?;
     let mut items = Vec::new();
     for (key, target) in &service.relations {
         let version = service::resolve(&context.store, &caller.id, target).await?;
         items.push(association(key, target, version.as_ref()));
     }
-    Ok(Json(json!({ "service": id, "associations": items })))
+    Ok(Json(Associations { associations: items, service: id }))
+}
+
+/// `GET /v1/packages/{name}/services` answer.
+#[derive(Serialize)]
+pub struct PackageServices {
+    package: String,
+    services: Vec<String>,
 }
 
 /// `GET /v1/packages/{name}/services`: the services using a package.
@@ -169,9 +224,9 @@ pub async fn package_services(
     State(context): State<FunctionContext>,
     caller: Account,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PackageServices>, ApiError> {
     crate::catalog::load_package(&context, &caller.id, &name).await?;
     let users = context.store.list::<PackageUser>(&package::users_prefix(&caller.id, &name)).await?;
     let names: Vec<String> = users.into_iter().map(|(_, doc)| doc.value.service).collect();
-    Ok(Json(json!({ "package": name, "services": names })))
+    Ok(Json(PackageServices { package: name, services: names }))
 }

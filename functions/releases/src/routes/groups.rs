@@ -44,9 +44,19 @@ pub async fn create_group(
     }
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "application": app, "name": group.name, "kind": group.kind, "join_token": token })),
+        Json(CreatedGroup { application: app, join_token: token, kind: group.kind, name: group.name }),
     )
         .into_response())
+}
+
+/// `POST /v1/applications/{app}/groups` answer; the join token is shown only here (the group
+/// keeps its digest).
+#[derive(Serialize)]
+pub struct CreatedGroup {
+    application: String,
+    join_token: String,
+    kind: GroupKind,
+    name: String,
 }
 
 /// `POST /v1/applications/{app}/groups/{group}/join-token` answer; the token is shown only here.
@@ -123,7 +133,7 @@ pub async fn get_group(
     State(engine): State<Engine>,
     account: Account,
     ApiPath((app, group)): ApiPath<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupView>, ApiError> {
     let reference = group_ref(&account, &app, &group)?;
     let store = &engine.context.store;
     let doc = store
@@ -138,8 +148,26 @@ pub async fn get_group(
         .map(|(_, d)| d.value.into())
         .collect();
     let scaling = store.get::<ScalingState>(&layout::scaling(&reference)).await?.map(|d| d.value);
-    Ok(Json(json!({
-        "application": app, "name": doc.name, "kind": doc.kind, "active_release": doc.active_release,
-        "instances": instances, "scaling": scaling,
-    })))
+    Ok(Json(GroupView {
+        active_release: doc.active_release,
+        application: app,
+        instances,
+        kind: doc.kind,
+        name: doc.name,
+        scaling,
+    }))
+}
+
+/// `GET /v1/applications/{app}/groups/{group}` answer: no token material, neither the join
+/// token's digest nor the hosts'.
+#[derive(Serialize)]
+pub struct GroupView {
+    active_release: Option<String>,
+    application: String,
+    instances: Vec<InstanceView>,
+    kind: GroupKind,
+    name: String,
+    /// What the built-in scaling adapter recorded (`None` for a static group).
+    #[serde(serialize_with = "sorted_keys")]
+    scaling: Option<ScalingState>,
 }

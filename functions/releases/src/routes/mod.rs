@@ -21,8 +21,7 @@ use berth_shared::release::{
     self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
     ReleaseStatus, Report, ScalingState, Step,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::{Engine, create_once, read_all};
 use crate::store_layout::{
@@ -41,6 +40,13 @@ pub use applications::*;
 pub use deployments::*;
 pub use groups::*;
 pub use releases::*;
+
+/// Serializes `value` with its objects' keys in alphabetical order, as `json!` (whose maps are
+/// sorted) did for the answers these structs replaced, so the bytes on the wire are unchanged.
+/// The answer structs list their own fields alphabetically for the same reason.
+pub(crate) fn sorted_keys<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(value).map_err(serde::ser::Error::custom)?.serialize(serializer)
+}
 
 impl HasAccountKeys for Engine {
     fn account_keys(&self) -> &berth_shared::platform::http::account::AccountKeys {

@@ -34,11 +34,8 @@ pub async fn create_release(
     );
     let batches = release::plan_batches(&hosts, &options.batching)?;
     if query.dry_run {
-        return Ok(Json(json!({
-            "dry_run": true, "hosts": hosts.len(), "batches": batches, "options": options,
-            "image": deployment.image.address(),
-        }))
-        .into_response());
+        let plan = DryRun { batches, dry_run: true, hosts: hosts.len(), image: deployment.image.address(), options };
+        return Ok(Json(plan).into_response());
     }
     let now = unix_now();
     let id = uuid::Uuid::new_v4().to_string();
@@ -79,6 +76,20 @@ pub async fn create_release(
     Ok((StatusCode::CREATED, Json(view(&engine, &created).await?)).into_response())
 }
 
+/// `POST /v1/releases?dry_run=true` answer: the batches a release would run now, and nothing
+/// done.
+#[derive(Serialize)]
+pub struct DryRun {
+    batches: Vec<Vec<String>>,
+    /// Always true: tells a plan from a release (whose answer has no `dry_run`).
+    dry_run: bool,
+    /// How many hosts the plan covers.
+    hosts: usize,
+    image: String,
+    #[serde(serialize_with = "sorted_keys")]
+    options: release::ReleaseOptions,
+}
+
 async fn load_release(
     engine: &Engine,
     account: &Account,
@@ -96,37 +107,89 @@ async fn load_release(
     Ok(doc)
 }
 
-/// The release as callers see it: status, phase, each batch with each host's state.
-pub async fn view(engine: &Engine, release: &Release) -> Result<Value, ApiError> {
+/// The release as callers see it (create, get, cancel and confirm answer it): status, phase,
+/// each batch with each host's state, and a count of hosts per state.
+#[derive(Serialize)]
+pub struct ReleaseView {
+    application: String,
+    batches: Vec<BatchView>,
+    created_at: u64,
+    /// The deployment's name.
+    deployment: String,
+    finished_at: Option<u64>,
+    group: String,
+    id: String,
+    /// The image's address at the registry's public host.
+    image: String,
+    #[serde(serialize_with = "sorted_keys")]
+    options: release::ReleaseOptions,
+    #[serde(serialize_with = "sorted_keys")]
+    phase: release::Phase,
+    reason: Option<String>,
+    status: ReleaseStatus,
+    /// Hosts per state, only states some host is in.
+    summary: BTreeMap<String, usize>,
+}
+
+/// One batch of a release, numbered from 1.
+#[derive(Serialize)]
+pub struct BatchView {
+    batch: usize,
+    hosts: Vec<HostEntry>,
+}
+
+/// A host in a batch. Once it has a result, `step`, `exit_code` and `reason` are there (the
+/// last two may be null); a host whose pull failed before any result has `step` and `reason`
+/// only; any other host has neither.
+#[derive(Serialize)]
+pub struct HostEntry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<Option<i32>>,
+    host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Option<String>>,
+    state: release::HostState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<Step>,
+}
+
+impl HostEntry {
+    fn new(host: &str, state: release::HostState, pull: Option<&PullResult>, result: Option<&HostResult>) -> Self {
+        let mut entry = Self { exit_code: None, host: host.to_owned(), reason: None, state, step: None };
+        if let Some(r) = result {
+            entry.step = Some(r.step);
+            entry.exit_code = Some(r.exit_code);
+            entry.reason = Some(r.reason.clone());
+        } else if let Some(p) = pull.filter(|p| !p.ok) {
+            entry.step = Some(Step::Pull);
+            entry.reason = Some(p.reason.clone());
+        }
+        entry
+    }
+}
+
+/// A release's [`ReleaseView`], from its plan and the outcomes its hosts wrote.
+pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, ApiError> {
     let store = &engine.context.store;
     let pulls = read_all::<PullResult>(store, &layout::pulls(&release.id)).await?;
     let results = read_all::<HostResult>(store, &layout::results(&release.id)).await?;
     let mut states = Vec::new();
-    let batches: Vec<Value> = release
+    let batches = release
         .batches
         .iter()
         .enumerate()
         .map(|(index, hosts)| {
-            let hosts: Vec<Value> = hosts
+            let hosts = hosts
                 .iter()
                 .map(|host| {
                     let pull = pulls.get(host);
                     let result = results.get(host);
                     let state = release::host_state_at(release, Some(index), pull, result);
                     states.push(state);
-                    let mut entry = json!({ "host": host, "state": state });
-                    if let Some(r) = result {
-                        entry["step"] = json!(r.step);
-                        entry["exit_code"] = json!(r.exit_code);
-                        entry["reason"] = json!(r.reason);
-                    } else if let Some(p) = pull.filter(|p| !p.ok) {
-                        entry["step"] = json!(Step::Pull);
-                        entry["reason"] = json!(p.reason);
-                    }
-                    entry
+                    HostEntry::new(host, state, pull, result)
                 })
                 .collect();
-            json!({ "batch": index + 1, "hosts": hosts })
+            BatchView { batch: index + 1, hosts }
         })
         .collect();
     let summary: BTreeMap<String, usize> = release::summarize(states)
@@ -135,12 +198,21 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<Value, ApiError>
             (serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), count)
         })
         .collect();
-    Ok(json!({
-        "id": release.id, "status": release.status, "phase": release.phase, "reason": release.reason,
-        "application": release.application, "group": release.group, "deployment": release.deployment.name,
-        "image": release.deployment.image.address(), "options": release.options, "batches": batches,
-        "summary": summary, "created_at": release.created_at, "finished_at": release.finished_at,
-    }))
+    Ok(ReleaseView {
+        application: release.application.clone(),
+        batches,
+        created_at: release.created_at,
+        deployment: release.deployment.name.clone(),
+        finished_at: release.finished_at,
+        group: release.group.clone(),
+        id: release.id.clone(),
+        image: release.deployment.image.address(),
+        options: release.options.clone(),
+        phase: release.phase,
+        reason: release.reason.clone(),
+        status: release.status,
+        summary,
+    })
 }
 
 /// `GET /v1/releases/{id}`.
@@ -148,7 +220,7 @@ pub async fn get_release(
     State(engine): State<Engine>,
     account: Account,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReleaseView>, ApiError> {
     let doc = load_release(&engine, &account, &id).await?;
     Ok(Json(view(&engine, &doc.value).await?))
 }
@@ -158,7 +230,7 @@ pub async fn cancel_release(
     State(engine): State<Engine>,
     account: Account,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReleaseView>, ApiError> {
     load_release(&engine, &account, &id).await?;
     let now = unix_now();
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
@@ -174,7 +246,7 @@ pub async fn confirm_release(
     State(engine): State<Engine>,
     account: Account,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReleaseView>, ApiError> {
     load_release(&engine, &account, &id).await?;
     let now = unix_now();
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
@@ -189,7 +261,7 @@ pub async fn host_logs(
     State(engine): State<Engine>,
     account: Account,
     ApiPath((id, host)): ApiPath<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HostLogsView>, ApiError> {
     let release = load_release(&engine, &account, &id).await?.value;
     if release.batch_of(&host).is_none() {
         return Err(ApiError::NotFound(format!("host '{host}' in release '{id}'")));
@@ -199,10 +271,33 @@ pub async fn host_logs(
     let result = store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value);
     let logs = load_logs(&engine, &id, &host).await?;
     let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
-    Ok(Json(json!({
-        "release": id, "host": host, "state": state, "result": result,
-        "pull": logs.pull.or(pull.map(|p| p.output)), "stop": logs.stop, "start": logs.start,
-    })))
+    Ok(Json(HostLogsView {
+        host,
+        pull: logs.pull.or(pull.map(|p| p.output)),
+        release: id,
+        result,
+        start: logs.start,
+        state,
+        stop: logs.stop,
+    }))
+}
+
+/// `GET /v1/releases/{id}/hosts/{host}/logs` answer: each step's whole output (`None`: the
+/// step did not run, or has not reported yet) and the host's outcome.
+#[derive(Serialize)]
+pub struct HostLogsView {
+    host: String,
+    /// The pull's output, from the run's logs or else from the pull-first report.
+    #[serde(serialize_with = "sorted_keys")]
+    pull: Option<release::StepOutput>,
+    release: String,
+    #[serde(serialize_with = "sorted_keys")]
+    result: Option<HostResult>,
+    #[serde(serialize_with = "sorted_keys")]
+    start: Option<release::StepOutput>,
+    state: release::HostState,
+    #[serde(serialize_with = "sorted_keys")]
+    stop: Option<release::StepOutput>,
 }
 
 /// Stores a host's logs whole: inline when small, else a head and parts written before it
