@@ -96,7 +96,9 @@ async fn serve(config: &mut Config) -> Result<(), String> {
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), functions = ?names, "berth serve is listening");
-    serve_http(finish(router, names), listener, shutdown.clone(), config.http_limits).await.map_err(|e| e.to_string())?;
+    serve_http(finish(router, names), listener, shutdown.clone(), config.http_limits)
+        .await
+        .map_err(|e| e.to_string())?;
 
     // In-flight events finish (or go back to their queue) before the queues are saved.
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(consumers)).await;

@@ -49,7 +49,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/agent/jobs", get(poll))
         .route(
             "/v1/agent/reports",
-            post(report).layer(axum::extract::DefaultBodyLimit::max(berth_shared::release::MAX_REPORT_BYTES)),
+            // The limit is the extractor's; axum's default 2 MiB would cut reports first.
+            post(report).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .with_state(engine)
 }

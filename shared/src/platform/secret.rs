@@ -26,6 +26,15 @@ const SECRET_NAMES: &[&str] = &[
     "auth",
 ];
 
+/// A new bearer token: `prefix` (which names its kind, e.g. `bjt_`) and 32 random bytes in
+/// URL-safe base64. Only its digest is ever stored.
+pub fn random_token(prefix: &str) -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// A value that must not be logged. Serialises as itself (it is sent to its owner), but
 /// Debug and Display show [`REDACTED`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,9 +93,7 @@ impl Host {
 }
 
 fn new_host_token() -> String {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    format!("bht_{}", URL_SAFE_NO_PAD.encode(bytes))
+    berth_shared::platform::secret::random_token("bht_")
 }
 
 /// `POST /v1/agent/register` body.
@@ -257,7 +255,7 @@ pub async fn report(
     State(engine): State<Engine>,
     host: Host,
     ApiQuery(query): ApiQuery<ReportQuery>,
-    body: axum::body::Bytes,
+    LimitedBody(body): LimitedBody<{ release::MAX_REPORT_BYTES }>,
 ) -> Result<Json<ReportAccepted>, ApiError> {
     host.check_named(query.host.as_deref())?;
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.

@@ -3,9 +3,7 @@
 use super::*;
 
 fn new_join_token() -> String {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    format!("bjt_{}", URL_SAFE_NO_PAD.encode(bytes))
+    berth_shared::platform::secret::random_token("bjt_")
 }
 
 /// `POST /v1/applications/{app}/groups` body.

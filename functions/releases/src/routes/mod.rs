@@ -9,13 +9,11 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_shared::package::PackageVersion;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::http::account::{Account, HasAccountKeys};
 use berth_shared::platform::http::error::ApiError;
-use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery};
+use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery, LimitedBody};
 use berth_shared::platform::store::StoreError;
 use berth_shared::release::{
     self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,

@@ -35,6 +35,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A raw body of at most `MAX` bytes, read with the limit (a longer one is a 413 problem naming
+/// `body`), for routes that take more than [`MAX_JSON_BODY`] or parse it themselves.
+#[derive(Debug, Clone)]
+pub struct LimitedBody<const MAX: usize>(pub axum::body::Bytes);
+
+impl<S: Send + Sync, const MAX: usize> FromRequest<S> for LimitedBody<MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::to_bytes(request.into_body(), MAX)
+            .await
+            .map(Self)
+            .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX })
+    }
+}
+
 /// Path parameters. A segment that does not decode (bad percent-encoding, not UTF-8) is a 400
 /// with field `path`, as problem+json like every other error, not axum's plain text; a route
 /// whose parameters do not fit `T` is a bug of ours (500).
