@@ -14,7 +14,6 @@ use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiQuery, BasicAuth};
 use berth_shared::platform::runtime::Function;
 use serde::Serialize;
-use serde_json::Value;
 
 /// The function's name.
 pub const NAME: &str = "credentials";
@@ -106,6 +105,6 @@ async fn token(
 
 /// `GET /.well-known/jwks.json`: the keys registry tokens are signed with (the document is
 /// built by [`berth_shared::platform::jws::SigningKeys::jwks`]).
-async fn jwks(State(context): State<FunctionContext>) -> Json<Value> {
+async fn jwks(State(context): State<FunctionContext>) -> Json<berth_shared::platform::jws::Jwks> {
     Json(context.signing.jwks())
 }

@@ -22,19 +22,15 @@ use berth_shared::names::AccountId;
 use berth_shared::release::{GroupKind, Phase, Release, ReleaseStatus};
 use serde::{Deserialize, Serialize};
 
-/// An application.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Application {
-    /// Its name.
     pub name: String,
-    /// Created at.
     pub created_at: u64,
 }
 
 /// An application group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Group {
-    /// Its name.
     pub name: String,
     /// Static or scaling.
     pub kind: GroupKind,
@@ -45,7 +41,6 @@ pub struct Group {
     /// The release running on it, if any (one at a time).
     #[serde(default)]
     pub active_release: Option<String>,
-    /// Created at.
     pub created_at: u64,
 }
 
@@ -67,7 +62,6 @@ pub struct Instance {
 pub struct InstanceView {
     /// Host id.
     pub host: String,
-    /// Registered at.
     pub registered_at: u64,
 }
 
@@ -80,7 +74,6 @@ impl From<Instance> for InstanceView {
 /// Where a host is, found from its host token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRef {
-    /// Its group.
     #[serde(flatten)]
     pub group: GroupRef,
     /// The host id.
@@ -92,9 +85,7 @@ pub struct HostRef {
 pub struct GroupRef {
     /// Owning account.
     pub account: AccountId,
-    /// Application.
     pub application: String,
-    /// Group.
     pub group: String,
 }
 
@@ -108,7 +99,6 @@ pub struct ActiveRelease {
 /// An index entry: a group whose scaling a release paused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseIndex {
-    /// The group.
     pub group: GroupRef,
 }
 
@@ -122,7 +112,6 @@ pub fn application_doc(account: &AccountId, app: &str) -> String {
     format!("{}/application.json", application(account, app))
 }
 
-/// A deployment.
 pub fn deployment(account: &AccountId, app: &str, name: &str) -> String {
     format!("{}/deployments/{name}.json", application(account, app))
 }
@@ -185,7 +174,6 @@ pub struct ReleaseState {
     /// Why it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Finished at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
 }

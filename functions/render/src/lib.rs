@@ -128,10 +128,9 @@ async fn render_service(
     ApiJson(request): ApiJson<ServiceRenderRequest>,
 ) -> Result<Response, ApiError> {
     let options = RenderOptions::new(request.pin_digests, request.credential_ttl_seconds, request.dry_run)?;
-    // A name that is not a service name cannot be a store path either.
-    if berth_shared::service::validate_service_name(&name).is_err() {
-        return Err(ApiError::NotFound(format!("service {}", shown(&name))));
-    }
+    // A name that is not a service name is refused as on every other service route (and so
+    // never becomes a store path).
+    berth_shared::service::validate_service_name(&name)?;
     let base = base_url(&context.config, &headers, &uri)?;
     let mut service = context
         .store

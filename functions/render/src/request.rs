@@ -131,6 +131,5 @@ pub struct ValidRenderRequest {
     pub bytes: Vec<u8>,
     /// Relations keyed by `computenest::KIND::NAME`.
     pub relations: BTreeMap<String, ArtifactRef>,
-    /// Options.
     pub options: RenderOptions,
 }

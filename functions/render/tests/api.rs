@@ -369,8 +369,12 @@ async fn requests_break_rules_as_problems_naming_their_field() {
     }
     let (status, _, problem, _) = call(&context, post(&context, "/v1/services/nothere/render", &json!({}))).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    // A name that breaks the service-name rule is refused as on every service route.
     let (status, _, problem, _) = call(&context, post(&context, "/v1/services/..%2Fx/render", &json!({}))).await;
-    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, problem["field"].as_str(), problem["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("name"), Some("invalid_name"))
+    );
     let unauthenticated = Request::post("/v1/render").body(Body::from("{}")).unwrap();
     assert_eq!(call(&context, unauthenticated).await.0, StatusCode::UNAUTHORIZED);
 

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point follows.
 const P256_SPKI_PREFIX: [u8; 26] = [
@@ -218,20 +218,45 @@ impl SigningKeys {
     }
 
     /// The JSON Web Key Set of every configured key.
-    pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = self
+    pub fn jwks(&self) -> Jwks {
+        let keys = self
             .keys
             .iter()
-            .map(|k| {
-                let mut jwk = json!({ "kty": "EC", "crv": "P-256", "x": k.x, "y": k.y, "kid": k.kid, "use": "sig", "alg": "ES256" });
-                if let Some(cert) = &k.certificate {
-                    jwk["x5c"] = json!([cert]);
-                }
-                jwk
+            .map(|k| Jwk {
+                alg: "ES256",
+                crv: "P-256",
+                kid: k.kid.clone(),
+                kty: "EC",
+                key_use: "sig",
+                x: k.x.clone(),
+                x5c: k.certificate.clone().map(|certificate| vec![certificate]),
+                y: k.y.clone(),
             })
             .collect();
-        json!({ "keys": keys })
+        Jwks { keys }
     }
+}
+
+/// A JSON Web Key Set (RFC 7517): the public keys that verify Berth's tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// One P-256 verification key, with its certificate chain when one is configured. Fields in
+/// alphabetical order, as the document has always been written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Jwk {
+    pub alg: &'static str,
+    pub crv: &'static str,
+    pub kid: String,
+    pub kty: &'static str,
+    #[serde(rename = "use")]
+    pub key_use: &'static str,
+    pub x: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
+    pub y: String,
 }
 
 #[cfg(test)]
