@@ -154,13 +154,7 @@ impl DocumentStore {
         let location = parse_path(path)?;
         let bytes = encode(path, value)?;
         if let Swap::Local { store, locks } = &self.swap {
-            // Under the document's lock like every other local write, and made durable.
-            let file = store.path_to_filesystem(&location).map_err(backend)?;
-            let lock = lock_path(locks, path);
-            let path = path.to_owned();
-            return tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, Expect::Absent, Some(&bytes)))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            return local_write(store, locks, &location, path, Expect::Absent, Some(bytes)).await;
         }
         let options = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.inner.put_opts(&location, PutPayload::from(bytes.clone()), options).await {
@@ -189,15 +183,7 @@ impl DocumentStore {
                 }
             }
             Swap::Local { store, locks } => {
-                let file = store.path_to_filesystem(&location).map_err(backend)?;
-                let lock = lock_path(locks, path);
-                let expected = expected.clone();
-                let path = path.to_owned();
-                tokio::task::spawn_blocking(move || {
-                    local_swap(&file, &lock, &path, Expect::At(&expected), Some(&bytes))
-                })
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?
+                local_write(store, locks, &location, path, Expect::At(expected.clone()), Some(bytes)).await
             }
         }
     }
@@ -207,15 +193,7 @@ impl DocumentStore {
         let location = parse_path(path)?;
         let bytes = encode(path, value)?;
         if let Swap::Local { store, locks } = &self.swap {
-            // Under the same lock as updates, so a put never interleaves with a swap.
-            let file = store.path_to_filesystem(&location).map_err(backend)?;
-            let lock = lock_path(locks, path);
-            let path = path.to_owned();
-            return tokio::task::spawn_blocking(move || {
-                local_swap(&file, &lock, &path, Expect::Anything, Some(&bytes))
-            })
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            return local_write(store, locks, &location, path, Expect::Anything, Some(bytes)).await;
         }
         let result = self.inner.put(&location, PutPayload::from(bytes.clone())).await.map_err(backend)?;
         self.version_after_put(result.e_tag, &bytes, &location).await
@@ -225,14 +203,7 @@ impl DocumentStore {
     pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
         let location = parse_path(path)?;
         if let Swap::Local { store, locks } = &self.swap {
-            let file = store.path_to_filesystem(&location).map_err(backend)?;
-            let lock = lock_path(locks, path);
-            let path = path.to_owned();
-            return tokio::task::spawn_blocking(move || {
-                local_swap(&file, &lock, &path, Expect::Anything, None).map(|_| ())
-            })
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            return local_write(store, locks, &location, path, Expect::Anything, None).await.map(|_| ());
         }
         match self.inner.delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -353,13 +324,31 @@ async fn backoff(attempt: usize) {
 }
 
 /// What a local write expects to find.
-enum Expect<'a> {
+enum Expect {
     /// Nothing: a create.
     Absent,
     /// The document at this version: a swap.
-    At(&'a Version),
+    At(Version),
     /// Whatever is there: a put or a delete.
     Anything,
+}
+
+/// Every local write (create, swap, put, delete) under its document's lock, off the async
+/// threads: the file calls block.
+async fn local_write(
+    store: &LocalFileSystem,
+    locks: &std::path::Path,
+    location: &Path,
+    path: &str,
+    expect: Expect,
+    bytes: Option<Bytes>,
+) -> Result<Version, StoreError> {
+    let file = store.path_to_filesystem(location).map_err(backend)?;
+    let lock = lock_path(locks, path);
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, expect, bytes.as_deref()))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
 }
 
 /// The locked read-compare-write of the local store; `bytes: None` deletes. An acknowledged
@@ -369,7 +358,7 @@ fn local_swap(
     file: &std::path::Path,
     lock: &std::path::Path,
     path: &str,
-    expect: Expect<'_>,
+    expect: Expect,
     bytes: Option<&[u8]>,
 ) -> Result<Version, StoreError> {
     let io = |e: std::io::Error| StoreError::Backend(format!("{path}: {e}"));
@@ -385,7 +374,7 @@ fn local_swap(
                 }
                 Err(e) => return Err(io(e)),
             };
-            if &content_version(&current) != expected {
+            if content_version(&current) != expected {
                 return Err(StoreError::Conflict(path.to_owned()));
             }
         }
