@@ -1,6 +1,6 @@
 //! `berth serve`: every function's router in one process over a local store, one in-process
-//! queue per function and its consumer. Events still queued at shutdown are saved in the
-//! data directory and queued again at the next start.
+//! queue per function and its consumer. Each queue journals its events in the data directory
+//! before `send` returns, so events survive `kill -9` and are queued again at the next start.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,9 +65,11 @@ async fn serve(config: &mut Config) -> Result<(), String> {
     let mut router = Router::new();
     let mut names = Vec::new();
     let mut consumers = Vec::new();
-    let mut queues = Vec::new();
     for (name, build) in FUNCTIONS {
-        let mut queue = InProcessQueue::new(config.queue_max_attempts, config.queue_visibility);
+        let journal = DocumentStore::local(saved.join(name)).map_err(|e| format!("queue journal: {e}"))?;
+        let mut queue = InProcessQueue::durable(config.queue_max_attempts, config.queue_visibility, journal)
+            .await
+            .map_err(|e| e.to_string())?;
         // Test switch: prove every handler idempotent under duplicate delivery.
         if std::env::var_os("BERTH_QUEUE_DELIVER_TWICE").is_some_and(|v| v == "1") {
             queue = queue.delivering_twice();
@@ -89,7 +91,6 @@ async fn serve(config: &mut Config) -> Result<(), String> {
         if let Some(handler) = function.events {
             consumers.push(tokio::spawn(consume(queue.clone(), handler, ConsumerOptions::default(), shutdown.clone())));
         }
-        queues.push((name, queue));
     }
 
     let listener =
@@ -100,13 +101,10 @@ async fn serve(config: &mut Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    // In-flight events finish (or go back to their queue) before the queues are saved.
+    // In-flight events finish (or, unsettled, stay in the journal for the next start).
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(consumers)).await;
     if drained.is_err() {
         tracing::warn!("event handlers still running after the grace period; their events stay queued");
-    }
-    for (name, queue) in queues {
-        save_pending(&saved, name, &queue.pending().await)?;
     }
     tracing::info!("stopped");
     Ok(())
@@ -124,22 +122,10 @@ fn load_saved(dir: &Path, function: &str) -> Result<Vec<Envelope>, String> {
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let envelopes: Vec<Envelope> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    // Removed once loaded: from now on they live in the queue, and are saved again at shutdown.
+    // Saved at shutdown by a Berth older than the journal; removed once queued (and journalled).
     std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !envelopes.is_empty() {
         tracing::info!(function, events = envelopes.len(), "queued events restored");
     }
     Ok(envelopes)
-}
-
-fn save_pending(dir: &Path, function: &str, pending: &[Envelope]) -> Result<(), String> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = saved_path(dir, function);
-    let body = serde_json::to_vec_pretty(pending).map_err(|e| e.to_string())?;
-    std::fs::write(&path, body).map_err(|e| format!("{}: {e}", path.display()))?;
-    tracing::info!(function, events = pending.len(), "queued events saved for the next start");
-    Ok(())
 }

@@ -634,6 +634,28 @@ pub fn file_object_path(account: &AccountId, package: &str, version: &str) -> St
     format!("files/{account}/{package}/{version}/content")
 }
 
+/// Folder of the markers of publish checks not yet settled, of every account (few at a time).
+pub const PENDING_CHECKS: &str = "pending-checks";
+
+/// The marker of one version's publish check, there from submission until the version settles.
+pub fn pending_check_path(account: &AccountId, package: &str, version: &str) -> String {
+    format!("{PENDING_CHECKS}/{account}/{package}/{version}.json")
+}
+
+/// A publish check that was submitted and has not settled yet: if its event is lost (a queue
+/// error, a crash between the version write and the send), the sweep submits it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCheck {
+    pub account: AccountId,
+    pub package: String,
+    pub version: String,
+    /// Seconds since the epoch of the last submission.
+    pub submitted_at: u64,
+    /// How often the sweep has submitted it again.
+    #[serde(default)]
+    pub resubmitted: u32,
+}
+
 /// The record of a `client_token` (hashed, so any visible ASCII is a safe path).
 pub fn client_token_path(account: &AccountId, token: &str) -> String {
     format!("accounts/{account}/client-tokens/{}.json", crate::platform::digest::sha256_hex(token.as_bytes()))

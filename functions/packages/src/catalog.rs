@@ -8,7 +8,7 @@ use axum::{Json, extract::Request};
 use berth_shared::names::AccountId;
 use berth_shared::package::{
     self, ClientTokenRecord, CreatePackageRequest, CreateVersionRequest, MAX_FILE_BYTES, Package, PackageType,
-    PackageVersion, Tag, UpdatePackageRequest, VersionStatus, VersionSubmitted,
+    PackageVersion, PendingCheck, Tag, UpdatePackageRequest, VersionStatus, VersionSubmitted,
 };
 use berth_shared::platform::clock::rfc3339;
 use berth_shared::platform::clock::unix_now;
@@ -173,6 +173,27 @@ async fn claim_client_token(
     }
 }
 
+/// Marks a version's publish check pending. Written before the version, so that whatever
+/// stops this request after the version's write leaves the sweep a marker to find.
+async fn mark_pending(
+    context: &FunctionContext,
+    account: &AccountId,
+    version: &PackageVersion,
+) -> Result<(), ApiError> {
+    if version.package_type == PackageType::File {
+        return Ok(());
+    }
+    let marker = PendingCheck {
+        account: account.clone(),
+        package: version.package.clone(),
+        version: version.version.clone(),
+        submitted_at: unix_now(),
+        resubmitted: 0,
+    };
+    context.store.put(&package::pending_check_path(account, &version.package, &version.version), &marker).await?;
+    Ok(())
+}
+
 async fn submit(context: &FunctionContext, account: &AccountId, version: &PackageVersion) -> Result<(), ApiError> {
     if version.package_type == PackageType::File {
         // A file version is settled by its upload, not by a registry check.
@@ -193,6 +214,9 @@ async fn create_version_document(
     replay: bool,
 ) -> Result<PackageVersion, ApiError> {
     let path = package::version_path(account, &version.package, &version.version);
+    // A marker left by a request refused below points at a settled or absent version; the
+    // sweep removes it.
+    mark_pending(context, account, version).await?;
     match context.store.create(&path, version).await {
         Ok(_) => {
             submit(context, account, version).await?;

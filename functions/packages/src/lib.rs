@@ -5,23 +5,33 @@ mod catalog;
 mod publish;
 mod registry;
 mod services;
+mod sweep;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post, put};
 use berth_shared::package::VersionSubmitted;
+use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::Dispatcher;
-use berth_shared::platform::runtime::Function;
+use berth_shared::platform::runtime::{Function, spawn_periodic};
 
-pub use publish::check_version;
+pub use publish::{check_version, registry_client};
+pub use registry::RegistryClient;
+pub use sweep::{MAX_RESUBMISSIONS, PackagesSweep, SweepOutcome, sweep};
 
 /// The function's name.
 pub const NAME: &str = "packages";
 
-/// The function: routes and the events it consumes.
+/// The function: routes and the events it consumes. Outside Lambda it also sweeps lost
+/// publish checks periodically.
 pub fn function(context: FunctionContext) -> Function {
+    let (sweeping, client) = (context.clone(), publish::registry_client(&context));
+    spawn_periodic("publish-check sweep", sweep::SWEEP_INTERVAL, move || {
+        let (context, client) = (sweeping.clone(), client.clone());
+        async move { sweep(&context, &client, unix_now()).await.map(|_| ()) }
+    });
     Function { name: NAME, router: router(context.clone()), events: Some(Arc::new(events(context))) }
 }
 
@@ -46,11 +56,17 @@ pub fn router(context: FunctionContext) -> Router {
         .with_state(context)
 }
 
-/// The events the function consumes.
+/// The events the function consumes: [`VersionSubmitted`] and [`PackagesSweep`], both idempotent.
 pub fn events(context: FunctionContext) -> Dispatcher {
     let client = publish::registry_client(&context);
-    Dispatcher::new().on(move |submitted: VersionSubmitted, event| {
-        let (context, client) = (context.clone(), client.clone());
-        async move { publish::handle_submitted(&context, &client, submitted, &event).await }
-    })
+    let (sweeping, sweep_client) = (context.clone(), client.clone());
+    Dispatcher::new()
+        .on(move |submitted: VersionSubmitted, event| {
+            let (context, client) = (context.clone(), client.clone());
+            async move { publish::handle_submitted(&context, &client, submitted, &event).await }
+        })
+        .on(move |_: PackagesSweep, _| {
+            let (context, client) = (sweeping.clone(), sweep_client.clone());
+            async move { sweep(&context, &client, unix_now()).await.map(|_| ()) }
+        })
 }

@@ -46,6 +46,10 @@ pub async fn handle_submitted(
     // The last delivery settles the version rather than leave it Creating forever.
     let last_attempt = event.attempt >= context.config.queue_max_attempts;
     let outcome = check_version(context, client, &account, &submitted, last_attempt).await?;
+    if outcome != Some(VersionStatus::Creating) {
+        let marker = package::pending_check_path(&account, &submitted.package, &submitted.version);
+        context.store.delete(&marker).await.map_err(retry)?;
+    }
     tracing::info!(
         account = %account, package = %submitted.package, version = %submitted.version,
         outcome = ?outcome, attempt = event.attempt, "publish check"

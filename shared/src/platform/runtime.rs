@@ -133,6 +133,29 @@ pub fn under_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
+/// Runs `task` every `interval`, first at once, in the background of the current runtime;
+/// not under Lambda, where a schedule sends the equivalent event. Used for sweeps.
+pub fn spawn_periodic<F, Fut>(what: &'static str, interval: std::time::Duration, task: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), crate::platform::events::EventError>> + Send,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    if under_lambda() {
+        return;
+    }
+    runtime.spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = task().await {
+                tracing::warn!(%error, "{what} failed");
+            }
+        }
+    });
+}
+
 /// The binary's whole life: config, logging, context, then Lambda or HTTP + consumer.
 /// Bad configuration ends the process with one line on stderr and exit code 2.
 pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Function) -> ExitCode {
