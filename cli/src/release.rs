@@ -38,6 +38,10 @@ pub struct CreateArgs {
     /// Between batches: none, manual, or a number of seconds.
     #[arg(long)]
     pub pause: Option<String>,
+    /// With `--pause manual`: seconds a batch waits for `confirm` before the release fails
+    /// (default one day).
+    #[arg(long)]
+    pub pause_timeout: Option<u64>,
     /// Failed hosts tolerated in the whole release (default 0).
     #[arg(long)]
     pub max_failures: Option<usize>,
@@ -77,6 +81,9 @@ fn body(args: &CreateArgs) -> Result<Value, String> {
             body["pause"] = json!("seconds");
             body["pause_seconds"] = json!(seconds);
         }
+    }
+    if let Some(seconds) = args.pause_timeout {
+        body["pause_timeout_seconds"] = json!(seconds);
     }
     if let Some(n) = args.max_failures {
         body["max_failures"] = json!(n);

@@ -103,7 +103,7 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
     assert_eq!(done["summary"], json!({ "succeeded": 5, "failed": 1 }));
     let (_, group) = call(&router, Method::GET, "/v1/applications/app/groups/g", &token, None).await;
     assert_eq!(group["active_release"], Value::Null);
-    assert_eq!(group["scaling"], json!({ "paused": false, "pauses": 1, "resumes": 1 }), "paused once, resumed once");
+    assert_eq!(group["scaling"], json!({ "paused": false, "suspended": false, "pauses": 1, "resumes": 1 }), "paused once, resumed once");
     // More advances of a finished release change nothing.
     race_advances(&engine, &id, 8).await;
     let (_, again) = call(&router, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;

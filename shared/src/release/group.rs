@@ -16,8 +16,12 @@ pub enum GroupKind {
 /// Scaling state of a group as the built-in adapter records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ScalingState {
-    /// Whether scaling activities are paused now.
+    /// Whether a release holds the pause (its lease is recorded).
     pub paused: bool,
+    /// Whether the adapter confirmed that scaling activities are suspended. Set only after it
+    /// answered; until then no host of the release is stopped.
+    #[serde(default)]
+    pub suspended: bool,
     /// The lease that holds the pause, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<ScalingLease>,
@@ -56,11 +60,22 @@ pub fn take_lease(state: &ScalingState, release: &str, now: u64) -> Result<Scali
     Ok(next)
 }
 
+/// Records that the adapter suspended scaling for `release`'s lease; a lease that moved on
+/// meanwhile is left alone.
+pub fn confirm_suspended(state: &ScalingState, release: &str) -> ScalingState {
+    let mut next = state.clone();
+    if state.lease.as_ref().is_some_and(|l| l.release == release) {
+        next.suspended = true;
+    }
+    next
+}
+
 /// Releases `release`'s pause; anything else (no lease, another release's lease) is left alone.
 pub fn release_lease(state: &ScalingState, release: &str) -> ScalingState {
     let mut next = state.clone();
     if state.lease.as_ref().is_some_and(|l| l.release == release) {
         next.lease = None;
+        next.suspended = false;
         if state.paused {
             next.paused = false;
             next.resumes += 1;

@@ -27,6 +27,11 @@ pub const MAX_BATCHES: usize = 100;
 pub const MAX_RELEASE_HOSTS: usize = 100_000;
 /// Longest timed pause between batches (one day).
 pub const MAX_PAUSE_SECONDS: u64 = 86_400;
+/// How long a `pause: manual` batch waits for `confirm` by default (one day): scaling is
+/// suspended meanwhile, so a release nobody confirms must not hold it for ever.
+pub const DEFAULT_PAUSE_TIMEOUT_SECONDS: u64 = 86_400;
+/// Longest wait for `confirm` (a week).
+pub const MAX_PAUSE_TIMEOUT_SECONDS: u64 = 7 * 86_400;
 /// Longest name of an application, group, deployment or host.
 pub const MAX_NAME_BYTES: usize = crate::names::MAX_NAME_LEN;
 /// How long after its step timeouts an agent may still report before the host is failed
@@ -370,6 +375,39 @@ mod tests {
         assert_eq!(cancelled.status, ReleaseStatus::Cancelled);
         assert_eq!(next_job(&cancelled, "h3", true, false), None);
         assert!(matches!(cancel(&cancelled, 104), Err(ApiError::Conflict { code: "release_finished", .. })));
+    }
+
+    #[test]
+    fn a_manual_pause_nobody_confirms_fails_the_release_after_its_timeout() {
+        let r = release(4, serde_json::json!({ "batches": 2, "pause": "manual", "pause_timeout_seconds": 60 }));
+        let r = apply(&r, &Decision::Move(Phase::AwaitingConfirm { next: 1 }), 100);
+        let (pulls, none) = (BTreeMap::new(), BTreeMap::new());
+        assert_eq!(decide(&r, &pulls, &none, 159), Decision::Wait);
+        let Decision::Finish(status, Some(reason)) = decide(&r, &pulls, &none, 160) else { panic!("not finished") };
+        assert_eq!(status, ReleaseStatus::Failed);
+        assert!(reason.contains("pause_timeout_seconds (60)"), "{reason}");
+        let default = release(4, serde_json::json!({ "batches": 2, "pause": "manual" }));
+        assert_eq!(default.options.pause_timeout_seconds, DEFAULT_PAUSE_TIMEOUT_SECONDS);
+        let field = |body| match validate_options(&request(body)) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(serde_json::json!({ "pause_timeout_seconds": 60 })), "pause_timeout_seconds");
+        assert_eq!(
+            field(serde_json::json!({ "pause": "manual", "pause_timeout_seconds": 0 })),
+            "pause_timeout_seconds"
+        );
+    }
+
+    #[test]
+    fn a_suspend_is_confirmed_only_for_the_lease_that_asked() {
+        let s = take_lease(&ScalingState::default(), "r1", 100).unwrap();
+        assert!(s.paused && !s.suspended, "taken, not yet carried out");
+        let confirmed = confirm_suspended(&s, "r1");
+        assert!(confirmed.suspended);
+        assert_eq!(confirm_suspended(&s, "r2"), s, "another release's confirmation changes nothing");
+        assert!(take_lease(&confirmed, "r1", 200).unwrap().suspended, "a renewal keeps it");
+        assert!(!release_lease(&confirmed, "r1").suspended);
     }
 
     #[test]

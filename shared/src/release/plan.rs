@@ -39,6 +39,9 @@ pub struct ReleaseRequest {
     /// With `pause: seconds`.
     #[serde(default)]
     pub pause_seconds: Option<u64>,
+    /// With `pause: manual`: how long a batch waits for `confirm` before the release fails.
+    #[serde(default)]
+    pub pause_timeout_seconds: Option<u64>,
     /// Failed hosts tolerated in the whole release.
     #[serde(default)]
     pub max_failures: Option<usize>,
@@ -71,12 +74,20 @@ pub struct ReleaseOptions {
     pub pause: PauseMode,
     /// With [`PauseMode::Seconds`].
     pub pause_seconds: u64,
+    /// With [`PauseMode::Manual`]: the release fails (and scaling resumes) when nobody
+    /// confirms within this time. Plans written before it existed get the default.
+    #[serde(default = "default_pause_timeout")]
+    pub pause_timeout_seconds: u64,
     /// Failed hosts tolerated in the whole release.
     pub max_failures: usize,
     /// Failed hosts tolerated per batch.
     pub max_failures_per_batch: usize,
     /// Pull everywhere before stopping anywhere.
     pub pull_first: bool,
+}
+
+fn default_pause_timeout() -> u64 {
+    DEFAULT_PAUSE_TIMEOUT_SECONDS
 }
 
 /// Validates the options of a release request.
@@ -137,11 +148,26 @@ pub fn validate_options(request: &ReleaseRequest) -> Result<ReleaseOptions, ApiE
         }
         (_, None) => 0,
     };
+    let pause_timeout_seconds = match (request.pause, request.pause_timeout_seconds) {
+        (PauseMode::Manual, Some(s)) if (1..=MAX_PAUSE_TIMEOUT_SECONDS).contains(&s) => s,
+        (PauseMode::Manual, Some(_)) => {
+            return Err(ApiError::invalid(
+                "pause_timeout_seconds",
+                "out_of_range",
+                format!("must be 1 to {MAX_PAUSE_TIMEOUT_SECONDS}"),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::invalid("pause_timeout_seconds", "conflicting_fields", "only with pause: manual"));
+        }
+        (_, None) => DEFAULT_PAUSE_TIMEOUT_SECONDS,
+    };
     let max_failures = request.max_failures.unwrap_or(0);
     Ok(ReleaseOptions {
         batching,
         pause: request.pause,
         pause_seconds,
+        pause_timeout_seconds,
         max_failures,
         max_failures_per_batch: request.max_failures_per_batch.unwrap_or(max_failures),
         pull_first: request.pull_first.unwrap_or(true),

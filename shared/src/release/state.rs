@@ -246,6 +246,18 @@ pub fn decide(
             })
         }
         Phase::Waiting { next, until } if now >= until => Decision::Move(Phase::Batch { batch: next }),
+        Phase::AwaitingConfirm { next }
+            if now >= release.phase_started_at.saturating_add(options.pause_timeout_seconds) =>
+        {
+            Decision::Finish(
+                ReleaseStatus::Failed,
+                Some(format!(
+                    "batch {} was not confirmed within pause_timeout_seconds ({}); later batches were not started",
+                    next + 1,
+                    options.pause_timeout_seconds
+                )),
+            )
+        }
         Phase::Waiting { .. } | Phase::AwaitingConfirm { .. } | Phase::Done => Decision::Wait,
     }
 }

@@ -17,7 +17,10 @@ impl Engine {
         let group = Self::group_of(release);
         let path = layout::scaling(&group);
         let state = self.store().get::<ScalingState>(&path).await.map_err(retry)?;
-        if state.as_ref().is_some_and(|s| !release::lease_needs_renewal(&s.value, &release.id, now)) {
+        if state
+            .as_ref()
+            .is_some_and(|s| s.value.suspended && !release::lease_needs_renewal(&s.value, &release.id, now))
+        {
             return Ok(());
         }
         // The index first: a crash after it leaves at worst an entry the reaper clears.
@@ -30,9 +33,24 @@ impl Engine {
             })
             .await;
         match taken {
+            Ok(taken) if taken.value.suspended => Ok(()),
             // Recorded first, carried out second: a crash in between leaves a lease the
-            // reaper resumes, never a pause nobody knows of.
-            Ok(_) => self.scaling.suspend(&Self::group_of(release)).await.map_err(EventError::Retry),
+            // reaper resumes, never a pause nobody knows of. Until the adapter confirms, this
+            // is a retry (the advance and the sweep come back), and no host is stopped.
+            Ok(_) => {
+                self.scaling.suspend(&Self::group_of(release)).await.map_err(|why| {
+                    tracing::warn!(release = %id, %why, "scaling could not be suspended; retrying before any host is stopped");
+                    EventError::Retry(format!("scaling suspend: {why}"))
+                })?;
+                self.store()
+                    .modify::<ScalingState, StoreError, _>(&path, |current| {
+                        Ok(release::confirm_suspended(&current.unwrap_or_default(), &id))
+                    })
+                    .await
+                    .map_err(retry)?;
+                tracing::info!(release = %id, "scaling suspended");
+                Ok(())
+            }
             Err(PauseError::Store(e)) => Err(retry(e)),
             // Another release's live lease: wait for it (the sweep comes back).
             Err(PauseError::Held(why)) => Err(EventError::Retry(why)),

@@ -108,6 +108,7 @@ mod tests {
     async fn leased(engine: &Engine, group: &GroupRef, release: &str, expires_at: u64) {
         let state = ScalingState {
             paused: true,
+            suspended: true,
             lease: Some(ScalingLease { release: release.into(), expires_at }),
             pauses: 1,
             resumes: 0,
