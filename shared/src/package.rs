@@ -629,8 +629,16 @@ pub fn user_path(account: &AccountId, package: &str, service: &str) -> String {
     format!("accounts/{account}/packages/{package}/used-by/{service}.json")
 }
 
-/// Where a File version's bytes are kept (outside the documents, never listed as one).
-pub fn file_object_path(account: &AccountId, package: &str, version: &str) -> String {
+/// Where a File package's bytes with this digest (`sha256:HEX`) are kept, outside the
+/// documents. Content-addressed: concurrent uploads of different bytes never overwrite each
+/// other, and the version's compare-and-swap decides which digest it records.
+pub fn file_content_path(account: &AccountId, package: &str, digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("files/{account}/{package}/sha256/{hex}")
+}
+
+/// Where a Berth before content addressing kept a File version's bytes; still read and deleted.
+pub fn legacy_file_path(account: &AccountId, package: &str, version: &str) -> String {
     format!("files/{account}/{package}/{version}/content")
 }
 

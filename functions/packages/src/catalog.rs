@@ -1,6 +1,5 @@
 //! Package and version routes.
 
-use crate::registry::oci_digest;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,6 +12,7 @@ use berth_shared::package::{
 use berth_shared::platform::clock::rfc3339;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::digest::oci_digest;
 use berth_shared::platform::events;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
@@ -527,7 +527,10 @@ async fn remove_version(
     version: &PackageVersion,
 ) -> Result<(), ApiError> {
     if version.package_type == PackageType::File {
-        context.store.delete_object(&package::file_object_path(account, &version.package, &version.version)).await?;
+        if let Some(digest) = version.file.as_ref().and_then(|f| f.digest.as_deref()) {
+            context.store.delete_object(&package::file_content_path(account, &version.package, digest)).await?;
+        }
+        context.store.delete_object(&package::legacy_file_path(account, &version.package, &version.version)).await?;
     }
     context.store.delete(&package::version_path(account, &version.package, &version.version)).await?;
     Ok(())
@@ -569,20 +572,31 @@ pub async fn upload_file(
         .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX_FILE_BYTES })?;
     let digest = oci_digest(&bytes);
     let size = bytes.len() as u64;
-    context.store.put_object(&package::file_object_path(&caller.id, &name, &version), bytes).await?;
+    let content_path = package::file_content_path(&caller.id, &name, &digest);
+    context.store.put_object(&content_path, bytes).await?;
     let mut settled = current.value.clone();
     if let Some(file) = settled.file.as_mut() {
         file.size = Some(size);
-        file.digest = Some(digest);
+        file.digest = Some(digest.clone());
     }
     settled.status = VersionStatus::Available;
     settled.updated_at = now();
     match context.store.update(&version_path, &settled, &current.version).await {
         Ok(_) => Ok(Json(settled)),
-        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
-            code: "concurrent_update",
-            message: format!("version '{version}' changed during the upload; get it and retry if it is still Creating"),
-        }),
+        Err(StoreError::Conflict(_)) => {
+            // Another upload won the swap: drop these bytes unless they are the winner's too.
+            let winner = load_version(&context, &caller.id, &name, &version).await.ok();
+            let kept = winner.as_ref().and_then(|w| w.value.file.as_ref()).and_then(|f| f.digest.as_deref());
+            if kept != Some(digest.as_str()) {
+                context.store.delete_object(&content_path).await?;
+            }
+            Err(ApiError::Conflict {
+                code: "concurrent_update",
+                message: format!(
+                    "version '{version}' changed during the upload; get it and retry if it is still Creating"
+                ),
+            })
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -10,6 +10,7 @@ use berth_shared::credentials::registry_token::internal_pull_token;
 use berth_shared::names::RepositoryName;
 use berth_shared::package::ImageRecord;
 use berth_shared::platform::config::RegistrySettings;
+use berth_shared::platform::digest::oci_digest;
 use berth_shared::platform::jws::SigningKeys;
 
 /// Manifest media types Berth understands (Docker v2 and OCI, manifests and indexes).
@@ -236,11 +237,6 @@ fn without_url(error: &reqwest::Error) -> String {
     } else {
         message
     }
-}
-
-/// The OCI digest of some bytes: `sha256:` and the hex SHA-256.
-pub fn oci_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", berth_shared::platform::digest::sha256_hex(bytes))
 }
 
 /// Applies a resolution to an image record of a version being checked: the digest and

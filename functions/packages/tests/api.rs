@@ -5,7 +5,9 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use berth_shared::names::AccountId;
+use berth_shared::package;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::digest::oci_digest;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -381,6 +383,38 @@ async fn file_packages_settle_on_upload_and_are_immutable() {
         .raw("PUT", "/v1/packages/tools/versions/f_1/file", Some("application/octet-stream"), b"other".to_vec())
         .await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("immutable")));
+}
+
+/// Racing uploads of different bytes: whichever wins the version's swap, the recorded digest
+/// is the digest of the bytes stored under it, and the loser's bytes are gone.
+#[tokio::test]
+async fn racing_uploads_leave_a_digest_that_matches_the_stored_bytes() {
+    let api = Api::new();
+    let acme = AccountId::parse("acme").unwrap();
+    for round in 0..20 {
+        let name = format!("race_{round}");
+        let body = json!({ "name": name, "description": "a tools archive", "type": "File",
+            "version": { "name": "f_1", "file_name": "tools.tar.gz" } });
+        assert_eq!(api.call("POST", "/v1/packages", Some(body)).await.0, StatusCode::CREATED);
+        let path = format!("/v1/packages/{name}/versions/f_1/file");
+        let (a, b) = tokio::join!(
+            api.raw("PUT", &path, Some("application/octet-stream"), b"first bytes".to_vec()),
+            api.raw("PUT", &path, Some("application/octet-stream"), b"second bytes".to_vec()),
+        );
+        let won: Vec<StatusCode> = [a.0, b.0].into_iter().filter(|s| *s == StatusCode::OK).collect();
+        assert_eq!(won.len(), 1, "round {round}: one upload wins ({:?}, {:?})", a.1, b.1);
+        let (_, version) = api.call("GET", &format!("/v1/packages/{name}/versions/f_1"), None).await;
+        let digest = version["file"]["digest"].as_str().unwrap().to_owned();
+        let stored = api.context.store.get_object(&package::file_content_path(&acme, &name, &digest)).await.unwrap();
+        assert_eq!(oci_digest(&stored.expect("the winner's bytes")), digest, "round {round}");
+        for bytes in [b"first bytes".as_slice(), b"second bytes".as_slice()] {
+            let other = oci_digest(bytes);
+            if other != digest {
+                let path = package::file_content_path(&acme, &name, &other);
+                assert!(api.context.store.get_object(&path).await.unwrap().is_none(), "round {round}: loser kept");
+            }
+        }
+    }
 }
 
 const CONFIG: &str = r#"

@@ -17,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_shared::credentials::download_token;
 use berth_shared::names::AccountId;
+use berth_shared::package;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::config::Config;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::digest::oci_digest;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::problem::shown;
@@ -293,12 +295,26 @@ async fn download(
     if grant.file_name != file_name {
         return Err(ApiError::NotFound(format!("file {}", shown(&file_name))));
     }
-    let path = berth_shared::package::file_object_path(&grant.sub, &grant.package, &grant.version);
-    let bytes = context
-        .store
-        .get_object(&path)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("file {}", shown(&file_name))))?;
+    let not_found = || ApiError::NotFound(format!("file {}", shown(&file_name)));
+    let digest = match grant.digest.clone() {
+        Some(digest) => digest,
+        None => {
+            lookup::file_digest(&context, &grant.sub, &grant.package, &grant.version).await?.ok_or_else(not_found)?
+        }
+    };
+    let store = &context.store;
+    let bytes = match store.get_object(&package::file_content_path(&grant.sub, &grant.package, &digest)).await? {
+        Some(bytes) => bytes,
+        None => store
+            .get_object(&package::legacy_file_path(&grant.sub, &grant.package, &grant.version))
+            .await?
+            .ok_or_else(not_found)?,
+    };
+    // The URL names the bytes it hands out: anything else (a damaged store) is not served.
+    if oci_digest(&bytes) != digest {
+        tracing::error!(account = %grant.sub, package = %grant.package, version = %grant.version, "stored file does not match its digest");
+        return Err(ApiError::Unavailable("the file's storage"));
+    }
     tracing::info!(account = %grant.sub, package = %grant.package, version = %grant.version, "file downloaded");
     let mut response = Body::from(bytes).into_response();
     let headers = response.headers_mut();

@@ -166,3 +166,15 @@ async fn look_up_one(
     };
     Ok((key, association))
 }
+
+/// The digest a File version records, for download grants signed before grants named it.
+pub async fn file_digest(
+    context: &berth_shared::platform::context::FunctionContext,
+    account: &AccountId,
+    package: &str,
+    version: &str,
+) -> Result<Option<String>, StoreError> {
+    let path = berth_shared::package::version_path(account, package, version);
+    let stored = context.store.get::<PackageVersion>(&path).await?;
+    Ok(stored.and_then(|v| v.value.file).and_then(|f| f.digest))
+}

@@ -11,9 +11,10 @@ use berth_shared::credentials::temporary_key::{self, KeyPurpose};
 use berth_shared::names::AccountId;
 use berth_shared::names::RepositoryName;
 use berth_shared::package::{
-    FileRecord, ImageRecord, PackageType, PackageVersion, VersionStatus, file_object_path, package_path, version_path,
+    FileRecord, ImageRecord, PackageType, PackageVersion, VersionStatus, file_content_path, package_path, version_path,
 };
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::digest::oci_digest;
 use berth_shared::service::{ArtifactRef, Service, ServiceTemplate, VersionSelector, service_path};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -78,7 +79,13 @@ fn image(repository: &str, number: u32) -> ImageRecord {
     }
 }
 
-async fn put_version(context: &FunctionContext, package: &str, number: u32, status: VersionStatus, kind: PackageType) {
+async fn put_version(
+    context: &FunctionContext,
+    package: &str,
+    number: u32,
+    status: VersionStatus,
+    kind: PackageType,
+) -> PackageVersion {
     let store = &context.store;
     store.put(&package_path(&acme(), package), &json!({ "name": package })).await.unwrap();
     let version = PackageVersion {
@@ -101,6 +108,7 @@ async fn put_version(context: &FunctionContext, package: &str, number: u32, stat
         updated_at: String::new(),
     };
     store.put(&version_path(&acme(), package, &version.version), &version).await.unwrap();
+    version
 }
 
 fn latest(package: &str) -> ArtifactRef {
@@ -429,12 +437,12 @@ async fn a_config_yaml_gives_the_relations_and_json_templates_stay_json() {
 #[tokio::test]
 async fn file_urls_download_the_uploaded_bytes_and_nothing_else() {
     let context = FunctionContext::ephemeral();
-    put_version(&context, "bundle", 1, VersionStatus::Available, PackageType::File).await;
-    context
-        .store
-        .put_object(&file_object_path(&acme(), "bundle", "v_1"), bytes::Bytes::from_static(b"hello"))
-        .await
-        .unwrap();
+    let mut version = put_version(&context, "bundle", 1, VersionStatus::Available, PackageType::File).await;
+    let hello = oci_digest(b"hello");
+    version.file.as_mut().unwrap().digest = Some(hello.clone());
+    context.store.put(&version_path(&acme(), "bundle", "v_1"), &version).await.unwrap();
+    let content = file_content_path(&acme(), "bundle", &hello);
+    context.store.put_object(&content, bytes::Bytes::from_static(b"hello")).await.unwrap();
     let body = json!({
         "template": "url: {{ computenest::file::bundle }}\n",
         "relations": { "computenest::file::bundle": { "package": "bundle", "version": "latest" } },
@@ -451,6 +459,12 @@ async fn file_urls_download_the_uploaded_bytes_and_nothing_else() {
     assert_eq!((status, bytes.as_slice()), (StatusCode::OK, b"hello".as_slice()));
     let other_name = path.replace("/app.tar.gz", "/other.tar.gz");
     assert_eq!(call(&context, get(&other_name)).await.0, StatusCode::NOT_FOUND);
+    // Bytes that are not the ones the URL names (a damaged store) are not served.
+    context.store.put_object(&content, bytes::Bytes::from_static(b"hellO")).await.unwrap();
+    let (status, content_type, _, served) = call(&context, get(path)).await;
+    assert_eq!((status, content_type.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("application/problem+json")));
+    assert!(!String::from_utf8_lossy(&served).contains("hellO"));
+    context.store.put_object(&content, bytes::Bytes::from_static(b"hello")).await.unwrap();
     // A dry run signs no download URL either.
     let mut dry = body.clone();
     dry["dry_run"] = json!(true);

@@ -23,6 +23,10 @@ pub struct DownloadGrant {
     pub version: String,
     /// The file's name.
     pub file_name: String,
+    /// The digest of the bytes the URL hands out (`sha256:HEX`); the download checks them.
+    /// Absent in grants signed before it existed (the version's recorded digest is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Issued at.
     pub iat: u64,
     /// Expiry.
@@ -46,6 +50,7 @@ pub fn download_url(
         package: version.package.clone(),
         version: version.version.clone(),
         file_name: file.file_name.clone(),
+        digest: file.digest.clone(),
         iat: now,
         exp: now + ttl_seconds,
     };
