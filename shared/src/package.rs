@@ -166,6 +166,10 @@ pub struct Package {
     pub updated_at: String,
     /// Number the next version gets (Compute Nest's `ArtifactVersion`), from 1.
     pub next_version_number: u32,
+    /// Set by a delete before it looks for services using the package, so a service being
+    /// defined at the same time sees it and refuses (see the packages function's services).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// What the registry said about one image of a version.
@@ -553,6 +557,7 @@ impl CreatePackageRequest {
             created_at: now.to_owned(),
             updated_at: now.to_owned(),
             next_version_number: 2,
+            deleting: false,
         };
         Ok(ValidPackage { package, version })
     }

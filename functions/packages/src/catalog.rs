@@ -506,8 +506,19 @@ pub async fn delete_package(
 ) -> Result<StatusCode, ApiError> {
     load_package(&context, &caller.id, &name).await?;
     let package_path = package::package_path(&caller.id, &name);
+    // Marked first, markers read second: the reverse of a service definition's order.
+    let set_deleting = |deleting: bool| {
+        let name = name.clone();
+        move |package: Option<Package>| {
+            let mut package = package.ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?;
+            package.deleting = deleting;
+            Ok::<_, ApiError>(package)
+        }
+    };
+    context.store.modify(&package_path, set_deleting(true)).await?;
     let users = users_of(&context, &caller.id, &name).await?;
     if !users.is_empty() {
+        context.store.modify(&package_path, set_deleting(false)).await?;
         return Err(ApiError::Conflict {
             code: "in_use",
             message: format!("package '{name}' is used by service(s) {}; remove it from them first", users.join(", ")),

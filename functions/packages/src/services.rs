@@ -25,7 +25,8 @@ async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &
     let mut missing = Vec::new();
     for (key, relation) in &plan.relations {
         let target = &relation.target;
-        let Some(found) = context.store.get::<Package>(&package::package_path(account, &target.package)).await? else {
+        let found = context.store.get::<Package>(&package::package_path(account, &target.package)).await?;
+        let Some(found) = found.filter(|p| !p.value.deleting) else {
             missing.push(format!("{key}: package '{}' does not exist", target.package));
             continue;
         };
@@ -58,9 +59,23 @@ pub async fn put_service(
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     validate_service_name(&id)?;
     let plan = request.plan()?;
-    check_relations(&context, &caller.id, &plan).await?;
-    let now = rfc3339(unix_now());
     let path = service::service_path(&caller.id, &id);
+    // The markers first, the packages' check second; a package delete does the reverse (it
+    // marks the package deleting, then looks for markers), so of a service defined and a
+    // package deleted at once, one always sees the other and no service names a deleted package.
+    let wanted: BTreeSet<String> = plan.relations.values().map(|r| r.target.package.clone()).collect();
+    let before = context.store.get::<Service>(&path).await?.map(|s| s.value);
+    let had: BTreeSet<String> = before.iter().flat_map(|s| s.relations.values().map(|r| r.package.clone())).collect();
+    for name in &wanted {
+        context.store.put(&package::user_path(&caller.id, name, &id), &PackageUser { service: id.clone() }).await?;
+    }
+    if let Err(refused) = check_relations(&context, &caller.id, &plan).await {
+        for name in wanted.difference(&had) {
+            context.store.delete(&package::user_path(&caller.id, name, &id)).await?;
+        }
+        return Err(refused);
+    }
+    let now = rfc3339(unix_now());
     let mut previous_packages = BTreeSet::new();
     let mut created = true;
     let written = context
@@ -79,11 +94,7 @@ pub async fn put_service(
         })
         .await?;
     let service = written.value;
-    let packages: BTreeSet<String> = service.relations.values().map(|r| r.package.clone()).collect();
-    for name in &packages {
-        context.store.put(&package::user_path(&caller.id, name, &id), &PackageUser { service: id.clone() }).await?;
-    }
-    for stale in previous_packages.difference(&packages) {
+    for stale in previous_packages.difference(&wanted) {
         context.store.delete(&package::user_path(&caller.id, stale, &id)).await?;
     }
     tracing::info!(account = %caller.id, service = %id, relations = service.relations.len(), templates = service.templates.len(), "service defined");

@@ -488,3 +488,37 @@ async fn a_relation_to_the_wrong_kind_of_package_is_refused() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("ContainerImage"), "{problem}");
 }
+
+/// A service defined while its package is deleted, on two threads: either the service is
+/// refused and the package gone, or the delete is refused (`in_use`) and both stay; never a
+/// service naming a deleted package.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_and_its_package_delete_cannot_both_win() {
+    let api = std::sync::Arc::new(Api::new());
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..30 {
+        let name = format!("web_{round}");
+        assert_eq!(api.call("POST", "/v1/packages", Some(package(&name))).await.0, StatusCode::CREATED);
+        let service = json!({
+            "templates": { "t.yaml": format!("image: {{{{ computenest::acrimage::{name} }}}}") },
+            "relations": { format!("computenest::acrimage::{name}"): { "package": name, "version": "latest" } },
+        });
+        let (define, delete) = (api.clone(), api.clone());
+        let id = format!("shop-{round}");
+        let uri = format!("/v1/services/{id}");
+        let defined = tokio::spawn(async move { define.call("PUT", &uri, Some(service)).await });
+        let gone = format!("/v1/packages/{name}");
+        let deleted = tokio::spawn(async move { delete.call("DELETE", &gone, None).await });
+        let (defined, deleted) = (defined.await.unwrap(), deleted.await.unwrap());
+        let service_exists = api.call("GET", &format!("/v1/services/{id}"), None).await.0 == StatusCode::OK;
+        let package_exists = api.call("GET", &format!("/v1/packages/{name}"), None).await.0 == StatusCode::OK;
+        assert!(
+            !(service_exists && !package_exists),
+            "round {round}: service kept a deleted package ({defined:?}, {deleted:?})"
+        );
+        assert_ne!(service_exists, defined.0.is_client_error(), "round {round}: {defined:?}");
+        assert_ne!(package_exists, deleted.0 == StatusCode::NO_CONTENT, "round {round}: {deleted:?}");
+        *outcomes.entry((defined.0.as_u16(), deleted.0.as_u16())).or_insert(0) += 1;
+    }
+    eprintln!("outcomes (define, delete): {outcomes:?}");
+}
