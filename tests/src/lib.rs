@@ -221,3 +221,19 @@ pub fn function_key_env(berth: &Path, dir: &Path) -> Vec<(&'static str, PathBuf)
         ("BERTH_SIGNING_CERT_FILE", dir.join("signing.crt.pem")),
     ]
 }
+
+/// Peak resident set size of this process in MiB (`VmHWM`), where /proc exists.
+pub fn peak_rss_mib() -> Option<u64> {
+    rss_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")
+}
+
+/// Peak resident set size of another process in MiB, while it runs.
+pub fn peak_rss_mib_of(pid: u32) -> Option<u64> {
+    rss_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmHWM:")
+}
+
+fn rss_field(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024)
+}

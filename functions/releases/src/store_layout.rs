@@ -162,6 +162,11 @@ pub fn plan(id: &str) -> String {
     format!("releases/{id}/plan.json")
 }
 
+/// One part of the hosts of a large release's plan (see `berth_shared::release::split_plan`).
+pub fn plan_part(id: &str, index: usize) -> String {
+    format!("releases/{id}/plan-hosts/{index:05}.json")
+}
+
 /// The part of a release that changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseState {

@@ -118,6 +118,7 @@ mod tests {
             reason: None,
             created_at: 100,
             finished_at: None,
+            host_parts: None,
         }
     }
 
@@ -408,6 +409,30 @@ mod tests {
         assert_eq!(confirm_suspended(&s, "r2"), s, "another release's confirmation changes nothing");
         assert!(take_lease(&confirmed, "r1", 200).unwrap().suspended, "a renewal keeps it");
         assert!(!release_lease(&confirmed, "r1").suspended);
+    }
+
+    #[test]
+    fn a_large_plan_is_stored_in_parts_and_joined_back_exactly() {
+        let small = release(10, serde_json::json!({ "batches": 3 }));
+        assert_eq!(split_plan(&small), (small.clone(), Vec::new()), "small plans stay one document");
+        let n = PLAN_PART_HOSTS * 2 + 17;
+        let mut large = release(n, serde_json::json!({ "percents": [1, 9, 90] }));
+        // Host ids of the full allowed length.
+        for (i, host) in large.batches.iter_mut().flatten().enumerate() {
+            *host = format!("{i:0>width$}", width = crate::names::MAX_NAME_LEN);
+        }
+        let (head, parts) = split_plan(&large);
+        assert!(head.batches.is_empty());
+        assert_eq!(parts.len(), 3);
+        for part in &parts {
+            assert!(serde_json::to_vec(part).unwrap().len() < crate::platform::store::MAX_DOCUMENT_BYTES * 3 / 4);
+        }
+        let stored: Release = serde_json::from_slice(&serde_json::to_vec(&head).unwrap()).unwrap();
+        assert_eq!(join_plan(stored.clone(), parts.clone()).unwrap(), large);
+        assert!(join_plan(stored.clone(), parts[..2].to_vec()).is_err(), "a missing part");
+        let mut short = parts.clone();
+        short[2].pop();
+        assert!(join_plan(stored, short).is_err(), "a part cut short");
     }
 
     #[test]

@@ -78,9 +78,86 @@ pub struct Release {
     pub created_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Set in a stored plan whose hosts are kept in parts beside it (large releases): then
+    /// `batches` is empty in the stored document and [`join_plan`] rebuilds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_parts: Option<HostParts>,
+}
+
+/// Hosts per part of a stored plan: 16,384 ids of at most 128 bytes are about 2 MiB of JSON,
+/// well inside the store's 4 MiB document limit, so a plan of any allowed size can be stored.
+pub const PLAN_PART_HOSTS: usize = 16_384;
+
+/// How a large plan's hosts are kept: `parts` documents of up to [`PLAN_PART_HOSTS`] hosts,
+/// in plan order, cut into batches of `sizes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostParts {
+    pub sizes: Vec<usize>,
+    pub parts: usize,
+}
+
+/// Splits a release for storing: the plan document and the host parts to store beside it.
+/// Releases of up to [`PLAN_PART_HOSTS`] hosts stay one document (no parts).
+pub fn split_plan(release: &Release) -> (Release, Vec<Vec<String>>) {
+    let total: usize = release.batches.iter().map(Vec::len).sum();
+    if total <= PLAN_PART_HOSTS {
+        return (release.clone(), Vec::new());
+    }
+    let hosts: Vec<String> = release.hosts().cloned().collect();
+    let parts: Vec<Vec<String>> = hosts.chunks(PLAN_PART_HOSTS).map(<[String]>::to_vec).collect();
+    let sizes = release.batches.iter().map(Vec::len).collect();
+    let head = Release {
+        batches: Vec::new(),
+        host_parts: Some(HostParts { sizes, parts: parts.len() }),
+        ..release.clone_without_batches()
+    };
+    (head, parts)
+}
+
+/// Rebuilds a stored plan from its document and its host parts (in order).
+pub fn join_plan(mut head: Release, parts: Vec<Vec<String>>) -> Result<Release, String> {
+    let Some(layout) = head.host_parts.take() else { return Ok(head) };
+    if parts.len() != layout.parts {
+        return Err(format!("plan has {} of its {} host parts", parts.len(), layout.parts));
+    }
+    let mut hosts = parts.into_iter().flatten();
+    let mut batches = Vec::with_capacity(layout.sizes.len());
+    for size in layout.sizes {
+        let batch: Vec<String> = hosts.by_ref().take(size).collect();
+        if batch.len() != size {
+            return Err("plan's host parts hold fewer hosts than its batches".into());
+        }
+        batches.push(batch);
+    }
+    if hosts.next().is_some() {
+        return Err("plan's host parts hold more hosts than its batches".into());
+    }
+    head.batches = batches;
+    Ok(head)
 }
 
 impl Release {
+    /// A copy with no hosts, without cloning them first.
+    fn clone_without_batches(&self) -> Release {
+        Release {
+            id: self.id.clone(),
+            account: self.account.clone(),
+            application: self.application.clone(),
+            group: self.group.clone(),
+            group_kind: self.group_kind,
+            deployment: self.deployment.clone(),
+            options: self.options.clone(),
+            batches: Vec::new(),
+            status: self.status,
+            phase: self.phase,
+            phase_started_at: self.phase_started_at,
+            reason: self.reason.clone(),
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+            host_parts: None,
+        }
+    }
+
     /// Every host of the plan.
     pub fn hosts(&self) -> impl Iterator<Item = &String> {
         self.batches.iter().flatten()

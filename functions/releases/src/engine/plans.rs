@@ -60,7 +60,20 @@ impl Engine {
             return Ok(Some(plan));
         }
         let Some(doc) = self.store().get::<Release>(&layout::plan(id)).await? else { return Ok(None) };
-        let release = doc.value;
+        let parts = match &doc.value.host_parts {
+            None => Vec::new(),
+            Some(parts) => {
+                let reads = (0..parts.parts).map(|i| {
+                    let path = layout::plan_part(id, i);
+                    async move {
+                        self.store().get::<Vec<String>>(&path).await?.map(|d| d.value).ok_or(StoreError::NotFound(path))
+                    }
+                });
+                futures::future::try_join_all(reads).await?
+            }
+        };
+        let release = release::join_plan(doc.value, parts)
+            .map_err(|why| StoreError::Corrupt { path: layout::plan(id), reason: why })?;
         let batch_of = release
             .batches
             .iter()

@@ -68,8 +68,13 @@ pub async fn create_release(
         reason: None,
         created_at: now,
         finished_at: None,
+        host_parts: None,
     };
-    store.create(&layout::plan(&id), &created).await?;
+    // The parts before the plan that names them: a plan is never seen without its hosts.
+    let (head, parts) = release::split_plan(&created);
+    let paths: Vec<String> = (0..parts.len()).map(|i| layout::plan_part(&id, i)).collect();
+    futures::future::try_join_all(paths.iter().zip(&parts).map(|(path, part)| store.create(path, part))).await?;
+    store.create(&layout::plan(&id), &head).await?;
     store.create(&layout::release(&id), &ReleaseState::of(&created)).await?;
     engine.request_advance(&id, &account.id).await?;
     tracing::info!(release = %id, hosts = hosts.len(), "release created");
