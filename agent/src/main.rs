@@ -5,6 +5,7 @@
 
 mod identity;
 mod run;
+mod spool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,6 @@ async fn main() -> ExitCode {
         }
     };
     let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token);
-    let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds);
+    let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds, &args.state_dir);
     agent.run().await
 }

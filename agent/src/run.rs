@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_shared::release::{HostLogs, Job, JobKind, Report, Step, StepOutput};
-use tokio::io::AsyncReadExt;
+use berth_shared::release::{Job, JobKind, Report, Step};
 
 use crate::identity::Identity;
+use crate::spool::{INLINE_BYTES, Spool};
 
 /// Longest backoff after errors reaching Berth.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -24,25 +24,77 @@ pub struct Agent {
     host: String,
     poll_seconds: u64,
     http: reqwest::Client,
+    state_dir: PathBuf,
 }
 
-/// How one step ended.
+/// How one step ended (its output is in the job's spool).
 struct StepRun {
-    output: StepOutput,
     exit_code: Option<i32>,
     /// Why it failed, when it did.
     failure: Option<String>,
 }
 
+/// A report not yet delivered, kept in the state directory with its spooled output, so that
+/// neither a refused delivery nor a restart makes the host run the job again.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    report: Report,
+    spool: PathBuf,
+}
+
+/// Job ids remembered as run, newest last: a job handed out again is never run twice.
+const REMEMBERED_JOBS: usize = 32;
+
 impl Agent {
-    /// An agent for the host `identity` names.
-    pub fn new(url: &str, identity: Identity, poll_seconds: u64) -> Self {
+    /// An agent for the host `identity` names, keeping its outputs in `state_dir`.
+    pub fn new(url: &str, identity: Identity, poll_seconds: u64, state_dir: &Path) -> Self {
         let http = reqwest::Client::builder()
             // A held poll lasts `poll_seconds`; give the answer time to arrive.
             .timeout(Duration::from_secs(poll_seconds + 30))
             .build()
             .expect("HTTP client");
-        Self { url: url.trim_end_matches('/').to_owned(), host: identity.host.clone(), identity, poll_seconds, http }
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            host: identity.host.clone(),
+            identity,
+            poll_seconds,
+            http,
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn pending_file(&self) -> PathBuf {
+        self.state_dir.join("pending-report.json")
+    }
+
+    fn ran_file(&self) -> PathBuf {
+        self.state_dir.join("ran-jobs.json")
+    }
+
+    fn pending(&self) -> Option<Pending> {
+        serde_json::from_slice(&std::fs::read(self.pending_file()).ok()?).ok()
+    }
+
+    /// Written whole then renamed, so a crash leaves the old file or the new one.
+    fn write_state(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+        let staging = path.with_extension("tmp");
+        std::fs::write(&staging, serde_json::to_vec(value)?)?;
+        std::fs::rename(staging, path)
+    }
+
+    fn ran(&self) -> Vec<String> {
+        std::fs::read(self.ran_file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn remember_ran(&self, job_id: &str) {
+        let mut ran = self.ran();
+        if !ran.iter().any(|j| j == job_id) {
+            ran.push(job_id.to_owned());
+        }
+        let keep = ran.len().saturating_sub(REMEMBERED_JOBS);
+        if let Err(e) = Self::write_state(&self.ran_file(), &ran[keep..].to_vec()) {
+            eprintln!("berth-agent: cannot record the job as run: {e}");
+        }
     }
 
     /// The host token: the saved one, else a new one from registering with the join token.
@@ -88,17 +140,34 @@ impl Agent {
         eprintln!("berth-agent: host {} waiting for work", self.host);
         let mut backoff = Duration::from_millis(500);
         loop {
+            // A report from before (a refused delivery, a restart) goes first, and alone.
+            if let Some(pending) = self.pending() {
+                self.deliver(&token, &pending).await;
+                continue;
+            }
             let asked = std::time::Instant::now();
             match self.poll(&token).await {
+                Ok(Some(job)) if self.ran().contains(&job.job_id) => {
+                    // Berth still hands out a job this host ran and reported: never run it again.
+                    eprintln!("berth-agent: job {} already ran here; waiting for Berth to move on", job.job_id);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
                 Ok(Some(job)) => {
                     backoff = Duration::from_millis(500);
                     eprintln!("berth-agent: {job}");
-                    let report = self.execute(&job).await;
+                    let pending = match self.execute(&job).await {
+                        Ok(pending) => pending,
+                        Err(e) => {
+                            eprintln!("berth-agent: cannot keep the job's output in {}: {e}", self.state_dir.display());
+                            return ExitCode::from(2);
+                        }
+                    };
                     eprintln!(
                         "berth-agent: release {}: {:?} ok={} step={:?}",
-                        job.release, job.kind, report.ok, report.step
+                        job.release, job.kind, pending.report.ok, pending.report.step
                     );
-                    self.send_report(&token, &report).await;
+                    self.deliver(&token, &pending).await;
                 }
                 Ok(None) => {
                     backoff = Duration::from_millis(500);
@@ -171,71 +240,147 @@ impl Agent {
     }
 
     /// Sends a report until Berth takes it (or refuses it for good).
-    async fn send_report(&self, token: &str, report: &Report) {
+    /// Delivers a report (its log parts first), retrying with backoff for as long as Berth
+    /// cannot take it; the job is recorded as run before anything is sent, so it never runs
+    /// again whatever happens to the delivery.
+    async fn deliver(&self, token: &str, pending: &Pending) {
+        let report = &pending.report;
+        let spool = Spool::open(pending.spool.clone());
+        let refs = match report.log_parts {
+            Some(_) => match spool.part_refs() {
+                Ok(refs) => refs,
+                Err(e) => {
+                    eprintln!("berth-agent: the job's spooled output is unreadable ({e}); reporting without it");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let mut report = report.clone();
+        if report.log_parts.is_some() {
+            report.log_parts = Some(refs.len());
+        }
+        let mut delivered = true;
+        for (index, part) in refs.iter().enumerate() {
+            let Ok(part) = spool.read_part(part) else { break };
+            let query = [
+                ("release", report.release.clone()),
+                ("job_id", report.job_id.clone()),
+                ("part", index.to_string()),
+                ("step", part.step),
+                ("stream", part.stream),
+            ];
+            let body = part.text;
+            match self
+                .with_retries("uploading output", || async {
+                    self.http
+                        .post(format!("{}/v1/agent/logs", self.url))
+                        .bearer_auth(token)
+                        .query(&query)
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .body(body.clone())
+                        .send()
+                        .await
+                })
+                .await
+            {
+                Ok(()) => {}
+                Err(message) => {
+                    // Settled meanwhile, or refused: the report says what Berth keeps.
+                    eprintln!("berth-agent: output part {index} refused: {message}");
+                    break;
+                }
+            }
+        }
+        if let Err(message) = self
+            .with_retries("reporting", || async {
+                self.http.post(format!("{}/v1/agent/reports", self.url)).bearer_auth(token).json(&report).send().await
+            })
+            .await
+        {
+            eprintln!("berth-agent: report refused: {message}");
+            delivered = false;
+        }
+        if !delivered {
+            eprintln!("berth-agent: the job is not run again; its outcome stays on this host's log above");
+        }
+        spool.remove();
+        let _ = std::fs::remove_file(self.pending_file());
+    }
+
+    /// Sends until Berth answers: `Ok` when it took the request, `Err` when it refused it for
+    /// good (4xx other than 408/429). Unreachable or 5xx: backoff, up to 10 s, for ever.
+    async fn with_retries<F, Fut>(&self, what: &str, send: F) -> Result<(), String>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    {
         let mut backoff = Duration::from_millis(500);
-        for _ in 0..60 {
-            let sent =
-                self.http.post(format!("{}/v1/agent/reports", self.url)).bearer_auth(token).json(report).send().await;
-            match sent {
+        loop {
+            match send().await {
                 Ok(response) => match check(response).await {
-                    Ok(_) => return,
-                    Err(Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => {
-                        eprintln!("berth-agent: report refused: {message}");
-                        return;
+                    Ok(_) => return Ok(()),
+                    Err(Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => return Err(message),
+                    Err(Refusal::Retry(message)) => {
+                        eprintln!("berth-agent: {what}: {message}; retrying in {backoff:?}")
                     }
-                    Err(Refusal::Retry(message)) => eprintln!("berth-agent: reporting: {message}"),
                 },
-                Err(e) => eprintln!("berth-agent: reporting: cannot reach Berth: {e}"),
+                Err(e) => eprintln!("berth-agent: {what}: cannot reach Berth: {e}; retrying in {backoff:?}"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    /// Runs a job: pull (when asked), then for a run job stop and start. Never fails: every
-    /// problem becomes the report.
-    pub async fn execute(&self, job: &Job) -> Report {
-        let mut logs = HostLogs::default();
-        let report = |ok, step, run: &StepRun, logs: HostLogs| Report {
+    /// Runs a job with its output spooled to the state directory, and keeps its report there
+    /// before answering it.
+    pub async fn execute(&self, job: &Job) -> std::io::Result<Pending> {
+        let spool = Spool::create(&self.state_dir.join("spool"), &job.job_id)?;
+        // Recorded before any step starts: a crash mid-job leaves a host that Berth times out,
+        // never one that stops and starts twice.
+        self.remember_ran(&job.job_id);
+        let (ok, step, run) = self.steps(job, &spool).await;
+        let inline = spool.total_bytes() <= INLINE_BYTES;
+        let report = Report {
             job_id: job.job_id.clone(),
             release: job.release.clone(),
             kind: job.kind,
             ok,
             step,
             exit_code: run.exit_code,
-            reason: run.failure.clone(),
-            logs,
+            reason: run.failure,
+            logs: spool.logs(inline),
+            // The count is taken again from the spool when sending.
+            log_parts: (!inline).then_some(0),
         };
+        let pending = Pending { report, spool: spool.dir().to_path_buf() };
+        Self::write_state(&self.pending_file(), &pending)?;
+        Ok(pending)
+    }
+
+    async fn steps(&self, job: &Job, spool: &Spool) -> (bool, Step, StepRun) {
         if job.pull {
-            let pull = self.pull(job).await;
-            logs.pull = Some(pull.output.clone());
+            let pull = self.pull(job, spool).await;
             if pull.failure.is_some() || job.kind == JobKind::Pull {
-                return report(pull.failure.is_none(), Step::Pull, &pull, logs);
+                return (pull.failure.is_none(), Step::Pull, pull);
             }
         }
         if let Err(e) = tokio::fs::create_dir_all(&job.working_directory).await {
-            let run = StepRun {
-                output: StepOutput::default(),
-                exit_code: None,
-                failure: Some(format!("cannot create the working directory {}: {e}", job.working_directory)),
-            };
-            return report(false, Step::Stop, &run, logs);
+            let run = StepRun::broken(format!("cannot create the working directory {}: {e}", job.working_directory));
+            return (false, Step::Stop, run);
         }
-        let mut stop = self.script(job, Step::Stop, &job.stop_script).await;
-        logs.stop = Some(stop.output.clone());
+        let mut stop = self.script(job, Step::Stop, &job.stop_script, spool).await;
         if let Some(failure) = &mut stop.failure {
-            // The usual cause: a stop script that fails when nothing runs (a first release).
             failure.push_str(
                 "; the start script did not run. A stop script must also succeed when nothing is running: see its output",
             );
-            return report(false, Step::Stop, &stop, logs);
+            return (false, Step::Stop, stop);
         }
-        let start = self.script(job, Step::Start, &job.start_script).await;
-        logs.start = Some(start.output.clone());
-        report(start.failure.is_none(), Step::Start, &start, logs)
+        let start = self.script(job, Step::Start, &job.start_script, spool).await;
+        (start.failure.is_none(), Step::Start, start)
     }
 
-    async fn pull(&self, job: &Job) -> StepRun {
+    async fn pull(&self, job: &Job, spool: &Spool) -> StepRun {
         // A docker config of its own for this job only: the key never lands in the host's.
         let config = match tempfile::tempdir() {
             Ok(dir) => dir,
@@ -254,10 +399,10 @@ impl Agent {
         }
         command.env("DOCKER_CONFIG", config.path());
         let timeout = Duration::from_secs(job.step_timeout_seconds);
-        run_step(command, timeout, "docker pull").await
+        run_step(command, timeout, "docker pull", spool, "pull").await
     }
 
-    async fn script(&self, job: &Job, step: Step, script: &str) -> StepRun {
+    async fn script(&self, job: &Job, step: Step, script: &str, spool: &Spool) -> StepRun {
         let dir = match tempfile::tempdir() {
             Ok(dir) => dir,
             Err(e) => return StepRun::broken(format!("cannot make a temporary directory: {e}")),
@@ -277,7 +422,8 @@ impl Agent {
             .env("BERTH_HOST", &self.host)
             .env("BERTH_STEP", if step == Step::Stop { "stop" } else { "start" });
         let what = if step == Step::Stop { "the stop script" } else { "the start script" };
-        run_step(command, Duration::from_secs(job.step_timeout_seconds), what).await
+        let name = if step == Step::Stop { "stop" } else { "start" };
+        run_step(command, Duration::from_secs(job.step_timeout_seconds), what, spool, name).await
     }
 }
 
@@ -294,31 +440,30 @@ fn clean_environment(command: &mut tokio::process::Command) {
 
 impl StepRun {
     fn broken(reason: String) -> Self {
-        Self { output: StepOutput::default(), exit_code: None, failure: Some(reason) }
+        Self { exit_code: None, failure: Some(reason) }
     }
 }
 
 /// Runs a command in a process group of its own, keeping all of its output; past `timeout`
 /// the whole group is killed (a script's children too).
-async fn run_step(mut command: tokio::process::Command, timeout: Duration, what: &str) -> StepRun {
+async fn run_step(
+    mut command: tokio::process::Command,
+    timeout: Duration,
+    what: &str,
+    spool: &Spool,
+    step: &'static str,
+) -> StepRun {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return StepRun::broken(format!("cannot start {what}: {e}")),
     };
     let pid = child.id();
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = tokio::spawn(async move {
-        let mut buffer = Vec::new();
-        let _ = stdout.read_to_end(&mut buffer).await;
-        buffer
-    });
-    let err = tokio::spawn(async move {
-        let mut buffer = Vec::new();
-        let _ = stderr.read_to_end(&mut buffer).await;
-        buffer
-    });
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let (out_spool, err_spool) = (spool.clone(), spool.clone());
+    let out = tokio::spawn(async move { out_spool.capture(step, "stdout", stdout).await });
+    let err = tokio::spawn(async move { err_spool.capture(step, "stderr", stderr).await });
     let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => (status.ok(), false),
         Err(_) => {
@@ -328,14 +473,10 @@ async fn run_step(mut command: tokio::process::Command, timeout: Duration, what:
             (child.wait().await.ok(), true)
         }
     };
-    // Children that left the group may hold the pipes open; take what came within a bound.
-    let drain = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
-        match tokio::time::timeout(DRAIN_AFTER_KILL, task).await {
-            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-            _ => String::new(),
-        }
-    };
-    let output = StepOutput { stdout: drain(out).await, stderr: drain(err).await };
+    // A grandchild that kept the pipes open must not hold the report back for ever.
+    for task in [out, err] {
+        let _ = tokio::time::timeout(DRAIN_AFTER_KILL, task).await;
+    }
     let exit_code = status.and_then(|s| s.code());
     let failure = if timed_out {
         Some(format!("{what} did not finish within {} s; its process group was killed", timeout.as_secs()))
@@ -346,7 +487,7 @@ async fn run_step(mut command: tokio::process::Command, timeout: Duration, what:
             None => Some(format!("{what} was killed by a signal")),
         }
     };
-    StepRun { output, exit_code, failure }
+    StepRun { exit_code, failure }
 }
 
 enum Refusal {

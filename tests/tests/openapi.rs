@@ -718,6 +718,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
                 exit_code: Some(0),
                 reason: None,
                 logs,
+                log_parts: None,
             };
             let uri = format!("/v1/agent/reports?host={host}");
             api.expect(200, "POST", &uri, token, Some(serde_json::to_value(&report).unwrap())).await;

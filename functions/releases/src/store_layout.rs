@@ -19,7 +19,7 @@
 //! ```
 
 use berth_shared::names::AccountId;
-use berth_shared::release::{GroupKind, Phase, Release, ReleaseStatus};
+use berth_shared::release::{GroupKind, JobKind, Phase, Release, ReleaseStatus};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,9 +233,26 @@ pub fn logs(id: &str, host: &str) -> String {
     format!("releases/{id}/logs/{host}.json")
 }
 
-/// One part of a host's large logs.
-pub fn logs_part(id: &str, host: &str, part: usize) -> String {
-    format!("releases/{id}/logs/{host}/part-{part:06}.json")
+/// Where the logs of a host's job of `kind` live: the run's in `logs/`, a pull-first pull's
+/// in `pull-logs/`, both stored the same way (inline, or a head and parts).
+pub fn job_logs(kind: JobKind, id: &str, host: &str) -> String {
+    match kind {
+        JobKind::Run => logs(id, host),
+        JobKind::Pull => format!("releases/{id}/pull-logs/{host}.json"),
+    }
+}
+
+/// The folder of the parts of [`job_logs`].
+pub fn job_logs_parts(kind: JobKind, id: &str, host: &str) -> String {
+    match kind {
+        JobKind::Run => format!("releases/{id}/logs/{host}"),
+        JobKind::Pull => format!("releases/{id}/pull-logs/{host}"),
+    }
+}
+
+/// One part of [`job_logs`], written by the report (split) or uploaded by the agent.
+pub fn job_logs_part(kind: JobKind, id: &str, host: &str, part: usize) -> String {
+    format!("{}/part-{part:06}.json", job_logs_parts(kind, id, host))
 }
 
 /// A host's logs as stored: inline, or a head whose text is in `parts` further documents.

@@ -88,6 +88,7 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
                 exit_code: Some(if ok { 0 } else { 7 }),
                 reason: (!ok).then(|| "the start script exited with code 7".to_owned()),
                 logs: HostLogs::default(),
+                log_parts: None,
             };
             let uri = format!("/v1/agent/reports?host={host}");
             // The same report three times at once: one is taken, the others change nothing.
@@ -103,7 +104,11 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
     assert_eq!(done["summary"], json!({ "succeeded": 5, "failed": 1 }));
     let (_, group) = call(&router, Method::GET, "/v1/applications/app/groups/g", &token, None).await;
     assert_eq!(group["active_release"], Value::Null);
-    assert_eq!(group["scaling"], json!({ "paused": false, "suspended": false, "pauses": 1, "resumes": 1 }), "paused once, resumed once");
+    assert_eq!(
+        group["scaling"],
+        json!({ "paused": false, "suspended": false, "pauses": 1, "resumes": 1 }),
+        "paused once, resumed once"
+    );
     // More advances of a finished release change nothing.
     race_advances(&engine, &id, 8).await;
     let (_, again) = call(&router, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;

@@ -68,6 +68,7 @@ fn report(job_id: String, release: &str, kind: JobKind) -> Value {
         exit_code: Some(0),
         reason: None,
         logs: HostLogs::default(),
+        log_parts: None,
     };
     serde_json::to_value(report).unwrap()
 }

@@ -81,8 +81,20 @@ pub const INLINE_LOG_BYTES: usize = 3 << 20;
 /// Text per stored log part; JSON escaping may grow it up to six times, still under the
 /// store's document limit.
 pub const LOG_PART_BYTES: usize = 512 << 10;
-/// Largest report an agent may send (its steps' full output).
-pub const MAX_REPORT_BYTES: usize = 256 << 20;
+/// Largest report an agent may send. Output past about 1 MiB travels as log parts
+/// (`POST /v1/agent/logs`), each read with its own limit, so no request is buffered whole
+/// beyond these few MiB.
+pub const MAX_REPORT_BYTES: usize = 4 << 20;
+/// Log parts one job may upload: [`LOG_PART_BYTES`] each, 256 MiB of output in all.
+pub const MAX_LOG_PARTS: usize = 512;
+/// Largest output of one step's stream an agent keeps (six streams stay under 256 MiB);
+/// past it, the rest is dropped and the agent says so in the output.
+pub const MAX_STREAM_BYTES: u64 = 40 << 20;
+
+/// The steps and streams a log part may belong to.
+pub const LOG_STEPS: [&str; 3] = ["pull", "stop", "start"];
+/// The streams of a step.
+pub const LOG_STREAMS: [&str; 2] = ["stdout", "stderr"];
 
 /// One piece of a step's output stored on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,9 +171,13 @@ pub struct Report {
     /// Why it failed (timeout, could not start bash, ...).
     #[serde(default)]
     pub reason: Option<String>,
-    /// Output of each step run.
+    /// Output of each step run; without text when it was uploaded in parts.
     #[serde(default)]
     pub logs: HostLogs,
+    /// How many log parts the agent uploaded for this job before reporting (parts 0..n,
+    /// appended in order to the steps `logs` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_parts: Option<usize>,
 }
 
 /// What an agent is asked to do.
@@ -215,6 +231,15 @@ impl std::fmt::Debug for Job {
 impl std::fmt::Display for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?} of {} for release {}", self.kind, self.image, self.release)
+    }
+}
+
+/// The kind of job a job id names (`pull-...` or `run-...`).
+pub fn job_kind(job_id: &str) -> Option<JobKind> {
+    match job_id.split_once('-')?.0 {
+        "pull" => Some(JobKind::Pull),
+        "run" => Some(JobKind::Run),
+        _ => None,
     }
 }
 

@@ -236,6 +236,7 @@ async fn bench() {
                     exit_code: Some(0),
                     reason: None,
                     logs: HostLogs::default(),
+                    log_parts: None,
                 };
                 let body = Some(serde_json::to_value(&report).unwrap());
                 let (status, answer) = call(&router, Method::POST, "/v1/agent/reports", &host_token, body).await;

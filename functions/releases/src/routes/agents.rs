@@ -279,10 +279,11 @@ pub async fn report(
         JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
         JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
     };
+    let logs_path = layout::job_logs(body.kind, id, name);
     if settled {
         // A repeat, or a host the release timed out: a late run's output is still kept.
-        if body.kind == JobKind::Run && store.get::<StoredLogs>(&layout::logs(id, name)).await?.is_none() {
-            store_logs(&engine, id, name, &body.logs).await?;
+        if body.kind == JobKind::Run && store.get::<StoredLogs>(&logs_path).await?.is_none() {
+            store_logs(&engine, body.kind, id, name, &body.logs, body.log_parts).await?;
         }
         return Ok(Json(ReportAccepted { accepted: false }));
     }
@@ -291,7 +292,9 @@ pub async fn report(
     let now = unix_now();
     let written = match body.kind {
         JobKind::Pull => {
-            let output = body.logs.pull.clone().unwrap_or_default();
+            // Logs first, as for runs; the result keeps no output of its own any more.
+            store_logs(&engine, body.kind, id, name, &body.logs, body.log_parts).await?;
+            let output = release::StepOutput::default();
             let pull =
                 PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
             let written = create_once(store, &layout::pull(id, name), &pull).await?;
@@ -310,7 +313,7 @@ pub async fn report(
         }
         JobKind::Run => {
             // Logs first: once the result exists, its logs do too.
-            store_logs(&engine, id, name, &body.logs).await?;
+            store_logs(&engine, body.kind, id, name, &body.logs, body.log_parts).await?;
             let result = HostResult {
                 ok: body.ok,
                 step: body.step,
@@ -326,4 +329,64 @@ pub async fn report(
         engine.request_advance(id, &release.account).await?;
     }
     Ok(Json(ReportAccepted { accepted: written }))
+}
+
+/// `POST /v1/agent/logs` query: which part of which job's output the body is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogPartQuery {
+    release: String,
+    job_id: String,
+    /// From 0, in the order the text is to be read.
+    part: usize,
+    step: String,
+    stream: String,
+}
+
+/// `POST /v1/agent/logs`: one part (at most 512 KiB of UTF-8 text) of the output of the job
+/// this host holds, uploaded before its report names how many parts there are. A part sent
+/// again replaces itself; once the job is settled, parts are refused (409 `job_settled`).
+pub async fn upload_log_part(
+    State(engine): State<Engine>,
+    host: Host,
+    ApiQuery(query): ApiQuery<LogPartQuery>,
+    LimitedBody(body): LimitedBody<{ release::LOG_PART_BYTES }>,
+) -> Result<StatusCode, ApiError> {
+    if !release::LOG_STEPS.contains(&query.step.as_str()) {
+        return Err(ApiError::invalid("step", "invalid_value", "must be pull, stop or start"));
+    }
+    if !release::LOG_STREAMS.contains(&query.stream.as_str()) {
+        return Err(ApiError::invalid("stream", "invalid_value", "must be stdout or stderr"));
+    }
+    if query.part >= release::MAX_LOG_PARTS {
+        let limit = release::MAX_LOG_PARTS;
+        return Err(ApiError::invalid("part", "out_of_range", format!("must be below {limit}")));
+    }
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::invalid("body", "not_utf8", "a log part is UTF-8 text"))?;
+    let name = host.host.host.as_str();
+    let id = query.release.as_str();
+    let never = || refused(format!("no job of this release was handed to host '{name}'"));
+    let kind = release::job_kind(&query.job_id).ok_or_else(never)?;
+    if uuid::Uuid::parse_str(id).is_err() || query.job_id != release::job_id(id, name, kind) {
+        return Err(never());
+    }
+    let plan = engine.plan(id).await?.ok_or_else(never)?;
+    let (release, group) = (&plan.release, &host.host.group);
+    let same_group =
+        release.account == group.account && release.application == group.application && release.group == group.group;
+    if !same_group || !plan.batch_of.contains_key(name) {
+        return Err(never());
+    }
+    let store = &engine.context.store;
+    let settled = match kind {
+        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
+        JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
+    };
+    if settled {
+        return Err(ApiError::Conflict { code: "job_settled", message: "the job was already reported".into() });
+    }
+    let part = release::LogPart { step: query.step, stream: query.stream, text };
+    store.put(&layout::job_logs_part(kind, id, name, query.part), &part).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -274,11 +274,13 @@ pub async fn host_logs(
     let store = &engine.context.store;
     let pull = store.get::<PullResult>(&layout::pull(&id, &host)).await?.map(|d| d.value);
     let result = store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value);
-    let logs = load_logs(&engine, &id, &host).await?;
+    let logs = load_logs(&engine, JobKind::Run, &id, &host).await?;
+    let pulled = load_logs(&engine, JobKind::Pull, &id, &host).await?.pull;
     let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
     Ok(Json(HostLogsView {
         host,
-        pull: logs.pull.or(pull.map(|p| p.output)),
+        // A pull-first pull's output is in its own logs; a Berth before them kept it inline.
+        pull: logs.pull.or(pulled).or(pull.map(|p| p.output)),
         release: id,
         result,
         start: logs.start,
@@ -305,32 +307,57 @@ pub struct HostLogsView {
     stop: Option<release::StepOutput>,
 }
 
-/// Stores a host's logs whole: inline when small, else a head and parts written before it
-/// (so a head never names parts that are not there).
-pub(crate) async fn store_logs(engine: &Engine, id: &str, host: &str, logs: &HostLogs) -> Result<(), ApiError> {
+/// Stores the logs of a host's job whole: inline when small, else a head and parts written
+/// before it (so a head never names parts that are not there). With `uploaded`, the agent
+/// sent the text as that many parts already; they must all be there.
+pub(crate) async fn store_logs(
+    engine: &Engine,
+    kind: JobKind,
+    id: &str,
+    host: &str,
+    logs: &HostLogs,
+    uploaded: Option<usize>,
+) -> Result<(), ApiError> {
     let store = &engine.context.store;
-    let size = serde_json::to_vec(logs).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size <= release::INLINE_LOG_BYTES {
-        store.put(&layout::logs(id, host), &StoredLogs { logs: logs.clone(), parts: 0 }).await?;
+    let head = layout::job_logs(kind, id, host);
+    if let Some(count) = uploaded {
+        if count > release::MAX_LOG_PARTS {
+            let limit = release::MAX_LOG_PARTS;
+            return Err(ApiError::invalid("log_parts", "out_of_range", format!("at most {limit} parts")));
+        }
+        let there: std::collections::BTreeSet<String> =
+            store.list_paths(&layout::job_logs_parts(kind, id, host)).await?.into_iter().collect();
+        if let Some(missing) = (0..count).find(|i| !there.contains(&layout::job_logs_part(kind, id, host, *i))) {
+            return Err(ApiError::Conflict {
+                code: "log_parts_missing",
+                message: format!("log part {missing} of the {count} the report names was not uploaded"),
+            });
+        }
+        store.put(&head, &StoredLogs { logs: logs.clone(), parts: count }).await?;
         return Ok(());
     }
-    let (head, parts) = release::split_logs(logs, release::LOG_PART_BYTES);
-    for (index, part) in parts.iter().enumerate() {
-        store.put(&layout::logs_part(id, host, index), part).await?;
+    let size = serde_json::to_vec(logs).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size <= release::INLINE_LOG_BYTES {
+        store.put(&head, &StoredLogs { logs: logs.clone(), parts: 0 }).await?;
+        return Ok(());
     }
-    store.put(&layout::logs(id, host), &StoredLogs { logs: head, parts: parts.len() }).await?;
+    let (text_free, parts) = release::split_logs(logs, release::LOG_PART_BYTES);
+    for (index, part) in parts.iter().enumerate() {
+        store.put(&layout::job_logs_part(kind, id, host, index), part).await?;
+    }
+    store.put(&head, &StoredLogs { logs: text_free, parts: parts.len() }).await?;
     Ok(())
 }
 
-pub(crate) async fn load_logs(engine: &Engine, id: &str, host: &str) -> Result<HostLogs, ApiError> {
+pub(crate) async fn load_logs(engine: &Engine, kind: JobKind, id: &str, host: &str) -> Result<HostLogs, ApiError> {
     let store = &engine.context.store;
-    let Some(stored) = store.get::<StoredLogs>(&layout::logs(id, host)).await?.map(|d| d.value) else {
+    let Some(stored) = store.get::<StoredLogs>(&layout::job_logs(kind, id, host)).await?.map(|d| d.value) else {
         return Ok(HostLogs::default());
     };
     let mut parts = Vec::with_capacity(stored.parts);
     for index in 0..stored.parts {
         let part = store
-            .get::<release::LogPart>(&layout::logs_part(id, host, index))
+            .get::<release::LogPart>(&layout::job_logs_part(kind, id, host, index))
             .await?
             .ok_or_else(|| ApiError::Internal(format!("log part {index} of {host} in {id} is missing")))?;
         parts.push(part.value);

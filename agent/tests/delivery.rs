@@ -1,0 +1,146 @@
+//! The agent's delivery of a job's outcome against a Berth that refuses it for a while: the
+//! output travels in parts, the report is retried with backoff (across a `kill -9` and a
+//! restart of the agent), and the job's scripts run exactly once.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_shared::release::{Job, JobKind, Report};
+
+/// Parts received, by index: (stream, bytes of text).
+#[derive(Default)]
+struct Parts(std::sync::Mutex<std::collections::BTreeMap<usize, (String, usize)>>);
+
+const OUTPUT_BYTES: usize = 3_000_000;
+
+/// A stand-in for Berth's agent routes: hands out one job until it takes a report, and
+/// refuses log parts and reports with 503 until told to take them.
+struct FakeBerth {
+    job: Job,
+    accepting: AtomicBool,
+    parts_refused: AtomicUsize,
+    report_attempts: AtomicUsize,
+    reported: std::sync::Mutex<Option<Report>>,
+    parts: Parts,
+}
+
+async fn jobs(State(berth): State<Arc<FakeBerth>>) -> Response {
+    if berth.reported.lock().unwrap().is_some() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    Json(berth.job.clone()).into_response()
+}
+
+async fn logs(
+    State(berth): State<Arc<FakeBerth>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: String,
+) -> StatusCode {
+    // The first two parts sent are refused once each, as a Berth restarting would.
+    if berth.parts_refused.fetch_add(1, Ordering::SeqCst) < 2 {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let index: usize = query["part"].parse().unwrap();
+    assert_eq!(query["job_id"], berth.job.job_id);
+    berth.parts.0.lock().unwrap().insert(index, (query["stream"].clone(), body.len()));
+    StatusCode::NO_CONTENT
+}
+
+async fn reports(State(berth): State<Arc<FakeBerth>>, Json(report): Json<Report>) -> Response {
+    berth.report_attempts.fetch_add(1, Ordering::SeqCst);
+    if !berth.accepting.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restarting").into_response();
+    }
+    *berth.reported.lock().unwrap() = Some(report);
+    Json(serde_json::json!({ "accepted": true })).into_response()
+}
+
+fn agent(url: &str, state: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_berth-agent"))
+        .args(["--berth-url", url, "--host-id", "h1", "--poll-seconds", "1", "--state-dir"])
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start berth-agent")
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_report_is_retried_across_a_restart_and_the_job_never_runs_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, work, marker) = (dir.path().join("state"), dir.path().join("work"), dir.path().join("ran"));
+    std::fs::create_dir_all(&state).unwrap();
+    // A saved host token: the agent does not register.
+    std::fs::write(state.join("host-token.json"), r#"{"host":"h1","host_token":"bht_test"}"#).unwrap();
+    let release = "0b3c3a5e-8d7f-4a59-9a51-3d2f5d8e1c01";
+    let job = Job {
+        job_id: berth_shared::release::job_id(release, "h1", JobKind::Run),
+        release: release.into(),
+        kind: JobKind::Run,
+        pull: false,
+        image: "127.0.0.1:5000/acme/app:v1".into(),
+        registry: "127.0.0.1:5000".into(),
+        username: "u".into(),
+        password: "p".into(),
+        working_directory: work.display().to_string(),
+        stop_script: "true".into(),
+        start_script: format!("echo ran >> {}; head -c {OUTPUT_BYTES} /dev/zero | tr '\\0' y", marker.display()),
+        step_timeout_seconds: 30,
+    };
+    let berth = Arc::new(FakeBerth {
+        job,
+        accepting: AtomicBool::new(false),
+        parts_refused: AtomicUsize::new(0),
+        report_attempts: AtomicUsize::new(0),
+        reported: std::sync::Mutex::new(None),
+        parts: Parts::default(),
+    });
+    let router = axum::Router::new()
+        .route("/v1/agent/jobs", get(jobs))
+        .route("/v1/agent/logs", post(logs))
+        .route("/v1/agent/reports", post(reports))
+        .with_state(berth.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let mut first = agent(&url, &state);
+    until("two refused reports", || berth.report_attempts.load(Ordering::SeqCst) >= 2).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Berth takes reports again; a new agent on the same state delivers the one it kept.
+    berth.accepting.store(true, Ordering::SeqCst);
+    let mut second = agent(&url, &state);
+    until("the report", || berth.reported.lock().unwrap().is_some()).await;
+    // A few more polls: Berth answers no job now, and nothing runs again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n", "the scripts ran once");
+    let report = berth.reported.lock().unwrap().clone().unwrap();
+    assert!(report.ok, "{:?}", report.reason);
+    let parts = berth.parts.0.lock().unwrap();
+    assert_eq!(report.log_parts, Some(parts.len()), "the report counts the parts it sent");
+    assert_eq!(parts.keys().copied().collect::<Vec<_>>(), (0..parts.len()).collect::<Vec<_>>());
+    let stdout: usize = parts.values().filter(|(stream, _)| stream == "stdout").map(|(_, len)| len).sum();
+    assert_eq!(stdout, OUTPUT_BYTES, "the whole output arrived");
+    assert_eq!(report.logs.start.as_ref().map(|o| o.stdout.as_str()), Some(""), "its text went as parts");
+    assert!(!state.join("pending-report.json").exists(), "nothing left to deliver");
+    assert!(std::fs::read_dir(state.join("spool")).unwrap().next().is_none(), "the spool was emptied");
+}
