@@ -78,6 +78,11 @@ impl BerthServe {
         }
     }
 
+    /// The process id (to read its memory figures).
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// Everything logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

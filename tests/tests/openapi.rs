@@ -705,9 +705,18 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
             }
             assert_eq!(status, 200, "{job}");
             let job: Job = serde_json::from_value(job).unwrap();
+            // A run's stop output travels as a log part, as a long output would.
+            let mut log_parts = None;
+            if job.kind == JobKind::Run {
+                let uri = format!("/v1/agent/logs?release={id}&job_id={}&part=0&step=stop&stream=stdout", job.job_id);
+                let exchange = api.send("POST", &uri, Some(token.as_str()), Body::from("stopped\n"), false).await;
+                assert_eq!(exchange.status, 204, "{}", String::from_utf8_lossy(&exchange.body));
+                api.exchanges.push(exchange);
+                log_parts = Some(1);
+            }
             let logs = match job.kind {
                 JobKind::Pull => HostLogs { pull: output("pulled"), ..HostLogs::default() },
-                JobKind::Run => HostLogs { pull: None, stop: output("stopped"), start: output("started") },
+                JobKind::Run => HostLogs { pull: None, stop: Some(StepOutput::default()), start: output("started") },
             };
             let report = Report {
                 job_id: job.job_id,
@@ -718,7 +727,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
                 exit_code: Some(0),
                 reason: None,
                 logs,
-                log_parts: None,
+                log_parts,
             };
             let uri = format!("/v1/agent/reports?host={host}");
             api.expect(200, "POST", &uri, token, Some(serde_json::to_value(&report).unwrap())).await;
@@ -727,6 +736,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     api.expect(200, "POST", &format!("/v1/releases/{id}/confirm"), account, None).await;
     let logs = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs"), account, None).await;
     assert_eq!(logs["start"]["stdout"], "started\n", "{logs}");
+    assert_eq!(logs["stop"]["stdout"], "stopped\n", "the uploaded part: {logs}");
     api.expect(200, "POST", &format!("/v1/releases/{id}/cancel"), account, None).await;
     let (_, token) = &hosts[1];
     api.expect(204, "GET", "/v1/agent/jobs?wait_seconds=0", token, None).await;
@@ -782,7 +792,8 @@ async fn every_answer_has_its_documented_status_and_fields() {
         }
         let limited = api.exchanges.iter().any(|e| &e.method == method && &e.path == path && e.status == 413);
         if !operation["requestBody"].is_null() && !limited {
-            let body = streamed(berth_shared::release::MAX_REPORT_BYTES + 1);
+            // Over every body limit: the largest is the 32 MiB of a File upload.
+            let body = streamed((256 << 20) + 1);
             let exchange = api.send(method, &uri, authorization.as_deref(), body, true).await;
             if exchange.status != 413 {
                 failures.push(format!("{method} {uri}: answered {} to an oversized body", exchange.status));

@@ -292,9 +292,16 @@ pub async fn report(
     let now = unix_now();
     let written = match body.kind {
         JobKind::Pull => {
-            // Logs first, as for runs; the result keeps no output of its own any more.
-            store_logs(&engine, body.kind, id, name, &body.logs, body.log_parts).await?;
-            let output = release::StepOutput::default();
+            // A pull's usual few lines stay in its result (one write); a long output is
+            // stored as a run's is, first, so the result never outgrows a document.
+            let inline = body.log_parts.is_none()
+                && serde_json::to_vec(&body.logs.pull).map_or(false, |v| v.len() <= release::INLINE_LOG_BYTES);
+            let output = if inline {
+                body.logs.pull.clone().unwrap_or_default()
+            } else {
+                store_logs(&engine, body.kind, id, name, &body.logs, body.log_parts).await?;
+                release::StepOutput::default()
+            };
             let pull =
                 PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
             let written = create_once(store, &layout::pull(id, name), &pull).await?;

@@ -279,7 +279,7 @@ pub async fn host_logs(
     let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
     Ok(Json(HostLogsView {
         host,
-        // A pull-first pull's output is in its own logs; a Berth before them kept it inline.
+        // A pull-first pull's output: a long one in its own logs, else inline in its result.
         pull: logs.pull.or(pulled).or(pull.map(|p| p.output)),
         release: id,
         result,
