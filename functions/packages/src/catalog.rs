@@ -25,7 +25,7 @@ pub const MAX_PAGE_SIZE: usize = 100;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     rfc3339(unix_now())
 }
 
@@ -173,7 +173,11 @@ async fn claim_client_token(
     }
 }
 
-async fn submit(context: &FunctionContext, account: &AccountId, version: &PackageVersion) -> Result<(), ApiError> {
+pub(crate) async fn submit(
+    context: &FunctionContext,
+    account: &AccountId,
+    version: &PackageVersion,
+) -> Result<(), ApiError> {
     if version.package_type == PackageType::File {
         // A file version is settled by its upload, not by a registry check.
         return Ok(());
@@ -411,7 +415,7 @@ pub async fn get_package(
     Ok(Json(PackageView { package, versions }))
 }
 
-async fn versions_of(
+pub(crate) async fn versions_of(
     context: &FunctionContext,
     account: &AccountId,
     name: &str,
@@ -466,7 +470,11 @@ pub async fn update_package(
     Ok(Json(updated.value))
 }
 
-async fn users_of(context: &FunctionContext, account: &AccountId, name: &str) -> Result<Vec<String>, ApiError> {
+pub(crate) async fn users_of(
+    context: &FunctionContext,
+    account: &AccountId,
+    name: &str,
+) -> Result<Vec<String>, ApiError> {
     let paths = context.store.list_paths(&package::users_prefix(account, name)).await?;
     Ok(paths
         .iter()
@@ -497,7 +505,7 @@ pub async fn delete_package(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove_version(
+pub(crate) async fn remove_version(
     context: &FunctionContext,
     account: &AccountId,
     version: &PackageVersion,

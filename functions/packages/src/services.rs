@@ -58,9 +58,21 @@ pub async fn put_service(
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     validate_service_name(&id)?;
     let plan = request.plan()?;
-    check_relations(&context, &caller.id, &plan).await?;
+    let (created, service) = define_service(&context, &caller.id, &id, &plan).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(service)))
+}
+
+/// Checks a plan's relations and writes the service it defines, with its marks on the packages
+/// it uses (stale marks removed). Answers whether it was created, and the service.
+pub(crate) async fn define_service(
+    context: &FunctionContext,
+    account: &AccountId,
+    id: &str,
+    plan: &ServicePlan,
+) -> Result<(bool, Service), ApiError> {
+    check_relations(context, account, plan).await?;
     let now = rfc3339(unix_now());
-    let path = service::service_path(&caller.id, &id);
+    let path = service::service_path(account, id);
     let mut previous_packages = BTreeSet::new();
     let mut created = true;
     let written = context
@@ -69,7 +81,7 @@ pub async fn put_service(
             created = current.is_none();
             previous_packages = current.iter().flat_map(|s| s.relations.values().map(|r| r.package.clone())).collect();
             Ok::<_, ApiError>(Service {
-                name: id.clone(),
+                name: id.to_owned(),
                 templates: plan.templates.clone(),
                 relations: plan.relations.iter().map(|(k, r)| (k.clone(), r.target.clone())).collect(),
                 ignored: plan.ignored.clone(),
@@ -81,16 +93,16 @@ pub async fn put_service(
     let service = written.value;
     let packages: BTreeSet<String> = service.relations.values().map(|r| r.package.clone()).collect();
     for name in &packages {
-        context.store.put(&package::user_path(&caller.id, name, &id), &PackageUser { service: id.clone() }).await?;
+        context.store.put(&package::user_path(account, name, id), &PackageUser { service: id.to_owned() }).await?;
     }
     for stale in previous_packages.difference(&packages) {
-        context.store.delete(&package::user_path(&caller.id, stale, &id)).await?;
+        context.store.delete(&package::user_path(account, stale, id)).await?;
     }
-    tracing::info!(account = %caller.id, service = %id, relations = service.relations.len(), templates = service.templates.len(), "service defined");
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(service)))
+    tracing::info!(account = %account, service = %id, relations = service.relations.len(), templates = service.templates.len(), "service defined");
+    Ok((created, service))
 }
 
-async fn load(context: &FunctionContext, account: &AccountId, id: &str) -> Result<Service, ApiError> {
+pub(crate) async fn load(context: &FunctionContext, account: &AccountId, id: &str) -> Result<Service, ApiError> {
     validate_service_name(id)?;
     Ok(context
         .store

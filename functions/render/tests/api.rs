@@ -97,6 +97,7 @@ async fn put_version(context: &FunctionContext, package: &str, number: u32, stat
             digest: Some(DIGEST.into()),
         }),
         reason: (status == VersionStatus::Failed).then(|| "acme/broken:v1 was not found".into()),
+        label: None,
         created_at: String::new(),
         updated_at: String::new(),
     };
