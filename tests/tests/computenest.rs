@@ -218,18 +218,22 @@ async fn computenest_cli_import_pushes_the_image_and_defines_the_service() {
     let (id, secret) = access_key(&stack, "acme").await;
     let endpoint = stack.berth.url.strip_prefix("http://").unwrap().to_owned();
 
-    let output = venv_command("computenest-cli")
-        .current_dir(&work)
-        .env("PYTHONPATH", &site)
-        .env("BERTH_CN_ENDPOINT", &endpoint)
-        .env("DOCKER_CONFIG", &docker_config)
-        .env("HOME", stack.dir.path())
-        .args(["import", "--file_path"])
-        .arg(work.join(".computenest/config.yaml"))
-        .args(["--access_key_id", &id, "--access_key_secret", &secret])
-        .output()
-        .expect("run computenest-cli");
-    assert!(output.status.success(), "computenest-cli import failed:\n{}", shown(&output));
+    let import = |extra: &[&str]| {
+        let output = venv_command("computenest-cli")
+            .current_dir(&work)
+            .env("PYTHONPATH", &site)
+            .env("BERTH_CN_ENDPOINT", &endpoint)
+            .env("DOCKER_CONFIG", &docker_config)
+            .env("HOME", stack.dir.path())
+            .args(["import", "--file_path"])
+            .arg(work.join(".computenest/config.yaml"))
+            .args(["--access_key_id", &id, "--access_key_secret", &secret])
+            .args(extra)
+            .output()
+            .expect("run computenest-cli");
+        assert!(output.status.success(), "computenest-cli import {extra:?} failed:\n{}", shown(&output));
+    };
+    import(&[]);
     let logs = stack.berth.logs();
     for action in [
         "ListArtifacts",
@@ -268,6 +272,32 @@ async fn computenest_cli_import_pushes_the_image_and_defines_the_service() {
     );
     assert_eq!(service["templates"][0]["name"], "hello");
     assert!(service["ignored"].to_string().contains("not received"), "{service}");
+
+    // The template's body reaches Berth its own way (Berth's import of the same config.yaml);
+    // a re-run of computenest-cli downloads it from the URL GetService answers, finds it
+    // unchanged and keeps it, updating the draft artifact on the way.
+    let config = std::fs::read_to_string(work.join(".computenest/config.yaml")).unwrap();
+    let template = std::fs::read_to_string(work.join(".computenest/ros_templates/template.yaml")).unwrap();
+    let body = json!({ "config": config, "templates": { "ros_templates/template.yaml": template } });
+    let (status, defined) = stack.call("acme", "PUT", "/v1/services/berth-hello", Some(body)).await;
+    assert_eq!(status, 200, "{defined}");
+    let before = stack.berth.logs().len();
+    import(&["--update_artifact", "True"]);
+    import(&[]);
+    let rerun = &stack.berth.logs()[before..];
+    for action in ["UpdateArtifact", "GetArtifact", "GetService", "UpdateService"] {
+        assert!(rerun.contains(&format!("\"action\":\"{action}\"")), "the re-runs never called {action}");
+    }
+    let (_, service) = stack.call("acme", "GET", "/v1/services/berth-hello", None).await;
+    assert_eq!(service["templates"][0]["body"], template, "{service}");
+    assert_eq!(
+        service["relations"]["computenest::acrimage::hello"],
+        json!({ "package": "hello_image", "version": "latest" })
+    );
+    let (_, artifact) = stack.call("acme", "GET", "/v1/packages/hello_image", None).await;
+    let versions = artifact["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "still one draft: {artifact}");
+    assert_ne!(versions[0]["updated_at"], draft["updated_at"], "the draft was updated");
 
     assert_not_logged(&stack, &[&secret]);
 }
