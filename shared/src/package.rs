@@ -762,6 +762,17 @@ mod tests {
     }
 
     #[test]
+    fn the_draft_name_is_left_to_compute_nest() {
+        let mut body = base();
+        body["version"]["name"] = "draft".into();
+        assert!(matches!(request(body), Err(ApiError::Invalid { code: "reserved_name", .. })));
+        let spec: VersionSpec = serde_json::from_value(base()["version"].clone()).unwrap();
+        let draft = VersionSpec { name: DRAFT_VERSION.into(), ..spec };
+        let version = validate_content("", &draft, "web_app", PackageType::ContainerImage, 1, &account(), "t").unwrap();
+        assert_eq!(version.images[0].repository.as_str(), "acme/web");
+    }
+
+    #[test]
     fn tags_are_bounded_and_unique() {
         let tags = |n: usize| (0..n).map(|i| Tag { key: format!("k{i}"), value: "v".into() }).collect::<Vec<_>>();
         assert!(validate_tags(&tags(20)).is_ok());

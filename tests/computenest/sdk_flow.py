@@ -279,6 +279,16 @@ refused(lambda: client(secret="wrong").list_artifacts(m.ListArtifactsRequest()),
 long_query = Signed("ListArtifacts", {f"P{i}": "x" for i in range(600)}).sign()
 check(code_of(long_query.send()) == (400, "InvalidParameter"), "too many parameters")
 
+# Each credential only where it belongs: an account token is no signature, an access key is
+# neither an account token nor a registry key.
+bearer_call = requests.post(f"{URL}/", headers={"x-acs-action": "ListArtifacts", **BEARER})
+check(code_of(bearer_call) == (400, "MissingAuthorization"), "an account token on the Compute Nest API", bearer_call.text)
+as_bearer = requests.get(f"{URL}/v1/packages", headers={"Authorization": f"Bearer {KEY_SECRET}"})
+check(as_bearer.status_code == 401, "an access key secret as an account token", as_bearer.text)
+as_basic = requests.get(f"{URL}/v1/registry/token", params={"service": "x"}, auth=(KEY_ID, KEY_SECRET))
+check(as_basic.status_code in (400, 401), "an access key at the registry token endpoint", as_basic.text)
+check(KEY_SECRET not in bearer_call.text + as_bearer.text + as_basic.text, "no answer echoes the secret")
+
 # A revoked key signs nothing any more.
 second = requests.post(f"{URL}/v1/access-keys", json={"description": "to revoke"}, headers=BEARER).json()
 client(second["access_key_id"], second["access_key_secret"]).list_artifacts(m.ListArtifactsRequest())

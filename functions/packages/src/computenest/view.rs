@@ -252,3 +252,37 @@ pub fn page<T>(items: Vec<T>, params: &super::params::Params) -> Result<(Vec<T>,
     let next = (start + items.len() < total).then(|| (start + items.len()).to_string());
     Ok((items, Paging { max_results: size, next_token: next, total_count: total }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::computenest::params::Params;
+
+    #[test]
+    fn statuses_map_one_to_one() {
+        let all = [VersionStatus::Draft, VersionStatus::Creating, VersionStatus::Available, VersionStatus::Failed];
+        let mapped: Vec<&str> = all.into_iter().map(status).collect();
+        assert_eq!(mapped, ["Created", "Scanning", "Available", "ScanFailed"]);
+        assert!(package_type("ArtifactType", "EcsImage").is_err());
+        for t in [PackageType::ContainerImage, PackageType::HelmChart, PackageType::File] {
+            assert_eq!(package_type("ArtifactType", artifact_type(t)).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn pages_follow_next_token_to_the_end() {
+        let params = |pairs: &[(&str, &str)]| Params(pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect());
+        let (first, paging) = page((0..5).collect(), &params(&[("MaxResults", "2")])).unwrap();
+        assert_eq!((first, paging.next_token.as_deref(), paging.total_count), (vec![0, 1], Some("2"), 5));
+        let (last, paging) = page((0..5).collect(), &params(&[("MaxResults", "2"), ("NextToken", "4")])).unwrap();
+        assert_eq!((last, paging.next_token), (vec![4], None));
+        assert_eq!(
+            page((0..5).collect::<Vec<i32>>(), &params(&[("NextToken", "x")])).unwrap_err().code,
+            "InvalidParameter"
+        );
+        assert_eq!(
+            page((0..5).collect::<Vec<i32>>(), &params(&[("MaxResults", "0")])).unwrap_err().code,
+            "InvalidParameter"
+        );
+    }
+}
