@@ -124,10 +124,32 @@ pub fn account_keys_prefix(account: &AccountId) -> String {
     format!("accounts/{account}/access-keys")
 }
 
-/// The marker of a signature nonce used with key `id` (the nonce hashed, so any bytes are a
-/// safe path).
-pub fn nonce_path(id: &str, nonce: &str) -> String {
-    format!("access-key-nonces/{id}/{}.json", crate::platform::digest::sha256_hex(nonce.as_bytes()))
+/// Seconds of one nonce bucket: markers are kept by the signed `x-acs-date` of their request.
+pub const NONCE_BUCKET_SECONDS: u64 = 15 * 60;
+/// Buckets kept behind the current one. A replay carries its signed date, so it is looked up
+/// in that date's bucket; a date three buckets back (45 minutes) fails the 15-minute skew check
+/// before any look-up, so older markers can go.
+pub const NONCE_BUCKETS_KEPT: u64 = 3;
+
+/// Folder of the nonce markers of key `id`.
+pub fn nonces_prefix(id: &str) -> String {
+    format!("access-key-nonces/{id}")
+}
+
+/// The marker of a signature nonce used with key `id` in a request dated `date` (seconds): the
+/// nonce hashed, so any bytes are a safe path, in the date's bucket.
+pub fn nonce_path(id: &str, date: u64, nonce: &str) -> String {
+    let bucket = date / NONCE_BUCKET_SECONDS;
+    format!("access-key-nonces/{id}/{bucket}/{}.json", crate::platform::digest::sha256_hex(nonce.as_bytes()))
+}
+
+/// Whether a marker path (from [`nonces_prefix`]) is in a bucket old enough to delete at `now`.
+pub fn nonce_expired(path: &str, now: u64) -> bool {
+    let current = now / NONCE_BUCKET_SECONDS;
+    path.rsplit('/')
+        .nth(1)
+        .and_then(|bucket| bucket.parse::<u64>().ok())
+        .is_some_and(|bucket| bucket + NONCE_BUCKETS_KEPT < current)
 }
 
 /// What a nonce marker records.
@@ -159,5 +181,16 @@ mod tests {
             "another key derives another secret"
         );
         assert_eq!(format!("{one:?}"), crate::platform::secret::REDACTED);
+    }
+
+    #[test]
+    fn nonce_markers_expire_by_the_bucket_of_their_date() {
+        let now = 100 * NONCE_BUCKET_SECONDS + 10;
+        let path = |date| nonce_path("BAKX", date, "n");
+        assert_eq!(path(now), path(now + 5), "one bucket for the same quarter hour");
+        assert!(!nonce_expired(&path(now - 15 * 60), now));
+        assert!(!nonce_expired(&path(now - 3 * NONCE_BUCKET_SECONDS), now));
+        assert!(nonce_expired(&path(now - 4 * NONCE_BUCKET_SECONDS), now));
+        assert!(!nonce_expired("access-key-nonces/BAKX/x.json", now));
     }
 }

@@ -27,7 +27,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The signature checks that need no key: the header's shape, the date and the nonce's shape.
 /// Answers the parsed header and the nonce.
-pub fn precheck(headers: &HeaderMap, now: u64) -> Result<(signature::Authorization, String), CnError> {
+pub fn precheck(headers: &HeaderMap, now: u64) -> Result<(signature::Authorization, u64, String), CnError> {
     let authorization = signature::parse_authorization(headers).map_err(|e| match e {
         SignatureError::Missing => refused("MissingAuthorization", "The request is not signed (ACS3-HMAC-SHA256)."),
         other => refused("IncompleteSignature", other.to_string()),
@@ -45,7 +45,7 @@ pub fn precheck(headers: &HeaderMap, now: u64) -> Result<(signature::Authorizati
     let nonce = header(headers, "x-acs-signature-nonce").filter(|n| n.len() <= MAX_NONCE).ok_or_else(|| {
         refused("MissingParameter", format!("x-acs-signature-nonce is required (at most {MAX_NONCE} characters)."))
     })?;
-    Ok((authorization, nonce.to_owned()))
+    Ok((authorization, at, nonce.to_owned()))
 }
 
 /// Authenticates a signed call; answers the account it acts as.
@@ -54,7 +54,7 @@ pub async fn authenticate(
     request: &SignedRequest<'_>,
     now: u64,
 ) -> Result<AccountId, CnError> {
-    let (authorization, nonce) = precheck(request.headers, now)?;
+    let (authorization, date, nonce) = precheck(request.headers, now)?;
     let id = &authorization.access_key_id;
     let unknown =
         || CnError::auth(StatusCode::NOT_FOUND, "InvalidAccessKeyId.NotFound", "Specified access key is not found.");
@@ -79,14 +79,36 @@ pub async fn authenticate(
         ),
     })?;
     // Only a correctly signed request spends its nonce, so nobody can burn another's nonces.
-    match context.store.create(&access_key::nonce_path(id, &nonce), &NonceUse { at: now }).await {
+    let marker = access_key::nonce_path(id, date, &nonce);
+    match context.store.create(&marker, &NonceUse { at: now }).await {
         Ok(_) => {}
         Err(StoreError::AlreadyExists(_)) => {
             return Err(refused("SignatureNonceUsed", "Specified signature nonce was used already."));
         }
         Err(e) => return Err(e.into()),
     }
+    // About one call in 256 (by the nonce's hash) removes the key's markers too old to matter,
+    // so they stay bounded by an hour of calls.
+    if marker.rsplit('/').next().is_some_and(|file| file.starts_with("00")) {
+        prune_nonces(context, id, now).await;
+    }
     Ok(key.account)
+}
+
+async fn prune_nonces(context: &FunctionContext, id: &str, now: u64) {
+    let paths = match context.store.list_paths(&access_key::nonces_prefix(id)).await {
+        Ok(paths) => paths,
+        Err(error) => return tracing::warn!(%error, "listing nonce markers failed"),
+    };
+    let mut removed = 0;
+    for path in paths.iter().filter(|p| access_key::nonce_expired(p, now)) {
+        if context.store.delete(path).await.is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(access_key_id = %id, removed, "expired nonce markers removed");
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +123,21 @@ mod tests {
         headers.insert("x-acs-date", date.parse().unwrap());
         headers.insert("x-acs-signature-nonce", "n".parse().unwrap());
         headers
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_only_markers_too_old_to_matter() {
+        let context = FunctionContext::ephemeral();
+        let now = parse_rfc3339("2026-12-01T12:00:00Z").unwrap();
+        let old = access_key::nonce_path("BAKX", now - 3600, "a");
+        let recent = access_key::nonce_path("BAKX", now - 20 * 60, "b");
+        let other = access_key::nonce_path("BAKY", now - 3600, "c");
+        for path in [&old, &recent, &other] {
+            context.store.create(path, &NonceUse { at: now }).await.unwrap();
+        }
+        prune_nonces(&context, "BAKX", now).await;
+        let left = context.store.list_paths("access-key-nonces").await.unwrap();
+        assert_eq!(left, [recent, other]);
     }
 
     #[test]
