@@ -4,8 +4,8 @@
 //! The secret is never stored: it is derived from the id with Berth's signing key (HMAC-SHA256
 //! keyed by the private key), so only Berth can recompute it, and a stolen store does not reveal
 //! it. The record keeps the `kid` of the key it was derived with, so a rotated-out key still
-//! verifies while it is configured as a previous key. Revoking marks the record; it is kept, so
-//! a revoked id is told apart from an unknown one in the logs but answered the same way.
+//! verifies while it is configured as a previous key. Revoking marks the record and keeps it, so
+//! a revoked key is refused as disabled (`InvalidAccessKeyId.Inactive`), not as unknown.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
