@@ -1,5 +1,6 @@
 //! `berth`: the provider CLI and `berth serve`, every function in one process.
 
+mod access_keys;
 mod client;
 mod credentials;
 mod exit;
@@ -114,6 +115,11 @@ enum Command {
     Service {
         #[command(subcommand)]
         command: ServiceCommand,
+    },
+    /// Access keys that sign Compute Nest API calls (Alibaba Cloud's SDK, computenest-cli).
+    AccessKey {
+        #[command(subcommand)]
+        command: AccessKeyCommand,
     },
     /// Manage the keys that sign temporary keys and registry tokens.
     Keys {
@@ -234,6 +240,30 @@ enum ServiceCommand {
         /// Map an `Artifact:` key or an ArtifactId to a Berth package: KEY=PACKAGE (repeatable).
         #[arg(long = "artifact")]
         artifacts: Vec<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessKeyCommand {
+    /// Create a key: its id on stderr, its secret (shown only now) on stdout.
+    Create {
+        /// A note for yourself.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List your keys (ids and states, never secrets).
+    List {
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Revoke a key: calls it signs are refused from now on.
+    Revoke {
+        /// The access key id.
+        id: String,
         #[command(flatten)]
         api: Api,
     },
@@ -382,6 +412,20 @@ fn api_client(api: &Api) -> (client::BerthClient, bool) {
     (client::BerthClient::new(&api.url, &api.token), api.output == "json")
 }
 
+async fn access_key_command(command: AccessKeyCommand) -> ExitCode {
+    match command {
+        AccessKeyCommand::Create { description, api } => {
+            let (client, json) = api_client(&api);
+            access_keys::create(&client, description, json).await
+        }
+        AccessKeyCommand::List { api } => {
+            let (client, json) = api_client(&api);
+            access_keys::list(&client, json).await
+        }
+        AccessKeyCommand::Revoke { id, api } => access_keys::revoke(&api_client(&api).0, &id).await,
+    }
+}
+
 async fn application_command(command: ApplicationCommand) -> ExitCode {
     match command {
         ApplicationCommand::Create { name, api } => {
@@ -449,6 +493,7 @@ async fn main() -> ExitCode {
         Command::Serve { data_dir, listen } => serve::run(data_dir, listen).await,
         Command::DevToken { account, ttl_seconds, data_dir } => keys::print_dev_token(&account, ttl_seconds, &data_dir),
         Command::Keys { command: KeysCommand::Generate { out } } => keys::print_generated(&out),
+        Command::AccessKey { command } => access_key_command(command).await,
         Command::Credentials { purpose, repositories, ttl_seconds, write_docker_config, api } => {
             let (client, json) = api_client(&api);
             let output = credentials::KeyOutput { json, docker_config: write_docker_config.as_deref() };

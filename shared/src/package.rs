@@ -55,6 +55,9 @@ pub enum PackageType {
 /// Where a version is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VersionStatus {
+    /// A Compute Nest draft (`ArtifactVersion: draft`): changeable, never rendered, not yet
+    /// checked; releasing it submits it for the publish check as a numbered version.
+    Draft,
     /// Submitted; the publish check has not settled it.
     Creating,
     /// Checked: every image exists, tags are pinned to digests. Immutable.
@@ -257,11 +260,20 @@ pub struct PackageVersion {
     /// Why it failed, in one line (details per image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A free-form label (Compute Nest's `VersionName`), shown, never used as a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// RFC 3339 time of the last change.
     pub updated_at: String,
 }
+
+/// Name of a package's draft version (Compute Nest's `ArtifactVersion: draft`); reserved, so
+/// no other version takes it.
+pub const DRAFT_VERSION: &str = "draft";
+/// Longest version label.
+pub const MAX_LABEL: usize = 128;
 
 impl PackageVersion {
     /// The image reference a deployment uses: `host/repo:tag`, or `host/repo@digest` pinned.
@@ -321,6 +333,16 @@ pub fn validate_version_name(field: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Validates the name of a version being created through Berth's own API: a valid name, and
+/// not [`DRAFT_VERSION`], which only the Compute Nest API makes.
+pub fn validate_new_version_name(field: &str, name: &str) -> Result<(), ApiError> {
+    validate_version_name(field, name)?;
+    if name == DRAFT_VERSION {
+        return Err(invalid(field, "reserved_name", format!("'{DRAFT_VERSION}' is the Compute Nest draft's name")));
+    }
+    Ok(())
+}
+
 /// Validates a description: 10..=500 characters, no control characters but newlines.
 pub fn validate_description(description: &str) -> Result<(), ApiError> {
     check_length("description", description, DESCRIPTION_LEN)?;
@@ -370,7 +392,7 @@ pub fn validate_tags(tags: &[Tag]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_resource_group(group: &str) -> Result<(), ApiError> {
+pub fn validate_resource_group(group: &str) -> Result<(), ApiError> {
     let ok = !group.is_empty()
         && group.len() <= MAX_RESOURCE_GROUP
         && group.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -464,8 +486,22 @@ pub fn validate_version(
     account: &AccountId,
     now: &str,
 ) -> Result<PackageVersion, ApiError> {
+    validate_new_version_name(&format!("{prefix}name"), &spec.name)?;
+    validate_content(prefix, spec, package, package_type, number, account, now)
+}
+
+/// Validates a version's content against the package type, as [`validate_version`] does, but
+/// not its name (which the caller chose: the Compute Nest draft's is [`DRAFT_VERSION`]).
+pub fn validate_content(
+    prefix: &str,
+    spec: &VersionSpec,
+    package: &str,
+    package_type: PackageType,
+    number: u32,
+    account: &AccountId,
+    now: &str,
+) -> Result<PackageVersion, ApiError> {
     let field = |name: &str| format!("{prefix}{name}");
-    validate_version_name(&field("name"), &spec.name)?;
     let only = |name: &str, for_type: &str| {
         invalid(field(name), "not_for_type", format!("{} is only for {for_type} packages", field(name)))
     };
@@ -531,6 +567,7 @@ pub fn validate_version(
         images,
         file,
         reason: None,
+        label: None,
         created_at: now.to_owned(),
         updated_at: now.to_owned(),
     })
@@ -757,6 +794,17 @@ mod tests {
             }
             assert_eq!(field_of(request(body)), field, "{pointer}");
         }
+    }
+
+    #[test]
+    fn the_draft_name_is_left_to_compute_nest() {
+        let mut body = base();
+        body["version"]["name"] = "draft".into();
+        assert!(matches!(request(body), Err(ApiError::Invalid { code: "reserved_name", .. })));
+        let spec: VersionSpec = serde_json::from_value(base()["version"].clone()).unwrap();
+        let draft = VersionSpec { name: DRAFT_VERSION.into(), ..spec };
+        let version = validate_content("", &draft, "web_app", PackageType::ContainerImage, 1, &account(), "t").unwrap();
+        assert_eq!(version.images[0].repository.as_str(), "acme/web");
     }
 
     #[test]

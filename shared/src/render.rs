@@ -400,6 +400,9 @@ fn value_of(
         VersionStatus::Creating => {
             return Err(("not_available", format!("{named} is Creating: its publish check has not finished")));
         }
+        VersionStatus::Draft => {
+            return Err(("not_available", format!("{named} is a Draft: release it first")));
+        }
         VersionStatus::Failed => {
             let reason = version.reason.as_deref().unwrap_or("no reason recorded");
             return Err(("not_available", format!("{named} is Failed: {reason}")));
@@ -591,6 +594,7 @@ mod tests {
                 digest: Some("sha256:00".into()),
             }),
             reason: (status == VersionStatus::Failed).then(|| "acme/x:v1 not found".into()),
+            label: None,
             created_at: String::new(),
             updated_at: String::new(),
         }

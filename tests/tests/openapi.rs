@@ -487,6 +487,59 @@ impl Api {
         }
     }
 
+    /// A Compute Nest call signed with `key` (ACS3-HMAC-SHA256, as Alibaba Cloud's SDK signs it),
+    /// expecting a 200; its JSON answer.
+    async fn computenest(&mut self, key: &Value, action: &str, query: &str) -> Value {
+        use berth_packages::computenest::signature;
+        let secret = key["access_key_secret"].as_str().unwrap();
+        let empty = signature::sha256_hex(b"");
+        let now = berth_shared::platform::clock::rfc3339(berth_shared::platform::clock::unix_now());
+        let nonce = berth_shared::platform::secret::random_token("n");
+        let mut headers = axum::http::HeaderMap::new();
+        for (name, value) in [
+            ("host", "berth.test"),
+            ("x-acs-action", action),
+            ("x-acs-content-sha256", &empty),
+            ("x-acs-date", &now),
+            ("x-acs-signature-nonce", &nonce),
+            ("x-acs-version", "2021-05-21"),
+        ] {
+            headers.insert(name, value.parse().unwrap());
+        }
+        let signed: Vec<String> = headers.keys().map(|k| k.as_str().to_owned()).collect();
+        let parameters = signature::parse_query(query).unwrap();
+        let canonical = signature::canonical_request("POST", "/", &parameters, &headers, &signed, &empty);
+        let authorization = format!(
+            "{} Credential={},SignedHeaders={},Signature={}",
+            signature::ALGORITHM,
+            key["access_key_id"].as_str().unwrap(),
+            signed.join(";"),
+            signature::sign(secret, &canonical)
+        );
+        let uri = format!("/?{query}");
+        let mut request = Request::builder().method("POST").uri(&uri).header("authorization", &authorization);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        let response = self.router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{action}: {answer}");
+        self.exchanges.push(Exchange {
+            method: "POST".into(),
+            path: self.template_of(&uri),
+            uri,
+            authorization: Some(authorization),
+            status,
+            content_type,
+            body,
+        });
+        answer
+    }
+
     /// `method uri` with a JSON body (or none); the status and the JSON answer (`Null` if none).
     async fn call(&mut self, method: &str, uri: &str, authorization: &str, body: Option<Value>) -> (u16, Value) {
         let json = body.is_some();
@@ -591,6 +644,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let mut failed: PackageVersion = serde_json::from_value(created).unwrap();
     failed.status = VersionStatus::Failed;
     failed.reason = Some("acme/web:v2 was not found".into());
+    failed.label = Some("second release".into());
     context.store.put(&version_path(&acme, "web", "v_2"), &failed).await.unwrap();
     let failed = api.expect(200, "GET", "/v1/packages/web/versions/v_2", account, None).await;
     assert_eq!(failed["status"], "Failed");
@@ -639,6 +693,20 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     });
     api.expect(201, "PUT", "/v1/services/shop", account, Some(shop.clone())).await;
     api.expect(200, "PUT", "/v1/services/shop", account, Some(shop)).await;
+
+    // Access keys, and Compute Nest's API signed with one: GetService answers the URL of the
+    // service's template, which serves its body to whoever holds it.
+    let key = api.expect(201, "POST", "/v1/access-keys", account, Some(json!({ "description": "openapi" }))).await;
+    let listed = api.expect(200, "GET", "/v1/access-keys", account, None).await;
+    assert_eq!(listed["access_keys"][0]["access_key_id"], key["access_key_id"]);
+    let service = api.computenest(&key, "GetService", "ServiceId=shop").await;
+    let deploy: Value = serde_json::from_str(service["DeployMetadata"].as_str().unwrap()).unwrap();
+    let url = deploy["TemplateConfigs"][0]["Url"].as_str().unwrap();
+    let exchange = api.send("GET", url.strip_prefix("http://berth.test").unwrap(), None, Body::empty(), false).await;
+    assert_eq!((exchange.status, &exchange.body[..]), (200, template.as_bytes()));
+    api.exchanges.push(exchange);
+    let revoke = format!("/v1/access-keys/{}", key["access_key_id"].as_str().unwrap());
+    assert_eq!(api.expect(200, "DELETE", &revoke, account, None).await["status"], "Revoked");
     api.expect(200, "GET", "/v1/services", account, None).await;
     api.expect(200, "GET", "/v1/services/shop", account, None).await;
     api.expect(200, "GET", "/v1/services/shop/associations", account, None).await;

@@ -25,7 +25,7 @@ pub const MAX_PAGE_SIZE: usize = 100;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     rfc3339(unix_now())
 }
 
@@ -175,7 +175,7 @@ async fn claim_client_token(
 
 /// Marks a version's publish check pending. Written before the version, so that whatever
 /// stops this request after the version's write leaves the sweep a marker to find.
-async fn mark_pending(
+pub(crate) async fn mark_pending(
     context: &FunctionContext,
     account: &AccountId,
     version: &PackageVersion,
@@ -194,7 +194,11 @@ async fn mark_pending(
     Ok(())
 }
 
-async fn submit(context: &FunctionContext, account: &AccountId, version: &PackageVersion) -> Result<(), ApiError> {
+pub(crate) async fn submit(
+    context: &FunctionContext,
+    account: &AccountId,
+    version: &PackageVersion,
+) -> Result<(), ApiError> {
     if version.package_type == PackageType::File {
         // A file version is settled by its upload, not by a registry check.
         return Ok(());
@@ -435,7 +439,7 @@ pub async fn get_package(
     Ok(Json(PackageView { package, versions }))
 }
 
-async fn versions_of(
+pub(crate) async fn versions_of(
     context: &FunctionContext,
     account: &AccountId,
     name: &str,
@@ -490,7 +494,11 @@ pub async fn update_package(
     Ok(Json(updated.value))
 }
 
-async fn users_of(context: &FunctionContext, account: &AccountId, name: &str) -> Result<Vec<String>, ApiError> {
+pub(crate) async fn users_of(
+    context: &FunctionContext,
+    account: &AccountId,
+    name: &str,
+) -> Result<Vec<String>, ApiError> {
     let paths = context.store.list_paths(&package::users_prefix(account, name)).await?;
     Ok(paths
         .iter()
@@ -505,10 +513,25 @@ pub async fn delete_package(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     load_package(&context, &caller.id, &name).await?;
-    let package_path = package::package_path(&caller.id, &name);
-    // Marked first, markers read second: the reverse of a service definition's order.
+    if let Err(users) = remove_package(&context, &caller.id, &name).await? {
+        return Err(ApiError::Conflict {
+            code: "in_use",
+            message: format!("package '{name}' is used by service(s) {}; remove it from them first", users.join(", ")),
+        });
+    }
+    tracing::info!(account = %caller.id, package = %name, "package deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a package with its versions unless a service uses it (then answers the services).
+/// Marked `deleting` first, markers read second: the reverse of a service definition's order.
+pub(crate) async fn remove_package(
+    context: &FunctionContext,
+    account: &AccountId,
+    name: &str,
+) -> Result<Result<(), Vec<String>>, ApiError> {
+    let package_path = package::package_path(account, name);
     let set_deleting = |deleting: bool| {
-        let name = name.clone();
         move |package: Option<Package>| {
             let mut package = package.ok_or_else(|| ApiError::NotFound(format!("package '{name}'")))?;
             package.deleting = deleting;
@@ -516,23 +539,19 @@ pub async fn delete_package(
         }
     };
     context.store.modify(&package_path, set_deleting(true)).await?;
-    let users = users_of(&context, &caller.id, &name).await?;
+    let users = users_of(context, account, name).await?;
     if !users.is_empty() {
         context.store.modify(&package_path, set_deleting(false)).await?;
-        return Err(ApiError::Conflict {
-            code: "in_use",
-            message: format!("package '{name}' is used by service(s) {}; remove it from them first", users.join(", ")),
-        });
+        return Ok(Err(users));
     }
-    for version in versions_of(&context, &caller.id, &name).await? {
-        remove_version(&context, &caller.id, &version).await?;
+    for version in versions_of(context, account, name).await? {
+        remove_version(context, account, &version).await?;
     }
     context.store.delete(&package_path).await?;
-    tracing::info!(account = %caller.id, package = %name, "package deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Ok(()))
 }
 
-async fn remove_version(
+pub(crate) async fn remove_version(
     context: &FunctionContext,
     account: &AccountId,
     version: &PackageVersion,

@@ -1,7 +1,11 @@
 //! The packages function: deployment packages and versions, their publish check against the
-//! registry, and the services that relate templates' identifiers to package versions.
+//! registry, the services that relate templates' identifiers to package versions, and Compute
+//! Nest's own supplier API over them (`POST /`, signed with the access keys of
+//! `/v1/access-keys`).
 
+mod access_keys;
 mod catalog;
+pub mod computenest;
 mod publish;
 mod registry;
 mod services;
@@ -10,7 +14,7 @@ mod sweep;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use berth_shared::package::VersionSubmitted;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
@@ -38,6 +42,10 @@ pub fn function(context: FunctionContext) -> Function {
 /// The function's routes.
 pub fn router(context: FunctionContext) -> Router {
     Router::new()
+        .route("/", post(computenest::handle))
+        .route("/v1/access-keys", post(access_keys::create_access_key).get(access_keys::list_access_keys))
+        .route("/v1/access-keys/{id}", delete(access_keys::revoke_access_key))
+        .route("/v1/computenest/templates/{account}/{service}/{index}/{mac}", get(computenest::template_download))
         .route("/v1/packages", post(catalog::create_package).get(catalog::list_packages))
         .route(
             "/v1/packages/{name}",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use berth_shared::credentials::registry_token::internal_pull_token;
+use berth_shared::credentials::registry_token::{internal_catalog_token, internal_pull_token};
 use berth_shared::names::RepositoryName;
 use berth_shared::package::ImageRecord;
 use berth_shared::platform::config::RegistrySettings;
@@ -213,6 +213,78 @@ impl RegistryClient {
             }
         }
         Ok(ResolvedImage { digest, media_type, size, platforms, config_media_type })
+    }
+}
+
+/// Most repositories read from the registry's catalog in one listing.
+pub const MAX_CATALOG: usize = 1000;
+/// Most tags read of one repository.
+pub const MAX_TAGS: usize = 1000;
+
+#[derive(Deserialize)]
+struct Catalog {
+    #[serde(default)]
+    repositories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+impl RegistryClient {
+    /// The repositories of `namespace` (full names, sorted), from the first [`MAX_CATALOG`]
+    /// entries of the catalog after `namespace/`.
+    pub async fn repositories(&self, namespace: &str) -> Result<Vec<RepositoryName>, RegistryError> {
+        let token = internal_catalog_token(&self.keys, &self.settings, berth_shared::platform::clock::unix_now())
+            .map_err(|e| RegistryError::Unexpected(e.to_string()))?;
+        // The catalog is sorted: start just before the namespace's first repository.
+        let url = format!("{}/v2/_catalog", self.settings.url);
+        let last = format!("{namespace}/");
+        let n = MAX_CATALOG.to_string();
+        let response = self
+            .http
+            .get(&url)
+            .query(&[("n", n.as_str()), ("last", last.as_str())])
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unreachable(without_url(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(RegistryError::Unexpected(format!("{status} for the catalog")));
+        }
+        if response.content_length().is_some_and(|length| length > MAX_MANIFEST_BYTES as u64) {
+            return Err(RegistryError::Unexpected("the catalog page is too large".into()));
+        }
+        let body = response.bytes().await.map_err(|e| RegistryError::Unreachable(without_url(&e)))?;
+        let catalog: Catalog = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Unexpected(format!("the catalog does not parse: {e}")))?;
+        let mut names: Vec<RepositoryName> = catalog
+            .repositories
+            .iter()
+            .filter(|name| name.starts_with(&last))
+            .filter_map(|name| RepositoryName::parse(name).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The tags of `repository` (at most [`MAX_TAGS`], sorted); none if it does not exist.
+    pub async fn tags(&self, repository: &RepositoryName) -> Result<Vec<String>, RegistryError> {
+        match self.read(repository, "tags/list", "application/json").await {
+            Ok((_, body)) => {
+                let list: TagList = serde_json::from_slice(&body)
+                    .map_err(|e| RegistryError::Unexpected(format!("{repository} tags do not parse: {e}")))?;
+                let mut tags = list.tags.unwrap_or_default();
+                tags.sort();
+                tags.truncate(MAX_TAGS);
+                Ok(tags)
+            }
+            Err(RegistryError::NotFound(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -59,7 +59,19 @@ pub async fn put_service(
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     validate_service_name(&id)?;
     let plan = request.plan()?;
-    let path = service::service_path(&caller.id, &id);
+    let (created, service) = define_service(&context, &caller.id, &id, &plan).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(service)))
+}
+
+/// Checks a plan's relations and writes the service it defines, with its marks on the packages
+/// it uses (stale marks removed). Answers whether it was created, and the service.
+pub(crate) async fn define_service(
+    context: &FunctionContext,
+    account: &AccountId,
+    id: &str,
+    plan: &ServicePlan,
+) -> Result<(bool, Service), ApiError> {
+    let path = service::service_path(account, id);
     // The markers first, the packages' check second; a package delete does the reverse (it
     // marks the package deleting, then looks for markers), so of a service defined and a
     // package deleted at once, one always sees the other and no service names a deleted package.
@@ -67,11 +79,11 @@ pub async fn put_service(
     let before = context.store.get::<Service>(&path).await?.map(|s| s.value);
     let had: BTreeSet<String> = before.iter().flat_map(|s| s.relations.values().map(|r| r.package.clone())).collect();
     for name in &wanted {
-        context.store.put(&package::user_path(&caller.id, name, &id), &PackageUser { service: id.clone() }).await?;
+        context.store.put(&package::user_path(account, name, id), &PackageUser { service: id.to_owned() }).await?;
     }
-    if let Err(refused) = check_relations(&context, &caller.id, &plan).await {
+    if let Err(refused) = check_relations(context, account, plan).await {
         for name in wanted.difference(&had) {
-            context.store.delete(&package::user_path(&caller.id, name, &id)).await?;
+            context.store.delete(&package::user_path(account, name, id)).await?;
         }
         return Err(refused);
     }
@@ -84,7 +96,7 @@ pub async fn put_service(
             created = current.is_none();
             previous_packages = current.iter().flat_map(|s| s.relations.values().map(|r| r.package.clone())).collect();
             Ok::<_, ApiError>(Service {
-                name: id.clone(),
+                name: id.to_owned(),
                 templates: plan.templates.clone(),
                 relations: plan.relations.iter().map(|(k, r)| (k.clone(), r.target.clone())).collect(),
                 ignored: plan.ignored.clone(),
@@ -95,13 +107,13 @@ pub async fn put_service(
         .await?;
     let service = written.value;
     for stale in previous_packages.difference(&wanted) {
-        context.store.delete(&package::user_path(&caller.id, stale, &id)).await?;
+        context.store.delete(&package::user_path(account, stale, id)).await?;
     }
-    tracing::info!(account = %caller.id, service = %id, relations = service.relations.len(), templates = service.templates.len(), "service defined");
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(service)))
+    tracing::info!(account = %account, service = %id, relations = service.relations.len(), templates = service.templates.len(), "service defined");
+    Ok((created, service))
 }
 
-async fn load(context: &FunctionContext, account: &AccountId, id: &str) -> Result<Service, ApiError> {
+pub(crate) async fn load(context: &FunctionContext, account: &AccountId, id: &str) -> Result<Service, ApiError> {
     validate_service_name(id)?;
     Ok(context
         .store

@@ -104,6 +104,7 @@ async fn put_version(
             digest: Some(DIGEST.into()),
         }),
         reason: (status == VersionStatus::Failed).then(|| "acme/broken:v1 was not found".into()),
+        label: None,
         created_at: String::new(),
         updated_at: String::new(),
     };

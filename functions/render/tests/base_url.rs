@@ -36,6 +36,7 @@ async fn context(change: impl FnOnce(&mut Config)) -> FunctionContext {
         images: Vec::new(),
         file: Some(FileRecord { file_name: "app.tar.gz".into(), size: Some(5), digest: Some(DIGEST.into()) }),
         reason: None,
+        label: None,
         created_at: String::new(),
         updated_at: String::new(),
     };

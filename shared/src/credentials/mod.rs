@@ -1,6 +1,7 @@
 //! Credentials: temporary registry keys, the scopes they grant, the registry tokens the token
 //! endpoint signs for them, and the download tokens in rendered file URLs.
 
+pub mod access_key;
 pub mod download_token;
 pub mod registry_token;
 pub mod scope;

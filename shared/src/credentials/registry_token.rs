@@ -151,6 +151,26 @@ impl TokenQuery {
 /// Subject of the tokens Berth signs for its own registry calls.
 pub const INTERNAL_SUBJECT: &str = "berth";
 
+/// A token for Berth itself to read the registry's catalog (`registry:catalog:*`), which it
+/// filters to one namespace before anything leaves it. Never handed to a tenant.
+pub fn internal_catalog_token(
+    keys: &SigningKeys,
+    settings: &RegistrySettings,
+    now: u64,
+) -> Result<String, TokenRefusal> {
+    let claims = RegistryClaims {
+        iss: settings.issuer.clone(),
+        sub: INTERNAL_SUBJECT.to_owned(),
+        aud: settings.service.clone(),
+        exp: now + MIN_EXPIRES_IN * 2,
+        nbf: now.saturating_sub(NOT_BEFORE_SKEW),
+        iat: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        access: vec![Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] }],
+    };
+    keys.sign("JWT", &claims).map_err(|_| TokenRefusal::Signing)
+}
+
 /// A short-lived pull token for Berth's own reads of `repository` (publish checks).
 pub fn internal_pull_token(
     keys: &SigningKeys,

@@ -91,6 +91,17 @@ impl SigningKey {
     pub fn kid(&self) -> &str {
         &self.kid
     }
+
+    /// A 32-byte value derived from this private key for `label` (HMAC-SHA256 keyed by the
+    /// PKCS#8 key): the same for the same key and label, and computable only by a holder of
+    /// the private key.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let der = self.pair.to_pkcs8v1().expect("a parsed key serialises");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, der.as_ref());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(aws_lc_rs::hmac::sign(&key, label).as_ref());
+        out
+    }
 }
 
 /// The libtrust key id distribution uses: SHA-256 of the DER SubjectPublicKeyInfo, first
@@ -162,6 +173,11 @@ impl SigningKeys {
     /// The signing key.
     pub fn current(&self) -> &SigningKey {
         &self.keys[0]
+    }
+
+    /// The configured key (current or previous) with this `kid`.
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.kid == kid)
     }
 
     /// Signs `claims` with the current key: ES256, `kid`, `x5c` (when a certificate is

@@ -91,6 +91,7 @@ fn associations(template: &Template<'_>) -> BTreeMap<String, Association> {
                 digest: Some("sha256:00".into()),
             }),
             reason: None,
+            label: None,
             created_at: String::new(),
             updated_at: String::new(),
         };
