@@ -2,6 +2,7 @@
 //! endpoint signs for them, and the download tokens in rendered file URLs.
 
 pub mod download_token;
+pub mod instance_credential;
 pub mod registry_token;
 pub mod scope;
 pub mod temporary_key;

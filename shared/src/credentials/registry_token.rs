@@ -203,6 +203,7 @@ mod tests {
             iat: 0,
             exp,
             jti: "k".into(),
+            instance: None,
         }
     }
 

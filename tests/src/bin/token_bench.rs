@@ -51,6 +51,7 @@ fn in_process() {
         iat: unix_now(),
         exp: unix_now() + 3600,
         jti: "bench".into(),
+        instance: None,
     };
     let scopes = parse_scopes(["repository:acme/app:pull,push"]).unwrap();
     let sample = issue(&keys, &settings, &grant, &scopes, unix_now()).unwrap();
