@@ -3,6 +3,7 @@
 mod client;
 mod credentials;
 mod exit;
+mod instance;
 mod keys;
 mod packages;
 mod registry;
@@ -114,6 +115,11 @@ enum Command {
     Service {
         #[command(subcommand)]
         command: ServiceCommand,
+    },
+    /// Service instances: one customer's deployment, with revocable, renewable pull credentials.
+    Instance {
+        #[command(subcommand)]
+        command: instance::InstanceCommand,
     },
     /// Manage the keys that sign temporary keys and registry tokens.
     Keys {
@@ -455,6 +461,7 @@ async fn main() -> ExitCode {
             credentials::run(&client, &purpose, repositories, ttl_seconds, output).await
         }
         Command::Package { command } => package_command(command).await,
+        Command::Instance { command } => instance::run(command).await,
         Command::Service { command: ServiceCommand::Import { config, name, artifacts, api } } => {
             let (client, json) = api_client(&api);
             packages::import_service(&client, &config, name, artifacts, json).await
