@@ -137,10 +137,9 @@ pub async fn render_template<'t>(
         pull_key: None,
     };
     if !options.dry_run {
-        let dockerconfigjson = match (plan.needs_pull_key(), &context.instance) {
+        let dockerconfigjson = match (plan.needs_pull_key(), context.instance) {
             (false, _) => None,
             (true, Some(of)) => {
-                let of: &InstanceRef = of;
                 let credential = mint_instance_credential(context, of).await?;
                 output.pull_key = Some(PullKeySummary {
                     registry: credential.registry.clone(),
