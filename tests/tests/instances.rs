@@ -389,6 +389,31 @@ async fn the_kubelet_provider_answers_with_a_pull_key_for_the_instance() {
     assert!(!ok, "nothing stored for registry.example.com");
     let (ok, _, err) = helper(&["kubelet"], &request.replace("CredentialProviderRequest", "Pod"), &env);
     assert!(!ok && err.contains("CredentialProviderRequest"), "{err}");
+
+    // `berth instance`: list, rotate (the kubelet's credential is then refused), suspend.
+    let token = stack.berth.dev_token("acme");
+    let berth = |args: &[&str]| {
+        let output = Command::new(berth_bin("berth"))
+            .args(args)
+            .env("BERTH_URL", &stack.berth.url)
+            .env("BERTH_TOKEN", &token)
+            .output()
+            .expect("berth");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (ok, out) = berth(&["instance", "list", "--service", "shop"]);
+    assert!(ok && out.contains("cust_k (active)"), "{out}");
+    assert!(!out.contains("bic_"), "{out}");
+    let (ok, out) = berth(&["instance", "rotate", "--service", "shop", "cust_k", "--output", "json"]);
+    assert!(ok, "{out}");
+    let rotated: Value = serde_json::from_str(&out).unwrap();
+    assert!(rotated["credential"]["password"].as_str().unwrap().starts_with("bic_"));
+    let (ok, _, err) = helper(&["kubelet"], &request, &env);
+    assert!(!ok && err.contains("401"), "the rotated-out credential: {err}");
+    let (ok, out) = berth(&["instance", "suspend", "--service", "shop", "cust_k"]);
+    assert!(ok && out.contains("cust_k (suspended)"), "{out}");
+    let (ok, out) = berth(&["instance", "get", "--service", "shop", "cust_k"]);
+    assert!(ok && out.contains("pulled acme/web"), "{out}");
 }
 
 /// The dockerconfigjson of a rendered `secret:` line, as a docker auth file.
