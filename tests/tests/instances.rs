@@ -459,6 +459,7 @@ async fn a_render_for_an_instance_keeps_pulling_after_its_own_keys_expire() {
     );
     assert_eq!(pinned["pull_key"]["username"], "acme+shop+cust_r", "{pinned}");
     assert!(pinned["pull_key"].get("expires_at").is_none(), "{pinned}");
+    assert_eq!(pinned["pull_key"]["repositories"], json!(["acme/web"]), "{pinned}");
     let expires = plain["pull_key"]["expires_at"].as_str().unwrap().to_owned();
 
     let dir = stack.dir.path();

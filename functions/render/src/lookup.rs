@@ -90,7 +90,10 @@ pub async fn load_instance(
 
 /// Mints a credential for `of` and records its digest in the instance (a compare-and-swap;
 /// past the instance's limit the oldest credential is revoked).
-async fn mint_instance_credential(context: RenderContext<'_>, of: &InstanceRef) -> Result<IssuedCredential, ApiError> {
+async fn mint_instance_credential(
+    context: RenderContext<'_>,
+    of: &InstanceRef,
+) -> Result<(IssuedCredential, Vec<berth_shared::names::RepositoryName>), ApiError> {
     let path = instance_path(&of.account, &of.service, &of.instance);
     let mut issued = None;
     context
@@ -106,7 +109,7 @@ async fn mint_instance_credential(context: RenderContext<'_>, of: &InstanceRef) 
             let (credential, stored) =
                 instance_credential::mint(context.registry_host, of, instance.credential_ttl_seconds, context.now);
             instance.add_credential(stored, false, context.now);
-            issued = Some(credential);
+            issued = Some((credential, instance.repositories.clone()));
             Ok(instance)
         })
         .await?;
@@ -140,11 +143,12 @@ pub async fn render_template<'t>(
         let dockerconfigjson = match (plan.needs_pull_key(), context.instance) {
             (false, _) => None,
             (true, Some(of)) => {
-                let credential = mint_instance_credential(context, of).await?;
+                // It reaches the instance's repositories, which include the template's.
+                let (credential, repositories) = mint_instance_credential(context, of).await?;
                 output.pull_key = Some(PullKeySummary {
                     registry: credential.registry.clone(),
                     username: credential.username.clone(),
-                    repositories: plan.repositories.clone(),
+                    repositories,
                     expires_at: credential.expires_at.clone(),
                     credential_id: Some(credential.id.clone()),
                 });
