@@ -224,7 +224,7 @@ async fn instance_credentials(berth: &BerthServe, http: &reqwest::Client, token:
         .await
         .unwrap();
     println!(
-        "  pull counts written so far {:>10}   of {} tokens issued for the instance",
+        "  tokens counted in the store {:>9}   of {} issued for the instance (the first written at once, the rest within a minute)",
         view["pulls"]["repositories"]["acme/app"],
         instance.1 + bound.1
     );
