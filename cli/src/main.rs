@@ -4,6 +4,7 @@ mod access_keys;
 mod client;
 mod credentials;
 mod exit;
+mod instance;
 mod keys;
 mod packages;
 mod registry;
@@ -120,6 +121,11 @@ enum Command {
     AccessKey {
         #[command(subcommand)]
         command: AccessKeyCommand,
+    },
+    /// Service instances: one customer's deployment, with revocable, renewable pull credentials.
+    Instance {
+        #[command(subcommand)]
+        command: instance::InstanceCommand,
     },
     /// Manage the keys that sign temporary keys and registry tokens.
     Keys {
@@ -500,6 +506,7 @@ async fn main() -> ExitCode {
             credentials::run(&client, &purpose, repositories, ttl_seconds, output).await
         }
         Command::Package { command } => package_command(command).await,
+        Command::Instance { command } => instance::run(command).await,
         Command::Service { command: ServiceCommand::Import { config, name, artifacts, api } } => {
             let (client, json) = api_client(&api);
             packages::import_service(&client, &config, name, artifacts, json).await

@@ -43,6 +43,10 @@ pub struct RenderArgs {
     /// Lifetime of the pull key and file URLs (60..=43200, default 3600).
     #[arg(long)]
     pub credential_ttl_seconds: Option<u64>,
+    /// Render for this instance of the service: its pinned versions and a new instance pull
+    /// credential, which outlives the render.
+    #[arg(long, value_name = "NAME", requires = "service")]
+    pub instance: Option<String>,
 }
 
 /// Renders and prints or writes the result.
@@ -104,6 +108,9 @@ fn request(args: &RenderArgs) -> Result<(String, Value), String> {
             }
             if let Some(name) = &args.template {
                 body["template"] = json!(name);
+            }
+            if let Some(instance) = &args.instance {
+                body["instance"] = json!(instance);
             }
             Ok((format!("/v1/services/{service}/render"), body))
         }

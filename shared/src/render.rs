@@ -479,8 +479,12 @@ pub struct PullKeySummary {
     pub username: String,
     /// The repositories it reaches, and nothing else.
     pub repositories: Vec<RepositoryName>,
-    /// RFC 3339 expiry.
-    pub expires_at: String,
+    /// RFC 3339 expiry; none for an instance credential that expires only when revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// For a render for an instance: the id of the instance credential handed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
 }
 
 /// What a render answers, borrowing the template's text.

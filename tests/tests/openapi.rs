@@ -724,6 +724,28 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let exchange = api.send("GET", "/v1/downloads/abc/app.tar.gz", None, Body::empty(), false).await;
     assert_eq!(exchange.status, 401);
     api.exchanges.push(exchange);
+    // Instances of the service: created (with and without a credential TTL), listed, read,
+    // their credential rotated and exchanged, suspended, resumed, rendered for, deleted.
+    let instances = "/v1/services/shop/instances";
+    let ttl = json!({ "name": "cust_a", "credential_ttl_seconds": 3600 });
+    api.expect(201, "POST", instances, account, Some(ttl)).await;
+    api.expect(201, "POST", instances, account, Some(json!({ "name": "cust_b" }))).await;
+    let page = api.expect(200, "GET", &format!("{instances}?page_size=1&page_token=a"), account, None).await;
+    assert_eq!(page["next_page_token"], "cust_a");
+    api.expect(200, "GET", &format!("{instances}/cust_a"), account, None).await;
+    let rotated = api.expect(201, "POST", &format!("{instances}/cust_a/credentials"), account, None).await;
+    let instance_basic = {
+        use base64::Engine as _;
+        let credential = &rotated["credential"];
+        let pair = format!("{}:{}", credential["username"].as_str().unwrap(), credential["password"].as_str().unwrap());
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    };
+    api.expect(200, "POST", "/v1/registry/exchange", &instance_basic, None).await;
+    api.expect(200, "POST", &format!("{instances}/cust_a/suspend"), account, None).await;
+    api.expect(401, "POST", "/v1/registry/exchange", &instance_basic, None).await;
+    api.expect(200, "POST", &format!("{instances}/cust_a/resume"), account, None).await;
+    api.expect(200, "POST", "/v1/services/shop/render", account, Some(json!({ "instance": "cust_a" }))).await;
+    api.expect(204, "DELETE", &format!("{instances}/cust_b"), account, None).await;
     let dry = json!({
         "template": "image: {{ computenest::acrimage::web }}\n",
         "relations": { "{{ computenest::acrimage::web }}": { "package": "web", "version": "latest" } },

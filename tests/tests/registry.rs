@@ -181,6 +181,7 @@ async fn registry_access_follows_the_namespace() {
         iat: now - 3600,
         exp,
         jti: "test".into(),
+        instance: None,
     };
     let expired = s.signing_keys().sign(KEY_TYPE, &grant(now - 5)).unwrap();
     let response = s.token("acme", &expired, &[("service", SERVICE), ("scope", "repository:acme/app:pull")]).await;

@@ -1,5 +1,5 @@
-//! Token kinds never cross: each of Berth's six credentials (account token, temporary key
-//! password, registry token, download token, join token, host token) is presented wherever
+//! Token kinds never cross: each of Berth's seven credentials (account token, temporary key
+//! password, registry token, download token, join token, host token, instance credential) is presented wherever
 //! each other kind is expected, against `berth serve` and the real `docker-registry`. Each
 //! place accepts its own kind and answers 401 to every other.
 
@@ -10,8 +10,15 @@ use berth_tests::stack::Stack;
 use reqwest::StatusCode;
 use serde_json::json;
 
-const KINDS: [&str; 6] =
-    ["account token", "temporary key", "registry token", "download token", "join token", "host token"];
+const KINDS: [&str; 7] = [
+    "account token",
+    "temporary key",
+    "registry token",
+    "download token",
+    "join token",
+    "host token",
+    "instance credential",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_token_is_refused_where_another_kind_is_expected() {
@@ -76,7 +83,17 @@ async fn every_token_is_refused_where_another_kind_is_expected() {
         .await
         .unwrap();
     let host = registered["host_token"].as_str().unwrap().to_owned();
-    let tokens = [account, key, registry_token, download, join, host];
+    let (status, _) =
+        stack.call("acme", "PUT", "/v1/services/shop", Some(json!({ "templates": { "t": "a: b\n" } }))).await;
+    assert_eq!(status, 201);
+    let (status, instance) =
+        stack.call("acme", "POST", "/v1/services/shop/instances", Some(json!({ "name": "cust" }))).await;
+    assert_eq!(status, 201, "{instance}");
+    let instance_user = instance["credential"]["username"].as_str().unwrap().to_owned();
+    let instance = instance["credential"]["password"].as_str().unwrap().to_owned();
+    let tokens = [account, key, registry_token, download, join, host, instance];
+    let basic_as =
+        |username: &str, password: &str| format!("Basic {}", STANDARD.encode(format!("{username}:{password}")));
 
     // Where each kind is expected, as a request carrying the token.
     let registry = format!("http://{}", stack.registry.host);
@@ -90,7 +107,10 @@ async fn every_token_is_refused_where_another_kind_is_expected() {
                 .bearer_auth(token),
             3 => http.get(format!("{url}/v1/downloads/{token}/app.tar.gz")),
             4 => http.post(format!("{url}/v1/agent/register")).bearer_auth(token).json(&json!({ "host": "h2" })),
-            _ => http.get(format!("{url}/v1/agent/jobs?wait_seconds=0")).bearer_auth(token),
+            5 => http.get(format!("{url}/v1/agent/jobs?wait_seconds=0")).bearer_auth(token),
+            _ => http
+                .post(format!("{url}/v1/registry/exchange"))
+                .header("authorization", basic_as(&instance_user, token)),
         };
         async move { request.send().await.expect("an answer").status() }
     };
@@ -105,5 +125,5 @@ async fn every_token_is_refused_where_another_kind_is_expected() {
         }
     }
     println!("token kinds: {refused} (kind, place) pairs, each refused with 401; each place took its own kind");
-    assert_eq!(refused, 30);
+    assert_eq!(refused, 42);
 }

@@ -6,6 +6,7 @@
 mod access_keys;
 mod catalog;
 pub mod computenest;
+mod instances;
 mod publish;
 mod registry;
 mod services;
@@ -61,6 +62,11 @@ pub fn router(context: FunctionContext) -> Router {
             put(services::put_service).get(services::get_service).delete(services::delete_service),
         )
         .route("/v1/services/{id}/associations", get(services::associations))
+        .route("/v1/services/{id}/instances", post(instances::create_instance).get(instances::list_instances))
+        .route("/v1/services/{id}/instances/{name}", get(instances::get_instance).delete(instances::delete_instance))
+        .route("/v1/services/{id}/instances/{name}/suspend", post(instances::suspend_instance))
+        .route("/v1/services/{id}/instances/{name}/resume", post(instances::resume_instance))
+        .route("/v1/services/{id}/instances/{name}/credentials", post(instances::rotate_credential))
         .with_state(context)
 }
 

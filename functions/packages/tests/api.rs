@@ -522,3 +522,41 @@ async fn a_service_and_its_package_delete_cannot_both_win() {
     }
     eprintln!("outcomes (define, delete): {outcomes:?}");
 }
+
+#[tokio::test]
+async fn instances_per_service_are_limited_and_names_checked() {
+    let mut api = Api::new();
+    std::sync::Arc::make_mut(&mut api.context.config).max_instances_per_service = 2;
+    let (status, body) =
+        api.call("PUT", "/v1/services/shop", Some(json!({ "templates": { "t.yaml": "a: b\n" } }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for name in ["cust_1", "cust_2"] {
+        let (status, body) = api.call("POST", "/v1/services/shop/instances", Some(json!({ "name": name }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert!(body["credential"]["password"].as_str().unwrap().starts_with("bic_"));
+    }
+    let (status, body) = api.call("POST", "/v1/services/shop/instances", Some(json!({ "name": "cust_3" }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!((body["code"].as_str(), body["field"].as_str()), (Some("too_many_instances"), Some("name")), "{body}");
+    // Deleting one makes room.
+    let (status, _) = api.call("DELETE", "/v1/services/shop/instances/cust_1", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.call("POST", "/v1/services/shop/instances", Some(json!({ "name": "cust_3" }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A path name that breaks the rule is refused before it becomes a store path.
+    let (status, body) = api.call("GET", "/v1/services/shop/instances/..%2Fx", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "name", "{body}");
+    // A service whose relation has no Available version cannot be pinned.
+    let (status, body) = api.call("POST", "/v1/packages", Some(package("web"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let service = json!({
+        "templates": { "t.yaml": "image: {{ computenest::acrimage::web }}\n" },
+        "relations": { "{{ computenest::acrimage::web }}": { "package": "web", "version": "latest" } },
+    });
+    let (status, body) = api.call("PUT", "/v1/services/pending", Some(service)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = api.call("POST", "/v1/services/pending/instances", Some(json!({ "name": "cust_1" }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!((body["code"].as_str(), body["field"].as_str()), (Some("relations_unresolved"), Some("relations")));
+}

@@ -104,6 +104,7 @@ fn render_context<'a>(context: &'a FunctionContext, account: &'a AccountId, base
         base_url,
         account,
         now: unix_now(),
+        instance: None,
     }
 }
 
@@ -141,18 +142,21 @@ async fn render_service(
         .ok_or_else(|| ApiError::NotFound(format!("service {name}")))?
         .value;
     let picked = request.pick(&service)?;
+    let mut relations = std::mem::take(&mut service.relations);
+    let mut instance = None;
+    if let Some(wanted) = &request.instance {
+        let found = lookup::load_instance(&context.store, &caller.id, &name, wanted).await?;
+        // The instance's pinned versions, not what the service resolves to today.
+        relations = found.relations();
+        instance = Some(found.reference(&caller.id));
+    }
+    let mut render = render_context(&context, &caller.id, &base);
+    render.instance = instance.as_ref();
     let template = &mut service.templates[picked];
     let template_name = template.name.clone();
     // The body moves into shared bytes: the raw answer sends slices of it, never a copy.
     let source = Bytes::from(std::mem::take(&mut template.body));
-    let output = lookup::render_template(
-        render_context(&context, &caller.id, &base),
-        "template",
-        &source,
-        &service.relations,
-        options,
-    )
-    .await?;
+    let output = lookup::render_template(render, "template", &source, &relations, options).await?;
     logged(&caller.id, &template_name, &output);
     Ok(answer(&headers, &source, output))
 }
@@ -231,7 +235,7 @@ fn answer(headers: &HeaderMap, source: &Bytes, output: RenderOutput<'_>) -> Resp
             for (name, value) in [
                 ("berth-repositories", Some(&repositories)),
                 ("berth-pull-key-username", pull_key.map(|k| &k.username)),
-                ("berth-pull-key-expires-at", pull_key.map(|k| &k.expires_at)),
+                ("berth-pull-key-expires-at", pull_key.and_then(|k| k.expires_at.as_ref())),
             ] {
                 if let Some(Ok(value)) = value.filter(|v| !v.is_empty()).map(|v| HeaderValue::from_str(v)) {
                     headers.insert(name, value);

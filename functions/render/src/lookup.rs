@@ -4,12 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_shared::credentials::download_token::download_url;
+use berth_shared::credentials::instance_credential::{self, InstanceRef, IssuedCredential};
 use berth_shared::names::AccountId;
 use berth_shared::package::{PackageVersion, VersionStatus};
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::jws::SigningKeys;
 use berth_shared::platform::store::{DocumentStore, StoreError};
 use berth_shared::render::{Association, PullKeySummary, RenderOptions, RenderOutput, Template};
+use berth_shared::service::instance::{Instance, InstanceState, instance_path, validate_instance_name};
 use berth_shared::service::{ArtifactRef, VersionSelector};
 
 /// Looks up the version an [`ArtifactRef`] names in `account`'s packages, as
@@ -60,6 +62,58 @@ pub struct RenderContext<'a> {
     pub account: &'a AccountId,
     /// Seconds since the epoch.
     pub now: u64,
+    /// A render for this instance: the pull credential is a new instance credential.
+    pub instance: Option<&'a InstanceRef>,
+}
+
+/// An instance of the service for a render; a suspended one renders nothing (409).
+pub async fn load_instance(
+    store: &DocumentStore,
+    account: &AccountId,
+    service: &str,
+    name: &str,
+) -> Result<Instance, ApiError> {
+    validate_instance_name("instance", name)?;
+    let instance = store
+        .get::<Instance>(&instance_path(account, service, name))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("instance '{name}' of service '{service}'")))?
+        .value;
+    if instance.state != InstanceState::Active {
+        return Err(ApiError::Conflict {
+            code: "instance_suspended",
+            message: format!("instance '{name}' is suspended; resume it to render for it"),
+        });
+    }
+    Ok(instance)
+}
+
+/// Mints a credential for `of` and records its digest in the instance (a compare-and-swap;
+/// past the instance's limit the oldest credential is revoked).
+async fn mint_instance_credential(
+    context: RenderContext<'_>,
+    of: &InstanceRef,
+) -> Result<(IssuedCredential, Vec<berth_shared::names::RepositoryName>), ApiError> {
+    let path = instance_path(&of.account, &of.service, &of.instance);
+    let mut issued = None;
+    context
+        .store
+        .modify(&path, |current: Option<Instance>| {
+            let mut instance = current.ok_or_else(|| ApiError::NotFound(format!("instance '{}'", of.instance)))?;
+            if instance.state != InstanceState::Active {
+                return Err(ApiError::Conflict {
+                    code: "instance_suspended",
+                    message: format!("instance '{}' is suspended; resume it to render for it", of.instance),
+                });
+            }
+            let (credential, stored) =
+                instance_credential::mint(context.registry_host, of, instance.credential_ttl_seconds, context.now);
+            instance.add_credential(stored, false, context.now);
+            issued = Some((credential, instance.repositories.clone()));
+            Ok(instance)
+        })
+        .await?;
+    issued.ok_or_else(|| ApiError::Internal("no credential minted".into()))
 }
 
 /// Renders a template's bytes with `relations` (keyed by `computenest::KIND::NAME`): looks each
@@ -86,28 +140,42 @@ pub async fn render_template<'t>(
         pull_key: None,
     };
     if !options.dry_run {
-        let key = if plan.needs_pull_key() {
-            let key = berth_shared::credentials::temporary_key::mint(
-                context.signing,
-                context.registry_host,
-                context.account,
-                berth_shared::credentials::temporary_key::KeyPurpose::Pull,
-                Some(plan.repositories.clone()),
-                options.credential_ttl_seconds,
-                context.now,
-            )
-            .map_err(|e| ApiError::Internal(format!("signing a pull key: {e}")))?;
-            output.pull_key = Some(PullKeySummary {
-                registry: key.registry.clone(),
-                username: key.username.clone(),
-                repositories: plan.repositories.clone(),
-                expires_at: key.expires_at.clone(),
-            });
-            Some(key)
-        } else {
-            None
+        let dockerconfigjson = match (plan.needs_pull_key(), context.instance) {
+            (false, _) => None,
+            (true, Some(of)) => {
+                // It reaches the instance's repositories, which include the template's.
+                let (credential, repositories) = mint_instance_credential(context, of).await?;
+                output.pull_key = Some(PullKeySummary {
+                    registry: credential.registry.clone(),
+                    username: credential.username.clone(),
+                    repositories,
+                    expires_at: credential.expires_at.clone(),
+                    credential_id: Some(credential.id.clone()),
+                });
+                Some(credential.dockerconfigjson)
+            }
+            (true, None) => {
+                let key = berth_shared::credentials::temporary_key::mint(
+                    context.signing,
+                    context.registry_host,
+                    context.account,
+                    berth_shared::credentials::temporary_key::KeyPurpose::Pull,
+                    Some(plan.repositories.clone()),
+                    options.credential_ttl_seconds,
+                    context.now,
+                )
+                .map_err(|e| ApiError::Internal(format!("signing a pull key: {e}")))?;
+                output.pull_key = Some(PullKeySummary {
+                    registry: key.registry.clone(),
+                    username: key.username.clone(),
+                    repositories: plan.repositories.clone(),
+                    expires_at: Some(key.expires_at.clone()),
+                    credential_id: None,
+                });
+                Some(key.dockerconfigjson)
+            }
         };
-        let pull_key = key.as_ref().map(|k| k.dockerconfigjson.expose().as_str());
+        let pull_key = dockerconfigjson.as_ref().map(|k| k.expose().as_str());
         output.rendered = Some(template.render(&plan, pull_key).map_err(|e| ApiError::Internal(e.to_string()))?);
     }
     output.substitutions = plan.substitutions;

@@ -29,6 +29,10 @@ pub struct ServiceRenderRequest {
     /// List the substitutions only; mint nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Render for this instance of the service: its pinned versions, and its own pull
+    /// credential (which outlives the render) in place of a temporary key.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 impl ServiceRenderRequest {

@@ -3,6 +3,7 @@
 
 pub mod access_key;
 pub mod download_token;
+pub mod instance_credential;
 pub mod registry_token;
 pub mod scope;
 pub mod temporary_key;

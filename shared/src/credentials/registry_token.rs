@@ -223,6 +223,7 @@ mod tests {
             iat: 0,
             exp,
             jti: "k".into(),
+            instance: None,
         }
     }
 

@@ -151,6 +151,7 @@ mod tests {
             iat: 0,
             exp: u64::MAX,
             jti: "k".into(),
+            instance: None,
         }
     }
 

@@ -63,6 +63,10 @@ pub struct KeyGrant {
     pub exp: u64,
     /// Unique id of the key.
     pub jti: String,
+    /// For a key exchanged for an instance credential: the instance and credential it stands
+    /// for, which must still be valid whenever it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<crate::credentials::instance_credential::InstanceBinding>,
 }
 
 impl KeyGrant {
@@ -124,6 +128,34 @@ pub fn mint(
     ttl_seconds: u64,
     now: u64,
 ) -> Result<TemporaryKey, MintError> {
+    mint_bound(keys, registry, account, purpose, repositories, ttl_seconds, now, None)
+}
+
+/// Mints a pull key for an instance, in exchange for its credential: the key is refused as soon
+/// as the instance or that credential is (see [`KeyGrant::instance`]).
+pub fn mint_exchanged(
+    keys: &SigningKeys,
+    registry: &str,
+    binding: crate::credentials::instance_credential::InstanceBinding,
+    repositories: Vec<RepositoryName>,
+    ttl_seconds: u64,
+    now: u64,
+) -> Result<TemporaryKey, MintError> {
+    let account = binding.of.account.clone();
+    mint_bound(keys, registry, &account, KeyPurpose::Pull, Some(repositories), ttl_seconds, now, Some(binding))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mint_bound(
+    keys: &SigningKeys,
+    registry: &str,
+    account: &AccountId,
+    purpose: KeyPurpose,
+    repositories: Option<Vec<RepositoryName>>,
+    ttl_seconds: u64,
+    now: u64,
+    instance: Option<crate::credentials::instance_credential::InstanceBinding>,
+) -> Result<TemporaryKey, MintError> {
     let available_resources = match &repositories {
         Some(list) => list
             .iter()
@@ -142,6 +174,7 @@ pub fn mint(
         iat: now,
         exp: now.saturating_add(ttl_seconds),
         jti: uuid::Uuid::new_v4().to_string(),
+        instance,
     };
     let password = keys.sign(KEY_TYPE, &grant)?;
     let username = account.to_string();

@@ -168,6 +168,11 @@ pub struct Config {
     /// `BERTH_REGISTRY_PRIVATE_HOST`: the same registry's private (VPC) address, for
     /// deployments that pull over the private endpoint.
     pub registry_private_host: Option<String>,
+    /// `BERTH_MAX_INSTANCES_PER_SERVICE`: most instances one service may have (default 1000).
+    pub max_instances_per_service: u32,
+    /// `BERTH_PULL_FLUSH_SECONDS`: how often the token endpoint writes the pull counts it
+    /// aggregated, at most once per instance in that time (default 60).
+    pub pull_flush_interval: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -268,6 +273,8 @@ impl Config {
             DEFAULT_ACCOUNT_TOKEN_MAX_SECONDS,
             ACCOUNT_TOKEN_MAX_SECONDS_RANGE,
         )?);
+        let max_instances_per_service = parse_number(&get, "BERTH_MAX_INSTANCES_PER_SERVICE", 1000, 1..=100_000)?;
+        let pull_flush_seconds = parse_number(&get, "BERTH_PULL_FLUSH_SECONDS", 60, 1..=3600)?;
         let public_url = get("BERTH_PUBLIC_URL")
             .map(|url| parse_public_url(&url).map_err(|m| ConfigError::new("BERTH_PUBLIC_URL", m)))
             .transpose()?;
@@ -375,6 +382,8 @@ impl Config {
             public_url,
             trust_forwarded,
             log_format,
+            max_instances_per_service,
+            pull_flush_interval: Duration::from_secs(u64::from(pull_flush_seconds)),
         })
     }
 }

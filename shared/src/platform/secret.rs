@@ -26,6 +26,12 @@ const SECRET_NAMES: &[&str] = &[
     "auth",
 ];
 
+/// Prefixes of Berth's random tokens (join, host, instance credential): a word starting with
+/// one and long enough to be one is blanked wherever it appears in a log line.
+const TOKEN_PREFIXES: &[&str] = &["bjt_", "bht_", "bic_"];
+/// Shortest random part of such a token that is blanked (real ones have 43 characters).
+const MIN_TOKEN_SUFFIX: usize = 16;
+
 /// A new bearer token: `prefix` (which names its kind, e.g. `bjt_`) and 32 random bytes in
 /// URL-safe base64. Only its digest is ever stored.
 pub fn random_token(prefix: &str) -> String {
@@ -212,7 +218,13 @@ pub fn redact(line: &str) -> Cow<'_, str> {
             while j < s.len() && is_token_byte(s[j]) {
                 j += 1;
             }
-            let name = line[i..j].to_ascii_lowercase();
+            let word = &line[i..j];
+            if TOKEN_PREFIXES.iter().any(|p| word.starts_with(p) && word.len() >= p.len() + MIN_TOKEN_SUFFIX) {
+                spans.push((i, j));
+                i = j;
+                continue;
+            }
+            let name = word.to_ascii_lowercase();
             if SECRET_NAMES.iter().any(|n| name.contains(n))
                 && let Some((start, end)) = field_value_after(s, j)
             {
@@ -245,6 +257,16 @@ mod tests {
     use proptest::prelude::*;
 
     const JWT: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhY21lIn0.c2lnbmF0dXJl";
+
+    #[test]
+    fn random_tokens_are_blanked_by_their_prefix() {
+        for prefix in ["bjt_", "bht_", "bic_"] {
+            let token = random_token(prefix);
+            let line = format!("refused {token} for host h1");
+            assert_eq!(redact(&line), format!("refused {REDACTED} for host h1"));
+        }
+        assert_eq!(redact("bic_short and bht_"), "bic_short and bht_");
+    }
 
     #[test]
     fn secret_prints_redacted() {

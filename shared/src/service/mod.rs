@@ -19,6 +19,7 @@ use crate::platform::store::{DocumentStore, StoreError};
 use crate::template::IdentifierKind;
 
 mod config_yaml;
+pub mod instance;
 
 pub use config_yaml::template_urls;
 

@@ -51,6 +51,7 @@ fn in_process() {
         iat: unix_now(),
         exp: unix_now() + 3600,
         jti: "bench".into(),
+        instance: None,
     };
     let scopes = parse_scopes(["repository:acme/app:pull,push"]).unwrap();
     let sample = issue(&keys, &settings, &grant, &scopes, unix_now()).unwrap();
@@ -127,7 +128,106 @@ async fn over_http() {
     );
     println!("  requests/s                 {:>10.0}", latencies.len() as f64 / elapsed);
     println!("  latency p50 / p99          {:>7.2} ms / {:.2} ms", at(0.5), at(0.99));
+    instance_credentials(&berth, &http, &token, &password).await;
     berth.stop();
+}
+
+/// Requests/s of the token endpoint with `username:password`, [`CONCURRENCY`] clients for `window`.
+async fn endpoint_rate(url: &str, username: &str, password: &str, window: Duration) -> (f64, u64) {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let workers = (0..CONCURRENCY).map(|_| {
+        let (http, url, username, password) = (http.clone(), url.to_owned(), username.to_owned(), password.to_owned());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < window {
+                let response = http.get(url.as_str()).basic_auth(&username, Some(&password)).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    });
+    let mut n = 0;
+    for worker in futures::future::join_all(workers).await {
+        n += worker.unwrap();
+    }
+    (n as f64 / start.elapsed().as_secs_f64(), n)
+}
+
+/// The token endpoint with an instance credential (checked against the instance document on
+/// every request, pulls counted) against a temporary key (a signature check), in the same
+/// process, rounds interleaved so that the machine's load falls on both alike.
+async fn instance_credentials(berth: &BerthServe, http: &reqwest::Client, token: &str, key_password: &str) {
+    let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{}{path}", berth.url)).bearer_auth(token).json(&body).send()
+    };
+    let service = serde_json::json!({ "templates": { "t.yaml": "a: b\n" } });
+    assert!(call(reqwest::Method::PUT, "/v1/services/bench", service).await.unwrap().status().is_success());
+    let created: serde_json::Value =
+        call(reqwest::Method::POST, "/v1/services/bench/instances", serde_json::json!({ "name": "customer" }))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    // A service with images needs a registry to publish them; the bench has none, so the
+    // instance is given its repository in its document (the token endpoint reads the same).
+    let document = berth.data.join("store/accounts/acme/instances/bench/customer.json");
+    let mut instance: serde_json::Value = serde_json::from_slice(&std::fs::read(&document).unwrap()).unwrap();
+    instance["repositories"] = serde_json::json!(["acme/app"]);
+    std::fs::write(&document, serde_json::to_vec(&instance).unwrap()).unwrap();
+    let credential = &created["credential"];
+    let (username, password) = (credential["username"].as_str().unwrap(), credential["password"].as_str().unwrap());
+    let exchanged: serde_json::Value = http
+        .post(format!("{}/v1/registry/exchange", berth.url))
+        .basic_auth(username, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let exchanged = exchanged["password"].as_str().unwrap().to_owned();
+    let url = format!("{}/v1/registry/token?service=berth-registry&scope=repository:acme/app:pull", berth.url);
+    let round = Duration::from_millis(1500);
+    let (mut key, mut instance, mut bound) = ((0.0, 0), (0.0, 0), (0.0, 0));
+    for _ in 0..3 {
+        for (total, user, secret) in
+            [(&mut key, "acme", key_password), (&mut instance, username, password), (&mut bound, "acme", &exchanged)]
+        {
+            let (rate, n) = endpoint_rate(&url, user, secret, round).await;
+            total.0 += rate / 3.0;
+            total.1 += n;
+        }
+    }
+    println!(
+        "token endpoint by credential kind (same berth serve, {CONCURRENCY} clients, 3 interleaved rounds of 1.5 s):"
+    );
+    println!("  temporary key              {:>10.0} requests/s", key.0);
+    println!("  instance credential        {:>10.0} requests/s", instance.0);
+    println!("  key exchanged for one      {:>10.0} requests/s", bound.0);
+    println!(
+        "  ratio instance/key         {:>10.2}   goal >= 0.80 {}",
+        instance.0 / key.0,
+        if instance.0 / key.0 >= 0.8 { "ok" } else { "UNDER" }
+    );
+    // Pull counts are aggregated: written once (then at most once a minute), not per token.
+    let view: serde_json::Value = http
+        .get(format!("{}/v1/services/bench/instances/customer", berth.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!(
+        "  tokens counted in the store {:>9}   of {} issued for the instance (the first written at once, the rest within a minute)",
+        view["pulls"]["repositories"]["acme/app"],
+        instance.1 + bound.1
+    );
 }
 
 #[tokio::main]
