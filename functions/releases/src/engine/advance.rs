@@ -67,6 +67,9 @@ impl Engine {
             if current.group_kind == GroupKind::Scaling {
                 self.hold_lease(&current, now).await?;
             }
+            if !self.all_reported_or_late(&current, now).await.map_err(retry)? {
+                return Ok(());
+            }
             let (pulls, results) = self.outcomes(&current).await.map_err(retry)?;
             let decision = release::decide(&current, &pulls, &results, now);
             match &decision {
@@ -81,7 +84,7 @@ impl Engine {
                     match self.save(&next, &doc.version).await {
                         Ok(_) => {
                             tracing::info!(release = id, status = ?next.status, phase = ?next.phase, "release moved");
-                            self.changed.notify_waiters();
+                            self.moved();
                         }
                         // Someone else moved it (cancel, confirm, another process): decide again.
                         Err(StoreError::Conflict(_)) => {}
@@ -91,6 +94,31 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Whether deciding needs the reports read: every host of the phase reported (counted
+    /// from the listing, without reading a document) or the phase's deadline passed. Otherwise
+    /// the decision is to wait, and an advance of a 100,000-host release costs one listing
+    /// instead of reading every report so far.
+    async fn all_reported_or_late(&self, release: &Release, now: u64) -> Result<bool, StoreError> {
+        if now >= release.phase_deadline() {
+            return Ok(true);
+        }
+        let store = self.store();
+        match release.phase {
+            release::Phase::Pulling => {
+                let reported = store.list_paths(&layout::pulls(&release.id)).await?.len();
+                Ok(reported >= release.hosts().count())
+            }
+            release::Phase::Batch { batch } => {
+                let Some(hosts) = release.batches.get(batch) else { return Ok(true) };
+                let Some(plan) = self.plan(&release.id).await? else { return Ok(true) };
+                let paths = store.list_paths(&layout::results(&release.id)).await?;
+                let reported = paths.iter().filter(|p| plan.batch_of.get(layout::stem(p)) == Some(&batch)).count();
+                Ok(reported >= hosts.len())
+            }
+            _ => Ok(true),
+        }
     }
 
     /// What hosts reported, as far as the current phase needs it.

@@ -169,20 +169,30 @@ pub async fn poll(
     host.check_named(query.host.as_deref())?;
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let until = tokio::time::Instant::now() + wait;
+    // What the group's release looked like when this poll last found nothing to do.
+    let mut looked_at = None;
     loop {
         // Registered before looking, so a change between the look and the wait is not missed.
         let changed = engine.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        if let Some(job) = job_for(&engine, &host.host).await? {
-            return Ok(Json(job).into_response());
+        // A host with nothing to do gets nothing until the release moves: while the group's
+        // snapshot (shared by the process's polls, one read a second) is the same, the
+        // recheck costs no read of this host's documents. At 100,000 held polls that is the
+        // difference between 400,000 reads a second and a few.
+        let snapshot = engine.snapshot(&host.host.group).await?;
+        if looked_at.as_ref() != Some(&snapshot) {
+            if let Some(job) = job_for(&engine, &host.host).await? {
+                return Ok(Json(job).into_response());
+            }
+            looked_at = Some(snapshot);
         }
         let now = tokio::time::Instant::now();
         if now >= until || engine.closing.is_cancelled() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         tokio::select! {
-            _ = &mut changed => {}
+            _ = &mut changed => looked_at = None,
             _ = engine.closing.cancelled() => {}
             _ = tokio::time::sleep_until(until.min(now + POLL_RECHECK)) => {}
         }
