@@ -140,7 +140,7 @@ async fn big_reports(bench: &Bench) -> String {
         }
     });
     let statuses = futures::future::join_all(agents).await;
-    let mib = MAX_LOG_PARTS * LOG_PART_BYTES >> 20;
+    let mib = (MAX_LOG_PARTS * LOG_PART_BYTES) >> 20;
     format!("4 x {mib} MiB of output, reports {statuses:?}")
 }
 

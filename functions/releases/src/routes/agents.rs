@@ -305,7 +305,7 @@ pub async fn report(
             // A pull's usual few lines stay in its result (one write); a long output is
             // stored as a run's is, first, so the result never outgrows a document.
             let inline = body.log_parts.is_none()
-                && serde_json::to_vec(&body.logs.pull).map_or(false, |v| v.len() <= release::INLINE_LOG_BYTES);
+                && serde_json::to_vec(&body.logs.pull).is_ok_and(|v| v.len() <= release::INLINE_LOG_BYTES);
             let output = if inline {
                 body.logs.pull.clone().unwrap_or_default()
             } else {
