@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// The group's active release and where it is, read at most once per [`SNAPSHOT_LIFE`]
-    /// per group in this process; a move made here is seen at once (the cache is dropped).
+    /// per group in this process.
     pub async fn snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
         let key = layout::group_doc(group);
         let now = tokio::time::Instant::now();
@@ -142,9 +142,11 @@ impl Engine {
         Ok(snapshot)
     }
 
-    /// Wakes held polls after a release moved in this process.
+    /// Wakes held polls after a release moved in this process. They look at their jobs
+    /// straight away; the snapshots are left to expire, so that 100,000 woken polls do not all
+    /// read the group at once. (A poll that records a snapshot older than what its look saw
+    /// only looks once more when the snapshot is refreshed: releases only move forward.)
     pub fn moved(&self) {
-        self.snapshots.lock().clear();
         self.changed.notify_waiters();
     }
 
