@@ -9,6 +9,7 @@ use berth_shared::names::AccountId;
 use berth_shared::package::{PackageVersion, VersionStatus};
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::jws::SigningKeys;
+use berth_shared::platform::runtime::compute;
 use berth_shared::platform::store::{DocumentStore, StoreError};
 use berth_shared::render::{Association, PullKeySummary, RenderOptions, RenderOutput, Template};
 use berth_shared::service::instance::{Instance, InstanceState, instance_path, validate_instance_name};
@@ -126,10 +127,9 @@ pub async fn render_template<'t>(
     relations: &BTreeMap<String, ArtifactRef>,
     options: RenderOptions,
 ) -> Result<RenderOutput<'t>, ApiError> {
-    let template = Template::check(field, bytes)?;
+    let template = compute(|| Template::check(field, bytes))?;
     let associations = look_up(context, &template.association_keys(), relations, options).await?;
-    let plan = template
-        .plan(&associations, context.registry_host, options.pin_digests)
+    let plan = compute(|| template.plan(&associations, context.registry_host, options.pin_digests))
         .map_err(|problems| ApiError::Template { field: field.to_owned(), problems })?;
     let mut output = RenderOutput {
         format: plan.format,

@@ -133,6 +133,16 @@ pub fn under_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
+/// Runs CPU-heavy work (scanning a 10 MiB template) so that the runtime's other tasks (health
+/// checks, polls) go on meanwhile: on a multi-threaded runtime the worker hands its tasks to
+/// another thread first; on a current-thread runtime (tests) it simply runs.
+pub fn compute<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Runs `task` every `interval`, first at once, in the background of the current runtime;
 /// not under Lambda, where a schedule sends the equivalent event. Used for sweeps.
 pub fn spawn_periodic<F, Fut>(what: &'static str, interval: std::time::Duration, task: F)
