@@ -36,16 +36,6 @@ pub struct RotatedCredential {
     credential: IssuedCredential,
 }
 
-async fn load_service(context: &FunctionContext, account: &AccountId, id: &str) -> Result<Service, ApiError> {
-    validate_service_name(id)?;
-    Ok(context
-        .store
-        .get::<Service>(&service::service_path(account, id))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("service '{id}'")))?
-        .value)
-}
-
 /// The instance, after checking both names (they become store paths).
 pub async fn load_instance(
     context: &FunctionContext,
@@ -131,7 +121,7 @@ pub async fn create_instance(
 ) -> Result<(StatusCode, Json<CreatedInstance>), ApiError> {
     validate_service_name(&id)?;
     request.validate()?;
-    let service = load_service(&context, &caller.id, &id).await?;
+    let service = crate::services::load(&context, &caller.id, &id).await?;
     let limit = context.config.max_instances_per_service as usize;
     let existing = context.store.list_paths(&instances_prefix(&caller.id, &id)).await?;
     if existing.len() >= limit {
@@ -210,7 +200,7 @@ pub async fn list_instances(
     if !(1..=MAX_PAGE_SIZE).contains(&size) {
         return Err(ApiError::invalid("page_size", "out_of_range", format!("page_size must be 1 to {MAX_PAGE_SIZE}")));
     }
-    load_service(&context, &caller.id, &id).await?;
+    crate::services::load(&context, &caller.id, &id).await?;
     let paths = context.store.list_paths(&instances_prefix(&caller.id, &id)).await?;
     let mut names: Vec<&str> = paths
         .iter()

@@ -158,17 +158,12 @@ pub fn internal_catalog_token(
     settings: &RegistrySettings,
     now: u64,
 ) -> Result<String, TokenRefusal> {
-    let claims = RegistryClaims {
-        iss: settings.issuer.clone(),
-        sub: INTERNAL_SUBJECT.to_owned(),
-        aud: settings.service.clone(),
-        exp: now + MIN_EXPIRES_IN * 2,
-        nbf: now.saturating_sub(NOT_BEFORE_SKEW),
-        iat: now,
-        jti: uuid::Uuid::new_v4().to_string(),
-        access: vec![Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] }],
-    };
-    keys.sign("JWT", &claims).map_err(|_| TokenRefusal::Signing)
+    internal_token(
+        keys,
+        settings,
+        Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] },
+        now,
+    )
 }
 
 /// A short-lived pull token for Berth's own reads of `repository` (publish checks).
@@ -176,6 +171,17 @@ pub fn internal_pull_token(
     keys: &SigningKeys,
     settings: &RegistrySettings,
     repository: &crate::names::RepositoryName,
+    now: u64,
+) -> Result<String, TokenRefusal> {
+    let access = Access { kind: "repository".into(), name: repository.to_string(), actions: vec!["pull".into()] };
+    internal_token(keys, settings, access, now)
+}
+
+/// A token of Berth's own (subject [`INTERNAL_SUBJECT`]) for one access, briefly valid.
+fn internal_token(
+    keys: &SigningKeys,
+    settings: &RegistrySettings,
+    access: Access,
     now: u64,
 ) -> Result<String, TokenRefusal> {
     let claims = RegistryClaims {
@@ -186,7 +192,7 @@ pub fn internal_pull_token(
         nbf: now.saturating_sub(NOT_BEFORE_SKEW),
         iat: now,
         jti: uuid::Uuid::new_v4().to_string(),
-        access: vec![Access { kind: "repository".into(), name: repository.to_string(), actions: vec!["pull".into()] }],
+        access: vec![access],
     };
     keys.sign("JWT", &claims).map_err(|_| TokenRefusal::Signing)
 }
