@@ -204,9 +204,10 @@ pub fn group_releases(group: &GroupRef) -> String {
     format!("{}/releases", group_dir(group))
 }
 
-/// A release's entry in its group's index: the key sorts newest first.
-pub fn group_release(group: &GroupRef, created_at: u64, id: &str) -> String {
-    format!("{}/{}.json", group_releases(group), berth_shared::release::newest_key(created_at, id))
+/// A release's entry in its group's index: the key (from its creation in milliseconds) sorts
+/// newest first.
+pub fn group_release(group: &GroupRef, created_ms: u64, id: &str) -> String {
+    format!("{}/{}.json", group_releases(group), berth_shared::release::newest_key(created_ms, id))
 }
 
 /// An entry of a group's release index.

@@ -31,7 +31,8 @@ pub fn newest_key(created_at: u64, name: &str) -> String {
 /// `token`, at most `size`, and the token of the next page (`None` on the last).
 pub fn page<T>(mut items: Vec<(String, T)>, token: Option<&str>, size: usize) -> (Vec<T>, Option<String>) {
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut rest: Vec<(String, T)> = items.into_iter().filter(|(key, _)| token.is_none_or(|t| key.as_str() > t)).collect();
+    let mut rest: Vec<(String, T)> =
+        items.into_iter().filter(|(key, _)| token.is_none_or(|t| key.as_str() > t)).collect();
     let next = (rest.len() > size).then(|| rest[size - 1].0.clone());
     rest.truncate(size);
     (rest.into_iter().map(|(_, item)| item).collect(), next)

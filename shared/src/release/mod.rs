@@ -131,6 +131,7 @@ mod tests {
             trigger: Trigger::Manual,
             stale: Vec::new(),
             stale_count: 0,
+            created_ms: 0,
         }
     }
 

@@ -19,10 +19,8 @@ pub struct RevisionId {
 impl RevisionId {
     /// The revision a deployment document is.
     pub fn of(deployment: &Deployment) -> Self {
-        let scripts = format!(
-            "{}\0{}\0{}",
-            deployment.working_directory, deployment.stop_script, deployment.start_script
-        );
+        let scripts =
+            format!("{}\0{}\0{}", deployment.working_directory, deployment.stop_script, deployment.start_script);
         Self {
             deployment: deployment.name.clone(),
             revision: deployment.revision,
@@ -97,7 +95,10 @@ pub fn plan_rollback(release: &str, targets: Vec<(String, Option<Ran>)>) -> Resu
                     message: format!(
                         "hosts of release {release} ran different revisions before it (revision {} of '{}' and revision {} of '{}'); \
                          release the revision you want instead",
-                        c.revision.revision, c.revision.deployment, target.revision.revision, target.revision.deployment
+                        c.revision.revision,
+                        c.revision.deployment,
+                        target.revision.revision,
+                        target.revision.deployment
                     ),
                 });
             }

@@ -91,6 +91,14 @@ pub struct Release {
     pub stale: Vec<StaleHost>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stale_count: usize,
+    /// `created_at` in milliseconds: orders a group's releases newest first within a second
+    /// (0 in plans from before it existed).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub created_ms: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -200,6 +208,7 @@ impl Release {
             trigger: self.trigger.clone(),
             stale: self.stale.clone(),
             stale_count: self.stale_count,
+            created_ms: self.created_ms,
         }
     }
 

@@ -65,7 +65,8 @@ impl Engine {
             }
             let now = unix_now();
             if let Some(reason) = self.superseded(&current).await.map_err(retry)? {
-                let ended = release::apply(&current, &Decision::Finish(release::ReleaseStatus::Cancelled, Some(reason)), now);
+                let ended =
+                    release::apply(&current, &Decision::Finish(release::ReleaseStatus::Cancelled, Some(reason)), now);
                 match self.save(&ended, &doc.version).await {
                     Ok(_) | Err(StoreError::Conflict(_)) => continue,
                     Err(e) => return Err(retry(e)),

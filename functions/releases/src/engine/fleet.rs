@@ -114,11 +114,20 @@ impl Engine {
         for (index, part) in parts.iter().enumerate() {
             create_once(store, &layout::plan_part(id, index), part).await?;
         }
-        create_once(store, &layout::plan(id), &head).await?;
-        create_once(store, &layout::release(id), &ReleaseState::of(created)).await?;
-        let group = Self::group_of(created);
+        // A duplicate goes on with the plan that won, so both write the same index key.
+        let created = if create_once(store, &layout::plan(id), &head).await? {
+            created.clone()
+        } else {
+            self.plan(id)
+                .await?
+                .map(|p| p.release.clone())
+                .ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?
+        };
+        create_once(store, &layout::release(id), &ReleaseState::of(&created)).await?;
+        let group = Self::group_of(&created);
         let entry = ReleaseEntry { id: id.clone() };
-        create_once(store, &layout::group_release(&group, created.created_at, id), &entry).await?;
+        let at = if created.created_ms > 0 { created.created_ms } else { created.created_at * 1000 };
+        create_once(store, &layout::group_release(&group, at, id), &entry).await?;
         self.request_advance(id, &created.account).await?;
         Ok(())
     }
@@ -216,6 +225,7 @@ impl Engine {
             host_parts: None,
             stale: Vec::new(),
             stale_count: 0,
+            created_ms: berth_shared::platform::clock::unix_now_ms(),
             ..of.clone()
         };
         self.create_documents(&created).await?;
@@ -269,15 +279,38 @@ impl Engine {
             trigger: Trigger::Convergence { of: target.id.clone(), host: host.host.clone() },
             stale: Vec::new(),
             stale_count: 0,
+            created_ms: berth_shared::platform::clock::unix_now_ms(),
         };
         self.create_documents(&created).await?;
         let path = layout::instance(&host.group, &host.host);
+        let mut before = None;
         modify_instance(store, &path, |instance| {
+            before = instance.convergence.clone();
             let changed = instance.convergence.as_deref() != Some(id.as_str());
             instance.convergence = Some(id.clone());
             changed
         })
         .await?;
+        // A convergence of an earlier arrival still running would never be handed out now:
+        // end it, rather than let it time out as a failure.
+        if let Some(before) = before.filter(|b| *b != id) {
+            let reason = format!("superseded by convergence {id}");
+            let now = unix_now();
+            let ended = self
+                .modify::<StoreError>(&before, |current| {
+                    Ok(match release::cancel(current, now) {
+                        Ok(mut cancelled) => {
+                            cancelled.reason = Some(reason.clone());
+                            cancelled
+                        }
+                        Err(_) => current.clone(),
+                    })
+                })
+                .await?;
+            if let Some(ended) = ended {
+                self.clean_up(&ended).await?;
+            }
+        }
         self.moved();
         tracing::info!(release = %id, host = %host.host, of = %target.id, ?arrival, "host converging");
         Ok(())
@@ -317,16 +350,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Why a running convergence must end unstarted: a release runs on its group now (and
-    /// plans the host itself).
-    pub(super) async fn superseded(&self, release: &Release) -> Result<Option<String>, StoreError> {
-        if !matches!(release.trigger, Trigger::Convergence { .. }) {
-            return Ok(None);
+    /// Why a running convergence must end (or never be handed out): a release runs on its
+    /// group now (and plans the host itself), or a later release ended there (its revision,
+    /// not this one, is what hosts converge to).
+    pub async fn superseded(&self, release: &Release) -> Result<Option<String>, StoreError> {
+        let Trigger::Convergence { of, .. } = &release.trigger else { return Ok(None) };
+        let Some(group) = self.store().get::<Group>(&layout::group_doc(&Self::group_of(release))).await? else {
+            return Ok(Some("the group was deleted".into()));
+        };
+        if let Some(active) = &group.value.active_release
+            && self.state(active).await?.is_some_and(|s| !s.value.status.is_terminal())
+        {
+            return Ok(Some(format!("release {active} started on the group; it plans this host")));
         }
-        let group = self.store().get::<Group>(&layout::group_doc(&Self::group_of(release))).await?;
-        let Some(active) = group.and_then(|g| g.value.active_release) else { return Ok(None) };
-        let running = self.state(&active).await?.is_some_and(|s| !s.value.status.is_terminal());
-        Ok(running.then(|| format!("release {active} started on the group; it plans this host")))
+        match &group.value.last_release {
+            Some(last) if &last.id != of => {
+                Ok(Some(format!("release {} ended on the group since; hosts converge to it instead", last.id)))
+            }
+            _ => Ok(None),
+        }
     }
 }
 

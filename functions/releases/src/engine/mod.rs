@@ -18,9 +18,7 @@ use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::{self, Event, EventError};
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::store::{DocumentStore, StoreError, Version, Versioned};
-use berth_shared::release::{
-    self, Decision, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
-};
+use berth_shared::release::{self, Decision, HostResult, PullResult, Release, ScalingState, Step, StepOutput};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -97,8 +95,8 @@ mod leases;
 mod plans;
 mod sweep;
 
-use plans::CachedKey;
 pub use fleet::last_release_of;
+use plans::CachedKey;
 pub use plans::Plan;
 pub use sweep::SWEEP_INTERVAL;
 

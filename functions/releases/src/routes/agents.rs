@@ -253,6 +253,15 @@ async fn job_for(engine: &Engine, host: &HostRef) -> Result<Option<Job>, ApiErro
     };
     let Some(id) = instance.value.convergence else { return Ok(None) };
     let state = engine.state(&id).await?.map(|d| d.value);
+    if state.as_ref().is_none_or(|s| s.status.is_terminal()) {
+        return Ok(None);
+    }
+    // A convergence a later release made pointless is not handed out (its advance ends it).
+    let Some(plan) = engine.plan(&id).await? else { return Ok(None) };
+    if engine.superseded(&plan.release).await?.is_some() {
+        engine.request_advance(&id, &host.group.account).await?;
+        return Ok(None);
+    }
     job_in(engine, host, id, state).await
 }
 

@@ -69,8 +69,10 @@ pub async fn update_deployment(
     let store = &engine.context.store;
     let path = layout::deployment(&account.id, &app, &name);
     for _ in 0..8 {
-        let current =
-            store.get::<release::Deployment>(&path).await?.ok_or_else(|| ApiError::NotFound(format!("deployment '{name}'")))?;
+        let current = store
+            .get::<release::Deployment>(&path)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("deployment '{name}'")))?;
         if current.value.revision >= release::MAX_REVISIONS {
             return Err(ApiError::Conflict {
                 code: "too_many_revisions",
@@ -210,7 +212,10 @@ pub async fn list_deployments(
         .into_iter()
         .map(|(_, d)| {
             let revisions = d.value.revision;
-            (release::newest_key(d.value.created_at, &d.value.name), DeploymentSummary { deployment: d.value, revisions })
+            (
+                release::newest_key(d.value.created_at, &d.value.name),
+                DeploymentSummary { deployment: d.value, revisions },
+            )
         })
         .collect();
     let (deployments, next) = release::page(keyed, token, size);

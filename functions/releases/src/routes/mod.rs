@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::{Engine, create_once, read_all};
 use crate::store_layout::{
-    self as layout, Application, Group, GroupRef, HostRef, Instance, InstanceView, ReleaseState,
-    StoredLogs,
+    self as layout, Application, Group, GroupRef, HostRef, Instance, InstanceView, ReleaseState, StoredLogs,
 };
 
 mod agents;

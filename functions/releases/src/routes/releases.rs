@@ -1,6 +1,7 @@
 //! Releases: create (or plan), get, cancel, confirm, and each host's logs.
 
 use super::*;
+use berth_shared::platform::clock::unix_now_ms;
 
 /// `POST /v1/releases` query.
 #[derive(Deserialize)]
@@ -64,6 +65,7 @@ pub async fn create_release(
         trigger: release::Trigger::Manual,
         stale,
         stale_count,
+        created_ms: unix_now_ms(),
     };
     engine.create_documents(&created).await?;
     tracing::info!(release = %id, hosts = hosts.len(), stale = stale_count, "release created");
