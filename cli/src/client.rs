@@ -44,6 +44,12 @@ impl BerthClient {
         answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
     }
 
+    /// PATCHes a JSON body.
+    pub async fn patch<T: Serialize>(&self, path: &str, body: &T) -> Result<Value, String> {
+        let request = self.http.patch(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body);
+        answer(request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?).await
+    }
+
     /// DELETEs.
     pub async fn delete(&self, path: &str) -> Result<Value, String> {
         let request = self.http.delete(format!("{}{path}", self.url)).bearer_auth(&self.token);

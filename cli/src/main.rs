@@ -4,6 +4,7 @@ mod access_keys;
 mod client;
 mod credentials;
 mod exit;
+mod fleet;
 mod instance;
 mod keys;
 mod packages;
@@ -333,6 +334,13 @@ enum ReleaseCommand {
         #[command(flatten)]
         api: Api,
     },
+    /// Roll a release back: each host it changed goes back to its previous revision.
+    Rollback {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
     /// Print the full output of each step run on one host.
     Logs {
         /// The release id.
@@ -354,6 +362,20 @@ enum ApplicationCommand {
         #[command(flatten)]
         api: Api,
     },
+    /// List your applications, newest first.
+    List {
+        #[command(flatten)]
+        page: fleet::PageArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Delete an application with its groups and deployments (refused while a release runs).
+    Delete {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        api: Api,
+    },
 }
 
 #[derive(Subcommand)]
@@ -368,6 +390,67 @@ enum GroupCommand {
         /// `static`, or `scaling` (scaling is paused during releases).
         #[arg(long, value_parser = ["static", "scaling"], default_value = "static")]
         kind: String,
+        /// Releases skip hosts not seen for this long (120 to 2592000, default 600).
+        #[arg(long)]
+        stale_after_seconds: Option<u64>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List an application's groups, newest first.
+    List {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        #[command(flatten)]
+        page: fleet::PageArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Change a group's settings.
+    Update {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group's name.
+        name: String,
+        /// Releases skip hosts not seen for this long.
+        #[arg(long)]
+        stale_after_seconds: Option<u64>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Delete a group and its hosts (refused while a release runs on it).
+    Delete {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group's name.
+        name: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Remove a host: its token is refused at once and later releases leave it out.
+    RemoveHost {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// The host id.
+        host: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List a group's releases (rollbacks and convergences too), newest first, with outcomes.
+    Releases {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The group's name.
+        name: String,
+        #[command(flatten)]
+        page: fleet::PageArgs,
         #[command(flatten)]
         api: Api,
     },
@@ -412,6 +495,45 @@ enum DeploymentCommand {
         #[command(flatten)]
         api: Api,
     },
+    /// Update a deployment: a new revision (the old ones stay readable).
+    Update {
+        #[command(flatten)]
+        args: release::DeploymentArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List an application's deployments, newest first, each at its current revision.
+    List {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        #[command(flatten)]
+        page: fleet::PageArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List a deployment's revisions, newest first.
+    Revisions {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The deployment's name.
+        name: String,
+        #[command(flatten)]
+        page: fleet::PageArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Delete a deployment and its revisions (refused while a release of it runs).
+    Delete {
+        /// The application.
+        #[arg(long)]
+        application: String,
+        /// The deployment's name.
+        name: String,
+        #[command(flatten)]
+        api: Api,
+    },
 }
 
 fn api_client(api: &Api) -> (client::BerthClient, bool) {
@@ -438,14 +560,43 @@ async fn application_command(command: ApplicationCommand) -> ExitCode {
             let (client, json) = api_client(&api);
             release::create_application(&client, &name, json).await
         }
+        ApplicationCommand::List { page, api } => {
+            let (client, json) = api_client(&api);
+            fleet::list(&client, "/v1/applications", "applications", &page, json, fleet::application_line).await
+        }
+        ApplicationCommand::Delete { name, api } => {
+            fleet::delete(&api_client(&api).0, &format!("/v1/applications/{name}"), &format!("application {name}"))
+                .await
+        }
     }
 }
 
 async fn group_command(command: GroupCommand) -> ExitCode {
     match command {
-        GroupCommand::Create { application, name, kind, api } => {
+        GroupCommand::Create { application, name, kind, stale_after_seconds, api } => {
             let (client, json) = api_client(&api);
-            release::create_group(&client, &application, &name, &kind, json).await
+            release::create_group(&client, &application, &name, &kind, stale_after_seconds, json).await
+        }
+        GroupCommand::List { application, page, api } => {
+            let (client, json) = api_client(&api);
+            let path = format!("/v1/applications/{application}/groups");
+            fleet::list(&client, &path, "groups", &page, json, fleet::group_line).await
+        }
+        GroupCommand::Update { application, name, stale_after_seconds, api } => {
+            fleet::update_group(&api_client(&api).0, &application, &name, stale_after_seconds).await
+        }
+        GroupCommand::Delete { application, name, api } => {
+            let path = format!("/v1/applications/{application}/groups/{name}");
+            fleet::delete(&api_client(&api).0, &path, &format!("group {name}")).await
+        }
+        GroupCommand::RemoveHost { application, group, host, api } => {
+            let (client, json) = api_client(&api);
+            fleet::remove_host(&client, &application, &group, &host, json).await
+        }
+        GroupCommand::Releases { application, name, page, api } => {
+            let (client, json) = api_client(&api);
+            let path = format!("/v1/applications/{application}/groups/{name}/releases");
+            fleet::list(&client, &path, "releases", &page, json, fleet::release_line).await
         }
         GroupCommand::Get { application, name, api } => {
             release::get_group(&api_client(&api).0, &application, &name).await
@@ -466,6 +617,24 @@ async fn deployment_command(command: DeploymentCommand) -> ExitCode {
             let (client, json) = api_client(&api);
             release::create_deployment(&client, args, json).await
         }
+        DeploymentCommand::Update { args, api } => {
+            let (client, json) = api_client(&api);
+            fleet::update_deployment(&client, args, json).await
+        }
+        DeploymentCommand::List { application, page, api } => {
+            let (client, json) = api_client(&api);
+            let path = format!("/v1/applications/{application}/deployments");
+            fleet::list(&client, &path, "deployments", &page, json, fleet::deployment_line).await
+        }
+        DeploymentCommand::Revisions { application, name, page, api } => {
+            let (client, json) = api_client(&api);
+            let path = format!("/v1/applications/{application}/deployments/{name}/revisions");
+            fleet::list(&client, &path, "revisions", &page, json, fleet::deployment_line).await
+        }
+        DeploymentCommand::Delete { application, name, api } => {
+            let path = format!("/v1/applications/{application}/deployments/{name}");
+            fleet::delete(&api_client(&api).0, &path, &format!("deployment {name}")).await
+        }
     }
 }
 
@@ -482,6 +651,10 @@ async fn release_command(command: ReleaseCommand) -> ExitCode {
         }
         ReleaseCommand::Cancel { id, api } => release::act(&client(&api).0, &id, "cancel").await,
         ReleaseCommand::Confirm { id, api } => release::act(&client(&api).0, &id, "confirm").await,
+        ReleaseCommand::Rollback { id, api } => {
+            let (client, json) = client(&api);
+            fleet::rollback(&client, &id, json).await
+        }
         ReleaseCommand::Logs { id, host, api } => {
             let (client, json) = client(&api);
             release::logs(&client, &id, &host, json).await

@@ -51,6 +51,9 @@ pub struct CreateArgs {
     /// Pull in each batch instead of on every host first.
     #[arg(long)]
     pub no_pull_first: bool,
+    /// When the release fails, roll the hosts it changed back to their previous revision.
+    #[arg(long)]
+    pub auto_rollback: bool,
     /// Print the plan (batches and hosts) and do nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -93,6 +96,9 @@ fn body(args: &CreateArgs) -> Result<Value, String> {
     }
     if args.no_pull_first {
         body["pull_first"] = json!(false);
+    }
+    if args.auto_rollback {
+        body["auto_rollback"] = json!(true);
     }
     Ok(body)
 }
@@ -302,11 +308,19 @@ pub async fn create_application(client: &BerthClient, name: &str, json: bool) ->
 
 /// `berth group create --application A NAME [--kind scaling]`: prints the join token (shown
 /// only now) on stdout, and how to start an agent with it on stderr.
-pub async fn create_group(client: &BerthClient, application: &str, name: &str, kind: &str, json: bool) -> ExitCode {
-    let answer = match client
-        .post(&format!("/v1/applications/{application}/groups"), &json!({ "name": name, "kind": kind }))
-        .await
-    {
+pub async fn create_group(
+    client: &BerthClient,
+    application: &str,
+    name: &str,
+    kind: &str,
+    stale_after_seconds: Option<u64>,
+    json: bool,
+) -> ExitCode {
+    let mut body = json!({ "name": name, "kind": kind });
+    if let Some(seconds) = stale_after_seconds {
+        body["stale_after_seconds"] = json!(seconds);
+    }
+    let answer = match client.post(&format!("/v1/applications/{application}/groups"), &body).await {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
@@ -398,19 +412,16 @@ pub struct DeploymentArgs {
     pub step_timeout_seconds: Option<u64>,
 }
 
-/// `berth deployment create`.
-pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json: bool) -> ExitCode {
+/// The body of `berth deployment create|update`, with the scripts read from their files.
+pub fn deployment_body(args: &DeploymentArgs) -> Result<Value, String> {
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-    let (start, stop) = match (read(&args.start_script), read(&args.stop_script)) {
-        (Ok(start), Ok(stop)) => (start, stop),
-        (Err(message), _) | (_, Err(message)) => return fail(&message),
-    };
+    let (start, stop) = (read(&args.start_script)?, read(&args.stop_script)?);
     let image = match (&args.image, &args.package, &args.version) {
         (Some(address), None, None) => json!({ "address": address }),
         (None, Some(package), Some(version)) => json!({ "package": package, "version": version }),
-        _ => return fail("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V"),
+        _ => return Err("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V".into()),
     };
     let mut body = json!({
         "name": args.name, "image": image, "working_directory": args.working_directory,
@@ -419,6 +430,15 @@ pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json:
     if let Some(seconds) = args.step_timeout_seconds {
         body["step_timeout_seconds"] = json!(seconds);
     }
+    Ok(body)
+}
+
+/// `berth deployment create`.
+pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json: bool) -> ExitCode {
+    let body = match deployment_body(&args) {
+        Ok(body) => body,
+        Err(message) => return fail(&message),
+    };
     match client.post(&format!("/v1/applications/{}/deployments", args.application), &body).await {
         Ok(answer) if json => {
             println!("{answer:#}");
