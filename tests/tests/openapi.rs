@@ -830,6 +830,74 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     api.expect(200, "POST", &format!("/v1/releases/{id}/cancel"), account, None).await;
     let (_, token) = &hosts[1];
     api.expect(204, "GET", "/v1/agent/jobs?wait_seconds=0", token, None).await;
+
+    // The fleet: listings, a group setting, a second revision released to both hosts, its
+    // rollback (409 for a second one and for deletes while it runs), a host removed, deletes.
+    api.expect(200, "GET", "/v1/applications?page_size=10", account, None).await;
+    api.expect(200, "GET", "/v1/applications/app/groups", account, None).await;
+    api.expect(200, "PATCH", "/v1/applications/app/groups/g", account, Some(json!({ "stale_after_seconds": 900 })))
+        .await;
+    api.expect(200, "GET", "/v1/applications/app/deployments", account, None).await;
+    let revised = json!({
+        "name": "d", "image": { "address": format!("{registry}/acme/app:v2") }, "working_directory": "/srv",
+        "start_script": "true", "stop_script": "true",
+    });
+    api.expect(200, "PUT", "/v1/applications/app/deployments/d", account, Some(revised)).await;
+    api.expect(200, "GET", "/v1/applications/app/deployments/d/revisions?page_size=5", account, None).await;
+    api.expect(200, "GET", "/v1/applications/app/deployments/d/revisions/1", account, None).await;
+    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
+    let second = api.expect(201, "POST", "/v1/releases", account, Some(body)).await;
+    let second = second["id"].as_str().unwrap().to_owned();
+    for round in 0.. {
+        assert!(round < 10, "the second release did not end");
+        engine.advance(&second).await.unwrap();
+        let now = api.expect(200, "GET", &format!("/v1/releases/{second}"), account, None).await;
+        if now["status"] != "running" {
+            assert_eq!(now["status"], "succeeded", "{now}");
+            break;
+        }
+        for (_, token) in &hosts {
+            let (status, job) = api.call("GET", "/v1/agent/jobs?wait_seconds=0", token, None).await;
+            if status != 200 {
+                continue;
+            }
+            let job: Job = serde_json::from_value(job).unwrap();
+            let report = Report {
+                job_id: job.job_id,
+                release: second.clone(),
+                kind: job.kind,
+                ok: true,
+                step: if job.kind == JobKind::Pull { Step::Pull } else { Step::Start },
+                exit_code: Some(0),
+                reason: None,
+                logs: HostLogs::default(),
+                log_parts: None,
+            };
+            api.expect(200, "POST", "/v1/agent/reports", token, Some(serde_json::to_value(&report).unwrap())).await;
+        }
+    }
+    api.expect(200, "GET", "/v1/applications/app/groups/g/releases?page_size=1", account, None).await;
+    let rollback = api.expect(201, "POST", &format!("/v1/releases/{second}/rollback"), account, None).await;
+    assert_eq!(rollback["revision"], 1, "{rollback}");
+    api.expect(409, "POST", &format!("/v1/releases/{second}/rollback"), account, None).await;
+    for path in ["/v1/applications/app/deployments/d", "/v1/applications/app/groups/g", "/v1/applications/app"] {
+        api.expect(409, "DELETE", path, account, None).await;
+    }
+    api.expect(200, "POST", &format!("/v1/releases/{}/cancel", rollback["id"].as_str().unwrap()), account, None).await;
+    // A third host to remove, and another application to delete: the probes after the
+    // scenario reuse the first hosts' tokens and the join token.
+    api.expect(200, "POST", "/v1/agent/register", &join, Some(json!({ "host": "h3" }))).await;
+    api.expect(204, "DELETE", "/v1/applications/app/groups/g/instances/h3", account, None).await;
+    api.expect(201, "POST", "/v1/applications", account, Some(json!({ "name": "old" }))).await;
+    api.expect(201, "POST", "/v1/applications/old/groups", account, Some(json!({ "name": "g0" }))).await;
+    let old = json!({
+        "name": "d0", "image": { "address": format!("{registry}/acme/app:v1") }, "working_directory": "/srv",
+        "start_script": "true", "stop_script": "true",
+    });
+    api.expect(201, "POST", "/v1/applications/old/deployments", account, Some(old)).await;
+    api.expect(204, "DELETE", "/v1/applications/old/deployments/d0", account, None).await;
+    api.expect(204, "DELETE", "/v1/applications/old/groups/g0", account, None).await;
+    api.expect(204, "DELETE", "/v1/applications/old", account, None).await;
 }
 
 #[tokio::test]
@@ -983,7 +1051,7 @@ async fn every_answer_has_its_documented_status_and_fields() {
     let statuses: BTreeSet<(String, String, u16)> =
         api.exchanges.iter().map(|e| (e.method.clone(), e.path.clone(), e.status)).collect();
     assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
-    assert!(checked_operations.len() >= 37, "{} success answers checked", checked_operations.len());
+    assert!(checked_operations.len() >= 48, "{} success answers checked", checked_operations.len());
     println!(
         "{} exchanges; {} (operation, success status) answers checked against {} schemas; {} (operation, status) pairs met",
         api.exchanges.len(),
