@@ -1382,7 +1382,24 @@ async fn applications_and_releases(s: &mut Suite, a: &Tenant, b: &Tenant, only: 
         let path = format!("/v1/applications/{app}/groups/{group}/join-token");
         s.absent("rotate A's join token", post(&path, json!({}))).await;
         s.absent("revoke A's join token", delete(&path)).await;
+        let group_path = format!("/v1/applications/{app}/groups/{group}");
+        s.absent("change A's group", patch(&group_path, json!({ "stale_after_seconds": 900 }))).await;
+        s.absent("list A's group's releases", get(format!("{group_path}/releases"))).await;
+        for host in ["h1", "h9"] {
+            s.absent("remove A's host", delete(format!("{group_path}/instances/{host}"))).await;
+        }
+        s.absent("delete A's group", delete(&group_path)).await;
     }
+    s.absent("list A's application's groups", get("/v1/applications/onlya/groups")).await;
+    s.absent("list A's application's deployments", get("/v1/applications/onlya/deployments")).await;
+    for (app, name) in [("onlya", "web"), ("shop", "onlyd")] {
+        let path = format!("/v1/applications/{app}/deployments/{name}");
+        s.absent("revise A's deployment", put(&path, deployment(name, b_image.clone()))).await;
+        s.absent("list A's deployment's revisions", get(format!("{path}/revisions"))).await;
+        s.absent("get A's deployment's revision", get(format!("{path}/revisions/1"))).await;
+        s.absent("delete A's deployment", delete(&path)).await;
+    }
+    s.absent("delete A's application", delete("/v1/applications/onlya")).await;
 
     s.group = "releases";
     for (app, deployment_name, group) in
@@ -1396,6 +1413,7 @@ async fn applications_and_releases(s: &mut Suite, a: &Tenant, b: &Tenant, only: 
         s.absent("get A's release", get(format!("/v1/releases/{id}"))).await;
         s.absent("cancel A's release", post(format!("/v1/releases/{id}/cancel"), json!({}))).await;
         s.absent("confirm A's release", post(format!("/v1/releases/{id}/confirm"), json!({}))).await;
+        s.absent("roll A's release back", post(format!("/v1/releases/{id}/rollback"), json!({}))).await;
         for host in ["h1", "h2", "h9"] {
             s.absent("read A's release logs", get(format!("/v1/releases/{id}/hosts/{host}/logs"))).await;
         }
@@ -1424,6 +1442,39 @@ async fn applications_and_releases(s: &mut Suite, a: &Tenant, b: &Tenant, only: 
         let hosts: Vec<&str> =
             x.json["instances"].as_array().into_iter().flatten().filter_map(|i| i["host"].as_str()).collect();
         (hosts == ["h1"] && x.json["active_release"] == b_release.as_str()).then_some(()).ok_or("not B's group".into())
+    })
+    .await;
+    let names = |x: &Answer, key: &str| -> Vec<String> {
+        x.json[key].as_array().into_iter().flatten().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect()
+    };
+    s.own("list applications", get("/v1/applications?page_size=100"), |x| {
+        status_in(x, &[200])?;
+        let apps = names(x, "applications");
+        (apps.contains(&"shop".to_owned()) && !apps.contains(&"onlya".to_owned()))
+            .then_some(())
+            .ok_or(format!("not B's applications: {apps:?}"))
+    })
+    .await;
+    s.own("list shop's groups", get("/v1/applications/shop/groups"), |x| {
+        status_in(x, &[200])?;
+        let groups = names(x, "groups");
+        (groups == ["prod"]).then_some(()).ok_or(format!("not B's groups: {groups:?}"))
+    })
+    .await;
+    s.own("list shop's deployments", get("/v1/applications/shop/deployments"), |x| {
+        status_in(x, &[200])?;
+        let deployments = names(x, "deployments");
+        (!deployments.contains(&"onlyd".to_owned()) && deployments.contains(&"web".to_owned()))
+            .then_some(())
+            .ok_or(format!("not B's deployments: {deployments:?}"))
+    })
+    .await;
+    let b_release = b.release.clone();
+    s.own("list shop/prod's releases", get("/v1/applications/shop/groups/prod/releases"), |x| {
+        status_in(x, &[200])?;
+        let ids: Vec<&str> =
+            x.json["releases"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str()).collect();
+        (ids == [b_release.as_str()]).then_some(()).ok_or(format!("not B's releases: {ids:?}"))
     })
     .await;
     s.own("get shop/web", get("/v1/applications/shop/deployments/web"), |x| {
