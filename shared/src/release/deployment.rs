@@ -196,6 +196,11 @@ pub struct DeploymentRequest {
     /// Only `shell`.
     #[serde(default)]
     pub script_language: Option<String>,
+    /// On update: the revision being replaced, if the caller wants the update refused when
+    /// another came first (compare-and-swap); ignored on create, so a deployment read back
+    /// can be posted again.
+    #[serde(default)]
+    pub revision: Option<u64>,
 }
 
 /// A validated deployment revision, as stored.

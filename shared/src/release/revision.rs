@@ -124,10 +124,19 @@ pub fn rollback_id(release: &str) -> String {
     derived_id(&["berth-rollback", release])
 }
 
-/// The next revision of a deployment, validated like a new one; its name must stay.
-pub fn next_revision(current: &Deployment, mut next: Deployment) -> Result<Deployment, ApiError> {
+/// The next revision of a deployment, validated like a new one; its name must stay, and an
+/// `expected` revision (the caller's) must still be the current one.
+pub fn next_revision(current: &Deployment, mut next: Deployment, expected: Option<u64>) -> Result<Deployment, ApiError> {
     if next.name != current.name {
         return Err(ApiError::invalid("name", "name_mismatch", "the body's name must be the deployment's name"));
+    }
+    if let Some(expected) = expected
+        && expected != current.revision
+    {
+        return Err(ApiError::Conflict {
+            code: "revision_conflict",
+            message: format!("the deployment is at revision {}, not {expected}", current.revision),
+        });
     }
     next.revision = current.revision + 1;
     Ok(next)
@@ -196,6 +205,31 @@ mod tests {
             code(vec![("a".into(), Some(ran("r1", 1))), ("b".into(), Some(ran("r0", 3)))]),
             "previous_revisions_differ"
         );
+    }
+
+    #[test]
+    fn an_update_is_the_next_revision_of_the_same_name() {
+        let current = Deployment {
+            name: "web".into(),
+            image: ImageRef { registry: "r".into(), repository: "acme/web".into(), reference: ":v1".into() },
+            working_directory: "/srv".into(),
+            start_script: "true".into(),
+            stop_script: "true".into(),
+            step_timeout_seconds: 10,
+            registry_endpoint: RegistryEndpoint::Public,
+            created_at: 0,
+            revision: 3,
+        };
+        let next = Deployment { start_script: "echo v2".into(), revision: 1, ..current.clone() };
+        assert_eq!(next_revision(&current, next.clone(), None).unwrap().revision, 4);
+        assert_eq!(next_revision(&current, next.clone(), Some(3)).unwrap().revision, 4);
+        assert!(matches!(
+            next_revision(&current, next.clone(), Some(2)),
+            Err(ApiError::Conflict { code: "revision_conflict", .. })
+        ));
+        let renamed = Deployment { name: "api".into(), ..next };
+        assert!(matches!(next_revision(&current, renamed, None), Err(ApiError::Invalid { code: "name_mismatch", .. })));
+        assert_ne!(RevisionId::of(&current), RevisionId::of(&Deployment { stop_script: "x".into(), ..current.clone() }));
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub async fn update_deployment(
 ) -> Result<Json<release::Deployment>, ApiError> {
     load_application(&engine, &account, &app).await?;
     release::validate_name("deployment", &name)?;
+    let expected = body.revision;
     let next = validated(&engine, &account, body).await?;
     let store = &engine.context.store;
     let path = layout::deployment(&account.id, &app, &name);
@@ -79,7 +80,7 @@ pub async fn update_deployment(
                 message: format!("a deployment keeps at most {} revisions", release::MAX_REVISIONS),
             });
         }
-        let revision = release::next_revision(&current.value, next.clone())?;
+        let revision = release::next_revision(&current.value, next.clone(), expected)?;
         // The revision being replaced is kept first (a crash after the swap loses nothing).
         create_once(store, &layout::revision(&account.id, &app, &name, current.value.revision), &current.value).await?;
         match store.update(&path, &revision, &current.version).await {
