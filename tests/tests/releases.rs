@@ -842,3 +842,285 @@ async fn pull_failures_timeouts_and_silent_hosts_fail_hosts_not_the_fan_out() {
     let scaling = s.scaling("ops", "g").await;
     assert_eq!((scaling["paused"].as_bool(), scaling["resumes"].as_u64()), (Some(false), Some(2)), "{scaling}");
 }
+
+/// `berth ARGS --output json` against the setup's Berth: its JSON answer (or `Null` when the
+/// command prints nothing on stdout), failing the test when the command fails.
+async fn berth_json(s: &Setup, args: &[&str]) -> Value {
+    let output = tokio::process::Command::new(berth_bin("berth"))
+        .args(args)
+        .args(["--url", &s.berth().url, "--token", &s.token, "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "berth {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(&stdout).unwrap_or(Value::Null)
+}
+
+/// A start script serving `image` on each host's own port (hosts share one Docker engine here).
+fn fleet_start_script(image: &str, ports: &[(&str, u16)], fail_on: Option<&str>) -> String {
+    let cases: String = ports.iter().map(|(host, port)| format!("  {host}) port={port};;\n")).collect();
+    let fail = fail_on.map_or(String::new(), |host| {
+        format!("if [ \"$BERTH_HOST\" = {host} ]; then echo \"{host} refuses this revision\" >&2; exit 3; fi\n")
+    });
+    format!(
+        "case \"$BERTH_HOST\" in\n{cases}esac\n{fail}docker run -d -p $port:8080 --name berth-fleet-{}-$BERTH_HOST {image}\n",
+        ports[0].1
+    )
+}
+
+fn fleet_stop_script(first_port: u16) -> String {
+    format!("docker rm -f berth-fleet-{first_port}-$BERTH_HOST >/dev/null 2>&1 || true\n")
+}
+
+async fn page_on(port: u16) -> Option<String> {
+    http_get(&format!("http://127.0.0.1:{port}/hello")).await
+}
+
+async fn wait_page(port: u16, page: &str, what: &str) {
+    let start = Instant::now();
+    while page_on(port).await.as_deref() != Some(page) {
+        assert!(start.elapsed() < Duration::from_secs(120), "{what}: port {port} serves {:?}", page_on(port).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn instance<'a>(group: &'a Value, host: &str) -> &'a Value {
+    group["instances"].as_array().unwrap().iter().find(|i| i["host"] == host).unwrap_or(&Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_living_fleet_revises_rolls_back_converges_and_forgets_removed_hosts() {
+    let mut s = Setup::start(&[]);
+    let v1 = s.push_image("fleet", "v1", "fleet v1\n");
+    let v2 = s.push_image("fleet", "v2", "fleet v2\n");
+    let ports = [("h1", free_port()), ("h2", free_port()), ("h3", free_port())];
+    let _containers: Vec<Container> =
+        ports.iter().map(|(host, _)| Container(format!("berth-fleet-{}-{host}", ports[0].1))).collect();
+    let port = |host: &str| ports.iter().find(|(h, _)| *h == host).unwrap().1;
+    let workdir = s.dir.path().join("fleet-work");
+    let revision = |image: &str, fail_on: Option<&str>| {
+        json!({
+            "name": "web", "image": { "address": image }, "working_directory": workdir,
+            "start_script": fleet_start_script(image, &ports, fail_on), "stop_script": fleet_stop_script(ports[0].1),
+            "step_timeout_seconds": 60,
+        })
+    };
+    s.post("/v1/applications", json!({ "name": "fleet" })).await;
+    let group = s.post("/v1/applications/fleet/groups", json!({ "name": "prod", "stale_after_seconds": 600 })).await;
+    let join = group["join_token"].as_str().unwrap().to_owned();
+    assert_eq!(s.post("/v1/applications/fleet/deployments", revision(&v1, None)).await["revision"], 1);
+    s.start_agent(&join, "h1");
+    s.start_agent(&join, "h2");
+    s.wait_for_hosts("fleet", "prod", 2).await;
+    let release = |extra: Value| {
+        let mut body = json!({ "application": "fleet", "deployment": "web", "group": "prod" });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+
+    // Revision 1, then revision 2 (a PUT): each host's ledger says what it runs and ran.
+    let r1 = s.release(release(json!({}))).await;
+    assert_eq!(s.finished(&r1).await["status"], "succeeded");
+    wait_page(port("h1"), "fleet v1\n", "r1 on h1").await;
+    let (status, updated) =
+        s.call(reqwest::Method::PUT, "/v1/applications/fleet/deployments/web", Some(revision(&v2, None))).await;
+    assert_eq!((status, updated["revision"].as_u64()), (200, Some(2)), "{updated}");
+    let r2 = s.release(release(json!({ "batches": 2 }))).await;
+    let done = s.finished(&r2).await;
+    assert_eq!((done["status"].as_str(), done["revision"].as_u64()), (Some("succeeded"), Some(2)), "{done:#}");
+    for host in ["h1", "h2"] {
+        wait_page(port(host), "fleet v2\n", "r2").await;
+    }
+    let group = s.get("/v1/applications/fleet/groups/prod").await;
+    let h1 = instance(&group, "h1");
+    assert_eq!((h1["runs"]["revision"].as_u64(), h1["ran_before"]["revision"].as_u64()), (Some(2), Some(1)), "{h1}");
+    assert_eq!(h1["runs"]["image"], v2.as_str());
+    assert!(h1["last_seen"].as_u64().unwrap() > 0 && h1["stale"] == false, "{h1}");
+
+    // Rollback by hand, through the CLI: both hosts serve revision 1 again.
+    let rollback = berth_json(&s, &["release", "rollback", &r2]).await;
+    assert_eq!((rollback["revision"].as_u64(), rollback["trigger"]["of"].as_str()), (Some(1), Some(r2.as_str())));
+    let rollback_id = rollback["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.finished(&rollback_id).await["status"], "succeeded");
+    for host in ["h1", "h2"] {
+        wait_page(port(host), "fleet v1\n", "the rollback").await;
+    }
+    let (status, again) = s.call(reqwest::Method::POST, &format!("/v1/releases/{r2}/rollback"), None).await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("already_rolled_back")), "{again}");
+
+    // A new host converges to the last good release (the rollback: revision 1) by itself.
+    s.start_agent(&join, "h3");
+    wait_page(port("h3"), "fleet v1\n", "h3's convergence").await;
+    let group = s.get("/v1/applications/fleet/groups/prod").await;
+    let h3 = instance(&group, "h3").clone();
+    let convergence = h3["convergence"].as_str().expect("h3 converged").to_owned();
+    let converged = s.finished(&convergence).await;
+    assert_eq!(
+        (converged["status"].as_str(), converged["trigger"]["kind"].as_str()),
+        (Some("succeeded"), Some("convergence"))
+    );
+    assert_eq!(converged["trigger"]["of"], rollback_id.as_str());
+    assert_eq!(host_states(&converged), [("h3".to_owned(), "succeeded".to_owned())]);
+    let h3 = instance(&s.get("/v1/applications/fleet/groups/prod").await, "h3").clone();
+    assert_eq!(
+        (h3["runs"]["revision"].as_u64(), h3["runs"]["release"].as_str()),
+        (Some(1), Some(convergence.as_str()))
+    );
+
+    // A failing revision with auto_rollback: h1 refuses revision 3, the release fails, and its
+    // rollback puts every host it changed back on revision 1.
+    s.call(reqwest::Method::PUT, "/v1/applications/fleet/deployments/web", Some(revision(&v2, Some("h1")))).await;
+    let r3 = s.release(release(json!({ "auto_rollback": true }))).await;
+    let failed = s.finished(&r3).await;
+    assert_eq!((failed["status"].as_str(), failed["revision"].as_u64()), (Some("failed"), Some(3)), "{failed:#}");
+    let auto = s.wait_release(&r3, "its rollback", |r| r["rollback"].is_string()).await["rollback"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let back = s.finished(&auto).await;
+    assert_eq!(
+        (back["status"].as_str(), back["trigger"]["automatic"].as_bool()),
+        (Some("succeeded"), Some(true)),
+        "{back:#}"
+    );
+    assert_eq!(back["revision"], 1);
+    for (host, _) in &ports {
+        wait_page(port(host), "fleet v1\n", "the automatic rollback").await;
+    }
+    let group = s.get("/v1/applications/fleet/groups/prod").await;
+    for (host, _) in &ports {
+        assert_eq!(instance(&group, host)["runs"]["revision"], 1, "{host}: {group:#}");
+    }
+
+    // Listings through the CLI, newest first.
+    let releases = berth_json(&s, &["group", "releases", "--application", "fleet", "prod", "--page-size", "3"]).await;
+    let ids: Vec<&str> = releases["releases"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [auto.as_str(), r3.as_str(), convergence.as_str()], "{releases:#}");
+    assert_eq!(releases["releases"][1]["status"], "failed");
+    assert!(releases["next_page_token"].is_string());
+    let revisions = berth_json(&s, &["deployment", "revisions", "--application", "fleet", "web"]).await;
+    let numbers: Vec<u64> =
+        revisions["revisions"].as_array().unwrap().iter().map(|r| r["revision"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [3, 2, 1]);
+    let deployments = berth_json(&s, &["deployment", "list", "--application", "fleet"]).await;
+    assert_eq!(
+        (deployments["deployments"][0]["name"].as_str(), deployments["deployments"][0]["revisions"].as_u64()),
+        (Some("web"), Some(3))
+    );
+    let groups = berth_json(&s, &["group", "list", "--application", "fleet"]).await;
+    assert_eq!(groups["groups"][0]["last_release"]["id"], auto.as_str());
+    let apps = berth_json(&s, &["application", "list"]).await;
+    assert_eq!(apps["applications"][0]["name"], "fleet");
+
+    // h2 is removed: its agent's token is refused, its join token cannot bring it back (the
+    // agent stops), and the next plan has only h1 and h3.
+    berth_json(&s, &["group", "remove-host", "--application", "fleet", "--group", "prod", "h2"]).await;
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(s.dir.path().join("agent-h2.log")).unwrap_or_default();
+        if log.contains("host_removed") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "h2's agent never learnt it was removed: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(instance(&s.get("/v1/applications/fleet/groups/prod").await, "h2").is_null(), "h2 did not come back");
+    let plan = s.post("/v1/releases?dry_run=true", release(json!({}))).await;
+    assert_eq!(plan["batches"], json!([["h1", "h3"]]), "{plan}");
+
+    // Deletes: 409 while a release runs on the group, 204 once it ended.
+    s.call(reqwest::Method::PUT, "/v1/applications/fleet/deployments/web", Some(revision(&v1, None))).await;
+    let r4 = s.release(release(json!({ "batches": 2, "pause": "manual" }))).await;
+    s.wait_release(&r4, "awaiting confirmation", |r| r["phase"]["step"] == "awaiting_confirm").await;
+    for path in
+        ["/v1/applications/fleet/deployments/web", "/v1/applications/fleet/groups/prod", "/v1/applications/fleet"]
+    {
+        let (status, problem) = s.call(reqwest::Method::DELETE, path, None).await;
+        assert_eq!((status, problem["code"].as_str()), (409, Some("release_in_progress")), "{path}: {problem}");
+    }
+    s.post(&format!("/v1/releases/{r4}/cancel"), json!({})).await;
+    let (status, _) = s.call(reqwest::Method::DELETE, "/v1/applications/fleet", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.call(reqwest::Method::GET, "/v1/applications/fleet/groups/prod", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(s.get(&format!("/v1/releases/{r4}")).await["status"], "cancelled", "releases stay readable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_not_seen_for_stale_after_seconds_is_skipped_not_failed_and_converges_when_back() {
+    let mut s = Setup::start(&[]);
+    let image = s.push_image("stale", "v1", "stale v1\n");
+    s.post("/v1/applications", json!({ "name": "quiet" })).await;
+    let (status, problem) = s
+        .call(
+            reqwest::Method::POST,
+            "/v1/applications/quiet/groups",
+            Some(json!({ "name": "g", "stale_after_seconds": 5 })),
+        )
+        .await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("stale_after_seconds")), "{problem}");
+    let stale_after = berth_shared::release::MIN_STALE_AFTER_SECONDS;
+    let group =
+        s.post("/v1/applications/quiet/groups", json!({ "name": "g", "stale_after_seconds": stale_after })).await;
+    let join = group["join_token"].as_str().unwrap().to_owned();
+    let markers = s.dir.path().join("stale-markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    s.post(
+        "/v1/applications/quiet/deployments",
+        json!({
+            "name": "job", "image": { "address": image }, "working_directory": s.dir.path().join("stale-work"),
+            "stop_script": "true\n",
+            "start_script": format!("touch {}/ran-$BERTH_HOST-$BERTH_RELEASE_ID\n", markers.display()),
+            "step_timeout_seconds": 60,
+        }),
+    )
+    .await;
+    // h1 polls all along; h2 registers and then says nothing (its agent is not started).
+    s.start_agent(&join, "h1");
+    let registered = reqwest::Client::new()
+        .post(format!("{}/v1/agent/register", s.berth().url))
+        .bearer_auth(&join)
+        .json(&json!({ "host": "h2" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let h2_token = registered.json::<Value>().await.unwrap()["host_token"].as_str().unwrap().to_owned();
+    s.wait_for_hosts("quiet", "g", 2).await;
+    // Past stale_after_seconds (a polling host's last_seen is at most about 80 s old).
+    tokio::time::sleep(Duration::from_secs(stale_after + 5)).await;
+    let group = s.get("/v1/applications/quiet/groups/g").await;
+    assert_eq!(
+        (instance(&group, "h1")["stale"].as_bool(), instance(&group, "h2")["stale"].as_bool()),
+        (Some(false), Some(true)),
+        "{group:#}"
+    );
+
+    let id = s.release(json!({ "application": "quiet", "deployment": "job", "group": "g" })).await;
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "h2 does not fail the release: {done:#}");
+    assert_eq!(host_states(&done), [("h1".to_owned(), "succeeded".to_owned())]);
+    let skipped = &done["skipped_hosts"][0];
+    assert_eq!((skipped["host"].as_str(), skipped["state"].as_str()), (Some("h2"), Some("skipped")), "{done:#}");
+    assert!(skipped["reason"].as_str().unwrap().contains("stale_after_seconds"), "{skipped}");
+    assert_eq!(done["summary"]["skipped"], 1);
+    assert!(!markers.join(format!("ran-h2-{id}")).exists());
+
+    // h2 comes back: its first poll records it and hands it its convergence to the release.
+    let job = reqwest::Client::new()
+        .get(format!("{}/v1/agent/jobs?wait_seconds=5", s.berth().url))
+        .bearer_auth(&h2_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.status(), 200);
+    let job: Value = job.json().await.unwrap();
+    let convergence = s.get(&format!("/v1/releases/{}", job["release"].as_str().unwrap())).await;
+    assert_eq!(
+        (convergence["trigger"]["kind"].as_str(), convergence["trigger"]["of"].as_str()),
+        (Some("convergence"), Some(id.as_str()))
+    );
+    let group = s.get("/v1/applications/quiet/groups/g").await;
+    assert_eq!(instance(&group, "h2")["stale"], false, "seen again");
+}

@@ -126,7 +126,11 @@ pub fn rollback_id(release: &str) -> String {
 
 /// The next revision of a deployment, validated like a new one; its name must stay, and an
 /// `expected` revision (the caller's) must still be the current one.
-pub fn next_revision(current: &Deployment, mut next: Deployment, expected: Option<u64>) -> Result<Deployment, ApiError> {
+pub fn next_revision(
+    current: &Deployment,
+    mut next: Deployment,
+    expected: Option<u64>,
+) -> Result<Deployment, ApiError> {
     if next.name != current.name {
         return Err(ApiError::invalid("name", "name_mismatch", "the body's name must be the deployment's name"));
     }
@@ -229,7 +233,10 @@ mod tests {
         ));
         let renamed = Deployment { name: "api".into(), ..next };
         assert!(matches!(next_revision(&current, renamed, None), Err(ApiError::Invalid { code: "name_mismatch", .. })));
-        assert_ne!(RevisionId::of(&current), RevisionId::of(&Deployment { stop_script: "x".into(), ..current.clone() }));
+        assert_ne!(
+            RevisionId::of(&current),
+            RevisionId::of(&Deployment { stop_script: "x".into(), ..current.clone() })
+        );
     }
 
     #[test]
