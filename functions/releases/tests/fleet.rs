@@ -94,7 +94,7 @@ impl Fleet {
                     release: job.release.clone(),
                     kind: job.kind,
                     ok: !fails,
-                    step: if fails { Step::Start } else { Step::Start },
+                    step: Step::Start,
                     exit_code: Some(if fails { 1 } else { 0 }),
                     reason: None,
                     logs: HostLogs::default(),

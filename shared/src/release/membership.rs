@@ -8,6 +8,9 @@ pub const DEFAULT_STALE_AFTER_SECONDS: u64 = 600;
 /// Shortest `stale_after_seconds`: longer than a poll's `last_seen` write interval plus the
 /// longest held poll, so a host that polls is never taken for stale.
 pub const MIN_STALE_AFTER_SECONDS: u64 = 120;
+// A polling host's stored `last_seen` is at most the write interval plus one held poll
+// (30 s) old: the shortest stale_after must exceed that, or live hosts would be skipped.
+const _: () = assert!(MIN_STALE_AFTER_SECONDS > LAST_SEEN_WRITE_SECONDS + 30);
 /// Longest `stale_after_seconds` (30 days).
 pub const MAX_STALE_AFTER_SECONDS: u64 = 30 * 86_400;
 /// A poll writes `last_seen` only when the stored value is at least this old: at most one
@@ -92,7 +95,6 @@ mod tests {
                 Err(ApiError::Invalid { field, code: "out_of_range", .. }) if field == "stale_after_seconds"
             ));
         }
-        assert!(MIN_STALE_AFTER_SECONDS > LAST_SEEN_WRITE_SECONDS + 30, "a polling host never looks stale");
     }
 
     #[test]
