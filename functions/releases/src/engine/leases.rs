@@ -82,7 +82,7 @@ impl Engine {
                 .await?;
         }
         store.delete(&layout::active(&release.id)).await?;
-        self.moved();
+        self.moved(release).await;
         Ok(())
     }
 
