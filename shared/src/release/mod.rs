@@ -120,7 +120,7 @@ mod tests {
             group_kind: GroupKind::Scaling,
             deployment: deployment(),
             options,
-            batches,
+            batches: batches.into(),
             status: ReleaseStatus::Running,
             phase: Phase::Starting,
             phase_started_at: 100,
@@ -431,7 +431,7 @@ mod tests {
         let n = PLAN_PART_HOSTS * 2 + 17;
         let mut large = release(n, serde_json::json!({ "percents": [1, 9, 90] }));
         // Host ids of the full allowed length.
-        for (i, host) in large.batches.iter_mut().flatten().enumerate() {
+        for (i, host) in std::sync::Arc::make_mut(&mut large.batches).iter_mut().flatten().enumerate() {
             *host = format!("{i:0>width$}", width = crate::names::MAX_NAME_LEN);
         }
         let (head, parts) = split_plan(&large);

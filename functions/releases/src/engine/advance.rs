@@ -60,6 +60,7 @@ impl Engine {
             };
             let current = doc.value;
             if current.status.is_terminal() {
+                self.forget_tally(id);
                 self.clean_up(&current).await.map_err(retry)?;
                 return Ok(());
             }
@@ -92,7 +93,7 @@ impl Engine {
                     match self.save(&next, &doc.version).await {
                         Ok(_) => {
                             tracing::info!(release = id, status = ?next.status, phase = ?next.phase, "release moved");
-                            self.moved();
+                            self.moved(&next).await;
                         }
                         // Someone else moved it (cancel, confirm, another process): decide again.
                         Err(StoreError::Conflict(_)) => {}
@@ -105,9 +106,9 @@ impl Engine {
     }
 
     /// Whether deciding needs the reports read: every host of the phase reported (counted
-    /// from the listing, without reading a document) or the phase's deadline passed. Otherwise
-    /// the decision is to wait, and an advance of a 100,000-host release costs one listing
-    /// instead of reading every report so far.
+    /// from a listing, without reading a document, and only when the tally says they may all
+    /// be in) or the phase's deadline passed. Otherwise the decision is to wait, and an advance
+    /// of a 100,000-host release costs no read at all.
     async fn all_reported_or_late(&self, release: &Release, now: u64) -> Result<bool, StoreError> {
         if now >= release.phase_deadline() {
             return Ok(true);
@@ -115,15 +116,18 @@ impl Engine {
         let store = self.store();
         match release.phase {
             release::Phase::Pulling => {
-                let reported = store.list_paths(&layout::pulls(&release.id)).await?.len();
-                Ok(reported >= release.hosts().count())
+                let expected = release.hosts().count();
+                let list = || async { Ok(store.list_paths(&layout::pulls(&release.id)).await?.len()) };
+                Ok(self.counted(release, expected, list).await? >= expected)
             }
             release::Phase::Batch { batch } => {
                 let Some(hosts) = release.batches.get(batch) else { return Ok(true) };
                 let Some(plan) = self.plan(&release.id).await? else { return Ok(true) };
-                let paths = store.list_paths(&layout::results(&release.id)).await?;
-                let reported = paths.iter().filter(|p| plan.batch_of.get(layout::stem(p)) == Some(&batch)).count();
-                Ok(reported >= hosts.len())
+                let list = || async {
+                    let paths = store.list_paths(&layout::results(&release.id)).await?;
+                    Ok(paths.iter().filter(|p| plan.batch_of.get(layout::stem(p)) == Some(&batch)).count())
+                };
+                Ok(self.counted(release, hosts.len(), list).await? >= hosts.len())
             }
             _ => Ok(true),
         }

@@ -215,7 +215,7 @@ impl Engine {
             trigger: Trigger::Rollback { of: of.id.clone(), automatic },
             deployment: back.release.deployment.clone(),
             options,
-            batches,
+            batches: batches.into(),
             status: release::ReleaseStatus::Running,
             phase: release::Phase::Starting,
             phase_started_at: now,
@@ -267,7 +267,7 @@ impl Engine {
             group_kind: group.kind,
             deployment: source.release.deployment.clone(),
             options: release::convergence_options(),
-            batches: vec![vec![host.host.clone()]],
+            batches: vec![vec![host.host.clone()]].into(),
             status: release::ReleaseStatus::Running,
             // Straight into its one batch: there is no lease to take and nothing to pull first.
             phase: release::Phase::Batch { batch: 0 },
@@ -311,7 +311,7 @@ impl Engine {
                 self.clean_up(&ended).await?;
             }
         }
-        self.moved();
+        self.moved(&created).await;
         tracing::info!(release = %id, host = %host.host, of = %target.id, ?arrival, "host converging");
         Ok(())
     }

@@ -96,7 +96,7 @@ impl Engine {
                 .await?;
         }
         store.delete(&layout::active(&release.id)).await?;
-        self.moved();
+        self.moved(release).await;
         Ok(())
     }
 

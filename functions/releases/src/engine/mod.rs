@@ -62,8 +62,12 @@ pub struct Engine {
     plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
     /// Pull keys minted per release.
     keys: Arc<Mutex<HashMap<String, CachedKey>>>,
-    /// Each group's release as last read, for held polls (see [`Engine::snapshot`]).
-    snapshots: Arc<Mutex<HashMap<String, (tokio::time::Instant, GroupSnapshot)>>>,
+    /// Each held group's release as last read (see [`watch`]).
+    watches: Arc<watch::Watches>,
+    /// Per release, how many hosts of its phase reported (see [`tally`]).
+    tallies: Arc<Mutex<HashMap<String, tally::Tally>>>,
+    /// Notified whenever this process wrote a report.
+    reported: Arc<Notify>,
     /// Carries out scaling pauses.
     scaling: Arc<dyn ScalingAdapter>,
     /// When this process last wrote each host's `last_seen` (see [`Engine::seen`]).
@@ -71,18 +75,6 @@ pub struct Engine {
     /// Cancelled when the process is asked to stop: held polls answer at once, so a graceful
     /// shutdown does not wait out every agent's poll.
     pub closing: CancellationToken,
-}
-
-/// How long a group snapshot is trusted: another process's move is seen within this.
-pub const SNAPSHOT_LIFE: Duration = Duration::from_secs(1);
-/// Groups whose snapshot is kept; past this the cache starts over.
-const MAX_SNAPSHOTS: usize = 4096;
-
-/// A group's active release and its status and phase: a held poll looks again only when it changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupSnapshot {
-    active: Option<String>,
-    state: Option<(release::ReleaseStatus, release::Phase)>,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -94,11 +86,14 @@ mod fleet;
 mod leases;
 mod plans;
 mod sweep;
+mod tally;
+mod watch;
 
 pub use fleet::last_release_of;
 use plans::CachedKey;
 pub use plans::Plan;
 pub use sweep::SWEEP_INTERVAL;
+pub use watch::{GroupSnapshot, Hold, SNAPSHOT_LIFE};
 
 impl Engine {
     /// A new engine over a context, with the built-in scaling adapter.
@@ -116,41 +111,11 @@ impl Engine {
             advancing: Arc::new(Mutex::new(HashMap::new())),
             plans: Arc::new(Mutex::new(HashMap::new())),
             keys: Arc::new(Mutex::new(HashMap::new())),
-            snapshots: Arc::new(Mutex::new(HashMap::new())),
+            watches: Arc::default(),
+            tallies: Arc::new(Mutex::new(HashMap::new())),
+            reported: Arc::new(Notify::new()),
             seen: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-
-    /// The group's active release and where it is, read at most once per [`SNAPSHOT_LIFE`]
-    /// per group in this process.
-    pub async fn snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
-        let key = layout::group_doc(group);
-        let now = tokio::time::Instant::now();
-        if let Some((read_at, snapshot)) = self.snapshots.lock().get(&key)
-            && now.duration_since(*read_at) < SNAPSHOT_LIFE
-        {
-            return Ok(snapshot.clone());
-        }
-        let active = self.store().get::<Group>(&key).await?.and_then(|g| g.value.active_release);
-        let state = match &active {
-            Some(id) => self.state(id).await?.map(|s| (s.value.status, s.value.phase)),
-            None => None,
-        };
-        let snapshot = GroupSnapshot { active, state };
-        let mut snapshots = self.snapshots.lock();
-        if snapshots.len() >= MAX_SNAPSHOTS {
-            snapshots.clear();
-        }
-        snapshots.insert(key, (now, snapshot.clone()));
-        Ok(snapshot)
-    }
-
-    /// Wakes held polls after a release moved in this process. They look at their jobs
-    /// straight away; the snapshots are left to expire, so that 100,000 woken polls do not all
-    /// read the group at once. (A poll that records a snapshot older than what its look saw
-    /// only looks once more when the snapshot is refreshed: releases only move forward.)
-    pub fn moved(&self) {
-        self.changed.notify_waiters();
     }
 
     /// A release's state, small and read on every poll.

@@ -6,8 +6,8 @@ use super::*;
 pub const MAX_POLL_SECONDS: u64 = 30;
 /// How long a poll is held when the agent does not say.
 pub const DEFAULT_POLL_SECONDS: u64 = 20;
-/// While a poll is held, the store is also re-read this often: another process (a Lambda
-/// event handler) may move the release without waking this one.
+/// How often a held poll of a group that is not watched (past the watch limit) looks again:
+/// another process (a Lambda event handler) may move the release without waking it.
 const POLL_RECHECK: Duration = Duration::from_secs(1);
 
 /// The bearer token of a request, if it has the given kind's prefix.
@@ -210,18 +210,20 @@ pub async fn poll(
     let until = tokio::time::Instant::now() + wait;
     // What the group's release looked like when this poll last found nothing to do.
     let mut looked_at = None;
+    // While held, the group's snapshot is re-read once a second for all its polls, and a
+    // change wakes them (`changed`): a waiting poll costs nothing. A host with nothing to do
+    // looks at its own documents again only when the snapshot changed.
+    let hold = engine.hold(&host.host.group);
     loop {
         // Registered before looking, so a change between the look and the wait is not missed.
         let changed = engine.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        // A host with nothing to do gets nothing until the release moves: while the group's
-        // snapshot (shared by the process's polls, one read a second) is the same, the
-        // recheck costs no read of this host's documents. At 100,000 held polls that is the
-        // difference between 400,000 reads a second and a few.
-        let snapshot = engine.snapshot(&host.host.group).await?;
+        // Boxed, so that a held poll keeps only its own small state while it waits (100,000
+        // of them are held at once), not room for the reads it makes when it looks.
+        let snapshot = Box::pin(engine.snapshot(&host.host.group)).await?;
         if looked_at.as_ref() != Some(&snapshot) {
-            if let Some(job) = job_for(&engine, &host.host).await? {
+            if let Some(job) = Box::pin(job_for(&engine, &host.host, snapshot.active())).await? {
                 return Ok(Json(job).into_response());
             }
             looked_at = Some(snapshot);
@@ -230,21 +232,24 @@ pub async fn poll(
         if now >= until || engine.closing.is_cancelled() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
+        // A group past the watch limit is not re-read for it: it looks again itself.
+        let recheck = if hold.watched() { until } else { until.min(now + POLL_RECHECK) };
         tokio::select! {
-            _ = &mut changed => looked_at = None,
+            _ = &mut changed => {}
             _ = engine.closing.cancelled() => {}
-            _ = tokio::time::sleep_until(until.min(now + POLL_RECHECK)) => {}
+            _ = tokio::time::sleep_until(recheck) => {}
         }
     }
 }
 
-async fn job_for(engine: &Engine, host: &HostRef) -> Result<Option<Job>, ApiError> {
+/// The job `host` should run now in the group's active release (`active`, from the group's
+/// snapshot, two seconds old at most; the release's own state is read here).
+async fn job_for(engine: &Engine, host: &HostRef, active: Option<&str>) -> Result<Option<Job>, ApiError> {
     let store = &engine.context.store;
-    let Some(doc) = store.get::<Group>(&layout::group_doc(&host.group)).await? else { return Ok(None) };
-    if let Some(id) = &doc.value.active_release {
+    if let Some(id) = active {
         let state = engine.state(id).await?.map(|d| d.value);
         if state.as_ref().is_some_and(|s| !s.status.is_terminal()) {
-            return job_in(engine, host, id.clone(), state).await;
+            return job_in(engine, host, id.to_owned(), state).await;
         }
     }
     // No release runs on the group: the host's own convergence, if it has one running.
@@ -416,6 +421,11 @@ pub async fn report(
     };
     if written {
         tracing::info!(release = %id, host = %name, kind = ?body.kind, ok = body.ok, step = ?body.step, "host reported");
+        let due_in = match body.kind {
+            JobKind::Pull => release::Phase::Pulling,
+            JobKind::Run => release::Phase::Batch { batch },
+        };
+        engine.note_report(id, due_in);
         engine.request_advance(id, &release.account).await?;
     }
     Ok(Json(ReportAccepted { accepted: written }))

@@ -54,7 +54,7 @@ pub async fn create_release(
         group_kind: group.value.kind,
         deployment,
         options,
-        batches,
+        batches: batches.into(),
         status: ReleaseStatus::Running,
         phase: release::Phase::Starting,
         phase_started_at: now,
@@ -272,7 +272,7 @@ pub async fn cancel_release(
     let now = unix_now();
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
     let cancelled = engine.modify(&id, |current| release::cancel(current, now)).await?.ok_or_else(not_found)?;
-    engine.moved();
+    engine.moved(&cancelled).await;
     engine.clean_up(&cancelled).await?;
     tracing::info!(release = %id, "release cancelled");
     Ok(Json(view(&engine, &cancelled).await?))
@@ -288,7 +288,7 @@ pub async fn confirm_release(
     let now = unix_now();
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
     let confirmed = engine.modify(&id, |current| release::confirm(current, now)).await?.ok_or_else(not_found)?;
-    engine.moved();
+    engine.moved(&confirmed).await;
     engine.request_advance(&id, &account.id).await?;
     Ok(Json(view(&engine, &confirmed).await?))
 }

@@ -1,0 +1,154 @@
+//! How many hosts of a release's current phase reported, kept per process so that an advance
+//! lists the phase's reports only when they may all be in.
+//!
+//! Listing is the only count that holds across processes, but it costs one read per 1,000
+//! hosts on S3 and was most of the engine's time at 100,000 hosts. So a pass lists when the
+//! last listing plus the reports this process took since could reach the phase's size, or when
+//! the last listing is older than [`relist_after`] (reports another process took). A count
+//! that is too high only brings the listing forward; the decision always uses the listing.
+
+use super::*;
+
+use std::time::Instant;
+
+/// Shortest time between two listings of a phase that are not brought forward.
+const MIN_RELIST: Duration = Duration::from_secs(1);
+
+/// Releases whose tally is kept; past this the tallies start over (each is relisted).
+const MAX_TALLIES: usize = 1024;
+
+/// One release's count for one phase.
+#[derive(Debug, Clone)]
+pub(super) struct Tally {
+    phase: release::Phase,
+    /// Reports the last listing found.
+    listed: usize,
+    /// When that listing started, and how long it took.
+    listed_at: Instant,
+    took: Duration,
+    /// Reports this process took since that listing started (some may be in it too).
+    since: usize,
+}
+
+/// How long a listing that took `took` is trusted: ten times as long, so listings take at most
+/// a tenth of a pass's time however large the phase, and at least [`MIN_RELIST`].
+fn relist_after(took: Duration) -> Duration {
+    (took * 10).max(MIN_RELIST)
+}
+
+/// What a pass should do about the phase's reports.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Count {
+    /// List them: they may all be in, or the count is too old to trust.
+    List,
+    /// Not all in as far as this process knows; the count is trusted for this much longer.
+    Wait(Duration),
+}
+
+impl Tally {
+    pub(super) fn next(&self, phase: release::Phase, expected: usize, now: Instant) -> Count {
+        if self.phase != phase || self.listed.saturating_add(self.since) >= expected {
+            return Count::List;
+        }
+        match relist_after(self.took).checked_sub(now.duration_since(self.listed_at)) {
+            Some(left) if !left.is_zero() => Count::Wait(left),
+            _ => Count::List,
+        }
+    }
+}
+
+impl Engine {
+    /// Records that this process wrote a report of `release` due in `phase`, and wakes a pass
+    /// waiting for its count.
+    pub fn note_report(&self, release: &str, phase: release::Phase) {
+        {
+            let mut tallies = self.tallies.lock();
+            match tallies.get_mut(release) {
+                Some(tally) if tally.phase == phase => tally.since += 1,
+                _ => {
+                    // The phase's first report here, maybe before any listing of it: counted
+                    // from nothing listed, and listed within a second for other processes'.
+                    if tallies.len() >= MAX_TALLIES {
+                        tallies.clear();
+                    }
+                    let first = Tally { phase, listed: 0, listed_at: Instant::now(), took: Duration::ZERO, since: 1 };
+                    tallies.insert(release.to_owned(), first);
+                }
+            }
+        }
+        self.reported.notify_waiters();
+    }
+
+    /// Counts the phase's reports with `list`, once the tally says they may all be in or has
+    /// gone stale (waiting for that at most until it goes stale).
+    pub(super) async fn counted<F, Fut>(&self, release: &Release, expected: usize, list: F) -> Result<usize, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<usize, StoreError>>,
+    {
+        loop {
+            // Registered before looking, so a report between the look and the wait is not missed.
+            let reported = self.reported.notified();
+            tokio::pin!(reported);
+            reported.as_mut().enable();
+            let next = match self.tallies.lock().get(&release.id) {
+                Some(tally) => tally.next(release.phase, expected, Instant::now()),
+                None => Count::List,
+            };
+            match next {
+                Count::List => break,
+                Count::Wait(left) => {
+                    tokio::select! {
+                        _ = &mut reported => {}
+                        _ = tokio::time::sleep(left) => {}
+                        _ = self.closing.cancelled() => return Ok(0),
+                    }
+                }
+            }
+        }
+        let started = Instant::now();
+        let before = self.tallies.lock().get(&release.id).filter(|t| t.phase == release.phase).map_or(0, |t| t.since);
+        let listed = list().await?;
+        let mut tallies = self.tallies.lock();
+        // Reports taken while listing are kept in `since`: counted twice at worst, never missed.
+        let since = tallies.get(&release.id).filter(|t| t.phase == release.phase).map_or(0, |t| t.since - before);
+        if tallies.len() >= MAX_TALLIES && !tallies.contains_key(&release.id) {
+            tallies.clear();
+        }
+        tallies.insert(
+            release.id.clone(),
+            Tally { phase: release.phase, listed, listed_at: started, took: started.elapsed(), since },
+        );
+        Ok(listed)
+    }
+
+    /// Forgets a release's tally (it ended).
+    pub(super) fn forget_tally(&self, release: &str) {
+        self.tallies.lock().remove(release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(listed: usize, since: usize, took: Duration, at: Instant) -> Tally {
+        Tally { phase: release::Phase::Pulling, listed, listed_at: at, took, since }
+    }
+
+    #[test]
+    fn lists_when_the_reports_may_all_be_in_or_the_count_is_stale() {
+        let at = Instant::now();
+        let quick = Duration::from_millis(5);
+        // 90 listed and 10 taken here since: maybe all 100 are in.
+        assert_eq!(tally(90, 10, quick, at).next(release::Phase::Pulling, 100, at), Count::List);
+        // 90 + 5 of 100, listed just now: wait, at most until the count goes stale.
+        assert_eq!(tally(90, 5, quick, at).next(release::Phase::Pulling, 100, at), Count::Wait(MIN_RELIST));
+        assert_eq!(tally(90, 5, quick, at).next(release::Phase::Pulling, 100, at + MIN_RELIST), Count::List);
+        // Another phase's count says nothing about this one.
+        assert_eq!(tally(90, 5, quick, at).next(release::Phase::Batch { batch: 0 }, 100, at), Count::List);
+        // A slow listing is trusted ten times as long as it took.
+        let slow = Duration::from_millis(300);
+        assert_eq!(tally(0, 0, slow, at).next(release::Phase::Pulling, 100, at), Count::Wait(slow * 10));
+    }
+}

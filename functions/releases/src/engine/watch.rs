@@ -1,0 +1,190 @@
+//! What held agent polls wait on: each group's active release and where it is (a
+//! [`GroupSnapshot`]), kept per process and re-read once a second by one task while polls
+//! of the group are held, which wakes them when it changed.
+//!
+//! A held poll does no work of its own while it waits. With a recheck per poll, 100,000 held
+//! polls cost 100,000 look-ups a second, and a dispatch that took N seconds cost N of them per
+//! host: the fan-out's time grew with the square of the fleet.
+
+use super::*;
+
+use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::time::Instant;
+
+/// How often a watched group is re-read: another process's move is seen within this.
+pub const SNAPSHOT_LIFE: Duration = Duration::from_secs(1);
+/// Groups watched at once; past this, a poll of another group reads its snapshot itself.
+const MAX_WATCHED: usize = 4096;
+/// Groups re-read at once by the refresher.
+const REFRESH_CONCURRENCY: usize = 16;
+
+/// A group's active release and its status and phase: a held poll looks again only when it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    active: Option<String>,
+    state: Option<(release::ReleaseStatus, release::Phase)>,
+}
+
+impl GroupSnapshot {
+    /// The group's active release, if any.
+    pub fn active(&self) -> Option<&str> {
+        self.active.as_deref()
+    }
+}
+
+/// A watched group: its snapshot as last read, and how many polls hold on it.
+pub(super) struct Watched {
+    group: GroupRef,
+    snapshot: Option<(Instant, GroupSnapshot)>,
+    holders: usize,
+}
+
+/// The watches of one engine and whether their refresher runs.
+#[derive(Default)]
+pub(super) struct Watches {
+    groups: Mutex<HashMap<String, Watched>>,
+    refreshing: AtomicBool,
+}
+
+/// A held poll's claim on its group's watch; dropping it lets the watch go.
+pub struct Hold {
+    watches: Arc<Watches>,
+    key: String,
+    watched: bool,
+}
+
+impl Hold {
+    /// Whether the group is watched (its snapshot refreshed and changes woken), which it is
+    /// unless [`MAX_WATCHED`] other groups are.
+    pub fn watched(&self) -> bool {
+        self.watched
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.watched {
+            return;
+        }
+        if let Some(watched) = self.watches.groups.lock().get_mut(&self.key) {
+            watched.holders = watched.holders.saturating_sub(1);
+        }
+    }
+}
+
+impl Engine {
+    /// Holds a poll on `group`: while any is held, its snapshot is re-read once a second and a
+    /// change wakes every held poll (`changed`).
+    pub fn hold(&self, group: &GroupRef) -> Hold {
+        let key = layout::group_doc(group);
+        let watched = {
+            let mut groups = self.watches.groups.lock();
+            let room = groups.len() < MAX_WATCHED || groups.contains_key(&key);
+            if room {
+                let new = || Watched { group: group.clone(), snapshot: None, holders: 0 };
+                groups.entry(key.clone()).or_insert_with(new).holders += 1;
+            }
+            room
+        };
+        if watched && !self.watches.refreshing.swap(true, Ordering::SeqCst) {
+            tokio::spawn(self.clone().refresh_watches());
+        }
+        Hold { watches: self.watches.clone(), key, watched }
+    }
+
+    /// The group's active release and where it is: from the watch while it is fresh, else read.
+    pub async fn snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
+        let key = layout::group_doc(group);
+        let now = Instant::now();
+        let fresh = self.watches.groups.lock().get(&key).and_then(|w| w.snapshot.clone());
+        // Twice the refresher's period: a stalled refresher (a frozen Lambda) is not trusted.
+        if let Some((read_at, snapshot)) = fresh
+            && now.duration_since(read_at) < SNAPSHOT_LIFE * 2
+        {
+            return Ok(snapshot);
+        }
+        let snapshot = self.read_snapshot(group).await?;
+        if let Some(watched) = self.watches.groups.lock().get_mut(&key) {
+            watched.snapshot = Some((now, snapshot.clone()));
+        }
+        Ok(snapshot)
+    }
+
+    async fn read_snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
+        let active = self.store().get::<Group>(&layout::group_doc(group)).await?.and_then(|g| g.value.active_release);
+        let state = match &active {
+            Some(id) => self.state(id).await?.map(|s| (s.value.status, s.value.phase)),
+            None => None,
+        };
+        Ok(GroupSnapshot { active, state })
+    }
+
+    /// Wakes held polls after `release` moved in this process. Its group's snapshot is read
+    /// once here first, so that 100,000 woken polls find it fresh instead of all reading it.
+    pub async fn moved(&self, release: &Release) {
+        let group = GroupRef {
+            account: release.account.clone(),
+            application: release.application.clone(),
+            group: release.group.clone(),
+        };
+        let key = layout::group_doc(&group);
+        let read = self.read_snapshot(&group).await;
+        if let Some(watched) = self.watches.groups.lock().get_mut(&key) {
+            // Unread, the snapshot is dropped: the polls read it themselves.
+            watched.snapshot = read.ok().map(|s| (Instant::now(), s));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Re-reads every held group's snapshot once per [`SNAPSHOT_LIFE`] and wakes the polls
+    /// when one changed; ends when no poll is held (the next hold starts it again).
+    async fn refresh_watches(self) {
+        loop {
+            tokio::select! {
+                _ = self.closing.cancelled() => {
+                    self.watches.refreshing.store(false, Ordering::SeqCst);
+                    return;
+                }
+                _ = tokio::time::sleep(SNAPSHOT_LIFE) => {}
+            }
+            let groups: Vec<(String, GroupRef)> = {
+                let mut groups = self.watches.groups.lock();
+                groups.retain(|_, w| w.holders > 0);
+                if groups.is_empty() {
+                    // Under the lock a hold takes first: a hold after this starts a new refresher.
+                    self.watches.refreshing.store(false, Ordering::SeqCst);
+                    return;
+                }
+                groups.iter().map(|(key, w)| (key.clone(), w.group.clone())).collect()
+            };
+            let engine = &self;
+            let reads = futures::stream::iter(groups)
+                .map(|(key, group)| async move { (key, engine.read_snapshot(&group).await) })
+                .buffer_unordered(REFRESH_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            let now = Instant::now();
+            let mut changed = false;
+            {
+                let mut groups = self.watches.groups.lock();
+                for (key, read) in reads {
+                    let Some(watched) = groups.get_mut(&key) else { continue };
+                    match read {
+                        Ok(snapshot) => {
+                            changed |= watched.snapshot.as_ref().is_none_or(|(_, s)| *s != snapshot);
+                            watched.snapshot = Some((now, snapshot));
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, group = %key, "re-reading a held group failed");
+                            watched.snapshot = None;
+                        }
+                    }
+                }
+            }
+            if changed {
+                self.changed.notify_waiters();
+            }
+        }
+    }
+}

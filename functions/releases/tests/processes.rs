@@ -1,0 +1,98 @@
+//! Two engines over one store, as two processes (or Lambda instances) are: a held poll in one
+//! wakes when the other moves the release, and an advance in one counts the reports the other
+//! took. Neither learns of the other's work but through the store.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use berth_releases::engine::{Engine, SNAPSHOT_LIFE};
+use berth_shared::names::AccountId;
+use berth_shared::platform::context::FunctionContext;
+use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
+use common::call;
+use serde_json::json;
+
+async fn setup(context: &FunctionContext, router: &axum::Router) -> (String, Vec<String>) {
+    let token = context.account_keys.issue(&AccountId::parse("acme").unwrap(), 600).unwrap();
+    let registry = &context.config.registry.host;
+    call(router, Method::POST, "/v1/applications", &token, Some(json!({ "name": "app" }))).await;
+    let (_, group) =
+        call(router, Method::POST, "/v1/applications/app/groups", &token, Some(json!({ "name": "g" }))).await;
+    let deployment = json!({
+        "name": "d", "image": { "address": format!("{registry}/acme/app:v1") }, "working_directory": "/srv",
+        "start_script": "true", "stop_script": "true",
+    });
+    call(router, Method::POST, "/v1/applications/app/deployments", &token, Some(deployment)).await;
+    let join = group["join_token"].as_str().unwrap();
+    let mut hosts = Vec::new();
+    for host in ["h1", "h2"] {
+        let (status, registered) =
+            call(router, Method::POST, "/v1/agent/register", join, Some(json!({ "host": host }))).await;
+        assert_eq!(status, StatusCode::OK, "{registered}");
+        hosts.push(registered["host_token"].as_str().unwrap().to_owned());
+    }
+    (token, hosts)
+}
+
+fn pulled(job: &Job) -> serde_json::Value {
+    let report = Report {
+        job_id: job.job_id.clone(),
+        release: job.release.clone(),
+        kind: JobKind::Pull,
+        ok: true,
+        step: Step::Pull,
+        exit_code: Some(0),
+        reason: None,
+        logs: HostLogs::default(),
+        log_parts: None,
+    };
+    serde_json::to_value(report).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_poll_wakes_on_another_process_move_and_advances_count_its_reports() {
+    let context = FunctionContext::ephemeral();
+    let (a, b) = (Engine::new(context.clone()), Engine::new(context.clone()));
+    let (router_a, router_b) = (berth_releases::router(a.clone()), berth_releases::router(b.clone()));
+    let (token, hosts) = setup(&context, &router_a).await;
+
+    // h1 holds a poll in A while B creates and starts the release: A's watch of the group
+    // sees the move through the store and wakes it, well before its 20 s wait ends.
+    let held = {
+        let (router, host) = (router_a.clone(), hosts[0].clone());
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            let answer = call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=20", &host, None).await;
+            (answer, asked.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
+    let (status, release) = call(&router_b, Method::POST, "/v1/releases", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{release}");
+    let id = release["id"].as_str().unwrap().to_owned();
+    b.advance(&id).await.unwrap();
+    let ((status, job), waited) = held.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert!(waited < SNAPSHOT_LIFE * 5, "the held poll answered only after {waited:?}");
+    let first: Job = serde_json::from_value(job).unwrap();
+    assert_eq!(first.kind, JobKind::Pull);
+
+    // B lists the pulls once (none yet); both hosts then report through A, which B never
+    // hears of. B's next advance trusts its count for at most a second, then lists again and
+    // moves the release on.
+    b.advance(&id).await.unwrap();
+    let (_, job) = call(&router_a, Method::GET, "/v1/agent/jobs?wait_seconds=0", &hosts[1], None).await;
+    let second: Job = serde_json::from_value(job).unwrap();
+    for (host, job) in [(&hosts[0], &first), (&hosts[1], &second)] {
+        let (status, answer) = call(&router_a, Method::POST, "/v1/agent/reports", host, Some(pulled(job))).await;
+        assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    }
+    let advancing = Instant::now();
+    b.advance(&id).await.unwrap();
+    let (_, view) = call(&router_b, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;
+    assert_eq!(view["phase"], json!({ "step": "batch", "batch": 0 }), "{view:#}");
+    assert!(advancing.elapsed() < Duration::from_secs(5), "the advance took {:?}", advancing.elapsed());
+}
