@@ -489,8 +489,14 @@ async fn releases_suspend_the_auto_scaling_group_and_resume_it_on_success_failur
 
     // A group naming an Auto Scaling group AWS does not know: no release starts, and the
     // problem says which group.
-    let ghost = json!({ "name": "ghost", "kind": "scaling", "auto_scaling_group": "no-such-group" });
-    s.post("/v1/applications/svc/groups", ghost).await;
+    // Made with the CLI, which passes the name on.
+    let output = Command::new(berth_bin("berth"))
+        .args(["group", "create", "--application", "svc", "ghost", "--kind", "scaling"])
+        .args(["--auto-scaling-group", "no-such-group", "--url", &s.berth().url, "--token", &s.token])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "berth group create: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(s.get("/v1/applications/svc/groups/ghost").await["auto_scaling_group"], "no-such-group");
     let body = json!({ "application": "svc", "deployment": "job", "group": "ghost" });
     let (status, problem) = s.call(reqwest::Method::POST, "/v1/releases", Some(body)).await;
     assert_eq!((status, problem["code"].as_str()), (409, Some("auto_scaling_group_not_found")), "{problem}");
