@@ -60,3 +60,18 @@ async fn main() -> ExitCode {
         .with_instance_id(args.instance_id);
     agent.run().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_id_is_checked_when_the_agent_starts() {
+        let parse = |id: &str| Args::try_parse_from(["berth-agent", "--host-id", "h1", "--instance-id", id]);
+        assert_eq!(parse("i-0123456789abcdef0").unwrap().instance_id.as_deref(), Some("i-0123456789abcdef0"));
+        assert!(parse("i-xyz").is_err());
+        assert!(parse("i-0123456789ABCDEF0").is_err());
+        let without = Args::try_parse_from(["berth-agent", "--host-id", "h1"]).unwrap();
+        assert_eq!(without.instance_id, None, "optional");
+    }
+}
