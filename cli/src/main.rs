@@ -368,6 +368,10 @@ enum GroupCommand {
         /// `static`, or `scaling` (scaling is paused during releases).
         #[arg(long, value_parser = ["static", "scaling"], default_value = "static")]
         kind: String,
+        /// With `--kind scaling`: the AWS Auto Scaling group whose processes releases suspend
+        /// (Berth needs BERTH_AUTO_SCALING=aws).
+        #[arg(long)]
+        auto_scaling_group: Option<String>,
         #[command(flatten)]
         api: Api,
     },
@@ -443,9 +447,11 @@ async fn application_command(command: ApplicationCommand) -> ExitCode {
 
 async fn group_command(command: GroupCommand) -> ExitCode {
     match command {
-        GroupCommand::Create { application, name, kind, api } => {
+        GroupCommand::Create { application, name, kind, auto_scaling_group, api } => {
             let (client, json) = api_client(&api);
-            release::create_group(&client, &application, &name, &kind, json).await
+            let group =
+                release::NewGroup { name: &name, kind: &kind, auto_scaling_group: auto_scaling_group.as_deref() };
+            release::create_group(&client, &application, &group, json).await
         }
         GroupCommand::Get { application, name, api } => {
             release::get_group(&api_client(&api).0, &application, &name).await

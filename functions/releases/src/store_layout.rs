@@ -42,6 +42,10 @@ pub struct Group {
     #[serde(default)]
     pub active_release: Option<String>,
     pub created_at: u64,
+    /// The AWS Auto Scaling group a scaling group's pause is carried out on (`None`: the
+    /// built-in adapter records it only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling_group: Option<String>,
 }
 
 /// A host that joined a group.
@@ -55,6 +59,9 @@ pub struct Instance {
     /// registration replaces it, and the index entry of an older one is not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_token_sha256: Option<String>,
+    /// The EC2 instance the host said it is (matched against its Auto Scaling group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 /// A host as listings show it (without its token's digest).
@@ -63,11 +70,14 @@ pub struct InstanceView {
     /// Host id.
     pub host: String,
     pub registered_at: u64,
+    /// The EC2 instance id it registered with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 impl From<Instance> for InstanceView {
     fn from(instance: Instance) -> Self {
-        Self { host: instance.host, registered_at: instance.registered_at }
+        Self { host: instance.host, registered_at: instance.registered_at, instance_id: instance.instance_id }
     }
 }
 

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::scaling::{Recorded, ScalingAdapter};
+use crate::scaling::{ScalingAdapter, ScalingTarget};
 use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
 
 /// Event: re-derive and advance one release.
@@ -83,6 +83,7 @@ fn retry(error: StoreError) -> EventError {
 
 mod advance;
 mod leases;
+mod members;
 mod plans;
 mod sweep;
 mod tally;
@@ -94,9 +95,11 @@ pub use sweep::SWEEP_INTERVAL;
 pub use watch::{GroupSnapshot, Hold, SNAPSHOT_LIFE};
 
 impl Engine {
-    /// A new engine over a context, with the built-in scaling adapter.
+    /// A new engine over a context, with the scaling adapter its configuration asks for
+    /// (`BERTH_AUTO_SCALING`; see [`crate::scaling::for_config`]).
     pub fn new(context: FunctionContext) -> Self {
-        Self::with_scaling(context, Arc::new(Recorded))
+        let scaling = crate::scaling::for_config(&context.config);
+        Self::with_scaling(context, scaling)
     }
 
     /// A new engine with a scaling adapter of your own (a cloud auto-scaling API).
@@ -147,6 +150,11 @@ impl Engine {
             })
             .await?;
         Ok(Some(changed.value.on(&plan.release)))
+    }
+
+    /// Whether groups may name an AWS Auto Scaling group in this process.
+    pub fn reaches_auto_scaling(&self) -> bool {
+        self.scaling.reaches_auto_scaling()
     }
 
     fn store(&self) -> &DocumentStore {

@@ -13,6 +13,28 @@ pub struct NewGroup {
     name: String,
     #[serde(default)]
     kind: GroupKind,
+    /// With `kind: scaling`: the AWS Auto Scaling group whose processes a release suspends.
+    #[serde(default)]
+    auto_scaling_group: Option<String>,
+}
+
+/// Checks a new group's `auto_scaling_group`: a valid name, on a scaling group, in a process
+/// that reaches AWS Auto Scaling (else no release of it could ever suspend anything).
+fn check_auto_scaling_group(engine: &Engine, body: &NewGroup) -> Result<(), ApiError> {
+    let Some(name) = &body.auto_scaling_group else { return Ok(()) };
+    const FIELD: &str = "auto_scaling_group";
+    release::validate_auto_scaling_group(FIELD, name)?;
+    if body.kind != GroupKind::Scaling {
+        return Err(ApiError::invalid(FIELD, "requires_scaling_kind", "only a group of kind scaling names one"));
+    }
+    if !engine.reaches_auto_scaling() {
+        return Err(ApiError::invalid(
+            FIELD,
+            "auto_scaling_unavailable",
+            "this Berth does not reach AWS Auto Scaling (set BERTH_AUTO_SCALING=aws)",
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /v1/applications/{app}/groups`: the answer carries the join token, shown only here.
@@ -24,6 +46,7 @@ pub async fn create_group(
 ) -> Result<Response, ApiError> {
     load_application(&engine, &account, &app).await?;
     release::validate_name("name", &body.name)?;
+    check_auto_scaling_group(&engine, &body)?;
     let token = new_join_token();
     let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let reference = GroupRef { account: account.id.clone(), application: app.clone(), group: body.name.clone() };
@@ -33,6 +56,7 @@ pub async fn create_group(
         join_token_sha256: Some(digest.clone()),
         active_release: None,
         created_at: unix_now(),
+        auto_scaling_group: body.auto_scaling_group,
     };
     let store = &engine.context.store;
     store.create(&layout::group_doc(&reference), &group).await?;
@@ -42,7 +66,13 @@ pub async fn create_group(
     }
     Ok((
         StatusCode::CREATED,
-        Json(CreatedGroup { application: app, join_token: token, kind: group.kind, name: group.name }),
+        Json(CreatedGroup {
+            application: app,
+            auto_scaling_group: group.auto_scaling_group,
+            join_token: token,
+            kind: group.kind,
+            name: group.name,
+        }),
     )
         .into_response())
 }
@@ -52,6 +82,7 @@ pub async fn create_group(
 #[derive(Serialize)]
 pub struct CreatedGroup {
     application: String,
+    auto_scaling_group: Option<String>,
     join_token: String,
     kind: GroupKind,
     name: String,
@@ -149,6 +180,7 @@ pub async fn get_group(
     Ok(Json(GroupView {
         active_release: doc.active_release,
         application: app,
+        auto_scaling_group: doc.auto_scaling_group,
         instances,
         kind: doc.kind,
         name: doc.name,
@@ -162,6 +194,8 @@ pub async fn get_group(
 pub struct GroupView {
     active_release: Option<String>,
     application: String,
+    /// The AWS Auto Scaling group its pauses are carried out on, if any.
+    auto_scaling_group: Option<String>,
     instances: Vec<InstanceView>,
     kind: GroupKind,
     name: String,

@@ -32,6 +32,7 @@ pub async fn create_release(
     let hosts = release::unique_hosts(
         store.list_paths(&layout::instances(&reference)).await?.iter().map(|p| layout::stem(p).to_owned()),
     );
+    let hosts = engine.drop_hosts_outside_auto_scaling_group(&reference, &group.value, hosts).await?;
     let batches = release::plan_batches(&hosts, &options.batching)?;
     if query.dry_run {
         let plan = DryRun { batches, dry_run: true, hosts: hosts.len(), image: deployment.image.address(), options };
@@ -131,6 +132,9 @@ pub struct ReleaseView {
     #[serde(serialize_with = "sorted_keys")]
     phase: release::Phase,
     reason: Option<String>,
+    /// Why the group's scaling adapter could not suspend (or resume) for this release, while
+    /// Berth retries; `null` otherwise.
+    scaling_error: Option<String>,
     status: ReleaseStatus,
     /// Hosts per state, only states some host is in.
     summary: BTreeMap<String, usize>,
@@ -215,9 +219,27 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
         options: release.options.clone(),
         phase: release.phase,
         reason: release.reason.clone(),
+        scaling_error: scaling_error(engine, release).await?,
         status: release.status,
         summary,
     })
+}
+
+/// The scaling adapter's last failure for `release`'s lease (a scaling group's only).
+async fn scaling_error(engine: &Engine, release: &Release) -> Result<Option<String>, ApiError> {
+    if release.group_kind != GroupKind::Scaling {
+        return Ok(None);
+    }
+    let group = GroupRef {
+        account: release.account.clone(),
+        application: release.application.clone(),
+        group: release.group.clone(),
+    };
+    let state = engine.context.store.get::<ScalingState>(&layout::scaling(&group)).await?;
+    Ok(state
+        .map(|s| s.value)
+        .filter(|s| s.lease.as_ref().is_some_and(|l| l.release == release.id))
+        .and_then(|s| s.error))
 }
 
 /// `GET /v1/releases/{id}`.
@@ -241,7 +263,11 @@ pub async fn cancel_release(
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
     let cancelled = engine.modify(&id, |current| release::cancel(current, now)).await?.ok_or_else(not_found)?;
     engine.moved(&cancelled).await;
-    engine.clean_up(&cancelled).await?;
+    // The cancel stands even if scaling cannot be resumed right now (AWS throttling): the
+    // sweep retries the clean-up, and the answer's `scaling_error` says why it is pending.
+    if let Err(error) = engine.clean_up(&cancelled).await {
+        tracing::warn!(release = %id, %error, "clean-up after the cancel failed; the sweep retries it");
+    }
     tracing::info!(release = %id, "release cancelled");
     Ok(Json(view(&engine, &cancelled).await?))
 }
