@@ -167,6 +167,13 @@ impl Engine {
         id: &str,
         account: &AccountId,
     ) -> Result<(), berth_shared::platform::queue::QueueError> {
+        // An advance of it running in this process goes round again instead: the event would
+        // only tell it that, after a trip through the queue. (Under Lambda an instance runs one
+        // invocation at a time, so a route never finds one running and always queues.)
+        if let Some(again) = self.advancing.lock().get_mut(id) {
+            *again = true;
+            return Ok(());
+        }
         events::send(self.context.queue.as_ref(), Some(account.clone()), &Advance { release: id.to_owned() }).await
     }
 }
