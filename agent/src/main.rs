@@ -27,12 +27,22 @@ struct Args {
     /// This host's id in the group (lowercase letters, digits, '.', '_', '-').
     #[arg(long, env = "BERTH_HOST_ID")]
     host_id: String,
+    /// The EC2 instance this host is (`i-` and 8 or 17 hex digits), sent when registering so
+    /// that a release of a group with an AWS Auto Scaling group skips it once it left the group.
+    #[arg(long, env = "BERTH_INSTANCE_ID", value_parser = instance_id)]
+    instance_id: Option<String>,
     /// Where the agent keeps its host token (a 0600 file), so a restart does not re-register.
     #[arg(long, env = "BERTH_AGENT_STATE_DIR", default_value = "/var/lib/berth-agent")]
     state_dir: PathBuf,
     /// How long each poll is held by Berth, in seconds (1 to 30).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=30))]
     poll_seconds: u64,
+}
+
+/// Refused at start, not at registration: a typo would otherwise loop on Berth's 400.
+fn instance_id(value: &str) -> Result<String, String> {
+    berth_shared::release::validate_instance_id("--instance-id", value).map_err(|e| e.to_string())?;
+    Ok(value.to_owned())
 }
 
 #[tokio::main]
@@ -46,6 +56,22 @@ async fn main() -> ExitCode {
         }
     };
     let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token);
-    let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds, &args.state_dir);
+    let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds, &args.state_dir)
+        .with_instance_id(args.instance_id);
     agent.run().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_id_is_checked_when_the_agent_starts() {
+        let parse = |id: &str| Args::try_parse_from(["berth-agent", "--host-id", "h1", "--instance-id", id]);
+        assert_eq!(parse("i-0123456789abcdef0").unwrap().instance_id.as_deref(), Some("i-0123456789abcdef0"));
+        assert!(parse("i-xyz").is_err());
+        assert!(parse("i-0123456789ABCDEF0").is_err());
+        let without = Args::try_parse_from(["berth-agent", "--host-id", "h1"]).unwrap();
+        assert_eq!(without.instance_id, None, "optional");
+    }
 }

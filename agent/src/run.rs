@@ -22,6 +22,8 @@ pub struct Agent {
     url: String,
     identity: Identity,
     host: String,
+    /// The EC2 instance id sent when registering, if known.
+    instance_id: Option<String>,
     poll_seconds: u64,
     http: reqwest::Client,
     state_dir: PathBuf,
@@ -56,11 +58,18 @@ impl Agent {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             host: identity.host.clone(),
+            instance_id: None,
             identity,
             poll_seconds,
             http,
             state_dir: state_dir.to_path_buf(),
         }
+    }
+
+    /// Registers with this EC2 instance id.
+    pub fn with_instance_id(mut self, instance_id: Option<String>) -> Self {
+        self.instance_id = instance_id;
+        self
     }
 
     fn pending_file(&self) -> PathBuf {
@@ -206,11 +215,17 @@ impl Agent {
         struct Registered {
             host_token: String,
         }
+        #[derive(serde::Serialize)]
+        struct Registration<'a> {
+            host: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            instance_id: Option<&'a str>,
+        }
         let response = self
             .http
             .post(format!("{}/v1/agent/register", self.url))
             .bearer_auth(join_token)
-            .json(&serde_json::json!({ "host": self.host }))
+            .json(&Registration { host: &self.host, instance_id: self.instance_id.as_deref() })
             .send()
             .await
             .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;

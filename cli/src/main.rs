@@ -390,6 +390,10 @@ enum GroupCommand {
         /// `static`, or `scaling` (scaling is paused during releases).
         #[arg(long, value_parser = ["static", "scaling"], default_value = "static")]
         kind: String,
+        /// With `--kind scaling`: the AWS Auto Scaling group whose processes releases suspend
+        /// (Berth needs BERTH_AUTO_SCALING=aws).
+        #[arg(long)]
+        auto_scaling_group: Option<String>,
         /// Releases skip hosts not seen for this long (120 to 2592000, default 600).
         #[arg(long)]
         stale_after_seconds: Option<u64>,
@@ -573,9 +577,15 @@ async fn application_command(command: ApplicationCommand) -> ExitCode {
 
 async fn group_command(command: GroupCommand) -> ExitCode {
     match command {
-        GroupCommand::Create { application, name, kind, stale_after_seconds, api } => {
+        GroupCommand::Create { application, name, kind, auto_scaling_group, stale_after_seconds, api } => {
             let (client, json) = api_client(&api);
-            release::create_group(&client, &application, &name, &kind, stale_after_seconds, json).await
+            let group = release::NewGroup {
+                name: &name,
+                kind: &kind,
+                auto_scaling_group: auto_scaling_group.as_deref(),
+                stale_after_seconds,
+            };
+            release::create_group(&client, &application, &group, json).await
         }
         GroupCommand::List { application, page, api } => {
             let (client, json) = api_client(&api);

@@ -306,21 +306,22 @@ pub async fn create_application(client: &BerthClient, name: &str, json: bool) ->
     }
 }
 
-/// `berth group create --application A NAME [--kind scaling]`: prints the join token (shown
-/// only now) on stdout, and how to start an agent with it on stderr.
-pub async fn create_group(
-    client: &BerthClient,
-    application: &str,
-    name: &str,
-    kind: &str,
-    stale_after_seconds: Option<u64>,
-    json: bool,
-) -> ExitCode {
-    let mut body = json!({ "name": name, "kind": kind });
-    if let Some(seconds) = stale_after_seconds {
-        body["stale_after_seconds"] = json!(seconds);
-    }
-    let answer = match client.post(&format!("/v1/applications/{application}/groups"), &body).await {
+/// `POST /v1/applications/{app}/groups` body.
+#[derive(serde::Serialize)]
+pub struct NewGroup<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_scaling_group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_after_seconds: Option<u64>,
+}
+
+/// `berth group create --application A NAME [--kind scaling [--auto-scaling-group ASG]]`:
+/// prints the join token (shown only now) on stdout, and how to start an agent with it on stderr.
+pub async fn create_group(client: &BerthClient, application: &str, group: &NewGroup<'_>, json: bool) -> ExitCode {
+    let (name, kind) = (group.name, group.kind);
+    let answer = match client.post(&format!("/v1/applications/{application}/groups"), group).await {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };

@@ -45,6 +45,10 @@ pub struct Group {
     #[serde(default)]
     pub active_release: Option<String>,
     pub created_at: u64,
+    /// The AWS Auto Scaling group a scaling group's pause is carried out on (`None`: the
+    /// built-in adapter records it only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling_group: Option<String>,
     /// Hosts not seen for this long are skipped by releases.
     #[serde(default = "default_stale_after")]
     pub stale_after_seconds: u64,
@@ -72,6 +76,9 @@ pub struct Instance {
     /// registration replaces it, and the index entry of an older one is not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_token_sha256: Option<String>,
+    /// The EC2 instance the host said it is (matched against its Auto Scaling group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
     /// Last poll recorded (at most once a minute); `None`: none since registering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<u64>,
@@ -102,6 +109,9 @@ pub struct InstanceView {
     /// The revision it ran before `runs`.
     pub ran_before: Option<Ran>,
     pub registered_at: u64,
+    /// The EC2 instance id it registered with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
     /// The revision it runs (its last successful start), if any.
     pub runs: Option<Ran>,
     /// Whether releases skip it now (not seen for the group's `stale_after_seconds`).
@@ -115,6 +125,7 @@ impl InstanceView {
         Self {
             convergence: instance.convergence,
             host: instance.host,
+            instance_id: instance.instance_id,
             last_seen,
             ran_before: instance.ledger.previous,
             registered_at: instance.registered_at,

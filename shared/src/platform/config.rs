@@ -111,6 +111,19 @@ pub enum QueueLocation {
     },
 }
 
+/// What carries out a scaling group's pause (`BERTH_AUTO_SCALING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoScaling {
+    /// `off` (the default): only Berth's own record of the pause; a group that names an AWS
+    /// Auto Scaling group is refused.
+    #[default]
+    Off,
+    /// `aws`: groups that name an Auto Scaling group are paused through AWS Auto Scaling
+    /// (region `AWS_REGION`, endpoint `AWS_ENDPOINT_URL_AUTO_SCALING` or `AWS_ENDPOINT_URL`,
+    /// the SDK's usual credentials); the others keep the built-in record.
+    Aws,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -157,6 +170,8 @@ pub struct Config {
     pub trust_forwarded: bool,
     /// `BERTH_LOG_FORMAT`: `auto`, `json` or `text`.
     pub log_format: LogFormat,
+    /// `BERTH_AUTO_SCALING`: `off` or `aws` (see [`AutoScaling`]).
+    pub auto_scaling: AutoScaling,
     /// `BERTH_SIGNING_KEY_FILE`: PKCS#8 P-256 key that signs temporary keys and registry tokens.
     pub signing_key_file: Option<PathBuf>,
     /// `BERTH_SIGNING_CERT_FILE`: the signing key's certificate (the registry's `rootcertbundle`).
@@ -298,6 +313,14 @@ impl Config {
             }
         };
 
+        let auto_scaling = match get("BERTH_AUTO_SCALING").as_deref() {
+            None | Some("off") => AutoScaling::Off,
+            Some("aws") => AutoScaling::Aws,
+            Some(other) => {
+                return Err(ConfigError::new("BERTH_AUTO_SCALING", format!("'{other}' is not off or aws")));
+            }
+        };
+
         let file = |variable: &'static str| -> Result<Option<PathBuf>, ConfigError> {
             match get(variable).map(PathBuf::from) {
                 Some(path) if !path.is_file() => {
@@ -382,6 +405,7 @@ impl Config {
             public_url,
             trust_forwarded,
             log_format,
+            auto_scaling,
             max_instances_per_service,
             pull_flush_interval: Duration::from_secs(u64::from(pull_flush_seconds)),
         })
@@ -450,6 +474,14 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn auto_scaling_is_off_unless_aws_is_asked_for() {
+        assert_eq!(config(&[]).unwrap().auto_scaling, AutoScaling::Off);
+        assert_eq!(config(&[("BERTH_AUTO_SCALING", "aws")]).unwrap().auto_scaling, AutoScaling::Aws);
+        assert_eq!(config(&[("BERTH_AUTO_SCALING", "off")]).unwrap().auto_scaling, AutoScaling::Off);
+        assert_eq!(config(&[("BERTH_AUTO_SCALING", "AWS")]).unwrap_err().variable, "BERTH_AUTO_SCALING");
     }
 
     #[test]

@@ -415,13 +415,19 @@ mod tests {
 
     #[test]
     fn a_suspend_is_confirmed_only_for_the_lease_that_asked() {
-        let s = take_lease(&ScalingState::default(), "r1", 100).unwrap();
+        let s = take_lease(&ScalingState::default(), "r1", None, 100).unwrap();
         assert!(s.paused && !s.suspended, "taken, not yet carried out");
         let confirmed = confirm_suspended(&s, "r1");
         assert!(confirmed.suspended);
         assert_eq!(confirm_suspended(&s, "r2"), s, "another release's confirmation changes nothing");
-        assert!(take_lease(&confirmed, "r1", 200).unwrap().suspended, "a renewal keeps it");
+        assert!(take_lease(&confirmed, "r1", None, 200).unwrap().suspended, "a renewal keeps it");
         assert!(!release_lease(&confirmed, "r1").suspended);
+        let aws = take_lease(&ScalingState::default(), "r1", Some("web-asg"), 100).unwrap();
+        let failed = scaling_failed(&aws, "throttled");
+        assert_eq!((failed.suspended, failed.error.as_deref()), (false, Some("throttled")), "a failure is no suspend");
+        let renewed = take_lease(&confirm_suspended(&failed, "r1"), "r1", Some("web-asg"), 200).unwrap();
+        assert_eq!(renewed.lease.unwrap().auto_scaling_group.as_deref(), Some("web-asg"), "a renewal keeps the group");
+        assert_eq!(confirm_suspended(&failed, "r1").error, None, "a success clears the reason");
     }
 
     #[test]
@@ -451,12 +457,12 @@ mod tests {
     #[test]
     fn leases_pause_once_and_resume_once() {
         let s = ScalingState::default();
-        let s = take_lease(&s, "r1", 100).unwrap();
+        let s = take_lease(&s, "r1", None, 100).unwrap();
         assert!(s.paused);
-        let renewed = take_lease(&s, "r1", 200).unwrap();
+        let renewed = take_lease(&s, "r1", None, 200).unwrap();
         assert_eq!((renewed.pauses, renewed.lease.as_ref().unwrap().expires_at), (1, 200 + LEASE_SECONDS));
-        assert!(take_lease(&renewed, "r2", 300).is_err(), "a live lease of another release");
-        assert!(take_lease(&renewed, "r2", 200 + LEASE_SECONDS).is_ok(), "an expired one is taken over");
+        assert!(take_lease(&renewed, "r2", None, 300).is_err(), "a live lease of another release");
+        assert!(take_lease(&renewed, "r2", None, 200 + LEASE_SECONDS).is_ok(), "an expired one is taken over");
         let resumed = release_lease(&renewed, "r1");
         assert!(!resumed.paused);
         assert_eq!(resumed.resumes, 1);

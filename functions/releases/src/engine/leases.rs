@@ -12,7 +12,7 @@ impl Engine {
         }
     }
 
-    /// Pauses scaling for a running release (or renews its lease), through the built-in adapter.
+    /// Pauses scaling for a running release (or renews its lease), through the group's adapter.
     pub(super) async fn hold_lease(&self, release: &Release, now: u64) -> Result<(), EventError> {
         let group = Self::group_of(release);
         let path = layout::scaling(&group);
@@ -23,13 +23,25 @@ impl Engine {
         {
             return Ok(());
         }
+        // A renewal keeps the Auto Scaling group its lease recorded; a new lease takes the one
+        // the group names now.
+        let auto_scaling_group = match state.as_ref().and_then(|s| s.value.lease.as_ref()) {
+            Some(lease) if lease.release == release.id => lease.auto_scaling_group.clone(),
+            _ => self
+                .store()
+                .get::<Group>(&layout::group_doc(&group))
+                .await
+                .map_err(retry)?
+                .and_then(|g| g.value.auto_scaling_group),
+        };
         // The index first: a crash after it leaves at worst an entry the reaper clears.
-        self.store().put(&layout::lease(&release.id), &LeaseIndex { group }).await.map_err(retry)?;
+        self.store().put(&layout::lease(&release.id), &LeaseIndex { group: group.clone() }).await.map_err(retry)?;
         let id = release.id.clone();
         let taken = self
             .store()
             .modify::<ScalingState, PauseError, _>(&path, |current| {
-                release::take_lease(&current.unwrap_or_default(), &id, now).map_err(PauseError::Held)
+                release::take_lease(&current.unwrap_or_default(), &id, auto_scaling_group.as_deref(), now)
+                    .map_err(PauseError::Held)
             })
             .await;
         match taken {
@@ -37,11 +49,16 @@ impl Engine {
             // Recorded first, carried out second: a crash in between leaves a lease the
             // reaper resumes, never a pause nobody knows of. Until the adapter confirms, this
             // is a retry (the advance and the sweep come back), and no host is stopped.
-            Ok(_) => {
-                self.scaling.suspend(&Self::group_of(release)).await.map_err(|why| {
+            Ok(taken) => {
+                let target =
+                    ScalingTarget { group, auto_scaling_group: taken.value.lease.and_then(|l| l.auto_scaling_group) };
+                if let Err(why) = self.scaling.suspend(&target).await {
                     tracing::warn!(release = %id, %why, "scaling could not be suspended; retrying before any host is stopped");
-                    EventError::Retry(format!("scaling suspend: {why}"))
-                })?;
+                    let reason =
+                        format!("scaling could not be suspended (retrying; no host is stopped meanwhile): {why}");
+                    self.record_scaling_error(&path, &reason).await;
+                    return Err(EventError::Retry(reason));
+                }
                 self.store()
                     .modify::<ScalingState, StoreError, _>(&path, |current| {
                         Ok(release::confirm_suspended(&current.unwrap_or_default(), &id))
@@ -54,6 +71,19 @@ impl Engine {
             Err(PauseError::Store(e)) => Err(retry(e)),
             // Another release's live lease: wait for it (the sweep comes back).
             Err(PauseError::Held(why)) => Err(EventError::Retry(why)),
+        }
+    }
+
+    /// Shows why the adapter failed on the group (best effort: the caller retries anyway).
+    async fn record_scaling_error(&self, path: &str, reason: &str) {
+        let recorded = self
+            .store()
+            .modify::<ScalingState, StoreError, _>(path, |current| {
+                Ok(release::scaling_failed(&current.unwrap_or_default(), reason))
+            })
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "could not record the scaling error");
         }
     }
 
@@ -108,7 +138,15 @@ impl Engine {
         if let Some(state) = store.get::<ScalingState>(&path).await?
             && state.value.lease.as_ref().is_some_and(|l| l.release == release)
         {
-            self.scaling.resume(group).await.map_err(StoreError::Backend)?;
+            let target = ScalingTarget {
+                group: group.clone(),
+                auto_scaling_group: state.value.lease.as_ref().and_then(|l| l.auto_scaling_group.clone()),
+            };
+            if let Err(why) = self.scaling.resume(&target).await {
+                let reason = format!("scaling could not be resumed (retrying): {why}");
+                self.record_scaling_error(&path, &reason).await;
+                return Err(StoreError::Backend(reason));
+            }
             let id = release.to_owned();
             store
                 .modify::<ScalingState, StoreError, _>(&path, |current| {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::scaling::{Recorded, ScalingAdapter};
+use crate::scaling::{ScalingAdapter, ScalingTarget};
 use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
 
 /// Event: re-derive and advance one release.
@@ -84,6 +84,7 @@ fn retry(error: StoreError) -> EventError {
 mod advance;
 mod fleet;
 mod leases;
+mod members;
 mod plans;
 mod sweep;
 mod tally;
@@ -96,9 +97,11 @@ pub use sweep::SWEEP_INTERVAL;
 pub use watch::{GroupSnapshot, Hold, SNAPSHOT_LIFE};
 
 impl Engine {
-    /// A new engine over a context, with the built-in scaling adapter.
+    /// A new engine over a context, with the scaling adapter its configuration asks for
+    /// (`BERTH_AUTO_SCALING`; see [`crate::scaling::for_config`]).
     pub fn new(context: FunctionContext) -> Self {
-        Self::with_scaling(context, Arc::new(Recorded))
+        let scaling = crate::scaling::for_config(&context.config);
+        Self::with_scaling(context, scaling)
     }
 
     /// A new engine with a scaling adapter of your own (a cloud auto-scaling API).
@@ -152,6 +155,11 @@ impl Engine {
         Ok(Some(changed.value.on(&plan.release)))
     }
 
+    /// Whether groups may name an AWS Auto Scaling group in this process.
+    pub fn reaches_auto_scaling(&self) -> bool {
+        self.scaling.reaches_auto_scaling()
+    }
+
     fn store(&self) -> &DocumentStore {
         &self.context.store
     }
@@ -162,6 +170,13 @@ impl Engine {
         id: &str,
         account: &AccountId,
     ) -> Result<(), berth_shared::platform::queue::QueueError> {
+        // An advance of it running in this process goes round again instead: the event would
+        // only tell it that, after a trip through the queue. (Under Lambda an instance runs one
+        // invocation at a time, so a route never finds one running and always queues.)
+        if let Some(again) = self.advancing.lock().get_mut(id) {
+            *again = true;
+            return Ok(());
+        }
         events::send(self.context.queue.as_ref(), Some(account.clone()), &Advance { release: id.to_owned() }).await
     }
 }

@@ -109,9 +109,10 @@ mod tests {
         let state = ScalingState {
             paused: true,
             suspended: true,
-            lease: Some(ScalingLease { release: release.into(), expires_at }),
+            lease: Some(ScalingLease { release: release.into(), expires_at, auto_scaling_group: None }),
             pauses: 1,
             resumes: 0,
+            error: None,
         };
         engine.store().put(&layout::scaling(group), &state).await.unwrap();
         engine.store().put(&layout::lease(release), &LeaseIndex { group: group.clone() }).await.unwrap();

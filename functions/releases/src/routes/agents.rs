@@ -105,6 +105,9 @@ fn new_host_token() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     host: String,
+    /// The EC2 instance the host runs on, matched against the group's Auto Scaling group.
+    #[serde(default)]
+    instance_id: Option<String>,
 }
 
 /// `POST /v1/agent/register` answer. The host token is shown only here.
@@ -124,6 +127,9 @@ pub async fn register(
     ApiJson(body): ApiJson<Registration>,
 ) -> Result<Json<Registered>, ApiError> {
     release::validate_name("host", &body.host)?;
+    if let Some(id) = &body.instance_id {
+        release::validate_instance_id("instance_id", id)?;
+    }
     let token = new_host_token();
     let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let reference = HostRef { group: joining.group.clone(), host: body.host.clone() };
@@ -149,6 +155,7 @@ pub async fn register(
     let mut replaced = None;
     let host = body.host.clone();
     let instance_path = layout::instance(&joining.group, &body.host);
+    let instance_id = body.instance_id.clone();
     store
         .modify::<Instance, StoreError, _>(&instance_path, |current| {
             replaced = current.as_ref().and_then(|i| i.host_token_sha256.clone());
@@ -158,6 +165,7 @@ pub async fn register(
                 host: host.clone(),
                 registered_at: now,
                 host_token_sha256: Some(digest.clone()),
+                instance_id: instance_id.clone(),
                 last_seen: Some(now),
                 ..kept
             })

@@ -16,6 +16,28 @@ pub struct NewGroup {
     /// Releases skip hosts not seen for this long.
     #[serde(default)]
     stale_after_seconds: Option<u64>,
+    /// With `kind: scaling`: the AWS Auto Scaling group whose processes a release suspends.
+    #[serde(default)]
+    auto_scaling_group: Option<String>,
+}
+
+/// Checks a new group's `auto_scaling_group`: a valid name, on a scaling group, in a process
+/// that reaches AWS Auto Scaling (else no release of it could ever suspend anything).
+fn check_auto_scaling_group(engine: &Engine, body: &NewGroup) -> Result<(), ApiError> {
+    let Some(name) = &body.auto_scaling_group else { return Ok(()) };
+    const FIELD: &str = "auto_scaling_group";
+    release::validate_auto_scaling_group(FIELD, name)?;
+    if body.kind != GroupKind::Scaling {
+        return Err(ApiError::invalid(FIELD, "requires_scaling_kind", "only a group of kind scaling names one"));
+    }
+    if !engine.reaches_auto_scaling() {
+        return Err(ApiError::invalid(
+            FIELD,
+            "auto_scaling_unavailable",
+            "this Berth does not reach AWS Auto Scaling (set BERTH_AUTO_SCALING=aws)",
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /v1/applications/{app}/groups`: the answer carries the join token, shown only here.
@@ -27,6 +49,7 @@ pub async fn create_group(
 ) -> Result<Response, ApiError> {
     load_application(&engine, &account, &app).await?;
     release::validate_name("name", &body.name)?;
+    check_auto_scaling_group(&engine, &body)?;
     let stale_after_seconds = release::validate_stale_after(body.stale_after_seconds)?;
     let store = &engine.context.store;
     if store.list_folders(&layout::groups(&account.id, &app)).await?.len() >= release::MAX_CHILDREN {
@@ -44,6 +67,7 @@ pub async fn create_group(
         stale_after_seconds,
         last_release: None,
         deleting: false,
+        auto_scaling_group: body.auto_scaling_group,
     };
     store.create(&layout::group_doc(&reference), &group).await?;
     store.create(&layout::join_token(&digest), &reference).await?;
@@ -54,6 +78,7 @@ pub async fn create_group(
         StatusCode::CREATED,
         Json(CreatedGroup {
             application: app,
+            auto_scaling_group: group.auto_scaling_group,
             join_token: token,
             kind: group.kind,
             name: group.name,
@@ -68,6 +93,7 @@ pub async fn create_group(
 #[derive(Serialize)]
 pub struct CreatedGroup {
     application: String,
+    auto_scaling_group: Option<String>,
     join_token: String,
     kind: GroupKind,
     name: String,
@@ -185,6 +211,7 @@ async fn group_view(engine: &Engine, reference: &GroupRef, doc: Group, hosts: bo
         active_release: doc.active_release,
         application: reference.application.clone(),
         created_at: doc.created_at,
+        auto_scaling_group: doc.auto_scaling_group,
         instances,
         kind: doc.kind,
         last_release: doc.last_release,
@@ -200,6 +227,8 @@ async fn group_view(engine: &Engine, reference: &GroupRef, doc: Group, hosts: bo
 pub struct GroupView {
     active_release: Option<String>,
     application: String,
+    /// The AWS Auto Scaling group its pauses are carried out on, if any.
+    auto_scaling_group: Option<String>,
     created_at: u64,
     /// Every host (left out of listings).
     #[serde(skip_serializing_if = "Option::is_none")]

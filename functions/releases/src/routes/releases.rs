@@ -30,6 +30,8 @@ pub async fn create_release(
     let now = unix_now();
     // Hosts not seen for the group's stale_after_seconds are left out (shown as skipped).
     let (hosts, stale, stale_count) = engine.live_hosts(&reference, group.value.stale_after_seconds, now).await?;
+    // Hosts whose instance left the group's Auto Scaling group are not planned either.
+    let hosts = engine.drop_hosts_outside_auto_scaling_group(&reference, &group.value, hosts).await?;
     let batches = release::plan_batches(&hosts, &options.batching)?;
     if query.dry_run {
         let plan = DryRun {
@@ -134,6 +136,9 @@ pub struct ReleaseView {
     skipped_hosts: Vec<HostEntry>,
     /// How many hosts it left out as stale (`skipped_hosts` lists at most 10,000).
     stale_count: usize,
+    /// Why the group's scaling adapter could not suspend (or resume) for this release, while
+    /// Berth retries; `null` otherwise.
+    scaling_error: Option<String>,
     status: ReleaseStatus,
     /// Hosts per state, only states some host is in.
     summary: BTreeMap<String, usize>,
@@ -246,10 +251,28 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
         rollback,
         skipped_hosts,
         stale_count: release.stale_count,
+        scaling_error: scaling_error(engine, release).await?,
         status: release.status,
         summary,
         trigger: release.trigger.clone(),
     })
+}
+
+/// The scaling adapter's last failure for `release`'s lease (a scaling group's only).
+async fn scaling_error(engine: &Engine, release: &Release) -> Result<Option<String>, ApiError> {
+    if release.group_kind != GroupKind::Scaling {
+        return Ok(None);
+    }
+    let group = GroupRef {
+        account: release.account.clone(),
+        application: release.application.clone(),
+        group: release.group.clone(),
+    };
+    let state = engine.context.store.get::<ScalingState>(&layout::scaling(&group)).await?;
+    Ok(state
+        .map(|s| s.value)
+        .filter(|s| s.lease.as_ref().is_some_and(|l| l.release == release.id))
+        .and_then(|s| s.error))
 }
 
 /// `GET /v1/releases/{id}`.
@@ -273,7 +296,11 @@ pub async fn cancel_release(
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
     let cancelled = engine.modify(&id, |current| release::cancel(current, now)).await?.ok_or_else(not_found)?;
     engine.moved(&cancelled).await;
-    engine.clean_up(&cancelled).await?;
+    // The cancel stands even if scaling cannot be resumed right now (AWS throttling): the
+    // sweep retries the clean-up, and the answer's `scaling_error` says why it is pending.
+    if let Err(error) = engine.clean_up(&cancelled).await {
+        tracing::warn!(release = %id, %error, "clean-up after the cancel failed; the sweep retries it");
+    }
     tracing::info!(release = %id, "release cancelled");
     Ok(Json(view(&engine, &cancelled).await?))
 }
