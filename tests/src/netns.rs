@@ -136,7 +136,11 @@ impl Network {
                     std::env::var_os("CI").is_none(),
                     "{test}: `ip netns add` was refused under CI ({message}); this test needs root"
                 );
-                eprintln!(
+                // Straight to stderr: the test harness captures `eprintln!` of a passing test,
+                // and a skip must be seen.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
                     "SKIPPED {test}: `ip netns add` was refused ({message}); it needs root (it never skips under CI)"
                 );
                 None
