@@ -170,6 +170,16 @@ impl Network {
         self.processes.retain(|child| child.0.id() != pid);
     }
 
+    /// Whether process `pid` (started with [`Network::spawn`]) has exited: gone, or a zombie
+    /// waiting to be reaped when the network is dropped.
+    pub fn exited(&self, pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
     /// Whether process `pid` runs in host `i`'s namespace (and so not in ours).
     pub fn runs_in(&self, pid: u32, i: usize) -> bool {
         let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
