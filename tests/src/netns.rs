@@ -6,8 +6,8 @@
 //! cable or a switch port goes.
 //!
 //! Traffic from a namespace to the bridge address is local delivery in the root namespace
-//! (iptables INPUT), not forwarding, so Docker's FORWARD policy DROP does not apply and no
-//! iptables rule is added.
+//! (iptables INPUT), not forwarding, so Docker's FORWARD policy DROP does not apply, even
+//! with `bridge-nf-call-iptables` on, and no iptables rule is added (so none is left behind).
 //!
 //! Everything made (namespaces, links, the processes started in them) is removed when the
 //! [`Network`] is dropped, including when the test panics. This is the one component a test

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use berth_shared::release::REPORT_GRACE_SECONDS;
 use berth_tests::berth::BerthServe;
 use berth_tests::docker::{DockerLeftovers, build_and_push, seed_start_script, seed_stop_script};
 use berth_tests::netns::Network;
@@ -16,9 +17,10 @@ use serde_json::{Value, json};
 
 pub const ACCOUNT: &str = "acme";
 pub const HOSTS: usize = 5;
-/// Short, so the cut host's deadline (two steps after its batch starts, plus Berth's report
-/// grace of 30 s) comes soon; long enough for `docker run` on a loaded machine.
-pub const STEP_TIMEOUT_SECONDS: u64 = 8;
+/// Short, so the cut host's deadline comes soon: two steps after its batch starts (the image
+/// was pulled before any batch) plus Berth's `REPORT_GRACE_SECONDS`, 30 s, which is not
+/// configurable. Long enough for a pull or a `docker run` on a loaded machine.
+pub const STEP_TIMEOUT_SECONDS: u64 = 10;
 /// How long each agent's poll is held. Its HTTP timeout is this plus 30 s, so a poll that
 /// was in flight when the link went is abandoned long before the link comes back (a job
 /// written into the dead connection is never delivered late).
@@ -308,8 +310,10 @@ impl Run {
         let failed = Self::host(&done, &self.hosts[victim]);
         assert_eq!((failed["state"].as_str(), failed["step"].as_str()), (Some("failed"), Some("report")), "{failed}");
         assert!(failed["reason"].as_str().unwrap().contains("no report from the agent"), "{failed}");
-        // Two steps and the 30 s report grace from the batch's start: no earlier.
-        assert!(cut_at.elapsed() >= Duration::from_secs(2 * STEP_TIMEOUT_SECONDS + 25), "the host had its grace");
+        // Failed at its deadline, not before: two steps and the report grace after the batch
+        // started (Berth counts whole seconds, hence the slack).
+        let deadline = Duration::from_secs(2 * STEP_TIMEOUT_SECONDS + REPORT_GRACE_SECONDS - 2);
+        assert!(cut_at.elapsed() >= deadline, "the host had its grace: failed after {:?}", cut_at.elapsed());
         for (i, host) in self.hosts.iter().enumerate().filter(|(i, _)| *i != victim) {
             assert_eq!(Self::host(&done, host)["state"], "succeeded", "{done:#}");
             self.serves(i, "Alibaba Spring Sample! v2\n").await;
