@@ -11,7 +11,7 @@ pub mod store_layout;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::Dispatcher;
 use berth_shared::platform::runtime::Function;
@@ -33,17 +33,25 @@ pub fn function(context: FunctionContext) -> Function {
 pub fn router(engine: Engine) -> Router {
     use routes::*;
     Router::new()
-        .route("/v1/applications", post(create_application))
-        .route("/v1/applications/{app}", get(get_application))
-        .route("/v1/applications/{app}/groups", post(create_group))
-        .route("/v1/applications/{app}/groups/{group}", get(get_group))
+        .route("/v1/applications", post(create_application).get(list_applications))
+        .route("/v1/applications/{app}", get(get_application).delete(delete_application))
+        .route("/v1/applications/{app}/groups", post(create_group).get(list_groups))
+        .route("/v1/applications/{app}/groups/{group}", get(get_group).patch(update_group).delete(delete_group))
         .route("/v1/applications/{app}/groups/{group}/join-token", post(rotate_join_token).delete(revoke_join_token))
-        .route("/v1/applications/{app}/deployments", post(create_deployment))
-        .route("/v1/applications/{app}/deployments/{name}", get(get_deployment))
+        .route("/v1/applications/{app}/groups/{group}/instances/{host}", delete(remove_host))
+        .route("/v1/applications/{app}/groups/{group}/releases", get(list_releases))
+        .route("/v1/applications/{app}/deployments", post(create_deployment).get(list_deployments))
+        .route(
+            "/v1/applications/{app}/deployments/{name}",
+            get(get_deployment).put(update_deployment).delete(delete_deployment),
+        )
+        .route("/v1/applications/{app}/deployments/{name}/revisions", get(list_revisions))
+        .route("/v1/applications/{app}/deployments/{name}/revisions/{revision}", get(get_revision))
         .route("/v1/releases", post(create_release))
         .route("/v1/releases/{id}", get(get_release))
         .route("/v1/releases/{id}/cancel", post(cancel_release))
         .route("/v1/releases/{id}/confirm", post(confirm_release))
+        .route("/v1/releases/{id}/rollback", post(rollback_release))
         .route("/v1/releases/{id}/hosts/{host}/logs", get(host_logs))
         .route("/v1/agent/register", post(register))
         .route("/v1/agent/jobs", get(poll))

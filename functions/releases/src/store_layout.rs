@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! accounts/{acct}/applications/{app}/application.json
-//! accounts/{acct}/applications/{app}/deployments/{name}.json
+//! accounts/{acct}/applications/{app}/deployments/{name}.json          the current revision (CAS)
+//! accounts/{acct}/applications/{app}/deployment-revisions/{name}/{n}.json  every revision, created once
 //! accounts/{acct}/applications/{app}/groups/{group}/group.json
 //! accounts/{acct}/applications/{app}/groups/{group}/scaling.json      built-in scaling adapter
-//! accounts/{acct}/applications/{app}/groups/{group}/instances/{host}.json
+//! accounts/{acct}/applications/{app}/groups/{group}/instances/{host}.json   last_seen, ledger (CAS)
+//! accounts/{acct}/applications/{app}/groups/{group}/removed/{host}.json     a removed host's tombstone
+//! accounts/{acct}/applications/{app}/groups/{group}/releases/{key}.json     release index, newest first
 //! join-tokens/{sha256 of token}.json                                  join token -> group
 //! host-tokens/{sha256 of token}.json                                  host token -> host
 //! releases/{id}/plan.json                                             the release as created (immutable)
@@ -19,7 +22,7 @@
 //! ```
 
 use berth_shared::names::AccountId;
-use berth_shared::release::{GroupKind, JobKind, Phase, Release, ReleaseStatus};
+use berth_shared::release::{GroupKind, JobKind, LastRelease, Ledger, Phase, Ran, Release, ReleaseStatus};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,10 +45,24 @@ pub struct Group {
     #[serde(default)]
     pub active_release: Option<String>,
     pub created_at: u64,
+    /// Hosts not seen for this long are skipped by releases.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_seconds: u64,
+    /// The last release (not a convergence) that ended on it: hosts that join converge to
+    /// its revision when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_release: Option<LastRelease>,
+    /// Set while the group is being deleted: no release or host starts on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+}
+
+fn default_stale_after() -> u64 {
+    berth_shared::release::DEFAULT_STALE_AFTER_SECONDS
 }
 
 /// A host that joined a group.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Instance {
     /// Host id, as the agent names itself.
     pub host: String,
@@ -55,19 +72,55 @@ pub struct Instance {
     /// registration replaces it, and the index entry of an older one is not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_token_sha256: Option<String>,
+    /// Last poll recorded (at most once a minute); `None`: none since registering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
+    /// What the host runs and ran before.
+    #[serde(default)]
+    pub ledger: Ledger,
+    /// The host's latest convergence release, if it ever converged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convergence: Option<String>,
+}
+
+impl Instance {
+    /// When the host was last heard of.
+    pub fn seen(&self) -> u64 {
+        berth_shared::release::seen_at(self.registered_at, self.last_seen)
+    }
 }
 
 /// A host as listings show it (without its token's digest).
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceView {
+    /// Its latest convergence release, if any.
+    pub convergence: Option<String>,
     /// Host id.
     pub host: String,
+    /// When it was last heard of (a poll, at most a minute old while it polls, or its registration).
+    pub last_seen: u64,
+    /// The revision it ran before `runs`.
+    pub ran_before: Option<Ran>,
     pub registered_at: u64,
+    /// The revision it runs (its last successful start), if any.
+    pub runs: Option<Ran>,
+    /// Whether releases skip it now (not seen for the group's `stale_after_seconds`).
+    pub stale: bool,
 }
 
-impl From<Instance> for InstanceView {
-    fn from(instance: Instance) -> Self {
-        Self { host: instance.host, registered_at: instance.registered_at }
+impl InstanceView {
+    /// The view of a host of a group whose hosts go stale after `stale_after` seconds.
+    pub fn new(instance: Instance, stale_after: u64, now: u64) -> Self {
+        let last_seen = instance.seen();
+        Self {
+            convergence: instance.convergence,
+            host: instance.host,
+            last_seen,
+            ran_before: instance.ledger.previous,
+            registered_at: instance.registered_at,
+            runs: instance.ledger.current,
+            stale: berth_shared::release::is_stale(last_seen, stale_after, now),
+        }
     }
 }
 
@@ -114,6 +167,52 @@ pub fn application_doc(account: &AccountId, app: &str) -> String {
 
 pub fn deployment(account: &AccountId, app: &str, name: &str) -> String {
     format!("{}/deployments/{name}.json", application(account, app))
+}
+
+/// An application's deployments folder (flat: one document per deployment).
+pub fn deployments(account: &AccountId, app: &str) -> String {
+    format!("{}/deployments", application(account, app))
+}
+
+/// The applications folder of an account.
+pub fn applications(account: &AccountId) -> String {
+    format!("accounts/{account}/applications")
+}
+
+/// An application's groups folder.
+pub fn groups(account: &AccountId, app: &str) -> String {
+    format!("{}/groups", application(account, app))
+}
+
+/// A deployment's revisions folder.
+pub fn revisions(account: &AccountId, app: &str, name: &str) -> String {
+    format!("{}/deployment-revisions/{name}", application(account, app))
+}
+
+/// One revision of a deployment, zero-padded so listings sort by number.
+pub fn revision(account: &AccountId, app: &str, name: &str, number: u64) -> String {
+    format!("{}/{number:010}.json", revisions(account, app, name))
+}
+
+/// A removed host's tombstone.
+pub fn removed(group: &GroupRef, host: &str) -> String {
+    format!("{}/removed/{host}.json", group_dir(group))
+}
+
+/// A group's release index folder.
+pub fn group_releases(group: &GroupRef) -> String {
+    format!("{}/releases", group_dir(group))
+}
+
+/// A release's entry in its group's index: the key sorts newest first.
+pub fn group_release(group: &GroupRef, created_at: u64, id: &str) -> String {
+    format!("{}/{}.json", group_releases(group), berth_shared::release::newest_key(created_at, id))
+}
+
+/// An entry of a group's release index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseEntry {
+    pub id: String,
 }
 
 /// A group's folder.

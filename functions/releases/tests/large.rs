@@ -41,7 +41,7 @@ async fn a_plan_over_one_document_is_stored_in_parts_and_read_back_whole() {
     let hosts = PLAN_PART_HOSTS + 500;
     let writes = (1..hosts).map(|i| {
         let store = context.store.clone();
-        let instance = Instance { host: long(i), registered_at: 1, host_token_sha256: None };
+        let instance = Instance { host: long(i), registered_at: berth_shared::platform::clock::unix_now(), ..Instance::default() };
         let path = layout::instance(&reference, &instance.host);
         async move { store.put(&path, &instance).await.unwrap() }
     });

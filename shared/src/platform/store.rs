@@ -253,6 +253,21 @@ impl DocumentStore {
         Ok(paths)
     }
 
+    /// The names of the folders directly under `prefix` (not their contents), sorted: one
+    /// listing call however much each folder holds.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let location = parse_path(prefix)?;
+        let listed = match self.inner.list_with_delimiter(Some(&location)).await {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut names: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The documents under `prefix`, sorted by path. Documents deleted while listing are skipped.
     pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
         let paths = self.list_paths(prefix).await?;

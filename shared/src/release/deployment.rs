@@ -217,6 +217,14 @@ pub struct Deployment {
     pub registry_endpoint: RegistryEndpoint,
     /// Seconds since the epoch.
     pub created_at: u64,
+    /// The revision number, from 1; each update makes the next (documents from before
+    /// revisions are revision 1).
+    #[serde(default = "first_revision")]
+    pub revision: u64,
+}
+
+fn first_revision() -> u64 {
+    1
 }
 
 impl Deployment {
@@ -286,6 +294,7 @@ pub fn validate_deployment(
         step_timeout_seconds: timeout,
         registry_endpoint: request.registry_endpoint,
         created_at: now,
+        revision: 1,
     })
 }
 

@@ -58,15 +58,23 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), ApiError> {
 }
 
 mod agent;
+mod convergence;
 mod deployment;
 mod group;
+mod listing;
+mod membership;
 mod plan;
+mod revision;
 mod state;
 
 pub use agent::*;
+pub use convergence::*;
 pub use deployment::*;
 pub use group::*;
+pub use listing::*;
+pub use membership::*;
 pub use plan::*;
+pub use revision::*;
 pub use state::*;
 
 #[cfg(test)]
@@ -97,6 +105,7 @@ mod tests {
             step_timeout_seconds: 10,
             registry_endpoint: RegistryEndpoint::Public,
             created_at: 0,
+            revision: 1,
         }
     }
 
@@ -119,6 +128,9 @@ mod tests {
             created_at: 100,
             finished_at: None,
             host_parts: None,
+            trigger: Trigger::Manual,
+            stale: Vec::new(),
+            stale_count: 0,
         }
     }
 

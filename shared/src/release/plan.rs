@@ -51,6 +51,9 @@ pub struct ReleaseRequest {
     /// Pull on every host before stopping any (default true).
     #[serde(default)]
     pub pull_first: Option<bool>,
+    /// When the release fails, start its rollback (default false).
+    #[serde(default)]
+    pub auto_rollback: Option<bool>,
 }
 
 /// How to split hosts into batches.
@@ -84,6 +87,9 @@ pub struct ReleaseOptions {
     pub max_failures_per_batch: usize,
     /// Pull everywhere before stopping anywhere.
     pub pull_first: bool,
+    /// Roll back by itself when it fails. Plans from before it existed do not.
+    #[serde(default)]
+    pub auto_rollback: bool,
 }
 
 fn default_pause_timeout() -> u64 {
@@ -171,6 +177,7 @@ pub fn validate_options(request: &ReleaseRequest) -> Result<ReleaseOptions, ApiE
         max_failures,
         max_failures_per_batch: request.max_failures_per_batch.unwrap_or(max_failures),
         pull_first: request.pull_first.unwrap_or(true),
+        auto_rollback: request.auto_rollback.unwrap_or(false),
     })
 }
 

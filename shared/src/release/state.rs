@@ -82,6 +82,48 @@ pub struct Release {
     /// `batches` is empty in the stored document and [`join_plan`] rebuilds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_parts: Option<HostParts>,
+    /// What started it: a caller, a rollback, or a host's convergence.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Hosts of the group left out as stale, with when they were last seen (at most
+    /// [`MAX_LISTED_STALE`] by name; `stale_count` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<StaleHost>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stale_count: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What started a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// `POST /v1/releases`.
+    #[default]
+    Manual,
+    /// Rolls release `of` back (`POST /v1/releases/{id}/rollback`, or `auto_rollback`).
+    Rollback { of: String, automatic: bool },
+    /// Brings `host` to the revision of release `of`, the group's last good one.
+    Convergence { of: String, host: String },
+}
+
+impl Release {
+    /// Whether the release pauses its group's scaling: a convergence brings one new host up
+    /// and must not hold (or wait for) the group's pause.
+    pub fn pauses_scaling(&self) -> bool {
+        self.group_kind == GroupKind::Scaling && !matches!(self.trigger, Trigger::Convergence { .. })
+    }
+}
+
+/// A host a release skipped as stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleHost {
+    pub host: String,
+    /// When it was last seen.
+    pub seen: u64,
 }
 
 /// Hosts per part of a stored plan: 16,384 ids of at most 128 bytes are about 2 MiB of JSON,
@@ -155,6 +197,9 @@ impl Release {
             created_at: self.created_at,
             finished_at: self.finished_at,
             host_parts: None,
+            trigger: self.trigger.clone(),
+            stale: self.stale.clone(),
+            stale_count: self.stale_count,
         }
     }
 

@@ -64,7 +64,14 @@ impl Engine {
                 return Ok(());
             }
             let now = unix_now();
-            if current.group_kind == GroupKind::Scaling {
+            if let Some(reason) = self.superseded(&current).await.map_err(retry)? {
+                let ended = release::apply(&current, &Decision::Finish(release::ReleaseStatus::Cancelled, Some(reason)), now);
+                match self.save(&ended, &doc.version).await {
+                    Ok(_) | Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(retry(e)),
+                }
+            }
+            if current.pauses_scaling() {
                 self.hold_lease(&current, now).await?;
             }
             if !self.all_reported_or_late(&current, now).await.map_err(retry)? {

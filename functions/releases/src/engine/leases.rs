@@ -62,20 +62,34 @@ impl Engine {
     pub async fn clean_up(&self, release: &Release) -> Result<(), StoreError> {
         let group = Self::group_of(release);
         let store = self.store();
-        if release.group_kind == GroupKind::Scaling {
+        if release.pauses_scaling() {
             self.resume(&group, &release.id).await?;
         }
         // Read first: a duplicate clean-up finds the group already free and writes nothing.
         let path = layout::group_doc(&group);
         let claimed =
             store.get::<Group>(&path).await?.is_some_and(|g| g.value.active_release.as_ref() == Some(&release.id));
+        let convergence = matches!(release.trigger, release::Trigger::Convergence { .. });
+        if claimed || convergence {
+            // Ledgers before the group is freed (or a rollback reads them).
+            self.reconcile_ledgers(release).await?;
+        }
+        if claimed && release.status == release::ReleaseStatus::Failed && release.options.auto_rollback {
+            // Hands the group straight to the rollback; nothing to roll back frees it below.
+            match self.start_rollback(release, true).await {
+                Ok(_) | Err(ApiError::Conflict { .. }) => {}
+                Err(e) => return Err(StoreError::Backend(format!("starting the rollback: {e}"))),
+            }
+        }
         if claimed {
             let id = release.id.clone();
+            let last = super::fleet::last_release_of(release);
             store
                 .modify::<Group, StoreError, _>(&path, |current| {
                     let mut group = current.ok_or_else(|| StoreError::NotFound(path.clone()))?;
                     if group.active_release.as_deref() == Some(id.as_str()) {
                         group.active_release = None;
+                        group.last_release = Some(last.clone());
                     }
                     Ok(group)
                 })

@@ -19,7 +19,7 @@ use berth_shared::platform::events::{self, Event, EventError};
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::store::{DocumentStore, StoreError, Version, Versioned};
 use berth_shared::release::{
-    self, Decision, GroupKind, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
+    self, Decision, HostResult, PullResult, Release, ScalingState, Step, StepOutput,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -68,6 +68,8 @@ pub struct Engine {
     snapshots: Arc<Mutex<HashMap<String, (tokio::time::Instant, GroupSnapshot)>>>,
     /// Carries out scaling pauses.
     scaling: Arc<dyn ScalingAdapter>,
+    /// When this process last wrote each host's `last_seen` (see [`Engine::seen`]).
+    seen: Arc<Mutex<HashMap<String, u64>>>,
     /// Cancelled when the process is asked to stop: held polls answer at once, so a graceful
     /// shutdown does not wait out every agent's poll.
     pub closing: CancellationToken,
@@ -90,11 +92,13 @@ fn retry(error: StoreError) -> EventError {
 }
 
 mod advance;
+mod fleet;
 mod leases;
 mod plans;
 mod sweep;
 
 use plans::CachedKey;
+pub use fleet::last_release_of;
 pub use plans::Plan;
 pub use sweep::SWEEP_INTERVAL;
 
@@ -115,6 +119,7 @@ impl Engine {
             plans: Arc::new(Mutex::new(HashMap::new())),
             keys: Arc::new(Mutex::new(HashMap::new())),
             snapshots: Arc::new(Mutex::new(HashMap::new())),
+            seen: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

@@ -29,6 +29,8 @@ const MAX_TOKEN_BYTES: usize = 128;
 pub struct Joining {
     /// The group the token joins.
     pub group: GroupRef,
+    /// SHA-256 of the token.
+    pub join_token_sha256: String,
 }
 
 impl FromRequestParts<Engine> for Joining {
@@ -44,10 +46,10 @@ impl FromRequestParts<Engine> for Joining {
         // The group's own record decides: a rotated or revoked token is refused at once, even
         // if its index entry is still there.
         let current = store.get::<Group>(&layout::group_doc(&group)).await?.ok_or_else(refused)?.value;
-        if current.join_token_sha256.as_deref() != Some(digest.as_str()) {
+        if current.join_token_sha256.as_deref() != Some(digest.as_str()) || current.deleting {
             return Err(refused());
         }
-        Ok(Self { group })
+        Ok(Self { group, join_token_sha256: digest })
     }
 }
 
@@ -56,6 +58,8 @@ impl FromRequestParts<Engine> for Joining {
 pub struct Host {
     /// The host and its group.
     pub host: HostRef,
+    /// Its record as read to authenticate it (its version for a `last_seen` swap).
+    pub instance: Versioned<Instance>,
 }
 
 impl FromRequestParts<Engine> for Host {
@@ -76,7 +80,7 @@ impl FromRequestParts<Engine> for Host {
         if instance.value.host_token_sha256.as_deref() != Some(digest.as_str()) {
             return Err(refused());
         }
-        Ok(Self { host })
+        Ok(Self { host, instance })
     }
 }
 
@@ -124,17 +128,51 @@ pub async fn register(
     let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let reference = HostRef { group: joining.group.clone(), host: body.host.clone() };
     let store = &engine.context.store;
+    let removed_path = layout::removed(&joining.group, &body.host);
+    let removal_of = |removal: Option<Versioned<release::Removal>>| {
+        removal.filter(|r| !release::may_rejoin(Some(&r.value), &joining.join_token_sha256))
+    };
+    let host_removed = || ApiError::Conflict {
+        code: "host_removed",
+        message: format!(
+            "host '{}' was removed from the group: it registers again only with a join token made since (rotate it)",
+            body.host
+        ),
+    };
+    let removal = store.get::<release::Removal>(&removed_path).await?;
+    if removal_of(removal.clone()).is_some() {
+        return Err(host_removed());
+    }
     // The index first: until the instance names this digest, the entry grants nothing.
     store.create(&layout::host_token(&digest), &reference).await?;
     let now = unix_now();
     let mut replaced = None;
     let host = body.host.clone();
+    let instance_path = layout::instance(&joining.group, &body.host);
     store
-        .modify::<Instance, StoreError, _>(&layout::instance(&joining.group, &body.host), |current| {
+        .modify::<Instance, StoreError, _>(&instance_path, |current| {
             replaced = current.as_ref().and_then(|i| i.host_token_sha256.clone());
-            Ok(Instance { host: host.clone(), registered_at: now, host_token_sha256: Some(digest.clone()) })
+            // The ledger stays: the host may still run what it ran (convergence decides).
+            let kept = current.unwrap_or_default();
+            Ok(Instance {
+                host: host.clone(),
+                registered_at: now,
+                host_token_sha256: Some(digest.clone()),
+                last_seen: Some(now),
+                ..kept
+            })
         })
         .await?;
+    // A removal that raced this registration wins: look again now that the record is written.
+    if removal.is_none() && removal_of(store.get::<release::Removal>(&removed_path).await?).is_some() {
+        store.delete(&instance_path).await?;
+        store.delete(&layout::host_token(&digest)).await?;
+        return Err(host_removed());
+    }
+    if removal.is_some() {
+        store.delete(&removed_path).await?;
+    }
+    engine.converge(&reference, release::Arrival::Registered, now).await?;
     if let Some(old) = replaced {
         store.delete(&layout::host_token(&old)).await?;
         tracing::info!(host = %body.host, group = %joining.group.group, "host re-registered; its old token is refused");
@@ -167,6 +205,7 @@ pub async fn poll(
     ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
     host.check_named(query.host.as_deref())?;
+    engine.seen(&host.host, &host.instance).await?;
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let until = tokio::time::Instant::now() + wait;
     // What the group's release looked like when this poll last found nothing to do.
@@ -202,8 +241,29 @@ pub async fn poll(
 async fn job_for(engine: &Engine, host: &HostRef) -> Result<Option<Job>, ApiError> {
     let store = &engine.context.store;
     let Some(doc) = store.get::<Group>(&layout::group_doc(&host.group)).await? else { return Ok(None) };
-    let Some(id) = doc.value.active_release else { return Ok(None) };
-    let Some(state) = engine.state(&id).await?.map(|d| d.value) else { return Ok(None) };
+    if let Some(id) = &doc.value.active_release {
+        let state = engine.state(id).await?.map(|d| d.value);
+        if state.as_ref().is_some_and(|s| !s.status.is_terminal()) {
+            return job_in(engine, host, id.clone(), state).await;
+        }
+    }
+    // No release runs on the group: the host's own convergence, if it has one running.
+    let Some(instance) = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await? else {
+        return Ok(None);
+    };
+    let Some(id) = instance.value.convergence else { return Ok(None) };
+    let state = engine.state(&id).await?.map(|d| d.value);
+    job_in(engine, host, id, state).await
+}
+
+async fn job_in(
+    engine: &Engine,
+    host: &HostRef,
+    id: String,
+    state: Option<ReleaseState>,
+) -> Result<Option<Job>, ApiError> {
+    let store = &engine.context.store;
+    let Some(state) = state else { return Ok(None) };
     let Some(plan) = engine.plan(&id).await? else { return Ok(None) };
     let name = host.host.as_str();
     let batch = plan.batch_of.get(name).copied();
@@ -338,7 +398,11 @@ pub async fn report(
                 reason: body.reason.clone(),
                 at: now,
             };
-            create_once(store, &layout::result(id, name), &result).await?
+            let written = create_once(store, &layout::result(id, name), &result).await?;
+            if written && body.ok {
+                engine.record_run(release, name, now).await?;
+            }
+            written
         }
     };
     if written {

@@ -13,6 +13,9 @@ pub struct NewGroup {
     name: String,
     #[serde(default)]
     kind: GroupKind,
+    /// Releases skip hosts not seen for this long.
+    #[serde(default)]
+    stale_after_seconds: Option<u64>,
 }
 
 /// `POST /v1/applications/{app}/groups`: the answer carries the join token, shown only here.
@@ -24,6 +27,11 @@ pub async fn create_group(
 ) -> Result<Response, ApiError> {
     load_application(&engine, &account, &app).await?;
     release::validate_name("name", &body.name)?;
+    let stale_after_seconds = release::validate_stale_after(body.stale_after_seconds)?;
+    let store = &engine.context.store;
+    if store.list_folders(&layout::groups(&account.id, &app)).await?.len() >= release::MAX_CHILDREN {
+        return Err(limit_reached("groups", "application"));
+    }
     let token = new_join_token();
     let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let reference = GroupRef { account: account.id.clone(), application: app.clone(), group: body.name.clone() };
@@ -33,8 +41,10 @@ pub async fn create_group(
         join_token_sha256: Some(digest.clone()),
         active_release: None,
         created_at: unix_now(),
+        stale_after_seconds,
+        last_release: None,
+        deleting: false,
     };
-    let store = &engine.context.store;
     store.create(&layout::group_doc(&reference), &group).await?;
     store.create(&layout::join_token(&digest), &reference).await?;
     if group.kind == GroupKind::Scaling {
@@ -42,7 +52,13 @@ pub async fn create_group(
     }
     Ok((
         StatusCode::CREATED,
-        Json(CreatedGroup { application: app, join_token: token, kind: group.kind, name: group.name }),
+        Json(CreatedGroup {
+            application: app,
+            join_token: token,
+            kind: group.kind,
+            name: group.name,
+            stale_after_seconds,
+        }),
     )
         .into_response())
 }
@@ -55,6 +71,15 @@ pub struct CreatedGroup {
     join_token: String,
     kind: GroupKind,
     name: String,
+    stale_after_seconds: u64,
+}
+
+/// 409 when a folder holds as many items as a listing may order.
+pub(crate) fn limit_reached(what: &str, of: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "limit_reached",
+        message: format!("an {of} holds at most {} {what}; delete some first", release::MAX_CHILDREN),
+    }
 }
 
 /// `POST /v1/applications/{app}/groups/{group}/join-token` answer; the token is shown only here.
@@ -70,9 +95,7 @@ pub struct JoinToken {
 async fn replace_join_token(engine: &Engine, reference: &GroupRef, token: Option<&str>) -> Result<(), ApiError> {
     let store = &engine.context.store;
     let path = layout::group_doc(reference);
-    if store.get::<Group>(&path).await?.is_none() {
-        return Err(ApiError::NotFound(format!("group '{}'", reference.group)));
-    }
+    load_group(engine, reference).await?;
     let digest = token.map(|t| berth_shared::platform::digest::sha256_hex(t.as_bytes()));
     if let Some(digest) = &digest {
         store.create(&layout::join_token(digest), reference).await?;
@@ -125,35 +148,50 @@ pub(crate) fn group_ref(account: &Account, app: &str, group: &str) -> Result<Gro
     Ok(GroupRef { account: account.id.clone(), application: app.to_owned(), group: group.to_owned() })
 }
 
-/// `GET /v1/applications/{app}/groups/{group}`: kind, instances, the active release and the
-/// scaling state the built-in adapter records.
+/// `GET /v1/applications/{app}/groups/{group}`: kind, each host with when it was last seen
+/// and the revision it runs, the active and last release, and the scaling state the built-in
+/// adapter records.
 pub async fn get_group(
     State(engine): State<Engine>,
     account: Account,
     ApiPath((app, group)): ApiPath<(String, String)>,
 ) -> Result<Json<GroupView>, ApiError> {
     let reference = group_ref(&account, &app, &group)?;
+    let doc = load_group(&engine, &reference).await?.value;
+    Ok(Json(group_view(&engine, &reference, doc, true).await?))
+}
+
+pub(crate) async fn load_group(engine: &Engine, reference: &GroupRef) -> Result<Versioned<Group>, ApiError> {
+    engine
+        .context
+        .store
+        .get::<Group>(&layout::group_doc(reference))
+        .await?
+        .filter(|g| !g.value.deleting)
+        .ok_or_else(|| ApiError::NotFound(format!("group '{}'", reference.group)))
+}
+
+async fn group_view(engine: &Engine, reference: &GroupRef, doc: Group, hosts: bool) -> Result<GroupView, ApiError> {
     let store = &engine.context.store;
-    let doc = store
-        .get::<Group>(&layout::group_doc(&reference))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("group '{group}'")))?
-        .value;
-    let instances: Vec<InstanceView> = store
-        .list::<Instance>(&layout::instances(&reference))
-        .await?
-        .into_iter()
-        .map(|(_, d)| d.value.into())
-        .collect();
-    let scaling = store.get::<ScalingState>(&layout::scaling(&reference)).await?.map(|d| d.value);
-    Ok(Json(GroupView {
+    let now = unix_now();
+    let instances = if hosts {
+        let listed = store.list::<Instance>(&layout::instances(reference)).await?;
+        Some(listed.into_iter().map(|(_, d)| InstanceView::new(d.value, doc.stale_after_seconds, now)).collect())
+    } else {
+        None
+    };
+    let scaling = store.get::<ScalingState>(&layout::scaling(reference)).await?.map(|d| d.value);
+    Ok(GroupView {
         active_release: doc.active_release,
-        application: app,
+        application: reference.application.clone(),
+        created_at: doc.created_at,
         instances,
         kind: doc.kind,
+        last_release: doc.last_release,
         name: doc.name,
         scaling,
-    }))
+        stale_after_seconds: doc.stale_after_seconds,
+    })
 }
 
 /// `GET /v1/applications/{app}/groups/{group}` answer: no token material, neither the join
@@ -162,10 +200,200 @@ pub async fn get_group(
 pub struct GroupView {
     active_release: Option<String>,
     application: String,
-    instances: Vec<InstanceView>,
+    created_at: u64,
+    /// Every host (left out of listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<Vec<InstanceView>>,
     kind: GroupKind,
+    /// The last release (not a convergence) that ended on the group.
+    #[serde(serialize_with = "sorted_keys")]
+    last_release: Option<release::LastRelease>,
     name: String,
     /// What the built-in scaling adapter recorded (`None` for a static group).
     #[serde(serialize_with = "sorted_keys")]
     scaling: Option<ScalingState>,
+    stale_after_seconds: u64,
+}
+
+/// `PATCH /v1/applications/{app}/groups/{group}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupChange {
+    stale_after_seconds: Option<u64>,
+}
+
+/// `PATCH /v1/applications/{app}/groups/{group}`: changes the group's settings.
+pub async fn update_group(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath((app, group)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<GroupChange>,
+) -> Result<Json<GroupView>, ApiError> {
+    let reference = group_ref(&account, &app, &group)?;
+    load_group(&engine, &reference).await?;
+    let stale_after = body.stale_after_seconds.map(|v| release::validate_stale_after(Some(v))).transpose()?;
+    let changed = engine
+        .context
+        .store
+        .modify::<Group, ApiError, _>(&layout::group_doc(&reference), |current| {
+            let mut doc = current
+                .filter(|g| !g.deleting)
+                .ok_or_else(|| ApiError::NotFound(format!("group '{}'", reference.group)))?;
+            if let Some(seconds) = stale_after {
+                doc.stale_after_seconds = seconds;
+            }
+            Ok(doc)
+        })
+        .await?;
+    Ok(Json(group_view(&engine, &reference, changed.value, true).await?))
+}
+
+/// `DELETE /v1/applications/{app}/groups/{group}/instances/{host}`: the host leaves the group.
+/// Its host token is refused at once, later releases do not plan it, and its agent cannot
+/// register again with the join token it holds (a rotated one lets it back).
+pub async fn remove_host(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath((app, group, host)): ApiPath<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let reference = group_ref(&account, &app, &group)?;
+    release::validate_name("host", &host)?;
+    let doc = load_group(&engine, &reference).await?.value;
+    let store = &engine.context.store;
+    let path = layout::instance(&reference, &host);
+    let instance = store
+        .get::<Instance>(&path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("host '{host}' in group '{group}'")))?
+        .value;
+    // The tombstone first, so that a registration racing the removal is refused.
+    let removal = release::Removal { removed_at: unix_now(), join_token_sha256: doc.join_token_sha256 };
+    store.put(&layout::removed(&reference, &host), &removal).await?;
+    store.delete(&path).await?;
+    if let Some(digest) = instance.host_token_sha256 {
+        store.delete(&layout::host_token(&digest)).await?;
+    }
+    tracing::info!(application = %app, %group, %host, "host removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/applications/{app}/groups` query (and the other listings').
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default)]
+    pub page_size: Option<usize>,
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+impl PageQuery {
+    /// The validated page size and token.
+    pub fn checked(&self) -> Result<(usize, Option<&str>), ApiError> {
+        release::validate_page_token(self.page_token.as_deref())?;
+        Ok((release::page_size(self.page_size)?, self.page_token.as_deref()))
+    }
+}
+
+/// `GET /v1/applications/{app}/groups` answer.
+#[derive(Serialize)]
+pub struct GroupPage {
+    groups: Vec<GroupView>,
+    next_page_token: Option<String>,
+}
+
+/// `GET /v1/applications/{app}/groups`: newest first, without their hosts.
+pub async fn list_groups(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<GroupPage>, ApiError> {
+    let (size, token) = query.checked()?;
+    load_application(&engine, &account, &app).await?;
+    let store = &engine.context.store;
+    let mut keyed = Vec::new();
+    for name in store.list_folders(&layout::groups(&account.id, &app)).await? {
+        let reference = GroupRef { account: account.id.clone(), application: app.clone(), group: name };
+        if let Some(doc) = store.get::<Group>(&layout::group_doc(&reference)).await?.filter(|g| !g.value.deleting) {
+            keyed.push((release::newest_key(doc.value.created_at, &doc.value.name), (reference, doc.value)));
+        }
+    }
+    let (items, next) = release::page(keyed, token, size);
+    let mut groups = Vec::with_capacity(items.len());
+    for (reference, doc) in items {
+        groups.push(group_view(&engine, &reference, doc, false).await?);
+    }
+    Ok(Json(GroupPage { groups, next_page_token: next }))
+}
+
+/// Marks a group as being deleted by compare-and-swap, refused while a release runs on it:
+/// from then on no release is created on it and no host joins.
+pub(crate) async fn mark_deleting(engine: &Engine, reference: &GroupRef) -> Result<(), ApiError> {
+    let store = &engine.context.store;
+    let path = layout::group_doc(reference);
+    let Some(doc) = store.get::<Group>(&path).await? else {
+        return Err(ApiError::NotFound(format!("group '{}'", reference.group)));
+    };
+    if let Some(active) = &doc.value.active_release
+        && engine.state(active).await?.is_some_and(|s| !s.value.status.is_terminal())
+    {
+        return Err(ApiError::Conflict {
+            code: "release_in_progress",
+            message: format!("release {active} is running on group '{}'; cancel it or wait", reference.group),
+        });
+    }
+    let mut marked = doc.value.clone();
+    marked.deleting = true;
+    match store.update(&path, &marked, &doc.version).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
+            code: "group_changed",
+            message: format!("group '{}' changed meanwhile; try again", reference.group),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a group marked as being deleted: its hosts and their tokens, its join token, then
+/// the group. Releases stay readable by id.
+pub(crate) async fn delete_marked(engine: &Engine, reference: &GroupRef) -> Result<(), ApiError> {
+    let store = &engine.context.store;
+    for (path, doc) in store.list::<Instance>(&layout::instances(reference)).await? {
+        if let Some(digest) = doc.value.host_token_sha256 {
+            store.delete(&layout::host_token(&digest)).await?;
+        }
+        store.delete(&path).await?;
+    }
+    let path = layout::group_doc(reference);
+    if let Some(doc) = store.get::<Group>(&path).await?
+        && let Some(digest) = doc.value.join_token_sha256
+    {
+        store.delete(&layout::join_token(&digest)).await?;
+    }
+    for path in store.list_paths(&layout::group_dir(reference)).await? {
+        if path != path_of_group(reference) {
+            store.delete(&path).await?;
+        }
+    }
+    // The document last: until it goes, a retried delete finds the group and finishes.
+    store.delete(&path).await?;
+    Ok(())
+}
+
+fn path_of_group(reference: &GroupRef) -> String {
+    layout::group_doc(reference)
+}
+
+/// `DELETE /v1/applications/{app}/groups/{group}`: 409 while a release runs on it.
+pub async fn delete_group(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath((app, group)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let reference = group_ref(&account, &app, &group)?;
+    mark_deleting(&engine, &reference).await?;
+    delete_marked(&engine, &reference).await?;
+    tracing::info!(application = %app, %group, "group deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,7 @@ use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::http::account::{Account, HasAccountKeys};
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery, LimitedBody};
-use berth_shared::platform::store::StoreError;
+use berth_shared::platform::store::{StoreError, Versioned};
 use berth_shared::release::{
     self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
     ReleaseStatus, Report, ScalingState, Step,
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::{Engine, create_once, read_all};
 use crate::store_layout::{
-    self as layout, ActiveRelease, Application, Group, GroupRef, HostRef, Instance, InstanceView, ReleaseState,
+    self as layout, Application, Group, GroupRef, HostRef, Instance, InstanceView, ReleaseState,
     StoredLogs,
 };
 

@@ -20,39 +20,31 @@ pub async fn create_release(
     let options = release::validate_options(&body)?;
     let store = &engine.context.store;
     let reference = group_ref(&account, &body.application, &body.group)?;
-    let group = store
-        .get::<Group>(&layout::group_doc(&reference))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("group '{}'", body.group)))?;
+    let group = load_group(&engine, &reference).await?;
     let deployment = store
         .get::<release::Deployment>(&layout::deployment(&account.id, &body.application, &body.deployment))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment '{}'", body.deployment)))?
         .value;
-    let hosts = release::unique_hosts(
-        store.list_paths(&layout::instances(&reference)).await?.iter().map(|p| layout::stem(p).to_owned()),
-    );
+    let now = unix_now();
+    // Hosts not seen for the group's stale_after_seconds are left out (shown as skipped).
+    let (hosts, stale, stale_count) = engine.live_hosts(&reference, group.value.stale_after_seconds, now).await?;
     let batches = release::plan_batches(&hosts, &options.batching)?;
     if query.dry_run {
-        let plan = DryRun { batches, dry_run: true, hosts: hosts.len(), image: deployment.image.address(), options };
+        let plan = DryRun {
+            batches,
+            dry_run: true,
+            hosts: hosts.len(),
+            image: deployment.image.address(),
+            options,
+            revision: deployment.revision,
+            stale: stale.into_iter().map(|s| s.host).collect(),
+        };
         return Ok(Json(plan).into_response());
     }
-    let now = unix_now();
     let id = uuid::Uuid::new_v4().to_string();
     // One release per group at a time: claim the group by compare-and-swap.
-    if let Some(other) = &group.value.active_release {
-        let running = engine.state(other).await?.is_some_and(|r| !r.value.status.is_terminal());
-        if running {
-            return Err(ApiError::Conflict {
-                code: "release_in_progress",
-                message: format!("release {other} is still running on group '{}'", body.group),
-            });
-        }
-    }
-    let mut claimed = group.value.clone();
-    claimed.active_release = Some(id.clone());
-    store.update(&layout::group_doc(&reference), &claimed, &group.version).await?;
-    store.create(&layout::active(&id), &ActiveRelease { account: account.id.clone() }).await?;
+    engine.claim(&reference, &id, None).await?;
     let created = Release {
         id: id.clone(),
         account: account.id.clone(),
@@ -69,15 +61,12 @@ pub async fn create_release(
         created_at: now,
         finished_at: None,
         host_parts: None,
+        trigger: release::Trigger::Manual,
+        stale,
+        stale_count,
     };
-    // The parts before the plan that names them: a plan is never seen without its hosts.
-    let (head, parts) = release::split_plan(&created);
-    let paths: Vec<String> = (0..parts.len()).map(|i| layout::plan_part(&id, i)).collect();
-    futures::future::try_join_all(paths.iter().zip(&parts).map(|(path, part)| store.create(path, part))).await?;
-    store.create(&layout::plan(&id), &head).await?;
-    store.create(&layout::release(&id), &ReleaseState::of(&created)).await?;
-    engine.request_advance(&id, &account.id).await?;
-    tracing::info!(release = %id, hosts = hosts.len(), "release created");
+    engine.create_documents(&created).await?;
+    tracing::info!(release = %id, hosts = hosts.len(), stale = stale_count, "release created");
     Ok((StatusCode::CREATED, Json(view(&engine, &created).await?)).into_response())
 }
 
@@ -93,6 +82,10 @@ pub struct DryRun {
     image: String,
     #[serde(serialize_with = "sorted_keys")]
     options: release::ReleaseOptions,
+    /// The deployment's revision it would roll out.
+    revision: u64,
+    /// Hosts left out as stale.
+    stale: Vec<String>,
 }
 
 async fn load_release(
@@ -131,9 +124,20 @@ pub struct ReleaseView {
     #[serde(serialize_with = "sorted_keys")]
     phase: release::Phase,
     reason: Option<String>,
+    /// The deployment's revision it rolls out.
+    revision: u64,
+    /// The release that rolls this one back, once started.
+    rollback: Option<String>,
+    /// Hosts of the group it left out as stale: `skipped`, with the reason.
+    skipped_hosts: Vec<HostEntry>,
+    /// How many hosts it left out as stale (`skipped_hosts` lists at most 10,000).
+    stale_count: usize,
     status: ReleaseStatus,
     /// Hosts per state, only states some host is in.
     summary: BTreeMap<String, usize>,
+    /// What started it: `manual`, `rollback` (with `of`, `automatic`) or `convergence` (`of`, `host`).
+    #[serde(serialize_with = "sorted_keys")]
+    trigger: release::Trigger,
 }
 
 /// One batch of a release, numbered from 1.
@@ -197,6 +201,27 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
             BatchView { batch: index + 1, hosts }
         })
         .collect();
+    let skipped_hosts: Vec<HostEntry> = release
+        .stale
+        .iter()
+        .map(|stale| {
+            let stale_after = release.created_at.saturating_sub(stale.seen);
+            let reason = format!(
+                "not seen for {stale_after} s when the release was planned (the group's stale_after_seconds); \
+                 skipped, not counted as a failure"
+            );
+            HostEntry {
+                exit_code: None,
+                host: stale.host.clone(),
+                reason: Some(Some(reason)),
+                state: release::HostState::Skipped,
+                step: None,
+            }
+        })
+        .collect();
+    states.extend(std::iter::repeat_n(release::HostState::Skipped, release.stale_count));
+    let rollback_id = release::rollback_id(&release.id);
+    let rollback = store.get::<Release>(&layout::plan(&rollback_id)).await?.map(|_| rollback_id);
     let summary: BTreeMap<String, usize> = release::summarize(states)
         .into_iter()
         .map(|(state, count)| {
@@ -215,8 +240,13 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
         options: release.options.clone(),
         phase: release.phase,
         reason: release.reason.clone(),
+        revision: release.deployment.revision,
+        rollback,
+        skipped_hosts,
+        stale_count: release.stale_count,
         status: release.status,
         summary,
+        trigger: release.trigger.clone(),
     })
 }
 
@@ -363,4 +393,91 @@ pub(crate) async fn load_logs(engine: &Engine, kind: JobKind, id: &str, host: &s
         parts.push(part.value);
     }
     Ok(release::join_logs(stored.logs, parts))
+}
+
+/// `POST /v1/releases/{id}/rollback`: starts the release that puts each host this one changed
+/// back on the revision it ran before, with the same batching and budgets (201). One per
+/// release: asking again is a 409 `already_rolled_back` naming it.
+pub async fn rollback_release(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let release = load_release(&engine, &account, &id).await?.value;
+    let rollback = engine.start_rollback(&release, false).await?;
+    Ok((StatusCode::CREATED, Json(view(&engine, &rollback).await?)).into_response())
+}
+
+/// A release in a listing: what it rolled out, how it ended, no hosts.
+#[derive(Serialize)]
+pub struct ReleaseSummary {
+    created_at: u64,
+    deployment: String,
+    finished_at: Option<u64>,
+    /// How many hosts it planned.
+    hosts: usize,
+    id: String,
+    image: String,
+    reason: Option<String>,
+    revision: u64,
+    status: ReleaseStatus,
+    #[serde(serialize_with = "sorted_keys")]
+    trigger: release::Trigger,
+}
+
+/// `GET /v1/applications/{app}/groups/{group}/releases` answer.
+#[derive(Serialize)]
+pub struct ReleasePage {
+    next_page_token: Option<String>,
+    releases: Vec<ReleaseSummary>,
+}
+
+/// `GET /v1/applications/{app}/groups/{group}/releases`: the group's releases (rollbacks and
+/// convergences too), newest first, each with its outcome.
+pub async fn list_releases(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath((app, group)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<ReleasePage>, ApiError> {
+    let (size, token) = query.checked()?;
+    let reference = group_ref(&account, &app, &group)?;
+    load_group(&engine, &reference).await?;
+    let store = &engine.context.store;
+    // The index keys sort newest first: only the page's releases are read.
+    let keys: Vec<(String, String)> = store
+        .list_paths(&layout::group_releases(&reference))
+        .await?
+        .iter()
+        .map(|p| (layout::stem(p).to_owned(), p.clone()))
+        .collect();
+    let (paths, next) = release::page(keys, token, size);
+    let mut releases = Vec::with_capacity(paths.len());
+    for path in paths {
+        let Some(entry) = store.get::<layout::ReleaseEntry>(&path).await? else { continue };
+        let id = entry.value.id;
+        let (Some(head), Some(state)) = (store.get::<Release>(&layout::plan(&id)).await?, engine.state(&id).await?)
+        else {
+            continue;
+        };
+        let head = head.value;
+        let hosts = match &head.host_parts {
+            Some(parts) => parts.sizes.iter().sum(),
+            None => head.hosts().count(),
+        };
+        let state = state.value;
+        releases.push(ReleaseSummary {
+            created_at: head.created_at,
+            deployment: head.deployment.name.clone(),
+            finished_at: state.finished_at,
+            hosts,
+            id,
+            image: head.deployment.image.address(),
+            reason: state.reason,
+            revision: head.deployment.revision,
+            status: state.status,
+            trigger: head.trigger,
+        });
+    }
+    Ok(Json(ReleasePage { next_page_token: next, releases }))
 }

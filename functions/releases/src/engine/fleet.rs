@@ -1,0 +1,341 @@
+//! The living fleet: planning a group's live hosts, creating a release's documents, host
+//! ledgers, convergence of hosts that join or come back, and rollbacks. Every write is a
+//! conditional create or a compare-and-swap, and every id is derived where duplicates must
+//! agree (a rollback of a release, one arrival's convergence), so a duplicate does nothing.
+
+use berth_shared::release::{Arrival, LastRelease, Ledger, Ran, ReleaseOptions, RevisionId, StaleHost, Trigger};
+
+use berth_shared::platform::store::Versioned;
+
+use super::*;
+use crate::store_layout::{ActiveRelease, HostRef, Instance, ReleaseEntry};
+
+/// Hosts whose `last_seen` write time a process keeps; past this the map starts over.
+const MAX_SEEN_ENTRIES: usize = 200_000;
+
+/// Why a write to a host's record was not made.
+enum Skip {
+    /// The host is not (or no longer) in the group.
+    Gone,
+    /// Nothing to change.
+    Same,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Skip {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// Changes a host's record by compare-and-swap, never creating one (a removed host stays removed).
+async fn modify_instance(
+    store: &DocumentStore,
+    path: &str,
+    mut change: impl FnMut(&mut Instance) -> bool,
+) -> Result<Option<Instance>, StoreError> {
+    let changed = store
+        .modify::<Instance, Skip, _>(path, |current| {
+            let mut instance = current.ok_or(Skip::Gone)?;
+            if change(&mut instance) { Ok(instance) } else { Err(Skip::Same) }
+        })
+        .await;
+    match changed {
+        Ok(doc) => Ok(Some(doc.value)),
+        Err(Skip::Gone | Skip::Same) => Ok(None),
+        Err(Skip::Store(e)) => Err(e),
+    }
+}
+
+impl Engine {
+    /// The group's hosts a release plans now, and those it skips as stale (not seen for the
+    /// group's `stale_after_seconds`), listed up to [`release::MAX_LISTED_STALE`].
+    pub async fn live_hosts(
+        &self,
+        group: &GroupRef,
+        stale_after: u64,
+        now: u64,
+    ) -> Result<(Vec<String>, Vec<StaleHost>, usize), StoreError> {
+        let instances = self.store().list::<Instance>(&layout::instances(group)).await?;
+        let seen = instances.into_iter().map(|(_, doc)| (doc.value.host.clone(), doc.value.seen())).collect();
+        let (live, stale) = release::split_stale(seen, stale_after, now);
+        let count = stale.len();
+        let listed = stale.into_iter().take(release::MAX_LISTED_STALE).map(|(host, seen)| StaleHost { host, seen });
+        Ok((release::unique_hosts(live), listed.collect(), count))
+    }
+
+    /// Claims `group` for release `id` by compare-and-swap: free, or held by `from` (the
+    /// release an automatic rollback follows) or by a release that ended. A release that
+    /// ended there on the way out is recorded as the group's last.
+    pub async fn claim(&self, group: &GroupRef, id: &str, from: Option<&Release>) -> Result<(), ApiError> {
+        let path = layout::group_doc(group);
+        let doc = self
+            .store()
+            .get::<Group>(&path)
+            .await?
+            .filter(|g| !g.value.deleting)
+            .ok_or_else(|| ApiError::NotFound(format!("group '{}'", group.group)))?;
+        let mut claimed = doc.value.clone();
+        match &doc.value.active_release {
+            Some(other) if other == id => return Ok(()),
+            Some(other) if from.is_some_and(|f| &f.id == other) => {
+                claimed.last_release = from.map(last_release_of);
+            }
+            Some(other) => {
+                let running = self.state(other).await?.is_some_and(|r| !r.value.status.is_terminal());
+                if running {
+                    return Err(ApiError::Conflict {
+                        code: "release_in_progress",
+                        message: format!("release {other} is still running on group '{}'", group.group),
+                    });
+                }
+            }
+            None => {}
+        }
+        claimed.active_release = Some(id.to_owned());
+        match self.store().update(&path, &claimed, &doc.version).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
+                code: "group_changed",
+                message: format!("group '{}' changed meanwhile (another release or a delete); try again", group.group),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a new release's documents, each created once (a duplicate finds them there and
+    /// goes on), and asks for it to be advanced.
+    pub async fn create_documents(&self, created: &Release) -> Result<(), ApiError> {
+        let store = self.store();
+        let id = &created.id;
+        create_once(store, &layout::active(id), &ActiveRelease { account: created.account.clone() }).await?;
+        // The parts before the plan that names them: a plan is never seen without its hosts.
+        let (head, parts) = release::split_plan(created);
+        for (index, part) in parts.iter().enumerate() {
+            create_once(store, &layout::plan_part(id, index), part).await?;
+        }
+        create_once(store, &layout::plan(id), &head).await?;
+        create_once(store, &layout::release(id), &ReleaseState::of(created)).await?;
+        let group = Self::group_of(created);
+        let entry = ReleaseEntry { id: id.clone() };
+        create_once(store, &layout::group_release(&group, created.created_at, id), &entry).await?;
+        self.request_advance(id, &created.account).await?;
+        Ok(())
+    }
+
+    /// Records a successful run of `release` in the host's ledger (the run before becomes its
+    /// previous). A duplicate, or a host removed since, writes nothing.
+    pub async fn record_run(&self, release: &Release, host: &str, at: u64) -> Result<(), StoreError> {
+        let ran = Ran { revision: RevisionId::of(&release.deployment), release: release.id.clone(), at };
+        let path = layout::instance(&Self::group_of(release), host);
+        modify_instance(self.store(), &path, |instance| match release::record_run(&instance.ledger, ran.clone()) {
+            Some(ledger) => {
+                instance.ledger = ledger;
+                true
+            }
+            None => false,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records every successful run of a finished release (a report whose ledger write was
+    /// cut short by a crash is caught here); hosts already recorded cost a read only.
+    pub async fn reconcile_ledgers(&self, release: &Release) -> Result<(), StoreError> {
+        let results = read_all::<HostResult>(self.store(), &layout::results(&release.id)).await?;
+        let group = Self::group_of(release);
+        for (host, result) in results.into_iter().filter(|(_, r)| r.ok) {
+            let recorded = self
+                .store()
+                .get::<Instance>(&layout::instance(&group, &host))
+                .await?
+                .is_none_or(|i| i.value.ledger.current.as_ref().is_some_and(|c| c.release == release.id));
+            if !recorded {
+                self.record_run(release, &host, result.at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the release that rolls `of` back: each host `of` changed goes back to the
+    /// revision it ran before, with `of`'s batching and budgets. Its id is derived from
+    /// `of`'s, so there is one rollback per release however often it is asked for.
+    pub async fn start_rollback(&self, of: &Release, automatic: bool) -> Result<Release, ApiError> {
+        if !of.status.is_terminal() {
+            return Err(ApiError::Conflict {
+                code: "release_running",
+                message: format!("release {} is still running: cancel it first, or wait for its end", of.id),
+            });
+        }
+        if matches!(of.trigger, Trigger::Convergence { .. }) {
+            return Err(ApiError::Conflict {
+                code: "not_rollbackable",
+                message: "a convergence is not rolled back: roll back the release it converged to".into(),
+            });
+        }
+        let id = release::rollback_id(&of.id);
+        if self.store().get::<Release>(&layout::plan(&id)).await?.is_some() {
+            return Err(ApiError::Conflict {
+                code: "already_rolled_back",
+                message: format!("release {} was rolled back by release {id}", of.id),
+            });
+        }
+        let group = Self::group_of(of);
+        let plan = self.plan(&of.id).await?.ok_or_else(|| ApiError::NotFound(format!("release '{}'", of.id)))?;
+        let results = read_all::<HostResult>(self.store(), &layout::results(&of.id)).await?;
+        let mut targets = Vec::new();
+        for host in plan.release.hosts() {
+            let ledger = self
+                .store()
+                .get::<Instance>(&layout::instance(&group, host))
+                .await?
+                .map_or_else(Ledger::default, |i| i.value.ledger);
+            targets.push((host.clone(), release::rollback_target(&ledger, &of.id, results.get(host))));
+        }
+        let (target, hosts) = release::plan_rollback(&of.id, targets)?;
+        let back = self
+            .plan(&target.release)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("the plan of release {} is gone", target.release)))?;
+        let options = ReleaseOptions { auto_rollback: false, ..of.options.clone() };
+        let batches = release::plan_batches(&hosts, &options.batching)?;
+        let now = unix_now();
+        self.claim(&group, &id, automatic.then_some(of)).await?;
+        let created = Release {
+            id: id.clone(),
+            trigger: Trigger::Rollback { of: of.id.clone(), automatic },
+            deployment: back.release.deployment.clone(),
+            options,
+            batches,
+            status: release::ReleaseStatus::Running,
+            phase: release::Phase::Starting,
+            phase_started_at: now,
+            reason: None,
+            created_at: now,
+            finished_at: None,
+            host_parts: None,
+            stale: Vec::new(),
+            stale_count: 0,
+            ..of.clone()
+        };
+        self.create_documents(&created).await?;
+        tracing::info!(release = %id, of = %of.id, automatic, hosts = hosts.len(), "rollback started");
+        Ok(created)
+    }
+
+    /// Converges a host that `arrival`d to the group's last good release, if it should: a
+    /// one-host release of its own, in its batch at once. `epoch` names the arrival, so
+    /// duplicate polls and registrations of it create one convergence.
+    pub async fn converge(&self, host: &HostRef, arrival: Arrival, epoch: u64) -> Result<(), ApiError> {
+        let store = self.store();
+        let Some(group) = store.get::<Group>(&layout::group_doc(&host.group)).await?.map(|d| d.value) else {
+            return Ok(());
+        };
+        let running = match &group.active_release {
+            Some(id) => self.state(id).await?.is_some_and(|s| !s.value.status.is_terminal()),
+            None => false,
+        };
+        let Some(instance) = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await? else {
+            return Ok(());
+        };
+        if group.deleting {
+            return Ok(());
+        }
+        let Some(target) =
+            release::convergence_target(group.last_release.as_ref(), running, &instance.value.ledger, arrival)
+        else {
+            return Ok(());
+        };
+        let Some(source) = self.plan(&target.id).await? else { return Ok(()) };
+        let id = release::convergence_id(&host.group.group, &host.host, &target.id, &epoch.to_string());
+        let now = unix_now();
+        let created = Release {
+            id: id.clone(),
+            account: host.group.account.clone(),
+            application: host.group.application.clone(),
+            group: host.group.group.clone(),
+            group_kind: group.kind,
+            deployment: source.release.deployment.clone(),
+            options: release::convergence_options(),
+            batches: vec![vec![host.host.clone()]],
+            status: release::ReleaseStatus::Running,
+            // Straight into its one batch: there is no lease to take and nothing to pull first.
+            phase: release::Phase::Batch { batch: 0 },
+            phase_started_at: now,
+            reason: None,
+            created_at: now,
+            finished_at: None,
+            host_parts: None,
+            trigger: Trigger::Convergence { of: target.id.clone(), host: host.host.clone() },
+            stale: Vec::new(),
+            stale_count: 0,
+        };
+        self.create_documents(&created).await?;
+        let path = layout::instance(&host.group, &host.host);
+        modify_instance(store, &path, |instance| {
+            let changed = instance.convergence.as_deref() != Some(id.as_str());
+            instance.convergence = Some(id.clone());
+            changed
+        })
+        .await?;
+        self.moved();
+        tracing::info!(release = %id, host = %host.host, of = %target.id, ?arrival, "host converging");
+        Ok(())
+    }
+
+    /// Records that a host polled: at most one conditional write a minute per host (skipped
+    /// while the stored value or this process's last write is fresh). The poll that moves a
+    /// stale `last_seen` on is the one that saw the host come back: it converges the host.
+    pub async fn seen(&self, host: &HostRef, instance: &Versioned<Instance>) -> Result<(), ApiError> {
+        let key = layout::instance(&host.group, &host.host);
+        let now = unix_now();
+        let stored = instance.value.seen();
+        let written_here = self.seen.lock().get(&key).copied();
+        if !release::should_record_seen(stored, written_here, now) {
+            return Ok(());
+        }
+        let mut next = instance.value.clone();
+        next.last_seen = Some(now);
+        match self.store().update(&key, &next, &instance.version).await {
+            Ok(_) => {}
+            // Another poll (or a report, a registration) wrote it: that one did the work.
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        {
+            let mut seen = self.seen.lock();
+            if seen.len() >= MAX_SEEN_ENTRIES {
+                seen.clear();
+            }
+            seen.insert(key, now);
+        }
+        let Some(group) = self.store().get::<Group>(&layout::group_doc(&host.group)).await? else { return Ok(()) };
+        if release::is_stale(stored, group.value.stale_after_seconds, now) {
+            tracing::info!(host = %host.host, group = %host.group.group, "host is back after being stale");
+            self.converge(host, Arrival::Returned, stored).await?;
+        }
+        Ok(())
+    }
+
+    /// Why a running convergence must end unstarted: a release runs on its group now (and
+    /// plans the host itself).
+    pub(super) async fn superseded(&self, release: &Release) -> Result<Option<String>, StoreError> {
+        if !matches!(release.trigger, Trigger::Convergence { .. }) {
+            return Ok(None);
+        }
+        let group = self.store().get::<Group>(&layout::group_doc(&Self::group_of(release))).await?;
+        let Some(active) = group.and_then(|g| g.value.active_release) else { return Ok(None) };
+        let running = self.state(&active).await?.is_some_and(|s| !s.value.status.is_terminal());
+        Ok(running.then(|| format!("release {active} started on the group; it plans this host")))
+    }
+}
+
+/// What a group records of a release that ended on it.
+pub fn last_release_of(release: &Release) -> LastRelease {
+    LastRelease {
+        id: release.id.clone(),
+        status: release.status,
+        revision: RevisionId::of(&release.deployment),
+        finished_at: release.finished_at.unwrap_or(release.created_at),
+    }
+}
