@@ -266,6 +266,17 @@ impl Run {
             .unwrap_or_else(|| panic!("{host} is not in {release:#}"))
     }
 
+    /// The group's entry for `host`, if it lists one.
+    pub async fn instance(&self, host: &str) -> Option<Value> {
+        let group = self.get("/v1/applications/shop/groups/prod").await;
+        group["instances"].as_array().unwrap().iter().find(|i| i["host"] == host).cloned()
+    }
+
+    /// The deployment a host runs (its ledger, as the group shows it), if any.
+    pub async fn runs(&self, host: &str) -> Option<String> {
+        self.instance(host).await.and_then(|i| i["runs"]["deployment"].as_str().map(str::to_owned))
+    }
+
     pub fn index(&self, host: &str) -> usize {
         self.hosts.iter().position(|h| h == host).unwrap()
     }
@@ -318,8 +329,13 @@ impl Run {
             assert_eq!(Self::host(&done, host)["state"], "succeeded", "{done:#}");
             self.serves(i, "Alibaba Spring Sample! v2\n").await;
         }
-        // Cut off from Berth, not from its engine: the host's old container still serves.
+        // Cut off from Berth, not from its engine: the host's old container still serves, and
+        // the group shows it running v1, the others v2.
         self.serves(victim, "Alibaba Spring Sample! v1\n").await;
+        for (i, host) in self.hosts.iter().enumerate() {
+            let expected = if i == victim { "web-v1" } else { "web-v2" };
+            assert_eq!(self.runs(host).await.as_deref(), Some(expected), "{host}: {:?}", self.instance(host).await);
+        }
         assert!(!self.network.connected(victim, self.berth_addr), "no connection to Berth crossed the cut link");
 
         self.network.restore(victim);
