@@ -1,10 +1,11 @@
 //! `berth serve` as a child process on a free port.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{ChildGuard, berth_bin, free_port, wait_for_port};
+use crate::{ChildGuard, berth_bin, free_port, wait_for_addr};
 
 /// A running `berth serve` with its data directory and JSON log file.
 pub struct BerthServe {
@@ -27,11 +28,17 @@ impl BerthServe {
     /// As [`BerthServe::start`], with a given `berth` binary (a release build, say).
     pub fn start_binary(binary: &Path, data: &Path, log: &Path, port: u16, env: &[(&str, &str)]) -> Self {
         let port = if port == 0 { free_port() } else { port };
+        Self::start_at(binary, data, log, SocketAddr::from(([127, 0, 0, 1], port)), env)
+    }
+
+    /// As [`BerthServe::start_binary`], listening on `listen` only (a bridge address that
+    /// hosts in other network namespaces reach, say); `url` names that address.
+    pub fn start_at(binary: &Path, data: &Path, log: &Path, listen: SocketAddr, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary);
         command
             .args(["serve", "--data-dir"])
             .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &listen.to_string()])
             .env("BERTH_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -43,8 +50,8 @@ impl BerthServe {
             command.env(name, value);
         }
         let child = ChildGuard(command.spawn().expect("start berth serve"));
-        wait_for_port(port, Duration::from_secs(10), "berth serve");
-        Self { url: format!("http://127.0.0.1:{port}"), data: data.to_path_buf(), log: log.to_path_buf(), child }
+        wait_for_addr(listen, Duration::from_secs(10), "berth serve");
+        Self { url: format!("http://{listen}"), data: data.to_path_buf(), log: log.to_path_buf(), child }
     }
 
     /// An account token from `berth dev-token`.

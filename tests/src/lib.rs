@@ -4,8 +4,10 @@
 //! fails the test loudly; nothing is skipped.
 
 pub mod berth;
+pub mod docker;
 pub mod event_source;
 pub mod lambda_watch;
+pub mod netns;
 pub mod registry;
 pub mod snapshot;
 pub mod stack;
@@ -47,9 +49,14 @@ pub fn berth_bin(name: &str) -> PathBuf {
 
 /// Waits until something accepts connections on `port`, or panics after `timeout`.
 pub fn wait_for_port(port: u16, timeout: Duration, what: &str) {
+    wait_for_addr(std::net::SocketAddr::from(([127, 0, 0, 1], port)), timeout, what)
+}
+
+/// Waits until something accepts connections on `addr`, or panics after `timeout`.
+pub fn wait_for_addr(addr: std::net::SocketAddr, timeout: Duration, what: &str) {
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < timeout, "{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < timeout, "{what} did not listen on {addr} within {timeout:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
