@@ -25,6 +25,8 @@ struct Fleet {
     hosts: BTreeMap<String, String>,
     /// Hosts whose next run job fails at its start script.
     failing: Vec<String>,
+    /// When set, they fail only in this release.
+    failing_in: Option<String>,
 }
 
 fn deployment(registry: &str, tag: &str) -> Value {
@@ -40,8 +42,16 @@ impl Fleet {
         let engine = Engine::new(context.clone());
         let router = berth_releases::router(engine.clone());
         let token = context.account_keys.issue(&AccountId::parse("acme").unwrap(), 600).unwrap();
-        let mut fleet =
-            Self { context, engine, router, token, join: String::new(), hosts: BTreeMap::new(), failing: Vec::new() };
+        let mut fleet = Self {
+            context,
+            engine,
+            router,
+            token,
+            join: String::new(),
+            hosts: BTreeMap::new(),
+            failing: Vec::new(),
+            failing_in: None,
+        };
         fleet.must(Method::POST, "/v1/applications", Some(json!({ "name": "app" }))).await;
         let group = fleet
             .must(Method::POST, "/v1/applications/app/groups", Some(json!({ "name": "g", "stale_after_seconds": 300 })))
@@ -88,7 +98,9 @@ impl Fleet {
                     continue;
                 }
                 let job: Job = serde_json::from_value(job).unwrap();
-                let fails = job.kind == berth_shared::release::JobKind::Run && self.failing.contains(host);
+                let fails = job.kind == berth_shared::release::JobKind::Run
+                    && self.failing.contains(host)
+                    && self.failing_in.as_ref().is_none_or(|r| *r == job.release);
                 let report = Report {
                     job_id: job.job_id.clone(),
                     release: job.release.clone(),
@@ -343,4 +355,52 @@ async fn a_convergence_a_later_release_overtook_is_never_handed_out() {
     let ended = f.must(Method::GET, &format!("/v1/releases/{conv}"), None).await;
     assert_eq!(ended["status"], "cancelled", "{ended}");
     assert_eq!(f.runs("h1").await.0, 2);
+}
+
+#[tokio::test]
+async fn a_host_behind_the_last_good_release_converges_once_when_it_polls() {
+    let mut f = Fleet::new().await;
+    f.register("h1").await;
+    f.register("h2").await;
+    let r1 = f.release(json!({})).await;
+    assert_eq!(f.drive(r1["id"].as_str().unwrap()).await["status"], "succeeded");
+
+    // Revision 2 succeeds within its budget without h2 (its start fails there): h2 is behind
+    // it, and its next poll converges it to revision 2 by itself.
+    f.revise("v2").await;
+    let r2 = f.release(json!({ "max_failures": 1 })).await;
+    let r2_id = r2["id"].as_str().unwrap().to_owned();
+    f.failing = vec!["h2".into()];
+    f.failing_in = Some(r2_id.clone());
+    assert_eq!(f.drive(&r2_id).await["status"], "succeeded");
+    let (status, job) = call(&f.router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &f.hosts["h2"], None).await;
+    let conv = f.group().await["instances"][1]["convergence"].as_str().expect("h2 converges").to_owned();
+    // (The test's own drive may have taken the job on its last round, as an agent would.)
+    if status == StatusCode::OK {
+        assert_eq!(job["release"], conv.as_str());
+    }
+    let converged = f.drive(&conv).await;
+    assert_eq!(
+        (converged["status"].as_str(), converged["trigger"]["of"].as_str()),
+        (Some("succeeded"), Some(r2_id.as_str()))
+    );
+    assert_eq!(f.runs("h2").await, (2, conv.clone()));
+    assert_eq!(f.runs("h1").await.0, 2);
+
+    // Once per release: a host whose convergence failed is not converged again and again.
+    f.revise("v3").await;
+    let r3 = f.release(json!({ "max_failures": 1 })).await;
+    let r3_id = r3["id"].as_str().unwrap().to_owned();
+    f.failing_in = None;
+    assert_eq!(f.drive(&r3_id).await["status"], "succeeded");
+    call(&f.router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &f.hosts["h2"], None).await;
+    let conv3 = f.group().await["instances"][1]["convergence"].as_str().unwrap().to_owned();
+    assert_ne!(conv3, conv);
+    assert_eq!(f.drive(&conv3).await["status"], "failed");
+    for _ in 0..3 {
+        let (status, job) = call(&f.router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &f.hosts["h2"], None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "no second convergence to the same release: {job}");
+    }
+    assert_eq!(f.group().await["instances"][1]["convergence"], conv3.as_str());
+    assert_eq!(f.runs("h2").await.0, 2, "h2 still runs revision 2");
 }

@@ -21,6 +21,9 @@ pub enum Arrival {
     Registered,
     /// It polled again after being stale: it converges if its ledger is not on the revision.
     Returned,
+    /// It polled while behind the last release (it failed it: its link was cut, its agent
+    /// was down): it converges if its ledger is not on the revision, once per release.
+    Behind,
 }
 
 /// The release whose revision a host should converge to, if any: the group's last release
@@ -38,8 +41,8 @@ pub fn convergence_target<'a>(
     let runs_it = ledger.current.as_ref().is_some_and(|c| c.revision == last.revision);
     match arrival {
         Arrival::Registered => Some(last),
-        Arrival::Returned if !runs_it => Some(last),
-        Arrival::Returned => None,
+        Arrival::Returned | Arrival::Behind if !runs_it => Some(last),
+        Arrival::Returned | Arrival::Behind => None,
     }
 }
 

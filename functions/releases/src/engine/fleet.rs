@@ -316,23 +316,45 @@ impl Engine {
         Ok(())
     }
 
+    /// Converges a host that polls while behind the group's last good release (it failed
+    /// that release: its link was cut, its agent was down), once per release. Costs nothing
+    /// but the group's cached snapshot for a host that is not behind.
+    pub async fn converge_if_behind(&self, host: &HostRef, instance: &Instance) -> Result<(), ApiError> {
+        let snapshot = self.snapshot(&host.group).await?;
+        let Some(last) = snapshot.last_good().filter(|_| !snapshot.running()) else { return Ok(()) };
+        if instance.ledger.current.as_ref().is_some_and(|c| c.revision == last.revision) {
+            return Ok(());
+        }
+        // Its convergence to this release, running or ended, is the one attempt it gets.
+        if let Some(convergence) = &instance.convergence
+            && let Some(plan) = self.plan(convergence).await?
+            && matches!(&plan.release.trigger, Trigger::Convergence { of, .. } if *of == last.id)
+        {
+            return Ok(());
+        }
+        tracing::info!(host = %host.host, group = %host.group.group, of = %last.id, "host is behind the last release");
+        // Epoch 0: one convergence per host and release for this arrival.
+        self.converge(host, Arrival::Behind, 0).await
+    }
+
     /// Records that a host polled: at most one conditional write a minute per host (skipped
     /// while the stored value or this process's last write is fresh). The poll that moves a
-    /// stale `last_seen` on is the one that saw the host come back: it converges the host.
-    pub async fn seen(&self, host: &HostRef, instance: &Versioned<Instance>) -> Result<(), ApiError> {
+    /// stale `last_seen` on is the one that saw the host come back: it converges the host (and
+    /// answers true).
+    pub async fn seen(&self, host: &HostRef, instance: &Versioned<Instance>) -> Result<bool, ApiError> {
         let key = layout::instance(&host.group, &host.host);
         let now = unix_now();
         let stored = instance.value.seen();
         let written_here = self.seen.lock().get(&key).copied();
         if !release::should_record_seen(stored, written_here, now) {
-            return Ok(());
+            return Ok(false);
         }
         let mut next = instance.value.clone();
         next.last_seen = Some(now);
         match self.store().update(&key, &next, &instance.version).await {
             Ok(_) => {}
             // Another poll (or a report, a registration) wrote it: that one did the work.
-            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => return Ok(()),
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
         {
@@ -342,12 +364,13 @@ impl Engine {
             }
             seen.insert(key, now);
         }
-        let Some(group) = self.store().get::<Group>(&layout::group_doc(&host.group)).await? else { return Ok(()) };
+        let Some(group) = self.store().get::<Group>(&layout::group_doc(&host.group)).await? else { return Ok(false) };
         if release::is_stale(stored, group.value.stale_after_seconds, now) {
             tracing::info!(host = %host.host, group = %host.group.group, "host is back after being stale");
             self.converge(host, Arrival::Returned, stored).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Why a running convergence must end (or never be handed out): a release runs on its

@@ -24,12 +24,24 @@ const REFRESH_CONCURRENCY: usize = 16;
 pub struct GroupSnapshot {
     active: Option<String>,
     state: Option<(release::ReleaseStatus, release::Phase)>,
+    /// The group's last release, when it succeeded: what hosts converge to.
+    last_good: Option<release::LastRelease>,
 }
 
 impl GroupSnapshot {
     /// The group's active release, if any.
     pub fn active(&self) -> Option<&str> {
         self.active.as_deref()
+    }
+
+    /// Whether a release runs on the group.
+    pub fn running(&self) -> bool {
+        self.state.as_ref().is_some_and(|(status, _)| !status.is_terminal())
+    }
+
+    /// The group's last release, if it succeeded.
+    pub fn last_good(&self) -> Option<&release::LastRelease> {
+        self.last_good.as_ref()
     }
 }
 
@@ -112,12 +124,16 @@ impl Engine {
     }
 
     async fn read_snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
-        let active = self.store().get::<Group>(&layout::group_doc(group)).await?.and_then(|g| g.value.active_release);
+        let (active, last) = match self.store().get::<Group>(&layout::group_doc(group)).await? {
+            Some(g) => (g.value.active_release, g.value.last_release),
+            None => (None, None),
+        };
         let state = match &active {
             Some(id) => self.state(id).await?.map(|s| (s.value.status, s.value.phase)),
             None => None,
         };
-        Ok(GroupSnapshot { active, state })
+        let last_good = last.filter(|l| l.status == release::ReleaseStatus::Succeeded);
+        Ok(GroupSnapshot { active, state, last_good })
     }
 
     /// Wakes held polls after `release` moved in this process. Its group's snapshot is read

@@ -213,7 +213,9 @@ pub async fn poll(
     ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
     host.check_named(query.host.as_deref())?;
-    engine.seen(&host.host, &host.instance).await?;
+    if !engine.seen(&host.host, &host.instance).await? {
+        engine.converge_if_behind(&host.host, &host.instance.value).await?;
+    }
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let until = tokio::time::Instant::now() + wait;
     // What the group's release looked like when this poll last found nothing to do.
