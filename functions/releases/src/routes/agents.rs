@@ -213,8 +213,10 @@ pub async fn poll(
     ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
     host.check_named(query.host.as_deref())?;
-    if !engine.seen(&host.host, &host.instance).await? {
-        engine.converge_if_behind(&host.host, &host.instance.value).await?;
+    // Boxed, like the reads below: a convergence's writes would otherwise size every held
+    // poll's state (4 KiB instead of 0.7 at 100,000 polls).
+    if !Box::pin(engine.seen(&host.host, &host.instance)).await? {
+        Box::pin(engine.converge_if_behind(&host.host, &host.instance.value)).await?;
     }
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let until = tokio::time::Instant::now() + wait;
