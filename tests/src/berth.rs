@@ -50,7 +50,7 @@ impl BerthServe {
             command.env(name, value);
         }
         let child = ChildGuard(command.spawn().expect("start berth serve"));
-        wait_for_addr(listen, Duration::from_secs(10), "berth serve");
+        wait_for_addr(listen, Duration::from_secs(30), "berth serve");
         Self { url: format!("http://{listen}"), data: data.to_path_buf(), log: log.to_path_buf(), child }
     }
 

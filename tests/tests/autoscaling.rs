@@ -9,6 +9,7 @@
 //! to it); the start scripts wait for a gate file, so "during the release" is a state the test
 //! holds, not a moment it hopes to catch.
 
+use berth_tests::docker::{docker, docker_login};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -383,36 +384,6 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-fn docker(args: &[&str], config: Option<&Path>) -> String {
-    let mut command = Command::new("docker");
-    if let Some(config) = config {
-        command.env("DOCKER_CONFIG", config);
-    }
-    let output = command.args(args).env("DOCKER_BUILDKIT", "0").output().expect("docker CLI");
-    assert!(
-        output.status.success(),
-        "docker {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn docker_login(config: &Path, host: &str, username: &str, password: &str) {
-    use std::io::Write;
-    let mut child = Command::new("docker")
-        .args(["login", "--username", username, "--password-stdin", host])
-        .env("DOCKER_CONFIG", config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "docker login: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 fn hosts_of(release: &Value) -> Vec<String> {

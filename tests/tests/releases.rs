@@ -2,6 +2,7 @@
 //! server, the Docker engine, and `berth-agent` processes. The image is built here (FROM
 //! scratch with Debian's static busybox serving `/hello`) and pushed with a push key.
 
+use berth_tests::docker::{docker, docker_login};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,36 +185,6 @@ impl Setup {
     async fn scaling(&self, app: &str, group: &str) -> Value {
         self.get(&format!("/v1/applications/{app}/groups/{group}")).await["scaling"].clone()
     }
-}
-
-fn docker(args: &[&str], config: Option<&Path>) -> String {
-    let mut command = Command::new("docker");
-    if let Some(config) = config {
-        command.env("DOCKER_CONFIG", config);
-    }
-    let output = command.args(args).env("DOCKER_BUILDKIT", "0").output().expect("docker CLI");
-    assert!(
-        output.status.success(),
-        "docker {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn docker_login(config: &Path, host: &str, username: &str, password: &str) {
-    use std::io::Write;
-    let mut child = Command::new("docker")
-        .args(["login", "--username", username, "--password-stdin", host])
-        .env("DOCKER_CONFIG", config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "docker login: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// Removes a container when dropped, whatever the test's outcome.
