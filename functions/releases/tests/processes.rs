@@ -96,3 +96,31 @@ async fn a_held_poll_wakes_on_another_process_move_and_advances_count_its_report
     assert_eq!(view["phase"], json!({ "step": "batch", "batch": 0 }), "{view:#}");
     assert!(advancing.elapsed() < Duration::from_secs(5), "the advance took {:?}", advancing.elapsed());
 }
+
+/// A process asked to stop answers its held polls at once (204), so a graceful shutdown does
+/// not wait out every agent's poll; they wait on one wake-up only, which closing sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_engine_answers_held_polls_at_once() {
+    let context = FunctionContext::ephemeral();
+    let engine = Engine::new(context.clone());
+    let router = berth_releases::router(engine.clone());
+    let (_, hosts) = setup(&context, &router).await;
+    let held: Vec<_> = hosts
+        .iter()
+        .map(|host| {
+            let (router, host) = (router.clone(), host.clone());
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let (status, _) = call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=30", &host, None).await;
+                (status, asked.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.close();
+    for poll in held {
+        let (status, waited) = poll.await.unwrap();
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(waited < Duration::from_secs(10), "a held poll answered only after {waited:?} of its 30 s");
+    }
+}

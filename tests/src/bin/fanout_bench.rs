@@ -32,7 +32,7 @@ use object_store::{
     PutOptions, PutPayload, PutResult,
 };
 use serde_json::json;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 struct Counting {
@@ -125,6 +125,24 @@ struct Timeline {
     batch_last_report: Vec<Option<Instant>>,
 }
 
+impl Timeline {
+    fn handed_out(&mut self, kind: JobKind, batch: usize, hosts: usize) {
+        let now = Instant::now();
+        self.first_job.get_or_insert(now);
+        if kind == JobKind::Pull {
+            self.first_jobs += 1;
+            if self.first_jobs == hosts {
+                self.all_dispatched = Some(now);
+                if std::env::var_os("BENCH_TRACE_RSS").is_some() {
+                    eprintln!("dispatched: peak {:?} MiB", berth_tests::peak_rss_mib());
+                }
+            }
+        } else {
+            self.batch_first_job[batch].get_or_insert(now);
+        }
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(bench());
@@ -204,55 +222,52 @@ async fn bench() {
     );
     // The answer lists every host (about 60 MiB as a JSON value at 100,000): not kept.
     drop(release);
+    if std::env::var_os("BENCH_TRACE_RSS").is_some() {
+        eprintln!("after plan: peak {:?} MiB", berth_tests::peak_rss_mib());
+    }
 
     // Each agent is a task of its own, as real agents are processes of their own: the
     // runtime's workers share them, instead of one task polling 100,000 futures in turn.
     let agents = host_tokens.into_iter().enumerate().map(|(i, host_token)| {
         let (router, timeline, batch_of) = (router.clone(), timeline.clone(), batch_of.clone());
-        tokio::spawn(async move {
-            let host = format!("h{i:06}");
-            let batch = batch_of[&host];
+        let agent = async move {
+            let batch = batch_of[&format!("h{i:06}")];
             loop {
                 let (status, job) =
                     call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=30", &host_token, None).await;
                 if status == StatusCode::NO_CONTENT {
                     continue;
                 }
+                // Only the report is kept across the next call: a real agent's state is not
+                // this process's, so each simulated one keeps as little as it can.
                 let job: Job = serde_json::from_value(job).unwrap();
-                {
-                    let mut t = timeline.lock().await;
-                    let now = Instant::now();
-                    t.first_job.get_or_insert(now);
-                    if job.kind == JobKind::Pull {
-                        t.first_jobs += 1;
-                        if t.first_jobs == hosts {
-                            t.all_dispatched = Some(now);
-                        }
-                    } else {
-                        t.batch_first_job[batch].get_or_insert(now);
-                    }
-                }
+                let kind = job.kind;
+                timeline.lock().unwrap().handed_out(kind, batch, hosts);
                 let report = Report {
-                    job_id: job.job_id.clone(),
-                    release: job.release.clone(),
-                    kind: job.kind,
+                    job_id: job.job_id,
+                    release: job.release,
+                    kind,
                     ok: true,
-                    step: if job.kind == JobKind::Pull { Step::Pull } else { Step::Start },
+                    step: if kind == JobKind::Pull { Step::Pull } else { Step::Start },
                     exit_code: Some(0),
                     reason: None,
                     logs: HostLogs::default(),
                     log_parts: None,
                 };
                 let body = Some(serde_json::to_value(&report).unwrap());
+                drop(report);
                 let (status, answer) = call(&router, Method::POST, "/v1/agent/reports", &host_token, body).await;
                 assert_eq!(status, StatusCode::OK, "{answer}");
-                if job.kind == JobKind::Run {
-                    let mut t = timeline.lock().await;
-                    t.batch_last_report[batch] = Some(Instant::now());
+                if kind == JobKind::Run {
+                    timeline.lock().unwrap().batch_last_report[batch] = Some(Instant::now());
                     return;
                 }
             }
-        })
+        };
+        if i == 0 && std::env::var_os("BENCH_TRACE_RSS").is_some() {
+            eprintln!("agent future: {} bytes", std::mem::size_of_val(&agent));
+        }
+        tokio::spawn(agent)
     });
     for agent in futures::future::join_all(agents).await {
         agent.expect("a simulated agent panicked");
@@ -269,7 +284,7 @@ async fn bench() {
     let total = started.elapsed();
     let writes = store.writes.load(Ordering::Relaxed) - writes_before;
     let sent = queue.sent.load(Ordering::Relaxed) - sent_before;
-    let t = timeline.lock().await;
+    let t = std::mem::take(&mut *timeline.lock().unwrap());
     let first = t.first_job.map(|f| f - started).unwrap_or_default();
     let dispatch = t.all_dispatched.map(|f| f - started).unwrap_or_default();
     println!("hosts {hosts}, batches {batches}");

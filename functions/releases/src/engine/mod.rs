@@ -49,9 +49,20 @@ impl Event for Sweep {
 pub type Outcomes = (BTreeMap<String, PullResult>, BTreeMap<String, HostResult>);
 
 /// The releases function's shared state: the context, a wake-up for held agent polls, and the
-/// in-process coalescing of advances of the same release.
+/// in-process coalescing of advances of the same release. A handle: every request clones it,
+/// and every held poll keeps one.
 #[derive(Clone)]
-pub struct Engine {
+pub struct Engine(Arc<EngineState>);
+
+impl std::ops::Deref for Engine {
+    type Target = EngineState;
+    fn deref(&self) -> &EngineState {
+        &self.0
+    }
+}
+
+/// What an [`Engine`] handle shares.
+pub struct EngineState {
     /// The function context.
     pub context: FunctionContext,
     /// Notified whenever a release moves, to wake held long polls.
@@ -73,8 +84,9 @@ pub struct Engine {
     /// When this process last wrote each host's `last_seen` (see [`Engine::seen`]).
     seen: Arc<Mutex<HashMap<String, u64>>>,
     /// Cancelled when the process is asked to stop: held polls answer at once, so a graceful
-    /// shutdown does not wait out every agent's poll.
-    pub closing: CancellationToken,
+    /// shutdown does not wait out every agent's poll. Cancelled by [`Engine::close`], which
+    /// also wakes them.
+    pub(crate) closing: CancellationToken,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -106,7 +118,7 @@ impl Engine {
 
     /// A new engine with a scaling adapter of your own (a cloud auto-scaling API).
     pub fn with_scaling(context: FunctionContext, scaling: Arc<dyn ScalingAdapter>) -> Self {
-        Self {
+        Self(Arc::new(EngineState {
             scaling,
             closing: CancellationToken::new(),
             context,
@@ -118,7 +130,13 @@ impl Engine {
             tallies: Arc::new(Mutex::new(HashMap::new())),
             reported: Arc::new(Notify::new()),
             seen: Arc::new(Mutex::new(HashMap::new())),
-        }
+        }))
+    }
+
+    /// Asks the engine to stop: held polls answer at once (they wait on `changed` only).
+    pub fn close(&self) {
+        self.closing.cancel();
+        self.changed.notify_waiters();
     }
 
     /// A release's state, small and read on every poll.

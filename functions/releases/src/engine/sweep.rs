@@ -62,7 +62,7 @@ impl Engine {
         if berth_shared::platform::runtime::under_lambda() {
             return;
         }
-        let closing = self.closing.clone();
+        let closing = self.clone();
         runtime.spawn(async move {
             let interrupt = tokio::signal::ctrl_c();
             let terminate = async {
@@ -77,7 +77,7 @@ impl Engine {
                 _ = interrupt => {}
                 _ = terminate => {}
             }
-            closing.cancel();
+            closing.close();
         });
         let engine = self.clone();
         runtime.spawn(async move {

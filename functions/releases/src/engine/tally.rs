@@ -28,6 +28,10 @@ pub(super) struct Tally {
     took: Duration,
     /// Reports this process took since that listing started (some may be in it too).
     since: usize,
+    /// The phase's size, once a pass waits for it: a report wakes that pass only when the
+    /// count may have reached it (waking it on each of 100,000 reports was a tenth of the
+    /// dispatch's CPU).
+    expected: Option<usize>,
 }
 
 /// How long a listing that took `took` is trusted: ten times as long, so listings take at most
@@ -46,6 +50,12 @@ pub(super) enum Count {
 }
 
 impl Tally {
+    /// Counts one report taken here; true when a pass waiting for the phase should look.
+    fn note(&mut self) -> bool {
+        self.since += 1;
+        self.expected.is_none_or(|e| self.listed.saturating_add(self.since) >= e)
+    }
+
     pub(super) fn next(&self, phase: release::Phase, expected: usize, now: Instant) -> Count {
         if self.phase != phase || self.listed.saturating_add(self.since) >= expected {
             return Count::List;
@@ -61,22 +71,32 @@ impl Engine {
     /// Records that this process wrote a report of `release` due in `phase`, and wakes a pass
     /// waiting for its count.
     pub fn note_report(&self, release: &str, phase: release::Phase) {
-        {
+        let wake = {
             let mut tallies = self.tallies.lock();
             match tallies.get_mut(release) {
-                Some(tally) if tally.phase == phase => tally.since += 1,
+                Some(tally) if tally.phase == phase => tally.note(),
                 _ => {
                     // The phase's first report here, maybe before any listing of it: counted
                     // from nothing listed, and listed within a second for other processes'.
                     if tallies.len() >= MAX_TALLIES {
                         tallies.clear();
                     }
-                    let first = Tally { phase, listed: 0, listed_at: Instant::now(), took: Duration::ZERO, since: 1 };
+                    let first = Tally {
+                        phase,
+                        listed: 0,
+                        listed_at: Instant::now(),
+                        took: Duration::ZERO,
+                        since: 1,
+                        expected: None,
+                    };
                     tallies.insert(release.to_owned(), first);
+                    true
                 }
             }
+        };
+        if wake {
+            self.reported.notify_waiters();
         }
-        self.reported.notify_waiters();
     }
 
     /// Counts the phase's reports with `list`, once the tally says they may all be in or has
@@ -117,7 +137,14 @@ impl Engine {
         }
         tallies.insert(
             release.id.clone(),
-            Tally { phase: release.phase, listed, listed_at: started, took: started.elapsed(), since },
+            Tally {
+                phase: release.phase,
+                listed,
+                listed_at: started,
+                took: started.elapsed(),
+                since,
+                expected: Some(expected),
+            },
         );
         Ok(listed)
     }
@@ -133,7 +160,7 @@ mod tests {
     use super::*;
 
     fn tally(listed: usize, since: usize, took: Duration, at: Instant) -> Tally {
-        Tally { phase: release::Phase::Pulling, listed, listed_at: at, took, since }
+        Tally { phase: release::Phase::Pulling, listed, listed_at: at, took, since, expected: Some(100) }
     }
 
     #[test]
@@ -150,5 +177,17 @@ mod tests {
         // A slow listing is trusted ten times as long as it took.
         let slow = Duration::from_millis(300);
         assert_eq!(tally(0, 0, slow, at).next(release::Phase::Pulling, 100, at), Count::Wait(slow * 10));
+    }
+
+    #[test]
+    fn a_report_wakes_the_waiting_pass_only_when_the_phase_may_be_complete() {
+        let at = Instant::now();
+        let mut waiting = tally(97, 0, Duration::ZERO, at);
+        assert!(!waiting.note());
+        assert!(!waiting.note());
+        assert!(waiting.note(), "97 listed + 3 taken here may be all 100");
+        // Before any listing the phase's size is not known here: every report wakes.
+        let mut unlisted = Tally { expected: None, ..tally(0, 0, Duration::ZERO, at) };
+        assert!(unlisted.note());
     }
 }

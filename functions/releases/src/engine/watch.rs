@@ -48,7 +48,7 @@ impl GroupSnapshot {
 /// A watched group: its snapshot as last read, and how many polls hold on it.
 pub(super) struct Watched {
     group: GroupRef,
-    snapshot: Option<(Instant, GroupSnapshot)>,
+    snapshot: Option<(Instant, Arc<GroupSnapshot>)>,
     holders: usize,
 }
 
@@ -106,7 +106,8 @@ impl Engine {
     }
 
     /// The group's active release and where it is: from the watch while it is fresh, else read.
-    pub async fn snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
+    /// Shared, so that 100,000 polls looking at it copy nothing.
+    pub async fn snapshot(&self, group: &GroupRef) -> Result<Arc<GroupSnapshot>, StoreError> {
         let key = layout::group_doc(group);
         let now = Instant::now();
         let fresh = self.watches.groups.lock().get(&key).and_then(|w| w.snapshot.clone());
@@ -116,7 +117,7 @@ impl Engine {
         {
             return Ok(snapshot);
         }
-        let snapshot = self.read_snapshot(group).await?;
+        let snapshot = Arc::new(self.read_snapshot(group).await?);
         if let Some(watched) = self.watches.groups.lock().get_mut(&key) {
             watched.snapshot = Some((now, snapshot.clone()));
         }
@@ -148,7 +149,7 @@ impl Engine {
         let read = self.read_snapshot(&group).await;
         if let Some(watched) = self.watches.groups.lock().get_mut(&key) {
             // Unread, the snapshot is dropped: the polls read it themselves.
-            watched.snapshot = read.ok().map(|s| (Instant::now(), s));
+            watched.snapshot = read.ok().map(|s| (Instant::now(), Arc::new(s)));
         }
         self.changed.notify_waiters();
     }
@@ -188,8 +189,8 @@ impl Engine {
                     let Some(watched) = groups.get_mut(&key) else { continue };
                     match read {
                         Ok(snapshot) => {
-                            changed |= watched.snapshot.as_ref().is_none_or(|(_, s)| *s != snapshot);
-                            watched.snapshot = Some((now, snapshot));
+                            changed |= watched.snapshot.as_ref().is_none_or(|(_, s)| **s != snapshot);
+                            watched.snapshot = Some((now, Arc::new(snapshot)));
                         }
                         Err(error) => {
                             tracing::warn!(%error, group = %key, "re-reading a held group failed");

@@ -58,30 +58,38 @@ impl FromRequestParts<Engine> for Joining {
 pub struct Host {
     /// The host and its group.
     pub host: HostRef,
-    /// Its record as read to authenticate it (its version for a `last_seen` swap).
-    pub instance: Versioned<Instance>,
+    /// Its record as read to authenticate it (its version for a `last_seen` swap). Boxed, so
+    /// that a held poll, which no longer needs it, keeps a pointer's room.
+    pub instance: Box<Versioned<Instance>>,
 }
 
 impl FromRequestParts<Engine> for Host {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
-        let refused = || {
-            ApiError::Unauthenticated(
-                "a valid host token is required (Authorization: Bearer bht_..., from POST /v1/agent/register)".into(),
-            )
-        };
-        let token = bearer(parts, "bht_").ok_or_else(refused)?;
-        let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
-        let store = &engine.context.store;
-        let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(refused)?.value;
-        // Only the token the host's record names acts for it: re-registering replaces it.
-        let instance = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await?.ok_or_else(refused)?;
-        if instance.value.host_token_sha256.as_deref() != Some(digest.as_str()) {
-            return Err(refused());
-        }
-        Ok(Self { host, instance })
+        let token = bearer(parts, "bht_").ok_or_else(host_refused)?;
+        // Boxed: this future's room is kept by every held poll (axum's handler future holds
+        // it), while the reads need it only for a moment.
+        Box::pin(host_of(engine, token)).await
     }
+}
+
+fn host_refused() -> ApiError {
+    ApiError::Unauthenticated(
+        "a valid host token is required (Authorization: Bearer bht_..., from POST /v1/agent/register)".into(),
+    )
+}
+
+async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
+    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
+    let store = &engine.context.store;
+    let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(host_refused)?.value;
+    // Only the token the host's record names acts for it: re-registering replaces it.
+    let instance = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await?.ok_or_else(host_refused)?;
+    if instance.value.host_token_sha256.as_deref() != Some(digest.as_str()) {
+        return Err(host_refused());
+    }
+    Ok(Host { host, instance: Box::new(instance) })
 }
 
 impl Host {
@@ -220,35 +228,45 @@ pub async fn poll(
     }
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let until = tokio::time::Instant::now() + wait;
+    let Host { host, instance } = host;
+    drop(instance);
+    Ok(match hold_for_job(&engine, &host, until).await? {
+        Some(job) => Json(job).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// Holds a poll until there is a job for `host` or `until`. 100,000 of these wait at once, so
+/// what lives across the wait is kept small: the reads are boxed, and the group's snapshot
+/// is shared.
+async fn hold_for_job(engine: &Engine, host: &HostRef, until: tokio::time::Instant) -> Result<Option<Job>, ApiError> {
     // What the group's release looked like when this poll last found nothing to do.
     let mut looked_at = None;
     // While held, the group's snapshot is re-read once a second for all its polls, and a
     // change wakes them (`changed`): a waiting poll costs nothing. A host with nothing to do
     // looks at its own documents again only when the snapshot changed.
-    let hold = engine.hold(&host.host.group);
+    let hold = engine.hold(&host.group);
     loop {
         // Registered before looking, so a change between the look and the wait is not missed.
+        // Closing the engine notifies it too.
         let changed = engine.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        // Boxed, so that a held poll keeps only its own small state while it waits (100,000
-        // of them are held at once), not room for the reads it makes when it looks.
-        let snapshot = Box::pin(engine.snapshot(&host.host.group)).await?;
+        let snapshot = Box::pin(engine.snapshot(&host.group)).await?;
         if looked_at.as_ref() != Some(&snapshot) {
-            if let Some(job) = Box::pin(job_for(&engine, &host.host, snapshot.active())).await? {
-                return Ok(Json(job).into_response());
+            if let Some(job) = Box::pin(job_for(engine, host, snapshot.active())).await? {
+                return Ok(Some(job));
             }
             looked_at = Some(snapshot);
         }
         let now = tokio::time::Instant::now();
         if now >= until || engine.closing.is_cancelled() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+            return Ok(None);
         }
         // A group past the watch limit is not re-read for it: it looks again itself.
         let recheck = if hold.watched() { until } else { until.min(now + POLL_RECHECK) };
         tokio::select! {
             _ = &mut changed => {}
-            _ = engine.closing.cancelled() => {}
             _ = tokio::time::sleep_until(recheck) => {}
         }
     }
