@@ -95,6 +95,13 @@ async fn a_held_poll_wakes_on_another_process_move_and_advances_count_its_report
     let (_, view) = call(&router_b, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;
     assert_eq!(view["phase"], json!({ "step": "batch", "batch": 0 }), "{view:#}");
     assert!(advancing.elapsed() < Duration::from_secs(5), "the advance took {:?}", advancing.elapsed());
+
+    // A pull reported again once the release moved on (an agent's retry) is still accepted
+    // and changes nothing.
+    let (status, answer) = call(&router_b, Method::POST, "/v1/agent/reports", &hosts[0], Some(pulled(&first))).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(false)), "{answer}");
+    let (_, after) = call(&router_b, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;
+    assert_eq!(after["phase"], view["phase"], "{after:#}");
 }
 
 /// A process asked to stop answers its held polls at once (204), so a graceful shutdown does

@@ -11,7 +11,7 @@
 #[path = "../../../functions/releases/tests/common/mod.rs"]
 mod common;
 
-use common::call;
+use common::{call, call_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -234,13 +234,13 @@ async fn bench() {
             let batch = batch_of[&format!("h{i:06}")];
             loop {
                 let (status, job) =
-                    call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=30", &host_token, None).await;
+                    call_bytes(&router, Method::GET, "/v1/agent/jobs?wait_seconds=30", &host_token, None).await;
                 if status == StatusCode::NO_CONTENT {
                     continue;
                 }
                 // Only the report is kept across the next call: a real agent's state is not
                 // this process's, so each simulated one keeps as little as it can.
-                let job: Job = serde_json::from_value(job).unwrap();
+                let job: Job = serde_json::from_slice(&job).unwrap();
                 let kind = job.kind;
                 timeline.lock().unwrap().handed_out(kind, batch, hosts);
                 let report = Report {
@@ -254,10 +254,10 @@ async fn bench() {
                     logs: HostLogs::default(),
                     log_parts: None,
                 };
-                let body = Some(serde_json::to_value(&report).unwrap());
+                let body = Some(serde_json::to_vec(&report).unwrap());
                 drop(report);
-                let (status, answer) = call(&router, Method::POST, "/v1/agent/reports", &host_token, body).await;
-                assert_eq!(status, StatusCode::OK, "{answer}");
+                let (status, answer) = call_bytes(&router, Method::POST, "/v1/agent/reports", &host_token, body).await;
+                assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
                 if kind == JobKind::Run {
                     timeline.lock().unwrap().batch_last_report[batch] = Some(Instant::now());
                     return;
