@@ -234,6 +234,11 @@ pub fn peak_rss_mib() -> Option<u64> {
     rss_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")
 }
 
+/// Resident set size of this process now, in MiB.
+pub fn rss_mib() -> Option<u64> {
+    rss_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
+}
+
 /// Peak resident set size of another process in MiB, while it runs.
 pub fn peak_rss_mib_of(pid: u32) -> Option<u64> {
     rss_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmHWM:")

@@ -213,15 +213,27 @@ pub async fn create_once<T: serde::Serialize>(
     }
 }
 
-/// Every document under a folder, keyed by its stem (the host).
+/// Every document under a folder, keyed by its stem (the host). Read into the map as they
+/// come, without their versions: at a 100,000-host release's last batch, a list of every
+/// versioned document first, then the map, was its peak memory.
 pub async fn read_all<T: serde::de::DeserializeOwned>(
     store: &DocumentStore,
     folder: &str,
 ) -> Result<BTreeMap<String, T>, StoreError> {
-    Ok(store
-        .list::<T>(folder)
-        .await?
-        .into_iter()
-        .map(|(path, doc)| (layout::stem(&path).to_owned(), doc.value))
-        .collect())
+    use futures::{StreamExt, TryStreamExt};
+    let paths = store.list_paths(folder).await?;
+    let mut documents = futures::stream::iter(paths)
+        .map(|path| async move {
+            let document = store.get::<T>(&path).await?;
+            Ok::<_, StoreError>(document.map(|d| (layout::stem(&path).to_owned(), d.value)))
+        })
+        .buffered(16);
+    let mut all = BTreeMap::new();
+    // Documents deleted while listing are skipped, as `DocumentStore::list` skips them.
+    while let Some(document) = documents.try_next().await? {
+        if let Some((host, value)) = document {
+            all.insert(host, value);
+        }
+    }
+    Ok(all)
 }
