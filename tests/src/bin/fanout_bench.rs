@@ -267,33 +267,36 @@ async fn bench() {
     // Each agent is a task of its own, as real agents are processes of their own: the
     // runtime's workers share them, instead of one task polling 100,000 futures in turn.
     let agents = host_tokens.into_iter().enumerate().map(|(i, host_token)| {
+        let probe_router = &router;
         let (router, timeline, batch_of) = (router.clone(), timeline.clone(), batch_of.clone());
         let agent = async move {
             let batch = batch_of[i];
             loop {
-                let (status, job) =
+                let (status, answer) =
                     call_bytes(&router, Method::GET, "/v1/agent/jobs?wait_seconds=30", &host_token, None).await;
                 if status == StatusCode::NO_CONTENT {
                     continue;
                 }
-                // Only the report is kept across the next call: a real agent's state is not
-                // this process's, so each simulated one keeps as little as it can.
-                let job: Job = serde_json::from_slice(&job).unwrap();
-                let kind = job.kind;
-                timeline.lock().unwrap().handed_out(kind, batch, hosts);
-                let report = Report {
-                    job_id: job.job_id,
-                    release: job.release,
-                    kind,
-                    ok: true,
-                    step: if kind == JobKind::Pull { Step::Pull } else { Step::Start },
-                    exit_code: Some(0),
-                    reason: None,
-                    logs: HostLogs::default(),
-                    log_parts: None,
+                // Only the report's bytes are kept across the next call (the job, its answer
+                // and the report end with this block): a real agent's state is not this
+                // process's, so each simulated one keeps as little as it can.
+                let (kind, body) = {
+                    let job: Job = serde_json::from_slice(&{ answer }).unwrap();
+                    let kind = job.kind;
+                    timeline.lock().unwrap().handed_out(kind, batch, hosts);
+                    let report = Report {
+                        job_id: job.job_id,
+                        release: job.release,
+                        kind,
+                        ok: true,
+                        step: if kind == JobKind::Pull { Step::Pull } else { Step::Start },
+                        exit_code: Some(0),
+                        reason: None,
+                        logs: HostLogs::default(),
+                        log_parts: None,
+                    };
+                    (kind, Some(serde_json::to_vec(&report).unwrap()))
                 };
-                let body = Some(serde_json::to_vec(&report).unwrap());
-                drop(report);
                 let (status, answer) = call_bytes(&router, Method::POST, "/v1/agent/reports", &host_token, body).await;
                 assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
                 if kind == JobKind::Run {
@@ -304,6 +307,8 @@ async fn bench() {
         };
         if i == 0 && std::env::var_os("BENCH_TRACE_RSS").is_some() {
             eprintln!("agent future: {} bytes", std::mem::size_of_val(&agent));
+            let call = call_bytes(probe_router, Method::GET, "/", "", None);
+            eprintln!("of which its call: {} bytes", std::mem::size_of_val(&call));
         }
         tokio::spawn(agent)
     });
