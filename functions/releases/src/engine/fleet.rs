@@ -320,11 +320,20 @@ impl Engine {
     /// that release: its link was cut, its agent was down), once per release. Costs nothing
     /// but the group's cached snapshot for a host that is not behind.
     pub async fn converge_if_behind(&self, host: &HostRef, instance: &Instance) -> Result<(), ApiError> {
-        let snapshot = self.snapshot(&host.group).await?;
-        let Some(last) = snapshot.last_good().filter(|_| !snapshot.running()) else { return Ok(()) };
-        if instance.ledger.current.as_ref().is_some_and(|c| c.revision == last.revision) {
+        let behind = |snapshot: &GroupSnapshot| {
+            snapshot
+                .last_good()
+                .filter(|_| !snapshot.running())
+                .filter(|last| instance.ledger.current.as_ref().is_none_or(|c| c.revision != last.revision))
+                .cloned()
+        };
+        if behind(&*self.snapshot(&host.group).await?).is_none() {
             return Ok(());
         }
+        // The cached snapshot can be two seconds old: a release that started or just failed
+        // since (its hosts on its newer revision) must not make them look behind. The group
+        // as it is now decides; only a host that looks behind pays this read.
+        let Some(last) = behind(&self.read_snapshot(&host.group).await?) else { return Ok(()) };
         // Its convergence to this release, running or ended, is the one attempt it gets.
         if let Some(convergence) = &instance.convergence
             && let Some(plan) = self.plan(convergence).await?

@@ -124,7 +124,7 @@ impl Engine {
         Ok(snapshot)
     }
 
-    async fn read_snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
+    pub(super) async fn read_snapshot(&self, group: &GroupRef) -> Result<GroupSnapshot, StoreError> {
         let (active, last) = match self.store().get::<Group>(&layout::group_doc(group)).await? {
             Some(g) => (g.value.active_release, g.value.last_release),
             None => (None, None),
