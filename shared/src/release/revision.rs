@@ -33,13 +33,44 @@ impl RevisionId {
 /// One run recorded in a host's ledger: the revision, and the release whose plan holds it
 /// (plans are never rewritten, so a rollback can always read the revision back from it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredRan", into = "StoredRan")]
 pub struct Ran {
-    #[serde(flatten)]
     pub revision: RevisionId,
     /// The release that ran it on the host.
     pub release: String,
     /// When the host reported it started.
     pub at: u64,
+}
+
+/// A [`Ran`] as stored: one flat object. Not `#[serde(flatten)]`, which buffers every field
+/// first, on each read of a host's record (every agent request reads one).
+#[derive(Serialize, Deserialize)]
+struct StoredRan {
+    deployment: String,
+    revision: u64,
+    image: String,
+    scripts_sha256: String,
+    release: String,
+    at: u64,
+}
+
+impl From<StoredRan> for Ran {
+    fn from(s: StoredRan) -> Self {
+        let revision = RevisionId {
+            deployment: s.deployment,
+            revision: s.revision,
+            image: s.image,
+            scripts_sha256: s.scripts_sha256,
+        };
+        Self { revision, release: s.release, at: s.at }
+    }
+}
+
+impl From<Ran> for StoredRan {
+    fn from(r: Ran) -> Self {
+        let RevisionId { deployment, revision, image, scripts_sha256 } = r.revision;
+        Self { deployment, revision, image, scripts_sha256, release: r.release, at: r.at }
+    }
 }
 
 /// What a host runs and ran before, kept on its instance record.
@@ -165,6 +196,16 @@ mod tests {
 
     fn result(ok: bool, step: Step) -> HostResult {
         HostResult { ok, step, exit_code: None, reason: None, at: 0 }
+    }
+
+    #[test]
+    fn a_run_is_stored_as_the_flat_object_it_always_was() {
+        // As `#[serde(flatten)]` wrote it: records written before still read.
+        let stored =
+            r#"{"deployment":"web","revision":2,"image":"r/acme/web:v2","scripts_sha256":"s","release":"r2","at":0}"#;
+        let read: Ran = serde_json::from_str(stored).unwrap();
+        assert_eq!(read, ran("r2", 2));
+        assert_eq!(serde_json::to_string(&read).unwrap(), stored);
     }
 
     #[test]

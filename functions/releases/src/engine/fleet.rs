@@ -351,9 +351,13 @@ impl Engine {
     /// stale `last_seen` on is the one that saw the host come back: it converges the host (and
     /// answers true).
     pub async fn seen(&self, host: &HostRef, instance: &Versioned<Instance>) -> Result<bool, ApiError> {
-        let key = layout::instance(&host.group, &host.host);
         let now = unix_now();
         let stored = instance.value.seen();
+        // A fresh stored value decides alone: most polls stop here, without the key's format.
+        if !release::should_record_seen(stored, None, now) {
+            return Ok(false);
+        }
+        let key = layout::instance(&host.group, &host.host);
         let written_here = self.seen.lock().get(&key).copied();
         if !release::should_record_seen(stored, written_here, now) {
             return Ok(false);

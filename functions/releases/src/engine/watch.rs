@@ -34,6 +34,11 @@ impl GroupSnapshot {
         self.active.as_deref()
     }
 
+    /// The active release's status and phase, as last read.
+    pub fn state(&self) -> Option<(release::ReleaseStatus, release::Phase)> {
+        self.state
+    }
+
     /// Whether a release runs on the group.
     pub fn running(&self) -> bool {
         self.state.as_ref().is_some_and(|(status, _)| !status.is_terminal())

@@ -1,6 +1,7 @@
 //! The agents' side: register with a join token, then poll and report with the host token.
 
 use super::*;
+use crate::engine::{GroupSnapshot, Plan};
 
 /// Longest an agent's poll is held.
 pub const MAX_POLL_SECONDS: u64 = 30;
@@ -254,7 +255,7 @@ async fn hold_for_job(engine: &Engine, host: &HostRef, until: tokio::time::Insta
         changed.as_mut().enable();
         let snapshot = Box::pin(engine.snapshot(&host.group)).await?;
         if looked_at.as_ref() != Some(&snapshot) {
-            if let Some(job) = Box::pin(job_for(engine, host, snapshot.active())).await? {
+            if let Some(job) = Box::pin(job_for(engine, host, &snapshot)).await? {
                 return Ok(Some(job));
             }
             looked_at = Some(snapshot);
@@ -272,23 +273,33 @@ async fn hold_for_job(engine: &Engine, host: &HostRef, until: tokio::time::Insta
     }
 }
 
-/// The job `host` should run now in the group's active release (`active`, from the group's
-/// snapshot, two seconds old at most; the release's own state is read here).
-async fn job_for(engine: &Engine, host: &HostRef, active: Option<&str>) -> Result<Option<Job>, ApiError> {
+/// The job `host` should run now in the group's active release, or else in its own
+/// convergence. The group's snapshot (two seconds old at most) says whether it has anything
+/// to do in the release, and the release's own state is read only to confirm one before it is
+/// handed out: most looks find nothing, and then cost no read of the state.
+async fn job_for(engine: &Engine, host: &HostRef, snapshot: &GroupSnapshot) -> Result<Option<Job>, ApiError> {
     let store = &engine.context.store;
-    if let Some(id) = active {
-        let state = engine.state(id).await?.map(|d| d.value);
-        if state.as_ref().is_some_and(|s| !s.status.is_terminal()) {
-            return job_in(engine, host, id.to_owned(), state).await;
+    if let (Some(id), Some((status, phase))) = (snapshot.active(), snapshot.state())
+        && !status.is_terminal()
+    {
+        let Some(plan) = engine.plan(id).await? else { return Ok(None) };
+        let Some(kind) = due(engine, host, id, &plan, status, phase).await? else { return Ok(None) };
+        let Some(state) = engine.state(id).await?.map(|d| d.value) else { return Ok(None) };
+        if (state.status, state.phase) == (status, phase) {
+            return Ok(Some(job(engine, host, id, &plan, kind)?));
         }
+        if !state.status.is_terminal() {
+            return job_at(engine, host, id, &plan, &state).await;
+        }
+        // It ended since: the host's convergence, if any, below.
     }
     // No release runs on the group: the host's own convergence, if it has one running.
     let Some(instance) = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await? else {
         return Ok(None);
     };
     let Some(id) = instance.value.convergence else { return Ok(None) };
-    let state = engine.state(&id).await?.map(|d| d.value);
-    if state.as_ref().is_none_or(|s| s.status.is_terminal()) {
+    let Some(state) = engine.state(&id).await?.map(|d| d.value) else { return Ok(None) };
+    if state.status.is_terminal() {
         return Ok(None);
     }
     // A convergence a later release made pointless is not handed out (its advance ends it).
@@ -297,39 +308,53 @@ async fn job_for(engine: &Engine, host: &HostRef, active: Option<&str>) -> Resul
         engine.request_advance(&id, &host.group.account).await?;
         return Ok(None);
     }
-    job_in(engine, host, id, state).await
+    job_at(engine, host, &id, &plan, &state).await
 }
 
-async fn job_in(
+/// The job `host` has in release `id` at `state`, if any.
+async fn job_at(
     engine: &Engine,
     host: &HostRef,
-    id: String,
-    state: Option<ReleaseState>,
+    id: &str,
+    plan: &Plan,
+    state: &ReleaseState,
 ) -> Result<Option<Job>, ApiError> {
+    match due(engine, host, id, plan, state.status, state.phase).await? {
+        Some(kind) => Ok(Some(job(engine, host, id, plan, kind)?)),
+        None => Ok(None),
+    }
+}
+
+/// Which job `host` is due in release `id` at this status and phase: a host outside the
+/// phase reads nothing, one in it reads whether it already reported.
+async fn due(
+    engine: &Engine,
+    host: &HostRef,
+    id: &str,
+    plan: &Plan,
+    status: release::ReleaseStatus,
+    phase: release::Phase,
+) -> Result<Option<JobKind>, ApiError> {
     let store = &engine.context.store;
-    let Some(state) = state else { return Ok(None) };
-    let Some(plan) = engine.plan(&id).await? else { return Ok(None) };
     let name = host.host.as_str();
     let batch = plan.batch_of.get(name).copied();
-    let kind = match state.phase {
-        release::Phase::Pulling => {
-            let pulled = store.get::<PullResult>(&layout::pull(&id, name)).await?.is_some();
-            release::next_job_at(state.status, state.phase, batch, pulled, false)
-        }
-        release::Phase::Batch { .. } => {
-            let finished = store.get::<HostResult>(&layout::result(&id, name)).await?.is_some();
-            release::next_job_at(state.status, state.phase, batch, true, finished)
-        }
-        _ => None,
+    let Some(kind) = release::next_job_at(status, phase, batch, false, false) else { return Ok(None) };
+    let reported = match kind {
+        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
+        JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
     };
-    let Some(kind) = kind else { return Ok(None) };
+    Ok((!reported).then_some(kind))
+}
+
+/// The job of `kind` for `host` in release `id`.
+fn job(engine: &Engine, host: &HostRef, id: &str, plan: &Plan, kind: JobKind) -> Result<Job, ApiError> {
     let release = &plan.release;
     let deployment = &release.deployment;
     let (username, password) = engine.pull_key(release)?;
     let (pull_registry, pull_address) = deployment.pull_address(engine.context.config.registry_private_host.as_deref());
-    Ok(Some(Job {
-        job_id: release::job_id(&id, name, kind),
-        release: id,
+    Ok(Job {
+        job_id: release::job_id(id, &host.host, kind),
+        release: id.to_owned(),
         kind,
         pull: kind == JobKind::Pull || !release.options.pull_first,
         image: pull_address,
@@ -340,7 +365,7 @@ async fn job_in(
         stop_script: deployment.stop_script.clone(),
         start_script: deployment.start_script.clone(),
         step_timeout_seconds: deployment.step_timeout_seconds,
-    }))
+    })
 }
 
 /// `POST /v1/agent/reports` query.
