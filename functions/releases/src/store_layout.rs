@@ -168,7 +168,7 @@ impl From<HostRef> for StoredHostRef {
 }
 
 /// Where a group is, found from a join token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GroupRef {
     /// Owning account.
     pub account: AccountId,

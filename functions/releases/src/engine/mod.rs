@@ -81,6 +81,8 @@ pub struct EngineState {
     reported: Arc<Notify>,
     /// Carries out scaling pauses.
     scaling: Arc<dyn ScalingAdapter>,
+    /// Where the host tokens seen here point (see [`tokens`]).
+    token_places: tokens::TokenPlaces,
     /// When this process last wrote each host's `last_seen` (see [`Engine::seen`]).
     seen: Arc<Mutex<HashMap<String, u64>>>,
     /// Cancelled when the process is asked to stop: held polls answer at once, so a graceful
@@ -100,6 +102,7 @@ mod members;
 mod plans;
 mod sweep;
 mod tally;
+mod tokens;
 mod watch;
 
 pub use fleet::last_release_of;
@@ -130,6 +133,7 @@ impl Engine {
             tallies: Arc::new(Mutex::new(HashMap::new())),
             reported: Arc::new(Notify::new()),
             seen: Arc::new(Mutex::new(HashMap::new())),
+            token_places: tokens::TokenPlaces::default(),
         }))
     }
 

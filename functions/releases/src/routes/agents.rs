@@ -83,14 +83,27 @@ fn host_refused() -> ApiError {
 
 async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
     let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
+    // Where the token points is read once per process; whether it still acts for that host,
+    // on every request.
+    if let Some(host) = engine.token_place(&digest) {
+        if let Some(instance) = named_by(engine, &host, &digest).await? {
+            return Ok(Host { host, instance });
+        }
+        engine.forget_token_place(&digest);
+    }
     let store = &engine.context.store;
     let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(host_refused)?.value;
-    // Only the token the host's record names acts for it: re-registering replaces it.
-    let instance = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await?.ok_or_else(host_refused)?;
-    if instance.value.host_token_sha256.as_deref() != Some(digest.as_str()) {
-        return Err(host_refused());
-    }
-    Ok(Host { host, instance: Box::new(instance) })
+    let instance = named_by(engine, &host, &digest).await?.ok_or_else(host_refused)?;
+    engine.remember_token_place(&digest, &host);
+    Ok(Host { host, instance })
+}
+
+/// The host's record, if it names this token: only the token the record names acts for the
+/// host (registering again replaces it).
+async fn named_by(engine: &Engine, host: &HostRef, digest: &str) -> Result<Option<Box<Versioned<Instance>>>, ApiError> {
+    let path = layout::instance(&host.group, &host.host);
+    let instance = engine.context.store.get::<Instance>(&path).await?;
+    Ok(instance.filter(|i| i.value.host_token_sha256.as_deref() == Some(digest)).map(Box::new))
 }
 
 impl Host {

@@ -389,10 +389,12 @@ pub(crate) async fn mark_deleting(engine: &Engine, reference: &GroupRef) -> Resu
 pub(crate) async fn delete_marked(engine: &Engine, reference: &GroupRef) -> Result<(), ApiError> {
     let store = &engine.context.store;
     for (path, doc) in store.list::<Instance>(&layout::instances(reference)).await? {
+        // The record first: it alone lets a token act (a process may know where the token
+        // points without its index entry), so a crash between the two leaves nothing usable.
+        store.delete(&path).await?;
         if let Some(digest) = doc.value.host_token_sha256 {
             store.delete(&layout::host_token(&digest)).await?;
         }
-        store.delete(&path).await?;
     }
     let path = layout::group_doc(reference);
     if let Some(doc) = store.get::<Group>(&path).await?

@@ -1,0 +1,102 @@
+//! Where the host tokens this process has seen point. A token's index entry (its host and
+//! group) is created once and only ever deleted, never changed, so it is read once per
+//! process instead of on every poll and report. The host's own record is still read on every
+//! request, and it alone says whether the token acts for the host: a cached place grants
+//! nothing by itself.
+
+use super::*;
+
+use std::collections::hash_map::Entry;
+
+/// Places kept at most: past this the cache starts again. About 60 bytes each with their host
+/// ids; 100,000 hosts keep about 9 MiB.
+const MAX_TOKEN_PLACES: usize = 200_000;
+
+/// The cache, keyed by the first 128 bits of the token's SHA-256. A collision (never met in
+/// practice) only points a token at a host whose record does not name it, which
+/// [`Engine::forget_token_place`] then undoes.
+#[derive(Default)]
+pub(super) struct TokenPlaces {
+    places: Mutex<Places>,
+}
+
+#[derive(Default)]
+struct Places {
+    by_token: HashMap<u128, (Arc<GroupRef>, Box<str>)>,
+    /// Each group once, shared by its hosts' places.
+    groups: HashMap<GroupRef, Arc<GroupRef>>,
+}
+
+/// The cache key of a token's hex SHA-256.
+fn key(digest: &str) -> Option<u128> {
+    digest.get(..32).and_then(|half| u128::from_str_radix(half, 16).ok())
+}
+
+impl Engine {
+    /// Where the token with this digest points, if this process has read it.
+    pub fn token_place(&self, digest: &str) -> Option<layout::HostRef> {
+        let key = key(digest)?;
+        let places = self.token_places.places.lock();
+        let (group, host) = places.by_token.get(&key)?;
+        Some(layout::HostRef { group: GroupRef::clone(group), host: host.to_string() })
+    }
+
+    /// Keeps where a token points, once its host's record named it.
+    pub fn remember_token_place(&self, digest: &str, host: &layout::HostRef) {
+        let Some(key) = key(digest) else { return };
+        let mut places = self.token_places.places.lock();
+        if places.by_token.len() >= MAX_TOKEN_PLACES {
+            *places = Places::default();
+        }
+        let group = match places.groups.entry(host.group.clone()) {
+            Entry::Occupied(shared) => shared.get().clone(),
+            Entry::Vacant(new) => new.insert(Arc::new(host.group.clone())).clone(),
+        };
+        places.by_token.insert(key, (group, host.host.as_str().into()));
+    }
+
+    /// Drops a token's place: its host's record did not name it (rotated, removed, deleted).
+    pub fn forget_token_place(&self, digest: &str) {
+        if let Some(key) = key(digest) {
+            self.token_places.places.lock().by_token.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(group: &str, host: &str) -> layout::HostRef {
+        let account = berth_shared::names::AccountId::parse("acme").unwrap();
+        layout::HostRef {
+            group: GroupRef { account, application: "app".into(), group: group.into() },
+            host: host.into(),
+        }
+    }
+
+    fn digest(n: u8) -> String {
+        berth_shared::platform::digest::sha256_hex(&[n])
+    }
+
+    #[test]
+    fn places_are_kept_shared_per_group_forgotten_and_bounded() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        assert_eq!(engine.token_place(&digest(1)), None);
+        engine.remember_token_place(&digest(1), &host("web", "h1"));
+        engine.remember_token_place(&digest(2), &host("web", "h2"));
+        assert_eq!(engine.token_place(&digest(1)), Some(host("web", "h1")));
+        assert_eq!(engine.token_place(&digest(2)), Some(host("web", "h2")));
+        assert_eq!(engine.token_places.places.lock().groups.len(), 1, "one copy of the group");
+        engine.forget_token_place(&digest(1));
+        assert_eq!(engine.token_place(&digest(1)), None);
+        assert_eq!(engine.token_place("not hex"), None, "a malformed digest is not a key");
+
+        for n in 0..MAX_TOKEN_PLACES {
+            let digest = format!("{n:064x}");
+            engine.remember_token_place(&digest, &host("web", "h"));
+        }
+        let places = engine.token_places.places.lock();
+        assert!(places.by_token.len() <= MAX_TOKEN_PLACES, "{}", places.by_token.len());
+    }
+}
