@@ -47,6 +47,16 @@ async fn modify_instance(
     }
 }
 
+/// The group's last good release, when `instance` does not run its revision and no release
+/// runs on the group now (as `snapshot` shows it).
+pub(crate) fn behind(snapshot: &GroupSnapshot, instance: &Instance) -> Option<LastRelease> {
+    snapshot
+        .last_good()
+        .filter(|_| !snapshot.running())
+        .filter(|last| instance.ledger.current.as_ref().is_none_or(|c| c.revision != last.revision))
+        .cloned()
+}
+
 impl Engine {
     /// The group's hosts a release plans now, and those it skips as stale (not seen for the
     /// group's `stale_after_seconds`), listed up to [`release::MAX_LISTED_STALE`].
@@ -317,23 +327,21 @@ impl Engine {
     }
 
     /// Converges a host that polls while behind the group's last good release (it failed
-    /// that release: its link was cut, its agent was down), once per release. Costs nothing
-    /// but the group's cached snapshot for a host that is not behind.
-    pub async fn converge_if_behind(&self, host: &HostRef, instance: &Instance) -> Result<(), ApiError> {
-        let behind = |snapshot: &GroupSnapshot| {
-            snapshot
-                .last_good()
-                .filter(|_| !snapshot.running())
-                .filter(|last| instance.ledger.current.as_ref().is_none_or(|c| c.revision != last.revision))
-                .cloned()
-        };
-        if behind(&*self.snapshot(&host.group).await?).is_none() {
+    /// that release: its link was cut, its agent was down), once per release. `cached` is the
+    /// group's snapshot the poll saw: a host that is not behind on it costs nothing more.
+    pub async fn converge_if_behind(
+        &self,
+        host: &HostRef,
+        instance: &Instance,
+        cached: &GroupSnapshot,
+    ) -> Result<(), ApiError> {
+        if behind(cached, instance).is_none() {
             return Ok(());
         }
         // The cached snapshot can be two seconds old: a release that started or just failed
         // since (its hosts on its newer revision) must not make them look behind. The group
         // as it is now decides; only a host that looks behind pays this read.
-        let Some(last) = behind(&self.read_snapshot(&host.group).await?) else { return Ok(()) };
+        let Some(last) = behind(&self.read_snapshot(&host.group).await?, instance) else { return Ok(()) };
         // Its convergence to this release, running or ended, is the one attempt it gets.
         if let Some(convergence) = &instance.convergence
             && let Some(plan) = self.plan(convergence).await?
@@ -346,22 +354,30 @@ impl Engine {
         self.converge(host, Arrival::Behind, 0).await
     }
 
+    /// Whether a poll now should record that the host was seen ([`Engine::seen`]): cheap,
+    /// so that most polls never build that call.
+    pub fn seen_due(&self, host: &HostRef, instance: &Instance) -> bool {
+        let now = unix_now();
+        let stored = instance.seen();
+        // A fresh stored value decides alone, without the key's format.
+        if !release::should_record_seen(stored, None, now) {
+            return false;
+        }
+        let written_here = self.seen.lock().get(&layout::instance(&host.group, &host.host)).copied();
+        release::should_record_seen(stored, written_here, now)
+    }
+
     /// Records that a host polled: at most one conditional write a minute per host (skipped
     /// while the stored value or this process's last write is fresh). The poll that moves a
     /// stale `last_seen` on is the one that saw the host come back: it converges the host (and
     /// answers true).
     pub async fn seen(&self, host: &HostRef, instance: &Versioned<Instance>) -> Result<bool, ApiError> {
-        let now = unix_now();
-        let stored = instance.value.seen();
-        // A fresh stored value decides alone: most polls stop here, without the key's format.
-        if !release::should_record_seen(stored, None, now) {
+        if !self.seen_due(host, &instance.value) {
             return Ok(false);
         }
         let key = layout::instance(&host.group, &host.host);
-        let written_here = self.seen.lock().get(&key).copied();
-        if !release::should_record_seen(stored, written_here, now) {
-            return Ok(false);
-        }
+        let now = unix_now();
+        let stored = instance.value.seen();
         let mut next = instance.value.clone();
         next.last_seen = Some(now);
         match self.store().update(&key, &next, &instance.version).await {

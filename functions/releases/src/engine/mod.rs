@@ -105,6 +105,7 @@ mod tally;
 mod tokens;
 mod watch;
 
+pub(crate) use fleet::behind;
 pub use fleet::last_release_of;
 use plans::CachedKey;
 pub use plans::Plan;

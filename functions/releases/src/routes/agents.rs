@@ -202,6 +202,8 @@ pub async fn register(
     if removal.is_some() {
         store.delete(&removed_path).await?;
     }
+    // Its agent polls next, most likely here.
+    engine.remember_token_place(&digest, &reference);
     engine.converge(&reference, release::Arrival::Registered, now).await?;
     if let Some(old) = replaced {
         store.delete(&layout::host_token(&old)).await?;
@@ -236,9 +238,15 @@ pub async fn poll(
 ) -> Result<Response, ApiError> {
     host.check_named(query.host.as_deref())?;
     // Boxed, like the reads below: a convergence's writes would otherwise size every held
-    // poll's state (4 KiB instead of 0.7 at 100,000 polls).
-    if !Box::pin(engine.seen(&host.host, &host.instance)).await? {
-        Box::pin(engine.converge_if_behind(&host.host, &host.instance.value)).await?;
+    // poll's state (4 KiB instead of 0.7 at 100,000 polls). And only built when there is work:
+    // boxing 4 KiB was 4% of a 100,000-host dispatch's CPU.
+    let returned =
+        engine.seen_due(&host.host, &host.instance.value) && Box::pin(engine.seen(&host.host, &host.instance)).await?;
+    if !returned {
+        let snapshot = Box::pin(engine.snapshot(&host.host.group)).await?;
+        if crate::engine::behind(&snapshot, &host.instance.value).is_some() {
+            Box::pin(engine.converge_if_behind(&host.host, &host.instance.value, &snapshot)).await?;
+        }
     }
     let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let until = tokio::time::Instant::now() + wait;
