@@ -239,6 +239,18 @@ pub fn rss_mib() -> Option<u64> {
     rss_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
 }
 
+/// CPU time this process has used so far (user and system, all threads), from
+/// `/proc/self/stat` in the kernel's clock ticks (Linux's `USER_HZ` is 100 on every
+/// architecture Berth builds for).
+pub fn cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces: utime and stime are the 14th and
+    // 15th fields of the line, the 12th and 13th after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    Some(std::time::Duration::from_millis(ticks * 10))
+}
+
 /// Peak resident set size of another process in MiB, while it runs.
 pub fn peak_rss_mib_of(pid: u32) -> Option<u64> {
     rss_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmHWM:")

@@ -121,6 +121,8 @@ struct Timeline {
     first_jobs: usize,
     /// When the last host got its first job.
     all_dispatched: Option<Instant>,
+    /// The process's CPU time then.
+    dispatch_cpu: Option<Duration>,
     /// Per batch: first run job handed out, last report taken.
     batch_first_job: Vec<Option<Instant>>,
     batch_last_report: Vec<Option<Instant>>,
@@ -134,6 +136,7 @@ impl Timeline {
             self.first_jobs += 1;
             if self.first_jobs == hosts {
                 self.all_dispatched = Some(now);
+                self.dispatch_cpu = berth_tests::cpu_time();
                 if std::env::var_os("BENCH_TRACE_RSS").is_some() {
                     eprintln!("dispatched: peak {:?} MiB", berth_tests::peak_rss_mib());
                 }
@@ -222,6 +225,7 @@ async fn bench() {
     let writes_before = store.writes.load(Ordering::Relaxed);
     let sent_before = queue.sent.load(Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = berth_tests::cpu_time();
     if std::env::var_os("BENCH_TRACE_RSS").is_some() {
         // When the peak is reached, against the dispatch and batch times printed below.
         std::thread::spawn(move || {
@@ -335,6 +339,12 @@ async fn bench() {
     println!("first job handed out:                     {first:?}");
     let goal = if hosts > 10_000 { "3 s" } else { "1 s" };
     println!("plan and dispatch (every host has a job): {dispatch:?}   goal < {goal}");
+    // On a noisy machine the wall time varies twice over; the CPU it took varies less.
+    if let (Some(before), Some(after)) = (cpu_before, t.dispatch_cpu) {
+        let cpu = after.saturating_sub(before);
+        let per_host = cpu.as_secs_f64() * 1e6 / hosts as f64;
+        println!("CPU of plan and dispatch (both cores):   {cpu:?}, {per_host:.0} µs per host");
+    }
     println!(
         "store writes per host:                    {:.2} ({writes} in all)   goal <= 4",
         writes as f64 / hosts as f64
