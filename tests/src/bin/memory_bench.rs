@@ -170,7 +170,7 @@ async fn push_huge_config(bench: &Bench) {
     for _ in 0..(size >> 20) {
         hasher.update(&zeros);
     }
-    let digest = format!("sha256:{}", data_encoding_hex(hasher.finish().as_ref()));
+    let digest = format!("sha256:{}", berth_shared::platform::digest::lower_hex(hasher.finish().as_ref()));
     let upload = |body: reqwest::Body, digest: &str| {
         let (registry, bearer, digest) = (registry.clone(), bearer.clone(), digest.to_owned());
         async move {
@@ -214,10 +214,6 @@ async fn push_huge_config(bench: &Bench) {
         .await
         .unwrap();
     assert_eq!(put.status(), 201, "manifest: {}", put.text().await.unwrap_or_default());
-}
-
-fn data_encoding_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn huge_config_check(bench: &Bench) -> String {

@@ -52,7 +52,8 @@ impl GroupSnapshot {
 
 /// A watched group: its snapshot as last read, and how many polls hold on it.
 pub(super) struct Watched {
-    group: GroupRef,
+    /// Its key again, for a hold to share.
+    group: Arc<GroupRef>,
     snapshot: Option<(Instant, Arc<GroupSnapshot>)>,
     holders: usize,
 }
@@ -60,31 +61,30 @@ pub(super) struct Watched {
 /// The watches of one engine and whether their refresher runs.
 #[derive(Default)]
 pub(super) struct Watches {
-    groups: Mutex<HashMap<String, Watched>>,
+    /// By group; a hold shares its key (no copy, no path built per poll).
+    groups: Mutex<HashMap<Arc<GroupRef>, Watched>>,
     refreshing: AtomicBool,
 }
 
 /// A held poll's claim on its group's watch; dropping it lets the watch go.
 pub struct Hold {
     watches: Arc<Watches>,
-    key: String,
-    watched: bool,
+    /// The watch's key, while the group is watched.
+    key: Option<Arc<GroupRef>>,
 }
 
 impl Hold {
     /// Whether the group is watched (its snapshot refreshed and changes woken), which it is
     /// unless [`MAX_WATCHED`] other groups are.
     pub fn watched(&self) -> bool {
-        self.watched
+        self.key.is_some()
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        if !self.watched {
-            return;
-        }
-        if let Some(watched) = self.watches.groups.lock().get_mut(&self.key) {
+        let Some(key) = &self.key else { return };
+        if let Some(watched) = self.watches.groups.lock().get_mut(key) {
             watched.holders = watched.holders.saturating_sub(1);
         }
     }
@@ -94,28 +94,30 @@ impl Engine {
     /// Holds a poll on `group`: while any is held, its snapshot is re-read once a second and a
     /// change wakes every held poll (`changed`).
     pub fn hold(&self, group: &GroupRef) -> Hold {
-        let key = layout::group_doc(group);
-        let watched = {
+        let key = {
             let mut groups = self.watches.groups.lock();
-            let room = groups.len() < MAX_WATCHED || groups.contains_key(&key);
-            if room {
-                let new = || Watched { group: group.clone(), snapshot: None, holders: 0 };
-                groups.entry(key.clone()).or_insert_with(new).holders += 1;
+            if let Some(watched) = groups.get_mut(group) {
+                watched.holders += 1;
+                Some(watched.group.clone())
+            } else if groups.len() < MAX_WATCHED {
+                let key = Arc::new(group.clone());
+                groups.insert(key.clone(), Watched { group: key.clone(), snapshot: None, holders: 1 });
+                Some(key)
+            } else {
+                None
             }
-            room
         };
-        if watched && !self.watches.refreshing.swap(true, Ordering::SeqCst) {
+        if key.is_some() && !self.watches.refreshing.swap(true, Ordering::SeqCst) {
             tokio::spawn(self.clone().refresh_watches());
         }
-        Hold { watches: self.watches.clone(), key, watched }
+        Hold { watches: self.watches.clone(), key }
     }
 
     /// The group's active release and where it is: from the watch while it is fresh, else read.
     /// Shared, so that 100,000 polls looking at it copy nothing.
     pub async fn snapshot(&self, group: &GroupRef) -> Result<Arc<GroupSnapshot>, StoreError> {
-        let key = layout::group_doc(group);
         let now = Instant::now();
-        let fresh = self.watches.groups.lock().get(&key).and_then(|w| w.snapshot.clone());
+        let fresh = self.watches.groups.lock().get(group).and_then(|w| w.snapshot.clone());
         // Twice the refresher's period: a stalled refresher (a frozen Lambda) is not trusted.
         if let Some((read_at, snapshot)) = fresh
             && now.duration_since(read_at) < SNAPSHOT_LIFE * 2
@@ -123,7 +125,7 @@ impl Engine {
             return Ok(snapshot);
         }
         let snapshot = Arc::new(self.read_snapshot(group).await?);
-        if let Some(watched) = self.watches.groups.lock().get_mut(&key) {
+        if let Some(watched) = self.watches.groups.lock().get_mut(group) {
             watched.snapshot = Some((now, snapshot.clone()));
         }
         Ok(snapshot)
@@ -150,9 +152,8 @@ impl Engine {
             application: release.application.clone(),
             group: release.group.clone(),
         };
-        let key = layout::group_doc(&group);
         let read = self.read_snapshot(&group).await;
-        if let Some(watched) = self.watches.groups.lock().get_mut(&key) {
+        if let Some(watched) = self.watches.groups.lock().get_mut(&group) {
             // Unread, the snapshot is dropped: the polls read it themselves.
             watched.snapshot = read.ok().map(|s| (Instant::now(), Arc::new(s)));
         }
@@ -170,7 +171,7 @@ impl Engine {
                 }
                 _ = tokio::time::sleep(SNAPSHOT_LIFE) => {}
             }
-            let groups: Vec<(String, GroupRef)> = {
+            let groups: Vec<Arc<GroupRef>> = {
                 let mut groups = self.watches.groups.lock();
                 groups.retain(|_, w| w.holders > 0);
                 if groups.is_empty() {
@@ -178,11 +179,11 @@ impl Engine {
                     self.watches.refreshing.store(false, Ordering::SeqCst);
                     return;
                 }
-                groups.iter().map(|(key, w)| (key.clone(), w.group.clone())).collect()
+                groups.keys().cloned().collect()
             };
             let engine = &self;
             let reads = futures::stream::iter(groups)
-                .map(|(key, group)| async move { (key, engine.read_snapshot(&group).await) })
+                .map(|group| async move { (engine.read_snapshot(&group).await, group) })
                 .buffer_unordered(REFRESH_CONCURRENCY)
                 .collect::<Vec<_>>()
                 .await;
@@ -190,15 +191,15 @@ impl Engine {
             let mut changed = false;
             {
                 let mut groups = self.watches.groups.lock();
-                for (key, read) in reads {
-                    let Some(watched) = groups.get_mut(&key) else { continue };
+                for (read, group) in reads {
+                    let Some(watched) = groups.get_mut(&group) else { continue };
                     match read {
                         Ok(snapshot) => {
                             changed |= watched.snapshot.as_ref().is_none_or(|(_, s)| **s != snapshot);
                             watched.snapshot = Some((now, Arc::new(snapshot)));
                         }
                         Err(error) => {
-                            tracing::warn!(%error, group = %key, "re-reading a held group failed");
+                            tracing::warn!(%error, group = %layout::group_doc(&group), "re-reading a held group failed");
                             watched.snapshot = None;
                         }
                     }

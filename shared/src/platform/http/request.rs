@@ -95,33 +95,41 @@ fn parser_message(message: &str) -> String {
 
 /// Parses JSON into `T`, naming the field at fault on error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Tracking the path costs every body; only one that fails is parsed again to find it.
+    serde_json::from_slice(bytes).map_err(|error| error_at_field::<T>(bytes, &error))
+}
+
+/// The problem of a body that did not parse as `T`, naming the field at fault.
+fn error_at_field<T: DeserializeOwned>(bytes: &[u8], error: &serde_json::Error) -> ApiError {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        // The path holds the request's map keys and the message quotes the rejected value
-        // (a 20 MiB string comes back whole): both are bounded before anything keeps them.
-        let path = shown(&error.path().to_string()).into_owned();
-        let inner = error.into_inner();
-        let message = parser_message(&inner.to_string());
-        let at_root = path == "." || path == "?" || path.is_empty() || inner.is_syntax() || inner.is_eof();
-        // serde reports a missing field at its parent; name the field itself.
-        let missing =
-            message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
-        let field = match (missing, at_root) {
-            (Some(name), true) => name.to_owned(),
-            (Some(name), false) => format!("{path}.{name}"),
-            (None, true) => "body".to_owned(),
-            (None, false) => path,
-        };
-        let code = if inner.is_syntax() || inner.is_eof() {
-            "malformed_json"
-        } else if missing.is_some() {
-            "required"
-        } else {
-            "invalid_field"
-        };
-        // serde's message names the expected type or variants, never echoes secrets of ours.
-        ApiError::invalid(field, code, message)
-    })
+    let error = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(error) => error,
+        // Only what follows the value failed.
+        Ok(_) => return ApiError::invalid("body", "malformed_json", parser_message(&error.to_string())),
+    };
+    // The path holds the request's map keys and the message quotes the rejected value
+    // (a 20 MiB string comes back whole): both are bounded before anything keeps them.
+    let path = shown(&error.path().to_string()).into_owned();
+    let inner = error.into_inner();
+    let message = parser_message(&inner.to_string());
+    let at_root = path == "." || path == "?" || path.is_empty() || inner.is_syntax() || inner.is_eof();
+    // serde reports a missing field at its parent; name the field itself.
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
+    let field = match (missing, at_root) {
+        (Some(name), true) => name.to_owned(),
+        (Some(name), false) => format!("{path}.{name}"),
+        (None, true) => "body".to_owned(),
+        (None, false) => path,
+    };
+    let code = if inner.is_syntax() || inner.is_eof() {
+        "malformed_json"
+    } else if missing.is_some() {
+        "required"
+    } else {
+        "invalid_field"
+    };
+    // serde's message names the expected type or variants, never echoes secrets of ours.
+    ApiError::invalid(field, code, message)
 }
 
 /// HTTP Basic credentials (a registry client logging in with a temporary key).
@@ -201,6 +209,21 @@ mod tests {
         let (field, detail) = detail(parse_json::<Body1>(br#"{"dry_run": "yes"}"#).map(|_| ()).unwrap_err());
         assert_eq!(field, "dry_run");
         assert!(detail.contains("invalid type: string \"yes\", expected a boolean"), "{detail}");
+    }
+
+    #[test]
+    fn a_failing_body_names_its_field_and_what_follows_a_value_is_refused() {
+        let parsed = parse_json::<Body1>(br#"{"dry_run": true, "relations": {"a": 1}} "#).unwrap();
+        assert!(parsed.dry_run && parsed.relations["a"] == 1);
+        let problem = |body: &[u8]| {
+            let problem = parse_json::<Body1>(body).map(|_| ()).unwrap_err().to_problem();
+            (problem.field.unwrap_or_default(), problem.code)
+        };
+        assert_eq!(problem(br#"{"relations": {"a": -1}}"#), ("relations.a".into(), "invalid_field".into()));
+        assert_eq!(problem(br#"{"purpose": "pull"}"#), ("purpose".into(), "invalid_field".into()));
+        assert_eq!(problem(br#"{"dry_run": tru"#), ("body".into(), "malformed_json".into()));
+        assert_eq!(problem(br#"{"dry_run": true} {"dry_run": false}"#), ("body".into(), "malformed_json".into()));
+        assert_eq!(problem(br#"{} x"#), ("body".into(), "malformed_json".into()));
     }
 
     #[tokio::test]
