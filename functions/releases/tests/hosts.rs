@@ -137,6 +137,13 @@ async fn a_host_acts_for_itself_only_and_reports_only_the_job_it_holds() {
     assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
     let (status, answer) = send(&router, &h1, report(job.job_id.clone(), &id, JobKind::Pull)).await;
     assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(false)), "{answer}");
+    // This process knows h1's pull is settled, so h1's next poll finds nothing without a read;
+    // h2's pull and h1's run are not known settled.
+    let plan = engine.cached_plan(&id).expect("the plan is cached");
+    let (p1, p2) = (plan.host("h1").unwrap(), plan.host("h2").unwrap());
+    assert!(plan.known_settled(p1, JobKind::Pull));
+    assert!(!plan.known_settled(p2, JobKind::Pull) && !plan.known_settled(p1, JobKind::Run));
+    assert_eq!(poll(&router, &h1).await.0, StatusCode::NO_CONTENT);
 
     // Registering again rotates the host's token: the old one is refused at once, though
     // this process knows where it pointed (it was just used).

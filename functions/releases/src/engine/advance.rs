@@ -125,7 +125,7 @@ impl Engine {
                 let Some(plan) = self.plan(&release.id).await? else { return Ok(true) };
                 let list = || async {
                     let paths = store.list_paths(&layout::results(&release.id)).await?;
-                    Ok(paths.iter().filter(|p| plan.batch_of.get(layout::stem(p)) == Some(&batch)).count())
+                    Ok(paths.iter().filter(|p| plan.batch_of(layout::stem(p)) == Some(batch)).count())
                 };
                 Ok(self.counted(release, hosts.len(), list).await? >= hosts.len())
             }

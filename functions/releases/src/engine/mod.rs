@@ -108,7 +108,7 @@ mod watch;
 pub(crate) use fleet::behind;
 pub use fleet::last_release_of;
 use plans::CachedKey;
-pub use plans::Plan;
+pub use plans::{Plan, PlannedHost};
 pub use sweep::SWEEP_INTERVAL;
 pub use watch::{GroupSnapshot, Hold, SNAPSHOT_LIFE};
 

@@ -3,18 +3,76 @@
 
 use super::*;
 
+use berth_shared::release::JobKind;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// Plans kept in memory per process; past this the cache starts over.
 const MAX_CACHED_PLANS: usize = 64;
 
 /// A minted pull key: username, password, expiry (seconds since the epoch).
 pub(super) type CachedKey = (String, String, u64);
 
-/// A release's immutable plan with its host index.
+/// A release's immutable plan with its host index, and which of its jobs this process knows
+/// were reported.
 pub struct Plan {
     /// The release as created (its state fields are those at creation).
     pub release: Release,
-    /// Each host's batch.
-    pub batch_of: HashMap<String, usize>,
+    hosts: HashMap<String, PlannedHost>,
+    /// Per job kind, a bit per host, set once this process wrote or read the job's result. A
+    /// result is created once and never changes, so a host polling again right after its
+    /// report (every host, in every phase) finds it has nothing to do without a read.
+    settled: [Box<[AtomicU64]>; 2],
+}
+
+/// A host's place in a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedHost {
+    /// Its batch.
+    pub batch: usize,
+    /// Its place among the plan's hosts.
+    index: usize,
+}
+
+impl Plan {
+    pub fn new(release: Release) -> Self {
+        let hosts: HashMap<String, PlannedHost> = release
+            .batches
+            .iter()
+            .enumerate()
+            .flat_map(|(batch, hosts)| hosts.iter().map(move |host| (host.clone(), batch)))
+            .enumerate()
+            .map(|(index, (host, batch))| (host, PlannedHost { batch, index }))
+            .collect();
+        let bits = || (0..hosts.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Self { release, settled: [bits(), bits()], hosts }
+    }
+
+    /// Where the host is in the plan, if it is.
+    pub fn host(&self, host: &str) -> Option<PlannedHost> {
+        self.hosts.get(host).copied()
+    }
+
+    /// The host's batch, if it is in the plan.
+    pub fn batch_of(&self, host: &str) -> Option<usize> {
+        self.host(host).map(|h| h.batch)
+    }
+
+    fn settled_bit(&self, host: PlannedHost, kind: JobKind) -> Option<(&AtomicU64, u64)> {
+        let words = &self.settled[usize::from(kind == JobKind::Run)];
+        Some((words.get(host.index / 64)?, 1 << (host.index % 64)))
+    }
+
+    /// Whether this process knows the host's job of `kind` was reported.
+    pub fn known_settled(&self, host: PlannedHost, kind: JobKind) -> bool {
+        self.settled_bit(host, kind).is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
+    }
+
+    /// Keeps that the host's job of `kind` was reported (its result written or read here).
+    pub fn note_settled(&self, host: PlannedHost, kind: JobKind) {
+        if let Some((word, bit)) = self.settled_bit(host, kind) {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Engine {
@@ -54,11 +112,22 @@ impl Engine {
         Ok((entry.0, entry.1))
     }
 
+    /// A release's plan, if this process has read it.
+    pub fn cached_plan(&self, id: &str) -> Option<Arc<Plan>> {
+        self.plans.lock().get(id).cloned()
+    }
+
     /// A release's plan, from memory or the store.
     pub async fn plan(&self, id: &str) -> Result<Option<Arc<Plan>>, StoreError> {
-        if let Some(plan) = self.plans.lock().get(id).cloned() {
-            return Ok(Some(plan));
+        match self.cached_plan(id) {
+            Some(plan) => Ok(Some(plan)),
+            // Boxed: reading a plan in parts is a large future, and every poll and report
+            // awaits this one, almost always answered from memory.
+            None => Box::pin(self.read_plan(id)).await,
         }
+    }
+
+    async fn read_plan(&self, id: &str) -> Result<Option<Arc<Plan>>, StoreError> {
         let Some(doc) = self.store().get::<Release>(&layout::plan(id)).await? else { return Ok(None) };
         let parts = match &doc.value.host_parts {
             None => Vec::new(),
@@ -74,13 +143,7 @@ impl Engine {
         };
         let release = release::join_plan(doc.value, parts)
             .map_err(|why| StoreError::Corrupt { path: layout::plan(id), reason: why })?;
-        let batch_of = release
-            .batches
-            .iter()
-            .enumerate()
-            .flat_map(|(index, hosts)| hosts.iter().map(move |host| (host.clone(), index)))
-            .collect();
-        let plan = Arc::new(Plan { release, batch_of });
+        let plan = Arc::new(Plan::new(release));
         let mut plans = self.plans.lock();
         if plans.len() >= MAX_CACHED_PLANS {
             plans.clear();

@@ -124,6 +124,11 @@ impl Engine {
         {
             return Ok(snapshot);
         }
+        // Boxed: every look of a held poll awaits this, and almost always it is fresh.
+        Box::pin(self.read_and_keep_snapshot(group, now)).await
+    }
+
+    async fn read_and_keep_snapshot(&self, group: &GroupRef, now: Instant) -> Result<Arc<GroupSnapshot>, StoreError> {
         let snapshot = Arc::new(self.read_snapshot(group).await?);
         if let Some(watched) = self.watches.groups.lock().get_mut(group) {
             watched.snapshot = Some((now, snapshot.clone()));

@@ -243,7 +243,7 @@ pub async fn poll(
     let returned =
         engine.seen_due(&host.host, &host.instance.value) && Box::pin(engine.seen(&host.host, &host.instance)).await?;
     if !returned {
-        let snapshot = Box::pin(engine.snapshot(&host.host.group)).await?;
+        let snapshot = engine.snapshot(&host.host.group).await?;
         if crate::engine::behind(&snapshot, &host.instance.value).is_some() {
             Box::pin(engine.converge_if_behind(&host.host, &host.instance.value, &snapshot)).await?;
         }
@@ -274,9 +274,11 @@ async fn hold_for_job(engine: &Engine, host: &HostRef, until: tokio::time::Insta
         let changed = engine.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let snapshot = Box::pin(engine.snapshot(&host.group)).await?;
+        let snapshot = engine.snapshot(&host.group).await?;
         if looked_at.as_ref() != Some(&snapshot) {
-            if let Some(job) = Box::pin(job_for(engine, host, &snapshot)).await? {
+            if !nothing_due(engine, host, &snapshot)
+                && let Some(job) = Box::pin(job_for(engine, host, &snapshot)).await?
+            {
                 return Ok(Some(job));
             }
             looked_at = Some(snapshot);
@@ -291,6 +293,20 @@ async fn hold_for_job(engine: &Engine, host: &HostRef, until: tokio::time::Insta
             _ = &mut changed => {}
             _ = tokio::time::sleep_until(recheck) => {}
         }
+    }
+}
+
+/// Whether the snapshot alone shows that `host` has nothing to do: the group's release runs,
+/// and the host is outside its phase or this process knows it reported its job there. Nothing
+/// is read: a host polling again right after its report (every host, in every phase) costs no
+/// store read and no look of [`job_for`].
+fn nothing_due(engine: &Engine, host: &HostRef, snapshot: &GroupSnapshot) -> bool {
+    let (Some(id), Some((status, phase))) = (snapshot.active(), snapshot.state()) else { return false };
+    let Some(plan) = engine.cached_plan(id).filter(|_| !status.is_terminal()) else { return false };
+    let planned = plan.host(&host.host);
+    match (release::next_job_at(status, phase, planned.map(|p| p.batch), false, false), planned) {
+        (Some(kind), Some(planned)) => plan.known_settled(planned, kind),
+        _ => true,
     }
 }
 
@@ -347,7 +363,8 @@ async fn job_at(
 }
 
 /// Which job `host` is due in release `id` at this status and phase: a host outside the
-/// phase reads nothing, one in it reads whether it already reported.
+/// phase reads nothing, one in it reads whether it already reported (unless this process
+/// knows it did).
 async fn due(
     engine: &Engine,
     host: &HostRef,
@@ -356,15 +373,22 @@ async fn due(
     status: release::ReleaseStatus,
     phase: release::Phase,
 ) -> Result<Option<JobKind>, ApiError> {
+    let Some(planned) = plan.host(&host.host) else { return Ok(None) };
+    let Some(kind) = release::next_job_at(status, phase, Some(planned.batch), false, false) else { return Ok(None) };
+    if plan.known_settled(planned, kind) || reported(engine, id, &host.host, kind).await? {
+        plan.note_settled(planned, kind);
+        return Ok(None);
+    }
+    Ok(Some(kind))
+}
+
+/// Whether the host's job of `kind` in release `id` has its result.
+async fn reported(engine: &Engine, id: &str, host: &str, kind: JobKind) -> Result<bool, StoreError> {
     let store = &engine.context.store;
-    let name = host.host.as_str();
-    let batch = plan.batch_of.get(name).copied();
-    let Some(kind) = release::next_job_at(status, phase, batch, false, false) else { return Ok(None) };
-    let reported = match kind {
-        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
-        JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
-    };
-    Ok((!reported).then_some(kind))
+    Ok(match kind {
+        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, host)).await?.is_some(),
+        JobKind::Run => store.get::<HostResult>(&layout::result(id, host)).await?.is_some(),
+    })
 }
 
 /// The job of `kind` for `host` in release `id`.
@@ -433,7 +457,8 @@ pub async fn report(
     let group = &host.host.group;
     let same_group =
         release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(&batch) = plan.batch_of.get(name).filter(|_| same_group) else { return Err(never()) };
+    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let batch = planned.batch;
     release::check_job(id, name, &body).map_err(refused)?;
     // A pull's usual few lines stay in its result (one write); a long output is stored as a
     // run's is, first, so the result never outgrows a document.
@@ -441,10 +466,11 @@ pub async fn report(
         && body.log_parts.is_none()
         && serde_json::to_vec(&body.logs.pull).is_ok_and(|v| v.len() <= release::INLINE_LOG_BYTES);
     let settled = || async {
-        Ok::<_, ApiError>(match body.kind {
-            JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
-            JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
-        })
+        let settled = plan.known_settled(planned, body.kind) || reported(&engine, id, name, body.kind).await?;
+        if settled {
+            plan.note_settled(planned, body.kind);
+        }
+        Ok::<_, ApiError>(settled)
     };
     // An inline pull is settled by one create, which finds a repeat itself: reading first
     // would cost each of 100,000 hosts a read. Others store logs first, so they look first.
@@ -506,6 +532,8 @@ pub async fn report(
             written
         }
     };
+    // Written now or before: either way its result is there for good.
+    plan.note_settled(planned, body.kind);
     if written {
         tracing::info!(release = %id, host = %name, kind = ?body.kind, ok = body.ok, step = ?body.step, "host reported");
         let due_in = match body.kind {
@@ -562,18 +590,11 @@ pub async fn upload_log_part(
     let (release, group) = (&plan.release, &host.host.group);
     let same_group =
         release.account == group.account && release.application == group.application && release.group == group.group;
-    if !same_group || !plan.batch_of.contains_key(name) {
-        return Err(never());
-    }
-    let store = &engine.context.store;
-    let settled = match kind {
-        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, name)).await?.is_some(),
-        JobKind::Run => store.get::<HostResult>(&layout::result(id, name)).await?.is_some(),
-    };
-    if settled {
+    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    if plan.known_settled(planned, kind) || reported(&engine, id, name, kind).await? {
         return Err(ApiError::Conflict { code: "job_settled", message: "the job was already reported".into() });
     }
     let part = release::LogPart { step: query.step, stream: query.stream, text };
-    store.put(&layout::job_logs_part(kind, id, name, query.part), &part).await?;
+    engine.context.store.put(&layout::job_logs_part(kind, id, name, query.part), &part).await?;
     Ok(StatusCode::NO_CONTENT)
 }
