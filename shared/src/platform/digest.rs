@@ -10,12 +10,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// a digest, and every agent request hashes its token and job ids.
 pub fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
+    let mut hex = Vec::with_capacity(bytes.len() * 2);
     for byte in bytes {
-        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+        hex.extend_from_slice(&[DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 0xf)]]);
     }
-    hex
+    // Only ASCII digits were written: never empty for a non-empty input.
+    String::from_utf8(hex).unwrap_or_default()
 }
 
 /// The OCI digest of some bytes: `sha256:` and the hex SHA-256.
