@@ -24,6 +24,7 @@
 use berth_shared::names::AccountId;
 use berth_shared::release::{GroupKind, JobKind, LastRelease, Ledger, Phase, Ran, Release, ReleaseStatus};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Application {
@@ -139,7 +140,8 @@ impl InstanceView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredHostRef", into = "StoredHostRef")]
 pub struct HostRef {
-    pub group: GroupRef,
+    /// Shared: every agent request makes one, from the token cache's copy of its group.
+    pub group: Arc<GroupRef>,
     /// The host id.
     pub host: String,
 }
@@ -157,13 +159,15 @@ struct StoredHostRef {
 
 impl From<StoredHostRef> for HostRef {
     fn from(s: StoredHostRef) -> Self {
-        Self { group: GroupRef { account: s.account, application: s.application, group: s.group }, host: s.host }
+        let group = GroupRef { account: s.account, application: s.application, group: s.group };
+        Self { group: Arc::new(group), host: s.host }
     }
 }
 
 impl From<HostRef> for StoredHostRef {
     fn from(h: HostRef) -> Self {
-        Self { account: h.group.account, application: h.group.application, group: h.group.group, host: h.host }
+        let group = Arc::unwrap_or_clone(h.group);
+        Self { account: group.account, application: group.application, group: group.group, host: h.host }
     }
 }
 
@@ -272,7 +276,8 @@ pub fn instances(group: &GroupRef) -> String {
 
 /// One instance.
 pub fn instance(group: &GroupRef, host: &str) -> String {
-    format!("{}/{host}.json", instances(group))
+    // Not through `instances`: every agent request builds this one.
+    format!("{}/instances/{host}.json", group_dir(group))
 }
 
 /// The join-token index entry.
@@ -436,7 +441,15 @@ mod tests {
         let read: HostRef = serde_json::from_str(stored).unwrap();
         let group =
             GroupRef { account: AccountId::parse("acme").unwrap(), application: "app".into(), group: "web".into() };
-        assert_eq!(read, HostRef { group, host: "h1".into() });
+        assert_eq!(read, HostRef { group: Arc::new(group), host: "h1".into() });
         assert_eq!(serde_json::to_string(&read).unwrap(), stored);
+    }
+
+    #[test]
+    fn a_hosts_record_is_under_its_groups_instances() {
+        let group =
+            GroupRef { account: AccountId::parse("acme").unwrap(), application: "app".into(), group: "web".into() };
+        assert_eq!(instance(&group, "h1"), "accounts/acme/applications/app/groups/web/instances/h1.json");
+        assert_eq!(instance(&group, "h1"), format!("{}/h1.json", instances(&group)));
     }
 }

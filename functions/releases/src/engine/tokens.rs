@@ -6,7 +6,7 @@
 
 use super::*;
 
-use std::collections::hash_map::Entry;
+use std::collections::HashSet;
 
 /// Places kept at most: past this the cache starts again. About 60 bytes each with their host
 /// ids; 100,000 hosts keep about 9 MiB.
@@ -23,8 +23,8 @@ pub(super) struct TokenPlaces {
 #[derive(Default)]
 struct Places {
     by_token: HashMap<u128, (Arc<GroupRef>, Box<str>)>,
-    /// Each group once, shared by its hosts' places.
-    groups: HashMap<GroupRef, Arc<GroupRef>>,
+    /// Each group once, shared by its hosts' places and the requests made from them.
+    groups: HashSet<Arc<GroupRef>>,
 }
 
 /// The cache key of a token's hex SHA-256.
@@ -38,7 +38,7 @@ impl Engine {
         let key = key(digest)?;
         let places = self.token_places.places.lock();
         let (group, host) = places.by_token.get(&key)?;
-        Some(layout::HostRef { group: GroupRef::clone(group), host: host.to_string() })
+        Some(layout::HostRef { group: group.clone(), host: host.to_string() })
     }
 
     /// Keeps where a token points, once its host's record named it.
@@ -48,9 +48,12 @@ impl Engine {
         if places.by_token.len() >= MAX_TOKEN_PLACES {
             *places = Places::default();
         }
-        let group = match places.groups.entry(host.group.clone()) {
-            Entry::Occupied(shared) => shared.get().clone(),
-            Entry::Vacant(new) => new.insert(Arc::new(host.group.clone())).clone(),
+        let group = match places.groups.get(&*host.group) {
+            Some(shared) => shared.clone(),
+            None => {
+                places.groups.insert(host.group.clone());
+                host.group.clone()
+            }
         };
         places.by_token.insert(key, (group, host.host.as_str().into()));
     }
@@ -70,7 +73,7 @@ mod tests {
     fn host(group: &str, host: &str) -> layout::HostRef {
         let account = berth_shared::names::AccountId::parse("acme").unwrap();
         layout::HostRef {
-            group: GroupRef { account, application: "app".into(), group: group.into() },
+            group: Arc::new(GroupRef { account, application: "app".into(), group: group.into() }),
             host: host.into(),
         }
     }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::{GroupSnapshot, Plan};
+use std::sync::Arc;
 
 /// Longest an agent's poll is held.
 pub const MAX_POLL_SECONDS: u64 = 30;
@@ -154,7 +155,7 @@ pub async fn register(
     }
     let token = new_host_token();
     let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
-    let reference = HostRef { group: joining.group.clone(), host: body.host.clone() };
+    let reference = HostRef { group: Arc::new(joining.group.clone()), host: body.host.clone() };
     let store = &engine.context.store;
     let removed_path = layout::removed(&joining.group, &body.host);
     let removal_of = |removal: Option<Versioned<release::Removal>>| {
