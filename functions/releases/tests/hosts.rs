@@ -237,3 +237,33 @@ async fn one_tenants_bad_plan_never_stops_another_tenants_polls() {
         assert_eq!(job["image"], format!("{registry}/bravo/app:v1"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_did_not_plan_a_release_reads_its_plan_once_for_all_its_polls() {
+    // A local store: its reads go to a blocking thread, so polls that miss together overlap.
+    let dir = tempfile::tempdir().unwrap();
+    let store = berth_shared::platform::store::DocumentStore::local(dir.path().to_path_buf()).unwrap();
+    let context = FunctionContext { store, ..FunctionContext::ephemeral() };
+    let planner = Engine::new(context.clone());
+    let router = berth_releases::router(planner.clone());
+    let acme = tenant(&context, &router, "acme").await;
+    for n in 0..8 {
+        acme.register(&format!("h{n}")).await;
+    }
+    let id = acme.release(2).await;
+    assert!(planner.cached_plan(&id).is_some(), "the process that planned it keeps it");
+
+    // Another process (restarted, say) is asked for it by many polls at once: one read
+    // answers them all, so they share one plan.
+    let other = Engine::new(context.clone());
+    let plans = futures::future::join_all((0..64).map(|_| other.plan(&id))).await;
+    let first = plans[0].as_ref().unwrap().as_ref().unwrap().clone();
+    for plan in &plans {
+        assert!(std::sync::Arc::ptr_eq(plan.as_ref().unwrap().as_ref().unwrap(), &first), "read more than once");
+    }
+    assert_eq!(first.batch_of("h3").map(|b| b < 2), Some(true));
+    // An id that names no plan is answered None, to every poll that asks.
+    let none = uuid::Uuid::new_v4().to_string();
+    let answers = futures::future::join_all((0..8).map(|_| other.plan(&none))).await;
+    assert!(answers.iter().all(|a| matches!(a, Ok(None))));
+}

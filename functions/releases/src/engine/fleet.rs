@@ -136,16 +136,14 @@ impl Engine {
             create_once(store, &layout::plan_part(id, index), part).await?;
         }
         // A duplicate goes on with the plan that won, so both write the same index key.
-        let created = if create_once(store, &layout::plan(id), &head).await? {
-            created.clone()
+        let plan = if create_once(store, &layout::plan(id), &head).await? {
+            self.keep_plan(created.clone())
         } else {
-            self.plan(id)
-                .await?
-                .map(|p| p.release.clone())
-                .ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?
+            self.plan(id).await?.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?
         };
-        create_once(store, &layout::release(id), &ReleaseState::of(&created)).await?;
-        let group = Self::group_of(&created);
+        let created = &plan.release;
+        create_once(store, &layout::release(id), &ReleaseState::of(created)).await?;
+        let group = Self::group_of(created);
         let entry = ReleaseEntry { id: id.clone() };
         let at = if created.created_ms > 0 { created.created_ms } else { created.created_at * 1000 };
         create_once(store, &layout::group_release(&group, at, id), &entry).await?;

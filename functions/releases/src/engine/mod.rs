@@ -71,6 +71,8 @@ pub struct EngineState {
     advancing: Arc<Mutex<HashMap<String, bool>>>,
     /// Plans read so far (they never change).
     plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
+    /// Plans being read now, one read each: the polls that miss together wait for it.
+    plan_reads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pull keys minted per release.
     keys: Arc<Mutex<HashMap<String, CachedKey>>>,
     /// Each held group's release as last read (see [`watch`]).
@@ -129,6 +131,7 @@ impl Engine {
             changed: Arc::new(Notify::new()),
             advancing: Arc::new(Mutex::new(HashMap::new())),
             plans: Arc::new(Mutex::new(HashMap::new())),
+            plan_reads: Mutex::new(HashMap::new()),
             keys: Arc::new(Mutex::new(HashMap::new())),
             watches: Arc::default(),
             tallies: Arc::new(Mutex::new(HashMap::new())),

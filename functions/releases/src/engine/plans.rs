@@ -24,6 +24,31 @@ pub struct Plan {
     settled: [Box<[AtomicU64]>; 2],
 }
 
+/// A read of one plan: waiting for the read before it, or making it. The last one out removes
+/// the plan's gate (a new one takes the map's lock to share it), even if its poll was dropped
+/// midway, so ids that name no plan leave nothing behind.
+struct PlanRead<'a> {
+    engine: &'a Engine,
+    id: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> PlanRead<'a> {
+    fn new(engine: &'a Engine, id: &'a str) -> Self {
+        let gate = engine.plan_reads.lock().entry(id.to_owned()).or_default().clone();
+        Self { engine, id, gate }
+    }
+}
+
+impl Drop for PlanRead<'_> {
+    fn drop(&mut self) {
+        let mut reads = self.engine.plan_reads.lock();
+        if Arc::strong_count(&self.gate) == 2 {
+            reads.remove(self.id);
+        }
+    }
+}
+
 /// A host's place in a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlannedHost {
@@ -123,7 +148,19 @@ impl Engine {
             Some(plan) => Ok(Some(plan)),
             // Boxed: reading a plan in parts is a large future, and every poll and report
             // awaits this one, almost always answered from memory.
-            None => Box::pin(self.read_plan(id)).await,
+            None => Box::pin(self.read_plan_once(id)).await,
+        }
+    }
+
+    /// Reads a plan not in memory, one read at a time per plan. A process that did not
+    /// create the release (restarted mid-release, say) is asked for it by every host at once:
+    /// without this, each of 100,000 polls would read and join the whole plan itself.
+    async fn read_plan_once(&self, id: &str) -> Result<Option<Arc<Plan>>, StoreError> {
+        let read = PlanRead::new(self, id);
+        let _reading = read.gate.lock().await;
+        match self.cached_plan(id) {
+            Some(plan) => Ok(Some(plan)),
+            None => self.read_plan(id).await,
         }
     }
 
@@ -143,12 +180,41 @@ impl Engine {
         };
         let release = release::join_plan(doc.value, parts)
             .map_err(|why| StoreError::Corrupt { path: layout::plan(id), reason: why })?;
+        Ok(Some(self.keep_plan(release)))
+    }
+
+    /// Keeps a release's plan in memory: one read here, or one this process just wrote, so
+    /// that the polls and the advance that follow do not each read it back (at 100,000 hosts,
+    /// a read and a join of its parts).
+    pub(super) fn keep_plan(&self, release: Release) -> Arc<Plan> {
+        let id = release.id.clone();
         let plan = Arc::new(Plan::new(release));
         let mut plans = self.plans.lock();
         if plans.len() >= MAX_CACHED_PLANS {
             plans.clear();
         }
-        plans.insert(id.to_owned(), plan.clone());
-        Ok(Some(plan))
+        plans.insert(id, plan.clone());
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_of_ids_that_name_no_plan_leave_nothing_behind() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let id = "0b9e7c34-5d1f-4f43-9a55-3c1f0e2d8a61";
+        let answers = futures::future::join_all((0..8).map(|_| engine.plan(id))).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(None))));
+        // A read dropped while it waits its turn leaves nothing either.
+        let held = PlanRead::new(&engine, id);
+        let _turn = held.gate.lock().await;
+        drop(futures::FutureExt::now_or_never(engine.plan(id)));
+        drop(_turn);
+        drop(held);
+        assert!(engine.plan_reads.lock().is_empty());
+        assert!(engine.plans.lock().is_empty());
     }
 }
