@@ -125,19 +125,20 @@ impl Engine {
     }
 
     /// Writes a new release's documents, each created once (a duplicate finds them there and
-    /// goes on), and asks for it to be advanced.
-    pub async fn create_documents(&self, created: &Release) -> Result<(), ApiError> {
+    /// goes on), and asks for it to be advanced. Answers the plan that holds (this one, or a
+    /// duplicate's that won), kept in memory.
+    pub async fn create_documents(&self, created: Release) -> Result<Arc<Plan>, ApiError> {
         let store = self.store();
-        let id = &created.id;
+        let id = &created.id.clone();
         create_once(store, &layout::active(id), &ActiveRelease { account: created.account.clone() }).await?;
         // The parts before the plan that names them: a plan is never seen without its hosts.
-        let (head, parts) = release::split_plan(created);
+        let (head, parts) = release::split_plan(&created);
         for (index, part) in parts.iter().enumerate() {
             create_once(store, &layout::plan_part(id, index), part).await?;
         }
         // A duplicate goes on with the plan that won, so both write the same index key.
         let plan = if create_once(store, &layout::plan(id), &head).await? {
-            self.keep_plan(created.clone())
+            self.keep_plan(created)
         } else {
             self.plan(id).await?.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?
         };
@@ -148,7 +149,7 @@ impl Engine {
         let at = if created.created_ms > 0 { created.created_ms } else { created.created_at * 1000 };
         create_once(store, &layout::group_release(&group, at, id), &entry).await?;
         self.request_advance(id, &created.account).await?;
-        Ok(())
+        Ok(plan)
     }
 
     /// Records a successful run of `release` in the host's ledger (the run before becomes its
@@ -188,7 +189,7 @@ impl Engine {
     /// Starts the release that rolls `of` back: each host `of` changed goes back to the
     /// revision it ran before, with `of`'s batching and budgets. Its id is derived from
     /// `of`'s, so there is one rollback per release however often it is asked for.
-    pub async fn start_rollback(&self, of: &Release, automatic: bool) -> Result<Release, ApiError> {
+    pub async fn start_rollback(&self, of: &Release, automatic: bool) -> Result<Arc<Plan>, ApiError> {
         if !of.status.is_terminal() {
             return Err(ApiError::Conflict {
                 code: "release_running",
@@ -247,9 +248,9 @@ impl Engine {
             created_ms: berth_shared::platform::clock::unix_now_ms(),
             ..of.clone()
         };
-        self.create_documents(&created).await?;
+        let plan = self.create_documents(created).await?;
         tracing::info!(release = %id, of = %of.id, automatic, hosts = hosts.len(), "rollback started");
-        Ok(created)
+        Ok(plan)
     }
 
     /// Converges a host that `arrival`d to the group's last good release, if it should: a
@@ -300,7 +301,7 @@ impl Engine {
             stale_count: 0,
             created_ms: berth_shared::platform::clock::unix_now_ms(),
         };
-        self.create_documents(&created).await?;
+        let plan = self.create_documents(created).await?;
         let path = layout::instance(&host.group, &host.host);
         let mut before = None;
         modify_instance(store, &path, |instance| {
@@ -330,7 +331,7 @@ impl Engine {
                 self.clean_up(&ended).await?;
             }
         }
-        self.moved(&created).await;
+        self.moved(&plan.release).await;
         tracing::info!(release = %id, host = %host.host, of = %target.id, ?arrival, "host converging");
         Ok(())
     }

@@ -69,9 +69,9 @@ pub async fn create_release(
         stale_count,
         created_ms: unix_now_ms(),
     };
-    engine.create_documents(&created).await?;
+    let plan = engine.create_documents(created).await?;
     tracing::info!(release = %id, hosts = hosts.len(), stale = stale_count, "release created");
-    Ok((StatusCode::CREATED, Json(view(&engine, &created).await?)).into_response())
+    Ok((StatusCode::CREATED, Json(view(&engine, &plan.release).await?)).into_response())
 }
 
 /// `POST /v1/releases?dry_run=true` answer: the batches a release would run now, and nothing
@@ -434,7 +434,7 @@ pub async fn rollback_release(
 ) -> Result<Response, ApiError> {
     let release = load_release(&engine, &account, &id).await?.value;
     let rollback = engine.start_rollback(&release, false).await?;
-    Ok((StatusCode::CREATED, Json(view(&engine, &rollback).await?)).into_response())
+    Ok((StatusCode::CREATED, Json(view(&engine, &rollback.release).await?)).into_response())
 }
 
 /// A release in a listing: what it rolled out, how it ended, no hosts.
