@@ -6,7 +6,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
 PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint' 'alibabacloud-computenestsupplier20210521==7.1.5' 'computenest-cli==1.9.17'
-APT_PKGS    := docker-registry skopeo busybox-static
+APT_PKGS    := docker-registry skopeo busybox-static haproxy prometheus
 BERTH_DATA_DIR ?= berth-data
 BERTH_LISTEN   ?= 127.0.0.1:9080
 

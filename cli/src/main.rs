@@ -397,6 +397,11 @@ enum GroupCommand {
         /// Releases skip hosts not seen for this long (120 to 2592000, default 600).
         #[arg(long)]
         stale_after_seconds: Option<u64>,
+        /// The load balancer hosts are drained from before they stop, as JSON:
+        /// '{"haproxy":{"runtime_api":"127.0.0.1:9999","backend":"web"},"drain_seconds":10}'
+        /// or '{"target_group_arn":"arn:..."}'.
+        #[arg(long, value_parser = parse_json)]
+        load_balancer: Option<serde_json::Value>,
         #[command(flatten)]
         api: Api,
     },
@@ -577,13 +582,22 @@ async fn application_command(command: ApplicationCommand) -> ExitCode {
 
 async fn group_command(command: GroupCommand) -> ExitCode {
     match command {
-        GroupCommand::Create { application, name, kind, auto_scaling_group, stale_after_seconds, api } => {
+        GroupCommand::Create {
+            application,
+            name,
+            kind,
+            auto_scaling_group,
+            stale_after_seconds,
+            load_balancer,
+            api,
+        } => {
             let (client, json) = api_client(&api);
             let group = release::NewGroup {
                 name: &name,
                 kind: &kind,
                 auto_scaling_group: auto_scaling_group.as_deref(),
                 stale_after_seconds,
+                load_balancer,
             };
             release::create_group(&client, &application, &group, json).await
         }
@@ -747,4 +761,9 @@ async fn package_command(command: PackageCommand) -> ExitCode {
             packages::delete(&client(&api).0, &package, version.as_deref()).await
         }
     }
+}
+
+/// A command-line argument that must be JSON.
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }

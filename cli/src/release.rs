@@ -54,6 +54,16 @@ pub struct CreateArgs {
     /// When the release fails, roll the hosts it changed back to their previous revision.
     #[arg(long)]
     pub auto_rollback: bool,
+    /// A CloudWatch alarm that fails the release when it fires (repeatable).
+    #[arg(long = "alarm")]
+    pub alarms: Vec<String>,
+    /// A Prometheus expression that fails the release when its result is not empty (repeatable).
+    #[arg(long = "prometheus-alarm")]
+    pub prometheus_alarms: Vec<String>,
+    /// How long an alarm source that does not answer is retried before the release fails
+    /// (default 120).
+    #[arg(long)]
+    pub alarm_unreachable_seconds: Option<u64>,
     /// Print the plan (batches and hosts) and do nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -99,6 +109,18 @@ fn body(args: &CreateArgs) -> Result<Value, String> {
     }
     if args.auto_rollback {
         body["auto_rollback"] = json!(true);
+    }
+    let alarms: Vec<Value> = args
+        .alarms
+        .iter()
+        .map(|name| json!(name))
+        .chain(args.prometheus_alarms.iter().map(|expression| json!({ "prometheus": expression })))
+        .collect();
+    if !alarms.is_empty() {
+        body["alarms"] = json!(alarms);
+    }
+    if let Some(seconds) = args.alarm_unreachable_seconds {
+        body["alarm_unreachable_seconds"] = json!(seconds);
     }
     Ok(body)
 }
@@ -197,6 +219,9 @@ pub async fn watch(client: &BerthClient, id: &str, json: bool) -> ExitCode {
 fn phase_text(phase: &Value) -> String {
     match phase["step"].as_str() {
         Some("batch") => format!("batch {}", phase["batch"].as_u64().unwrap_or(0) + 1),
+        Some("draining") => {
+            format!("draining batch {} from the load balancer", phase["batch"].as_u64().unwrap_or(0) + 1)
+        }
         Some("waiting") => format!("waiting before batch {}", phase["next"].as_u64().unwrap_or(0) + 1),
         Some("awaiting_confirm") => {
             format!("waiting for `berth release confirm` before batch {}", phase["next"].as_u64().unwrap_or(0) + 1)
@@ -213,12 +238,27 @@ fn print_summary(release: &Value) {
         release["status"].as_str().unwrap_or("?"),
         release["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
     );
+    if let Some(lb) = release["load_balancer"].as_object() {
+        let target = match (lb.get("haproxy"), lb.get("target_group_arn").and_then(Value::as_str)) {
+            (Some(h), _) => format!("HAProxy backend {} at {}", h["backend"], h["runtime_api"]),
+            (_, Some(arn)) => format!("target group {arn}"),
+            _ => "?".into(),
+        };
+        let error = lb.get("error").and_then(Value::as_str).map(|e| format!("; error: {e}")).unwrap_or_default();
+        println!("  load balancer: {target}, drain {} s{error}", lb.get("drain_seconds").unwrap_or(&Value::Null));
+    }
+    if let Some(error) = release["alarms_unreachable"]["error"].as_str() {
+        println!("  alarms unreachable since {}: {error}", release["alarms_unreachable"]["unreachable_since"]);
+    }
     for batch in release["batches"].as_array().into_iter().flatten() {
         for host in batch["hosts"].as_array().into_iter().flatten() {
-            let detail = match (host["step"].as_str(), host["reason"].as_str()) {
+            let mut detail = match (host["step"].as_str(), host["reason"].as_str()) {
                 (Some(step), Some(reason)) if host["state"] == "failed" => format!("  {step}: {reason}"),
                 _ => String::new(),
             };
+            if let Some(lb) = host["load_balancer"]["state"].as_str() {
+                detail.push_str(&format!("  (load balancer: {})", lb.replace('_', " ")));
+            }
             println!(
                 "  batch {} {:<24} {}{detail}",
                 batch["batch"],
@@ -315,6 +355,8 @@ pub struct NewGroup<'a> {
     pub auto_scaling_group: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale_after_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<Value>,
 }
 
 /// `berth group create --application A NAME [--kind scaling [--auto-scaling-group ASG]]`:

@@ -3,6 +3,8 @@
 //! long polls. The domain rules live in `berth_shared::release`; this crate stores and
 //! moves them.
 
+pub mod alarms;
+pub mod balancer;
 pub mod engine;
 pub mod routes;
 pub mod scaling;

@@ -50,6 +50,9 @@ pub struct Group {
     /// built-in adapter records it only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_scaling_group: Option<String>,
+    /// The load balancer its hosts are drained from before they stop (see [`LoadBalancer`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<berth_shared::release::LoadBalancer>,
     /// Hosts not seen for this long are skipped by releases.
     #[serde(default = "default_stale_after")]
     pub stale_after_seconds: u64,
@@ -345,6 +348,16 @@ impl ReleaseState {
             ..plan.clone()
         }
     }
+}
+
+/// The alarm gate's record of a release ([`berth_shared::release::AlarmState`]).
+pub fn alarms(id: &str) -> String {
+    format!("releases/{id}/alarms.json")
+}
+
+/// What a release did with its group's load balancer ([`berth_shared::release::BalancerState`]).
+pub fn balancer(id: &str) -> String {
+    format!("releases/{id}/balancer.json")
 }
 
 /// A release's pull outcomes folder.

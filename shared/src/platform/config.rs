@@ -172,6 +172,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `BERTH_AUTO_SCALING`: `off` or `aws` (see [`AutoScaling`]).
     pub auto_scaling: AutoScaling,
+    /// `BERTH_ALARMS`: `aws` lets releases name CloudWatch alarms (`DescribeAlarms`, region
+    /// `AWS_REGION`, endpoint `AWS_ENDPOINT_URL_CLOUDWATCH` or `AWS_ENDPOINT_URL`); default `off`.
+    pub cloudwatch_alarms: bool,
+    /// `BERTH_PROMETHEUS_URL`: the Prometheus that releases' `{prometheus: EXPR}` alarms query.
+    pub prometheus_url: Option<String>,
+    /// `BERTH_TARGET_GROUPS`: `aws` lets groups name an AWS target group to drain hosts from
+    /// (endpoint `AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2` or `AWS_ENDPOINT_URL`); default `off`.
+    pub target_groups: bool,
     /// `BERTH_SIGNING_KEY_FILE`: PKCS#8 P-256 key that signs temporary keys and registry tokens.
     pub signing_key_file: Option<PathBuf>,
     /// `BERTH_SIGNING_CERT_FILE`: the signing key's certificate (the registry's `rootcertbundle`).
@@ -321,6 +329,18 @@ impl Config {
             }
         };
 
+        let aws_switch = |variable: &'static str| match get(variable).as_deref() {
+            None | Some("off") => Ok(false),
+            Some("aws") => Ok(true),
+            Some(other) => Err(ConfigError::new(variable, format!("'{other}' is not off or aws"))),
+        };
+        let cloudwatch_alarms = aws_switch("BERTH_ALARMS")?;
+        let target_groups = aws_switch("BERTH_TARGET_GROUPS")?;
+        let prometheus_url = match get("BERTH_PROMETHEUS_URL") {
+            None => None,
+            Some(raw) => Some(parse_public_url(&raw).map_err(|why| ConfigError::new("BERTH_PROMETHEUS_URL", why))?),
+        };
+
         let file = |variable: &'static str| -> Result<Option<PathBuf>, ConfigError> {
             match get(variable).map(PathBuf::from) {
                 Some(path) if !path.is_file() => {
@@ -406,6 +426,9 @@ impl Config {
             trust_forwarded,
             log_format,
             auto_scaling,
+            cloudwatch_alarms,
+            prometheus_url,
+            target_groups,
             max_instances_per_service,
             pull_flush_interval: Duration::from_secs(u64::from(pull_flush_seconds)),
         })
@@ -481,6 +504,17 @@ mod tests {
         assert_eq!(config(&[]).unwrap().auto_scaling, AutoScaling::Off);
         assert_eq!(config(&[("BERTH_AUTO_SCALING", "aws")]).unwrap().auto_scaling, AutoScaling::Aws);
         assert_eq!(config(&[("BERTH_AUTO_SCALING", "off")]).unwrap().auto_scaling, AutoScaling::Off);
+        let gates = config(&[
+            ("BERTH_ALARMS", "aws"),
+            ("BERTH_TARGET_GROUPS", "aws"),
+            ("BERTH_PROMETHEUS_URL", "http://127.0.0.1:9090/"),
+        ])
+        .unwrap();
+        assert!(gates.cloudwatch_alarms && gates.target_groups);
+        assert_eq!(gates.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
+        assert!(!config(&[]).unwrap().cloudwatch_alarms);
+        assert!(config(&[("BERTH_ALARMS", "yes")]).is_err());
+        assert!(config(&[("BERTH_PROMETHEUS_URL", "prometheus")]).is_err());
         assert_eq!(config(&[("BERTH_AUTO_SCALING", "AWS")]).unwrap_err().variable, "BERTH_AUTO_SCALING");
     }
 

@@ -60,6 +60,7 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), ApiError> {
 mod agent;
 mod convergence;
 mod deployment;
+mod gates;
 mod group;
 mod listing;
 mod membership;
@@ -70,6 +71,7 @@ mod state;
 pub use agent::*;
 pub use convergence::*;
 pub use deployment::*;
+pub use gates::*;
 pub use group::*;
 pub use listing::*;
 pub use membership::*;
@@ -132,6 +134,7 @@ mod tests {
             stale: Vec::new(),
             stale_count: 0,
             created_ms: 0,
+            load_balancer: None,
         }
     }
 
@@ -287,6 +290,31 @@ mod tests {
         assert!(parts.iter().all(|p| p.text.len() <= 5 && !p.text.is_empty()));
         assert_eq!(parts.iter().filter(|p| p.step == "stop").count(), 5, "two-byte characters, four bytes a part");
         assert_eq!(join_logs(head, parts), logs);
+    }
+
+    #[test]
+    fn behind_a_load_balancer_each_batch_is_drained_first_and_runs_no_job_meanwhile() {
+        let mut r = release(4, serde_json::json!({ "batches": 2, "pull_first": false }));
+        r.load_balancer = Some(serde_json::from_value(serde_json::json!({ "target_group_arn": "arn:x" })).unwrap());
+        let none: BTreeMap<String, HostResult> = BTreeMap::new();
+        assert_eq!(decide(&r, &BTreeMap::new(), &none, 100), Decision::Move(Phase::Draining { batch: 0 }));
+        r = apply(&r, &Decision::Move(Phase::Draining { batch: 0 }), 100);
+        assert_eq!(decide(&r, &BTreeMap::new(), &none, 10_000), Decision::Wait, "the engine takes them out");
+        assert_eq!(next_job(&r, "h0", false, false), None, "no job before the host is out");
+        assert_eq!(host_state(&r, "h0", None, None), HostState::Running);
+        assert_eq!(host_state(&r, "h3", None, None), HostState::Pending);
+        assert_eq!(r.phase_deadline(), u64::MAX, "a drain's own patience applies, not the steps'");
+        r = apply(&r, &Decision::Move(Phase::Batch { batch: 0 }), 110);
+        let results: BTreeMap<_, _> = [("h0".to_owned(), ok(111)), ("h1".to_owned(), ok(111))].into();
+        assert_eq!(decide(&r, &BTreeMap::new(), &results, 112), Decision::Move(Phase::Draining { batch: 1 }));
+        let manual = Release {
+            options: ReleaseOptions { pause: PauseMode::Manual, ..r.options.clone() },
+            phase: Phase::AwaitingConfirm { next: 1 },
+            ..r.clone()
+        };
+        assert_eq!(confirm(&manual, 120).unwrap().phase, Phase::Draining { batch: 1 });
+        let convergence = Release { trigger: Trigger::Convergence { of: "r0".into(), host: "h0".into() }, ..r };
+        assert!(!convergence.drains(), "a new host has nothing to drain");
     }
 
     #[test]

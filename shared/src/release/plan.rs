@@ -54,6 +54,12 @@ pub struct ReleaseRequest {
     /// When the release fails, start its rollback (default false).
     #[serde(default)]
     pub auto_rollback: Option<bool>,
+    /// CloudWatch alarm names and `{prometheus: EXPR}` expressions: any that fires fails the release.
+    #[serde(default)]
+    pub alarms: Vec<Alarm>,
+    /// How long an alarm source that does not answer is retried before the release fails.
+    #[serde(default)]
+    pub alarm_unreachable_seconds: Option<u64>,
 }
 
 /// How to split hosts into batches.
@@ -90,6 +96,17 @@ pub struct ReleaseOptions {
     /// Roll back by itself when it fails. Plans from before it existed do not.
     #[serde(default)]
     pub auto_rollback: bool,
+    /// Alarms that fail the release when they fire (checked before each batch, through
+    /// pauses, and every [`ALARM_CHECK_SECONDS`] while a batch runs). A rollback has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<Alarm>,
+    /// How long an unreachable alarm source is retried before the release fails.
+    #[serde(default = "default_alarm_unreachable")]
+    pub alarm_unreachable_seconds: u64,
+}
+
+fn default_alarm_unreachable() -> u64 {
+    DEFAULT_ALARM_UNREACHABLE_SECONDS
 }
 
 fn default_pause_timeout() -> u64 {
@@ -169,6 +186,8 @@ pub fn validate_options(request: &ReleaseRequest) -> Result<ReleaseOptions, ApiE
         (_, None) => DEFAULT_PAUSE_TIMEOUT_SECONDS,
     };
     let max_failures = request.max_failures.unwrap_or(0);
+    validate_alarms(&request.alarms)?;
+    let alarm_unreachable_seconds = validate_alarm_unreachable(request.alarm_unreachable_seconds)?;
     Ok(ReleaseOptions {
         batching,
         pause: request.pause,
@@ -178,6 +197,8 @@ pub fn validate_options(request: &ReleaseRequest) -> Result<ReleaseOptions, ApiE
         max_failures_per_batch: request.max_failures_per_batch.unwrap_or(max_failures),
         pull_first: request.pull_first.unwrap_or(true),
         auto_rollback: request.auto_rollback.unwrap_or(false),
+        alarms: request.alarms.clone(),
+        alarm_unreachable_seconds,
     })
 }
 

@@ -32,6 +32,8 @@ pub enum Phase {
     Starting,
     /// Pulling on every host.
     Pulling,
+    /// Draining batch `batch`'s hosts from the group's load balancer before it runs.
+    Draining { batch: usize },
     /// Running batch `batch` (from 0).
     Batch { batch: usize },
     /// Waiting before batch `next` until `until` (seconds since the epoch).
@@ -96,6 +98,10 @@ pub struct Release {
     /// (0 in plans from before it existed).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub created_ms: u64,
+    /// The group's load balancer as it was when the release was created: each batch's
+    /// hosts are drained from it before they stop, and put back once healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -213,6 +219,7 @@ impl Release {
             stale: self.stale.clone(),
             stale_count: self.stale_count,
             created_ms: self.created_ms,
+            load_balancer: self.load_balancer.clone(),
         }
     }
 
@@ -275,13 +282,14 @@ pub fn host_state_at(
         return if result.ok { HostState::Succeeded } else { HostState::Failed };
     }
     let running = match release.phase {
-        Phase::Batch { batch: current } => batch == Some(current),
+        Phase::Batch { batch: current } | Phase::Draining { batch: current } => batch == Some(current),
         _ => false,
     };
     let started = match release.phase {
-        Phase::Batch { batch: b } | Phase::Waiting { next: b, .. } | Phase::AwaitingConfirm { next: b } => {
-            batch.is_some_and(|x| x < b)
-        }
+        Phase::Batch { batch: b }
+        | Phase::Draining { batch: b }
+        | Phase::Waiting { next: b, .. }
+        | Phase::AwaitingConfirm { next: b } => batch.is_some_and(|x| x < b),
         Phase::Done => true,
         _ => false,
     };
@@ -324,7 +332,7 @@ pub fn decide(
     }
     let options = &release.options;
     match release.phase {
-        Phase::Starting => Decision::Move(if options.pull_first { Phase::Pulling } else { Phase::Batch { batch: 0 } }),
+        Phase::Starting => Decision::Move(if options.pull_first { Phase::Pulling } else { enter_batch(release, 0) }),
         Phase::Pulling => {
             let missing: Vec<String> = release.hosts().filter(|h| !pulls.contains_key(*h)).cloned().collect();
             if !missing.is_empty() {
@@ -340,7 +348,7 @@ pub fn decide(
                     )),
                 );
             }
-            Decision::Move(Phase::Batch { batch: 0 })
+            Decision::Move(enter_batch(release, 0))
         }
         Phase::Batch { batch } => {
             let hosts = &release.batches[batch];
@@ -375,12 +383,12 @@ pub fn decide(
                 return Decision::Finish(ReleaseStatus::Succeeded, None);
             }
             Decision::Move(match options.pause {
-                PauseMode::None => Phase::Batch { batch: next },
+                PauseMode::None => enter_batch(release, next),
                 PauseMode::Seconds => Phase::Waiting { next, until: now + options.pause_seconds },
                 PauseMode::Manual => Phase::AwaitingConfirm { next },
             })
         }
-        Phase::Waiting { next, until } if now >= until => Decision::Move(Phase::Batch { batch: next }),
+        Phase::Waiting { next, until } if now >= until => Decision::Move(enter_batch(release, next)),
         Phase::AwaitingConfirm { next }
             if now >= release.phase_started_at.saturating_add(options.pause_timeout_seconds) =>
         {
@@ -393,7 +401,8 @@ pub fn decide(
                 )),
             )
         }
-        Phase::Waiting { .. } | Phase::AwaitingConfirm { .. } | Phase::Done => Decision::Wait,
+        // The engine takes the hosts out, then moves the release on to the batch.
+        Phase::Waiting { .. } | Phase::AwaitingConfirm { .. } | Phase::Draining { .. } | Phase::Done => Decision::Wait,
     }
 }
 
@@ -431,7 +440,7 @@ pub fn cancel(release: &Release, now: u64) -> Result<Release, ApiError> {
 pub fn confirm(release: &Release, now: u64) -> Result<Release, ApiError> {
     match release.phase {
         Phase::AwaitingConfirm { next } if release.status == ReleaseStatus::Running => {
-            Ok(apply(release, &Decision::Move(Phase::Batch { batch: next }), now))
+            Ok(apply(release, &Decision::Move(enter_batch(release, next)), now))
         }
         _ => Err(ApiError::Conflict {
             code: "not_awaiting_confirmation",

@@ -61,6 +61,7 @@ impl Engine {
             let current = doc.value;
             if current.status.is_terminal() {
                 self.forget_tally(id);
+                self.forget_alarms(id);
                 self.clean_up(&current).await.map_err(retry)?;
                 return Ok(());
             }
@@ -76,11 +77,46 @@ impl Engine {
             if current.pauses_scaling() {
                 self.hold_lease(&current, now).await?;
             }
+            let gate = self.alarm_gate(&current, now, false).await?;
+            if let gates::AlarmGate::Fail(reason) = gate {
+                self.finish_failed(&current, &doc.version, reason).await?;
+                continue;
+            }
+            match current.phase {
+                release::Phase::Draining { batch } => {
+                    let next = match self.drain_batch(&current, batch, now).await? {
+                        gates::Drained::Out => {
+                            release::apply(&current, &Decision::Move(release::Phase::Batch { batch }), now)
+                        }
+                        gates::Drained::Waiting => return Ok(()),
+                        gates::Drained::Failed(reason) => release::apply(
+                            &current,
+                            &Decision::Finish(release::ReleaseStatus::Failed, Some(reason)),
+                            now,
+                        ),
+                    };
+                    self.save_moved(&next, &doc.version).await?;
+                    continue;
+                }
+                // Healthy hosts go back as they come, not when the whole batch is in.
+                release::Phase::Batch { batch } if current.drains() => self.put_back_healthy(&current, batch).await?,
+                _ => {}
+            }
             if !self.all_reported_or_late(&current, now).await.map_err(retry)? {
                 return Ok(());
             }
             let (pulls, results) = self.outcomes(&current).await.map_err(retry)?;
-            let decision = release::decide(&current, &pulls, &results, now);
+            let mut decision = release::decide(&current, &pulls, &results, now);
+            // Before a batch starts, the alarms are read afresh; an unreachable source holds it.
+            if let Decision::Move(release::Phase::Batch { .. } | release::Phase::Draining { .. }) = decision {
+                match self.alarm_gate(&current, now, true).await? {
+                    gates::AlarmGate::Clear => {}
+                    gates::AlarmGate::Hold => return Ok(()),
+                    gates::AlarmGate::Fail(reason) => {
+                        decision = Decision::Finish(release::ReleaseStatus::Failed, Some(reason));
+                    }
+                }
+            }
             match &decision {
                 Decision::Wait => return Ok(()),
                 Decision::TimeOut(hosts) => {
@@ -103,6 +139,25 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Saves a release's move; a conflict (someone else moved it) is left for the next round.
+    async fn save_moved(&self, next: &Release, version: &Version) -> Result<(), EventError> {
+        match self.save(next, version).await {
+            Ok(_) => {
+                tracing::info!(release = %next.id, status = ?next.status, phase = ?next.phase, "release moved");
+                self.moved(next).await;
+                Ok(())
+            }
+            Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(retry(e)),
+        }
+    }
+
+    async fn finish_failed(&self, current: &Release, version: &Version, reason: String) -> Result<(), EventError> {
+        tracing::warn!(release = %current.id, %reason, "release failed by its alarms");
+        let next = release::apply(current, &Decision::Finish(release::ReleaseStatus::Failed, Some(reason)), unix_now());
+        self.save_moved(&next, version).await
     }
 
     /// Whether deciding needs the reports read: every host of the phase reported (counted

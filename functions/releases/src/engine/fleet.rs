@@ -226,7 +226,8 @@ impl Engine {
             .plan(&target.release)
             .await?
             .ok_or_else(|| ApiError::Internal(format!("the plan of release {} is gone", target.release)))?;
-        let options = ReleaseOptions { auto_rollback: false, ..of.options.clone() };
+        // The alarms that may have failed the release do not gate the way back.
+        let options = ReleaseOptions { auto_rollback: false, alarms: Vec::new(), ..of.options.clone() };
         let batches = release::plan_batches(&hosts, &options.batching)?;
         let now = unix_now();
         self.claim(&group, &id, automatic.then_some(of)).await?;
@@ -300,6 +301,8 @@ impl Engine {
             stale: Vec::new(),
             stale_count: 0,
             created_ms: berth_shared::platform::clock::unix_now_ms(),
+            // A new host: nothing to drain before it starts.
+            load_balancer: None,
         };
         let plan = self.create_documents(created).await?;
         let path = layout::instance(&host.group, &host.host);

@@ -95,6 +95,8 @@ impl Engine {
         if release.pauses_scaling() {
             self.resume(&group, &release.id).await?;
         }
+        // Before a rollback starts: it drains the hosts it runs on afresh.
+        self.put_back_at_end(release).await?;
         // Read first: a duplicate clean-up finds the group already free and writes nothing.
         let path = layout::group_doc(&group);
         let claimed =

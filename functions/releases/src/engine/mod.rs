@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::alarms::AlarmSource;
+use crate::balancer::BalancerAdapter;
 use crate::scaling::{ScalingAdapter, ScalingTarget};
 use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseState};
 
@@ -83,6 +85,12 @@ pub struct EngineState {
     reported: Arc<Notify>,
     /// Carries out scaling pauses.
     scaling: Arc<dyn ScalingAdapter>,
+    /// Reads the alarms releases are gated on.
+    alarms: Arc<dyn AlarmSource>,
+    /// Drains hosts from their group's load balancer and puts them back.
+    balancer: Arc<dyn BalancerAdapter>,
+    /// Per release, when its alarms were last read here and what they said.
+    alarm_checks: Mutex<HashMap<String, (u64, gates::AlarmGate)>>,
     /// Where the host tokens seen here point (see [`tokens`]).
     token_places: tokens::TokenPlaces,
     /// When this process last wrote each host's `last_seen` (see [`Engine::seen`]).
@@ -99,6 +107,7 @@ fn retry(error: StoreError) -> EventError {
 
 mod advance;
 mod fleet;
+mod gates;
 mod leases;
 mod members;
 mod plans;
@@ -109,6 +118,7 @@ mod watch;
 
 pub(crate) use fleet::behind;
 pub use fleet::last_release_of;
+pub use gates::BALANCER_PATIENCE_SECONDS;
 use plans::CachedKey;
 pub use plans::{Plan, PlannedHost};
 pub use sweep::SWEEP_INTERVAL;
@@ -122,10 +132,26 @@ impl Engine {
         Self::with_scaling(context, scaling)
     }
 
-    /// A new engine with a scaling adapter of your own (a cloud auto-scaling API).
+    /// A new engine with a scaling adapter of your own (a cloud auto-scaling API); alarms and
+    /// load balancers as the configuration asks.
     pub fn with_scaling(context: FunctionContext, scaling: Arc<dyn ScalingAdapter>) -> Self {
+        let alarms = crate::alarms::for_config(&context.config);
+        let balancer = crate::balancer::for_config(&context.config);
+        Self::with_adapters(context, scaling, alarms, balancer)
+    }
+
+    /// A new engine with adapters of your own.
+    pub fn with_adapters(
+        context: FunctionContext,
+        scaling: Arc<dyn ScalingAdapter>,
+        alarms: Arc<dyn AlarmSource>,
+        balancer: Arc<dyn BalancerAdapter>,
+    ) -> Self {
         Self(Arc::new(EngineState {
             scaling,
+            alarms,
+            balancer,
+            alarm_checks: Mutex::new(HashMap::new()),
             closing: CancellationToken::new(),
             context,
             changed: Arc::new(Notify::new()),

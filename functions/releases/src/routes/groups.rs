@@ -19,6 +19,9 @@ pub struct NewGroup {
     /// With `kind: scaling`: the AWS Auto Scaling group whose processes a release suspends.
     #[serde(default)]
     auto_scaling_group: Option<String>,
+    /// The load balancer its hosts are drained from before they stop.
+    #[serde(default)]
+    load_balancer: Option<release::LoadBalancer>,
 }
 
 /// Checks a new group's `auto_scaling_group`: a valid name, on a scaling group, in a process
@@ -50,6 +53,9 @@ pub async fn create_group(
     load_application(&engine, &account, &app).await?;
     release::validate_name("name", &body.name)?;
     check_auto_scaling_group(&engine, &body)?;
+    if let Some(lb) = &body.load_balancer {
+        engine.check_load_balancer(lb)?;
+    }
     let stale_after_seconds = release::validate_stale_after(body.stale_after_seconds)?;
     let store = &engine.context.store;
     if store.list_folders(&layout::groups(&account.id, &app)).await?.len() >= release::MAX_CHILDREN {
@@ -68,6 +74,7 @@ pub async fn create_group(
         last_release: None,
         deleting: false,
         auto_scaling_group: body.auto_scaling_group,
+        load_balancer: body.load_balancer,
     };
     store.create(&layout::group_doc(&reference), &group).await?;
     store.create(&layout::join_token(&digest), &reference).await?;
@@ -81,6 +88,7 @@ pub async fn create_group(
             auto_scaling_group: group.auto_scaling_group,
             join_token: token,
             kind: group.kind,
+            load_balancer: group.load_balancer,
             name: group.name,
             stale_after_seconds,
         }),
@@ -96,6 +104,8 @@ pub struct CreatedGroup {
     auto_scaling_group: Option<String>,
     join_token: String,
     kind: GroupKind,
+    #[serde(serialize_with = "sorted_keys")]
+    load_balancer: Option<release::LoadBalancer>,
     name: String,
     stale_after_seconds: u64,
 }
@@ -215,6 +225,7 @@ async fn group_view(engine: &Engine, reference: &GroupRef, doc: Group, hosts: bo
         instances,
         kind: doc.kind,
         last_release: doc.last_release,
+        load_balancer: doc.load_balancer,
         name: doc.name,
         scaling,
         stale_after_seconds: doc.stale_after_seconds,
@@ -237,6 +248,9 @@ pub struct GroupView {
     /// The last release (not a convergence) that ended on the group.
     #[serde(serialize_with = "sorted_keys")]
     last_release: Option<release::LastRelease>,
+    /// The load balancer its hosts are drained from before they stop.
+    #[serde(serialize_with = "sorted_keys")]
+    load_balancer: Option<release::LoadBalancer>,
     name: String,
     /// What the built-in scaling adapter recorded (`None` for a static group).
     #[serde(serialize_with = "sorted_keys")]
@@ -249,6 +263,14 @@ pub struct GroupView {
 #[serde(deny_unknown_fields)]
 pub struct GroupChange {
     stale_after_seconds: Option<u64>,
+    /// A new load balancer; `null` removes it (later releases drain nothing).
+    #[serde(default, deserialize_with = "present")]
+    load_balancer: Option<Option<release::LoadBalancer>>,
+}
+
+/// A field that is present, `null` included (`Some(None)`), apart from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PATCH /v1/applications/{app}/groups/{group}`: changes the group's settings.
@@ -261,6 +283,9 @@ pub async fn update_group(
     let reference = group_ref(&account, &app, &group)?;
     load_group(&engine, &reference).await?;
     let stale_after = body.stale_after_seconds.map(|v| release::validate_stale_after(Some(v))).transpose()?;
+    if let Some(Some(lb)) = &body.load_balancer {
+        engine.check_load_balancer(lb)?;
+    }
     let changed = engine
         .context
         .store
@@ -270,6 +295,9 @@ pub async fn update_group(
                 .ok_or_else(|| ApiError::NotFound(format!("group '{}'", reference.group)))?;
             if let Some(seconds) = stale_after {
                 doc.stale_after_seconds = seconds;
+            }
+            if let Some(lb) = &body.load_balancer {
+                doc.load_balancer = lb.clone();
             }
             Ok(doc)
         })

@@ -33,6 +33,7 @@ pub async fn create_release(
     // Hosts whose instance left the group's Auto Scaling group are not planned either.
     let hosts = engine.drop_hosts_outside_auto_scaling_group(&reference, &group.value, hosts).await?;
     let batches = release::plan_batches(&hosts, &options.batching)?;
+    engine.check_gates(&options, group.value.load_balancer.as_ref(), hosts.len())?;
     if query.dry_run {
         let plan = DryRun {
             batches,
@@ -68,6 +69,7 @@ pub async fn create_release(
         stale,
         stale_count,
         created_ms: unix_now_ms(),
+        load_balancer: group.value.load_balancer.clone(),
     };
     let plan = engine.create_documents(created).await?;
     tracing::info!(release = %id, hosts = hosts.len(), stale = stale_count, "release created");
@@ -139,12 +141,27 @@ pub struct ReleaseView {
     /// Why the group's scaling adapter could not suspend (or resume) for this release, while
     /// Berth retries; `null` otherwise.
     scaling_error: Option<String>,
+    /// While an alarm source does not answer: since when, and why (no batch starts meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alarms_unreachable: Option<release::AlarmState>,
+    /// The group's load balancer the hosts are drained from, and the last error reaching it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_balancer: Option<LoadBalancerView>,
     status: ReleaseStatus,
     /// Hosts per state, only states some host is in.
     summary: BTreeMap<String, usize>,
     /// What started it: `manual`, `rollback` (with `of`, `automatic`) or `convergence` (`of`, `host`).
     #[serde(serialize_with = "sorted_keys")]
     trigger: release::Trigger,
+}
+
+/// A release's load balancer: as the group named it, and why it could not be reached (while
+/// Berth retries).
+#[derive(Serialize)]
+pub struct LoadBalancerView {
+    #[serde(flatten)]
+    config: release::LoadBalancer,
+    error: Option<String>,
 }
 
 /// One batch of a release, numbered from 1.
@@ -162,6 +179,9 @@ pub struct HostEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<Option<i32>>,
     host: String,
+    /// Where the host stands with the group's load balancer (draining, out, back, left_out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_balancer: Option<release::Balanced>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<Option<String>>,
     state: release::HostState,
@@ -171,7 +191,8 @@ pub struct HostEntry {
 
 impl HostEntry {
     fn new(host: &str, state: release::HostState, pull: Option<&PullResult>, result: Option<&HostResult>) -> Self {
-        let mut entry = Self { exit_code: None, host: host.to_owned(), reason: None, state, step: None };
+        let mut entry =
+            Self { exit_code: None, host: host.to_owned(), load_balancer: None, reason: None, state, step: None };
         if let Some(r) = result {
             entry.step = Some(r.step);
             entry.exit_code = Some(r.exit_code);
@@ -189,6 +210,11 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
     let store = &engine.context.store;
     let pulls = read_all::<PullResult>(store, &layout::pulls(&release.id)).await?;
     let results = read_all::<HostResult>(store, &layout::results(&release.id)).await?;
+    let balancer = match release.load_balancer {
+        Some(_) => store.get::<release::BalancerState>(&layout::balancer(&release.id)).await?.map(|d| d.value),
+        None => None,
+    }
+    .unwrap_or_default();
     let mut states = Vec::new();
     let batches = release
         .batches
@@ -202,7 +228,9 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
                     let result = results.get(host);
                     let state = release::host_state_at(release, Some(index), pull, result);
                     states.push(state);
-                    HostEntry::new(host, state, pull, result)
+                    let mut entry = HostEntry::new(host, state, pull, result);
+                    entry.load_balancer = balancer.hosts.get(host).copied();
+                    entry
                 })
                 .collect();
             BatchView { batch: index + 1, hosts }
@@ -220,6 +248,7 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
             HostEntry {
                 exit_code: None,
                 host: stale.host.clone(),
+                load_balancer: None,
                 reason: Some(Some(reason)),
                 state: release::HostState::Skipped,
                 step: None,
@@ -252,6 +281,14 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
         skipped_hosts,
         stale_count: release.stale_count,
         scaling_error: scaling_error(engine, release).await?,
+        alarms_unreachable: match release.options.alarms.is_empty() {
+            true => None,
+            false => store.get::<release::AlarmState>(&layout::alarms(&release.id)).await?.map(|d| d.value),
+        },
+        load_balancer: release
+            .load_balancer
+            .clone()
+            .map(|config| LoadBalancerView { config, error: balancer.error.clone() }),
         status: release.status,
         summary,
         trigger: release.trigger.clone(),
