@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 
 const ACCOUNT: &str = "acme";
 
+/// Alarm gates and load-balancer draining (issue 26), with this file's harness.
+mod release_gates;
+
 struct Setup {
     dir: tempfile::TempDir,
     berth: Option<BerthServe>,
