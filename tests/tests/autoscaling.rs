@@ -530,3 +530,86 @@ async fn kill_9_of_berth_serve_mid_release_still_ends_with_the_processes_resumed
     assert!(s.ran("b1", &id) && s.ran("b2", &id));
     s.assert_resumed(name, 1).await;
 }
+
+/// The default VPC moto keeps in us-east-1 (a target group needs one), by the EC2 query API.
+async fn default_vpc(moto: &Moto) -> String {
+    let answer = reqwest::Client::new()
+        .post(&moto.endpoint)
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("Action=DescribeVpcs&Version=2016-11-15")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = answer.find("<vpcId>").expect("moto lists its default VPC") + "<vpcId>".len();
+    answer[start..].split('<').next().unwrap().to_owned()
+}
+
+/// The target group adapter against moto's ELBv2 (Rust SDK): putting back registers the
+/// targets (instance ids, else host names), draining deregisters them (twice is the same as
+/// once) and shows them drained, an unknown target group is an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_group_adapter_deregisters_and_registers_targets_in_moto() {
+    use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetHealthStateEnum, TargetTypeEnum};
+    use berth_releases::balancer::{BalancerAdapter, Member, TargetGroup};
+    let moto = Moto::start();
+    let credentials = aws_sdk_elasticloadbalancingv2::config::Credentials::new("test", "test", None, None, "tests");
+    let config = aws_sdk_elasticloadbalancingv2::Config::builder()
+        .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
+        .region(aws_sdk_elasticloadbalancingv2::config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(&moto.endpoint)
+        .build();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::from_conf(config);
+    let created = elb
+        .create_target_group()
+        .name("web")
+        .protocol(ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(default_vpc(&moto).await)
+        .target_type(TargetTypeEnum::Instance)
+        .send()
+        .await
+        .expect("create a target group in moto");
+    let arn = created.target_groups()[0].target_group_arn().unwrap().to_owned();
+    let lb = berth_shared::release::LoadBalancer { haproxy: None, target_group_arn: Some(arn.clone()), drain_seconds: 0 };
+    let members = [
+        Member { host: "h1".into(), instance_id: Some("i-0123456789abcdef0".into()) },
+        Member { host: "h2".into(), instance_id: None },
+    ];
+    let states = || async {
+        let answer = elb.describe_target_health().target_group_arn(&arn).send().await.unwrap();
+        let mut states: Vec<(String, Option<TargetHealthStateEnum>)> = answer
+            .target_health_descriptions()
+            .iter()
+            .map(|d| (d.target().unwrap().id().unwrap().to_owned(), d.target_health().unwrap().state().cloned()))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    };
+    let adapter = TargetGroup::with_client(elb.clone());
+    adapter.put_back(&lb, &members).await.unwrap();
+    let registered: Vec<String> = states().await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(registered, ["h2", "i-0123456789abcdef0"], "instance ids, else host names");
+    for _ in 0..2 {
+        adapter.drain(&lb, &members[..1]).await.unwrap();
+        assert!(adapter.drained(&lb, &members[..1]).await.unwrap());
+        let left: Vec<String> = states().await.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(left, ["h2"], "only h1 was deregistered");
+    }
+    adapter.take_out(&lb, &members[..1]).await.unwrap();
+    adapter.put_back(&lb, &members[..1]).await.unwrap();
+    assert_eq!(states().await.len(), 2, "h1 is back");
+    let gone = berth_shared::release::LoadBalancer {
+        target_group_arn: Some(arn.replace("/web/", "/gone/")),
+        ..lb.clone()
+    };
+    let error = adapter.put_back(&gone, &members).await.unwrap_err().to_string();
+    assert!(error.starts_with("target group: ") && error.contains("TargetGroupNotFound"), "{error}");
+}

@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatch::error::DisplayErrorContext;
 use berth_shared::platform::config::Config;
 use berth_shared::release::Alarm;
+
+use crate::aws::LazyClient;
 use serde::Deserialize;
 
 /// Why the alarms could not be read. Displays as one line, shown on the release.
@@ -101,33 +103,18 @@ pub fn for_config(config: &Config) -> Arc<dyn AlarmSource> {
 /// CloudWatch: `DescribeAlarms` of the names (100 a call); an alarm in state `ALARM` fires.
 /// A name CloudWatch does not know is an error, not a pass: a typo must not gate nothing.
 pub struct CloudWatch {
-    region: String,
-    client: tokio::sync::OnceCell<aws_sdk_cloudwatch::Client>,
+    client: LazyClient<aws_sdk_cloudwatch::Client>,
 }
 
 impl CloudWatch {
     /// For `region` (`AWS_REGION`), from the SDK's usual sources.
     pub fn new(region: &str) -> Self {
-        Self { region: region.to_owned(), client: tokio::sync::OnceCell::new() }
+        Self { client: LazyClient::new(region, CALL_TIMEOUT, aws_sdk_cloudwatch::Client::new) }
     }
 
     /// Over a client of your own (tests, other credentials).
     pub fn with_client(client: aws_sdk_cloudwatch::Client) -> Self {
-        Self { region: String::new(), client: tokio::sync::OnceCell::new_with(Some(client)) }
-    }
-
-    async fn client(&self) -> &aws_sdk_cloudwatch::Client {
-        self.client
-            .get_or_init(|| async {
-                let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(CALL_TIMEOUT).build();
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(self.region.clone()))
-                    .timeout_config(timeouts)
-                    .load()
-                    .await;
-                aws_sdk_cloudwatch::Client::new(&config)
-            })
-            .await
+        Self { client: LazyClient::with_client(client, aws_sdk_cloudwatch::Client::new) }
     }
 }
 
@@ -138,7 +125,8 @@ impl AlarmSource for CloudWatch {
             alarms.iter().filter_map(|a| matches!(a, Alarm::CloudWatch(_)).then(|| a.name().to_owned())).collect();
         for chunk in names.chunks(100) {
             let answer = self
-                .client()
+                .client
+                .get()
                 .await
                 .describe_alarms()
                 .set_alarm_names(Some(chunk.to_vec()))

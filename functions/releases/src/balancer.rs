@@ -14,6 +14,8 @@ use berth_shared::platform::config::Config;
 use berth_shared::release::{HaproxyBackend, LoadBalancer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::aws::LazyClient;
+
 /// A host as the load balancer knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -216,33 +218,22 @@ pub fn for_config(config: &Config) -> Arc<dyn BalancerAdapter> {
 /// over once `DescribeTargetHealth` shows none `draining`, `RegisterTargets` puts back.
 /// Targets are the hosts' EC2 instance ids (their names when they registered none).
 pub struct TargetGroup {
-    region: String,
-    client: tokio::sync::OnceCell<aws_sdk_elasticloadbalancingv2::Client>,
+    client: LazyClient<aws_sdk_elasticloadbalancingv2::Client>,
 }
 
 impl TargetGroup {
     /// For `region` (`AWS_REGION`), from the SDK's usual sources.
     pub fn new(region: &str) -> Self {
-        Self { region: region.to_owned(), client: tokio::sync::OnceCell::new() }
+        Self { client: LazyClient::new(region, CALL_TIMEOUT, aws_sdk_elasticloadbalancingv2::Client::new) }
     }
 
     /// Over a client of your own (tests, other credentials).
     pub fn with_client(client: aws_sdk_elasticloadbalancingv2::Client) -> Self {
-        Self { region: String::new(), client: tokio::sync::OnceCell::new_with(Some(client)) }
+        Self { client: LazyClient::with_client(client, aws_sdk_elasticloadbalancingv2::Client::new) }
     }
 
     async fn client(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
-        self.client
-            .get_or_init(|| async {
-                let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(CALL_TIMEOUT).build();
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(self.region.clone()))
-                    .timeout_config(timeouts)
-                    .load()
-                    .await;
-                aws_sdk_elasticloadbalancingv2::Client::new(&config)
-            })
-            .await
+        self.client.get().await
     }
 
     fn arn(lb: &LoadBalancer) -> Result<&str, BalancerError> {

@@ -4,6 +4,7 @@
 //! moves them.
 
 pub mod alarms;
+pub mod aws;
 pub mod balancer;
 pub mod engine;
 pub mod routes;

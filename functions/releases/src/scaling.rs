@@ -13,6 +13,7 @@ use aws_sdk_autoscaling::error::DisplayErrorContext;
 use berth_shared::platform::config::{AutoScaling, Config};
 use berth_shared::release::{GroupMember, SUSPENDED_PROCESSES};
 
+use crate::aws::LazyClient;
 use crate::store_layout::GroupRef;
 
 /// What a pause is carried out on: the group, and the AWS Auto Scaling group it names.
@@ -133,33 +134,22 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// configuration loads asynchronously, the function is built synchronously), from the SDK's
 /// usual sources: credentials chain, `AWS_ENDPOINT_URL_AUTO_SCALING` / `AWS_ENDPOINT_URL`.
 pub struct AwsAutoScaling {
-    region: String,
-    client: tokio::sync::OnceCell<aws_sdk_autoscaling::Client>,
+    client: LazyClient<aws_sdk_autoscaling::Client>,
 }
 
 impl AwsAutoScaling {
     /// For `region` (`AWS_REGION`).
     pub fn new(region: &str) -> Self {
-        Self { region: region.to_owned(), client: tokio::sync::OnceCell::new() }
+        Self { client: LazyClient::new(region, CALL_TIMEOUT, aws_sdk_autoscaling::Client::new) }
     }
 
     /// Over a client of your own (tests, other credentials).
     pub fn with_client(client: aws_sdk_autoscaling::Client) -> Self {
-        Self { region: String::new(), client: tokio::sync::OnceCell::new_with(Some(client)) }
+        Self { client: LazyClient::with_client(client, aws_sdk_autoscaling::Client::new) }
     }
 
     async fn client(&self) -> &aws_sdk_autoscaling::Client {
-        self.client
-            .get_or_init(|| async {
-                let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(CALL_TIMEOUT).build();
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(self.region.clone()))
-                    .timeout_config(timeouts)
-                    .load()
-                    .await;
-                aws_sdk_autoscaling::Client::new(&config)
-            })
-            .await
+        self.client.get().await
     }
 
     fn name(target: &ScalingTarget) -> Result<&str, ScalingError> {

@@ -287,3 +287,125 @@ async fn groups_name_an_auto_scaling_group_only_when_scaling_and_aws_is_reached(
         "{problem}"
     );
 }
+
+/// Stands in for a load balancer that refuses the first `failures` drains: records each call
+/// with its hosts.
+struct Balancer {
+    failures: u32,
+    drains: AtomicU32,
+    calls: parking_lot::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl berth_releases::balancer::BalancerAdapter for Balancer {
+    async fn drain(&self, _: &LoadBalancer, hosts: &[Member]) -> Result<(), BalancerError> {
+        if self.drains.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Err(BalancerError::Backend("HAProxy runtime API: connection refused".into()));
+        }
+        self.record("drain", hosts)
+    }
+    async fn drained(&self, _: &LoadBalancer, hosts: &[Member]) -> Result<bool, BalancerError> {
+        self.record("drained", hosts).map(|()| true)
+    }
+    async fn take_out(&self, _: &LoadBalancer, hosts: &[Member]) -> Result<(), BalancerError> {
+        self.record("take_out", hosts)
+    }
+    async fn put_back(&self, _: &LoadBalancer, hosts: &[Member]) -> Result<(), BalancerError> {
+        self.record("put_back", hosts)
+    }
+    fn reaches(&self, _: &LoadBalancer) -> Result<(), BalancerError> {
+        Ok(())
+    }
+}
+
+impl Balancer {
+    fn record(&self, call: &str, hosts: &[Member]) -> Result<(), BalancerError> {
+        let hosts: Vec<&str> = hosts.iter().map(|m| m.host.as_str()).collect();
+        self.calls.lock().push(format!("{call} {}", hosts.join(",")));
+        Ok(())
+    }
+}
+
+use berth_releases::balancer::{BalancerError, Member};
+use berth_shared::release::LoadBalancer;
+
+#[tokio::test]
+async fn no_host_is_stopped_before_the_load_balancer_took_it_out_and_it_goes_back_once_it_succeeded() {
+    use berth_shared::release::{HostLogs, JobKind, Report, Step};
+    let context = FunctionContext::ephemeral();
+    let balancer = Arc::new(Balancer { failures: 1, drains: AtomicU32::new(0), calls: Default::default() });
+    let engine = Engine::with_adapters(
+        context.clone(),
+        Arc::new(PerGroup::new(None)),
+        berth_releases::alarms::for_config(&context.config),
+        balancer.clone(),
+    );
+    let router = berth_releases::router(engine.clone());
+    let token = context.account_keys.issue(&AccountId::parse("acme").unwrap(), 600).unwrap();
+    let registry = &context.config.registry.host;
+    call(&router, Method::POST, "/v1/applications", &token, Some(json!({ "name": "app" }))).await;
+    let lb = json!({ "haproxy": { "runtime_api": "127.0.0.1:9999", "backend": "web" }, "drain_seconds": 30 });
+    let (status, group) = call(
+        &router,
+        Method::POST,
+        "/v1/applications/app/groups",
+        &token,
+        Some(json!({ "name": "g", "load_balancer": lb })),
+    )
+    .await;
+    assert_eq!((status, &group["load_balancer"]), (StatusCode::CREATED, &lb), "{group}");
+    let deployment = json!({
+        "name": "d", "image": { "address": format!("{registry}/acme/app:v1") }, "working_directory": "/srv",
+        "start_script": "true", "stop_script": "true",
+    });
+    call(&router, Method::POST, "/v1/applications/app/deployments", &token, Some(deployment)).await;
+    let join = group["join_token"].as_str().unwrap();
+    let (_, registered) = call(&router, Method::POST, "/v1/agent/register", join, Some(json!({ "host": "h1" }))).await;
+    let host = registered["host_token"].as_str().unwrap().to_owned();
+    let body = json!({ "application": "app", "deployment": "d", "group": "g", "pull_first": false });
+    let (status, release) = call(&router, Method::POST, "/v1/releases", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{release}");
+    let id = release["id"].as_str().unwrap().to_owned();
+    let get = || async {
+        let (_, release) = call(&router, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;
+        release
+    };
+
+    // The load balancer refuses: shown on the release, retried, and no job is handed out.
+    let error = engine.advance(&id).await.expect_err("the drain failed");
+    assert!(error.to_string().contains("connection refused"), "{error}");
+    let (status, job) = call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &host, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "no job before the host is out: {job}");
+    let shown = get().await;
+    assert_eq!(shown["phase"], json!({ "step": "draining", "batch": 0 }), "{shown}");
+    assert!(shown["load_balancer"]["error"].as_str().unwrap().contains("connection refused"), "{shown}");
+
+    // Drained (the load balancer shows no connection left, well before drain_seconds): out.
+    engine.advance(&id).await.unwrap();
+    assert_eq!(balancer.calls.lock().clone(), ["drain h1", "drained h1", "take_out h1"]);
+    let shown = get().await;
+    assert_eq!(shown["batches"][0]["hosts"][0]["load_balancer"]["state"], "out", "{shown}");
+    assert!(shown["load_balancer"]["error"].is_null(), "the error is cleared: {shown}");
+    let (status, job) = call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &host, None).await;
+    assert_eq!((status, job["kind"].as_str()), (StatusCode::OK, Some("run")), "{job}");
+    let report = Report {
+        job_id: job["job_id"].as_str().unwrap().to_owned(),
+        release: id.clone(),
+        kind: JobKind::Run,
+        ok: true,
+        step: Step::Start,
+        exit_code: Some(0),
+        reason: None,
+        logs: HostLogs::default(),
+        log_parts: None,
+    };
+    let (status, _) =
+        call(&router, Method::POST, "/v1/agent/reports", &host, Some(serde_json::to_value(report).unwrap())).await;
+    assert!(status.is_success(), "{status}");
+    engine.advance(&id).await.unwrap();
+    let shown = get().await;
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert_eq!(shown["batches"][0]["hosts"][0]["load_balancer"]["state"], "back", "{shown}");
+    assert_eq!(balancer.calls.lock().last().map(String::as_str), Some("put_back h1"), "put back once");
+    assert_eq!(balancer.calls.lock().iter().filter(|c| c.starts_with("put_back")).count(), 1);
+}

@@ -72,12 +72,26 @@ async fn cloudwatch(moto: &Moto, form: &[(&str, &str)]) {
             "Authorization",
             "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=0",
         )
-        .form(&[[("Version", "2010-08-01")].as_slice(), form].concat())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form_body(&[[("Version", "2010-08-01")].as_slice(), form].concat()))
         .send()
         .await
         .unwrap();
     let status = response.status();
     assert!(status.is_success(), "CloudWatch on moto: {status} {}", response.text().await.unwrap());
+}
+
+/// A form body (`application/x-www-form-urlencoded`), as the AWS query protocol sends it.
+pub(crate) fn form_body(fields: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Waits until a release is in `step` (its phase).

@@ -112,6 +112,29 @@ impl Engine {
         Ok(gate)
     }
 
+    /// Before `confirm` starts the next batch, the alarms are read afresh: `Some(reason)` when
+    /// one fires (the caller fails the release), 409 `alarms_unreachable` while the source
+    /// does not answer.
+    pub async fn confirm_gate(&self, release: &Release) -> Result<Option<String>, ApiError> {
+        if !matches!(release.phase, release::Phase::AwaitingConfirm { .. }) {
+            return Ok(None);
+        }
+        match self.alarm_gate(release, unix_now(), true).await {
+            Ok(AlarmGate::Clear) => Ok(None),
+            Ok(AlarmGate::Fail(reason)) => Ok(Some(reason)),
+            Ok(AlarmGate::Hold) => Err(ApiError::Conflict {
+                code: "alarms_unreachable",
+                message:
+                    "the release's alarm source does not answer; no batch starts until it does (see alarms_unreachable)"
+                        .into(),
+            }),
+            Err(error) => {
+                tracing::warn!(release = %release.id, %error, "alarm gate could not be read at confirm");
+                Err(ApiError::Unavailable("object store"))
+            }
+        }
+    }
+
     pub(super) fn forget_alarms(&self, id: &str) {
         self.alarm_checks.lock().remove(id);
     }

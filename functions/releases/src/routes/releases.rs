@@ -348,10 +348,21 @@ pub async fn confirm_release(
     account: Account,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReleaseView>, ApiError> {
-    load_release(&engine, &account, &id).await?;
+    let doc = load_release(&engine, &account, &id).await?;
     let now = unix_now();
     let not_found = || ApiError::NotFound(format!("release '{id}'"));
-    let confirmed = engine.modify(&id, |current| release::confirm(current, now)).await?.ok_or_else(not_found)?;
+    let confirmed = match engine.confirm_gate(&doc.value).await? {
+        // An alarm fires: the batch does not start, the release fails (and rolls back).
+        Some(reason) => engine
+            .modify(&id, |current| {
+                release::confirm(current, now)?;
+                let failed = release::Decision::Finish(ReleaseStatus::Failed, Some(reason.clone()));
+                Ok::<_, ApiError>(release::apply(current, &failed, now))
+            })
+            .await?
+            .ok_or_else(not_found)?,
+        None => engine.modify(&id, |current| release::confirm(current, now)).await?.ok_or_else(not_found)?,
+    };
     engine.moved(&confirmed).await;
     engine.request_advance(&id, &account.id).await?;
     Ok(Json(view(&engine, &confirmed).await?))
