@@ -578,7 +578,8 @@ async fn the_target_group_adapter_deregisters_and_registers_targets_in_moto() {
         .await
         .expect("create a target group in moto");
     let arn = created.target_groups()[0].target_group_arn().unwrap().to_owned();
-    let lb = berth_shared::release::LoadBalancer { haproxy: None, target_group_arn: Some(arn.clone()), drain_seconds: 0 };
+    let lb =
+        berth_shared::release::LoadBalancer { haproxy: None, target_group_arn: Some(arn.clone()), drain_seconds: 0 };
     let members = [
         Member { host: "h1".into(), instance_id: Some("i-0123456789abcdef0".into()) },
         Member { host: "h2".into(), instance_id: None },
@@ -606,10 +607,8 @@ async fn the_target_group_adapter_deregisters_and_registers_targets_in_moto() {
     adapter.take_out(&lb, &members[..1]).await.unwrap();
     adapter.put_back(&lb, &members[..1]).await.unwrap();
     assert_eq!(states().await.len(), 2, "h1 is back");
-    let gone = berth_shared::release::LoadBalancer {
-        target_group_arn: Some(arn.replace("/web/", "/gone/")),
-        ..lb.clone()
-    };
+    let gone =
+        berth_shared::release::LoadBalancer { target_group_arn: Some(arn.replace("/web/", "/gone/")), ..lb.clone() };
     let error = adapter.put_back(&gone, &members).await.unwrap_err().to_string();
     assert!(error.starts_with("target group: ") && error.contains("TargetGroupNotFound"), "{error}");
 }

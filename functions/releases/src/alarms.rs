@@ -122,7 +122,7 @@ impl CloudWatch {
 impl AlarmSource for CloudWatch {
     async fn firing(&self, alarms: &[Alarm]) -> Result<Option<String>, AlarmError> {
         let names: Vec<String> =
-            alarms.iter().filter_map(|a| matches!(a, Alarm::CloudWatch(_)).then(|| a.name().to_owned())).collect();
+            alarms.iter().filter(|a| matches!(a, Alarm::CloudWatch(_))).map(|a| a.name().to_owned()).collect();
         for chunk in names.chunks(100) {
             let answer = self
                 .client

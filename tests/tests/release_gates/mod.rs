@@ -102,9 +102,8 @@ async fn wait_phase(s: &Setup, id: &str, step: &str) -> Value {
 /// Waits for the automatic rollback of a failed release and checks it ran the previous
 /// revision's start script on the hosts.
 async fn rolled_back(s: &Setup, failed: &Value, markers: &Path, hosts: &[&str]) {
-    let rollback = s
-        .wait_release(failed["id"].as_str().unwrap(), "its rollback", |r| r["rollback"].is_string())
-        .await["rollback"]
+    let rollback = s.wait_release(failed["id"].as_str().unwrap(), "its rollback", |r| r["rollback"].is_string()).await
+        ["rollback"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -213,7 +212,10 @@ async fn a_cloudwatch_alarm_or_a_prometheus_alert_fails_the_release_and_rolls_it
         }))
         .await;
     let held = s.wait_release(&id, "the alarm source shown unreachable", |r| r["alarms_unreachable"].is_object()).await;
-    assert!(held["alarms_unreachable"]["error"].as_str().unwrap().contains("no alarm named 'no-such-alarm'"), "{held:#}");
+    assert!(
+        held["alarms_unreachable"]["error"].as_str().unwrap().contains("no alarm named 'no-such-alarm'"),
+        "{held:#}"
+    );
     let failed = s.finished(&id).await;
     assert!(failed["reason"].as_str().unwrap().starts_with("alarm source unreachable for "), "{failed:#}");
     assert_eq!(failed["summary"], json!({ "skipped": 2 }), "no host was stopped: {failed:#}");
@@ -259,15 +261,12 @@ fn haproxy(dir: &Path, hosts: &[(String, u16)]) -> (ChildGuard, u16, u16) {
 
 /// Requests through the load balancer until `stop`: (sent, failed), at most 100,000 of them.
 async fn load(url: String, stop: Arc<AtomicBool>) -> (u64, u64) {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).build().unwrap();
     let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let workers: Vec<_> = (0..3)
         .map(|_| {
-            let (http, url, stop, sent, failed) = (http.clone(), url.clone(), stop.clone(), sent.clone(), failed.clone());
+            let (http, url, stop, sent, failed) =
+                (http.clone(), url.clone(), stop.clone(), sent.clone(), failed.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < 100_000 {
                     let ok = match http.get(&url).send().await {
@@ -337,8 +336,9 @@ async fn draining_from_haproxy_keeps_every_request_answered_through_a_release() 
             let stop = Arc::new(AtomicBool::new(false));
             let load = tokio::spawn(load(url, stop.clone()));
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let id =
-                s.release(json!({ "application": "shop", "deployment": deployment, "group": "web", "batches": 3 })).await;
+            let id = s
+                .release(json!({ "application": "shop", "deployment": deployment, "group": "web", "batches": 3 }))
+                .await;
             let done = s.finished(&id).await;
             stop.store(true, Ordering::SeqCst);
             let (sent, failed) = load.await.unwrap();
@@ -349,9 +349,8 @@ async fn draining_from_haproxy_keeps_every_request_answered_through_a_release() 
     let (_, sent_plain, failed_plain) = measured("web-v2").await;
 
     let lb = json!({ "haproxy": { "runtime_api": format!("127.0.0.1:{api}"), "backend": "web" }, "drain_seconds": 1 });
-    let (status, changed) = s
-        .call(reqwest::Method::PATCH, "/v1/applications/shop/groups/web", Some(json!({ "load_balancer": lb })))
-        .await;
+    let (status, changed) =
+        s.call(reqwest::Method::PATCH, "/v1/applications/shop/groups/web", Some(json!({ "load_balancer": lb }))).await;
     assert_eq!((status, &changed["load_balancer"]), (200, &lb), "{changed}");
     let (done, sent_drained, failed_drained) = measured("web-v3").await;
     println!(
