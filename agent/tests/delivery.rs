@@ -101,6 +101,7 @@ async fn a_refused_report_is_retried_across_a_restart_and_the_job_never_runs_twi
         stop_script: "true".into(),
         start_script: format!("echo ran >> {}; head -c {OUTPUT_BYTES} /dev/zero | tr '\\0' y", marker.display()),
         step_timeout_seconds: 30,
+        health: None,
     };
     let berth = Arc::new(FakeBerth {
         job,
