@@ -532,7 +532,7 @@ pub async fn upload_log_part(
     LimitedBody(body): LimitedBody<{ release::LOG_PART_BYTES }>,
 ) -> Result<StatusCode, ApiError> {
     if !release::LOG_STEPS.contains(&query.step.as_str()) {
-        return Err(ApiError::invalid("step", "invalid_value", "must be pull, stop or start"));
+        return Err(ApiError::invalid("step", "invalid_value", "must be pull, stop, start or health"));
     }
     if !release::LOG_STREAMS.contains(&query.stream.as_str()) {
         return Err(ApiError::invalid("stream", "invalid_value", "must be stdout or stderr"));

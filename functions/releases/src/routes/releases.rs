@@ -190,7 +190,7 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
     let store = &engine.context.store;
     let pulls = read_all::<PullResult>(store, &layout::pulls(&release.id)).await?;
     let results = read_all::<HostResult>(store, &layout::results(&release.id)).await?;
-    let (verifying, unhealthy) = health_news(engine, release).await?;
+    let (verifying, unhealthy) = health_notes(engine, release).await?;
     let mut states = Vec::new();
     let batches = release
         .batches
@@ -265,7 +265,7 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
 /// What a health-checked release's hosts said of their health: those whose check runs or
 /// ran, and those that turned unhealthy after their run succeeded. Nothing is read for a
 /// release without a health check.
-async fn health_news(
+async fn health_notes(
     engine: &Engine,
     release: &Release,
 ) -> Result<(std::collections::BTreeSet<String>, BTreeMap<String, release::Unhealthy>), ApiError> {
