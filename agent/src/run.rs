@@ -531,8 +531,11 @@ impl Agent {
             news: HealthNewsKind::Verifying,
             reason: None,
         };
-        if let Err(message) = self.send_health_news(token, &news).await {
-            eprintln!("berth-agent: telling Berth the host is verifying: {message}");
+        // Bounded: a Berth slow to answer must not hold the probes back.
+        match tokio::time::timeout(Duration::from_secs(5), self.send_health_news(token, &news)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => eprintln!("berth-agent: telling Berth the host is verifying: {message}"),
+            Err(_) => eprintln!("berth-agent: telling Berth the host is verifying: no answer within 5 s"),
         }
         let context = ProbeContext {
             host: &self.host,

@@ -78,10 +78,8 @@ async fn a_container_that_dies_after_answering_fails_batch_1_at_health_and_rolls
     let mut s = Setup::start(&[]);
     let good = s.push_image("crashy", "v1", "Alibaba Spring Sample! v1\n");
     // Answers for three seconds, then its container exits.
-    let dies = format!(
-        "ENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox httpd -p 8080 -h /www; /bin/busybox sleep 3; exit 1\"]"
-    );
-    let crashy = s.push_with("crashy", "v2", "Alibaba Spring Sample! v2\n", &dies);
+    let dies = "ENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox httpd -p 8080 -h /www; /bin/busybox sleep 3; exit 1\"]";
+    let crashy = s.push_with("crashy", "v2", "Alibaba Spring Sample! v2\n", dies);
     let container = Container(format!("berth-crashy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
     let port = free_port();
     s.one_host("crash").await;
