@@ -27,6 +27,8 @@ pub struct Agent {
     poll_seconds: u64,
     http: reqwest::Client,
     state_dir: PathBuf,
+    /// When given, every job's image must be signed by one of these keys.
+    trusted_keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>,
 }
 
 /// How one step ended (its output is in the job's spool).
@@ -63,7 +65,14 @@ impl Agent {
             poll_seconds,
             http,
             state_dir: state_dir.to_path_buf(),
+            trusted_keys: None,
         }
+    }
+
+    /// Checks each job's image signature against these keys before running anything.
+    pub fn with_trusted_keys(mut self, keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>) -> Self {
+        self.trusted_keys = keys;
+        self
     }
 
     /// Registers with this EC2 instance id.
@@ -374,6 +383,18 @@ impl Agent {
     }
 
     async fn steps(&self, job: &Job, spool: &Spool) -> (bool, Step, StepRun) {
+        let verified;
+        let job = match &self.trusted_keys {
+            None => job,
+            Some(keys) => match crate::signature::verify(job, keys).await {
+                // Pulled and run by the digest that verified, never by a tag that may move.
+                Ok(image) => {
+                    verified = Job { image, ..job.clone() };
+                    &verified
+                }
+                Err(reason) => return (false, Step::Pull, StepRun::broken(reason)),
+            },
+        };
         if job.pull {
             let pull = self.pull(job, spool).await;
             if pull.failure.is_some() || job.kind == JobKind::Pull {
