@@ -35,6 +35,10 @@ struct Args {
     /// Where the agent keeps its host token (a 0600 file), so a restart does not re-register.
     #[arg(long, env = "BERTH_AGENT_STATE_DIR", default_value = "/var/lib/berth-agent")]
     state_dir: PathBuf,
+    /// Once registered (a host token saved), forget the join token and delete
+    /// `--join-token-file`: the host token alone serves from then on, across restarts.
+    #[arg(long, env = "BERTH_DROP_JOIN_TOKEN")]
+    drop_join_token: bool,
     /// How long each poll is held by Berth, in seconds (1 to 30).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=30))]
     poll_seconds: u64,
@@ -61,7 +65,9 @@ fn trusted_keys(path: &std::path::Path) -> Result<Vec<berth_shared::signing::sig
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let join_token = match identity::join_token(args.join_token_file.as_deref()) {
+    // A join token file this agent deleted (`--drop-join-token`) is not missed on restart.
+    let file = args.join_token_file.as_deref().filter(|file| !args.drop_join_token || file.exists());
+    let join_token = match identity::join_token(file) {
         Ok(token) => token,
         Err(message) => {
             eprintln!("berth-agent: {message}");
@@ -75,9 +81,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token);
+    let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token)
+        .with_join_token_file(args.join_token_file.clone());
     let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds, &args.state_dir)
         .with_instance_id(args.instance_id)
+        .dropping_join_token(args.drop_join_token)
         .with_trusted_keys(trusted_keys);
     agent.run().await
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_shared::release::{Job, JobKind, Report, Step};
+use berth_shared::release::{Job, JobKind, JobRefusal, MAX_JOB_BYTES, Report, Step, check_handed_job};
 
 use crate::identity::Identity;
 use crate::spool::{INLINE_BYTES, Spool};
@@ -29,6 +29,8 @@ pub struct Agent {
     state_dir: PathBuf,
     /// When given, every job's image must be signed by one of these keys.
     trusted_keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>,
+    /// Whether the join token is dropped once a host token is saved.
+    drop_join_token: bool,
 }
 
 /// How one step ended (its output is in the job's spool).
@@ -66,12 +68,19 @@ impl Agent {
             http,
             state_dir: state_dir.to_path_buf(),
             trusted_keys: None,
+            drop_join_token: false,
         }
     }
 
     /// Checks each job's image signature against these keys before running anything.
     pub fn with_trusted_keys(mut self, keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>) -> Self {
         self.trusted_keys = keys;
+        self
+    }
+
+    /// Drops the join token once registered (`--drop-join-token`).
+    pub fn dropping_join_token(mut self, drop: bool) -> Self {
+        self.drop_join_token = drop;
         self
     }
 
@@ -117,10 +126,18 @@ impl Agent {
 
     /// The host token: the saved one, else a new one from registering with the join token.
     async fn host_token(&self, refused: Option<&str>) -> Result<String, String> {
+        let token = self.registered_token(refused).await?;
+        if self.drop_join_token {
+            self.identity.drop_join_token().map_err(|e| format!("cannot remove the join token file: {e}"))?;
+        }
+        Ok(token)
+    }
+
+    async fn registered_token(&self, refused: Option<&str>) -> Result<String, String> {
         if let Some(saved) = self.identity.saved().filter(|saved| Some(saved.as_str()) != refused) {
             return Ok(saved);
         }
-        let Some(join_token) = &self.identity.join_token else {
+        let Some(join_token) = &self.identity.join_token() else {
             return Err(match refused {
                 Some(_) => "Berth refused the saved host token and no join token is configured to register again \
                             (BERTH_JOIN_TOKEN or --join-token-file)"
@@ -173,8 +190,23 @@ impl Agent {
                 }
                 Ok(Some(job)) => {
                     backoff = Duration::from_millis(500);
+                    let checked = check_handed_job(&job, &self.host);
+                    if let Err(refusal) = &checked
+                        && matches!(refusal.field, "job_id" | "release")
+                    {
+                        // Not this host's job: nothing of it is run, stored or reported.
+                        eprintln!("berth-agent: refused a job that is not this host's ({refusal}); nothing ran");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
                     eprintln!("berth-agent: {job}");
-                    let pending = match self.execute(&job).await {
+                    let outcome = match checked {
+                        Ok(()) => self.execute(&job).await,
+                        // This host's job, but not one Berth would hand out: reported failed, not run.
+                        Err(refusal) => self.refuse(&job, &refusal),
+                    };
+                    let pending = match outcome {
                         Ok(pending) => pending,
                         Err(e) => {
                             eprintln!("berth-agent: cannot keep the job's output in {}: {e}", self.state_dir.display());
@@ -260,7 +292,8 @@ impl Agent {
         if response.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        response.json::<Job>().await.map(Some).map_err(|e| Refusal::Retry(format!("unreadable job: {e}")))
+        let body = read_limited(response, MAX_JOB_BYTES).await.map_err(Refusal::Retry)?;
+        serde_json::from_slice::<Job>(&body).map(Some).map_err(|e| Refusal::Retry(format!("unreadable job: {e}")))
     }
 
     /// Sends a report until Berth takes it (or refuses it for good).
@@ -376,6 +409,28 @@ impl Agent {
             logs: spool.logs(inline),
             // The count is taken again from the spool when sending.
             log_parts: (!inline).then_some(0),
+        };
+        let pending = Pending { report, spool: spool.dir().to_path_buf() };
+        Self::write_state(&self.pending_file(), &pending)?;
+        Ok(pending)
+    }
+
+    /// Keeps a failed report for a job this host will not run, saying why, as [`Agent::execute`]
+    /// keeps one for a job it ran.
+    fn refuse(&self, job: &Job, refusal: &JobRefusal) -> std::io::Result<Pending> {
+        eprintln!("berth-agent: refused job {}: {refusal}; nothing ran", job.job_id);
+        let spool = Spool::create(&self.state_dir.join("spool"), &job.job_id)?;
+        self.remember_ran(&job.job_id);
+        let report = Report {
+            job_id: job.job_id.clone(),
+            release: job.release.clone(),
+            kind: job.kind,
+            ok: false,
+            step: if job.pull { Step::Pull } else { Step::Stop },
+            exit_code: None,
+            reason: Some(format!("berth-agent refused the job, nothing ran: {refusal}")),
+            logs: Default::default(),
+            log_parts: None,
         };
         let pending = Pending { report, spool: spool.dir().to_path_buf() };
         Self::write_state(&self.pending_file(), &pending)?;
@@ -524,6 +579,23 @@ async fn run_step(
         }
     };
     StepRun { exit_code, failure }
+}
+
+/// A body read whole, refused past `limit` bytes (by its `Content-Length` before reading, and
+/// while reading when it has none or lies).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("a job larger than {limit} bytes was refused");
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the job: {e}"))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 enum Refusal {

@@ -285,3 +285,105 @@ async fn with_trusted_keys_an_image_not_signed_by_one_of_them_never_runs() {
         }
     }
 }
+
+/// A stand-in for Berth that hands out hostile jobs, one per poll, then nothing.
+#[derive(Default)]
+struct HostileBerth {
+    bodies: std::sync::Mutex<std::collections::VecDeque<String>>,
+    reports: std::sync::Mutex<Vec<Report>>,
+}
+
+async fn hostile_jobs(State(berth): State<Arc<HostileBerth>>) -> Response {
+    match berth.bodies.lock().unwrap().pop_front() {
+        Some(body) => ([("content-type", "application/json")], body).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn hostile_reports(State(berth): State<Arc<HostileBerth>>, Json(report): Json<Report>) -> Response {
+    berth.reports.lock().unwrap().push(report);
+    Json(serde_json::json!({ "accepted": true })).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_fed_hostile_jobs_runs_none_of_them_and_touches_nothing_outside_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, work, marks) = (dir.path().join("state"), dir.path().join("work"), dir.path().join("marks"));
+    std::fs::create_dir_all(state.join("spool")).unwrap();
+    std::fs::create_dir_all(&marks).unwrap();
+    // What `../../x` from the spool names: it must survive.
+    std::fs::create_dir_all(dir.path().join("x")).unwrap();
+    std::fs::write(dir.path().join("x/keep"), "mine").unwrap();
+    std::fs::write(state.join("host-token.json"), r#"{"host":"h1","host_token":"bht_test"}"#).unwrap();
+    let job = |release: &str, mark: &str| {
+        let release = release.to_owned();
+        Job {
+            job_id: berth_shared::release::job_id(&release, "h1", JobKind::Run),
+            release,
+            kind: JobKind::Run,
+            pull: false,
+            image: "127.0.0.1:5000/acme/app:v1".into(),
+            registry: "127.0.0.1:5000".into(),
+            username: "u".into(),
+            password: "p".into(),
+            working_directory: work.display().to_string(),
+            stop_script: "true".into(),
+            start_script: format!("touch {}/{mark}", marks.display()),
+            step_timeout_seconds: 30,
+        }
+    };
+    let release = |n: u8| format!("0b3c3a5e-8d7f-4a59-9a51-3d2f5d8e1c0{n}");
+    let mut traversal = job(&release(1), "traversal");
+    traversal.job_id = "../../x".into();
+    let mut huge = job(&release(2), "huge");
+    huge.start_script = format!("true # {}", "y".repeat(1 << 20));
+    let mut endless = serde_json::to_value(job(&release(3), "endless")).unwrap();
+    endless["step_timeout_seconds"] = serde_json::json!(u64::MAX);
+    let mut elsewhere = job(&release(4), "elsewhere");
+    elsewhere.image = "127.0.0.1:5000/acme/app:v1 --privileged".into();
+    let mut outside = job(&release(5), "outside");
+    outside.working_directory = format!("{}/../x", work.display());
+    let good = job(&release(6), "good");
+    let bodies = [
+        serde_json::to_string(&traversal).unwrap(),
+        serde_json::to_string(&huge).unwrap(),
+        endless.to_string(),
+        serde_json::to_string(&elsewhere).unwrap(),
+        serde_json::to_string(&outside).unwrap(),
+        serde_json::to_string(&good).unwrap(),
+    ];
+    let berth = Arc::new(HostileBerth { bodies: std::sync::Mutex::new(bodies.into()), ..Default::default() });
+    let router = axum::Router::new()
+        .route("/v1/agent/jobs", get(hostile_jobs))
+        .route("/v1/agent/reports", post(hostile_reports))
+        .with_state(berth.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let mut agent = agent(&url, &state);
+    until("the good job's report", || berth.reports.lock().unwrap().iter().any(|r| r.release == release(6))).await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+
+    let ran: Vec<String> =
+        std::fs::read_dir(&marks).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(ran, ["good"], "only the sound job ran");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("x/keep")).unwrap(),
+        "mine",
+        "nothing outside the state dir went"
+    );
+    let reports = berth.reports.lock().unwrap().clone();
+    let reason = |n: u8| {
+        let report = reports.iter().find(|r| r.release == release(n)).unwrap_or_else(|| panic!("no report {n}"));
+        assert!(!report.ok || n == 6, "{report:?}");
+        report.reason.clone().unwrap_or_default()
+    };
+    // This host's jobs with a bad field are reported failed, naming it; nothing else is reported.
+    assert!(reason(3).contains("step_timeout_seconds"), "{}", reason(3));
+    assert!(reason(4).contains("image"), "{}", reason(4));
+    assert!(reason(5).contains("working_directory"), "{}", reason(5));
+    assert_eq!(reason(6), "");
+    assert_eq!(reports.len(), 4, "neither the job of another id nor the oversized one was reported: {reports:?}");
+}

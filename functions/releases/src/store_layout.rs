@@ -77,6 +77,10 @@ pub struct Instance {
     /// registration replaces it, and the index entry of an older one is not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_token_sha256: Option<String>,
+    /// SHA-256 (hex) of the join token it registered with: a join token rotated since may take
+    /// its name over (`release::may_take_over`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token_sha256: Option<String>,
     /// The EC2 instance the host said it is (matched against its Auto Scaling group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,

@@ -329,7 +329,9 @@ pub fn validate_working_directory(dir: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_script(field: &str, script: &str) -> Result<(), ApiError> {
+/// Validates a start or stop script: non-empty, at most [`MAX_SCRIPT_BYTES`], no NUL, and shell
+/// (a `#!` line naming another interpreter is refused).
+pub fn validate_script(field: &str, script: &str) -> Result<(), ApiError> {
     if script.trim().is_empty() {
         return Err(ApiError::invalid(field, "required", "must be a non-empty shell script"));
     }
