@@ -31,6 +31,34 @@ struct FakeBerth {
     parts: Parts,
 }
 
+impl FakeBerth {
+    /// Hands out `job`; takes reports when `accepting`. Log parts are refused until two were
+    /// (`parts_refused` 0: the first two; 2: none).
+    fn new(job: Job, accepting: bool, parts_refused: usize) -> Arc<Self> {
+        Arc::new(Self {
+            job,
+            accepting: AtomicBool::new(accepting),
+            parts_refused: AtomicUsize::new(parts_refused),
+            report_attempts: AtomicUsize::new(0),
+            reported: std::sync::Mutex::new(None),
+            parts: Parts::default(),
+        })
+    }
+}
+
+/// Serves `berth`'s agent routes on a loopback port; its URL.
+async fn serve(berth: &Arc<FakeBerth>) -> String {
+    let router = axum::Router::new()
+        .route("/v1/agent/jobs", get(jobs))
+        .route("/v1/agent/logs", post(logs))
+        .route("/v1/agent/reports", post(reports))
+        .with_state(berth.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}
+
 async fn jobs(State(berth): State<Arc<FakeBerth>>) -> Response {
     if berth.reported.lock().unwrap().is_some() {
         return StatusCode::NO_CONTENT.into_response();
@@ -102,22 +130,8 @@ async fn a_refused_report_is_retried_across_a_restart_and_the_job_never_runs_twi
         start_script: format!("echo ran >> {}; head -c {OUTPUT_BYTES} /dev/zero | tr '\\0' y", marker.display()),
         step_timeout_seconds: 30,
     };
-    let berth = Arc::new(FakeBerth {
-        job,
-        accepting: AtomicBool::new(false),
-        parts_refused: AtomicUsize::new(0),
-        report_attempts: AtomicUsize::new(0),
-        reported: std::sync::Mutex::new(None),
-        parts: Parts::default(),
-    });
-    let router = axum::Router::new()
-        .route("/v1/agent/jobs", get(jobs))
-        .route("/v1/agent/logs", post(logs))
-        .route("/v1/agent/reports", post(reports))
-        .with_state(berth.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let berth = FakeBerth::new(job, false, 0);
+    let url = serve(&berth).await;
 
     let mut first = agent(&url, &state);
     until("two refused reports", || berth.report_attempts.load(Ordering::SeqCst) >= 2).await;
@@ -244,22 +258,9 @@ async fn with_trusted_keys_an_image_not_signed_by_one_of_them_never_runs() {
             start_script: format!("echo \"$BERTH_IMAGE\" > {}", marker.display()),
             step_timeout_seconds: 30,
         };
-        let berth = Arc::new(FakeBerth {
-            job,
-            accepting: AtomicBool::new(true),
-            parts_refused: AtomicUsize::new(2),
-            report_attempts: AtomicUsize::new(0),
-            reported: std::sync::Mutex::new(None),
-            parts: Parts::default(),
-        });
-        let router = axum::Router::new()
-            .route("/v1/agent/jobs", get(jobs))
-            .route("/v1/agent/logs", post(logs))
-            .route("/v1/agent/reports", post(reports))
-            .with_state(berth.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        // Parts and reports are taken at once.
+        let berth = FakeBerth::new(job, true, 2);
+        let url = serve(&berth).await;
         let mut agent = Command::new(env!("CARGO_BIN_EXE_berth-agent"))
             .args(["--berth-url", &url, "--host-id", "h1", "--poll-seconds", "1", "--trusted-keys"])
             .arg(&keys)
