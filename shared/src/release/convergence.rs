@@ -66,6 +66,8 @@ pub fn convergence_options() -> ReleaseOptions {
         auto_rollback: false,
         alarms: Vec::new(),
         alarm_unreachable_seconds: DEFAULT_ALARM_UNREACHABLE_SECONDS,
+        budgets_asked: None,
+        batch_max_failures: Vec::new(),
     }
 }
 
