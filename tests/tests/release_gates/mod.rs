@@ -94,6 +94,21 @@ pub(crate) fn form_body(fields: &[(&str, &str)]) -> String {
     fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
+/// Creates a release; a `409 group_changed` (the previous release freeing the group at the
+/// same moment) is tried again, as the answer asks.
+async fn start_release(s: &Setup, body: Value) -> String {
+    for _ in 0..50 {
+        let (status, answer) = s.call(reqwest::Method::POST, "/v1/releases", Some(body.clone())).await;
+        if status == 409 && answer["code"] == "group_changed" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 201, "POST /v1/releases: {answer}");
+        return answer["id"].as_str().unwrap().to_owned();
+    }
+    panic!("the group kept changing");
+}
+
 /// Waits until a release is in `step` (its phase).
 async fn wait_phase(s: &Setup, id: &str, step: &str) -> Value {
     s.wait_release(id, step, |r| r["phase"]["step"] == step || r["status"] != "running").await
@@ -168,7 +183,7 @@ async fn a_cloudwatch_alarm_or_a_prometheus_alert_fails_the_release_and_rolls_it
         s.start_agent(&join, host);
     }
     s.wait_for_hosts("gated", "web", 2).await;
-    let first = s.release(json!({ "application": "gated", "deployment": "app-v1", "group": "web" })).await;
+    let first = start_release(&s, json!({ "application": "gated", "deployment": "app-v1", "group": "web" })).await;
     assert_eq!(s.finished(&first).await["status"], "succeeded");
 
     // A CloudWatch alarm turns to ALARM while the release waits for confirmation: it fails
@@ -179,7 +194,7 @@ async fn a_cloudwatch_alarm_or_a_prometheus_alert_fails_the_release_and_rolls_it
             "auto_rollback": true, "alarms": alarms,
         })
     };
-    let id = s.release(gated(json!(["gates-5xx"]))).await;
+    let id = start_release(&s, gated(json!(["gates-5xx"]))).await;
     let paused = wait_phase(&s, &id, "awaiting_confirm").await;
     assert_eq!(paused["status"], "running", "{paused:#}");
     let first_batch = paused["batches"][0]["hosts"][0]["host"].as_str().unwrap().to_owned();
@@ -194,7 +209,7 @@ async fn a_cloudwatch_alarm_or_a_prometheus_alert_fails_the_release_and_rolls_it
 
     // A Prometheus expression whose result turns non-empty does the same.
     let expression = "berth_test_errors > 0";
-    let id = s.release(gated(json!([{ "prometheus": expression }]))).await;
+    let id = start_release(&s, gated(json!([{ "prometheus": expression }]))).await;
     let paused = wait_phase(&s, &id, "awaiting_confirm").await;
     assert_eq!(paused["status"], "running", "the expression is empty so far: {paused:#}");
     let first_batch = paused["batches"][0]["hosts"][0]["host"].as_str().unwrap().to_owned();
@@ -205,12 +220,11 @@ async fn a_cloudwatch_alarm_or_a_prometheus_alert_fails_the_release_and_rolls_it
 
     // An alarm CloudWatch does not know is never a pass: shown, retried, then the release
     // fails before any batch starts.
-    let id = s
-        .release(json!({
-            "application": "gated", "deployment": "app-v2", "group": "web",
-            "alarms": ["no-such-alarm"], "alarm_unreachable_seconds": 4,
-        }))
-        .await;
+    let body = json!({
+        "application": "gated", "deployment": "app-v2", "group": "web",
+        "alarms": ["no-such-alarm"], "alarm_unreachable_seconds": 4,
+    });
+    let id = start_release(&s, body).await;
     let held = s.wait_release(&id, "the alarm source shown unreachable", |r| r["alarms_unreachable"].is_object()).await;
     assert!(
         held["alarms_unreachable"]["error"].as_str().unwrap().contains("no alarm named 'no-such-alarm'"),
@@ -269,12 +283,18 @@ async fn load(url: String, stop: Arc<AtomicBool>) -> (u64, u64) {
                 (http.clone(), url.clone(), stop.clone(), sent.clone(), failed.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < 100_000 {
-                    let ok = match http.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => r.text().await.is_ok_and(|t| t.starts_with("page")),
-                        _ => false,
+                    let outcome = match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => match r.text().await {
+                            Ok(text) if text.starts_with("page") => None,
+                            other => Some(format!("body {other:?}")),
+                        },
+                        Ok(r) => Some(format!("HTTP {}", r.status())),
+                        Err(e) => Some(format!("{e}")),
                     };
-                    if !ok {
-                        failed.fetch_add(1, Ordering::SeqCst);
+                    if let Some(why) = outcome {
+                        if failed.fetch_add(1, Ordering::SeqCst) < 3 {
+                            eprintln!("a failed request: {why}");
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -325,7 +345,7 @@ async fn draining_from_haproxy_keeps_every_request_answered_through_a_release() 
         s.start_agent(&join, host);
     }
     s.wait_for_hosts("shop", "web", 3).await;
-    let first = s.release(json!({ "application": "shop", "deployment": "web-v1", "group": "web" })).await;
+    let first = start_release(&s, json!({ "application": "shop", "deployment": "web-v1", "group": "web" })).await;
     assert_eq!(s.finished(&first).await["status"], "succeeded");
 
     let url = format!("http://127.0.0.1:{front}/hello");
@@ -336,9 +356,8 @@ async fn draining_from_haproxy_keeps_every_request_answered_through_a_release() 
             let stop = Arc::new(AtomicBool::new(false));
             let load = tokio::spawn(load(url, stop.clone()));
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let id = s
-                .release(json!({ "application": "shop", "deployment": deployment, "group": "web", "batches": 3 }))
-                .await;
+            let body = json!({ "application": "shop", "deployment": deployment, "group": "web", "batches": 3 });
+            let id = start_release(s, body).await;
             let done = s.finished(&id).await;
             stop.store(true, Ordering::SeqCst);
             let (sent, failed) = load.await.unwrap();
@@ -357,6 +376,14 @@ async fn draining_from_haproxy_keeps_every_request_answered_through_a_release() 
         "zero downtime through HAProxy, 3 hosts one at a time: without draining {failed_plain} of {sent_plain} \
          requests failed; with draining {failed_drained} of {sent_drained}"
     );
+    if failed_drained > 0 {
+        let log = std::fs::read_to_string(&s.berth().log).unwrap_or_default();
+        let moves: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("load balancer") || l.contains("draining") || l.contains("release moved"))
+            .collect();
+        eprintln!("{done:#}\n{}", moves.join("\n"));
+    }
     assert_eq!(failed_drained, 0, "with draining every request is answered");
     assert!(sent_drained > 100, "the load ran through the release: {sent_drained} requests");
     for batch in done["batches"].as_array().unwrap() {
