@@ -113,6 +113,13 @@ impl Engine {
                 results = read_all::<HostResult>(store, &layout::results(id)).await.map_err(retry)?;
             }
             let mut decision = release::decide_watched(&current, &pulls, &results, &unhealthy, now);
+            // A batch's hosts go back before the release leaves it: a result written after the
+            // put-back above (a report racing this advance) is in `results` now.
+            if let (release::Phase::Batch { batch }, Decision::Move(_)) = (current.phase, &decision)
+                && current.drains()
+            {
+                self.put_back_healthy(&current, batch).await?;
+            }
             // Before a batch starts, the alarms are read afresh; an unreachable source holds it.
             if let Decision::Move(release::Phase::Batch { .. } | release::Phase::Draining { .. }) = decision {
                 match self.alarm_gate(&current, now, true).await? {
