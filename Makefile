@@ -6,7 +6,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
 PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint' 'alibabacloud-computenestsupplier20210521==7.1.5' 'computenest-cli==1.9.17'
-APT_PKGS    := docker-registry skopeo busybox-static
+APT_PKGS    := docker-registry skopeo busybox-static chromium chromium-driver
 BERTH_DATA_DIR ?= berth-data
 BERTH_LISTEN   ?= 127.0.0.1:9080
 
@@ -72,9 +72,9 @@ bench: deps
 lambda-build: deps
 	@# -p: only the functions' own features, not the whole workspace's (the test crate's made them ~6% larger).
 	$(CARGO_LAMBDA) lambda build --release --compiler cargo --x86-64 \
-	  -p berth-credentials -p berth-packages -p berth-render -p berth-releases \
-	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases
-	@for f in credentials packages render releases; do \
+	  -p berth-credentials -p berth-packages -p berth-render -p berth-releases -p berth-console \
+	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases --bin berth-console
+	@for f in credentials packages render releases console; do \
 	  printf "%-22s %s bytes\n" "berth-$$f" "$$(stat -c %s target/lambda/berth-$$f/bootstrap)"; done
 
 fmt:

@@ -93,6 +93,9 @@ async fn serve(config: &mut Config) -> Result<(), String> {
         }
     }
 
+    // The console's files: no store, queue or events (and not in /healthz's list of functions).
+    router = router.merge(berth_console::router());
+
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ pub mod netns;
 pub mod registry;
 pub mod snapshot;
 pub mod stack;
+pub mod webdriver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -827,6 +827,23 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let logs = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs"), account, None).await;
     assert_eq!(logs["start"]["stdout"], "started\n", "{logs}");
     assert_eq!(logs["stop"]["stdout"], "stopped\n", "the uploaded part: {logs}");
+    // The same output a part at a time: each step's text once, whatever the order of its parts.
+    let first = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/0"), account, None).await;
+    let parts = first["parts"].as_u64().unwrap();
+    let mut texts = std::collections::BTreeSet::new();
+    for part in 0..parts {
+        let page = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/{part}"), account, None).await;
+        texts.insert(format!(
+            "{} {} {}",
+            page["step"].as_str().unwrap(),
+            page["stream"].as_str().unwrap(),
+            page["text"].as_str().unwrap()
+        ));
+    }
+    let expected = ["pull stdout pulled\n", "start stdout started\n", "stop stdout stopped\n"].map(String::from).into();
+    assert_eq!(texts, expected, "{first}");
+    let past = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/{parts}"), account, None).await;
+    assert!(past["text"].is_null() && past["step"].is_null(), "{past}");
     api.expect(200, "POST", &format!("/v1/releases/{id}/cancel"), account, None).await;
     let (_, token) = &hosts[1];
     api.expect(204, "GET", "/v1/agent/jobs?wait_seconds=0", token, None).await;

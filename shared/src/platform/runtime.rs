@@ -194,8 +194,32 @@ pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Fun
     let (listen, limits) = (context.config.listen, context.config.http_limits);
     let queue = context.queue.clone();
     let function = build(context);
-    let result =
-        if under_lambda() { run_lambda(function).await } else { run_standalone(function, listen, limits, queue).await };
+    let result = if under_lambda() {
+        run_lambda(function).await
+    } else {
+        run_standalone(function, listen, limits, Some(queue)).await
+    };
+    exit_code(result)
+}
+
+/// As [`main`], for a function that holds no state (the console's files): no keys, store or
+/// queue are opened, so its role needs no access to any of them.
+pub async fn main_stateless(name: &'static str, router: Router) -> ExitCode {
+    let config = match Config::from_lookup(|variable| std::env::var(variable).ok()) {
+        Ok(config) => config,
+        Err(error) => return startup_failed(name, &format!("configuration: {error}")),
+    };
+    telemetry::init(config.log_format);
+    let function = Function { name, router, events: None };
+    let result = if under_lambda() {
+        run_lambda(function).await
+    } else {
+        run_standalone(function, config.listen, config.http_limits, None).await
+    };
+    exit_code(result)
+}
+
+fn exit_code(result: Result<(), lambda_runtime::Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -214,12 +238,13 @@ async fn run_standalone(
     function: Function,
     listen: std::net::SocketAddr,
     limits: HttpLimits,
-    queue: crate::platform::queue::SharedQueue,
+    queue: Option<crate::platform::queue::SharedQueue>,
 ) -> Result<(), lambda_runtime::Error> {
     let shutdown = shutdown_on_signal();
     let consumer = function
         .events
-        .map(|handler| tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone())));
+        .zip(queue)
+        .map(|(handler, queue)| tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone())));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(function = function.name, %listen, "serving");
     serve_http(finish(function.router, vec![function.name]), listener, shutdown, limits).await?;
