@@ -330,7 +330,9 @@ impl Agent {
         let (http, url, host) = (self.http.clone(), self.url.clone(), self.host.clone());
         let (job, token, release) = (job.clone(), token.to_owned(), job.release.clone());
         let task = tokio::spawn(async move {
+            let client = crate::health::probe_client();
             let context = ProbeContext {
+                http: &client,
                 host: &host,
                 release: &job.release,
                 job_id: &job.job_id,
@@ -558,7 +560,9 @@ impl Agent {
             Ok(Err(message)) => eprintln!("berth-agent: telling Berth the host is verifying: {message}"),
             Err(_) => eprintln!("berth-agent: telling Berth the host is verifying: no answer within 5 s"),
         }
+        let client = crate::health::probe_client();
         let context = ProbeContext {
+            http: &client,
             host: &self.host,
             release: &job.release,
             job_id: &job.job_id,
