@@ -12,6 +12,7 @@ mod registry;
 mod release;
 mod render;
 mod serve;
+mod serve_lease;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
