@@ -64,6 +64,7 @@ bench: deps
 	cargo build --release -p berth-cli
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
+	cargo run --release -q -p berth-tests --bin signature-bench
 	cargo run --release -q -p berth-tests --bin render-bench
 	cargo run --release -q -p berth-tests --bin lambda-bench
 	BENCH_HOSTS=10000 cargo run --release -q -p berth-tests --bin fanout-bench

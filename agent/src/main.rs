@@ -5,6 +5,7 @@
 
 mod identity;
 mod run;
+mod signature;
 mod spool;
 
 use std::path::PathBuf;
@@ -41,12 +42,24 @@ struct Args {
     /// How long each poll is held by Berth, in seconds (1 to 30).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=30))]
     poll_seconds: u64,
+    /// A file of the account's signing public keys (PEM blocks): each image is then checked
+    /// to be signed by one of them (its sigstore signature, read from the registry) before
+    /// anything of the job runs.
+    #[arg(long, env = "BERTH_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
 }
 
 /// Refused at start, not at registration: a typo would otherwise loop on Berth's 400.
 fn instance_id(value: &str) -> Result<String, String> {
     berth_shared::release::validate_instance_id("--instance-id", value).map_err(|e| e.to_string())?;
     Ok(value.to_owned())
+}
+
+/// Read at start: a bad file stops the agent rather than let it run unchecked images.
+fn trusted_keys(path: &std::path::Path) -> Result<Vec<berth_shared::signing::sigstore::VerifyingKey>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--trusted-keys {}: {e}", path.display()))?;
+    berth_shared::signing::sigstore::VerifyingKey::from_pem_file(&text)
+        .map_err(|e| format!("--trusted-keys {}: {e}", path.display()))
 }
 
 #[tokio::main]
@@ -61,11 +74,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let trusted_keys = match args.trusted_keys.as_deref().map(trusted_keys).transpose() {
+        Ok(keys) => keys,
+        Err(message) => {
+            eprintln!("berth-agent: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token)
         .with_join_token_file(args.join_token_file.clone());
     let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds, &args.state_dir)
         .with_instance_id(args.instance_id)
-        .dropping_join_token(args.drop_join_token);
+        .dropping_join_token(args.drop_join_token)
+        .with_trusted_keys(trusted_keys);
     agent.run().await
 }
 

@@ -27,6 +27,8 @@ pub struct Agent {
     poll_seconds: u64,
     http: reqwest::Client,
     state_dir: PathBuf,
+    /// When given, every job's image must be signed by one of these keys.
+    trusted_keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>,
     /// Whether the join token is dropped once a host token is saved.
     drop_join_token: bool,
 }
@@ -65,8 +67,15 @@ impl Agent {
             poll_seconds,
             http,
             state_dir: state_dir.to_path_buf(),
+            trusted_keys: None,
             drop_join_token: false,
         }
+    }
+
+    /// Checks each job's image signature against these keys before running anything.
+    pub fn with_trusted_keys(mut self, keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>) -> Self {
+        self.trusted_keys = keys;
+        self
     }
 
     /// Drops the join token once registered (`--drop-join-token`).
@@ -429,6 +438,18 @@ impl Agent {
     }
 
     async fn steps(&self, job: &Job, spool: &Spool) -> (bool, Step, StepRun) {
+        let verified;
+        let job = match &self.trusted_keys {
+            None => job,
+            Some(keys) => match crate::signature::verify(job, keys).await {
+                // Pulled and run by the digest that verified, never by a tag that may move.
+                Ok(image) => {
+                    verified = Job { image, ..job.clone() };
+                    &verified
+                }
+                Err(reason) => return (false, Step::Pull, StepRun::broken(reason)),
+            },
+        };
         if job.pull {
             let pull = self.pull(job, spool).await;
             if pull.failure.is_some() || job.kind == JobKind::Pull {

@@ -648,6 +648,23 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     context.store.put(&version_path(&acme, "web", "v_2"), &failed).await.unwrap();
     let failed = api.expect(200, "GET", "/v1/packages/web/versions/v_2", account, None).await;
     assert_eq!(failed["status"], "Failed");
+
+    // Signing keys and the policy; a version signed by a key revoked since shows it.
+    let public_key = berth_tests::signing::ImageKey::generate().public_pem();
+    let body = json!({ "public_key": public_key, "description": "ci" });
+    let key = api.expect(201, "POST", "/v1/signing-keys", account, Some(body)).await;
+    let listed = api.expect(200, "GET", "/v1/signing-keys", account, None).await;
+    assert_eq!(listed["signing_keys"][0]["id"], key["id"]);
+    api.expect(200, "PUT", "/v1/signing-policy", account, Some(json!({ "require_signature": false }))).await;
+    api.expect(200, "GET", "/v1/signing-policy", account, None).await;
+    let key_id = key["id"].as_str().unwrap();
+    let revoked = api.expect(200, "DELETE", &format!("/v1/signing-keys/{key_id}"), account, None).await;
+    assert_eq!(revoked["status"], "Revoked");
+    let mut signed: PackageVersion = serde_json::from_value(failed).unwrap();
+    signed.images[0].signed_by = Some(key_id.to_owned());
+    context.store.put(&version_path(&acme, "web", "v_2"), &signed).await.unwrap();
+    let shown = api.expect(200, "GET", "/v1/packages/web/versions/v_2", account, None).await;
+    assert!(shown["untrusted"].as_str().unwrap().contains(key_id), "{shown}");
     let files = json!({
         "name": "files", "description": "configuration files", "type": "File",
         "version": { "name": "v_1", "file_name": "app.tar.gz" },
@@ -666,7 +683,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     assert_eq!(exchange.status, 413);
     api.exchanges.push(exchange);
     api.expect(204, "DELETE", "/v1/packages/files/versions/v_2", account, None).await;
-    let tags = json!({ "tags": [{ "key": "team", "value": "web" }] });
+    let tags = json!({ "tags": [{ "key": "team", "value": "web" }], "require_signature": false });
     api.expect(200, "PATCH", "/v1/packages/web", account, Some(tags)).await;
     let page = api.expect(200, "GET", "/v1/packages?page_size=1", account, None).await;
     assert_eq!(page["next_page_token"], "files");

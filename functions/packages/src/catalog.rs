@@ -462,7 +462,9 @@ pub async fn list_versions(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<VersionList>, ApiError> {
     load_package(&context, &caller.id, &name).await?;
-    Ok(Json(VersionList { versions: versions_of(&context, &caller.id, &name).await? }))
+    let mut versions = versions_of(&context, &caller.id, &name).await?;
+    mark_untrusted(&context, &caller.id, &mut versions).await?;
+    Ok(Json(VersionList { versions }))
 }
 
 /// `GET /v1/packages/{name}/versions/{version}`.
@@ -471,7 +473,26 @@ pub async fn get_version(
     caller: Account,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Json<PackageVersion>, ApiError> {
-    Ok(Json(load_version(&context, &caller.id, &name, &version).await?.value))
+    let mut version = load_version(&context, &caller.id, &name, &version).await?.value;
+    mark_untrusted(&context, &caller.id, std::slice::from_mut(&mut version)).await?;
+    Ok(Json(version))
+}
+
+/// Shows, on versions with signed images, why one is no longer trusted (its key was revoked
+/// since). Reads the key ring only when a version has a signed image.
+async fn mark_untrusted(
+    context: &FunctionContext,
+    account: &AccountId,
+    versions: &mut [PackageVersion],
+) -> Result<(), ApiError> {
+    if !versions.iter().any(|v| v.images.iter().any(|i| i.signed_by.is_some())) {
+        return Ok(());
+    }
+    let ring = berth_shared::signing::load(&context.store, account).await?;
+    for version in versions {
+        version.untrusted = ring.distrust_version(version);
+    }
+    Ok(())
 }
 
 /// `PATCH /v1/packages/{name}`: description and tags.

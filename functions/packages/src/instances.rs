@@ -74,9 +74,12 @@ async fn pin(
     let mut pins = BTreeMap::new();
     let mut repositories = BTreeSet::new();
     let mut missing = Vec::new();
+    let ring = berth_shared::signing::load(&context.store, account).await?;
     for (key, target) in &service.relations {
         match service::resolve(&context.store, account, target).await? {
             Some(version) if version.status == VersionStatus::Available => {
+                // A digest whose signing key was revoked since its check is not pinned.
+                berth_shared::signing::refuse_untrusted(&ring, &version)?;
                 if matches!(version.package_type, PackageType::ContainerImage | PackageType::HelmChart) {
                     repositories.extend(version.images.iter().map(|i| i.repository.clone()));
                 }

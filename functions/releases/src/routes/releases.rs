@@ -27,6 +27,8 @@ pub async fn create_release(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment '{}'", body.deployment)))?
         .value;
+    // A digest whose signing key was revoked since its publish check is not rolled out.
+    berth_shared::signing::refuse_revoked_digest(store, &account.id, &deployment.image.address()).await?;
     let now = unix_now();
     // Hosts not seen for the group's stale_after_seconds are left out (shown as skipped).
     let (hosts, stale, stale_count) = engine.live_hosts(&reference, group.value.stale_after_seconds, now).await?;
