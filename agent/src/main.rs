@@ -3,6 +3,7 @@
 //! through the Docker engine with the job's pull key, runs the stop then the start script
 //! with bash, and reports.
 
+mod health;
 mod identity;
 mod run;
 mod signature;

@@ -115,6 +115,7 @@ fn run_job(release: &str, work: &std::path::Path, start_script: String) -> Job {
         stop_script: "true".into(),
         start_script,
         step_timeout_seconds: 30,
+        health: None,
     }
 }
 
@@ -263,6 +264,7 @@ async fn with_trusted_keys_an_image_not_signed_by_one_of_them_never_runs() {
             stop_script: format!("touch {}", marker.display()),
             start_script: format!("echo \"$BERTH_IMAGE\" > {}", marker.display()),
             step_timeout_seconds: 30,
+            health: None,
         };
         // Parts and reports are taken at once.
         let berth = FakeBerth::new(job, true, 2);

@@ -280,6 +280,14 @@ async fn only_images_signed_by_an_active_key_become_available_and_stay_trusted_u
     let key_id = serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
     let (ok, out, err) = berth_cli(&stack, "acme", &["signing-key", "require", "on"]);
     assert!(ok && out.contains("true"), "{out}{err}");
+    // A key of the account revoked before its signature is checked.
+    let retired = ImageKey::generate();
+    let (status, key) =
+        stack.call("acme", "POST", "/v1/signing-keys", Some(json!({ "public_key": retired.public_pem() }))).await;
+    assert_eq!(status, 201, "{key}");
+    let retired_id = key["id"].as_str().unwrap().to_owned();
+    let (status, _) = stack.call("acme", "DELETE", &format!("/v1/signing-keys/{retired_id}"), None).await;
+    assert_eq!(status, 200);
     // Another account's key, registered there: no use here.
     let (status, _) =
         stack.call("other", "POST", "/v1/signing-keys", Some(json!({ "public_key": theirs.public_pem() }))).await;
@@ -287,7 +295,7 @@ async fn only_images_signed_by_an_active_key_become_available_and_stay_trusted_u
 
     // One image per case, each signed (or not) as the case says, then published.
     let mut cases: Vec<(String, &str)> = Vec::new();
-    for tag in ["signed", "unsigned", "other_key", "other_digest", "tampered", "other_repo"] {
+    for tag in ["signed", "unsigned", "other_key", "other_digest", "tampered", "other_repo", "retired_key"] {
         stack.push_image("acme", "acme/web", tag).await;
         let digest = stack.registry_digest("acme", "acme/web", tag).await;
         let reference = format!("{host}/acme/web:{tag}");
@@ -308,6 +316,7 @@ async fn only_images_signed_by_an_active_key_become_available_and_stay_trusted_u
                 let elsewhere = payload(&digest, &format!("{host}/acme/api:{tag}"));
                 vec![(elsewhere.clone(), ours.sign(&elsewhere))]
             }
+            "retired_key" => vec![(payload(&digest, &reference), retired.sign(&payload(&digest, &reference)))],
             _ => Vec::new(),
         };
         if !signatures.is_empty() {
@@ -330,6 +339,7 @@ async fn only_images_signed_by_an_active_key_become_available_and_stay_trusted_u
         ("other_digest", "signature_digest_mismatch"),
         ("tampered", "signature_untrusted"),
         ("other_repo", "signature_identity_mismatch"),
+        ("retired_key", "signature_key_revoked"),
     ] {
         let version = stack.settled_version("acme", "web", &format!("v_{tag}"), Duration::from_secs(30)).await;
         assert_eq!(version["status"], "Failed", "{tag}: {version}");

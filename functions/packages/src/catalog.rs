@@ -435,7 +435,8 @@ pub async fn get_package(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PackageView>, ApiError> {
     let package = load_package(&context, &caller.id, &name).await?.value;
-    let versions = versions_of(&context, &caller.id, &name).await?;
+    let mut versions = versions_of(&context, &caller.id, &name).await?;
+    crate::signing_keys::mark_untrusted(&context, &caller.id, &mut versions).await?;
     Ok(Json(PackageView { package, versions }))
 }
 
@@ -463,7 +464,7 @@ pub async fn list_versions(
 ) -> Result<Json<VersionList>, ApiError> {
     load_package(&context, &caller.id, &name).await?;
     let mut versions = versions_of(&context, &caller.id, &name).await?;
-    mark_untrusted(&context, &caller.id, &mut versions).await?;
+    crate::signing_keys::mark_untrusted(&context, &caller.id, &mut versions).await?;
     Ok(Json(VersionList { versions }))
 }
 
@@ -474,28 +475,11 @@ pub async fn get_version(
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Json<PackageVersion>, ApiError> {
     let mut version = load_version(&context, &caller.id, &name, &version).await?.value;
-    mark_untrusted(&context, &caller.id, std::slice::from_mut(&mut version)).await?;
+    crate::signing_keys::mark_untrusted(&context, &caller.id, std::slice::from_mut(&mut version)).await?;
     Ok(Json(version))
 }
 
-/// Shows, on versions with signed images, why one is no longer trusted (its key was revoked
-/// since). Reads the key ring only when a version has a signed image.
-async fn mark_untrusted(
-    context: &FunctionContext,
-    account: &AccountId,
-    versions: &mut [PackageVersion],
-) -> Result<(), ApiError> {
-    if !versions.iter().any(|v| v.images.iter().any(|i| i.signed_by.is_some())) {
-        return Ok(());
-    }
-    let ring = berth_shared::signing::load(&context.store, account).await?;
-    for version in versions {
-        version.untrusted = ring.distrust_version(version);
-    }
-    Ok(())
-}
-
-/// `PATCH /v1/packages/{name}`: description and tags.
+/// `PATCH /v1/packages/{name}`: description, tags, require_signature.
 pub async fn update_package(
     State(context): State<FunctionContext>,
     caller: Account,

@@ -98,3 +98,20 @@ pub async fn put_signing_policy(
     tracing::info!(account = %caller.id, require_signature = policy.require_signature, "signing policy set");
     Ok(Json(policy))
 }
+
+/// Shows, on versions with signed images, why one is no longer trusted (its key was revoked
+/// since). Reads the key ring only when a version has a signed image.
+pub(crate) async fn mark_untrusted(
+    context: &FunctionContext,
+    account: &berth_shared::names::AccountId,
+    versions: &mut [berth_shared::package::PackageVersion],
+) -> Result<(), ApiError> {
+    if !versions.iter().any(|v| v.images.iter().any(|i| i.signed_by.is_some())) {
+        return Ok(());
+    }
+    let ring = berth_shared::signing::load(&context.store, account).await?;
+    for version in versions {
+        version.untrusted = ring.distrust_version(version);
+    }
+    Ok(())
+}
