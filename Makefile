@@ -21,6 +21,7 @@ help:
 	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 	@echo "make lint          rustfmt check and clippy (every target, warnings are errors)"
+	@echo "make api-fuzz      schemathesis (every check) against berth serve and infra/openapi.yaml"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
 deps: apt-deps py-deps
@@ -78,6 +79,11 @@ lambda-build: deps
 	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases
 	@for f in credentials packages render releases; do \
 	  printf "%-22s %s bytes\n" "berth-$$f" "$$(stat -c %s target/lambda/berth-$$f/bootstrap)"; done
+
+## api-fuzz: the API description against the server (API_FUZZ_EXAMPLES per operation, default 20).
+api-fuzz: py-deps
+	cargo build -p berth-cli --bin berth
+	scripts/api-fuzz.sh
 
 fmt:
 	cargo fmt --all
