@@ -12,5 +12,6 @@ pub mod pem;
 pub mod queue;
 pub mod runtime;
 pub mod secret;
+pub mod slots;
 pub mod store;
 pub mod telemetry;

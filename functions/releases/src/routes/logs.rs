@@ -28,7 +28,7 @@ async fn pages_of(engine: &Engine, kind: JobKind, id: &str, host: &str) -> Resul
 }
 
 /// `GET /v1/releases/{id}/hosts/{host}/logs/{part}` answer: the host's outcome and part `part`
-/// of its output (pull first, then stop and start; stdout before stderr within a step).
+/// of its output (pull first, then stop, start and health; stdout before stderr within a step).
 #[derive(Serialize)]
 pub struct HostLogPart {
     host: String,

@@ -31,6 +31,7 @@ mod applications;
 mod deployments;
 mod groups;
 mod logs;
+mod registration;
 mod releases;
 
 pub use agents::*;
@@ -38,6 +39,7 @@ pub use applications::*;
 pub use deployments::*;
 pub use groups::*;
 pub use logs::host_log_part;
+pub use registration::*;
 pub use releases::*;
 
 /// Serializes `value` with its objects' keys in alphabetical order, as `json!` (whose maps are
