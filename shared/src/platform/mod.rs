@@ -12,5 +12,8 @@ pub mod pem;
 pub mod queue;
 pub mod runtime;
 pub mod secret;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod work;
+pub mod yaml;
