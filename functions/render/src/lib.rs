@@ -25,7 +25,7 @@ use berth_shared::platform::digest::oci_digest;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::problem::shown;
-use berth_shared::platform::http::request::{ApiJson, ApiPath, parse_json, read_body};
+use berth_shared::platform::http::request::{ApiJson, ApiPath, INLINE_PARSE_BYTES, parse_json, read_body};
 use berth_shared::platform::runtime::Function;
 use berth_shared::platform::work::off_workers;
 use berth_shared::render::{RenderOptions, RenderOutput};
@@ -177,8 +177,13 @@ async fn render_template(
     }
     // Templates may be up to 10 MiB: this route reads more than ApiJson's 1 MiB.
     let bytes = read_body(request.into_body(), MAX_RENDER_BODY).await?;
-    // Up to 14 MiB of JSON and a config.yaml: parsed off the async workers.
-    let valid = off_workers(move || parse_json::<RenderRequest>(&bytes)?.validate()).await??;
+    let bytes_len = bytes.len();
+    let parse = move || parse_json::<RenderRequest>(&bytes)?.validate();
+    // Up to 14 MiB of JSON and a config.yaml: a large one parsed off the async workers.
+    let valid = match bytes_len <= INLINE_PARSE_BYTES {
+        true => parse()?,
+        false => off_workers(parse).await??,
+    };
     let source = Bytes::from(valid.bytes);
     let output = lookup::render_template(
         render_context(&context, &caller.id, &base),

@@ -8,10 +8,12 @@
 //!   the answer's memory.
 //! - One client address holds at most `max_connections_per_address`: past it, its own oldest idle
 //!   connection is closed, else the new one is refused.
-//! - From 7/8 of `max_connections` on, each new connection closes the oldest idle one; at the cap,
-//!   the oldest idle one, else the oldest still sending a body no credential vouches for. A
-//!   connection doing authenticated work, or whose request has fully arrived, is never closed to
-//!   make room: at the cap with nothing to close, the next connection waits to be admitted.
+//! - From 7/8 of `max_connections` on, each new connection closes the oldest idle one (a
+//!   connection that has not begun a request within a second counts as idle); at the cap, the
+//!   oldest idle one, else the oldest still sending a body no credential vouches for, else the
+//!   oldest just opened. A connection doing authenticated work, or whose request has fully
+//!   arrived, is never closed to make room: at the cap with nothing else open, the next
+//!   connection waits to be admitted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -76,7 +78,9 @@ impl Trust {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum Phase {
-    /// No request in progress (waiting for one, or kept alive after an answer).
+    /// Just opened, its first request not yet begun: counted idle once [`NEW_GRACE`] has passed.
+    New = 3,
+    /// No request in progress: kept alive after an answer.
     Idle = 0,
     /// A request's body is arriving and no credential has vouched for it.
     Receiving = 1,
@@ -104,10 +108,25 @@ impl Connection {
         match self.phase.load(Ordering::Relaxed) {
             0 => Phase::Idle,
             1 => Phase::Receiving,
+            3 => Phase::New,
             _ => Phase::Working,
         }
     }
+
+    /// Whether it may be closed as idle, at `now` (milliseconds since the server started).
+    fn idle(&self, now: u64) -> bool {
+        match self.phase() {
+            Phase::Idle => true,
+            Phase::New => now.saturating_sub(self.since.load(Ordering::Relaxed)) >= NEW_GRACE.as_millis() as u64,
+            Phase::Receiving | Phase::Working => false,
+        }
+    }
 }
+
+/// How long a new connection has to begin its request before it counts as idle: an honest
+/// client sends its headers at once, and a fresh connection must not be the first closed for
+/// the next (the idle ones of an attack are older).
+const NEW_GRACE: Duration = Duration::from_secs(1);
 
 /// The open connections, by age and by client address.
 struct Connections {
@@ -158,21 +177,25 @@ impl Connections {
     }
 
     fn admit(&self, address: IpAddr) -> Admission {
+        let now = self.epoch.elapsed().as_millis() as u64;
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.per_address.get(&address).copied().unwrap_or(0) >= self.limits.max_connections_per_address {
-            match open.oldest(|c| c.address == address && c.phase() == Phase::Idle) {
+            match open.oldest(|c| c.address == address && c.idle(now)) {
                 Some(id) => open.close(id),
                 None => return Admission::Refused,
             }
         }
         let max = self.limits.max_connections;
         if open.by_id.len() >= max - max / 8
-            && let Some(id) = open.oldest(|c| c.phase() == Phase::Idle)
+            && let Some(id) = open.oldest(|c| c.idle(now))
         {
             open.close(id);
         }
         if open.by_id.len() >= max {
-            match open.oldest(|c| c.phase() == Phase::Receiving) {
+            // Still idle here: those just opened, the newest of which may be an honest client
+            // about to send its request; they go last, oldest first.
+            let receiving = open.oldest(|c| c.phase() == Phase::Receiving);
+            match receiving.or_else(|| open.oldest(|c| c.phase() == Phase::New)) {
                 Some(id) => open.close(id),
                 None => return Admission::Full,
             }
@@ -181,8 +204,8 @@ impl Connections {
         let connection = Arc::new(Connection {
             id: open.next_id,
             address,
-            phase: AtomicU8::new(Phase::Idle as u8),
-            since: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            phase: AtomicU8::new(Phase::New as u8),
+            since: AtomicU64::new(now),
             epoch: self.epoch,
             close: CancellationToken::new(),
         });
@@ -196,6 +219,23 @@ impl Connections {
         self.freed.notify_one();
     }
 }
+
+/// Listens on `address` with room for [`LISTEN_BACKLOG`] connections not yet accepted (the
+/// kernel caps it at `net.core.somaxconn`): a burst of connections (attackers reconnecting at
+/// once) waits there instead of having its handshakes dropped, which costs an honest client a
+/// one-second retransmission.
+pub fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Connections the kernel holds for [`serve_http`] to accept.
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Serves `router` on `listener` until `shutdown`, letting in-flight requests finish (for up to
 /// [`SHUTDOWN_GRACE`]), with every connection bounded as the module says.
@@ -460,6 +500,9 @@ mod tests {
         let connections = Connections::new(limits(100, 2));
         let first = admitted(&connections, [127, 0, 0, 2]);
         let second = admitted(&connections, [127, 0, 0, 2]);
+        // Just opened: not yet idle, so nothing of its own can go.
+        assert!(matches!(connections.admit(IpAddr::from([127, 0, 0, 2])), Admission::Refused));
+        first.enter(Phase::Idle);
         second.enter(Phase::Receiving);
         // Its oldest idle connection goes for the third.
         let third = admitted(&connections, [127, 0, 0, 2]);
@@ -479,6 +522,7 @@ mod tests {
         }
         // 7 of 8 open, none idle: the eighth is let in without closing anything.
         let eighth = admitted(&connections, [127, 0, 0, 3]);
+        eighth.enter(Phase::Idle);
         assert!(all.iter().all(|c| !c.close.is_cancelled()));
         // At the cap: the idle one goes first, then the oldest unauthenticated body.
         admitted(&connections, [127, 0, 0, 4]).enter(Phase::Working);

@@ -45,15 +45,29 @@ pub const INLINE_PARSE_BYTES: usize = 64 << 10;
 /// Reads a whole body of at most `limit` bytes: a longer one is a 413 (at once when its
 /// `Content-Length` says so), one that misses its deadline or stalls a 408
 /// ([`ApiError::RequestTimeout`]), one the client broke off a 400.
-pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+pub async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    use http_body::Body as _;
     use http_body_util::BodyExt as _;
     let too_large = || ApiError::TooLarge { field: "body".into(), limit };
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) if is_timeout(error.as_ref()) => Err(ApiError::RequestTimeout),
-        Err(_) => Err(ApiError::invalid("body", "body_unreadable", "the request body broke off")),
+    let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    if declared > limit {
+        return Err(too_large());
     }
+    // One buffer of the declared size: collecting frames and joining them held a body twice.
+    let mut buffer = Vec::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| match is_timeout(&error) {
+            true => ApiError::RequestTimeout,
+            false => ApiError::invalid("body", "body_unreadable", "the request body broke off"),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.into())
 }
 
 /// Whether a body error, or one it wraps, is a deadline or an idle timeout.
