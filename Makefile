@@ -5,21 +5,23 @@ SHELL := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
-PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint' 'alibabacloud-computenestsupplier20210521==7.1.5' 'computenest-cli==1.9.17'
+PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint' 'alibabacloud-computenestsupplier20210521==7.1.5' 'computenest-cli==1.9.17' 'schemathesis==4.32.5'
 APT_PKGS    := docker-registry skopeo busybox-static
 BERTH_DATA_DIR ?= berth-data
 BERTH_LISTEN   ?= 127.0.0.1:9080
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps apt-deps py-deps build run test bench lambda-build fmt lint clean
+.PHONY: help deps apt-deps py-deps build run test check bench lambda-build fmt lint clean
 
 help:
 	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
 	@echo "make test          install what tests need, build, run every test"
-	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, peak RSS under hostile input, honest latency under availability attacks"
+	@echo "make check         the fast tier: fmt, clippy, every in-process test (no Docker, no venv)"
+	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 	@echo "make lint          rustfmt check and clippy (every target, warnings are errors)"
+	@echo "make api-fuzz      schemathesis (every check) against berth serve and infra/openapi.yaml"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
 deps: apt-deps py-deps
@@ -49,6 +51,12 @@ test: deps build
 	$(VENV)/bin/cfn-lint infra/template.yaml
 	cargo test --workspace --no-fail-fast
 
+## check: the fast tier a developer runs while working; the end-to-end crate (berth-tests) is left to make test.
+check:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace --exclude berth-tests
+
 bench: deps
 	cargo build --release --workspace --bins
 	@# Relinked as they ship: `make lambda-build` builds only these, so only their features count.
@@ -56,10 +64,12 @@ bench: deps
 	cargo build --release -p berth-cli
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
+	cargo run --release -q -p berth-tests --bin signature-bench
 	cargo run --release -q -p berth-tests --bin render-bench
 	cargo run --release -q -p berth-tests --bin lambda-bench
 	BENCH_HOSTS=10000 cargo run --release -q -p berth-tests --bin fanout-bench
 	BENCH_HOSTS=100000 cargo run --release -q -p berth-tests --bin fanout-bench
+	cargo run --release -q -p berth-tests --bin health-bench
 	cargo run --release -q -p berth-tests --bin memory-bench
 	cargo run --release -q -p berth-tests --bin stall-bench
 
@@ -70,6 +80,11 @@ lambda-build: deps
 	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases
 	@for f in credentials packages render releases; do \
 	  printf "%-22s %s bytes\n" "berth-$$f" "$$(stat -c %s target/lambda/berth-$$f/bootstrap)"; done
+
+## api-fuzz: the API description against the server (API_FUZZ_EXAMPLES per operation, default 20).
+api-fuzz: py-deps
+	cargo build -p berth-cli --bin berth
+	scripts/api-fuzz.sh
 
 fmt:
 	cargo fmt --all

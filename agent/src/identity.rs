@@ -43,15 +43,41 @@ struct Saved {
 pub struct Identity {
     /// The host id.
     pub host: String,
-    /// The group's join token, needed only to register.
-    pub join_token: Option<String>,
+    /// The group's join token, needed only to register; dropped once registered when asked.
+    join_token: std::sync::Mutex<Option<String>>,
+    /// The file the join token came from, if any (removed when the token is dropped).
+    join_token_file: Option<PathBuf>,
     dir: PathBuf,
 }
 
 impl Identity {
     /// An identity kept in `dir`.
     pub fn new(dir: &Path, host: &str, join_token: Option<String>) -> Self {
-        Self { host: host.to_owned(), join_token, dir: dir.to_path_buf() }
+        Self { host: host.to_owned(), join_token: join_token.into(), join_token_file: None, dir: dir.to_path_buf() }
+    }
+
+    /// Says which file the join token was read from.
+    pub fn with_join_token_file(mut self, file: Option<PathBuf>) -> Self {
+        self.join_token_file = file;
+        self
+    }
+
+    /// The join token, unless there is none or it was dropped.
+    pub fn join_token(&self) -> Option<String> {
+        self.join_token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forgets the join token and removes the file it came from: a registered host needs only
+    /// its host token, and a join token left on a host is one more secret to steal.
+    pub fn drop_join_token(&self) -> std::io::Result<()> {
+        self.join_token.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match &self.join_token_file {
+            Some(file) => match std::fs::remove_file(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
     }
 
     fn file(&self) -> PathBuf {

@@ -3,8 +3,10 @@
 //! through the Docker engine with the job's pull key, runs the stop then the start script
 //! with bash, and reports.
 
+mod health;
 mod identity;
 mod run;
+mod signature;
 mod spool;
 
 use std::path::PathBuf;
@@ -34,9 +36,18 @@ struct Args {
     /// Where the agent keeps its host token (a 0600 file), so a restart does not re-register.
     #[arg(long, env = "BERTH_AGENT_STATE_DIR", default_value = "/var/lib/berth-agent")]
     state_dir: PathBuf,
+    /// Once registered (a host token saved), forget the join token and delete
+    /// `--join-token-file`: the host token alone serves from then on, across restarts.
+    #[arg(long, env = "BERTH_DROP_JOIN_TOKEN")]
+    drop_join_token: bool,
     /// How long each poll is held by Berth, in seconds (1 to 30).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=30))]
     poll_seconds: u64,
+    /// A file of the account's signing public keys (PEM blocks): each image is then checked
+    /// to be signed by one of them (its sigstore signature, read from the registry) before
+    /// anything of the job runs.
+    #[arg(long, env = "BERTH_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
 }
 
 /// Refused at start, not at registration: a typo would otherwise loop on Berth's 400.
@@ -45,19 +56,38 @@ fn instance_id(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+/// Read at start: a bad file stops the agent rather than let it run unchecked images.
+fn trusted_keys(path: &std::path::Path) -> Result<Vec<berth_shared::signing::sigstore::VerifyingKey>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--trusted-keys {}: {e}", path.display()))?;
+    berth_shared::signing::sigstore::VerifyingKey::from_pem_file(&text)
+        .map_err(|e| format!("--trusted-keys {}: {e}", path.display()))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let join_token = match identity::join_token(args.join_token_file.as_deref()) {
+    // A join token file this agent deleted (`--drop-join-token`) is not missed on restart.
+    let file = args.join_token_file.as_deref().filter(|file| !args.drop_join_token || file.exists());
+    let join_token = match identity::join_token(file) {
         Ok(token) => token,
         Err(message) => {
             eprintln!("berth-agent: {message}");
             return ExitCode::from(2);
         }
     };
-    let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token);
+    let trusted_keys = match args.trusted_keys.as_deref().map(trusted_keys).transpose() {
+        Ok(keys) => keys,
+        Err(message) => {
+            eprintln!("berth-agent: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let identity = identity::Identity::new(&args.state_dir, &args.host_id, join_token)
+        .with_join_token_file(args.join_token_file.clone());
     let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds, &args.state_dir)
-        .with_instance_id(args.instance_id);
+        .with_instance_id(args.instance_id)
+        .dropping_join_token(args.drop_join_token)
+        .with_trusted_keys(trusted_keys);
     agent.run().await
 }
 

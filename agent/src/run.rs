@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_shared::release::{Job, JobKind, Report, Step};
+use berth_shared::release::{
+    HealthNews, HealthNewsKind, Job, JobKind, JobRefusal, MAX_JOB_BYTES, ProbeOutcome, Report, Step, check_handed_job,
+};
 
+use crate::health::{ProbeContext, ProbeLog};
 use crate::identity::Identity;
 use crate::spool::{INLINE_BYTES, Spool};
 
@@ -27,6 +30,10 @@ pub struct Agent {
     poll_seconds: u64,
     http: reqwest::Client,
     state_dir: PathBuf,
+    /// When given, every job's image must be signed by one of these keys.
+    trusted_keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>,
+    /// Whether the join token is dropped once a host token is saved.
+    drop_join_token: bool,
 }
 
 /// How one step ended (its output is in the job's spool).
@@ -63,7 +70,21 @@ impl Agent {
             poll_seconds,
             http,
             state_dir: state_dir.to_path_buf(),
+            trusted_keys: None,
+            drop_join_token: false,
         }
+    }
+
+    /// Checks each job's image signature against these keys before running anything.
+    pub fn with_trusted_keys(mut self, keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>) -> Self {
+        self.trusted_keys = keys;
+        self
+    }
+
+    /// Drops the join token once registered (`--drop-join-token`).
+    pub fn dropping_join_token(mut self, drop: bool) -> Self {
+        self.drop_join_token = drop;
+        self
     }
 
     /// Registers with this EC2 instance id.
@@ -108,10 +129,18 @@ impl Agent {
 
     /// The host token: the saved one, else a new one from registering with the join token.
     async fn host_token(&self, refused: Option<&str>) -> Result<String, String> {
+        let token = self.registered_token(refused).await?;
+        if self.drop_join_token {
+            self.identity.drop_join_token().map_err(|e| format!("cannot remove the join token file: {e}"))?;
+        }
+        Ok(token)
+    }
+
+    async fn registered_token(&self, refused: Option<&str>) -> Result<String, String> {
         if let Some(saved) = self.identity.saved().filter(|saved| Some(saved.as_str()) != refused) {
             return Ok(saved);
         }
-        let Some(join_token) = &self.identity.join_token else {
+        let Some(join_token) = &self.identity.join_token() else {
             return Err(match refused {
                 Some(_) => "Berth refused the saved host token and no join token is configured to register again \
                             (BERTH_JOIN_TOKEN or --join-token-file)"
@@ -148,6 +177,8 @@ impl Agent {
         };
         eprintln!("berth-agent: host {} waiting for work", self.host);
         let mut backoff = Duration::from_millis(500);
+        // The release whose health check this host keeps probing, while it runs.
+        let mut watch: Option<Watch> = None;
         loop {
             // A report from before (a refused delivery, a restart) goes first, and alone.
             if let Some(pending) = self.pending() {
@@ -155,7 +186,11 @@ impl Agent {
                 continue;
             }
             let asked = std::time::Instant::now();
-            match self.poll(&token).await {
+            let polled = self.poll(&token, watch.as_ref().map(|w| w.release.as_str())).await;
+            if let Ok((_, Some(false))) = &polled {
+                watch = None;
+            }
+            match polled.map(|(job, _)| job) {
                 Ok(Some(job)) if self.ran().contains(&job.job_id) => {
                     // Berth still hands out a job this host ran and reported: never run it again.
                     eprintln!("berth-agent: job {} already ran here; waiting for Berth to move on", job.job_id);
@@ -164,8 +199,25 @@ impl Agent {
                 }
                 Ok(Some(job)) => {
                     backoff = Duration::from_millis(500);
+                    let checked = check_handed_job(&job, &self.host);
+                    if let Err(refusal) = &checked
+                        && matches!(refusal.field, "job_id" | "release")
+                    {
+                        // Not this host's job: nothing of it is run, stored or reported.
+                        eprintln!("berth-agent: refused a job that is not this host's ({refusal}); nothing ran");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
                     eprintln!("berth-agent: {job}");
-                    let pending = match self.execute(&job).await {
+                    // A new job replaces whatever this host ran before: stop watching that.
+                    watch = None;
+                    let outcome = match checked {
+                        Ok(()) => self.execute(&job, &token).await,
+                        // This host's job, but not one Berth would hand out: reported failed, not run.
+                        Err(refusal) => self.refuse(&job, &refusal),
+                    };
+                    let pending = match outcome {
                         Ok(pending) => pending,
                         Err(e) => {
                             eprintln!("berth-agent: cannot keep the job's output in {}: {e}", self.state_dir.display());
@@ -177,6 +229,9 @@ impl Agent {
                         job.release, job.kind, pending.report.ok, pending.report.step
                     );
                     self.deliver(&token, &pending).await;
+                    if let Some(check) = job.health.clone().filter(|_| pending.report.ok && job.kind == JobKind::Run) {
+                        watch = Some(self.watch(&job, check, &token));
+                    }
                 }
                 Ok(None) => {
                     backoff = Duration::from_millis(500);
@@ -238,20 +293,81 @@ impl Agent {
         Ok(registered.host_token)
     }
 
-    async fn poll(&self, token: &str) -> Result<Option<Job>, Refusal> {
+    /// Asks for a job; with `watching`, also whether that release still runs (`Some(false)`:
+    /// stop watching it).
+    async fn poll(&self, token: &str, watching: Option<&str>) -> Result<(Option<Job>, Option<bool>), Refusal> {
+        let mut query = vec![("wait_seconds", self.poll_seconds.to_string())];
+        if let Some(release) = watching {
+            query.push(("watch", release.to_owned()));
+        }
         let response = self
             .http
             .get(format!("{}/v1/agent/jobs", self.url))
             .bearer_auth(token)
-            .query(&[("wait_seconds", &self.poll_seconds.to_string())])
+            .query(&query)
             .send()
             .await
             .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;
         let response = check(response).await?;
+        // A Berth that does not say is one that does not watch: stop.
+        let running = watching.map(|_| response.headers().get("berth-watch").is_some_and(|v| v == "running"));
         if response.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(None);
+            return Ok((None, running));
         }
-        response.json::<Job>().await.map(Some).map_err(|e| Refusal::Retry(format!("unreadable job: {e}")))
+        let body = read_limited(response, MAX_JOB_BYTES).await.map_err(Refusal::Retry)?;
+        let job = serde_json::from_slice::<Job>(&body).map_err(|e| Refusal::Retry(format!("unreadable job: {e}")))?;
+        Ok((Some(job), running))
+    }
+
+    async fn send_health_news(&self, token: &str, news: &HealthNews) -> Result<(), String> {
+        send_health_news(&self.http, &self.url, token, news).await
+    }
+
+    /// Keeps probing the health check of `job`'s release every `interval_seconds` after its
+    /// run succeeded; the first failed probe is reported (a failure of this host in the
+    /// release), and the watch ends. Dropping the watch stops it.
+    fn watch(&self, job: &Job, check: berth_shared::release::HealthCheck, token: &str) -> Watch {
+        let (http, url, host) = (self.http.clone(), self.url.clone(), self.host.clone());
+        let (job, token, release) = (job.clone(), token.to_owned(), job.release.clone());
+        let task = tokio::spawn(async move {
+            let context = ProbeContext {
+                host: &host,
+                release: &job.release,
+                job_id: &job.job_id,
+                image: &job.image,
+                working_directory: &job.working_directory,
+            };
+            let interval = Duration::from_secs(check.interval_seconds);
+            let record = loop {
+                tokio::time::sleep(interval).await;
+                let record = crate::health::probe(&check, &context).await;
+                if matches!(record.outcome, ProbeOutcome::Fail(_) | ProbeOutcome::Fatal(_)) {
+                    break record;
+                }
+            };
+            let reason = format!("{} | {}", berth_shared::release::outcome_text(&record.outcome), record.detail);
+            eprintln!("berth-agent: release {}: watched host turned unhealthy: {reason}", job.release);
+            let news = HealthNews {
+                release: job.release.clone(),
+                job_id: job.job_id.clone(),
+                news: HealthNewsKind::Unhealthy,
+                reason: Some(reason),
+            };
+            let mut backoff = Duration::from_millis(500);
+            for _ in 0..8 {
+                match send_health_news(&http, &url, &token, &news).await {
+                    Ok(()) => return,
+                    Err(message) if message.contains("(409)") || message.contains("(401)") => {
+                        eprintln!("berth-agent: unhealthy host not recorded: {message}");
+                        return;
+                    }
+                    Err(message) => eprintln!("berth-agent: reporting the unhealthy host: {message}; retrying"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        });
+        Watch { release, task }
     }
 
     /// Sends a report until Berth takes it (or refuses it for good).
@@ -349,12 +465,12 @@ impl Agent {
 
     /// Runs a job with its output spooled to the state directory, and keeps its report there
     /// before answering it.
-    pub async fn execute(&self, job: &Job) -> std::io::Result<Pending> {
+    pub async fn execute(&self, job: &Job, token: &str) -> std::io::Result<Pending> {
         let spool = Spool::create(&self.state_dir.join("spool"), &job.job_id)?;
         // Recorded before any step starts: a crash mid-job leaves a host that Berth times out,
         // never one that stops and starts twice.
         self.remember_ran(&job.job_id);
-        let (ok, step, run) = self.steps(job, &spool).await;
+        let (ok, step, run) = self.steps(job, &spool, token).await;
         let inline = spool.total_bytes() <= INLINE_BYTES;
         let report = Report {
             job_id: job.job_id.clone(),
@@ -373,7 +489,41 @@ impl Agent {
         Ok(pending)
     }
 
-    async fn steps(&self, job: &Job, spool: &Spool) -> (bool, Step, StepRun) {
+    /// Keeps a failed report for a job this host will not run, saying why, as [`Agent::execute`]
+    /// keeps one for a job it ran.
+    fn refuse(&self, job: &Job, refusal: &JobRefusal) -> std::io::Result<Pending> {
+        eprintln!("berth-agent: refused job {}: {refusal}; nothing ran", job.job_id);
+        let spool = Spool::create(&self.state_dir.join("spool"), &job.job_id)?;
+        self.remember_ran(&job.job_id);
+        let report = Report {
+            job_id: job.job_id.clone(),
+            release: job.release.clone(),
+            kind: job.kind,
+            ok: false,
+            step: if job.pull { Step::Pull } else { Step::Stop },
+            exit_code: None,
+            reason: Some(format!("berth-agent refused the job, nothing ran: {refusal}")),
+            logs: Default::default(),
+            log_parts: None,
+        };
+        let pending = Pending { report, spool: spool.dir().to_path_buf() };
+        Self::write_state(&self.pending_file(), &pending)?;
+        Ok(pending)
+    }
+
+    async fn steps(&self, job: &Job, spool: &Spool, token: &str) -> (bool, Step, StepRun) {
+        let verified;
+        let job = match &self.trusted_keys {
+            None => job,
+            Some(keys) => match crate::signature::verify(job, keys).await {
+                // Pulled and run by the digest that verified, never by a tag that may move.
+                Ok(image) => {
+                    verified = Job { image, ..job.clone() };
+                    &verified
+                }
+                Err(reason) => return (false, Step::Pull, StepRun::broken(reason)),
+            },
+        };
         if job.pull {
             let pull = self.pull(job, spool).await;
             if pull.failure.is_some() || job.kind == JobKind::Pull {
@@ -392,7 +542,34 @@ impl Agent {
             return (false, Step::Stop, stop);
         }
         let start = self.script(job, Step::Start, &job.start_script, spool).await;
-        (start.failure.is_none(), Step::Start, start)
+        let Some(check) = job.health.as_ref().filter(|_| start.failure.is_none()) else {
+            return (start.failure.is_none(), Step::Start, start);
+        };
+        // Only shown as `verifying`: a refused note changes nothing of the run.
+        let news = HealthNews {
+            release: job.release.clone(),
+            job_id: job.job_id.clone(),
+            news: HealthNewsKind::Verifying,
+            reason: None,
+        };
+        // Bounded: a Berth slow to answer must not hold the probes back.
+        match tokio::time::timeout(Duration::from_secs(5), self.send_health_news(token, &news)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => eprintln!("berth-agent: telling Berth the host is verifying: {message}"),
+            Err(_) => eprintln!("berth-agent: telling Berth the host is verifying: no answer within 5 s"),
+        }
+        let context = ProbeContext {
+            host: &self.host,
+            release: &job.release,
+            job_id: &job.job_id,
+            image: &job.image,
+            working_directory: &job.working_directory,
+        };
+        let mut log = ProbeLog::default();
+        let verified = crate::health::verify(check, &context, &mut log).await;
+        spool.capture("health", "stdout", log.text().as_bytes()).await;
+        let failure = verified.err();
+        (failure.is_none(), Step::Health, StepRun { exit_code: None, failure })
     }
 
     async fn pull(&self, job: &Job, spool: &Spool) -> StepRun {
@@ -444,7 +621,7 @@ impl Agent {
 
 /// What a step's process inherits from the agent: `PATH`, `HOME` and `LANG` only. Nothing else
 /// of the agent's environment (its join token, cloud credentials, ...) reaches a script.
-fn clean_environment(command: &mut tokio::process::Command) {
+pub(crate) fn clean_environment(command: &mut tokio::process::Command) {
     command.env_clear();
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -503,6 +680,51 @@ async fn run_step(
         }
     };
     StepRun { exit_code, failure }
+}
+
+/// Tells Berth what the health check found; `Err` with why Berth refused it (or could not
+/// be reached).
+async fn send_health_news(http: &reqwest::Client, url: &str, token: &str, news: &HealthNews) -> Result<(), String> {
+    let response = http
+        .post(format!("{url}/v1/agent/health"))
+        .bearer_auth(token)
+        .json(news)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach Berth: {e}"))?;
+    match check(response).await {
+        Ok(_) => Ok(()),
+        Err(Refusal::Retry(message) | Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => Err(message),
+    }
+}
+
+/// A release whose health check this host keeps probing; dropped, the probing stops.
+struct Watch {
+    release: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A body read whole, refused past `limit` bytes (by its `Content-Length` before reading, and
+/// while reading when it has none or lies).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("a job larger than {limit} bytes was refused");
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the job: {e}"))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 enum Refusal {

@@ -12,6 +12,8 @@ mod registry;
 mod release;
 mod render;
 mod serve;
+mod serve_lease;
+mod signing_keys;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,6 +124,11 @@ enum Command {
     AccessKey {
         #[command(subcommand)]
         command: AccessKeyCommand,
+    },
+    /// Keys your images are signed with, and whether packages require signatures.
+    SigningKey {
+        #[command(subcommand)]
+        command: signing_keys::SigningKeyCommand,
     },
     /// Service instances: one customer's deployment, with revocable, renewable pull credentials.
     Instance {
@@ -690,6 +697,7 @@ async fn main() -> ExitCode {
         }
         Command::Package { command } => package_command(command).await,
         Command::Instance { command } => instance::run(command).await,
+        Command::SigningKey { command } => signing_keys::run(command).await,
         Command::Service { command: ServiceCommand::Import { config, name, artifacts, api } } => {
             let (client, json) = api_client(&api);
             packages::import_service(&client, &config, name, artifacts, json).await

@@ -17,4 +17,5 @@ pub mod platform;
 pub mod release;
 pub mod render;
 pub mod service;
+pub mod signing;
 pub mod template;

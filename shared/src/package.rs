@@ -127,6 +127,9 @@ pub struct CreatePackageRequest {
     /// Idempotency token: a retry with the same token returns the same result.
     #[serde(default)]
     pub client_token: Option<String>,
+    /// Whether versions must be signed by a key of the account; the account's policy when absent.
+    #[serde(default)]
+    pub require_signature: Option<bool>,
 }
 
 /// `POST /v1/packages/{name}/versions`: a new version of an existing package.
@@ -150,6 +153,9 @@ pub struct UpdatePackageRequest {
     /// New tags (replacing the old ones).
     #[serde(default)]
     pub tags: Option<Vec<Tag>>,
+    /// Whether versions checked from now on must be signed.
+    #[serde(default)]
+    pub require_signature: Option<bool>,
 }
 
 /// A package as stored and returned.
@@ -173,6 +179,10 @@ pub struct Package {
     /// defined at the same time sees it and refuses (see the packages function's services).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// Whether its versions must be signed by a key of the account; the account's policy
+    /// decides when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signature: Option<bool>,
 }
 
 /// What the registry said about one image of a version.
@@ -197,6 +207,10 @@ pub struct ImageRecord {
     /// Why the image failed the check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<ImageFailure>,
+    /// The signing key whose signature of the digest the check verified (packages that
+    /// require signatures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 impl ImageRecord {
@@ -210,6 +224,7 @@ impl ImageRecord {
             size: None,
             platforms: Vec::new(),
             failure: None,
+            signed_by: None,
         }
     }
 }
@@ -218,7 +233,7 @@ impl ImageRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFailure {
     /// Stable code: `not_found`, `outside_namespace`, `not_a_chart`, `registry_unreachable`,
-    /// `registry_error`.
+    /// `registry_error`, and the `signature_*` codes of [`crate::signing::sigstore`].
     pub code: String,
     /// For humans.
     pub message: String,
@@ -267,6 +282,10 @@ pub struct PackageVersion {
     pub created_at: String,
     /// RFC 3339 time of the last change.
     pub updated_at: String,
+    /// Set when read, never stored: why the version is no longer trusted (the key that signed
+    /// an image was revoked since its check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrusted: Option<String>,
 }
 
 /// Name of a package's draft version (Compute Nest's `ArtifactVersion: draft`); reserved, so
@@ -570,6 +589,7 @@ pub fn validate_content(
         label: None,
         created_at: now.to_owned(),
         updated_at: now.to_owned(),
+        untrusted: None,
     })
 }
 
@@ -595,6 +615,7 @@ impl CreatePackageRequest {
             updated_at: now.to_owned(),
             next_version_number: 2,
             deleting: false,
+            require_signature: self.require_signature,
         };
         Ok(ValidPackage { package, version })
     }
@@ -603,8 +624,11 @@ impl CreatePackageRequest {
 impl UpdatePackageRequest {
     /// Checks the fields given and applies them to `package`.
     pub fn apply(&self, package: &mut Package, now: &str) -> Result<(), ApiError> {
-        if self.description.is_none() && self.tags.is_none() {
-            return Err(invalid("body", "empty_update", "give description and/or tags to change"));
+        if self.description.is_none() && self.tags.is_none() && self.require_signature.is_none() {
+            return Err(invalid("body", "empty_update", "give description, tags and/or require_signature to change"));
+        }
+        if let Some(required) = self.require_signature {
+            package.require_signature = Some(required);
         }
         if let Some(description) = &self.description {
             validate_description(description)?;

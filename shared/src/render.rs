@@ -600,6 +600,7 @@ mod tests {
             label: None,
             created_at: String::new(),
             updated_at: String::new(),
+            untrusted: None,
         }
     }
 

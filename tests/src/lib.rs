@@ -10,6 +10,7 @@ pub mod event_source;
 pub mod lambda_watch;
 pub mod netns;
 pub mod registry;
+pub mod signing;
 pub mod snapshot;
 pub mod stack;
 

@@ -88,6 +88,22 @@ impl Stack {
         skopeo(&["copy", "--all", "--dest-tls-verify=false", "--dest-creds", &creds, &source, &destination])
     }
 
+    /// Pushes a signature manifest of `digest` to `repository` (tag `sha256-<hex>.sig`), with
+    /// one layer per `(payload, base64 signature)`.
+    pub async fn push_signatures(
+        &self,
+        account: &str,
+        repository: &str,
+        digest: &str,
+        signatures: &[(Vec<u8>, String)],
+    ) {
+        let tag = berth_shared::signing::sigstore::attachment_tag(digest);
+        let layout = self.dir.path().join(format!("signature-{}", uuid::Uuid::new_v4()));
+        crate::signing::attachment_layout(&layout, &tag, signatures);
+        let (ok, err) = self.push_layout(account, &layout, repository, &tag).await;
+        assert!(ok, "push {repository}:{tag}: {err}");
+    }
+
     /// The digest the registry reports for `repository:tag` (`skopeo inspect`).
     pub async fn registry_digest(&self, account: &str, repository: &str, tag: &str) -> String {
         let creds = self.push_creds(account).await;

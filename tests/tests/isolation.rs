@@ -1544,8 +1544,15 @@ async fn agents(s: &mut Suite, a: &Tenant, b: &Tenant, only: &OnlyA) {
     ] {
         s.refused("register naming A's group", post("/v1/agent/register", body).bearer(&join), &[400], None).await;
     }
+    // A host token registers (rotates) its own host only.
+    s.refused(
+        "register another host's name with B's host token",
+        post("/v1/agent/register", json!({ "host": "h2" })).bearer(&h1),
+        &[403],
+        None,
+    )
+    .await;
     for (what, token) in [
-        ("B's host token", h1.clone()),
         ("B's account token", b.token.clone()),
         ("a made-up join token", format!("bjt_{}", URL_SAFE_NO_PAD.encode([7u8; 32]))),
     ] {

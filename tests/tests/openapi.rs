@@ -648,6 +648,23 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     context.store.put(&version_path(&acme, "web", "v_2"), &failed).await.unwrap();
     let failed = api.expect(200, "GET", "/v1/packages/web/versions/v_2", account, None).await;
     assert_eq!(failed["status"], "Failed");
+
+    // Signing keys and the policy; a version signed by a key revoked since shows it.
+    let public_key = berth_tests::signing::ImageKey::generate().public_pem();
+    let body = json!({ "public_key": public_key, "description": "ci" });
+    let key = api.expect(201, "POST", "/v1/signing-keys", account, Some(body)).await;
+    let listed = api.expect(200, "GET", "/v1/signing-keys", account, None).await;
+    assert_eq!(listed["signing_keys"][0]["id"], key["id"]);
+    api.expect(200, "PUT", "/v1/signing-policy", account, Some(json!({ "require_signature": false }))).await;
+    api.expect(200, "GET", "/v1/signing-policy", account, None).await;
+    let key_id = key["id"].as_str().unwrap();
+    let revoked = api.expect(200, "DELETE", &format!("/v1/signing-keys/{key_id}"), account, None).await;
+    assert_eq!(revoked["status"], "Revoked");
+    let mut signed: PackageVersion = serde_json::from_value(failed).unwrap();
+    signed.images[0].signed_by = Some(key_id.to_owned());
+    context.store.put(&version_path(&acme, "web", "v_2"), &signed).await.unwrap();
+    let shown = api.expect(200, "GET", "/v1/packages/web/versions/v_2", account, None).await;
+    assert!(shown["untrusted"].as_str().unwrap().contains(key_id), "{shown}");
     let files = json!({
         "name": "files", "description": "configuration files", "type": "File",
         "version": { "name": "v_1", "file_name": "app.tar.gz" },
@@ -666,7 +683,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     assert_eq!(exchange.status, 413);
     api.exchanges.push(exchange);
     api.expect(204, "DELETE", "/v1/packages/files/versions/v_2", account, None).await;
-    let tags = json!({ "tags": [{ "key": "team", "value": "web" }] });
+    let tags = json!({ "tags": [{ "key": "team", "value": "web" }], "require_signature": false });
     api.expect(200, "PATCH", "/v1/packages/web", account, Some(tags)).await;
     let page = api.expect(200, "GET", "/v1/packages?page_size=1", account, None).await;
     assert_eq!(page["next_page_token"], "files");
@@ -766,6 +783,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let deployment = json!({
         "name": "d", "image": { "address": format!("{registry}/acme/app:v1") }, "working_directory": "/srv",
         "start_script": "true", "stop_script": "true",
+        "health": { "tcp": { "address": "localhost:8080" }, "interval_seconds": 1 },
     });
     api.expect(201, "POST", "/v1/applications/app/deployments", account, Some(deployment)).await;
     api.expect(200, "GET", "/v1/applications/app/deployments/d", account, None).await;
@@ -803,17 +821,24 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
                 assert_eq!(exchange.status, 204, "{}", String::from_utf8_lossy(&exchange.body));
                 api.exchanges.push(exchange);
                 log_parts = Some(1);
+                let news = json!({ "release": id, "job_id": job.job_id, "news": "verifying" });
+                api.expect(200, "POST", "/v1/agent/health", token, Some(news)).await;
             }
             let logs = match job.kind {
                 JobKind::Pull => HostLogs { pull: output("pulled"), ..HostLogs::default() },
-                JobKind::Run => HostLogs { pull: None, stop: Some(StepOutput::default()), start: output("started") },
+                JobKind::Run => HostLogs {
+                    pull: None,
+                    stop: Some(StepOutput::default()),
+                    start: output("started"),
+                    health: output("+0.0s healthy | connected to localhost:8080"),
+                },
             };
             let report = Report {
                 job_id: job.job_id,
                 release: id.clone(),
                 kind: job.kind,
                 ok: true,
-                step: if job.kind == JobKind::Pull { Step::Pull } else { Step::Start },
+                step: if job.kind == JobKind::Pull { Step::Pull } else { Step::Health },
                 exit_code: Some(0),
                 reason: None,
                 logs,
@@ -827,7 +852,14 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let logs = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs"), account, None).await;
     assert_eq!(logs["start"]["stdout"], "started\n", "{logs}");
     assert_eq!(logs["stop"]["stdout"], "stopped\n", "the uploaded part: {logs}");
+    assert!(logs["health"]["stdout"].as_str().unwrap().contains("healthy"), "{logs}");
     api.expect(200, "POST", &format!("/v1/releases/{id}/cancel"), account, None).await;
+    // A watched host's news after the release ended: the agent is told to stop watching.
+    let (_, token) = &hosts[0];
+    let job_id = berth_shared::release::job_id(&id, "h1", JobKind::Run);
+    let news = json!({ "release": id, "job_id": job_id, "news": "unhealthy", "reason": "HTTP 502" });
+    let ended = api.expect(409, "POST", "/v1/agent/health", token, Some(news)).await;
+    assert_eq!(ended["code"], "release_ended", "{ended}");
     let (_, token) = &hosts[1];
     api.expect(204, "GET", "/v1/agent/jobs?wait_seconds=0", token, None).await;
 

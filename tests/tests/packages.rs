@@ -266,3 +266,138 @@ async fn the_cli_publishes_imports_and_refuses_deleting_a_used_package() {
     );
     assert!(!ok && err.contains("(name)"), "the problem names its field: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_images_signed_by_an_active_key_become_available_and_stay_trusted_until_revoked() {
+    use berth_tests::signing::{ImageKey, payload};
+    let stack = Stack::start(&[]);
+    let host = stack.registry.host.clone();
+    let (ours, theirs) = (ImageKey::generate(), ImageKey::generate());
+    let pem = stack.dir.path().join("cosign.pub");
+    std::fs::write(&pem, ours.public_pem()).unwrap();
+    let (ok, out, err) = berth_cli(&stack, "acme", &["signing-key", "add", pem.to_str().unwrap(), "--output", "json"]);
+    assert!(ok, "{err}");
+    let key_id = serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = berth_cli(&stack, "acme", &["signing-key", "require", "on"]);
+    assert!(ok && out.contains("true"), "{out}{err}");
+    // A key of the account revoked before its signature is checked.
+    let retired = ImageKey::generate();
+    let (status, key) =
+        stack.call("acme", "POST", "/v1/signing-keys", Some(json!({ "public_key": retired.public_pem() }))).await;
+    assert_eq!(status, 201, "{key}");
+    let retired_id = key["id"].as_str().unwrap().to_owned();
+    let (status, _) = stack.call("acme", "DELETE", &format!("/v1/signing-keys/{retired_id}"), None).await;
+    assert_eq!(status, 200);
+    // Another account's key, registered there: no use here.
+    let (status, _) =
+        stack.call("other", "POST", "/v1/signing-keys", Some(json!({ "public_key": theirs.public_pem() }))).await;
+    assert_eq!(status, 201);
+
+    // One image per case, each signed (or not) as the case says, then published.
+    let mut cases: Vec<(String, &str)> = Vec::new();
+    for tag in ["signed", "unsigned", "other_key", "other_digest", "tampered", "other_repo", "retired_key"] {
+        stack.push_image("acme", "acme/web", tag).await;
+        let digest = stack.registry_digest("acme", "acme/web", tag).await;
+        let reference = format!("{host}/acme/web:{tag}");
+        let signatures = match tag {
+            "signed" => vec![(payload(&digest, &reference), ours.sign(&payload(&digest, &reference)))],
+            "other_key" => vec![(payload(&digest, &reference), theirs.sign(&payload(&digest, &reference)))],
+            // A good signature of another image, moved under this digest's tag.
+            "other_digest" => {
+                let (signed, _) = &cases[0];
+                let moved = payload(signed, &format!("{host}/acme/web:signed"));
+                vec![(moved.clone(), ours.sign(&moved))]
+            }
+            "tampered" => {
+                let signature = ours.sign(&payload(&digest, &reference));
+                vec![(payload(&digest, &format!("{host}/acme/web:tampered2")), signature)]
+            }
+            "other_repo" => {
+                let elsewhere = payload(&digest, &format!("{host}/acme/api:{tag}"));
+                vec![(elsewhere.clone(), ours.sign(&elsewhere))]
+            }
+            "retired_key" => vec![(payload(&digest, &reference), retired.sign(&payload(&digest, &reference)))],
+            _ => Vec::new(),
+        };
+        if !signatures.is_empty() {
+            stack.push_signatures("acme", "acme/web", &digest, &signatures).await;
+        }
+        cases.push((digest, tag));
+    }
+    let (status, body) = stack.call("acme", "POST", "/v1/packages", Some(package("web", "acme/web", "signed"))).await;
+    assert_eq!(status, 201, "{body}");
+    for (_, tag) in &cases[1..] {
+        let body = json!({ "name": format!("v_{tag}"), "images": [{ "repository": "acme/web", "tag": tag }] });
+        assert_eq!(stack.call("acme", "POST", "/v1/packages/web/versions", Some(body)).await.0, 201);
+    }
+    let signed = stack.settled_version("acme", "web", "v_1", Duration::from_secs(30)).await;
+    assert_eq!(signed["status"], "Available", "{signed}");
+    assert_eq!(signed["images"][0]["signed_by"], key_id.as_str());
+    for (tag, code) in [
+        ("unsigned", "signature_missing"),
+        ("other_key", "signature_untrusted"),
+        ("other_digest", "signature_digest_mismatch"),
+        ("tampered", "signature_untrusted"),
+        ("other_repo", "signature_identity_mismatch"),
+        ("retired_key", "signature_key_revoked"),
+    ] {
+        let version = stack.settled_version("acme", "web", &format!("v_{tag}"), Duration::from_secs(30)).await;
+        assert_eq!(version["status"], "Failed", "{tag}: {version}");
+        assert_eq!(version["images"][0]["failure"]["code"], code, "{tag}: {version}");
+        assert_eq!(version["reason"], format!("acme/web:{tag}: {code}"));
+    }
+    let moved = stack.settled_version("acme", "web", "v_other_digest", Duration::from_secs(30)).await;
+    let message = moved["images"][0]["failure"]["message"].as_str().unwrap();
+    assert!(message.contains(&key_id) && message.contains(&cases[0].0), "names the key and the digest: {message}");
+
+    // Everything downstream of the signed version: a service, an instance, a deployment.
+    let service = json!({
+        "templates": { "app.yaml": "image: {{ computenest::acrimage::web }}\n" },
+        "relations": { "{{ computenest::acrimage::web }}": { "package": "web", "version": { "number": 1 } } },
+    });
+    let (status, body) = stack.call("acme", "PUT", "/v1/services/shop", Some(service)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = stack.call("acme", "POST", "/v1/services/shop/render", Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = stack.call("acme", "POST", "/v1/applications", Some(json!({ "name": "app" }))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) =
+        stack.call("acme", "POST", "/v1/applications/app/groups", Some(json!({ "name": "hosts" }))).await;
+    assert_eq!(status, 201, "{body}");
+    let registered = stack
+        .http
+        .post(format!("{}/v1/agent/register", stack.berth.url))
+        .bearer_auth(body["join_token"].as_str().unwrap())
+        .json(&json!({ "host": "h1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let deployment = json!({
+        "name": "web", "image": { "package": "web", "version": "v_1" }, "working_directory": "/tmp",
+        "start_script": "true", "stop_script": "true",
+    });
+    let (status, body) = stack.call("acme", "POST", "/v1/applications/app/deployments", Some(deployment)).await;
+    assert_eq!(status, 201, "{body}");
+    let release = json!({ "application": "app", "group": "hosts", "deployment": "web" });
+    let (status, body) = stack.call("acme", "POST", "/v1/releases?dry_run=true", Some(release.clone())).await;
+    assert_eq!(status, 200, "a trusted digest plans: {body}");
+
+    // The key is revoked: every door refuses the digest it signed, naming the key.
+    let (ok, _, err) = berth_cli(&stack, "acme", &["signing-key", "revoke", &key_id]);
+    assert!(ok, "{err}");
+    let version = stack.settled_version("acme", "web", "v_1", Duration::from_secs(1)).await;
+    assert_eq!(version["status"], "Available", "the version is kept: {version}");
+    assert!(version["untrusted"].as_str().unwrap().contains(&key_id), "{version}");
+    let refusals = [
+        ("POST", "/v1/services/shop/render", json!({})),
+        ("POST", "/v1/services/shop/instances", json!({ "name": "cust_a" })),
+        ("POST", "/v1/releases", release),
+    ];
+    for (method, path, body) in refusals {
+        let (status, problem) = stack.call("acme", method, path, Some(body)).await;
+        assert_eq!(status, 409, "{path}: {problem}");
+        assert_eq!(problem["code"], "signing_key_revoked", "{path}: {problem}");
+        assert!(problem["detail"].as_str().unwrap_or_default().contains(&key_id), "{path} names the key: {problem}");
+    }
+}

@@ -12,6 +12,7 @@ use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiPath};
+use berth_shared::platform::slots::{self, Holder};
 use serde::Serialize;
 
 /// `GET /v1/access-keys` answer: every key of the caller, by creation, without secrets.
@@ -28,6 +29,11 @@ async fn keys_of(context: &FunctionContext, caller: &Account) -> Result<Vec<Acce
         .into_iter()
         .map(|(_, doc)| doc.value)
         .collect();
+    // Shown as they act now; the slot is bookkeeping.
+    for key in &mut keys {
+        key.status = key.status_with(&context.signing);
+        key.slot = None;
+    }
     keys.sort_by(|a, b| (&a.created_at, &a.access_key_id).cmp(&(&b.created_at, &b.access_key_id)));
     Ok(keys)
 }
@@ -39,27 +45,48 @@ pub async fn create_access_key(
     ApiJson(request): ApiJson<CreateAccessKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedAccessKey>), ApiError> {
     let description = access_key::validate_description(&request)?;
-    let active = keys_of(&context, &caller).await?.iter().filter(|k| k.status == AccessKeyStatus::Active).count();
+    let too_many = || ApiError::Conflict {
+        code: "too_many_access_keys",
+        message: format!("an account holds at most {MAX_ACTIVE_PER_ACCOUNT} active access keys; revoke one first"),
+    };
+    // The listing refuses cheaply (and counts keys made before slots); the slot decides.
+    let active = keys_of(&context, &caller).await?.iter().filter(|k| k.counts(&context.signing)).count();
     if active >= MAX_ACTIVE_PER_ACCOUNT {
-        return Err(ApiError::Conflict {
-            code: "too_many_access_keys",
-            message: format!("an account holds at most {MAX_ACTIVE_PER_ACCOUNT} active access keys; revoke one first"),
-        });
+        return Err(too_many());
     }
     let id = access_key::new_id();
     let kid = context.signing.current().kid().to_owned();
     let secret = access_key::secret(&context.signing, &kid, &id)
         .ok_or_else(|| ApiError::Internal("the current signing key is not configured".into()))?;
+    let now = unix_now();
+    let prefix = access_key::slots_prefix(&caller.id);
+    let start = slots::start_for(&id, MAX_ACTIVE_PER_ACCOUNT);
+    let slot = slots::take(&context.store, &prefix, MAX_ACTIVE_PER_ACCOUNT, start, &id, now, |holder| {
+        let context = context.clone();
+        async move {
+            Ok(match context.store.get::<AccessKey>(&access_key::key_path(&holder)).await? {
+                None => Holder::Missing,
+                Some(key) if key.value.counts(&context.signing) => Holder::Counts,
+                Some(_) => Holder::Gone,
+            })
+        }
+    })
+    .await?
+    .ok_or_else(too_many)?;
     let key = AccessKey {
         access_key_id: id.clone(),
         account: caller.id.clone(),
         description,
         status: AccessKeyStatus::Active,
         kid,
-        created_at: rfc3339(unix_now()),
+        created_at: rfc3339(now),
         revoked_at: None,
+        slot: Some(slot),
     };
-    context.store.create(&access_key::key_path(&id), &key).await?;
+    if let Err(e) = context.store.create(&access_key::key_path(&id), &key).await {
+        slots::free(&context.store, &prefix, slot, &id, now).await?;
+        return Err(e.into());
+    }
     context.store.put(&access_key::account_key_path(&caller.id, &id), &key).await?;
     tracing::info!(account = %caller.id, access_key_id = %id, "access key created");
     Ok((
@@ -107,6 +134,9 @@ pub async fn revoke_access_key(
         .await?
         .value;
     context.store.put(&access_key::account_key_path(&caller.id, &id), &revoked).await?;
+    if let Some(slot) = revoked.slot {
+        slots::free(&context.store, &access_key::slots_prefix(&caller.id), slot, &id, unix_now()).await?;
+    }
     tracing::info!(account = %caller.id, access_key_id = %id, "access key revoked");
-    Ok(Json(revoked))
+    Ok(Json(AccessKey { slot: None, ..revoked }))
 }

@@ -435,7 +435,8 @@ pub async fn get_package(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PackageView>, ApiError> {
     let package = load_package(&context, &caller.id, &name).await?.value;
-    let versions = versions_of(&context, &caller.id, &name).await?;
+    let mut versions = versions_of(&context, &caller.id, &name).await?;
+    crate::signing_keys::mark_untrusted(&context, &caller.id, &mut versions).await?;
     Ok(Json(PackageView { package, versions }))
 }
 
@@ -462,7 +463,9 @@ pub async fn list_versions(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<VersionList>, ApiError> {
     load_package(&context, &caller.id, &name).await?;
-    Ok(Json(VersionList { versions: versions_of(&context, &caller.id, &name).await? }))
+    let mut versions = versions_of(&context, &caller.id, &name).await?;
+    crate::signing_keys::mark_untrusted(&context, &caller.id, &mut versions).await?;
+    Ok(Json(VersionList { versions }))
 }
 
 /// `GET /v1/packages/{name}/versions/{version}`.
@@ -471,10 +474,12 @@ pub async fn get_version(
     caller: Account,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Json<PackageVersion>, ApiError> {
-    Ok(Json(load_version(&context, &caller.id, &name, &version).await?.value))
+    let mut version = load_version(&context, &caller.id, &name, &version).await?.value;
+    crate::signing_keys::mark_untrusted(&context, &caller.id, std::slice::from_mut(&mut version)).await?;
+    Ok(Json(version))
 }
 
-/// `PATCH /v1/packages/{name}`: description and tags.
+/// `PATCH /v1/packages/{name}`: description, tags, require_signature.
 pub async fn update_package(
     State(context): State<FunctionContext>,
     caller: Account,

@@ -14,9 +14,10 @@ use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery};
+use berth_shared::platform::slots::{self, Holder};
 use berth_shared::service::instance::{
     CreateInstanceRequest, Instance, InstancePulls, InstanceState, InstanceView, PinnedImage, PinnedVersion,
-    instance_path, instances_prefix, pulls_path, validate_instance_name,
+    instance_path, instances_prefix, pulls_path, slot_holder, slots_prefix, validate_instance_name,
 };
 use berth_shared::service::{self, Service, validate_service_name};
 use serde::{Deserialize, Serialize};
@@ -73,9 +74,12 @@ async fn pin(
     let mut pins = BTreeMap::new();
     let mut repositories = BTreeSet::new();
     let mut missing = Vec::new();
+    let ring = berth_shared::signing::load(&context.store, account).await?;
     for (key, target) in &service.relations {
         match service::resolve(&context.store, account, target).await? {
             Some(version) if version.status == VersionStatus::Available => {
+                // A digest whose signing key was revoked since its check is not pinned.
+                berth_shared::signing::refuse_untrusted(&ring, &version)?;
                 if matches!(version.package_type, PackageType::ContainerImage | PackageType::HelmChart) {
                     repositories.extend(version.images.iter().map(|i| i.repository.clone()));
                 }
@@ -111,6 +115,14 @@ async fn pin(
     Ok((pins, repositories.into_iter().collect()))
 }
 
+fn too_many(service: &str, limit: usize) -> ApiError {
+    ApiError::invalid(
+        "name",
+        "too_many_instances",
+        format!("service '{service}' has {limit} instances, the most allowed; delete one first"),
+    )
+}
+
 /// `POST /v1/services/{id}/instances`: an instance of the service for one customer, with the
 /// versions its relations resolve to now and its first pull credential.
 pub async fn create_instance(
@@ -125,16 +137,30 @@ pub async fn create_instance(
     let limit = context.config.max_instances_per_service as usize;
     let existing = context.store.list_paths(&instances_prefix(&caller.id, &id)).await?;
     if existing.len() >= limit {
-        return Err(ApiError::invalid(
-            "name",
-            "too_many_instances",
-            format!("service '{id}' has {limit} instances, the most allowed; delete one first"),
-        ));
+        return Err(too_many(&id, limit));
     }
     let (pins, repositories) = pin(&context, &caller.id, &service).await?;
     let now = unix_now();
+    let uid = uuid::Uuid::new_v4().to_string();
+    // The listing above refuses cheaply; the slot decides, so racing creates never pass the limit.
+    let holder = slot_holder(&request.name, &uid);
+    let prefix = slots_prefix(&caller.id, &id);
+    let slot = slots::take(&context.store, &prefix, limit, slots::start_for(&holder, limit), &holder, now, |held| {
+        let (store, account, service) = (context.store.clone(), caller.id.clone(), id.clone());
+        async move {
+            let Some((name, uid)) = held.split_once('/') else { return Ok(Holder::Gone) };
+            Ok(match store.get::<Instance>(&instance_path(&account, &service, name)).await? {
+                None => Holder::Missing,
+                Some(instance) if instance.value.uid == uid => Holder::Counts,
+                Some(_) => Holder::Gone,
+            })
+        }
+    })
+    .await?
+    .ok_or_else(|| too_many(&id, limit))?;
     let mut instance = Instance {
-        uid: uuid::Uuid::new_v4().to_string(),
+        slot: Some(slot),
+        uid,
         service: id.clone(),
         name: request.name.clone(),
         state: InstanceState::Active,
@@ -152,13 +178,16 @@ pub async fn create_instance(
         now,
     );
     instance.add_credential(stored, false, now);
-    context.store.create(&instance_path(&caller.id, &id, &request.name), &instance).await.map_err(|e| match e {
-        berth_shared::platform::store::StoreError::AlreadyExists(_) => ApiError::Conflict {
-            code: "already_exists",
-            message: format!("service '{id}' already has an instance '{}'", request.name),
-        },
-        other => other.into(),
-    })?;
+    if let Err(e) = context.store.create(&instance_path(&caller.id, &id, &request.name), &instance).await {
+        slots::free(&context.store, &prefix, slot, &holder, now).await?;
+        return Err(match e {
+            berth_shared::platform::store::StoreError::AlreadyExists(_) => ApiError::Conflict {
+                code: "already_exists",
+                message: format!("service '{id}' already has an instance '{}'", request.name),
+            },
+            other => other.into(),
+        });
+    }
     tracing::info!(account = %caller.id, service = %id, instance = %request.name, repositories = instance.repositories.len(), "instance created");
     let instance = InstanceView::new(instance, InstancePulls::default(), now);
     Ok((StatusCode::CREATED, Json(CreatedInstance { credential, instance })))
@@ -292,6 +321,10 @@ pub async fn delete_instance(
     let instance = load_instance(&context, &caller.id, &id, &name).await?;
     context.store.delete(&instance_path(&caller.id, &id, &name)).await?;
     context.store.delete(&pulls_path(&caller.id, &instance.uid)).await?;
+    if let Some(slot) = instance.slot {
+        let holder = slot_holder(&name, &instance.uid);
+        slots::free(&context.store, &slots_prefix(&caller.id, &id), slot, &holder, unix_now()).await?;
+    }
     tracing::info!(account = %caller.id, service = %id, instance = %name, "instance deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ mod instances;
 mod publish;
 mod registry;
 mod services;
+mod signing_keys;
 mod sweep;
 
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub fn router(context: FunctionContext) -> Router {
         .route("/v1/access-keys", post(access_keys::create_access_key).get(access_keys::list_access_keys))
         .route("/v1/access-keys/{id}", delete(access_keys::revoke_access_key))
         .route("/v1/computenest/templates/{account}/{service}/{index}/{mac}", get(computenest::template_download))
+        .route("/v1/signing-keys", post(signing_keys::add_signing_key).get(signing_keys::list_signing_keys))
+        .route("/v1/signing-keys/{id}", delete(signing_keys::revoke_signing_key))
+        .route("/v1/signing-policy", get(signing_keys::get_signing_policy).put(signing_keys::put_signing_policy))
         .route("/v1/packages", post(catalog::create_package).get(catalog::list_packages))
         .route(
             "/v1/packages/{name}",

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use berth_shared::names::AccountId;
 
-use crate::registry::{RegistryClient, RegistryError, record_resolution};
+use crate::registry::{RegistryClient, RegistryError, RepositoryReader, record_resolution};
 use berth_shared::package::{
-    self, ImageFailure, ImageRecord, PackageType, PackageVersion, VersionStatus, VersionSubmitted,
+    self, ImageFailure, ImageRecord, Package, PackageType, PackageVersion, VersionStatus, VersionSubmitted,
 };
 use berth_shared::platform::clock::rfc3339;
 use berth_shared::platform::clock::unix_now;
@@ -16,6 +16,8 @@ use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::EventError;
 use berth_shared::platform::queue::Envelope;
 use berth_shared::platform::store::StoreError;
+use berth_shared::signing::sigstore::{self, Expected, VerifyingKey};
+use berth_shared::signing::{self, SignedDigest};
 
 /// Tries per image within one delivery before the delivery gives up (the queue then
 /// redelivers with its own growing delay).
@@ -77,6 +79,54 @@ async fn resolve_with_backoff(
     }
 }
 
+/// The keys a version of `package` must be signed with, when its package (or else the
+/// account's policy) requires signatures.
+async fn signature_policy(
+    context: &FunctionContext,
+    account: &AccountId,
+    package: &str,
+) -> Result<Option<Vec<VerifyingKey>>, EventError> {
+    let ring = signing::load(&context.store, account).await.map_err(retry)?;
+    let stored = context.store.get::<Package>(&package::package_path(account, package)).await.map_err(retry)?;
+    let required = stored.and_then(|p| p.value.require_signature).unwrap_or(ring.require_signature);
+    Ok(required.then(|| VerifyingKey::from_ring(&ring)))
+}
+
+/// Verifies the signature of a resolved image's digest: records the key that signed it (and,
+/// for releases naming the digest alone, which key that was), or fails the image saying why.
+async fn check_signature(
+    context: &FunctionContext,
+    client: &RegistryClient,
+    account: &AccountId,
+    image: &mut ImageRecord,
+    keys: &[VerifyingKey],
+    last_attempt: bool,
+) -> Result<(), EventError> {
+    let Some(digest) = image.digest.clone().filter(|_| image.failure.is_none()) else {
+        return Ok(());
+    };
+    let repository = format!("{}/{}", context.config.registry.host, image.repository);
+    let reader = RepositoryReader { client, repository: &image.repository };
+    match sigstore::verify(&reader, Expected { digest: &digest, repository: &repository, any_registry: false }, keys)
+        .await
+    {
+        Ok(key_id) => {
+            if let Some(path) = signing::signed_digest_path(account, &digest) {
+                let record = SignedDigest { key_id: key_id.clone(), repository: image.repository.to_string() };
+                context.store.put(&path, &record).await.map_err(retry)?;
+            }
+            image.signed_by = Some(key_id);
+        }
+        Err(failure) if failure.retry && !last_attempt => {
+            return Err(retry(format!("signature of {}: {}", image.repository, failure.message)));
+        }
+        Err(failure) => {
+            image.failure = Some(ImageFailure { code: failure.code.into(), message: failure.message });
+        }
+    }
+    Ok(())
+}
+
 /// Checks a `Creating` version and settles it; returns its status afterwards (`None` if
 /// the version does not exist). A registry that does not answer is a retry, unless this is
 /// the last attempt, which settles the version as `Failed` with `registry_unreachable`.
@@ -95,6 +145,7 @@ pub async fn check_version(
         return Ok(Some(current.value.status));
     }
     let chart = current.value.package_type == PackageType::HelmChart;
+    let signatures = signature_policy(context, account, &submitted.package).await?;
     let mut checked = Vec::with_capacity(current.value.images.len());
     for image in &current.value.images {
         let mut image = image.clone();
@@ -116,6 +167,9 @@ pub async fn check_version(
                 return Err(retry(format!("registry unreachable for {}: {why}", image.repository)));
             }
             record_resolution(&mut image, outcome, chart);
+            if let Some(keys) = &signatures {
+                check_signature(context, client, account, &mut image, keys, last_attempt).await?;
+            }
         }
         checked.push(image);
     }

@@ -12,6 +12,8 @@ use berth_shared::package::ImageRecord;
 use berth_shared::platform::config::RegistrySettings;
 use berth_shared::platform::digest::oci_digest;
 use berth_shared::platform::jws::SigningKeys;
+use berth_shared::signing::is_sha256_digest;
+use berth_shared::signing::sigstore::{AttachmentSource, SourceError};
 
 /// Manifest media types Berth understands (Docker v2 and OCI, manifests and indexes).
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -37,6 +39,9 @@ pub enum RegistryError {
     /// The registry answered something Berth cannot use.
     #[error("registry error: {0}")]
     Unexpected(String),
+    /// An answer over its size limit.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// What the registry says a tag is.
@@ -123,6 +128,7 @@ impl RegistryClient {
         repository: &RepositoryName,
         path: &str,
         accept: &str,
+        limit: usize,
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), RegistryError> {
         let token =
             internal_pull_token(&self.keys, &self.settings, repository, berth_shared::platform::clock::unix_now())
@@ -147,17 +153,16 @@ impl RegistryClient {
             return Err(RegistryError::Unexpected(format!("{status} for {repository}/{path}")));
         }
         let headers = response.headers().clone();
-        let too_large =
-            || RegistryError::Unexpected(format!("{repository}/{path} is larger than {MAX_MANIFEST_BYTES} bytes"));
+        let too_large = || RegistryError::TooLarge(format!("{repository}/{path} is larger than {limit} bytes"));
         // Bounded while read: a declared length over the limit is refused before any byte, and
         // a body that runs past it is dropped at the chunk that crosses it.
-        if response.content_length().is_some_and(|length| length > MAX_MANIFEST_BYTES as u64) {
+        if response.content_length().is_some_and(|length| length > limit as u64) {
             return Err(too_large());
         }
         let mut response = response;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| RegistryError::Unreachable(without_url(&e)))? {
-            if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            if body.len() + chunk.len() > limit {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
@@ -167,7 +172,8 @@ impl RegistryClient {
 
     /// Resolves `repository:tag`: digest, media type, size, platforms.
     pub async fn resolve(&self, repository: &RepositoryName, tag: &str) -> Result<ResolvedImage, RegistryError> {
-        let (headers, body) = self.read(repository, &format!("manifests/{tag}"), &MANIFEST_TYPES.join(", ")).await?;
+        let (headers, body) =
+            self.read(repository, &format!("manifests/{tag}"), &MANIFEST_TYPES.join(", "), MAX_MANIFEST_BYTES).await?;
         let digest = oci_digest(&body);
         // The registry's header must agree with the bytes it sent.
         if let Some(claimed) = headers.get("docker-content-digest").and_then(|v| v.to_str().ok())
@@ -205,7 +211,8 @@ impl RegistryClient {
                     "{repository}:{tag}: config digest is not sha256:<hex>"
                 )));
             }
-            let (_, blob) = self.read(repository, &format!("blobs/{}", config.digest), "*/*").await?;
+            let (_, blob) =
+                self.read(repository, &format!("blobs/{}", config.digest), "*/*", MAX_MANIFEST_BYTES).await?;
             if let Ok(image) = serde_json::from_slice::<ImageConfig>(&blob)
                 && let (Some(os), Some(architecture)) = (image.os, image.architecture)
             {
@@ -273,7 +280,7 @@ impl RegistryClient {
 
     /// The tags of `repository` (at most [`MAX_TAGS`], sorted); none if it does not exist.
     pub async fn tags(&self, repository: &RepositoryName) -> Result<Vec<String>, RegistryError> {
-        match self.read(repository, "tags/list", "application/json").await {
+        match self.read(repository, "tags/list", "application/json", MAX_MANIFEST_BYTES).await {
             Ok((_, body)) => {
                 let list: TagList = serde_json::from_slice(&body)
                     .map_err(|e| RegistryError::Unexpected(format!("{repository} tags do not parse: {e}")))?;
@@ -288,11 +295,35 @@ impl RegistryClient {
     }
 }
 
-/// `sha256:` and 64 lowercase hex digits.
-fn is_sha256_digest(value: &str) -> bool {
-    value
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+/// One repository of the registry, as the signature check reads it.
+pub struct RepositoryReader<'a> {
+    pub client: &'a RegistryClient,
+    pub repository: &'a RepositoryName,
+}
+
+#[async_trait::async_trait]
+impl AttachmentSource for RepositoryReader<'_> {
+    async fn manifest(&self, tag: &str, limit: usize) -> Result<Option<Vec<u8>>, SourceError> {
+        let accept = "application/vnd.oci.image.manifest.v1+json";
+        match self.client.read(self.repository, &format!("manifests/{tag}"), accept, limit).await {
+            Ok((_, body)) => Ok(Some(body)),
+            Err(RegistryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(source_error(e)),
+        }
+    }
+
+    async fn blob(&self, digest: &str, limit: usize) -> Result<Vec<u8>, SourceError> {
+        let path = format!("blobs/{digest}");
+        self.client.read(self.repository, &path, "*/*", limit).await.map(|(_, body)| body).map_err(source_error)
+    }
+}
+
+fn source_error(error: RegistryError) -> SourceError {
+    match error {
+        RegistryError::Unreachable(why) => SourceError::Unreachable(why),
+        RegistryError::TooLarge(_) => SourceError::TooLarge,
+        other => SourceError::Other(other.to_string()),
+    }
 }
 
 /// A reqwest error's message without the URL (which carries nothing secret, but keeps
@@ -341,7 +372,7 @@ pub fn record_resolution(image: &mut ImageRecord, outcome: Result<ResolvedImage,
         Err(RegistryError::Unreachable(why)) => {
             image.failure = Some(ImageFailure { code: "registry_unreachable".into(), message: why });
         }
-        Err(RegistryError::Unexpected(why)) => {
+        Err(RegistryError::Unexpected(why) | RegistryError::TooLarge(why)) => {
             image.failure = Some(ImageFailure { code: "registry_error".into(), message: why });
         }
     }

@@ -560,3 +560,59 @@ async fn instances_per_service_are_limited_and_names_checked() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!((body["code"].as_str(), body["field"].as_str()), (Some("relations_unresolved"), Some("relations")));
 }
+
+/// 20 creates racing from separate tasks, against the memory store (native compare-and-swap)
+/// and the file store (`berth serve`'s lock and rename): exactly the limit pass, for access
+/// keys (10 per account) and instances (here 5 per service); a revoke or delete makes room
+/// for exactly one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creates_never_pass_the_access_key_and_instance_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    for file_store in [false, true] {
+        let mut api = Api::new();
+        if file_store {
+            api.context.store = berth_shared::platform::store::DocumentStore::local(dir.path().join("store")).unwrap();
+        }
+        std::sync::Arc::make_mut(&mut api.context.config).max_instances_per_service = 5;
+        let (status, body) =
+            api.call("PUT", "/v1/services/shop", Some(json!({ "templates": { "t.yaml": "a: b\n" } }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let api = std::sync::Arc::new(api);
+        let race = |uri: &'static str, body: fn(usize) -> Value| {
+            let api = api.clone();
+            async move {
+                let tasks: Vec<_> = (0..20)
+                    .map(|i| {
+                        let api = api.clone();
+                        tokio::spawn(async move { api.call("POST", uri, Some(body(i))).await })
+                    })
+                    .collect();
+                let mut answers = Vec::new();
+                for task in tasks {
+                    answers.push(task.await.unwrap());
+                }
+                answers
+            }
+        };
+        let keys = race("/v1/access-keys", |i| json!({ "description": format!("key {i}") })).await;
+        let created: Vec<&Value> = keys.iter().filter(|(s, _)| *s == StatusCode::CREATED).map(|(_, b)| b).collect();
+        assert_eq!(created.len(), 10, "file store {file_store}: {keys:?}");
+        assert!(keys.iter().all(|(s, b)| *s == StatusCode::CREATED || b["code"] == "too_many_access_keys"), "{keys:?}");
+        let (_, listed) = api.call("GET", "/v1/access-keys", None).await;
+        assert_eq!(listed["access_keys"].as_array().unwrap().len(), 10, "{listed}");
+        let revoked = created[0]["access_key_id"].as_str().unwrap();
+        assert_eq!(api.call("DELETE", &format!("/v1/access-keys/{revoked}"), None).await.0, StatusCode::OK);
+        let again = race("/v1/access-keys", |_| json!({})).await;
+        assert_eq!(again.iter().filter(|(s, _)| *s == StatusCode::CREATED).count(), 1, "{again:?}");
+
+        let instances = race("/v1/services/shop/instances", |i| json!({ "name": format!("cust_{i}") })).await;
+        let made: Vec<&Value> = instances.iter().filter(|(s, _)| *s == StatusCode::CREATED).map(|(_, b)| b).collect();
+        assert_eq!(made.len(), 5, "file store {file_store}: {instances:?}");
+        assert!(instances.iter().all(|(s, b)| *s == StatusCode::CREATED || b["code"] == "too_many_instances"));
+        let gone = made[0]["instance"]["name"].as_str().unwrap();
+        let (status, _) = api.call("DELETE", &format!("/v1/services/shop/instances/{gone}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let again = race("/v1/services/shop/instances", |i| json!({ "name": format!("late_{i}") })).await;
+        assert_eq!(again.iter().filter(|(s, _)| *s == StatusCode::CREATED).count(), 1, "{again:?}");
+    }
+}

@@ -77,6 +77,10 @@ pub struct Instance {
     /// registration replaces it, and the index entry of an older one is not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_token_sha256: Option<String>,
+    /// SHA-256 (hex) of the join token it registered with: a join token rotated since may take
+    /// its name over (`release::may_take_over`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token_sha256: Option<String>,
     /// The EC2 instance the host said it is (matched against its Auto Scaling group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
@@ -365,6 +369,26 @@ pub fn results(id: &str) -> String {
 /// One host's final outcome.
 pub fn result(id: &str, host: &str) -> String {
     format!("releases/{id}/hosts/{host}.json")
+}
+
+/// The folder of a release's hosts whose health check runs (written when it starts).
+pub fn verifying(id: &str) -> String {
+    format!("releases/{id}/verifying")
+}
+
+/// One host's note that its health check runs.
+pub fn verifying_host(id: &str, host: &str) -> String {
+    format!("releases/{id}/verifying/{host}.json")
+}
+
+/// The folder of a release's hosts that turned unhealthy after their run succeeded.
+pub fn unhealthy(id: &str) -> String {
+    format!("releases/{id}/unhealthy")
+}
+
+/// One host's [`berth_shared::release::Unhealthy`].
+pub fn unhealthy_host(id: &str, host: &str) -> String {
+    format!("releases/{id}/unhealthy/{host}.json")
 }
 
 /// One host's logs.

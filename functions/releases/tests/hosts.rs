@@ -95,7 +95,6 @@ async fn a_host_acts_for_itself_only_and_reports_only_the_job_it_holds() {
         (Method::GET, "/v1/agent/jobs?wait_seconds=0", acme.join.as_str()),
         (Method::POST, "/v1/agent/reports", acme.join.as_str()),
         (Method::GET, "/v1/agent/jobs?wait_seconds=0", acme.token.as_str()),
-        (Method::POST, "/v1/agent/register", h1.as_str()),
         (Method::POST, "/v1/agent/register", acme.token.as_str()),
         (Method::GET, "/v1/agent/jobs?wait_seconds=0", "bht_made-up"),
     ] {
@@ -103,8 +102,11 @@ async fn a_host_acts_for_itself_only_and_reports_only_the_job_it_holds() {
         let (status, problem) = call(&router, method.clone(), uri, bearer, body).await;
         assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "{uri}");
     }
-    // A host query naming another host is refused.
+    // A host query naming another host is refused, as is registering another host's name
+    // with a host token.
     let (status, _) = call(&router, Method::GET, "/v1/agent/jobs?host=h2&wait_seconds=0", &h1, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&router, Method::POST, "/v1/agent/register", &h1, Some(json!({ "host": "h2" }))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (status, job) = poll(&router, &h1).await;
@@ -145,17 +147,43 @@ async fn a_host_acts_for_itself_only_and_reports_only_the_job_it_holds() {
     assert!(!plan.known_settled(p2, JobKind::Pull) && !plan.known_settled(p1, JobKind::Run));
     assert_eq!(poll(&router, &h1).await.0, StatusCode::NO_CONTENT);
 
-    // Registering again rotates the host's token: the old one is refused at once, though
-    // this process knows where it pointed (it was just used).
+    // The join token alone does not take a live host's name over; the host's own token
+    // rotates it: the old one is refused at once, though this process knows where it pointed
+    // (it was just used).
     assert_eq!(poll(&router, &h2).await.0, StatusCode::OK);
-    let h2_new = acme.register("h2").await;
+    let (status, problem) =
+        call(&router, Method::POST, "/v1/agent/register", &acme.join, Some(json!({ "host": "h2" }))).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("host_registered")), "{problem}");
+    assert_eq!(poll(&router, &h2).await.0, StatusCode::OK, "h2 keeps working");
+    let (status, rotated) = call(&router, Method::POST, "/v1/agent/register", &h2, Some(json!({ "host": "h2" }))).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let h2_new = rotated["host_token"].as_str().unwrap().to_owned();
     let (status, _) = poll(&router, &h2).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, job) = poll(&router, &h2_new).await;
     assert_eq!(status, StatusCode::OK, "{job}");
 
-    // After the release ends, a report of a job never settled is refused.
+    // Log parts: only for the job handed out and due. h2's pull is due; h1's run is not yet.
+    let part = |host: &str, kind: JobKind| {
+        let stream = if kind == JobKind::Pull { "pull" } else { "start" };
+        format!("/v1/agent/logs?release={id}&job_id={}&part=0&step={stream}&stream=stdout", job_id(&id, host, kind))
+    };
+    let upload = |uri: String, token: String| {
+        let router = router.clone();
+        async move {
+            let (status, bytes) =
+                common::call_bytes(&router, Method::POST, &uri, &token, Some(b"output".to_vec())).await;
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let (status, problem) = upload(part("h1", JobKind::Run), h1.clone()).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("job_not_handed_out")), "{problem}");
+    assert_eq!(upload(part("h2", JobKind::Pull), h2_new.clone()).await.0, StatusCode::NO_CONTENT);
+
+    // After the release ends, a report of a job never settled is refused, and so are its log parts.
     call(&router, Method::POST, &format!("/v1/releases/{id}/cancel"), &acme.token, None).await;
+    let (status, problem) = upload(part("h2", JobKind::Pull), h2_new.clone()).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("job_not_handed_out")), "{problem}");
     let (status, problem) = send(&router, &h2_new, report(job_id(&id, "h2", JobKind::Pull), &id, JobKind::Pull)).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("job_not_handed_out")), "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("ended"), "{problem}");

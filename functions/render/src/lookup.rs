@@ -129,6 +129,7 @@ pub async fn render_template<'t>(
 ) -> Result<RenderOutput<'t>, ApiError> {
     let template = compute(|| Template::check(field, bytes))?;
     let associations = look_up(context, &template.association_keys(), relations, options).await?;
+    refuse_revoked(context, &associations).await?;
     let plan = compute(|| template.plan(&associations, context.registry_host, options.pin_digests))
         .map_err(|problems| ApiError::Template { field: field.to_owned(), problems })?;
     let mut output = RenderOutput {
@@ -180,6 +181,25 @@ pub async fn render_template<'t>(
     }
     output.substitutions = plan.substitutions;
     Ok(output)
+}
+
+/// Refuses (409) to render a digest whose signing key was revoked since its publish check.
+/// Reads the key ring only when a version has a signed image.
+async fn refuse_revoked(
+    context: RenderContext<'_>,
+    associations: &BTreeMap<String, Association>,
+) -> Result<(), ApiError> {
+    fn signed(association: &Association) -> Option<&PackageVersion> {
+        match association {
+            Association::Found { version, .. } if version.images.iter().any(|i| i.signed_by.is_some()) => Some(version),
+            _ => None,
+        }
+    }
+    if !associations.values().any(|a| signed(a).is_some()) {
+        return Ok(());
+    }
+    let ring = berth_shared::signing::load(context.store, context.account).await?;
+    associations.values().filter_map(signed).try_for_each(|v| berth_shared::signing::refuse_untrusted(&ring, v))
 }
 
 /// Looks up every association key: its relation, its package version and, for an uploaded

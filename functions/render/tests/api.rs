@@ -107,6 +107,7 @@ async fn put_version(
         label: None,
         created_at: String::new(),
         updated_at: String::new(),
+        untrusted: None,
     };
     store.put(&version_path(&acme(), package, &version.version), &version).await.unwrap();
     version

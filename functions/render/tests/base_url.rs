@@ -39,6 +39,7 @@ async fn context(change: impl FnOnce(&mut Config)) -> FunctionContext {
         label: None,
         created_at: String::new(),
         updated_at: String::new(),
+        untrusted: None,
     };
     store.put(&version_path(&acme(), "bundle", "v_1"), &version).await.unwrap();
     context

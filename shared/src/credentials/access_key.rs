@@ -30,6 +30,9 @@ const SECRET_LABEL: &str = "berth access key secret v1\0";
 pub enum AccessKeyStatus {
     Active,
     Revoked,
+    /// Never stored: shown for an `Active` key whose signing key (`kid`) is no longer
+    /// configured, so its secret can no longer be checked. It does not count toward the limit.
+    Expired,
 }
 
 /// An access key as stored (and listed): no secret in it.
@@ -50,6 +53,30 @@ pub struct AccessKey {
     /// RFC 3339, once revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// The limit slot it holds (`accounts/{account}/access-key-slots/{slot}.json`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
+}
+
+impl AccessKey {
+    /// The status as shown: an `Active` key derived with a signing key no longer configured
+    /// is `Expired`.
+    pub fn status_with(&self, keys: &SigningKeys) -> AccessKeyStatus {
+        match self.status {
+            AccessKeyStatus::Active if keys.find(&self.kid).is_none() => AccessKeyStatus::Expired,
+            status => status,
+        }
+    }
+
+    /// Whether it counts toward [`MAX_ACTIVE_PER_ACCOUNT`]: it can sign now.
+    pub fn counts(&self, keys: &SigningKeys) -> bool {
+        self.status_with(keys) == AccessKeyStatus::Active
+    }
+}
+
+/// Folder of an account's limit slots (one per active key, [`MAX_ACTIVE_PER_ACCOUNT`] at most).
+pub fn slots_prefix(account: &AccountId) -> String {
+    format!("accounts/{account}/access-key-slots")
 }
 
 /// `POST /v1/access-keys` body.

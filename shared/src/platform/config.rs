@@ -135,7 +135,7 @@ pub enum LogFormat {
     Text,
 }
 
-/// Berth's configuration. Every field comes from one environment variable (see README).
+/// Berth's configuration. Every field comes from one environment variable (see docs/configuration.md).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// `BERTH_LISTEN`: HTTP listen address when not under Lambda.

@@ -175,6 +175,11 @@ impl SigningKeys {
         &self.keys[0]
     }
 
+    /// Every configured key, the current one first: what verifies.
+    pub fn all(&self) -> impl Iterator<Item = &SigningKey> {
+        self.keys.iter()
+    }
+
     /// The configured key (current or previous) with this `kid`.
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
         self.keys.iter().find(|k| k.kid == kid)

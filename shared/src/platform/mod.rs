@@ -13,6 +13,7 @@ pub mod queue;
 pub mod runtime;
 pub mod secret;
 pub mod serve;
+pub mod slots;
 pub mod store;
 pub mod telemetry;
 pub mod work;

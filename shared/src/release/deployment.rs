@@ -201,6 +201,9 @@ pub struct DeploymentRequest {
     /// can be posted again.
     #[serde(default)]
     pub revision: Option<u64>,
+    /// How a host shows that the application came up after its start script.
+    #[serde(default)]
+    pub health: Option<HealthRequest>,
 }
 
 /// A validated deployment revision, as stored.
@@ -226,6 +229,9 @@ pub struct Deployment {
     /// revisions are revision 1).
     #[serde(default = "first_revision")]
     pub revision: u64,
+    /// The health check each host runs after its start script (and while watched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 fn first_revision() -> u64 {
@@ -300,6 +306,7 @@ pub fn validate_deployment(
         registry_endpoint: request.registry_endpoint,
         created_at: now,
         revision: 1,
+        health: request.health.map(validate_health).transpose()?,
     })
 }
 
@@ -329,7 +336,9 @@ pub fn validate_working_directory(dir: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_script(field: &str, script: &str) -> Result<(), ApiError> {
+/// Validates a start or stop script: non-empty, at most [`MAX_SCRIPT_BYTES`], no NUL, and shell
+/// (a `#!` line naming another interpreter is refused).
+pub fn validate_script(field: &str, script: &str) -> Result<(), ApiError> {
     if script.trim().is_empty() {
         return Err(ApiError::invalid(field, "required", "must be a non-empty shell script"));
     }

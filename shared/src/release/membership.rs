@@ -81,6 +81,28 @@ pub fn may_rejoin(removal: Option<&Removal>, token: &str) -> bool {
     removal.is_none_or(|r| r.join_token_sha256.as_deref() != Some(token))
 }
 
+/// A registered host, as far as a new registration of its name is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered<'a> {
+    /// Whether a host token acts for it now.
+    pub has_token: bool,
+    /// SHA-256 of the join token it registered with (`None`: registered before Berth kept it).
+    pub joined_with: Option<&'a str>,
+    /// When it was last heard of.
+    pub seen: u64,
+}
+
+/// Whether a holder of the join token of digest `token` may register the name of a host
+/// registered as `registered`, replacing its token. A live host's name is not taken over with
+/// the join token alone (anyone holding it could lock the real host out): only once the host
+/// is stale, or the join token was rotated since the host registered (an operator's act). The
+/// host itself rotates its token with its current host token instead.
+pub fn may_take_over(registered: Option<Registered<'_>>, token: &str, stale_after: u64, now: u64) -> bool {
+    registered.is_none_or(|r| {
+        !r.has_token || is_stale(r.seen, stale_after, now) || r.joined_with.is_some_and(|joined| joined != token)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +146,16 @@ mod tests {
         assert!(!may_rejoin(Some(&removal), "old"));
         assert!(may_rejoin(Some(&removal), "new"));
         assert!(may_rejoin(None, "old"));
+    }
+
+    #[test]
+    fn a_live_host_is_taken_over_only_once_stale_or_after_a_rotation() {
+        let live = Registered { has_token: true, joined_with: Some("join1"), seen: 1000 };
+        assert!(may_take_over(None, "join1", 600, 1000), "a new name");
+        assert!(!may_take_over(Some(live), "join1", 600, 1000), "live, same join token");
+        assert!(!may_take_over(Some(Registered { joined_with: None, ..live }), "join1", 600, 1000));
+        assert!(may_take_over(Some(live), "join2", 600, 1000), "the join token was rotated since");
+        assert!(may_take_over(Some(live), "join1", 600, 1600), "stale");
+        assert!(may_take_over(Some(Registered { has_token: false, ..live }), "join1", 600, 1000));
     }
 }

@@ -74,6 +74,9 @@ pub struct Instance {
     pub credentials: Vec<StoredCredential>,
     pub created_at: String,
     pub updated_at: String,
+    /// The limit slot it holds (see [`slots_prefix`]); `None` for instances made before slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
 }
 
 impl Instance {
@@ -248,6 +251,16 @@ pub fn instances_prefix(account: &AccountId, service: &str) -> String {
     format!("accounts/{account}/instances/{service}")
 }
 
+/// Folder of a service's instance limit slots (`BERTH_MAX_INSTANCES_PER_SERVICE` at most).
+pub fn slots_prefix(account: &AccountId, service: &str) -> String {
+    format!("accounts/{account}/instance-slots/{service}")
+}
+
+/// Who holds an instance's slot: its name and uid (a re-created name is another holder).
+pub fn slot_holder(name: &str, uid: &str) -> String {
+    format!("{name}/{uid}")
+}
+
 /// The pull counts of the instance with `uid`.
 pub fn pulls_path(account: &AccountId, uid: &str) -> String {
     format!("accounts/{account}/instance-pulls/{uid}.json")
@@ -270,6 +283,7 @@ mod tests {
             credentials: Vec::new(),
             created_at: rfc3339(0),
             updated_at: rfc3339(0),
+            slot: None,
         }
     }
 

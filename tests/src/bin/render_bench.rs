@@ -94,6 +94,7 @@ fn associations(template: &Template<'_>) -> BTreeMap<String, Association> {
             label: None,
             created_at: String::new(),
             updated_at: String::new(),
+            untrusted: None,
         };
         let file_url = (package_type == PackageType::File).then(|| format!("https://berth.example/d/{repository}"));
         out.insert(identifier.key.to_owned(), Association::Found { version: Box::new(version), file_url });

@@ -224,6 +224,7 @@ pub async fn create(call: &Call<'_>) -> Result<ArtifactView, CnError> {
         updated_at: now.clone(),
         next_version_number: 2,
         deleting: false,
+        require_signature: None,
     };
     let version = draft(call, &package, 1, &now)?;
     match call.context.store.create(&package::package_path(&call.account, name), &package).await {

@@ -14,6 +14,7 @@ use berth_shared::names::AccountId;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::ApiPath;
+use berth_shared::platform::jws::SigningKey;
 use berth_shared::service::{self, PutServiceRequest, Service, VersionSelector, validate_service_name};
 use berth_shared::template::IdentifierKind;
 use serde::Serialize;
@@ -36,21 +37,17 @@ async fn load(call: &Call<'_>, id: &str) -> Result<Option<Service>, CnError> {
     Ok(call.context.store.get::<Service>(&service::service_path(&call.account, id)).await?.map(|d| d.value))
 }
 
-/// The capability in a template URL: only Berth can make it, and it changes with the service.
-fn template_mac(
-    context: &FunctionContext,
-    account: &AccountId,
-    service: &str,
-    index: usize,
-    updated_at: &str,
-) -> String {
+/// The capability in a template URL, made with `key`: only Berth can make it, and it changes
+/// with the service.
+fn template_mac(key: &SigningKey, account: &AccountId, service: &str, index: usize, updated_at: &str) -> String {
     let label = format!("berth computenest template v1\0{account}\0{service}\0{index}\0{updated_at}");
-    let derived = context.signing.current().derive(label.as_bytes());
+    let derived = key.derive(label.as_bytes());
     derived[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn template_url(call: &Call<'_>, service: &Service, index: usize) -> String {
-    let mac = template_mac(call.context, &call.account, &service.name, index, &service.updated_at);
+    let key = call.context.signing.current();
+    let mac = template_mac(key, &call.account, &service.name, index, &service.updated_at);
     format!("{}/v1/computenest/templates/{}/{}/{index}/{mac}", call.base_url, call.account, service.name)
 }
 
@@ -65,8 +62,12 @@ pub async fn template_download(
     validate_service_name(&name).map_err(|_| not_found())?;
     let service =
         context.store.get::<Service>(&service::service_path(&account, &name)).await?.ok_or_else(not_found)?.value;
-    let expected = template_mac(&context, &account, &name, index, &service.updated_at);
-    let same = aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), mac.as_bytes()).is_ok();
+    // Made by any configured key: a URL handed out before a rotation, or by a process already
+    // signing with the next key, keeps working while that key verifies here.
+    let same = context.signing.all().any(|key| {
+        let expected = template_mac(key, &account, &name, index, &service.updated_at);
+        aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), mac.as_bytes()).is_ok()
+    });
     let template = service.templates.get(index).filter(|_| same).ok_or_else(not_found)?;
     let mut response = (StatusCode::OK, template.body.clone()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/yaml; charset=utf-8"));

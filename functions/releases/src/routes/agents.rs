@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::engine::{GroupSnapshot, Plan};
-use std::sync::Arc;
 
 /// Longest an agent's poll is held.
 pub const MAX_POLL_SECONDS: u64 = 30;
@@ -13,7 +12,7 @@ pub const DEFAULT_POLL_SECONDS: u64 = 20;
 const POLL_RECHECK: Duration = Duration::from_secs(1);
 
 /// The bearer token of a request, if it has the given kind's prefix.
-fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Option<&'a str> {
+pub(super) fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Option<&'a str> {
     parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -25,36 +24,6 @@ fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Option<&'a str> {
 
 /// Longest bearer token looked up (ours are 47 bytes).
 const MAX_TOKEN_BYTES: usize = 128;
-
-/// A caller holding a group's current join token (`Authorization: Bearer bjt_...`): it may
-/// only register hosts.
-pub struct Joining {
-    /// The group the token joins.
-    pub group: GroupRef,
-    /// SHA-256 of the token.
-    pub join_token_sha256: String,
-}
-
-impl FromRequestParts<Engine> for Joining {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
-        let refused =
-            || ApiError::Unauthenticated("a valid group join token is required (Authorization: Bearer bjt_...)".into());
-        let token = bearer(parts, "bjt_").ok_or_else(refused)?;
-        let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
-        let store = &engine.context.store;
-        let group = store.get::<GroupRef>(&layout::join_token(&digest)).await?.ok_or_else(refused)?.value;
-        // The group's own record decides: a rotated or revoked token is refused at once, even
-        // if its index entry is still there.
-        let current = store.get::<Group>(&layout::group_doc(&group)).await?.ok_or_else(refused)?.value;
-        if current.join_token_sha256.as_deref() != Some(digest.as_str()) || current.deleting {
-            return Err(refused());
-        }
-        berth_shared::platform::serve::mark_authenticated(&parts.extensions);
-        Ok(Self { group, join_token_sha256: digest })
-    }
-}
 
 /// A host, authenticated by its own host token (`Authorization: Bearer bht_...`): it polls
 /// and reports for itself only.
@@ -112,7 +81,7 @@ async fn named_by(engine: &Engine, host: &HostRef, digest: &str) -> Result<Optio
 
 impl Host {
     /// The `host` query, when an agent still sends one, must name the token's own host.
-    fn check_named(&self, named: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_named(&self, named: Option<&str>) -> Result<(), ApiError> {
         match named {
             Some(name) if name != self.host.host => {
                 Err(ApiError::Forbidden(format!("this host token acts for host '{}' only", self.host.host)))
@@ -120,107 +89,6 @@ impl Host {
             _ => Ok(()),
         }
     }
-}
-
-fn new_host_token() -> String {
-    berth_shared::platform::secret::random_token("bht_")
-}
-
-/// `POST /v1/agent/register` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registration {
-    host: String,
-    /// The EC2 instance the host runs on, matched against the group's Auto Scaling group.
-    #[serde(default)]
-    instance_id: Option<String>,
-}
-
-/// `POST /v1/agent/register` answer. The host token is shown only here.
-#[derive(Serialize)]
-pub struct Registered {
-    application: String,
-    group: String,
-    host: String,
-    host_token: String,
-}
-
-/// `POST /v1/agent/register`: the host joins the token's group and gets a host token of its
-/// own. Registering again with the same host id rotates that host's token.
-pub async fn register(
-    State(engine): State<Engine>,
-    joining: Joining,
-    ApiJson(body): ApiJson<Registration>,
-) -> Result<Json<Registered>, ApiError> {
-    release::validate_name("host", &body.host)?;
-    if let Some(id) = &body.instance_id {
-        release::validate_instance_id("instance_id", id)?;
-    }
-    let token = new_host_token();
-    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
-    let reference = HostRef { group: Arc::new(joining.group.clone()), host: body.host.clone() };
-    let store = &engine.context.store;
-    let removed_path = layout::removed(&joining.group, &body.host);
-    let removal_of = |removal: Option<Versioned<release::Removal>>| {
-        removal.filter(|r| !release::may_rejoin(Some(&r.value), &joining.join_token_sha256))
-    };
-    let host_removed = || ApiError::Conflict {
-        code: "host_removed",
-        message: format!(
-            "host '{}' was removed from the group: it registers again only with a join token made since (rotate it)",
-            body.host
-        ),
-    };
-    let removal = store.get::<release::Removal>(&removed_path).await?;
-    if removal_of(removal.clone()).is_some() {
-        return Err(host_removed());
-    }
-    // The index first: until the instance names this digest, the entry grants nothing.
-    store.create(&layout::host_token(&digest), &reference).await?;
-    let now = unix_now();
-    let mut replaced = None;
-    let host = body.host.clone();
-    let instance_path = layout::instance(&joining.group, &body.host);
-    let instance_id = body.instance_id.clone();
-    store
-        .modify::<Instance, StoreError, _>(&instance_path, |current| {
-            replaced = current.as_ref().and_then(|i| i.host_token_sha256.clone());
-            // The ledger stays: the host may still run what it ran (convergence decides).
-            let kept = current.unwrap_or_default();
-            Ok(Instance {
-                host: host.clone(),
-                registered_at: now,
-                host_token_sha256: Some(digest.clone()),
-                instance_id: instance_id.clone(),
-                last_seen: Some(now),
-                ..kept
-            })
-        })
-        .await?;
-    // A removal that raced this registration wins: look again now that the record is written.
-    if removal.is_none() && removal_of(store.get::<release::Removal>(&removed_path).await?).is_some() {
-        store.delete(&instance_path).await?;
-        store.delete(&layout::host_token(&digest)).await?;
-        return Err(host_removed());
-    }
-    if removal.is_some() {
-        store.delete(&removed_path).await?;
-    }
-    // Its agent polls next, most likely here.
-    engine.remember_token_place(&digest, &reference);
-    engine.converge(&reference, release::Arrival::Registered, now).await?;
-    if let Some(old) = replaced {
-        store.delete(&layout::host_token(&old)).await?;
-        tracing::info!(host = %body.host, group = %joining.group.group, "host re-registered; its old token is refused");
-    } else {
-        tracing::info!(host = %body.host, group = %joining.group.group, "host registered");
-    }
-    Ok(Json(Registered {
-        application: joining.group.application,
-        group: joining.group.group,
-        host: body.host,
-        host_token: token,
-    }))
 }
 
 /// `GET /v1/agent/jobs` query.
@@ -231,7 +99,15 @@ pub struct PollQuery {
     host: Option<String>,
     #[serde(default)]
     wait_seconds: Option<u64>,
+    /// A release whose health check the host keeps probing: the answer says whether it still
+    /// runs (header [`WATCH_HEADER`]).
+    #[serde(default)]
+    watch: Option<String>,
 }
+
+/// Answers a poll that names a watched release: `running` while the host should keep probing
+/// for it, `ended` once it should stop.
+pub const WATCH_HEADER: &str = "berth-watch";
 
 /// `GET /v1/agent/jobs?wait_seconds=N`: held until there is work for the host (200 with a
 /// job) or the wait ends (204).
@@ -256,10 +132,93 @@ pub async fn poll(
     let until = tokio::time::Instant::now() + wait;
     let Host { host, instance } = host;
     drop(instance);
-    Ok(match hold_for_job(&engine, &host, until).await? {
+    let mut answer = match hold_for_job(&engine, &host, until).await? {
         Some(job) => Json(job).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
-    })
+    };
+    if let Some(watched) = &query.watch {
+        // From the group's snapshot (two seconds old at most): a watch ends that late at worst.
+        let snapshot = engine.snapshot(&host.group).await?;
+        let running = snapshot.active() == Some(watched.as_str())
+            && snapshot.state().is_some_and(|(status, _)| !status.is_terminal());
+        let value = axum::http::HeaderValue::from_static(if running { "running" } else { "ended" });
+        answer.headers_mut().insert(WATCH_HEADER, value);
+    }
+    Ok(answer)
+}
+
+/// Largest `POST /v1/agent/health` body.
+const MAX_HEALTH_NEWS_BYTES: usize = 16 * 1024;
+
+/// `POST /v1/agent/health` answer.
+#[derive(Serialize)]
+pub struct HealthNewsAccepted {
+    /// Whether this news was recorded now (false: a repeat).
+    accepted: bool,
+}
+
+/// `POST /v1/agent/health`: what the host's health check found in its run of a release:
+/// `verifying` once its start script succeeded (its state shows it until its report), or
+/// `unhealthy` once it turned unhealthy after its run succeeded, while the release still runs
+/// (it then counts as a failure of its batch; 409 `release_ended` tells the agent to stop
+/// watching). Each is written once per host and release.
+pub async fn health_news(
+    State(engine): State<Engine>,
+    host: Host,
+    LimitedBody(body): LimitedBody<MAX_HEALTH_NEWS_BYTES>,
+) -> Result<Json<HealthNewsAccepted>, ApiError> {
+    let news: release::HealthNews = berth_shared::platform::http::request::parse_json(&body)?;
+    let name = host.host.host.as_str();
+    let id = news.release.as_str();
+    let never = || refused(format!("no job of this release was handed to host '{name}'"));
+    if uuid::Uuid::parse_str(id).is_err() || news.job_id != release::job_id(id, name, JobKind::Run) {
+        return Err(never());
+    }
+    let plan = engine.plan(id).await?.ok_or_else(never)?;
+    let (release, group) = (&plan.release, &host.host.group);
+    let same_group =
+        release.account == group.account && release.application == group.application && release.group == group.group;
+    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    if release.deployment.health.is_none() {
+        return Err(refused("the release's deployment has no health check"));
+    }
+    let state = engine.state(id).await?.ok_or_else(never)?.value;
+    if state.status.is_terminal() {
+        return Err(ApiError::Conflict {
+            code: "release_ended",
+            message: "the release has ended: stop watching".into(),
+        });
+    }
+    let store = &engine.context.store;
+    let now = unix_now();
+    let accepted = match news.news {
+        release::HealthNewsKind::Verifying => {
+            release::check_due(state.status, state.phase, planned.batch, JobKind::Run).map_err(refused)?;
+            create_once(store, &layout::verifying_host(id, name), &release::Verifying { at: now }).await?
+        }
+        release::HealthNewsKind::Unhealthy => {
+            let ran = store.get::<HostResult>(&layout::result(id, name)).await?;
+            if !ran.is_some_and(|r| r.value.ok) {
+                return Err(refused(
+                    "only a host whose run succeeded is watched; its own report says how the run went",
+                ));
+            }
+            let reason = news.reason.unwrap_or_else(|| "no reason given".into());
+            let turned = release::Unhealthy {
+                reason: release::truncated(&reason, release::MAX_UNHEALTHY_REASON_BYTES).to_owned(),
+                batch: planned.batch,
+                during: state.phase,
+                at: now,
+            };
+            let written = create_once(store, &layout::unhealthy_host(id, name), &turned).await?;
+            if written {
+                tracing::warn!(release = %id, host = %name, reason = %turned.reason, "watched host turned unhealthy");
+                engine.request_advance(id, &release.account).await?;
+            }
+            written
+        }
+    };
+    Ok(Json(HealthNewsAccepted { accepted }))
 }
 
 /// Holds a poll until there is a job for `host` or `until`. 100,000 of these wait at once, so
@@ -414,6 +373,7 @@ fn job(engine: &Engine, host: &HostRef, id: &str, plan: &Plan, kind: JobKind) ->
         stop_script: deployment.stop_script.clone(),
         start_script: deployment.start_script.clone(),
         step_timeout_seconds: deployment.step_timeout_seconds,
+        health: deployment.health.clone(),
     })
 }
 
@@ -571,8 +531,10 @@ pub struct LogPartQuery {
 }
 
 /// `POST /v1/agent/logs`: one part (at most 512 KiB of UTF-8 text) of the output of the job
-/// this host holds, uploaded before its report names how many parts there are. A part sent
-/// again replaces itself; once the job is settled, parts are refused (409 `job_settled`).
+/// this host holds and is due in the release's current phase, uploaded before its report
+/// names how many parts there are. A part sent again replaces itself; once the job is
+/// settled, parts are refused (409 `job_settled`), as are parts of a job not due or of a
+/// release that ended (409 `job_not_handed_out`).
 pub async fn upload_log_part(
     State(engine): State<Engine>,
     host: Host,
@@ -580,7 +542,7 @@ pub async fn upload_log_part(
     LimitedBody(body): LimitedBody<{ release::LOG_PART_BYTES }>,
 ) -> Result<StatusCode, ApiError> {
     if !release::LOG_STEPS.contains(&query.step.as_str()) {
-        return Err(ApiError::invalid("step", "invalid_value", "must be pull, stop or start"));
+        return Err(ApiError::invalid("step", "invalid_value", "must be pull, stop, start or health"));
     }
     if !release::LOG_STREAMS.contains(&query.stream.as_str()) {
         return Err(ApiError::invalid("stream", "invalid_value", "must be stdout or stderr"));
@@ -606,6 +568,10 @@ pub async fn upload_log_part(
     if plan.known_settled(planned, kind) || reported(&engine, id, name, kind).await? {
         return Err(ApiError::Conflict { code: "job_settled", message: "the job was already reported".into() });
     }
+    // Only the job due now: a part for a job of another phase, or of a release that ended,
+    // would stay in the store, never read.
+    let state = engine.state(id).await?.ok_or_else(never)?.value;
+    release::check_due(state.status, state.phase, planned.batch, kind).map_err(refused)?;
     let part = release::LogPart { step: query.step, stream: query.stream, text };
     engine.context.store.put(&layout::job_logs_part(kind, id, name, query.part), &part).await?;
     Ok(StatusCode::NO_CONTENT)

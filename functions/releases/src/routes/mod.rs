@@ -30,12 +30,14 @@ mod agents;
 mod applications;
 mod deployments;
 mod groups;
+mod registration;
 mod releases;
 
 pub use agents::*;
 pub use applications::*;
 pub use deployments::*;
 pub use groups::*;
+pub use registration::*;
 pub use releases::*;
 
 /// Serializes `value` with its objects' keys in alphabetical order, as `json!` (whose maps are
