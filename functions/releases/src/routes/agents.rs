@@ -145,6 +145,15 @@ pub async fn poll(
     Ok(answer)
 }
 
+/// Where `host` is in `plan`, if the plan is a release of the host's own group (another
+/// group's release is as absent as a missing one).
+fn planned_in(plan: &Plan, host: &HostRef) -> Option<crate::engine::PlannedHost> {
+    let (release, group) = (&plan.release, &host.group);
+    let same_group =
+        release.account == group.account && release.application == group.application && release.group == group.group;
+    plan.host(&host.host).filter(|_| same_group)
+}
+
 /// Largest `POST /v1/agent/health` body.
 const MAX_HEALTH_NEWS_BYTES: usize = 16 * 1024;
 
@@ -173,10 +182,8 @@ pub async fn health_news(
         return Err(never());
     }
     let plan = engine.plan(id).await?.ok_or_else(never)?;
-    let (release, group) = (&plan.release, &host.host.group);
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let release = &plan.release;
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     if release.deployment.health.is_none() {
         return Err(refused("the release's deployment has no health check"));
     }
@@ -416,10 +423,7 @@ pub async fn report(
     let store = &engine.context.store;
     let plan = engine.plan(id).await?.ok_or_else(never)?;
     let release = &plan.release;
-    let group = &host.host.group;
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     let batch = planned.batch;
     release::check_job(id, name, &body).map_err(refused)?;
     // A pull's usual few lines stay in its result (one write); a long output is stored as a
@@ -551,10 +555,7 @@ pub async fn upload_log_part(
         return Err(never());
     }
     let plan = engine.plan(id).await?.ok_or_else(never)?;
-    let (release, group) = (&plan.release, &host.host.group);
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     if plan.known_settled(planned, kind) || reported(&engine, id, name, kind).await? {
         return Err(ApiError::Conflict { code: "job_settled", message: "the job was already reported".into() });
     }
