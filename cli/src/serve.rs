@@ -42,6 +42,7 @@ pub async fn run(data_dir: PathBuf, listen: String) -> ExitCode {
         Err(e) => return misconfigured(&format!("configuration: {e}")),
     };
     telemetry::init(config.log_format);
+    berth_shared::platform::runtime::return_large_buffers();
     match serve(&mut config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => misconfigured(&message),
@@ -112,8 +113,8 @@ async fn serve(config: &mut Config) -> Result<(), String> {
         consumers.push(tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone())));
     }
 
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let listener = berth_shared::platform::serve::listen(config.listen)
+        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), functions = ?names, "berth serve is listening");
     serve_http(finish(router, names), listener, shutdown.clone(), config.http_limits)

@@ -104,6 +104,84 @@ async fn serve_mounts_every_function_and_stops_cleanly() {
     serve.stop();
 }
 
+/// Issue 24's availability attacks on `berth serve`, one after another, attackers on other
+/// loopback addresses than the honest clients measuring meanwhile (`/healthz` every 50 ms and
+/// authenticated renders, each on a new connection): during each, honest answers come within
+/// 1 s at p99 (asserted generously: 2 s), none fails, and the server's peak RSS stays within
+/// 256 MiB. `make bench`'s
+/// `stall-bench` prints the same figures for any build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_stalls_berth() {
+    use berth_tests::attack::{self, ATTACKERS, Figures, Target, during};
+    use std::time::Duration;
+    attack::raise_open_files(8192);
+    let dir = tempfile::tempdir().unwrap();
+    // A short write timeout keeps the unread-answers attack short.
+    let serve = BerthServe::start(
+        &dir.path().join("data"),
+        &dir.path().join("serve.log"),
+        0,
+        &[("BERTH_HTTP_WRITE_TIMEOUT_SECONDS", "3")],
+    );
+    let target = Target {
+        url: serve.url.clone(),
+        address: serve.url.trim_start_matches("http://").parse().unwrap(),
+        pid: serve.pid(),
+        honest_token: serve.dev_token("acme"),
+        attacker_token: serve.dev_token("mallory"),
+    };
+    let check = |figures: &Figures| {
+        eprintln!("{figures}");
+        for (what, seen) in [("/healthz", &figures.health), ("render", &figures.render)] {
+            assert!(seen.samples.len() >= 10, "{}: too few {what} probes: {figures}", figures.attack);
+            assert_eq!(seen.failures, 0, "{}: {what} failed: {figures}", figures.attack);
+            // The goal is 1 s; twice that here, generously, for a loaded test machine.
+            assert!(seen.p99() < Duration::from_secs(2), "{}: {what} p99 over 2 s: {figures}", figures.attack);
+        }
+        assert!(figures.peak_rss_mib <= 256, "{}: peak RSS over 256 MiB: {figures}", figures.attack);
+    };
+
+    let nested = during(
+        &target,
+        "nested YAML (depth 100,000), 4 at once",
+        attack::nested_yaml(&target, 100_000, Duration::from_secs(6), Duration::from_secs(30)),
+    )
+    .await;
+    check(&nested);
+    assert!(!nested.detail.contains("no answer") && nested.detail.contains("\"400\""), "{}", nested.detail);
+
+    let slow = during(
+        &target,
+        "1,100 slow bodies to POST /",
+        attack::slow_bodies(&target, 1100, &ATTACKERS[..4], Duration::from_secs(14)),
+    )
+    .await;
+    check(&slow);
+    assert!(!slow.detail.contains(" 0 answered 408"), "the whole-body deadline answered: {}", slow.detail);
+
+    let idle = during(
+        &target,
+        "2,000 idle connections",
+        attack::idle_connections(&target, 2000, &ATTACKERS, Duration::from_secs(12)),
+    )
+    .await;
+    check(&idle);
+
+    let mut unread = None;
+    let answers = during(&target, "10 unread answers of 9 MiB", async {
+        let seen = attack::unread_answers(&target, 10, 9, Duration::from_secs(40)).await;
+        unread = Some(seen);
+        seen.to_string()
+    })
+    .await;
+    check(&answers);
+    let unread = unread.unwrap();
+    assert!(unread.dropped > 0, "answers the socket buffers could not hold were dropped: {unread}");
+    assert!(unread.rss_after_mib <= unread.rss_before_mib + 32, "their memory was freed: {unread}");
+    assert!(unread.freed_after.is_some(), "the connections' sockets were freed: {unread}");
+    serve.stop();
+}
+
 /// A Compute Nest call to `base` signed with `key` (ACS3-HMAC-SHA256, as Alibaba Cloud's SDK
 /// signs it): the status and the JSON answer.
 async fn computenest(base: &str, key: &Value, action: &str, query: &str) -> (u16, Value) {

@@ -42,7 +42,9 @@ impl FromRequestParts<Engine> for Host {
         let token = bearer(parts, "bht_").ok_or_else(host_refused)?;
         // Boxed: this future's room is kept by every held poll (axum's handler future holds
         // it), while the reads need it only for a moment.
-        Box::pin(host_of(engine, token)).await
+        let host = Box::pin(host_of(engine, token)).await?;
+        berth_shared::platform::serve::mark_authenticated(&parts.extensions);
+        Ok(host)
     }
 }
 
@@ -412,7 +414,15 @@ pub async fn report(
 ) -> Result<Json<ReportAccepted>, ApiError> {
     host.check_named(query.host.as_deref())?;
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
-    let body: Report = berth_shared::platform::http::request::parse_json(&body)?;
+    let body: Report = match body.len() <= berth_shared::platform::http::request::INLINE_PARSE_BYTES {
+        true => berth_shared::platform::http::request::parse_json(&body)?,
+        false => {
+            berth_shared::platform::work::off_workers(move || {
+                berth_shared::platform::http::request::parse_json::<Report>(&body)
+            })
+            .await??
+        }
+    };
     let name = host.host.host.as_str();
     let id = body.release.as_str();
     // Another group's release, or one that does not exist: the same answer, revealing nothing.
