@@ -867,7 +867,8 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
         ));
     }
     let health = format!("health stdout {}", logs["health"]["stdout"].as_str().unwrap());
-    let expected = ["pull stdout pulled\n", "start stdout started\n", "stop stdout stopped\n", &health].map(String::from).into();
+    let expected =
+        ["pull stdout pulled\n", "start stdout started\n", "stop stdout stopped\n", &health].map(String::from).into();
     assert_eq!(texts, expected, "{first}");
     let past = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/{parts}"), account, None).await;
     assert!(past["text"].is_null() && past["step"].is_null(), "{past}");
