@@ -200,9 +200,13 @@ function stop_application() {
 stop_application
 EOF
 )
+# The seed's last step is the release's own check: the host is `verifying` until
+# /hello answers the seed's body, and the release fails at `step: health` if it never does.
 deployment=$(python3 -c 'import json,sys; print(json.dumps({"name": "web", "image": {"package": "hello_web", "version": "v1_0"},
-  "working_directory": sys.argv[1], "start_script": sys.argv[2], "stop_script": sys.argv[3], "step_timeout_seconds": 120}))' \
-  "$(cd "$DEMO" && pwd)/workdir" "$start_script" "$stop_script")
+  "working_directory": sys.argv[1], "start_script": sys.argv[2], "stop_script": sys.argv[3], "step_timeout_seconds": 120,
+  "health": {"http": {"url": sys.argv[4], "expect_body": "Alibaba Spring Sample!"}, "interval_seconds": 1,
+             "deadline_seconds": 60}}))' \
+  "$(cd "$DEMO" && pwd)/workdir" "$start_script" "$stop_script" "http://localhost:$APP_PORT/hello")
 api POST /v1/applications/demo/deployments "$deployment" >/dev/null
 release_id=$("$BERTH" release create --application demo --deployment web --group web 2>>"$LOGS/release.log") \
   || { current_log="$LOGS/release.log"; die "the release was refused"; }

@@ -3,10 +3,12 @@
 //! through the Docker engine with the job's pull key, runs the stop then the start script
 //! with bash, and reports.
 
+mod health;
 mod identity;
 mod run;
 mod signature;
 mod spool;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_shared::release::{Job, JobKind, JobRefusal, MAX_JOB_BYTES, Report, Step, check_handed_job};
+use berth_shared::release::{
+    HealthNews, HealthNewsKind, Job, JobKind, JobRefusal, MAX_JOB_BYTES, Report, Step, check_handed_job,
+};
 
+use crate::health::{ProbeContext, ProbeLog};
 use crate::identity::Identity;
 use crate::spool::{INLINE_BYTES, Spool};
+use crate::watch::Watch;
 
 /// Longest backoff after errors reaching Berth.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// After a timeout kills a step's process group, how long its output may still drain.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
 
@@ -174,6 +178,8 @@ impl Agent {
         };
         eprintln!("berth-agent: host {} waiting for work", self.host);
         let mut backoff = Duration::from_millis(500);
+        // The release whose health check this host keeps probing, while it runs.
+        let mut watch: Option<Watch> = None;
         loop {
             // A report from before (a refused delivery, a restart) goes first, and alone.
             if let Some(pending) = self.pending() {
@@ -181,7 +187,11 @@ impl Agent {
                 continue;
             }
             let asked = std::time::Instant::now();
-            match self.poll(&token).await {
+            let polled = self.poll(&token, watch.as_ref().map(|w| w.release.as_str())).await;
+            if let Ok((_, Some(false))) = &polled {
+                watch = None;
+            }
+            match polled.map(|(job, _)| job) {
                 Ok(Some(job)) if self.ran().contains(&job.job_id) => {
                     // Berth still hands out a job this host ran and reported: never run it again.
                     eprintln!("berth-agent: job {} already ran here; waiting for Berth to move on", job.job_id);
@@ -201,8 +211,10 @@ impl Agent {
                         continue;
                     }
                     eprintln!("berth-agent: {job}");
+                    // A new job replaces whatever this host ran before: stop watching that.
+                    watch = None;
                     let outcome = match checked {
-                        Ok(()) => self.execute(&job).await,
+                        Ok(()) => self.execute(&job, &token).await,
                         // This host's job, but not one Berth would hand out: reported failed, not run.
                         Err(refusal) => self.refuse(&job, &refusal),
                     };
@@ -218,6 +230,9 @@ impl Agent {
                         job.release, job.kind, pending.report.ok, pending.report.step
                     );
                     self.deliver(&token, &pending).await;
+                    if let Some(check) = job.health.clone().filter(|_| pending.report.ok && job.kind == JobKind::Run) {
+                        watch = Some(self.watch(&job, check, &token));
+                    }
                 }
                 Ok(None) => {
                     backoff = Duration::from_millis(500);
@@ -279,21 +294,39 @@ impl Agent {
         Ok(registered.host_token)
     }
 
-    async fn poll(&self, token: &str) -> Result<Option<Job>, Refusal> {
+    /// Asks for a job; with `watching`, also whether that release still runs (`Some(false)`:
+    /// stop watching it).
+    async fn poll(&self, token: &str, watching: Option<&str>) -> Result<(Option<Job>, Option<bool>), Refusal> {
+        let mut query = vec![("wait_seconds", self.poll_seconds.to_string())];
+        if let Some(release) = watching {
+            query.push(("watch", release.to_owned()));
+        }
         let response = self
             .http
             .get(format!("{}/v1/agent/jobs", self.url))
             .bearer_auth(token)
-            .query(&[("wait_seconds", &self.poll_seconds.to_string())])
+            .query(&query)
             .send()
             .await
             .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;
         let response = check(response).await?;
+        // A Berth that does not say is one that does not watch: stop.
+        let running = watching.map(|_| response.headers().get("berth-watch").is_some_and(|v| v == "running"));
         if response.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(None);
+            return Ok((None, running));
         }
         let body = read_limited(response, MAX_JOB_BYTES).await.map_err(Refusal::Retry)?;
-        serde_json::from_slice::<Job>(&body).map(Some).map_err(|e| Refusal::Retry(format!("unreadable job: {e}")))
+        let job = serde_json::from_slice::<Job>(&body).map_err(|e| Refusal::Retry(format!("unreadable job: {e}")))?;
+        Ok((Some(job), running))
+    }
+
+    async fn send_health_news(&self, token: &str, news: &HealthNews) -> Result<(), String> {
+        crate::watch::send_health_news(&self.http, &self.url, token, news).await
+    }
+
+    /// Starts watching `job`'s host (see [`crate::watch`]).
+    fn watch(&self, job: &Job, check: berth_shared::release::HealthCheck, token: &str) -> Watch {
+        Watch::start(&self.http, &self.url, &self.host, job, check, token)
     }
 
     /// Sends a report until Berth takes it (or refuses it for good).
@@ -391,12 +424,12 @@ impl Agent {
 
     /// Runs a job with its output spooled to the state directory, and keeps its report there
     /// before answering it.
-    pub async fn execute(&self, job: &Job) -> std::io::Result<Pending> {
+    pub async fn execute(&self, job: &Job, token: &str) -> std::io::Result<Pending> {
         let spool = Spool::create(&self.state_dir.join("spool"), &job.job_id)?;
         // Recorded before any step starts: a crash mid-job leaves a host that Berth times out,
         // never one that stops and starts twice.
         self.remember_ran(&job.job_id);
-        let (ok, step, run) = self.steps(job, &spool).await;
+        let (ok, step, run) = self.steps(job, &spool, token).await;
         let inline = spool.total_bytes() <= INLINE_BYTES;
         let report = Report {
             job_id: job.job_id.clone(),
@@ -437,7 +470,7 @@ impl Agent {
         Ok(pending)
     }
 
-    async fn steps(&self, job: &Job, spool: &Spool) -> (bool, Step, StepRun) {
+    async fn steps(&self, job: &Job, spool: &Spool, token: &str) -> (bool, Step, StepRun) {
         let verified;
         let job = match &self.trusted_keys {
             None => job,
@@ -468,7 +501,36 @@ impl Agent {
             return (false, Step::Stop, stop);
         }
         let start = self.script(job, Step::Start, &job.start_script, spool).await;
-        (start.failure.is_none(), Step::Start, start)
+        let Some(check) = job.health.as_ref().filter(|_| start.failure.is_none()) else {
+            return (start.failure.is_none(), Step::Start, start);
+        };
+        // Only shown as `verifying`: a refused note changes nothing of the run.
+        let news = HealthNews {
+            release: job.release.clone(),
+            job_id: job.job_id.clone(),
+            news: HealthNewsKind::Verifying,
+            reason: None,
+        };
+        // Bounded: a Berth slow to answer must not hold the probes back.
+        match tokio::time::timeout(Duration::from_secs(5), self.send_health_news(token, &news)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => eprintln!("berth-agent: telling Berth the host is verifying: {message}"),
+            Err(_) => eprintln!("berth-agent: telling Berth the host is verifying: no answer within 5 s"),
+        }
+        let client = crate::health::probe_client();
+        let context = ProbeContext {
+            http: &client,
+            host: &self.host,
+            release: &job.release,
+            job_id: &job.job_id,
+            image: &job.image,
+            working_directory: &job.working_directory,
+        };
+        let mut log = ProbeLog::default();
+        let verified = crate::health::verify(check, &context, &mut log).await;
+        spool.capture("health", "stdout", log.text().as_bytes()).await;
+        let failure = verified.err();
+        (failure.is_none(), Step::Health, StepRun { exit_code: None, failure })
     }
 
     async fn pull(&self, job: &Job, spool: &Spool) -> StepRun {
@@ -520,7 +582,7 @@ impl Agent {
 
 /// What a step's process inherits from the agent: `PATH`, `HOME` and `LANG` only. Nothing else
 /// of the agent's environment (its join token, cloud credentials, ...) reaches a script.
-fn clean_environment(command: &mut tokio::process::Command) {
+pub(crate) fn clean_environment(command: &mut tokio::process::Command) {
     command.env_clear();
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -598,7 +660,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<V
     Ok(body)
 }
 
-enum Refusal {
+pub(crate) enum Refusal {
     /// Worth trying again (network, 5xx).
     Retry(String),
     /// The token was refused (401).
@@ -607,7 +669,7 @@ enum Refusal {
     Fatal(String),
 }
 
-async fn check(response: reqwest::Response) -> Result<reqwest::Response, Refusal> {
+pub(crate) async fn check(response: reqwest::Response) -> Result<reqwest::Response, Refusal> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);

@@ -105,7 +105,7 @@ impl Spool {
             let ran = self.output(step);
             if inline { ran } else { ran.map(|_| StepOutput::default()) }
         };
-        HostLogs { pull: output("pull"), stop: output("stop"), start: output("start") }
+        HostLogs { pull: output("pull"), stop: output("stop"), start: output("start"), health: output("health") }
     }
 
     /// Where every part of the output lies, in order (steps, then stdout before stderr), cut

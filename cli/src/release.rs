@@ -42,12 +42,13 @@ pub struct CreateArgs {
     /// (default one day).
     #[arg(long)]
     pub pause_timeout: Option<u64>,
-    /// Failed hosts tolerated in the whole release (default 0).
-    #[arg(long)]
-    pub max_failures: Option<usize>,
-    /// Failed hosts tolerated in any one batch (default: --max-failures).
-    #[arg(long)]
-    pub max_failures_per_batch: Option<usize>,
+    /// Failed hosts tolerated in the whole release: a count or "N%" of its hosts (default 0).
+    #[arg(long, value_parser = budget)]
+    pub max_failures: Option<Value>,
+    /// Failed hosts tolerated in any one batch: a count or "N%" of the batch's hosts
+    /// (default: --max-failures).
+    #[arg(long, value_parser = budget)]
+    pub max_failures_per_batch: Option<Value>,
     /// Pull in each batch instead of on every host first.
     #[arg(long)]
     pub no_pull_first: bool,
@@ -60,6 +61,14 @@ pub struct CreateArgs {
     /// Follow the release: a progress bar per batch, host states, then the summary.
     #[arg(long)]
     pub watch: bool,
+}
+
+/// A failure budget as the API takes it: a number, or the "N%" string (Berth checks N).
+fn budget(text: &str) -> Result<Value, String> {
+    match text.strip_suffix('%') {
+        Some(_) => Ok(json!(text)),
+        None => text.parse::<usize>().map(|n| json!(n)).map_err(|_| format!("'{text}' is not a count nor N%")),
+    }
 }
 
 fn body(args: &CreateArgs) -> Result<Value, String> {
@@ -88,11 +97,11 @@ fn body(args: &CreateArgs) -> Result<Value, String> {
     if let Some(seconds) = args.pause_timeout {
         body["pause_timeout_seconds"] = json!(seconds);
     }
-    if let Some(n) = args.max_failures {
-        body["max_failures"] = json!(n);
+    if let Some(n) = &args.max_failures {
+        body["max_failures"] = n.clone();
     }
-    if let Some(n) = args.max_failures_per_batch {
-        body["max_failures_per_batch"] = json!(n);
+    if let Some(n) = &args.max_failures_per_batch {
+        body["max_failures_per_batch"] = n.clone();
     }
     if args.no_pull_first {
         body["pull_first"] = json!(false);

@@ -34,6 +34,11 @@ fn the_whole_seed_flow_passes_every_step_twice() {
         assert!(text.contains("is Available, pinned to sha256:"), "{text}");
         assert!(text.contains("Alibaba Spring Sample!"), "{text}");
         assert!(text.contains(": succeeded"), "{text}");
+        // The release itself checked the seed's /hello: its host passed at step: health.
+        let release: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data.join("demo/release.json")).unwrap()).unwrap();
+        let host = &release["batches"][0]["hosts"][0];
+        assert_eq!((host["state"].as_str(), host["step"].as_str()), (Some("succeeded"), Some("health")), "{release:#}");
         // The pull key is shown shortened, never whole.
         let rendered = std::fs::read_to_string(data.join("demo/rendered.yaml")).unwrap();
         let key = rendered.lines().find_map(|l| l.trim().strip_prefix(".dockerconfigjson: ")).unwrap();

@@ -783,6 +783,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let deployment = json!({
         "name": "d", "image": { "address": format!("{registry}/acme/app:v1") }, "working_directory": "/srv",
         "start_script": "true", "stop_script": "true",
+        "health": { "tcp": { "address": "localhost:8080" }, "interval_seconds": 1 },
     });
     api.expect(201, "POST", "/v1/applications/app/deployments", account, Some(deployment)).await;
     api.expect(200, "GET", "/v1/applications/app/deployments/d", account, None).await;
@@ -820,17 +821,24 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
                 assert_eq!(exchange.status, 204, "{}", String::from_utf8_lossy(&exchange.body));
                 api.exchanges.push(exchange);
                 log_parts = Some(1);
+                let news = json!({ "release": id, "job_id": job.job_id, "news": "verifying" });
+                api.expect(200, "POST", "/v1/agent/health", token, Some(news)).await;
             }
             let logs = match job.kind {
                 JobKind::Pull => HostLogs { pull: output("pulled"), ..HostLogs::default() },
-                JobKind::Run => HostLogs { pull: None, stop: Some(StepOutput::default()), start: output("started") },
+                JobKind::Run => HostLogs {
+                    pull: None,
+                    stop: Some(StepOutput::default()),
+                    start: output("started"),
+                    health: output("+0.0s healthy | connected to localhost:8080"),
+                },
             };
             let report = Report {
                 job_id: job.job_id,
                 release: id.clone(),
                 kind: job.kind,
                 ok: true,
-                step: if job.kind == JobKind::Pull { Step::Pull } else { Step::Start },
+                step: if job.kind == JobKind::Pull { Step::Pull } else { Step::Health },
                 exit_code: Some(0),
                 reason: None,
                 logs,
@@ -844,7 +852,14 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let logs = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs"), account, None).await;
     assert_eq!(logs["start"]["stdout"], "started\n", "{logs}");
     assert_eq!(logs["stop"]["stdout"], "stopped\n", "the uploaded part: {logs}");
+    assert!(logs["health"]["stdout"].as_str().unwrap().contains("healthy"), "{logs}");
     api.expect(200, "POST", &format!("/v1/releases/{id}/cancel"), account, None).await;
+    // A watched host's news after the release ended: the agent is told to stop watching.
+    let (_, token) = &hosts[0];
+    let job_id = berth_shared::release::job_id(&id, "h1", JobKind::Run);
+    let news = json!({ "release": id, "job_id": job_id, "news": "unhealthy", "reason": "HTTP 502" });
+    let ended = api.expect(409, "POST", "/v1/agent/health", token, Some(news)).await;
+    assert_eq!(ended["code"], "release_ended", "{ended}");
     let (_, token) = &hosts[1];
     api.expect(204, "GET", "/v1/agent/jobs?wait_seconds=0", token, None).await;
 

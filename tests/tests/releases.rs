@@ -1095,3 +1095,6 @@ async fn a_host_not_seen_for_stale_after_seconds_is_skipped_not_failed_and_conve
     let group = s.get("/v1/applications/quiet/groups/g").await;
     assert_eq!(instance(&group, "h2")["stale"], false, "seen again");
 }
+
+#[path = "releases/health.rs"]
+mod health;

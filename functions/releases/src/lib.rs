@@ -55,6 +55,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/releases/{id}/hosts/{host}/logs", get(host_logs))
         .route("/v1/agent/register", post(register))
         .route("/v1/agent/jobs", get(poll))
+        .route("/v1/agent/health", post(health_news))
         .route("/v1/agent/logs", post(upload_log_part).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(
             "/v1/agent/reports",

@@ -371,6 +371,26 @@ pub fn result(id: &str, host: &str) -> String {
     format!("releases/{id}/hosts/{host}.json")
 }
 
+/// The folder of a release's hosts whose health check runs (written when it starts).
+pub fn verifying(id: &str) -> String {
+    format!("releases/{id}/verifying")
+}
+
+/// One host's note that its health check runs.
+pub fn verifying_host(id: &str, host: &str) -> String {
+    format!("releases/{id}/verifying/{host}.json")
+}
+
+/// The folder of a release's hosts that turned unhealthy after their run succeeded.
+pub fn unhealthy(id: &str) -> String {
+    format!("releases/{id}/unhealthy")
+}
+
+/// One host's [`berth_shared::release::Unhealthy`].
+pub fn unhealthy_host(id: &str, host: &str) -> String {
+    format!("releases/{id}/unhealthy/{host}.json")
+}
+
 /// One host's logs.
 pub fn logs(id: &str, host: &str) -> String {
     format!("releases/{id}/logs/{host}.json")

@@ -13,6 +13,8 @@ pub enum Step {
     Stop,
     /// The start script.
     Start,
+    /// The health check after the start script (or later, while the host was watched).
+    Health,
     /// No report arrived in time.
     Report,
 }
@@ -74,6 +76,9 @@ pub struct HostLogs {
     /// The start script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StepOutput>,
+    /// The health check: one line per probe (bounded; see the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<StepOutput>,
 }
 
 /// Logs larger than this (as JSON) are stored in parts, so no document outgrows the store.
@@ -92,7 +97,7 @@ pub const MAX_LOG_PARTS: usize = 512;
 pub const MAX_STREAM_BYTES: u64 = 40 << 20;
 
 /// The steps and streams a log part may belong to.
-pub const LOG_STEPS: [&str; 3] = ["pull", "stop", "start"];
+pub const LOG_STEPS: [&str; 4] = ["pull", "stop", "start", "health"];
 /// The streams of a step.
 pub const LOG_STREAMS: [&str; 2] = ["stdout", "stderr"];
 
@@ -112,6 +117,7 @@ fn output_mut<'a>(logs: &'a mut HostLogs, step: &str) -> Option<&'a mut StepOutp
         "pull" => logs.pull.as_mut(),
         "stop" => logs.stop.as_mut(),
         "start" => logs.start.as_mut(),
+        "health" => logs.health.as_mut(),
         _ => None,
     }
 }
@@ -121,7 +127,7 @@ fn output_mut<'a>(logs: &'a mut HostLogs, step: &str) -> Option<&'a mut StepOutp
 pub fn split_logs(logs: &HostLogs, part_bytes: usize) -> (HostLogs, Vec<LogPart>) {
     let mut head = logs.clone();
     let mut parts = Vec::new();
-    for step in ["pull", "stop", "start"] {
+    for step in LOG_STEPS {
         let Some(output) = output_mut(&mut head, step) else { continue };
         for (stream, text) in
             [("stdout", std::mem::take(&mut output.stdout)), ("stderr", std::mem::take(&mut output.stderr))]
@@ -213,6 +219,9 @@ pub struct Job {
     pub start_script: String,
     /// Per-step timeout.
     pub step_timeout_seconds: u64,
+    /// The health check to run after the start script, if the deployment has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 impl std::fmt::Debug for Job {

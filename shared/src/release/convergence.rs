@@ -64,6 +64,8 @@ pub fn convergence_options() -> ReleaseOptions {
         max_failures_per_batch: 0,
         pull_first: false,
         auto_rollback: false,
+        budgets_asked: None,
+        batch_max_failures: Vec::new(),
     }
 }
 

@@ -201,6 +201,9 @@ pub struct DeploymentRequest {
     /// can be posted again.
     #[serde(default)]
     pub revision: Option<u64>,
+    /// How a host shows that the application came up after its start script.
+    #[serde(default)]
+    pub health: Option<HealthRequest>,
 }
 
 /// A validated deployment revision, as stored.
@@ -226,6 +229,9 @@ pub struct Deployment {
     /// revisions are revision 1).
     #[serde(default = "first_revision")]
     pub revision: u64,
+    /// The health check each host runs after its start script (and while watched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 fn first_revision() -> u64 {
@@ -300,6 +306,7 @@ pub fn validate_deployment(
         registry_endpoint: request.registry_endpoint,
         created_at: now,
         revision: 1,
+        health: request.health.map(validate_health).transpose()?,
     })
 }
 

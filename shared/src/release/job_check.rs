@@ -5,8 +5,9 @@
 
 use super::*;
 
-/// Largest job an agent reads: two scripts, a working directory and the short fields.
-pub const MAX_JOB_BYTES: usize = 2 * MAX_SCRIPT_BYTES + MAX_WORKING_DIRECTORY_BYTES + 16 * 1024;
+/// Largest job an agent reads: two scripts, a health command, a working directory and the
+/// short fields.
+pub const MAX_JOB_BYTES: usize = 3 * MAX_SCRIPT_BYTES + MAX_WORKING_DIRECTORY_BYTES + 32 * 1024;
 /// Longest pull key username or password an agent takes (ours are a few hundred bytes).
 const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 /// Longest registry host (`host[:port]`).
@@ -114,6 +115,16 @@ pub fn check_handed_job(job: &Job, host: &str) -> Result<(), JobRefusal> {
     validate_working_directory(&job.working_directory).map_err(as_refusal("working_directory"))?;
     validate_script("stop_script", &job.stop_script).map_err(as_refusal("stop_script"))?;
     validate_script("start_script", &job.start_script).map_err(as_refusal("start_script"))?;
+    if let Some(health) = &job.health {
+        // Valid as a provider's would be, and unchanged by validating it again.
+        let again = serde_json::to_value(health)
+            .and_then(serde_json::from_value::<HealthRequest>)
+            .map_err(|e| refuse("health", e.to_string()))
+            .and_then(|request| validate_health(request).map_err(as_refusal("health")))?;
+        if &again != health {
+            return Err(refuse("health", "not a health check Berth would hand out"));
+        }
+    }
     Ok(())
 }
 
@@ -136,6 +147,7 @@ mod tests {
             stop_script: "true".into(),
             start_script: "echo hi".into(),
             step_timeout_seconds: 60,
+            health: None,
         }
     }
 
@@ -162,6 +174,22 @@ mod tests {
         assert_eq!(field(|j| j.password = "p\nq".into()), "password");
         assert_eq!(field(|j| j.working_directory = "/srv/../etc".into()), "working_directory");
         assert_eq!(field(|j| j.working_directory = "srv".into()), "working_directory");
+        fn check(j: &mut Job, interval_seconds: u64) {
+            let probe = Probe::Tcp(TcpProbe { address: "localhost:8080".into() });
+            j.health = Some(HealthCheck {
+                probe,
+                start_period_seconds: 0,
+                interval_seconds,
+                timeout_seconds: 2,
+                healthy_threshold: 1,
+                min_healthy_seconds: 0,
+                deadline_seconds: 300,
+            });
+        }
+        let mut checked = job();
+        check(&mut checked, 2);
+        assert_eq!(check_handed_job(&checked, "h1"), Ok(()));
+        assert_eq!(field(|j| check(j, 0)), "health", "an interval Berth would refuse");
         assert_eq!(field(|j| j.stop_script = "x".repeat(MAX_SCRIPT_BYTES + 1)), "stop_script");
         assert_eq!(field(|j| j.start_script = "#!/usr/bin/python3\nprint(1)".into()), "start_script");
         let digest = format!("127.0.0.1:5000/acme/app@sha256:{}", "a".repeat(64));

@@ -61,6 +61,7 @@ mod agent;
 mod convergence;
 mod deployment;
 mod group;
+mod health;
 mod job_check;
 mod listing;
 mod membership;
@@ -72,6 +73,7 @@ pub use agent::*;
 pub use convergence::*;
 pub use deployment::*;
 pub use group::*;
+pub use health::*;
 pub use job_check::*;
 pub use listing::*;
 pub use membership::*;
@@ -108,6 +110,7 @@ mod tests {
             registry_endpoint: RegistryEndpoint::Public,
             created_at: 0,
             revision: 1,
+            health: None,
         }
     }
 
@@ -278,11 +281,78 @@ mod tests {
     }
 
     #[test]
+    fn budgets_in_percent_round_down_per_release_and_per_batch() {
+        let plan = |extra: serde_json::Value, n: usize| {
+            let mut options = validate_options(&request(extra)).unwrap();
+            let batches = plan_batches(&hosts(n), &options.batching).unwrap();
+            resolve_budgets(&mut options, &batches);
+            options
+        };
+        let o = plan(serde_json::json!({ "max_failures": "34%", "max_failures_per_batch": "34%" }), 3);
+        assert_eq!((o.max_failures, o.batch_max_failures.as_slice()), (1, &[1][..]), "34% of 3 is 1.02");
+        let o = plan(serde_json::json!({ "max_failures": "33%" }), 3);
+        assert_eq!((o.max_failures, o.batch_budget(0)), (0, 0), "33% of 3 is 0.99");
+        let o = plan(serde_json::json!({ "batches": 3, "max_failures": 2, "max_failures_per_batch": "34%" }), 7);
+        assert_eq!((o.max_failures, o.batch_max_failures.as_slice()), (2, &[1, 0, 0][..]), "batches of 3, 2, 2");
+        assert_eq!(o.max_failures_per_batch, 1, "the largest batch's, shown");
+        let o = plan(serde_json::json!({ "max_failures": "10%" }), 100);
+        assert_eq!((o.max_failures, o.batch_budget(0)), (10, 10), "per batch defaults to the release's");
+        let counts = plan(serde_json::json!({ "max_failures": 2 }), 3);
+        assert_eq!((counts.budgets_asked.clone(), counts.batch_budget(5)), (None, 2), "counts stay as they were");
+        let shown = serde_json::to_value(&o).unwrap();
+        assert_eq!(shown["budgets_asked"]["max_failures"], "10%");
+        let field = |extra| match validate_options(&request(extra)) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert_eq!(field(serde_json::json!({ "max_failures": "101%" })), "max_failures");
+        assert_eq!(field(serde_json::json!({ "max_failures_per_batch": "ten%" })), "max_failures_per_batch");
+        assert_eq!(field(serde_json::json!({ "max_failures": "5" })), "max_failures");
+    }
+
+    #[test]
+    fn a_host_that_turns_unhealthy_while_watched_fails_the_release_against_the_budgets() {
+        let mut r = release(4, serde_json::json!({ "batches": 2, "pull_first": false, "max_failures": 1 }));
+        r.phase = Phase::Batch { batch: 1 };
+        let mut results = BTreeMap::new();
+        results.insert("h0".to_owned(), ok(100));
+        results.insert("h1".to_owned(), ok(100));
+        let none = BTreeMap::new();
+        let turned = |host: &str| {
+            let u = Unhealthy { reason: "HTTP 502".into(), batch: 0, during: Phase::Batch { batch: 1 }, at: 101 };
+            (host.to_owned(), u)
+        };
+        let one: BTreeMap<_, _> = [turned("h0")].into();
+        assert_eq!(decide_watched(&r, &none, &results, &one, 101), Decision::Wait, "within max_failures 1");
+        let two: BTreeMap<_, _> = [turned("h0"), turned("h1")].into();
+        let Decision::Finish(ReleaseStatus::Failed, Some(reason)) = decide_watched(&r, &none, &results, &two, 101)
+        else {
+            panic!("batch 2 still runs, yet two failures are over the budget")
+        };
+        assert!(reason.contains("host h0 of batch 1 turned unhealthy while batch 2 ran"), "{reason}");
+        assert!(reason.contains("step: health"), "{reason}");
+        // Per batch: batch 1 tolerates none, whatever the release's budget.
+        let mut strict =
+            release(4, serde_json::json!({ "batches": 2, "max_failures": 3, "max_failures_per_batch": 0 }));
+        strict.phase = Phase::Waiting { next: 1, until: 200 };
+        assert!(matches!(
+            decide_watched(&strict, &none, &results, &one, 150),
+            Decision::Finish(ReleaseStatus::Failed, _)
+        ));
+        // A watched failure of the current batch counts in its own batch when it ends.
+        let mut current = release(4, serde_json::json!({ "batches": 2, "max_failures": 1 }));
+        current.phase = Phase::Batch { batch: 0 };
+        let both: BTreeMap<_, _> = [turned("h1")].into();
+        assert_eq!(decide_watched(&current, &none, &results, &both, 101), Decision::Move(Phase::Batch { batch: 1 }));
+    }
+
+    #[test]
     fn big_logs_split_at_character_boundaries_and_join_back() {
         let logs = HostLogs {
             pull: None,
             stop: Some(StepOutput { stdout: "é".repeat(10), stderr: String::new() }),
             start: Some(StepOutput { stdout: "abc".repeat(7), stderr: "x".into() }),
+            health: Some(StepOutput { stdout: "+0.0s healthy\n".into(), stderr: String::new() }),
         };
         let (head, parts) = split_logs(&logs, 5);
         assert!(head.stop.as_ref().unwrap().stdout.is_empty() && head.pull.is_none());

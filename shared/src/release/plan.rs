@@ -42,12 +42,12 @@ pub struct ReleaseRequest {
     /// With `pause: manual`: how long a batch waits for `confirm` before the release fails.
     #[serde(default)]
     pub pause_timeout_seconds: Option<u64>,
-    /// Failed hosts tolerated in the whole release.
+    /// Failed hosts tolerated in the whole release: a count, or `"N%"` of its hosts.
     #[serde(default)]
-    pub max_failures: Option<usize>,
-    /// Failed hosts tolerated in any one batch.
+    pub max_failures: Option<Budget>,
+    /// Failed hosts tolerated in any one batch: a count, or `"N%"` of the batch's hosts.
     #[serde(default)]
-    pub max_failures_per_batch: Option<usize>,
+    pub max_failures_per_batch: Option<Budget>,
     /// Pull on every host before stopping any (default true).
     #[serde(default)]
     pub pull_first: Option<bool>,
@@ -81,15 +81,103 @@ pub struct ReleaseOptions {
     /// confirms within this time. Plans written before it existed get the default.
     #[serde(default = "default_pause_timeout")]
     pub pause_timeout_seconds: u64,
-    /// Failed hosts tolerated in the whole release.
+    /// Failed hosts tolerated in the whole release (resolved, when asked in percent).
     pub max_failures: usize,
-    /// Failed hosts tolerated per batch.
+    /// Failed hosts tolerated per batch (resolved; in percent, the largest batch's count:
+    /// `batch_max_failures` has each batch's).
     pub max_failures_per_batch: usize,
     /// Pull everywhere before stopping anywhere.
     pub pull_first: bool,
     /// Roll back by itself when it fails. Plans from before it existed do not.
     #[serde(default)]
     pub auto_rollback: bool,
+    /// The budgets as asked, when one is in percent: each plan of hosts (the release's, its
+    /// rollback's) resolves them again with [`resolve_budgets`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets_asked: Option<BudgetsAsked>,
+    /// Failed hosts tolerated in each batch, resolved from a percent; empty when every batch
+    /// has `max_failures_per_batch`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_max_failures: Vec<usize>,
+}
+
+impl ReleaseOptions {
+    /// Failed hosts tolerated in batch `batch` (from 0).
+    pub fn batch_budget(&self, batch: usize) -> usize {
+        self.batch_max_failures.get(batch).copied().unwrap_or(self.max_failures_per_batch)
+    }
+}
+
+/// A failure budget: a count of hosts, or a percent of them (`"N%"`, rounded down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Budget {
+    Count(usize),
+    Percent(#[serde(with = "percent")] u32),
+}
+
+mod percent {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{value}%"))
+    }
+
+    /// Any string here; [`super::validate_budget`] says what is wrong with it, naming the field.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(text
+            .strip_suffix('%')
+            .filter(|digits| !digits.is_empty() && digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or(u32::MAX))
+    }
+}
+
+impl Budget {
+    /// The count for `hosts` hosts.
+    pub fn of(self, hosts: usize) -> usize {
+        match self {
+            Self::Count(n) => n,
+            Self::Percent(p) => hosts * p as usize / 100,
+        }
+    }
+}
+
+/// Budgets with a percent in them, as asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetsAsked {
+    pub max_failures: Budget,
+    /// Absent: each batch may use the whole release's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures_per_batch: Option<Budget>,
+}
+
+fn validate_budget(field: &str, budget: Option<Budget>) -> Result<Option<Budget>, ApiError> {
+    match budget {
+        Some(Budget::Percent(p)) if p > 100 => Err(ApiError::invalid(
+            field,
+            "invalid_budget",
+            "a count of hosts, or a percent of them written \"N%\" with N from 0 to 100",
+        )),
+        Some(Budget::Count(n)) if n > MAX_RELEASE_HOSTS => {
+            Err(ApiError::invalid(field, "out_of_range", format!("must be 0 to {MAX_RELEASE_HOSTS}")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Resolves budgets asked in percent for a plan's batches: the release's budget from all its
+/// hosts, each batch's from its own, rounded down (as SSM's `MaxErrors`).
+pub fn resolve_budgets(options: &mut ReleaseOptions, batches: &[Vec<String>]) {
+    let Some(asked) = &options.budgets_asked else { return };
+    let hosts = batches.iter().map(Vec::len).sum();
+    options.max_failures = asked.max_failures.of(hosts);
+    options.batch_max_failures = match asked.max_failures_per_batch {
+        Some(budget) => batches.iter().map(|b| budget.of(b.len())).collect(),
+        None => vec![options.max_failures; batches.len()],
+    };
+    options.max_failures_per_batch = options.batch_max_failures.iter().copied().max().unwrap_or(0);
 }
 
 fn default_pause_timeout() -> u64 {
@@ -168,16 +256,28 @@ pub fn validate_options(request: &ReleaseRequest) -> Result<ReleaseOptions, ApiE
         }
         (_, None) => DEFAULT_PAUSE_TIMEOUT_SECONDS,
     };
-    let max_failures = request.max_failures.unwrap_or(0);
+    let asked = validate_budget("max_failures", request.max_failures)?.unwrap_or(Budget::Count(0));
+    let per_batch = validate_budget("max_failures_per_batch", request.max_failures_per_batch)?;
+    let in_percent = matches!(asked, Budget::Percent(_)) || matches!(per_batch, Some(Budget::Percent(_)));
+    let max_failures = match asked {
+        Budget::Count(n) => n,
+        Budget::Percent(_) => 0,
+    };
+    let max_failures_per_batch = match per_batch {
+        Some(Budget::Count(n)) => n,
+        _ => max_failures,
+    };
     Ok(ReleaseOptions {
         batching,
         pause: request.pause,
         pause_seconds,
         pause_timeout_seconds,
         max_failures,
-        max_failures_per_batch: request.max_failures_per_batch.unwrap_or(max_failures),
+        max_failures_per_batch,
         pull_first: request.pull_first.unwrap_or(true),
         auto_rollback: request.auto_rollback.unwrap_or(false),
+        budgets_asked: in_percent.then_some(BudgetsAsked { max_failures: asked, max_failures_per_batch: per_batch }),
+        batch_max_failures: Vec::new(),
     })
 }
 

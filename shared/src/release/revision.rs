@@ -19,8 +19,13 @@ pub struct RevisionId {
 impl RevisionId {
     /// The revision a deployment document is.
     pub fn of(deployment: &Deployment) -> Self {
-        let scripts =
+        let mut scripts =
             format!("{}\0{}\0{}", deployment.working_directory, deployment.stop_script, deployment.start_script);
+        // The health check is part of the revision; a deployment without one hashes as before.
+        if let Some(health) = &deployment.health {
+            scripts.push('\0');
+            scripts.push_str(&serde_json::to_string(health).unwrap_or_default());
+        }
         Self {
             deployment: deployment.name.clone(),
             revision: deployment.revision,
@@ -104,7 +109,7 @@ pub fn rollback_target(ledger: &Ledger, release: &str, result: Option<&HostResul
         return current.filter(|c| c.release == release).and(ledger.previous.clone());
     }
     match result.step {
-        Step::Stop | Step::Start | Step::Report => current.filter(|c| c.release != release).cloned(),
+        Step::Stop | Step::Start | Step::Health | Step::Report => current.filter(|c| c.release != release).cloned(),
         Step::Pull => None,
     }
 }
@@ -264,6 +269,7 @@ mod tests {
             registry_endpoint: RegistryEndpoint::Public,
             created_at: 0,
             revision: 3,
+            health: None,
         };
         let next = Deployment { start_script: "echo v2".into(), revision: 1, ..current.clone() };
         assert_eq!(next_revision(&current, next.clone(), None).unwrap().revision, 4);

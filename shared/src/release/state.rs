@@ -235,7 +235,11 @@ impl Release {
             Phase::Batch { .. } => 3,
             _ => return u64::MAX,
         };
-        self.phase_started_at + steps * step + REPORT_GRACE_SECONDS
+        let health = match (self.phase, &self.deployment.health) {
+            (Phase::Batch { .. }, Some(health)) => health.longest_seconds(),
+            _ => 0,
+        };
+        self.phase_started_at + steps * step + health + REPORT_GRACE_SECONDS
     }
 }
 
@@ -251,6 +255,8 @@ pub enum HostState {
     Pulled,
     /// Its batch runs: pulling (without pull-first), stopping, starting.
     Running,
+    /// Started; its health check runs.
+    Verifying,
     /// Stopped and started.
     Succeeded,
     /// A step failed, timed out, or the agent did not report.
@@ -298,6 +304,16 @@ pub fn host_state_at(
     }
 }
 
+/// [`host_state_at`] refined by what the host said of its health: `verifying` once its start
+/// script succeeded and its check runs. (A host that turned unhealthy later reads as failed
+/// from [`Unhealthy::as_result`].)
+pub fn verifying_state(state: HostState, verifying: bool) -> HostState {
+    match state {
+        HostState::Running if verifying => HostState::Verifying,
+        other => other,
+    }
+}
+
 /// What the release should do next, from its state and the hosts' results. Plain, so the
 /// fan-out can call it any number of times (duplicates, restarts) with the same answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,10 +335,28 @@ pub fn decide(
     results: &BTreeMap<String, HostResult>,
     now: u64,
 ) -> Decision {
+    decide_watched(release, pulls, results, &BTreeMap::new(), now)
+}
+
+/// [`decide`], with the hosts that turned unhealthy after their run succeeded (`unhealthy`):
+/// each counts as a failure of its own batch, at once, whatever the current batch is doing
+/// (`results` must then hold every result so far, not only the current batch's).
+pub fn decide_watched(
+    release: &Release,
+    pulls: &BTreeMap<String, PullResult>,
+    results: &BTreeMap<String, HostResult>,
+    unhealthy: &BTreeMap<String, Unhealthy>,
+    now: u64,
+) -> Decision {
     if release.status.is_terminal() {
         return Decision::Wait;
     }
     let options = &release.options;
+    let failed = |host: &str| unhealthy.contains_key(host) || results.get(host).is_some_and(|r| !r.ok);
+    let watching = matches!(release.phase, Phase::Batch { .. } | Phase::Waiting { .. } | Phase::AwaitingConfirm { .. });
+    if watching && let Some(finish) = watched_failures(release, results, unhealthy, &failed) {
+        return finish;
+    }
     match release.phase {
         Phase::Starting => Decision::Move(if options.pull_first { Phase::Pulling } else { Phase::Batch { batch: 0 } }),
         Phase::Pulling => {
@@ -348,16 +382,20 @@ pub fn decide(
             if !missing.is_empty() {
                 return if now >= release.phase_deadline() { Decision::TimeOut(missing) } else { Decision::Wait };
             }
-            let in_batch = hosts.iter().filter(|h| results.get(*h).is_some_and(|r| !r.ok)).count();
+            let in_batch = hosts.iter().filter(|h| failed(h)).count();
             // Reports are only taken from hosts of the plan, so every result counts.
-            let total = results.values().filter(|r| !r.ok).count();
-            if in_batch > options.max_failures_per_batch {
+            let total = results
+                .keys()
+                .chain(unhealthy.keys().filter(|h| !results.contains_key(*h)))
+                .filter(|h| failed(h))
+                .count();
+            if in_batch > options.batch_budget(batch) {
                 return Decision::Finish(
                     ReleaseStatus::Failed,
                     Some(format!(
                         "{in_batch} hosts failed in batch {} (max_failures_per_batch {}); later batches were not started",
                         batch + 1,
-                        options.max_failures_per_batch
+                        options.batch_budget(batch)
                     )),
                 );
             }
@@ -395,6 +433,45 @@ pub fn decide(
         }
         Phase::Waiting { .. } | Phase::AwaitingConfirm { .. } | Phase::Done => Decision::Wait,
     }
+}
+
+/// The release's end when hosts that turned unhealthy while watched take a budget over: the
+/// release's (all failures so far) or their own batch's.
+fn watched_failures(
+    release: &Release,
+    results: &BTreeMap<String, HostResult>,
+    unhealthy: &BTreeMap<String, Unhealthy>,
+    failed: &dyn Fn(&str) -> bool,
+) -> Option<Decision> {
+    let options = &release.options;
+    let (first, news) = unhealthy.iter().min_by_key(|(_, u)| u.at)?;
+    let what = format!("host {first} of batch {} {}", news.batch + 1, news.describe());
+    let batches: BTreeSet<usize> = unhealthy.values().map(|u| u.batch).collect();
+    for batch in batches {
+        let in_batch = release.batches.get(batch).map_or(0, |hosts| hosts.iter().filter(|h| failed(h)).count());
+        if in_batch > options.batch_budget(batch) {
+            return Some(Decision::Finish(
+                ReleaseStatus::Failed,
+                Some(format!(
+                    "{what} (step: health); {in_batch} hosts failed in batch {} (max_failures_per_batch {}); \
+                     later batches were not started",
+                    batch + 1,
+                    options.batch_budget(batch)
+                )),
+            ));
+        }
+    }
+    let total =
+        results.keys().chain(unhealthy.keys().filter(|h| !results.contains_key(*h))).filter(|h| failed(h)).count();
+    (total > options.max_failures).then(|| {
+        Decision::Finish(
+            ReleaseStatus::Failed,
+            Some(format!(
+                "{what} (step: health); {total} hosts failed (max_failures {}); later batches were not started",
+                options.max_failures
+            )),
+        )
+    })
 }
 
 /// Applies a decision's move or finish to a release (a pure state transition).

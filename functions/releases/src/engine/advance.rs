@@ -76,11 +76,17 @@ impl Engine {
             if current.pauses_scaling() {
                 self.hold_lease(&current, now).await?;
             }
-            if !self.all_reported_or_late(&current, now).await.map_err(retry)? {
+            // A host that turned unhealthy while watched is decided on at once, whoever else
+            // still has to report.
+            let unhealthy = self.unhealthy(&current).await.map_err(retry)?;
+            if unhealthy.is_empty() && !self.all_reported_or_late(&current, now).await.map_err(retry)? {
                 return Ok(());
             }
-            let (pulls, results) = self.outcomes(&current).await.map_err(retry)?;
-            let decision = release::decide(&current, &pulls, &results, now);
+            let (pulls, mut results) = self.outcomes(&current).await.map_err(retry)?;
+            if !unhealthy.is_empty() && !matches!(current.phase, release::Phase::Batch { .. }) {
+                results = read_all::<HostResult>(store, &layout::results(id)).await.map_err(retry)?;
+            }
+            let decision = release::decide_watched(&current, &pulls, &results, &unhealthy, now);
             match &decision {
                 Decision::Wait => return Ok(()),
                 Decision::TimeOut(hosts) => {
@@ -145,6 +151,39 @@ impl Engine {
             _ => BTreeMap::new(),
         };
         Ok((pulls, results))
+    }
+
+    /// The hosts of a health-checked release that turned unhealthy after their run succeeded
+    /// (one listing, usually of nothing; none for a release without a health check).
+    pub async fn unhealthy(&self, release: &Release) -> Result<BTreeMap<String, release::Unhealthy>, StoreError> {
+        let watched = matches!(
+            release.phase,
+            release::Phase::Batch { .. } | release::Phase::Waiting { .. } | release::Phase::AwaitingConfirm { .. }
+        );
+        if release.deployment.health.is_none() || !watched {
+            return Ok(BTreeMap::new());
+        }
+        read_all(self.store(), &layout::unhealthy(&release.id)).await
+    }
+
+    /// Fails a running release now, for a reason outside the budgets (an alarm, say): the same
+    /// end as a budget's, so its clean-up (scaling resumed, `auto_rollback`) follows in the
+    /// advance this asks for. False when it had ended already.
+    pub async fn fail_running(&self, id: &str, reason: String) -> Result<bool, EventError> {
+        let decision = Decision::Finish(release::ReleaseStatus::Failed, Some(reason));
+        let mut failed = false;
+        let ended = self
+            .modify::<StoreError>(id, |current| {
+                failed = !current.status.is_terminal();
+                Ok(if failed { release::apply(current, &decision, unix_now()) } else { current.clone() })
+            })
+            .await
+            .map_err(retry)?;
+        if let Some(ended) = ended.filter(|_| failed) {
+            self.moved(&ended).await;
+            self.request_advance(id, &ended.account).await.map_err(|e| EventError::Retry(e.to_string()))?;
+        }
+        Ok(failed)
     }
 
     pub(super) async fn time_out(&self, release: &Release, host: &str, now: u64) -> Result<(), StoreError> {

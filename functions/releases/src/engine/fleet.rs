@@ -226,8 +226,9 @@ impl Engine {
             .plan(&target.release)
             .await?
             .ok_or_else(|| ApiError::Internal(format!("the plan of release {} is gone", target.release)))?;
-        let options = ReleaseOptions { auto_rollback: false, ..of.options.clone() };
+        let mut options = ReleaseOptions { auto_rollback: false, ..of.options.clone() };
         let batches = release::plan_batches(&hosts, &options.batching)?;
+        release::resolve_budgets(&mut options, &batches);
         let now = unix_now();
         self.claim(&group, &id, automatic.then_some(of)).await?;
         let created = Release {

@@ -42,7 +42,9 @@ impl FromRequestParts<Engine> for Host {
         let token = bearer(parts, "bht_").ok_or_else(host_refused)?;
         // Boxed: this future's room is kept by every held poll (axum's handler future holds
         // it), while the reads need it only for a moment.
-        Box::pin(host_of(engine, token)).await
+        let host = Box::pin(host_of(engine, token)).await?;
+        berth_shared::platform::serve::mark_authenticated(&parts.extensions);
+        Ok(host)
     }
 }
 
@@ -97,7 +99,15 @@ pub struct PollQuery {
     host: Option<String>,
     #[serde(default)]
     wait_seconds: Option<u64>,
+    /// A release whose health check the host keeps probing: the answer says whether it still
+    /// runs (header [`WATCH_HEADER`]).
+    #[serde(default)]
+    watch: Option<String>,
 }
+
+/// Answers a poll that names a watched release: `running` while the host should keep probing
+/// for it, `ended` once it should stop.
+pub const WATCH_HEADER: &str = "berth-watch";
 
 /// `GET /v1/agent/jobs?wait_seconds=N`: held until there is work for the host (200 with a
 /// job) or the wait ends (204).
@@ -122,10 +132,100 @@ pub async fn poll(
     let until = tokio::time::Instant::now() + wait;
     let Host { host, instance } = host;
     drop(instance);
-    Ok(match hold_for_job(&engine, &host, until).await? {
+    let mut answer = match hold_for_job(&engine, &host, until).await? {
         Some(job) => Json(job).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
-    })
+    };
+    if let Some(watched) = &query.watch {
+        // From the group's snapshot (two seconds old at most): a watch ends that late at worst.
+        let snapshot = engine.snapshot(&host.group).await?;
+        let running = snapshot.active() == Some(watched.as_str())
+            && snapshot.state().is_some_and(|(status, _)| !status.is_terminal());
+        let value = axum::http::HeaderValue::from_static(if running { "running" } else { "ended" });
+        answer.headers_mut().insert(WATCH_HEADER, value);
+    }
+    Ok(answer)
+}
+
+/// Where `host` is in `plan`, if the plan is a release of the host's own group (another
+/// group's release is as absent as a missing one).
+fn planned_in(plan: &Plan, host: &HostRef) -> Option<crate::engine::PlannedHost> {
+    let (release, group) = (&plan.release, &host.group);
+    let same_group =
+        release.account == group.account && release.application == group.application && release.group == group.group;
+    plan.host(&host.host).filter(|_| same_group)
+}
+
+/// Largest `POST /v1/agent/health` body.
+const MAX_HEALTH_NEWS_BYTES: usize = 16 * 1024;
+
+/// `POST /v1/agent/health` answer.
+#[derive(Serialize)]
+pub struct HealthNewsAccepted {
+    /// Whether this news was recorded now (false: a repeat).
+    accepted: bool,
+}
+
+/// `POST /v1/agent/health`: what the host's health check found in its run of a release:
+/// `verifying` once its start script succeeded (its state shows it until its report), or
+/// `unhealthy` once it turned unhealthy after its run succeeded, while the release still runs
+/// (it then counts as a failure of its batch; 409 `release_ended` tells the agent to stop
+/// watching). Each is written once per host and release.
+pub async fn health_news(
+    State(engine): State<Engine>,
+    host: Host,
+    LimitedBody(body): LimitedBody<MAX_HEALTH_NEWS_BYTES>,
+) -> Result<Json<HealthNewsAccepted>, ApiError> {
+    let news: release::HealthNews = berth_shared::platform::http::request::parse_json(&body)?;
+    let name = host.host.host.as_str();
+    let id = news.release.as_str();
+    let never = || refused(format!("no job of this release was handed to host '{name}'"));
+    if uuid::Uuid::parse_str(id).is_err() || news.job_id != release::job_id(id, name, JobKind::Run) {
+        return Err(never());
+    }
+    let plan = engine.plan(id).await?.ok_or_else(never)?;
+    let release = &plan.release;
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
+    if release.deployment.health.is_none() {
+        return Err(refused("the release's deployment has no health check"));
+    }
+    let state = engine.state(id).await?.ok_or_else(never)?.value;
+    if state.status.is_terminal() {
+        return Err(ApiError::Conflict {
+            code: "release_ended",
+            message: "the release has ended: stop watching".into(),
+        });
+    }
+    let store = &engine.context.store;
+    let now = unix_now();
+    let accepted = match news.news {
+        release::HealthNewsKind::Verifying => {
+            release::check_due(state.status, state.phase, planned.batch, JobKind::Run).map_err(refused)?;
+            create_once(store, &layout::verifying_host(id, name), &release::Verifying { at: now }).await?
+        }
+        release::HealthNewsKind::Unhealthy => {
+            let ran = store.get::<HostResult>(&layout::result(id, name)).await?;
+            if !ran.is_some_and(|r| r.value.ok) {
+                return Err(refused(
+                    "only a host whose run succeeded is watched; its own report says how the run went",
+                ));
+            }
+            let reason = news.reason.unwrap_or_else(|| "no reason given".into());
+            let turned = release::Unhealthy {
+                reason: release::truncated(&reason, release::MAX_UNHEALTHY_REASON_BYTES).to_owned(),
+                batch: planned.batch,
+                during: state.phase,
+                at: now,
+            };
+            let written = create_once(store, &layout::unhealthy_host(id, name), &turned).await?;
+            if written {
+                tracing::warn!(release = %id, host = %name, reason = %turned.reason, "watched host turned unhealthy");
+                engine.request_advance(id, &release.account).await?;
+            }
+            written
+        }
+    };
+    Ok(Json(HealthNewsAccepted { accepted }))
 }
 
 /// Holds a poll until there is a job for `host` or `until`. 100,000 of these wait at once, so
@@ -280,6 +380,7 @@ fn job(engine: &Engine, host: &HostRef, id: &str, plan: &Plan, kind: JobKind) ->
         stop_script: deployment.stop_script.clone(),
         start_script: deployment.start_script.clone(),
         step_timeout_seconds: deployment.step_timeout_seconds,
+        health: deployment.health.clone(),
     })
 }
 
@@ -313,7 +414,15 @@ pub async fn report(
 ) -> Result<Json<ReportAccepted>, ApiError> {
     host.check_named(query.host.as_deref())?;
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
-    let body: Report = berth_shared::platform::http::request::parse_json(&body)?;
+    let body: Report = match body.len() <= berth_shared::platform::http::request::INLINE_PARSE_BYTES {
+        true => berth_shared::platform::http::request::parse_json(&body)?,
+        false => {
+            berth_shared::platform::work::off_workers(move || {
+                berth_shared::platform::http::request::parse_json::<Report>(&body)
+            })
+            .await??
+        }
+    };
     let name = host.host.host.as_str();
     let id = body.release.as_str();
     // Another group's release, or one that does not exist: the same answer, revealing nothing.
@@ -324,10 +433,7 @@ pub async fn report(
     let store = &engine.context.store;
     let plan = engine.plan(id).await?.ok_or_else(never)?;
     let release = &plan.release;
-    let group = &host.host.group;
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     let batch = planned.batch;
     release::check_job(id, name, &body).map_err(refused)?;
     // A pull's usual few lines stay in its result (one write); a long output is stored as a
@@ -440,7 +546,7 @@ pub async fn upload_log_part(
     LimitedBody(body): LimitedBody<{ release::LOG_PART_BYTES }>,
 ) -> Result<StatusCode, ApiError> {
     if !release::LOG_STEPS.contains(&query.step.as_str()) {
-        return Err(ApiError::invalid("step", "invalid_value", "must be pull, stop or start"));
+        return Err(ApiError::invalid("step", "invalid_value", "must be pull, stop, start or health"));
     }
     if !release::LOG_STREAMS.contains(&query.stream.as_str()) {
         return Err(ApiError::invalid("stream", "invalid_value", "must be stdout or stderr"));
@@ -459,10 +565,7 @@ pub async fn upload_log_part(
         return Err(never());
     }
     let plan = engine.plan(id).await?.ok_or_else(never)?;
-    let (release, group) = (&plan.release, &host.host.group);
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     if plan.known_settled(planned, kind) || reported(&engine, id, name, kind).await? {
         return Err(ApiError::Conflict { code: "job_settled", message: "the job was already reported".into() });
     }

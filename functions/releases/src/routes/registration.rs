@@ -33,6 +33,7 @@ impl FromRequestParts<Engine> for Joining {
         if current.join_token_sha256.as_deref() != Some(digest.as_str()) || current.deleting {
             return Err(refused());
         }
+        berth_shared::platform::serve::mark_authenticated(&parts.extensions);
         Ok(Self { group, join_token_sha256: digest, stale_after_seconds: current.stale_after_seconds })
     }
 }

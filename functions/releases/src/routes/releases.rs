@@ -18,7 +18,7 @@ pub async fn create_release(
     ApiQuery(query): ApiQuery<CreateQuery>,
     ApiJson(body): ApiJson<ReleaseRequest>,
 ) -> Result<Response, ApiError> {
-    let options = release::validate_options(&body)?;
+    let mut options = release::validate_options(&body)?;
     let store = &engine.context.store;
     let reference = group_ref(&account, &body.application, &body.group)?;
     let group = load_group(&engine, &reference).await?;
@@ -35,6 +35,7 @@ pub async fn create_release(
     // Hosts whose instance left the group's Auto Scaling group are not planned either.
     let hosts = engine.drop_hosts_outside_auto_scaling_group(&reference, &group.value, hosts).await?;
     let batches = release::plan_batches(&hosts, &options.batching)?;
+    release::resolve_budgets(&mut options, &batches);
     if query.dry_run {
         let plan = DryRun {
             batches,
@@ -191,6 +192,7 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
     let store = &engine.context.store;
     let pulls = read_all::<PullResult>(store, &layout::pulls(&release.id)).await?;
     let results = read_all::<HostResult>(store, &layout::results(&release.id)).await?;
+    let (verifying, unhealthy) = health_notes(engine, release).await?;
     let mut states = Vec::new();
     let batches = release
         .batches
@@ -201,8 +203,10 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
                 .iter()
                 .map(|host| {
                     let pull = pulls.get(host);
-                    let result = results.get(host);
+                    let turned = unhealthy.get(host).map(release::Unhealthy::as_result);
+                    let result = turned.as_ref().or(results.get(host));
                     let state = release::host_state_at(release, Some(index), pull, result);
+                    let state = release::verifying_state(state, verifying.contains(host));
                     states.push(state);
                     HostEntry::new(host, state, pull, result)
                 })
@@ -258,6 +262,22 @@ pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, Api
         summary,
         trigger: release.trigger.clone(),
     })
+}
+
+/// What a health-checked release's hosts said of their health: those whose check runs or
+/// ran, and those that turned unhealthy after their run succeeded. Nothing is read for a
+/// release without a health check.
+async fn health_notes(
+    engine: &Engine,
+    release: &Release,
+) -> Result<(std::collections::BTreeSet<String>, BTreeMap<String, release::Unhealthy>), ApiError> {
+    if release.deployment.health.is_none() {
+        return Ok(Default::default());
+    }
+    let store = &engine.context.store;
+    let verifying = store.list_paths(&layout::verifying(&release.id)).await?;
+    let verifying = verifying.iter().map(|p| layout::stem(p).to_owned()).collect();
+    Ok((verifying, read_all(store, &layout::unhealthy(&release.id)).await?))
 }
 
 /// The scaling adapter's last failure for `release`'s lease (a scaling group's only).
@@ -334,10 +354,17 @@ pub async fn host_logs(
     }
     let store = &engine.context.store;
     let pull = store.get::<PullResult>(&layout::pull(&id, &host)).await?.map(|d| d.value);
-    let result = store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value);
+    let unhealthy = store.get::<release::Unhealthy>(&layout::unhealthy_host(&id, &host)).await?;
+    let result = match unhealthy {
+        Some(turned) => Some(turned.value.as_result()),
+        None => store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value),
+    };
     let logs = load_logs(&engine, JobKind::Run, &id, &host).await?;
     let pulled = load_logs(&engine, JobKind::Pull, &id, &host).await?.pull;
     let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
+    let verifying = release.deployment.health.is_some()
+        && store.get::<release::Verifying>(&layout::verifying_host(&id, &host)).await?.is_some();
+    let state = release::verifying_state(state, verifying);
     Ok(Json(HostLogsView {
         host,
         // A pull-first pull's output: a long one in its own logs, else inline in its result.
@@ -347,6 +374,7 @@ pub async fn host_logs(
         start: logs.start,
         state,
         stop: logs.stop,
+        health: logs.health,
     }))
 }
 
@@ -356,6 +384,9 @@ pub async fn host_logs(
 pub struct HostLogsView {
     host: String,
     /// The pull's output, from the run's logs or else from the pull-first report.
+    /// The health check's probes, one line each (when the deployment has one).
+    #[serde(serialize_with = "sorted_keys", skip_serializing_if = "Option::is_none")]
+    health: Option<release::StepOutput>,
     #[serde(serialize_with = "sorted_keys")]
     pull: Option<release::StepOutput>,
     release: String,
