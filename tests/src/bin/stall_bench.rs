@@ -28,7 +28,7 @@ async fn main() {
         (serve, target)
     };
     println!("stall-bench: {}", binary.display());
-    let (_serve, target) = start("nested");
+    let (serve, target) = start("nested");
     let figures = during(
         &target,
         "nested YAML, 4 at once",
@@ -36,7 +36,9 @@ async fn main() {
     )
     .await;
     println!("{figures}");
-    let (_serve, target) = start("slow");
+    // Each attack on a fresh server, the last one stopped: one still busy must not slow the next.
+    drop(serve);
+    let (serve, target) = start("slow");
     let figures = during(
         &target,
         "1,100 slow bodies",
@@ -44,7 +46,8 @@ async fn main() {
     )
     .await;
     println!("{figures}");
-    let (_serve, target) = start("idle");
+    drop(serve);
+    let (serve, target) = start("idle");
     let figures = during(
         &target,
         "2,000 idle connections",
@@ -52,6 +55,7 @@ async fn main() {
     )
     .await;
     println!("{figures}");
+    drop(serve);
     let (_serve, target) = start("unread");
     let figures = during(&target, "10 unread answers of 9 MiB", async {
         attack::unread_answers(&target, 10, 9, Duration::from_secs(60)).await.to_string()
