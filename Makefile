@@ -6,7 +6,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
 PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint' 'alibabacloud-computenestsupplier20210521==7.1.5' 'computenest-cli==1.9.17' 'schemathesis==4.32.5'
-APT_PKGS    := docker-registry skopeo busybox-static haproxy prometheus
+APT_PKGS    := docker-registry skopeo busybox-static chromium chromium-driver haproxy prometheus
 BERTH_DATA_DIR ?= berth-data
 BERTH_LISTEN   ?= 127.0.0.1:9080
 
@@ -18,9 +18,10 @@ help:
 	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
 	@echo "make test          install what tests need, build, run every test"
 	@echo "make check         the fast tier: fmt, clippy, every in-process test (no Docker, no venv)"
-	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input"
+	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 	@echo "make lint          rustfmt check and clippy (every target, warnings are errors)"
+	@echo "make api-fuzz      schemathesis (every check) against berth serve and infra/openapi.yaml"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
 deps: apt-deps py-deps
@@ -70,14 +71,20 @@ bench: deps
 	BENCH_HOSTS=100000 cargo run --release -q -p berth-tests --bin fanout-bench
 	cargo run --release -q -p berth-tests --bin health-bench
 	cargo run --release -q -p berth-tests --bin memory-bench
+	cargo run --release -q -p berth-tests --bin stall-bench
 
 lambda-build: deps
 	@# -p: only the functions' own features, not the whole workspace's (the test crate's made them ~6% larger).
 	$(CARGO_LAMBDA) lambda build --release --compiler cargo --x86-64 \
-	  -p berth-credentials -p berth-packages -p berth-render -p berth-releases \
-	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases
-	@for f in credentials packages render releases; do \
+	  -p berth-credentials -p berth-packages -p berth-render -p berth-releases -p berth-console \
+	  --bin berth-credentials --bin berth-packages --bin berth-render --bin berth-releases --bin berth-console
+	@for f in credentials packages render releases console; do \
 	  printf "%-22s %s bytes\n" "berth-$$f" "$$(stat -c %s target/lambda/berth-$$f/bootstrap)"; done
+
+## api-fuzz: the API description against the server (API_FUZZ_EXAMPLES per operation, default 20).
+api-fuzz: py-deps
+	cargo build -p berth-cli --bin berth
+	scripts/api-fuzz.sh
 
 fmt:
 	cargo fmt --all

@@ -234,6 +234,7 @@ cat <<TXT
 
 Berth is up, and the demo is deployed.
   API:        http://$LISTEN          (GET /healthz)
+  console:    http://$LISTEN/console/  (sign in with the account token: the BERTH_TOKEN below)
   registry:   $REGISTRY           (token auth by Berth)
   the app:    http://localhost:$APP_PORT/hello  (container $CONTAINER)
   logs:       $LOGS/

@@ -14,8 +14,11 @@ use berth_shared::release::{
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::time::Instant;
 
-/// What a command probe may see of the job (as its scripts do).
+/// What a probe works with: the job as a command probe sees it (as its scripts do), and the
+/// HTTP client of [`probe_client`], made once per verification or watch (making one per probe
+/// was most of a probe's CPU).
 pub struct ProbeContext<'a> {
+    pub http: &'a reqwest::Client,
     pub host: &'a str,
     pub release: &'a str,
     pub job_id: &'a str,
@@ -89,7 +92,7 @@ pub async fn probe(check: &HealthCheck, context: &ProbeContext<'_>) -> ProbeReco
     let timeout = Duration::from_secs(check.timeout_seconds);
     let probing = async {
         match &check.probe {
-            Probe::Http(http) => http_probe(http, timeout).await,
+            Probe::Http(http) => http_probe(context.http, http, timeout).await,
             Probe::Tcp(tcp) => match tokio::net::TcpStream::connect(&tcp.address).await {
                 Ok(_) => ProbeRecord { outcome: ProbeOutcome::Pass, detail: format!("connected to {}", tcp.address) },
                 Err(e) => failed(format!("cannot connect to {}: {e}", tcp.address)),
@@ -114,19 +117,24 @@ fn shown(bytes: &[u8]) -> String {
     truncated(&text, LOGGED_PROBE_BYTES).escape_debug().to_string()
 }
 
-async fn http_probe(http: &berth_shared::release::HttpProbe, timeout: Duration) -> ProbeRecord {
-    // No redirects followed (a 3xx is an answer) and no proxy from the agent's environment:
-    // the probe asks the host itself.
-    let client = match reqwest::Client::builder()
+/// The client HTTP probes use: no redirects followed (a 3xx is an answer), no proxy from the
+/// agent's environment (the probe asks the host itself), and no connection kept between
+/// probes (each one connects, as a new client would).
+pub fn probe_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .timeout(timeout)
+        .pool_max_idle_per_host(0)
         .build()
-    {
-        Ok(client) => client,
-        Err(e) => return failed(format!("cannot make an HTTP client: {e}")),
-    };
-    let mut response = match client.get(&http.url).send().await {
+        .expect("HTTP client")
+}
+
+async fn http_probe(
+    client: &reqwest::Client,
+    http: &berth_shared::release::HttpProbe,
+    timeout: Duration,
+) -> ProbeRecord {
+    let mut response = match client.get(&http.url).timeout(timeout).send().await {
         Ok(response) => response,
         Err(e) => return failed(format!("GET {}: {e}", http.url)),
     };
@@ -351,7 +359,9 @@ mod tests {
             deadline_seconds: 5,
         };
         let dir = tempfile::tempdir().unwrap();
+        let client = probe_client();
         let context = ProbeContext {
+            http: &client,
             host: "h1",
             release: "r",
             job_id: "j",

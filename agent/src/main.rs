@@ -8,6 +8,7 @@ mod identity;
 mod run;
 mod signature;
 mod spool;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

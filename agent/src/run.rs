@@ -8,15 +8,16 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_shared::release::{
-    HealthNews, HealthNewsKind, Job, JobKind, JobRefusal, MAX_JOB_BYTES, ProbeOutcome, Report, Step, check_handed_job,
+    HealthNews, HealthNewsKind, Job, JobKind, JobRefusal, MAX_JOB_BYTES, Report, Step, check_handed_job,
 };
 
 use crate::health::{ProbeContext, ProbeLog};
 use crate::identity::Identity;
 use crate::spool::{INLINE_BYTES, Spool};
+use crate::watch::Watch;
 
 /// Longest backoff after errors reaching Berth.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// After a timeout kills a step's process group, how long its output may still drain.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
 
@@ -320,54 +321,12 @@ impl Agent {
     }
 
     async fn send_health_news(&self, token: &str, news: &HealthNews) -> Result<(), String> {
-        send_health_news(&self.http, &self.url, token, news).await
+        crate::watch::send_health_news(&self.http, &self.url, token, news).await
     }
 
-    /// Keeps probing the health check of `job`'s release every `interval_seconds` after its
-    /// run succeeded; the first failed probe is reported (a failure of this host in the
-    /// release), and the watch ends. Dropping the watch stops it.
+    /// Starts watching `job`'s host (see [`crate::watch`]).
     fn watch(&self, job: &Job, check: berth_shared::release::HealthCheck, token: &str) -> Watch {
-        let (http, url, host) = (self.http.clone(), self.url.clone(), self.host.clone());
-        let (job, token, release) = (job.clone(), token.to_owned(), job.release.clone());
-        let task = tokio::spawn(async move {
-            let context = ProbeContext {
-                host: &host,
-                release: &job.release,
-                job_id: &job.job_id,
-                image: &job.image,
-                working_directory: &job.working_directory,
-            };
-            let interval = Duration::from_secs(check.interval_seconds);
-            let record = loop {
-                tokio::time::sleep(interval).await;
-                let record = crate::health::probe(&check, &context).await;
-                if matches!(record.outcome, ProbeOutcome::Fail(_) | ProbeOutcome::Fatal(_)) {
-                    break record;
-                }
-            };
-            let reason = format!("{} | {}", berth_shared::release::outcome_text(&record.outcome), record.detail);
-            eprintln!("berth-agent: release {}: watched host turned unhealthy: {reason}", job.release);
-            let news = HealthNews {
-                release: job.release.clone(),
-                job_id: job.job_id.clone(),
-                news: HealthNewsKind::Unhealthy,
-                reason: Some(reason),
-            };
-            let mut backoff = Duration::from_millis(500);
-            for _ in 0..8 {
-                match send_health_news(&http, &url, &token, &news).await {
-                    Ok(()) => return,
-                    Err(message) if message.contains("(409)") || message.contains("(401)") => {
-                        eprintln!("berth-agent: unhealthy host not recorded: {message}");
-                        return;
-                    }
-                    Err(message) => eprintln!("berth-agent: reporting the unhealthy host: {message}; retrying"),
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        });
-        Watch { release, task }
+        Watch::start(&self.http, &self.url, &self.host, job, check, token)
     }
 
     /// Sends a report until Berth takes it (or refuses it for good).
@@ -558,7 +517,9 @@ impl Agent {
             Ok(Err(message)) => eprintln!("berth-agent: telling Berth the host is verifying: {message}"),
             Err(_) => eprintln!("berth-agent: telling Berth the host is verifying: no answer within 5 s"),
         }
+        let client = crate::health::probe_client();
         let context = ProbeContext {
+            http: &client,
             host: &self.host,
             release: &job.release,
             job_id: &job.job_id,
@@ -682,34 +643,6 @@ async fn run_step(
     StepRun { exit_code, failure }
 }
 
-/// Tells Berth what the health check found; `Err` with why Berth refused it (or could not
-/// be reached).
-async fn send_health_news(http: &reqwest::Client, url: &str, token: &str, news: &HealthNews) -> Result<(), String> {
-    let response = http
-        .post(format!("{url}/v1/agent/health"))
-        .bearer_auth(token)
-        .json(news)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach Berth: {e}"))?;
-    match check(response).await {
-        Ok(_) => Ok(()),
-        Err(Refusal::Retry(message) | Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => Err(message),
-    }
-}
-
-/// A release whose health check this host keeps probing; dropped, the probing stops.
-struct Watch {
-    release: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A body read whole, refused past `limit` bytes (by its `Content-Length` before reading, and
 /// while reading when it has none or lies).
 async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
@@ -727,7 +660,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<V
     Ok(body)
 }
 
-enum Refusal {
+pub(crate) enum Refusal {
     /// Worth trying again (network, 5xx).
     Retry(String),
     /// The token was refused (401).
@@ -736,7 +669,7 @@ enum Refusal {
     Fatal(String),
 }
 
-async fn check(response: reqwest::Response) -> Result<reqwest::Response, Refusal> {
+pub(crate) async fn check(response: reqwest::Response) -> Result<reqwest::Response, Refusal> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);

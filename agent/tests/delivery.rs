@@ -100,6 +100,25 @@ fn agent(url: &str, state: &std::path::Path) -> Child {
         .expect("start berth-agent")
 }
 
+/// Host h1's run job in `release`, running `start_script` in `work`.
+fn run_job(release: &str, work: &std::path::Path, start_script: String) -> Job {
+    Job {
+        job_id: berth_shared::release::job_id(release, "h1", JobKind::Run),
+        release: release.into(),
+        kind: JobKind::Run,
+        pull: false,
+        image: "127.0.0.1:5000/acme/app:v1".into(),
+        registry: "127.0.0.1:5000".into(),
+        username: "u".into(),
+        password: "p".into(),
+        working_directory: work.display().to_string(),
+        stop_script: "true".into(),
+        start_script,
+        step_timeout_seconds: 30,
+        health: None,
+    }
+}
+
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -116,21 +135,8 @@ async fn a_refused_report_is_retried_across_a_restart_and_the_job_never_runs_twi
     // A saved host token: the agent does not register.
     std::fs::write(state.join("host-token.json"), r#"{"host":"h1","host_token":"bht_test"}"#).unwrap();
     let release = "0b3c3a5e-8d7f-4a59-9a51-3d2f5d8e1c01";
-    let job = Job {
-        job_id: berth_shared::release::job_id(release, "h1", JobKind::Run),
-        release: release.into(),
-        kind: JobKind::Run,
-        pull: false,
-        image: "127.0.0.1:5000/acme/app:v1".into(),
-        registry: "127.0.0.1:5000".into(),
-        username: "u".into(),
-        password: "p".into(),
-        working_directory: work.display().to_string(),
-        stop_script: "true".into(),
-        start_script: format!("echo ran >> {}; head -c {OUTPUT_BYTES} /dev/zero | tr '\\0' y", marker.display()),
-        step_timeout_seconds: 30,
-        health: None,
-    };
+    let start = format!("echo ran >> {}; head -c {OUTPUT_BYTES} /dev/zero | tr '\\0' y", marker.display());
+    let job = run_job(release, &work, start);
     let berth = FakeBerth::new(job, false, 0);
     let url = serve(&berth).await;
 
@@ -318,24 +324,7 @@ async fn an_agent_fed_hostile_jobs_runs_none_of_them_and_touches_nothing_outside
     std::fs::create_dir_all(dir.path().join("x")).unwrap();
     std::fs::write(dir.path().join("x/keep"), "mine").unwrap();
     std::fs::write(state.join("host-token.json"), r#"{"host":"h1","host_token":"bht_test"}"#).unwrap();
-    let job = |release: &str, mark: &str| {
-        let release = release.to_owned();
-        Job {
-            job_id: berth_shared::release::job_id(&release, "h1", JobKind::Run),
-            release,
-            kind: JobKind::Run,
-            pull: false,
-            image: "127.0.0.1:5000/acme/app:v1".into(),
-            registry: "127.0.0.1:5000".into(),
-            username: "u".into(),
-            password: "p".into(),
-            working_directory: work.display().to_string(),
-            stop_script: "true".into(),
-            start_script: format!("touch {}/{mark}", marks.display()),
-            step_timeout_seconds: 30,
-            health: None,
-        }
-    };
+    let job = |release: &str, mark: &str| run_job(release, &work, format!("touch {}/{mark}", marks.display()));
     let release = |n: u8| format!("0b3c3a5e-8d7f-4a59-9a51-3d2f5d8e1c0{n}");
     let mut traversal = job(&release(1), "traversal");
     traversal.job_id = "../../x".into();

@@ -12,6 +12,7 @@ mod registry;
 mod release;
 mod render;
 mod serve;
+mod serve_lease;
 mod signing_keys;
 
 use std::path::PathBuf;

@@ -7,17 +7,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use axum::Router;
-use berth_shared::platform::config::Config;
-use berth_shared::platform::context::{FunctionContext, SHUTDOWN_GRACE, load_signing_keys};
-use berth_shared::platform::events::{ConsumerOptions, consume};
+use berth_shared::platform::config::{Config, QueueLocation, StoreLocation};
+use berth_shared::platform::context::{FunctionContext, SHUTDOWN_GRACE, load_signing_keys, open_queue};
+use berth_shared::platform::events::{ConsumerOptions, FirstKnowing, consume};
 use berth_shared::platform::http::account::AccountKeys;
-use berth_shared::platform::queue::{Envelope, EventQueue, InProcessQueue};
+use berth_shared::platform::queue::{Envelope, InProcessQueue, SharedQueue};
 use berth_shared::platform::runtime::{Function, finish, serve_http, shutdown_on_signal};
 use berth_shared::platform::store::DocumentStore;
 use berth_shared::platform::telemetry;
 
 use crate::exit::misconfigured;
 use crate::keys::{ensure_dev_key, ensure_signing_key};
+use crate::serve_lease;
 
 type Build = fn(FunctionContext) -> Function;
 
@@ -41,6 +42,7 @@ pub async fn run(data_dir: PathBuf, listen: String) -> ExitCode {
         Err(e) => return misconfigured(&format!("configuration: {e}")),
     };
     telemetry::init(config.log_format);
+    berth_shared::platform::runtime::return_large_buffers();
     match serve(&mut config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => misconfigured(&message),
@@ -62,19 +64,29 @@ async fn serve(config: &mut Config) -> Result<(), String> {
     let saved = config.data_dir.join("queue");
 
     let shutdown = shutdown_on_signal();
+    // One SQS queue shared by every function (and every process on the store), or one
+    // journalled in-process queue per function, which no other process on the store may have.
+    let shared_queue = match &config.queue {
+        QueueLocation::Sqs { .. } => Some(open_queue(&config).await),
+        QueueLocation::InProcess => None,
+    };
+    let lease = match (&shared_queue, &config.store) {
+        (None, StoreLocation::File(_) | StoreLocation::S3 { .. }) => Some(
+            serve_lease::hold(store.clone(), serve_lease::owner(&config.data_dir), shutdown.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
     let mut router = Router::new();
     let mut names = Vec::new();
     let mut consumers = Vec::new();
+    let mut handlers = Vec::new();
     for (name, build) in FUNCTIONS {
-        let journal = DocumentStore::local(saved.join(name)).map_err(|e| format!("queue journal: {e}"))?;
-        let mut queue = InProcessQueue::durable(config.queue_max_attempts, config.queue_visibility, journal)
-            .await
-            .map_err(|e| e.to_string())?;
-        // Test switch: prove every handler idempotent under duplicate delivery.
-        if std::env::var_os("BERTH_QUEUE_DELIVER_TWICE").is_some_and(|v| v == "1") {
-            queue = queue.delivering_twice();
-        }
-        let queue = Arc::new(queue);
+        let queue: SharedQueue = match &shared_queue {
+            Some(queue) => queue.clone(),
+            None => in_process_queue(&config, &saved, name).await?,
+        };
         for envelope in load_saved(&saved, name)? {
             queue.send(&envelope).await.map_err(|e| e.to_string())?;
         }
@@ -89,12 +101,23 @@ async fn serve(config: &mut Config) -> Result<(), String> {
         router = router.merge(function.router);
         names.push(name);
         if let Some(handler) = function.events {
-            consumers.push(tokio::spawn(consume(queue.clone(), handler, ConsumerOptions::default(), shutdown.clone())));
+            if shared_queue.is_some() {
+                handlers.push(handler);
+            } else {
+                consumers.push(tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone())));
+            }
         }
     }
+    if let Some(queue) = shared_queue {
+        let handler = Arc::new(FirstKnowing(handlers));
+        consumers.push(tokio::spawn(consume(queue, handler, ConsumerOptions::default(), shutdown.clone())));
+    }
 
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    // The console's files: no store, queue or events (and not in /healthz's list of functions).
+    router = router.merge(berth_console::router());
+
+    let listener = berth_shared::platform::serve::listen(config.listen)
+        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), functions = ?names, "berth serve is listening");
     serve_http(finish(router, names), listener, shutdown.clone(), config.http_limits)
@@ -106,8 +129,24 @@ async fn serve(config: &mut Config) -> Result<(), String> {
     if drained.is_err() {
         tracing::warn!("event handlers still running after the grace period; their events stay queued");
     }
+    if let Some(lease) = lease {
+        let _ = lease.await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A function's in-process queue, journalled in the data directory.
+async fn in_process_queue(config: &Config, saved: &Path, name: &str) -> Result<SharedQueue, String> {
+    let journal = DocumentStore::local(saved.join(name)).map_err(|e| format!("queue journal: {e}"))?;
+    let mut queue = InProcessQueue::durable(config.queue_max_attempts, config.queue_visibility, journal)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Test switch: prove every handler idempotent under duplicate delivery.
+    if std::env::var_os("BERTH_QUEUE_DELIVER_TWICE").is_some_and(|v| v == "1") {
+        queue = queue.delivering_twice();
+    }
+    Ok(Arc::new(queue))
 }
 
 fn saved_path(dir: &Path, function: &str) -> PathBuf {

@@ -233,7 +233,7 @@ impl ImageRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFailure {
     /// Stable code: `not_found`, `outside_namespace`, `not_a_chart`, `registry_unreachable`,
-    /// `registry_error`, and the `signature_*` codes of [`crate::signing::sigstore`].
+    /// `registry_error`, and the `signature_*` codes of the sigstore check (`signing::sigstore`).
     pub code: String,
     /// For humans.
     pub message: String,

@@ -550,8 +550,7 @@ pub fn relations_from_config(
 ) -> Result<BTreeMap<String, ArtifactRef>, ApiError> {
     // The services parser reads relations together with TemplateConfigs and wants every listed
     // template sent; a one-off render has one template, so point TemplateConfigs at it.
-    let mut root: yaml_serde::Value = yaml_serde::from_str(config)
-        .map_err(|e| ApiError::invalid("config", "invalid_yaml", format!("config.yaml does not parse: {e}")))?;
+    let mut root = crate::service::parse_config(config)?;
     let single = yaml_serde::from_str::<yaml_serde::Value>("[{Name: template, Url: template}]").expect("literal");
     if let Some(deploy) =
         root.get_mut("Service").and_then(|s| s.get_mut("DeployMetadata")).and_then(|d| d.as_mapping_mut())

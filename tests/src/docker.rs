@@ -42,6 +42,18 @@ pub fn docker_login(config: &Path, host: &str, username: &str, password: &str) {
 /// (in `dir`), pushes it with `username`/`push_key`, and removes it locally so that an agent
 /// really pulls it.
 pub fn build_and_push(dir: &Path, address: &str, page: &str, username: &str, push_key: &str) {
+    let context = build_image(dir, address, page);
+    let config = context.join("docker-config");
+    std::fs::create_dir_all(&config).expect("docker config dir");
+    let registry = address.split('/').next().expect("registry host");
+    docker_login(&config, registry, username, push_key);
+    docker(&["push", address], Some(&config));
+    docker(&["rmi", address], None);
+}
+
+/// Builds the FROM-scratch busybox image serving `page` at `/hello` as `address`, in a new
+/// folder under `dir`, which it answers.
+pub fn build_image(dir: &Path, address: &str, page: &str) -> std::path::PathBuf {
     let context = dir.join(format!("image-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(context.join("www")).expect("image context");
     std::fs::copy("/bin/busybox", context.join("busybox")).expect("busybox-static is missing: run `make deps`");
@@ -55,12 +67,7 @@ pub fn build_and_push(dir: &Path, address: &str, page: &str, username: &str, pus
     // No cache: tests build alike images in parallel and `docker rmi` theirs, which with the
     // legacy builder can delete a cached step another build is using.
     docker(&["build", "--no-cache", "-q", "-t", address, context.to_str().expect("UTF-8 path")], None);
-    let config = context.join("docker-config");
-    std::fs::create_dir_all(&config).expect("docker config dir");
-    let registry = address.split('/').next().expect("registry host");
-    docker_login(&config, registry, username, push_key);
-    docker(&["push", address], Some(&config));
-    docker(&["rmi", address], None);
+    context
 }
 
 /// The seed's start script for every host of a group: the agent has pulled `image`; each

@@ -3,6 +3,7 @@
 //! Components come from `make deps` (the venv in `.venv/`). A component that cannot start
 //! fails the test loudly; nothing is skipped.
 
+pub mod attack;
 pub mod berth;
 pub mod docker;
 pub mod event_source;
@@ -12,6 +13,7 @@ pub mod registry;
 pub mod signing;
 pub mod snapshot;
 pub mod stack;
+pub mod webdriver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -255,6 +257,11 @@ pub fn cpu_time() -> Option<std::time::Duration> {
 /// Peak resident set size of another process in MiB, while it runs.
 pub fn peak_rss_mib_of(pid: u32) -> Option<u64> {
     rss_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmHWM:")
+}
+
+/// Resident set size of another process now, in MiB.
+pub fn rss_mib_of(pid: u32) -> Option<u64> {
+    rss_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmRSS:")
 }
 
 fn rss_field(status: &str, field: &str) -> Option<u64> {

@@ -853,6 +853,25 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     assert_eq!(logs["start"]["stdout"], "started\n", "{logs}");
     assert_eq!(logs["stop"]["stdout"], "stopped\n", "the uploaded part: {logs}");
     assert!(logs["health"]["stdout"].as_str().unwrap().contains("healthy"), "{logs}");
+    // The same output a part at a time: each step's text once, whatever the order of its parts.
+    let first = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/0"), account, None).await;
+    let parts = first["parts"].as_u64().unwrap();
+    let mut texts = std::collections::BTreeSet::new();
+    for part in 0..parts {
+        let page = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/{part}"), account, None).await;
+        texts.insert(format!(
+            "{} {} {}",
+            page["step"].as_str().unwrap(),
+            page["stream"].as_str().unwrap(),
+            page["text"].as_str().unwrap()
+        ));
+    }
+    let health = format!("health stdout {}", logs["health"]["stdout"].as_str().unwrap());
+    let expected =
+        ["pull stdout pulled\n", "start stdout started\n", "stop stdout stopped\n", &health].map(String::from).into();
+    assert_eq!(texts, expected, "{first}");
+    let past = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/{parts}"), account, None).await;
+    assert!(past["text"].is_null() && past["step"].is_null(), "{past}");
     api.expect(200, "POST", &format!("/v1/releases/{id}/cancel"), account, None).await;
     // A watched host's news after the release ended: the agent is told to stop watching.
     let (_, token) = &hosts[0];

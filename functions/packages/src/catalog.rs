@@ -602,9 +602,7 @@ pub async fn upload_file(
             message: format!("version '{version}' is {:?}; versions cannot change once settled", current.value.status),
         });
     }
-    let bytes = axum::body::to_bytes(request.into_body(), MAX_FILE_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX_FILE_BYTES })?;
+    let bytes = berth_shared::platform::http::request::read_body(request.into_body(), MAX_FILE_BYTES).await?;
     let digest = oci_digest(&bytes);
     let size = bytes.len() as u64;
     let content_path = package::file_content_path(&caller.id, &name, &digest);

@@ -58,7 +58,8 @@ pub async fn put_service(
     ApiJson(request): ApiJson<PutServiceRequest>,
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     validate_service_name(&id)?;
-    let plan = request.plan()?;
+    // A config.yaml of up to 1 MiB: parsed off the async workers.
+    let plan = berth_shared::platform::work::off_workers(move || request.plan()).await??;
     let (created, service) = define_service(&context, &caller.id, &id, &plan).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(service)))
 }

@@ -56,6 +56,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/releases/{id}/confirm", post(confirm_release))
         .route("/v1/releases/{id}/rollback", post(rollback_release))
         .route("/v1/releases/{id}/hosts/{host}/logs", get(host_logs))
+        .route("/v1/releases/{id}/hosts/{host}/logs/{part}", get(host_log_part))
         .route("/v1/agent/register", post(register))
         .route("/v1/agent/jobs", get(poll))
         .route("/v1/agent/health", post(health_news))

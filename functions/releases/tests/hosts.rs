@@ -102,12 +102,12 @@ async fn a_host_acts_for_itself_only_and_reports_only_the_job_it_holds() {
         let (status, problem) = call(&router, method.clone(), uri, bearer, body).await;
         assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "{uri}");
     }
-    // A host query naming another host is refused, as is registering another host's name
-    // with a host token.
+    // A host query naming another host is refused; a host token is no credential to register
+    // another host's name.
     let (status, _) = call(&router, Method::GET, "/v1/agent/jobs?host=h2&wait_seconds=0", &h1, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = call(&router, Method::POST, "/v1/agent/register", &h1, Some(json!({ "host": "h2" }))).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let (status, job) = poll(&router, &h1).await;
     assert_eq!(status, StatusCode::OK, "{job}");

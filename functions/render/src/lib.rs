@@ -25,8 +25,9 @@ use berth_shared::platform::digest::oci_digest;
 use berth_shared::platform::http::account::Account;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::problem::shown;
-use berth_shared::platform::http::request::{ApiJson, ApiPath, parse_json};
+use berth_shared::platform::http::request::{ApiJson, ApiPath, INLINE_PARSE_BYTES, parse_json, read_body};
 use berth_shared::platform::runtime::Function;
+use berth_shared::platform::work::off_workers;
 use berth_shared::render::{RenderOptions, RenderOutput};
 use berth_shared::service::{Service, service_path};
 
@@ -175,11 +176,14 @@ async fn render_template(
         return Err(ApiError::invalid("body", "unsupported_media_type", "send the body as application/json"));
     }
     // Templates may be up to 10 MiB: this route reads more than ApiJson's 1 MiB.
-    let bytes = axum::body::to_bytes(request.into_body(), MAX_RENDER_BODY)
-        .await
-        .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX_RENDER_BODY })?;
-    let request: RenderRequest = parse_json(&bytes)?;
-    let valid = request.validate()?;
+    let bytes = read_body(request.into_body(), MAX_RENDER_BODY).await?;
+    let bytes_len = bytes.len();
+    let parse = move || parse_json::<RenderRequest>(&bytes)?.validate();
+    // Up to 14 MiB of JSON and a config.yaml: a large one parsed off the async workers.
+    let valid = match bytes_len <= INLINE_PARSE_BYTES {
+        true => parse()?,
+        false => off_workers(parse).await??,
+    };
     let source = Bytes::from(valid.bytes);
     let output = lookup::render_template(
         render_context(&context, &caller.id, &base),

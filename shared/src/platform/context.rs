@@ -1,7 +1,6 @@
 //! What every function is built from: config, store, queue and account keys, made once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::platform::config::{Config, ConfigError, QueueLocation};
 use crate::platform::http::account::{AccountKeyError, AccountKeys, HasAccountKeys};
@@ -115,5 +114,4 @@ impl std::fmt::Debug for dyn crate::platform::queue::EventQueue {
     }
 }
 
-/// Time a graceful shutdown waits for in-flight work.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+pub use crate::platform::serve::SHUTDOWN_GRACE;

@@ -140,6 +140,23 @@ impl EventHandler for Dispatcher {
     }
 }
 
+/// Several functions' handlers behind one queue (`berth serve` on a shared SQS queue): each
+/// event goes to the first handler that knows its type.
+pub struct FirstKnowing(pub Vec<Arc<dyn EventHandler>>);
+
+#[async_trait]
+impl EventHandler for FirstKnowing {
+    async fn handle(&self, event: &Envelope) -> Result<(), EventError> {
+        for handler in &self.0 {
+            match handler.handle(event).await {
+                Err(EventError::UnknownType(_)) => continue,
+                outcome => return outcome,
+            }
+        }
+        Err(EventError::UnknownType(event.kind.clone()))
+    }
+}
+
 /// How a polling consumer behaves.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {

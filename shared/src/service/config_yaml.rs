@@ -42,6 +42,17 @@ fn keys_except(value: Option<&yaml_serde::Value>, prefix: &str, used: &[&str], o
     }
 }
 
+/// A `config.yaml` as a YAML value, its nesting and size bounded while it is read (see
+/// [`crate::platform::yaml`]): a 400 `invalid_yaml` if it does not parse, `yaml_too_complex` if
+/// it is nested too deep or its aliases expand too far.
+pub fn parse_config(config: &str) -> Result<yaml_serde::Value, ApiError> {
+    use crate::platform::yaml::YamlError;
+    crate::platform::yaml::parse(config).map_err(|error| match error {
+        YamlError::Syntax(e) => ApiError::invalid("config", "invalid_yaml", format!("config.yaml does not parse: {e}")),
+        bounded => ApiError::invalid("config", "yaml_too_complex", format!("config.yaml is refused: {bounded}")),
+    })
+}
+
 /// `${Artifact.KEY.FIELD}` → (KEY, FIELD).
 fn artifact_reference(value: &str) -> Option<(&str, &str)> {
     let inner = value.strip_prefix("${Artifact.")?.strip_suffix('}')?;
@@ -51,7 +62,7 @@ fn artifact_reference(value: &str) -> Option<(&str, &str)> {
 /// The template URLs a `config.yaml` names (`TemplateConfigs[].Url`, or for managed services
 /// `SupplierTemplateConfigs[].Url`), for a client to send their bodies along.
 pub fn template_urls(config: &str) -> Vec<String> {
-    let Ok(root) = yaml_serde::from_str::<yaml_serde::Value>(config) else { return Vec::new() };
+    let Ok(root) = parse_config(config) else { return Vec::new() };
     let deploy = get(&root, "Service").and_then(|s| get(s, "DeployMetadata"));
     let lists = [
         deploy.and_then(|d| get(d, "TemplateConfigs")),
@@ -77,8 +88,7 @@ impl PutServiceRequest {
         relations: &mut BTreeMap<String, PlannedRelation>,
         ignored: &mut Vec<String>,
     ) -> Result<(), ApiError> {
-        let root: yaml_serde::Value = yaml_serde::from_str(config)
-            .map_err(|e| ApiError::invalid("config", "invalid_yaml", format!("config.yaml does not parse: {e}")))?;
+        let root = parse_config(config)?;
         let mut findings = Findings::default();
         let service = get(&root, "Service");
         let deploy = service.and_then(|s| get(s, "DeployMetadata"));

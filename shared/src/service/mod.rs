@@ -21,7 +21,7 @@ use crate::template::IdentifierKind;
 mod config_yaml;
 pub mod instance;
 
-pub use config_yaml::template_urls;
+pub use config_yaml::{parse_config, template_urls};
 
 /// Service name length bounds.
 pub const NAME_LEN: (usize, usize) = crate::package::NAME_LEN;

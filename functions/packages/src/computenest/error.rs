@@ -91,6 +91,11 @@ impl From<ApiError> for CnError {
                 Self::new(StatusCode::CONFLICT, format!("OperationDenied.{code}"), message)
             }
             ApiError::TooLarge { field, limit } => Self::invalid(&field, format!("larger than {limit} bytes")),
+            ApiError::RequestTimeout => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                "The request did not arrive in time; send it whole, without pauses.",
+            ),
             ApiError::Unavailable(what) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",

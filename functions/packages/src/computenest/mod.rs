@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use berth_shared::names::AccountId;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::error::ApiError;
 use serde::Serialize;
 
 use error::{CnError, ErrorBody};
@@ -99,9 +100,12 @@ async fn run(context: &FunctionContext, request: Request<Body>, request_id: &str
     let raw_query = parts.uri.query().unwrap_or_default();
     let parameters = signature::parse_query(raw_query)
         .map_err(|e| CnError::new(StatusCode::BAD_REQUEST, "InvalidParameter", e.to_string()))?;
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| CnError::new(StatusCode::PAYLOAD_TOO_LARGE, "InvalidParameter", "The body is too large."))?;
+    let body = berth_shared::platform::http::request::read_body(body, MAX_BODY_BYTES).await.map_err(|e| match e {
+        ApiError::TooLarge { .. } => {
+            CnError::new(StatusCode::PAYLOAD_TOO_LARGE, "InvalidParameter", "The body is too large.")
+        }
+        other => other.into(),
+    })?;
     let signed = signature::SignedRequest {
         method: parts.method.as_str(),
         path: parts.uri.path(),

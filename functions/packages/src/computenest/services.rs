@@ -96,7 +96,13 @@ async fn define(call: &Call<'_>, name: &str, existing: Option<&Service>) -> Resu
         .map_err(CnError::internal)?;
     // A template URL Berth answered before keeps its body; any other URL's body never reached Berth.
     let mut templates = BTreeMap::new();
-    for url in service::template_urls(&config) {
+    let urls = {
+        let config = config.clone();
+        berth_shared::platform::work::off_workers(move || service::template_urls(&config))
+            .await
+            .map_err(ApiError::from)?
+    };
+    for url in urls {
         let body = existing
             .and_then(|s| {
                 (0..s.templates.len()).find(|i| template_url(call, s, *i) == url).map(|i| s.templates[i].body.clone())
@@ -105,10 +111,13 @@ async fn define(call: &Call<'_>, name: &str, existing: Option<&Service>) -> Resu
         templates.insert(url, body);
     }
     let request = PutServiceRequest { config: Some(config), templates, ..PutServiceRequest::default() };
-    let mut plan = request.plan().map_err(|e| match e {
-        ApiError::Invalid { message, .. } => CnError::invalid("DeployMetadata", message),
-        other => other.into(),
-    })?;
+    let mut plan = berth_shared::platform::work::off_workers(move || request.plan())
+        .await
+        .map_err(ApiError::from)?
+        .map_err(|e| match e {
+            ApiError::Invalid { message, .. } => CnError::invalid("DeployMetadata", message),
+            other => other.into(),
+        })?;
     for template in plan.templates.iter().filter(|t| t.body.is_empty()) {
         plan.ignored.push(format!(
             "TemplateConfigs '{}': body not received (Berth has no upload store; send it with PUT /v1/services/{name})",

@@ -42,7 +42,9 @@ impl FromRequestParts<Engine> for Host {
         let token = bearer(parts, "bht_").ok_or_else(host_refused)?;
         // Boxed: this future's room is kept by every held poll (axum's handler future holds
         // it), while the reads need it only for a moment.
-        Box::pin(host_of(engine, token)).await
+        let host = Box::pin(host_of(engine, token)).await?;
+        berth_shared::platform::serve::mark_authenticated(&parts.extensions);
+        Ok(host)
     }
 }
 
@@ -145,6 +147,15 @@ pub async fn poll(
     Ok(answer)
 }
 
+/// Where `host` is in `plan`, if the plan is a release of the host's own group (another
+/// group's release is as absent as a missing one).
+fn planned_in(plan: &Plan, host: &HostRef) -> Option<crate::engine::PlannedHost> {
+    let (release, group) = (&plan.release, &host.group);
+    let same_group =
+        release.account == group.account && release.application == group.application && release.group == group.group;
+    plan.host(&host.host).filter(|_| same_group)
+}
+
 /// Largest `POST /v1/agent/health` body.
 const MAX_HEALTH_NEWS_BYTES: usize = 16 * 1024;
 
@@ -173,10 +184,8 @@ pub async fn health_news(
         return Err(never());
     }
     let plan = engine.plan(id).await?.ok_or_else(never)?;
-    let (release, group) = (&plan.release, &host.host.group);
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let release = &plan.release;
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     if release.deployment.health.is_none() {
         return Err(refused("the release's deployment has no health check"));
     }
@@ -405,7 +414,15 @@ pub async fn report(
 ) -> Result<Json<ReportAccepted>, ApiError> {
     host.check_named(query.host.as_deref())?;
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
-    let body: Report = berth_shared::platform::http::request::parse_json(&body)?;
+    let body: Report = match body.len() <= berth_shared::platform::http::request::INLINE_PARSE_BYTES {
+        true => berth_shared::platform::http::request::parse_json(&body)?,
+        false => {
+            berth_shared::platform::work::off_workers(move || {
+                berth_shared::platform::http::request::parse_json::<Report>(&body)
+            })
+            .await??
+        }
+    };
     let name = host.host.host.as_str();
     let id = body.release.as_str();
     // Another group's release, or one that does not exist: the same answer, revealing nothing.
@@ -416,10 +433,7 @@ pub async fn report(
     let store = &engine.context.store;
     let plan = engine.plan(id).await?.ok_or_else(never)?;
     let release = &plan.release;
-    let group = &host.host.group;
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     let batch = planned.batch;
     release::check_job(id, name, &body).map_err(refused)?;
     // A pull's usual few lines stay in its result (one write); a long output is stored as a
@@ -551,10 +565,7 @@ pub async fn upload_log_part(
         return Err(never());
     }
     let plan = engine.plan(id).await?.ok_or_else(never)?;
-    let (release, group) = (&plan.release, &host.host.group);
-    let same_group =
-        release.account == group.account && release.application == group.application && release.group == group.group;
-    let Some(planned) = plan.host(name).filter(|_| same_group) else { return Err(never()) };
+    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
     if plan.known_settled(planned, kind) || reported(&engine, id, name, kind).await? {
         return Err(ApiError::Conflict { code: "job_settled", message: "the job was already reported".into() });
     }

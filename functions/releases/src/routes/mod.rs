@@ -30,6 +30,7 @@ mod agents;
 mod applications;
 mod deployments;
 mod groups;
+mod logs;
 mod registration;
 mod releases;
 
@@ -37,6 +38,7 @@ pub use agents::*;
 pub use applications::*;
 pub use deployments::*;
 pub use groups::*;
+pub use logs::host_log_part;
 pub use registration::*;
 pub use releases::*;
 

@@ -33,6 +33,7 @@ impl FromRequestParts<Engine> for Joining {
         if current.join_token_sha256.as_deref() != Some(digest.as_str()) || current.deleting {
             return Err(refused());
         }
+        berth_shared::platform::serve::mark_authenticated(&parts.extensions);
         Ok(Self { group, join_token_sha256: digest, stale_after_seconds: current.stale_after_seconds })
     }
 }
@@ -106,7 +107,13 @@ pub async fn register(
     let (group, joining, rotating) = match &registrant {
         Registrant::Joining(joining) => (Arc::new(joining.group.clone()), Some(joining), None),
         Registrant::Host(host) => {
-            host.check_named(Some(&body.host))?;
+            // A host token registers its own host only; for any other name it is no credential.
+            if host.host.host != body.host {
+                return Err(ApiError::Unauthenticated(format!(
+                    "a host token registers its own host ('{}') only; other hosts register with the group's join token",
+                    host.host.host
+                )));
+            }
             (host.host.group.clone(), None, host.instance.value.host_token_sha256.clone())
         }
     };

@@ -97,7 +97,7 @@ pub struct DryRun {
     stale: Vec<String>,
 }
 
-async fn load_release(
+pub(crate) async fn load_release(
     engine: &Engine,
     account: &Account,
     id: &str,

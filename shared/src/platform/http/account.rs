@@ -264,6 +264,7 @@ where
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or_else(|| ApiError::Unauthenticated("Authorization must be 'Bearer <token>'".into()))?;
         let claims = state.account_keys().verify(token.trim())?;
+        crate::platform::serve::mark_authenticated(&parts.extensions);
         Ok(Self { id: claims.sub })
     }
 }

@@ -48,6 +48,10 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request's body did not arrive in time (408): the whole of it is due within the
+    /// request deadline, shorter before the caller is authenticated.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// A template cannot be rendered: every offending identifier with its line:column (422).
     #[error("{field}: {} problem(s)", problems.total())]
     Template {
@@ -95,6 +99,12 @@ impl ApiError {
                 format!("{} is larger than the limit of {limit} bytes", shown(field)),
             )
             .with_field(field),
+            Self::RequestTimeout => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive within the request deadline; send it whole, without pauses",
+            )
+            .with_field("body"),
             Self::Template { field, problems } => template_problem(field, problems),
             Self::Unavailable(what) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -133,6 +143,12 @@ fn template_problem(field: &str, problems: &crate::platform::http::problem::Text
         })
         .collect();
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "template_problems", detail).with_field(field).with_problems(listed)
+}
+
+impl From<crate::platform::work::Busy> for ApiError {
+    fn from(_: crate::platform::work::Busy) -> Self {
+        Self::Unavailable("the request parser")
+    }
 }
 
 impl IntoResponse for ApiError {

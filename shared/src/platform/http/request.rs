@@ -14,11 +14,12 @@ use crate::platform::secret::Secret;
 pub const MAX_JSON_BODY: usize = 1 << 20;
 
 /// A JSON body. A syntax error, a wrong type or an unknown value is a 400 naming the field
-/// (`repositories[2]`); a body over [`MAX_JSON_BODY`] is a 413.
+/// (`repositories[2]`); a body over [`MAX_JSON_BODY`] is a 413, one that does not arrive in
+/// time a 408 (see [`read_body`]).
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
@@ -28,11 +29,57 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         {
             return Err(ApiError::invalid("body", "unsupported_media_type", "send the body as application/json"));
         }
-        let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY)
-            .await
-            .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX_JSON_BODY })?;
-        parse_json(&bytes).map(ApiJson)
+        let bytes = read_body(request.into_body(), MAX_JSON_BODY).await?;
+        if bytes.len() <= INLINE_PARSE_BYTES {
+            return parse_json(&bytes).map(ApiJson);
+        }
+        crate::platform::work::off_workers(move || parse_json(&bytes)).await?.map(ApiJson)
     }
+}
+
+/// Largest JSON body parsed on the async worker that read it (well under a millisecond); a
+/// larger one is parsed by [`crate::platform::work::off_workers`]. serde_json refuses
+/// nesting deeper than 128 levels as it parses, so every parse is linear in the body.
+pub const INLINE_PARSE_BYTES: usize = 64 << 10;
+
+/// Reads a whole body of at most `limit` bytes: a longer one is a 413 (at once when its
+/// `Content-Length` says so), one that misses its deadline or stalls a 408
+/// ([`ApiError::RequestTimeout`]), one the client broke off a 400.
+pub async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    let too_large = || ApiError::TooLarge { field: "body".into(), limit };
+    let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    if declared > limit {
+        return Err(too_large());
+    }
+    // One buffer of the declared size: collecting frames and joining them held a body twice.
+    let mut buffer = Vec::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| match is_timeout(&error) {
+            true => ApiError::RequestTimeout,
+            false => ApiError::invalid("body", "body_unreadable", "the request body broke off"),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.into())
+}
+
+/// Whether a body error, or one it wraps, is a deadline or an idle timeout.
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<tower_http::timeout::TimeoutError>() || error.is::<crate::platform::serve::BodyDeadline>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// A raw body of at most `MAX` bytes, read with the limit (a longer one is a 413 problem naming
@@ -44,10 +91,7 @@ impl<S: Send + Sync, const MAX: usize> FromRequest<S> for LimitedBody<MAX> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        axum::body::to_bytes(request.into_body(), MAX)
-            .await
-            .map(Self)
-            .map_err(|_| ApiError::TooLarge { field: "body".into(), limit: MAX })
+        read_body(request.into_body(), MAX).await.map(Self)
     }
 }
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make api-fuzz`: schemathesis (every check) against `berth serve` and infra/openapi.yaml.
+# The server must answer no 5xx, and must not refuse a request the description says is valid.
+# API_FUZZ_EXAMPLES (default 20) bounds the examples per operation.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+berth="$root/target/debug/berth"
+st="$root/.venv/bin/st"
+examples=${API_FUZZ_EXAMPLES:-20}
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port"
+
+cleanup() {
+  [ -n "${serve:-}" ] && kill "$serve" 2>/dev/null && wait "$serve" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+env -u BERTH_STORE_URL -u BERTH_QUEUE_URL -u BERTH_ACCOUNT_KEY_FILE \
+  BERTH_LOG_FORMAT=json "$berth" serve --data-dir "$work/data" --listen "127.0.0.1:$port" 2> "$work/serve.log" &
+serve=$!
+for _ in $(seq 1 100); do
+  curl -fsS "$url/healthz" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "$url/healthz" > /dev/null || { echo "berth serve did not start:"; tail -20 "$work/serve.log"; exit 1; }
+token=$("$berth" dev-token --account acme --data-dir "$work/data")
+
+# Reports go to $work; the summary (failures by check and operation) is what counts.
+"$st" run "$root/infra/openapi.yaml" \
+  --url "$url" \
+  --checks all \
+  --header "Authorization: Bearer $token" \
+  --max-examples "$examples" \
+  --workers 1 \
+  --no-color \
+  --suppress-health-check all
