@@ -341,6 +341,13 @@ enum ReleaseCommand {
         #[command(flatten)]
         api: Api,
     },
+    /// Pause a running release before its next batch; each batch then waits for `confirm`.
+    Pause {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
     /// Roll a release back: each host it changed goes back to its previous revision.
     Rollback {
         /// The release id.
@@ -668,6 +675,7 @@ async fn release_command(command: ReleaseCommand) -> ExitCode {
         }
         ReleaseCommand::Cancel { id, api } => release::act(&client(&api).0, &id, "cancel").await,
         ReleaseCommand::Confirm { id, api } => release::act(&client(&api).0, &id, "confirm").await,
+        ReleaseCommand::Pause { id, api } => release::act(&client(&api).0, &id, "pause").await,
         ReleaseCommand::Rollback { id, api } => {
             let (client, json) = client(&api);
             fleet::rollback(&client, &id, json).await

@@ -1,4 +1,4 @@
-//! `berth release create|get|cancel|confirm|logs`: releases of a deployment to a group, with
+//! `berth release create|get|cancel|confirm|pause|logs`: releases of a deployment to a group, with
 //! `--watch` showing one progress bar per batch and the host states, then the summary.
 
 use std::collections::BTreeMap;
@@ -253,7 +253,7 @@ pub async fn get(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     }
 }
 
-/// `berth release cancel|confirm ID`.
+/// `berth release cancel|confirm|pause ID`.
 pub async fn act(client: &BerthClient, id: &str, action: &str) -> ExitCode {
     match client.post(&format!("/v1/releases/{id}/{action}"), &json!({})).await {
         Ok(release) => {

@@ -105,6 +105,30 @@ async fn the_seed_walk_in_chromium() {
     browser.submit("Create a version").await;
     browser.wait_for("form[aria-label='Create a version'] .field-error", "name", LIVE).await;
 
+    // A service: its relations, a render preview, an instance suspended, resumed and rotated.
+    let template = "image: {{ computenest::acrimage::web }}\nkey: {{ computenest::acr::dockerconfigjson }}\n";
+    let service = json!({ "templates": { "app.yaml": template },
+        "relations": { "{{ computenest::acrimage::web }}": { "package": "hello_web", "version": "latest" } } });
+    let (status, answer) = stack.call("acme", "PUT", "/v1/services/shop", Some(service)).await;
+    assert!(status == 200 || status == 201, "{answer}");
+    let (status, answer) =
+        stack.call("acme", "POST", "/v1/services/shop/instances", Some(json!({ "name": "customer_1" }))).await;
+    assert_eq!(status, 201, "{answer}");
+    browser.click(&browser.wait_for("nav a", "Services", LIVE).await).await;
+    browser.click(&browser.wait_for("main a", "shop", LIVE).await).await;
+    browser.wait_for("td", "computenest::acrimage::web", LIVE).await;
+    browser.submit("Render preview").await;
+    browser.wait_for("td", &format!("{}/acme/web:v1", stack.registry.host), LIVE).await;
+    browser.wait_for("td", "a fresh pull key", LIVE).await;
+    browser.click(&browser.wait_for("button", "Suspend", LIVE).await).await;
+    browser.wait_for("td .badge", "suspended", LIVE).await;
+    browser.click(&browser.wait_for("button", "Resume", LIVE).await).await;
+    browser.wait_for("td .badge", "active", LIVE).await;
+    browser.click(&browser.wait_for("button", "Rotate", LIVE).await).await;
+    browser.wait_for(".card p", "New credential for customer_1", LIVE).await;
+    assert_inert_and_not_reloaded(&browser).await;
+    shoot(&browser, "service").await;
+
     // A group of two hosts (their agents real), a deployment whose output holds markup and 1.5 MB.
     let (status, group) = stack.call("acme", "POST", "/v1/applications", Some(json!({ "name": "demo" }))).await;
     assert_eq!(status, 201, "{group}");

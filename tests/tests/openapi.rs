@@ -848,6 +848,9 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
             api.expect(200, "POST", &uri, token, Some(serde_json::to_value(&report).unwrap())).await;
         }
     }
+    // Already waiting for confirmation: pausing changes nothing but is answered.
+    let paused = api.expect(200, "POST", &format!("/v1/releases/{id}/pause"), account, None).await;
+    assert_eq!(paused["options"]["pause"], "manual", "{paused}");
     api.expect(200, "POST", &format!("/v1/releases/{id}/confirm"), account, None).await;
     let logs = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs"), account, None).await;
     assert_eq!(logs["start"]["stdout"], "started\n", "{logs}");
@@ -873,6 +876,7 @@ async fn scenario(api: &mut Api, context: &FunctionContext, engine: &berth_relea
     let past = api.expect(200, "GET", &format!("/v1/releases/{id}/hosts/h1/logs/{parts}"), account, None).await;
     assert!(past["text"].is_null() && past["step"].is_null(), "{past}");
     api.expect(200, "POST", &format!("/v1/releases/{id}/cancel"), account, None).await;
+    api.expect(409, "POST", &format!("/v1/releases/{id}/pause"), account, None).await;
     // A watched host's news after the release ended: the agent is told to stop watching.
     let (_, token) = &hosts[0];
     let job_id = berth_shared::release::job_id(&id, "h1", JobKind::Run);

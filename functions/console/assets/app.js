@@ -314,7 +314,7 @@ async function servicePage(id) {
   const drawInstances = async () => {
     const list = await api('GET', `/v1/services/${enc(id)}/instances?page_size=100`);
     replace(instances, table(['Name', 'State', 'Repositories', 'Credentials', 'Created', ''], list.instances.map((i) => [
-      i.name, badge(i.state), (i.repositories || []).join(', '), String(i.credentials), when(i.created_at),
+      i.name, badge(i.state), Array.isArray(i.repositories) ? i.repositories.join(', ') : String(i.repositories), String(i.credentials), when(i.created_at),
       h('div', { class: 'actions' },
         i.state === 'active' ? h('button', { type: 'button', class: 'secondary', onclick: act(i.name, 'suspend') }, 'Suspend')
           : h('button', { type: 'button', class: 'secondary', onclick: act(i.name, 'resume') }, 'Resume'),
@@ -453,6 +453,7 @@ async function releasePage(id) {
     ]));
     replace(buttons, 
       r.phase && r.phase.step === 'awaiting_confirm' ? h('button', { type: 'button', onclick: act('confirm') }, 'Confirm next batch') : null,
+      r.status === 'running' && r.options.pause !== 'manual' ? h('button', { type: 'button', class: 'secondary', onclick: act('pause') }, 'Pause') : null,
       r.status === 'running' ? h('button', { type: 'button', class: 'danger', onclick: act('cancel') }, 'Cancel') : null,
       r.status !== 'running' && !r.rollback && r.trigger.kind !== 'convergence' ? h('button', { type: 'button', class: 'secondary', onclick: act('rollback') }, 'Roll back') : null);
     for (const batch of r.batches) {

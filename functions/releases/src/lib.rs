@@ -51,6 +51,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/releases/{id}", get(get_release))
         .route("/v1/releases/{id}/cancel", post(cancel_release))
         .route("/v1/releases/{id}/confirm", post(confirm_release))
+        .route("/v1/releases/{id}/pause", post(pause_release))
         .route("/v1/releases/{id}/rollback", post(rollback_release))
         .route("/v1/releases/{id}/hosts/{host}/logs", get(host_logs))
         .route("/v1/releases/{id}/hosts/{host}/logs/{part}", get(host_log_part))

@@ -464,6 +464,22 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_release_waits_for_confirmation_before_its_next_batch() {
+        let r = release(4, serde_json::json!({ "batches": 2 }));
+        let running = apply(&r, &Decision::Move(Phase::Batch { batch: 0 }), 100);
+        let paused = pause(&running, 101).unwrap();
+        assert_eq!((paused.phase, paused.options.pause), (Phase::Batch { batch: 0 }, PauseMode::Manual));
+        let done = BTreeMap::from([("h0".into(), ok(101)), ("h1".into(), ok(101))]);
+        assert_eq!(decide(&paused, &BTreeMap::new(), &done, 102), Decision::Move(Phase::AwaitingConfirm { next: 1 }));
+        // A timed wait becomes a wait for confirmation at once.
+        let timed = release(4, serde_json::json!({ "batches": 2, "pause": "seconds", "pause_seconds": 600 }));
+        let waiting = apply(&timed, &Decision::Move(Phase::Waiting { next: 1, until: 700 }), 100);
+        assert_eq!(pause(&waiting, 101).unwrap().phase, Phase::AwaitingConfirm { next: 1 });
+        let cancelled = cancel(&running, 103).unwrap();
+        assert!(matches!(pause(&cancelled, 104), Err(ApiError::Conflict { code: "not_running", .. })));
+    }
+
+    #[test]
     fn a_manual_pause_nobody_confirms_fails_the_release_after_its_timeout() {
         let r = release(4, serde_json::json!({ "batches": 2, "pause": "manual", "pause_timeout_seconds": 60 }));
         let r = apply(&r, &Decision::Move(Phase::AwaitingConfirm { next: 1 }), 100);

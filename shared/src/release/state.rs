@@ -517,6 +517,23 @@ pub fn confirm(release: &Release, now: u64) -> Result<Release, ApiError> {
     }
 }
 
+/// Pauses a running release before its next batch: from now on each batch waits for
+/// [`confirm`] (a batch that runs finishes first; a timed wait becomes a wait for confirmation).
+pub fn pause(release: &Release, now: u64) -> Result<Release, ApiError> {
+    if release.status != ReleaseStatus::Running || release.phase == Phase::Done {
+        return Err(ApiError::Conflict {
+            code: "not_running",
+            message: format!("release {} is not running", release.id),
+        });
+    }
+    let mut paused = release.clone();
+    paused.options.pause = PauseMode::Manual;
+    if let Phase::Waiting { next, .. } = release.phase {
+        return Ok(apply(&paused, &Decision::Move(Phase::AwaitingConfirm { next }), now));
+    }
+    Ok(paused)
+}
+
 /// Counts of hosts per state, for summaries.
 pub fn summarize(states: impl IntoIterator<Item = HostState>) -> BTreeMap<HostState, usize> {
     let mut counts = BTreeMap::new();

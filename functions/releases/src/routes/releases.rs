@@ -342,6 +342,22 @@ pub async fn confirm_release(
     Ok(Json(view(&engine, &confirmed).await?))
 }
 
+/// `POST /v1/releases/{id}/pause`: the release stops before its next batch and waits for
+/// `confirm` before each batch from then on (409 `not_running` once it ended).
+pub async fn pause_release(
+    State(engine): State<Engine>,
+    account: Account,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ReleaseView>, ApiError> {
+    load_release(&engine, &account, &id).await?;
+    let now = unix_now();
+    let not_found = || ApiError::NotFound(format!("release '{id}'"));
+    let paused = engine.modify(&id, |current| release::pause(current, now)).await?.ok_or_else(not_found)?;
+    engine.moved(&paused).await;
+    engine.request_advance(&id, &account.id).await?;
+    Ok(Json(view(&engine, &paused).await?))
+}
+
 /// `GET /v1/releases/{id}/hosts/{host}/logs`: the full output of each step run on the host.
 pub async fn host_logs(
     State(engine): State<Engine>,
