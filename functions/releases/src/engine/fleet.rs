@@ -226,6 +226,14 @@ impl Engine {
             .plan(&target.release)
             .await?
             .ok_or_else(|| ApiError::Internal(format!("the plan of release {} is gone", target.release)))?;
+        // A digest whose signing key was revoked since is not rolled out again, by a rollback
+        // either (409; an automatic rollback then leaves the group as the failure left it).
+        berth_shared::signing::refuse_revoked_digest(
+            self.store(),
+            &of.account,
+            &back.release.deployment.image.address(),
+        )
+        .await?;
         let mut options = ReleaseOptions { auto_rollback: false, ..of.options.clone() };
         let batches = release::plan_batches(&hosts, &options.batching)?;
         release::resolve_budgets(&mut options, &batches);
@@ -278,6 +286,15 @@ impl Engine {
             return Ok(());
         };
         let Some(source) = self.plan(&target.id).await? else { return Ok(()) };
+        // Nor by a convergence: the host stays as it is until a release of a trusted image.
+        let image = source.release.deployment.image.address();
+        match berth_shared::signing::refuse_revoked_digest(store, &host.group.account, &image).await {
+            Err(ApiError::Conflict { message, .. }) => {
+                tracing::warn!(host = %host.host, %message, "no convergence to a revoked signature");
+                return Ok(());
+            }
+            other => other?,
+        }
         let id = release::convergence_id(&host.group.group, &host.host, &target.id, &epoch.to_string());
         let now = unix_now();
         let created = Release {
