@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
-PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint' 'alibabacloud-computenestsupplier20210521==7.1.5' 'computenest-cli==1.9.17' 'schemathesis==4.32.5'
+PIP_PKGS    := 'moto[server]==5.2.5' 'cargo-lambda==1.9.2' 'cfn-lint' 'alibabacloud-computenestsupplier20210521==7.1.5' 'computenest-cli==1.9.17' 'schemathesis==4.32.5' 'cryptography'
 APT_PKGS    := docker-registry skopeo busybox-static chromium chromium-driver haproxy prometheus
 BERTH_DATA_DIR ?= berth-data
 BERTH_LISTEN   ?= 127.0.0.1:9080

@@ -29,7 +29,10 @@ curl -fsS "$url/healthz" > /dev/null || { echo "berth serve did not start:"; tai
 token=$("$berth" dev-token --account acme --data-dir "$work/data")
 
 # Reports go to $work; the summary (failures by check and operation) is what counts.
-"$st" run "$root/infra/openapi.yaml" \
+# Custom string formats come from scripts/api_fuzz_hooks.py; per-operation statuses from
+# scripts/api-fuzz.toml.
+API_FUZZ_ACCOUNT=acme PYTHONPATH="$root/scripts" SCHEMATHESIS_HOOKS=api_fuzz_hooks \
+  "$st" --config-file "$root/scripts/api-fuzz.toml" run "$root/infra/openapi.yaml" \
   --url "$url" \
   --checks all \
   --header "Authorization: Bearer $token" \

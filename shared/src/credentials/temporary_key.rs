@@ -20,6 +20,9 @@ pub const MAX_TTL_SECONDS: u64 = 43_200;
 pub const DEFAULT_TTL_SECONDS: u64 = 3_600;
 /// Most repositories one key may be limited to.
 pub const MAX_KEY_REPOSITORIES: usize = 100;
+/// Longest repository name relative to the namespace: what fits under the longest account id
+/// and its `/` in distribution's 255, so the limit is the same for every namespace.
+pub const MAX_RELATIVE_REPOSITORY: usize = crate::names::MAX_REPOSITORY_NAME - crate::names::MAX_ACCOUNT_ID_LEN - 1;
 /// Audience of key passwords: nothing else accepts them (the registry wants its service).
 pub const KEY_AUDIENCE: &str = "berth:temporary-key";
 /// `typ` of key passwords.
@@ -240,6 +243,19 @@ mod tests {
                 .unwrap();
         assert_eq!(key.available_resources[0].repository_name, "a/b");
     }
+
+    #[test]
+    fn a_repository_name_over_the_relative_limit_is_refused_in_every_namespace() {
+        let acme = AccountId::parse("acme").unwrap();
+        let request =
+            |name: String| KeyRequest { purpose: KeyPurpose::Pull, repositories: Some(vec![name]), ttl_seconds: None };
+        assert!(request("a".repeat(MAX_RELATIVE_REPOSITORY)).validate(&acme).is_ok());
+        assert!(
+            request("a".repeat(MAX_RELATIVE_REPOSITORY + 1)).validate(&acme).is_err(),
+            "refused though it fits under acme"
+        );
+        assert_eq!(MAX_RELATIVE_REPOSITORY, 190, "infra/openapi.yaml declares this cap");
+    }
 }
 
 /// `POST /v1/registry/credentials` body.
@@ -293,6 +309,13 @@ impl KeyRequest {
             Some(list) => {
                 let mut names = Vec::with_capacity(list.len());
                 for (i, relative) in list.iter().enumerate() {
+                    if relative.len() > MAX_RELATIVE_REPOSITORY {
+                        return Err(ApiError::invalid(
+                            format!("repositories[{i}]"),
+                            "invalid_repository",
+                            format!("repository names are at most {MAX_RELATIVE_REPOSITORY} characters"),
+                        ));
+                    }
                     let name = RepositoryName::within(account, relative).map_err(|e| {
                         ApiError::invalid(
                             format!("repositories[{i}]"),
