@@ -1,10 +1,11 @@
-//! Release gates with real parts: CloudWatch alarms in moto_server and a Debian `prometheus`
-//! scraping a metrics endpoint the test controls. (The zero-downtime test through HAProxy is
-//! on branch `gates-zero-downtime`: it fails since the health-check merge, see the report.)
+//! Release gates with real parts: CloudWatch alarms in moto_server, a Debian `prometheus`
+//! scraping a metrics endpoint the test controls, and a Debian `haproxy` in front of three
+//! hosts' containers (FROM-scratch busybox images in the Docker engine) with a bounded load
+//! of requests through it for a whole release, without and with draining.
 
 use super::*;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use berth_tests::{Moto, wait_for_port};
 
@@ -242,4 +243,158 @@ async fn a_cloudwatch_alarm_or_a_prometheus_alert_fails_the_release_and_rolls_it
         )
         .await;
     assert_eq!((status, problem["field"].as_str()), (400, Some("alarms[0]")), "{problem}");
+}
+
+/// HAProxy in front of `hosts`, its runtime API on TCP.
+fn haproxy(dir: &Path, hosts: &[(String, u16)]) -> (ChildGuard, u16, u16) {
+    let (front, api) = (free_port(), free_port());
+    let servers: String = hosts.iter().map(|(h, p)| format!("  server {h} 127.0.0.1:{p}\n")).collect();
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  stats socket ipv4@127.0.0.1:{api} level admin\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+             frontend fe\n  bind 127.0.0.1:{front}\n  default_backend web\n\
+             backend web\n  balance roundrobin\n{servers}"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("haproxy is missing: run `make deps`");
+    wait_for_port(front, Duration::from_secs(30), "haproxy");
+    wait_for_port(api, Duration::from_secs(30), "haproxy runtime API");
+    (ChildGuard(child), front, api)
+}
+
+/// Requests through the load balancer until `stop`: (sent, failed), at most 100,000 of them.
+async fn load(url: String, stop: Arc<AtomicBool>) -> (u64, u64) {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).build().unwrap();
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, url, stop, sent, failed) =
+                (http.clone(), url.clone(), stop.clone(), sent.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < 100_000 {
+                    let outcome = match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => match r.text().await {
+                            Ok(text) if text.starts_with("page") => None,
+                            other => Some(format!("body {other:?}")),
+                        },
+                        Ok(r) => Some(format!("HTTP {}", r.status())),
+                        Err(e) => Some(format!("{e}")),
+                    };
+                    if let Some(why) = outcome {
+                        if failed.fetch_add(1, Ordering::SeqCst) < 3 {
+                            eprintln!("a failed request: {why}");
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    (sent.load(Ordering::SeqCst), failed.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_from_haproxy_keeps_every_request_answered_through_a_release() {
+    let mut s = Setup::start(&[]);
+    let hosts: Vec<(String, u16)> = ["h1", "h2", "h3"].iter().map(|h| (h.to_string(), free_port())).collect();
+    let (_haproxy, front, api) = haproxy(s.dir.path(), &hosts);
+    let prefix = format!("berth-gates-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let _leftovers = berth_tests::docker::DockerLeftovers {
+        containers: hosts.iter().map(|(h, _)| format!("{prefix}-{h}")).collect(),
+        images: Vec::new(),
+    };
+    s.post("/v1/applications", json!({ "name": "shop" })).await;
+    let group = s.post("/v1/applications/shop/groups", json!({ "name": "web" })).await;
+    let ports: String = hosts.iter().map(|(h, p)| format!("[{h}]={p} ")).collect();
+    for version in ["v1", "v2", "v3"] {
+        let image = s.push_image("zero", version, &format!("page {version}\n"));
+        // The start script returns once the container answers (a health check of its own).
+        let start = format!(
+            "declare -A ports=({ports})\nport=${{ports[$BERTH_HOST]}}\n\
+             docker run -d -p 127.0.0.1:$port:8080 --name {prefix}-$BERTH_HOST {image}\n\
+             for i in $(seq 200); do busybox wget -q -O /dev/null http://127.0.0.1:$port/hello && exit 0; sleep 0.05; done\n\
+             echo 'the container does not answer' >&2; exit 1\n"
+        );
+        s.post(
+            "/v1/applications/shop/deployments",
+            json!({
+                "name": format!("web-{version}"), "image": { "address": image },
+                "working_directory": s.dir.path().join("work"),
+                "stop_script": format!("docker rm -f {prefix}-$BERTH_HOST || true\n"),
+                "start_script": start, "step_timeout_seconds": 60,
+            }),
+        )
+        .await;
+    }
+    let join = group["join_token"].as_str().unwrap().to_owned();
+    for (host, _) in &hosts {
+        s.start_agent(&join, host);
+    }
+    s.wait_for_hosts("shop", "web", 3).await;
+    let first = start_release(&s, json!({ "application": "shop", "deployment": "web-v1", "group": "web" })).await;
+    assert_eq!(s.finished(&first).await["status"], "succeeded");
+
+    let url = format!("http://127.0.0.1:{front}/hello");
+    let measured = |deployment: &'static str| {
+        let s = &s;
+        let url = url.clone();
+        async move {
+            let stop = Arc::new(AtomicBool::new(false));
+            let load = tokio::spawn(load(url, stop.clone()));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let body = json!({ "application": "shop", "deployment": deployment, "group": "web", "batches": 3 });
+            let id = start_release(s, body).await;
+            let done = s.finished(&id).await;
+            stop.store(true, Ordering::SeqCst);
+            let (sent, failed) = load.await.unwrap();
+            assert_eq!(done["status"], "succeeded", "{done:#}");
+            (done, sent, failed)
+        }
+    };
+    let (_, sent_plain, failed_plain) = measured("web-v2").await;
+
+    let lb = json!({ "haproxy": { "runtime_api": format!("127.0.0.1:{api}"), "backend": "web" }, "drain_seconds": 1 });
+    let (status, changed) =
+        s.call(reqwest::Method::PATCH, "/v1/applications/shop/groups/web", Some(json!({ "load_balancer": lb }))).await;
+    assert_eq!((status, &changed["load_balancer"]), (200, &lb), "{changed}");
+    let (done, sent_drained, failed_drained) = measured("web-v3").await;
+    println!(
+        "zero downtime through HAProxy, 3 hosts one at a time: without draining {failed_plain} of {sent_plain} \
+         requests failed; with draining {failed_drained} of {sent_drained}"
+    );
+    if failed_drained > 0 {
+        let log = std::fs::read_to_string(&s.berth().log).unwrap_or_default();
+        let moves: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("load balancer")
+                    || l.contains("draining")
+                    || l.contains("release moved")
+                    || l.contains("put-back")
+            })
+            .collect();
+        eprintln!("{done:#}\n{}", moves.join("\n"));
+    }
+    assert_eq!(failed_drained, 0, "with draining every request is answered");
+    assert!(sent_drained > 100, "the load ran through the release: {sent_drained} requests");
+    for batch in done["batches"].as_array().unwrap() {
+        let host = &batch["hosts"][0];
+        assert_eq!(host["load_balancer"]["state"], "back", "each host was put back: {done:#}");
+    }
+    let answer = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert_eq!(answer, "page v3\n");
 }
