@@ -291,10 +291,10 @@ async fn load(url: String, stop: Arc<AtomicBool>) -> (u64, u64) {
                         Ok(r) => Some(format!("HTTP {}", r.status())),
                         Err(e) => Some(format!("{e}")),
                     };
-                    if let Some(why) = outcome {
-                        if failed.fetch_add(1, Ordering::SeqCst) < 3 {
-                            eprintln!("a failed request: {why}");
-                        }
+                    if let Some(why) = outcome
+                        && failed.fetch_add(1, Ordering::SeqCst) < 3
+                    {
+                        eprintln!("a failed request: {why}");
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

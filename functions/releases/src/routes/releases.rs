@@ -348,11 +348,7 @@ pub async fn cancel_release(
     account: Account,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReleaseView>, ApiError> {
-    load_release(&engine, &account, &id).await?;
-    let now = unix_now();
-    let not_found = || ApiError::NotFound(format!("release '{id}'"));
-    let cancelled = engine.modify(&id, |current| release::cancel(current, now)).await?.ok_or_else(not_found)?;
-    engine.moved(&cancelled).await;
+    let cancelled = change_release(&engine, &account, &id, release::cancel).await?;
     // The cancel stands even if scaling cannot be resumed right now (AWS throttling): the
     // sweep retries the clean-up, and the answer's `scaling_error` says why it is pending.
     if let Err(error) = engine.clean_up(&cancelled).await {
@@ -395,13 +391,24 @@ pub async fn pause_release(
     account: Account,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReleaseView>, ApiError> {
-    load_release(&engine, &account, &id).await?;
-    let now = unix_now();
-    let not_found = || ApiError::NotFound(format!("release '{id}'"));
-    let paused = engine.modify(&id, |current| release::pause(current, now)).await?.ok_or_else(not_found)?;
-    engine.moved(&paused).await;
+    let paused = change_release(&engine, &account, &id, release::pause).await?;
     engine.request_advance(&id, &account.id).await?;
     Ok(Json(view(&engine, &paused).await?))
+}
+
+/// The caller's release `id` changed by `change` (a compare-and-swap), the change made known.
+async fn change_release(
+    engine: &Engine,
+    account: &Account,
+    id: &str,
+    change: fn(&Release, u64) -> Result<Release, ApiError>,
+) -> Result<Release, ApiError> {
+    load_release(engine, account, id).await?;
+    let now = unix_now();
+    let changed = engine.modify(id, |current| change(current, now)).await?;
+    let changed = changed.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?;
+    engine.moved(&changed).await;
+    Ok(changed)
 }
 
 /// `GET /v1/releases/{id}/hosts/{host}/logs`: the full output of each step run on the host.
