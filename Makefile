@@ -12,7 +12,7 @@ BERTH_LISTEN   ?= 127.0.0.1:9080
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps apt-deps py-deps build run test check bench lambda-build fmt lint clean
+.PHONY: help deps apt-deps py-deps docker-engine build run test check bench lambda-build fmt lint clean
 
 help:
 	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
@@ -24,7 +24,7 @@ help:
 	@echo "make api-fuzz      schemathesis (every check) against berth serve and infra/openapi.yaml"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
-deps: apt-deps py-deps
+deps: apt-deps py-deps docker-engine
 
 apt-deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -36,6 +36,17 @@ apt-deps:
 
 py-deps: $(VENV)/.installed
 
+## docker-engine: the agent's tests and `make run` need a Docker engine that answers; a machine
+## (or CI run) whose daemon is not up gets it started here, and a daemon that cannot start fails
+## here, loudly, instead of as twenty unrelated test failures.
+docker-engine:
+	@docker info >/dev/null 2>&1 || { \
+	  echo "the Docker engine does not answer: starting it"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO service docker start >/dev/null 2>&1 || ( $$SUDO nohup dockerd >/tmp/berth-dockerd.log 2>&1 & ); \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done; \
+	  echo "the Docker engine did not start within 60 s (see /tmp/berth-dockerd.log or the service's log)" >&2; exit 1; }
+
 $(VENV)/.installed: Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check $(PIP_PKGS)
@@ -44,7 +55,7 @@ $(VENV)/.installed: Makefile
 build:
 	cargo build --workspace --bins
 
-run: apt-deps build
+run: apt-deps docker-engine build
 	@BERTH_DATA_DIR=$(BERTH_DATA_DIR) BERTH_LISTEN=$(BERTH_LISTEN) scripts/run.sh
 
 test: deps build
