@@ -8,6 +8,7 @@ pub mod events;
 pub mod http;
 pub mod jws;
 pub mod key_bundle;
+pub mod metrics;
 pub mod pem;
 pub mod queue;
 pub mod runtime;

@@ -132,6 +132,7 @@ pub async fn poll(
     let until = tokio::time::Instant::now() + wait;
     let Host { host, instance } = host;
     drop(instance);
+    let _polling = berth_shared::platform::metrics::host_polling();
     let mut answer = match hold_for_job(&engine, &host, until).await? {
         Some(job) => Json(job).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -487,7 +488,9 @@ pub async fn report(
                     reason: body.reason.clone(),
                     at: now,
                 };
-                create_once(store, &layout::result(id, name), &result).await?;
+                if create_once(store, &layout::result(id, name), &result).await? {
+                    berth_shared::platform::metrics::release_host_finished(false);
+                }
             }
             written
         }
@@ -502,6 +505,9 @@ pub async fn report(
                 at: now,
             };
             let written = create_once(store, &layout::result(id, name), &result).await?;
+            if written {
+                berth_shared::platform::metrics::release_host_finished(body.ok);
+            }
             if written && body.ok {
                 engine.record_run(release, name, now).await?;
             }
