@@ -150,7 +150,7 @@ async fn in_process_queue(config: &Config, saved: &Path, name: &str) -> Result<S
     if std::env::var_os("BERTH_QUEUE_DELIVER_TWICE").is_some_and(|v| v == "1") {
         queue = queue.delivering_twice();
     }
-    Ok(berth_shared::platform::metrics::queue::MeteredQueue::wrap(Arc::new(queue)))
+    Ok(berth_shared::platform::counted_queue::MeteredQueue::wrap(Arc::new(queue)))
 }
 
 fn saved_path(dir: &Path, function: &str) -> PathBuf {

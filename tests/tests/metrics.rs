@@ -88,7 +88,10 @@ async fn prometheus_scrapes_requests_store_and_queue_requests_and_polling_hosts(
     let healthz = prometheus.query(r#"berth_http_requests_total{route="/healthz"}"#).await;
     assert_eq!(healthz.len(), 1, "{healthz:?}");
     assert_eq!(healthz[0].1, 3.0, "three /healthz answers: {healthz:?}");
-    assert_eq!((&healthz[0].0["job"], &healthz[0].0["method"], &healthz[0].0["status"]), (&json!("berth"), &json!("GET"), &json!("200")));
+    assert_eq!(
+        (&healthz[0].0["job"], &healthz[0].0["method"], &healthz[0].0["status"]),
+        (&json!("berth"), &json!("GET"), &json!("200"))
+    );
     assert_eq!(one(r#"berth_http_requests_total{route="/v1/applications",status="201"}"#).await, 1.0);
     assert_eq!(one(r#"berth_http_requests_total{route="/v1/agent/register",status="200"}"#).await, 1.0);
     let labels = prometheus.query("berth_http_requests_total").await;
@@ -101,9 +104,7 @@ async fn prometheus_scrapes_requests_store_and_queue_requests_and_polling_hosts(
     // A held poll, with no job for the host: it counts as polling while held, not after.
     let poll = tokio::spawn({
         let (http, base) = (http.clone(), base.clone());
-        async move {
-            http.get(format!("{base}/v1/agent/jobs?wait_seconds=5&host=h1")).bearer_auth(host_token).send().await
-        }
+        async move { http.get(format!("{base}/v1/agent/jobs?wait_seconds=5&host=h1")).bearer_auth(host_token).send().await }
     });
     let started = Instant::now();
     while value("berth_hosts_polling").await != Some(1.0) {

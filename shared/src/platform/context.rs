@@ -99,7 +99,7 @@ pub fn load_signing_keys(config: &Config) -> Result<SigningKeys, StartupError> {
 
 /// Opens the queue the configuration names, its requests counted.
 pub async fn open_queue(config: &Config) -> SharedQueue {
-    crate::platform::metrics::queue::MeteredQueue::wrap(match &config.queue {
+    crate::platform::counted_queue::MeteredQueue::wrap(match &config.queue {
         QueueLocation::InProcess => Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility)),
         QueueLocation::Sqs { url, dead_letter_url } => {
             let client = SqsQueue::client_for(url, &config.s3.region).await;

@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod counted_queue;
 pub mod digest;
 pub mod events;
 pub mod http;

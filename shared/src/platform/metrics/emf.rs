@@ -232,7 +232,8 @@ mod tests {
         for name in names {
             assert!(parsed.get(name).is_some(), "{name} has no value in {line}");
         }
-        let latency = directive["Metrics"].as_array().unwrap().iter().find(|m| m["Name"] == "berth_wake_latency_seconds");
+        let latency =
+            directive["Metrics"].as_array().unwrap().iter().find(|m| m["Name"] == "berth_wake_latency_seconds");
         assert_eq!(latency.unwrap()["Unit"], "Seconds");
         // The next invocation: counters and samples start from nothing; gauges keep their value.
         let next: serde_json::Value = serde_json::from_str(&recorder.line("releases", 0).unwrap()).unwrap();

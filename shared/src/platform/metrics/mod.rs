@@ -14,7 +14,6 @@
 
 pub mod emf;
 pub mod http;
-pub mod queue;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -168,11 +167,7 @@ pub enum MetricsError {
 
 /// Serves `GET /metrics` on `address` until `shutdown`, with the main server's connection
 /// limits; returns the address bound (port 0 picks one).
-pub fn serve(
-    address: SocketAddr,
-    limits: HttpLimits,
-    shutdown: CancellationToken,
-) -> Result<SocketAddr, MetricsError> {
+pub fn serve(address: SocketAddr, limits: HttpLimits, shutdown: CancellationToken) -> Result<SocketAddr, MetricsError> {
     let handle = prometheus()?;
     let listener =
         crate::platform::serve::listen(address).map_err(|source| MetricsError::Listen { address, source })?;

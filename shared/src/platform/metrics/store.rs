@@ -95,30 +95,3 @@ impl ObjectStore for MeteredStore {
         self.inner.rename_opts(from, to, options).await
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::platform::metrics::prometheus_builder;
-    use crate::platform::store::DocumentStore;
-
-    #[tokio::test]
-    async fn every_store_request_is_counted_by_kind() {
-        let recorder = prometheus_builder().build_recorder();
-        let handle = recorder.handle();
-        let _local = metrics::set_default_local_recorder(&recorder);
-        let dir = tempfile::tempdir().unwrap();
-        for store in [DocumentStore::in_memory(), DocumentStore::local(dir.path().to_path_buf()).unwrap()] {
-            let version = store.create("a/b.json", &1).await.unwrap();
-            store.update("a/b.json", &2, &version).await.unwrap();
-            store.get::<u32>("a/b.json").await.unwrap();
-            store.list::<u32>("a").await.unwrap();
-            store.delete("a/b.json").await.unwrap();
-        }
-        let text = handle.render();
-        // Per store: create and update are puts; get and the listing's get are gets.
-        for (kind, count) in [("put", 4), ("get", 4), ("list", 2), ("delete", 2)] {
-            let line = format!("berth_store_requests_total{{kind=\"{kind}\"}} {count}\n");
-            assert!(text.contains(&line), "{line} in {text}");
-        }
-    }
-}

@@ -1,10 +1,11 @@
-//! Requests to the event queue, counted by kind.
+//! Requests to the event queue, counted by kind. Apart from `metrics`, which the store's own
+//! counting uses: the queue's journal is a store, and a module cycle would join them.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::QUEUE_REQUESTS;
+use crate::platform::metrics::QUEUE_REQUESTS;
 use crate::platform::queue::{Delivery, Envelope, EventQueue, QueueError, SharedQueue};
 
 /// An event queue whose requests are counted in [`QUEUE_REQUESTS`].
