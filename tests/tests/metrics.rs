@@ -30,35 +30,18 @@ async fn prometheus_scrapes_requests_store_and_queue_requests_and_polling_hosts(
         assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
     }
     let token = serve.dev_token("acme");
-    let created = http
-        .post(format!("{base}/v1/applications"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "shop" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
-    let group: Value = http
-        .post(format!("{base}/v1/applications/shop/groups"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "prod" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let join_token = group["join_token"].as_str().expect("a join token");
-    let registered: Value = http
-        .post(format!("{base}/v1/agent/register"))
-        .bearer_auth(join_token)
-        .json(&json!({ "host": "h1" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: &'static str, bearer: String, body: Value| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let answer = http.post(format!("{base}{path}")).bearer_auth(bearer).json(&body).send().await.unwrap();
+            assert!(answer.status().is_success(), "POST {path}: {}", answer.status());
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    post("/v1/applications", token.clone(), json!({ "name": "shop" })).await;
+    let group = post("/v1/applications/shop/groups", token.clone(), json!({ "name": "prod" })).await;
+    let join_token = group["join_token"].as_str().expect("a join token").to_owned();
+    let registered = post("/v1/agent/register", join_token, json!({ "host": "h1" })).await;
     let host_token = registered["host_token"].as_str().expect("a host token").to_owned();
     // Tenant ids and tokens in paths never become labels: these two count under one template.
     for secret in ["tenant-secret-1", "tenant-secret-2"] {
