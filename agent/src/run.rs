@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_shared::release::{
-    HealthNews, HealthNewsKind, Job, JobKind, JobRefusal, MAX_JOB_BYTES, Report, Step, check_handed_job,
-};
+use berth_api::agent::{HealthNews, HealthNewsKind, Job, JobKind, Registered, Registration, Report, Step};
+use berth_api::health::HealthCheck;
+use berth_api::problem::Problem;
+use berth_shared::release::{JobRefusal, MAX_JOB_BYTES, check_handed_job};
 
 use crate::health::{ProbeContext, ProbeLog};
 use crate::identity::Identity;
@@ -267,21 +268,11 @@ impl Agent {
     }
 
     async fn register(&self, join_token: &str) -> Result<String, Refusal> {
-        #[derive(serde::Deserialize)]
-        struct Registered {
-            host_token: String,
-        }
-        #[derive(serde::Serialize)]
-        struct Registration<'a> {
-            host: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            instance_id: Option<&'a str>,
-        }
         let response = self
             .http
             .post(format!("{}/v1/agent/register", self.url))
             .bearer_auth(join_token)
-            .json(&Registration { host: &self.host, instance_id: self.instance_id.as_deref() })
+            .json(&Registration { host: self.host.clone(), instance_id: self.instance_id.clone() })
             .send()
             .await
             .map_err(|e| Refusal::Retry(format!("cannot reach Berth at {}: {e}", self.url)))?;
@@ -325,7 +316,7 @@ impl Agent {
     }
 
     /// Starts watching `job`'s host (see [`crate::watch`]).
-    fn watch(&self, job: &Job, check: berth_shared::release::HealthCheck, token: &str) -> Watch {
+    fn watch(&self, job: &Job, check: HealthCheck, token: &str) -> Watch {
         Watch::start(&self.http, &self.url, &self.host, job, check, token)
     }
 
@@ -540,8 +531,12 @@ impl Agent {
             Err(e) => return StepRun::broken(format!("cannot make a temporary docker config: {e}")),
         };
         let auth = STANDARD.encode(format!("{}:{}", job.username, job.password));
-        let body = serde_json::json!({ "auths": { &job.registry: { "auth": auth } } });
-        if let Err(e) = std::fs::write(config.path().join("config.json"), body.to_string()) {
+        let body = DockerConfig { auths: [(job.registry.as_str(), DockerAuth { auth })].into() };
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => body,
+            Err(e) => return StepRun::broken(format!("cannot write the temporary docker config: {e}")),
+        };
+        if let Err(e) = std::fs::write(config.path().join("config.json"), body) {
             return StepRun::broken(format!("cannot write the temporary docker config: {e}"));
         }
         let mut command = tokio::process::Command::new("docker");
@@ -578,6 +573,18 @@ impl Agent {
         let name = if step == Step::Stop { "stop" } else { "start" };
         run_step(command, Duration::from_secs(job.step_timeout_seconds), what, spool, name).await
     }
+}
+
+/// The Docker CLI's `config.json`, holding only the job's pull key.
+#[derive(serde::Serialize)]
+struct DockerConfig<'a> {
+    auths: std::collections::BTreeMap<&'a str, DockerAuth>,
+}
+
+/// `base64(username:password)`, as `docker login` stores it.
+#[derive(serde::Serialize)]
+struct DockerAuth {
+    auth: String,
 }
 
 /// What a step's process inherits from the agent: `PATH`, `HOME` and `LANG` only. Nothing else
@@ -674,12 +681,12 @@ pub(crate) async fn check(response: reqwest::Response) -> Result<reqwest::Respon
     if status.is_success() {
         return Ok(response);
     }
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let body: Problem = response.json().await.unwrap_or_default();
     let message = format!(
         "{} ({}): {}",
-        body["code"].as_str().unwrap_or("error"),
+        body.code.as_deref().unwrap_or("error"),
         status.as_u16(),
-        body["detail"].as_str().unwrap_or("no detail")
+        body.detail.as_deref().unwrap_or("no detail")
     );
     // 404 on a report means the release is gone; 408/429 are worth retrying.
     if status == reqwest::StatusCode::UNAUTHORIZED {
