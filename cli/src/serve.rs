@@ -64,6 +64,10 @@ async fn serve(config: &mut Config) -> Result<(), String> {
     let saved = config.data_dir.join("queue");
 
     let shutdown = shutdown_on_signal();
+    if let Some(address) = config.metrics_listen {
+        berth_shared::platform::metrics::serve(address, config.http_limits, shutdown.clone())
+            .map_err(|e| e.to_string())?;
+    }
     // One SQS queue shared by every function (and every process on the store), or one
     // journalled in-process queue per function, which no other process on the store may have.
     let shared_queue = match &config.queue {
@@ -146,7 +150,7 @@ async fn in_process_queue(config: &Config, saved: &Path, name: &str) -> Result<S
     if std::env::var_os("BERTH_QUEUE_DELIVER_TWICE").is_some_and(|v| v == "1") {
         queue = queue.delivering_twice();
     }
-    Ok(Arc::new(queue))
+    Ok(berth_shared::platform::counted_queue::MeteredQueue::wrap(Arc::new(queue)))
 }
 
 fn saved_path(dir: &Path, function: &str) -> PathBuf {

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod event_source;
 pub mod lambda_watch;
 pub mod netns;
+pub mod prometheus;
 pub mod registry;
 pub mod signing;
 pub mod snapshot;

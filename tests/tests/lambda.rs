@@ -122,6 +122,22 @@ async fn a_function_under_cargo_lambda_watch_answers_http_and_sqs() {
     assert_eq!(response["statusCode"], 200, "{response}");
     let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("JSON body");
     assert_eq!(body, json!({ "status": "ok", "functions": [FUNCTION] }));
+
+    // 4. Each invocation ended with its CloudWatch embedded metrics on stdout: the two
+    // /healthz answers, one in each of their invocations' lines.
+    let log = std::fs::read_to_string(&emulator.log).expect("the emulator's log");
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|line| line.find(r#"{"_aws""#).map(|at| &line[at..]))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("an EMF line is not JSON ({e}): {line}")))
+        .collect();
+    let healthz = "berth_http_requests_total{method=GET,route=/healthz,status=200}";
+    let answers: Vec<f64> = lines.iter().filter_map(|line| line[healthz].as_f64()).collect();
+    assert_eq!(answers, [1.0, 1.0], "{lines:#?}\n{}", emulator.tail());
+    for line in &lines {
+        assert_eq!(line["function"], FUNCTION, "{line}");
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Berth", "{line}");
+    }
 }
 
 async fn cargo_lambda_invoke(bin: &str, data_file: &Path, port: u16, dir: &Path, emulator: &LambdaWatch) -> Value {

@@ -140,6 +140,12 @@ pub enum LogFormat {
 pub struct Config {
     /// `BERTH_LISTEN`: HTTP listen address when not under Lambda.
     pub listen: SocketAddr,
+    /// `BERTH_METRICS_LISTEN`: the address `GET /metrics` is served on, apart from `listen`
+    /// (not served when unset).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `BERTH_METRICS_EMF`: under Lambda, write the metrics as CloudWatch embedded metrics
+    /// (`on`, the default, or `off`).
+    pub metrics_emf: bool,
     /// `BERTH_DATA_DIR`: local state for the embedded default (store, keys).
     pub data_dir: PathBuf,
     /// `BERTH_STORE_URL`: document store (default `file://$BERTH_DATA_DIR/store`).
@@ -229,6 +235,18 @@ impl Config {
         let listen = listen.parse().map_err(|_| {
             ConfigError::new("BERTH_LISTEN", format!("'{listen}' is not HOST:PORT, e.g. {DEFAULT_LISTEN}"))
         })?;
+
+        let metrics_listen = match get("BERTH_METRICS_LISTEN") {
+            None => None,
+            Some(address) => Some(address.parse().map_err(|_| {
+                ConfigError::new("BERTH_METRICS_LISTEN", format!("'{address}' is not HOST:PORT, e.g. 127.0.0.1:9464"))
+            })?),
+        };
+        let metrics_emf = match get("BERTH_METRICS_EMF").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(ConfigError::new("BERTH_METRICS_EMF", format!("'{other}' is not on or off"))),
+        };
 
         let data_dir = PathBuf::from(get("BERTH_DATA_DIR").unwrap_or_else(|| "berth-data".to_owned()));
 
@@ -398,6 +416,8 @@ impl Config {
             previous_signing_key_files,
             registry,
             listen,
+            metrics_listen,
+            metrics_emf,
             data_dir,
             store,
             s3: S3Settings { endpoint, region },

@@ -97,15 +97,15 @@ pub fn load_signing_keys(config: &Config) -> Result<SigningKeys, StartupError> {
     }
 }
 
-/// Opens the queue the configuration names.
+/// Opens the queue the configuration names, its requests counted.
 pub async fn open_queue(config: &Config) -> SharedQueue {
-    match &config.queue {
+    crate::platform::counted_queue::MeteredQueue::wrap(match &config.queue {
         QueueLocation::InProcess => Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility)),
         QueueLocation::Sqs { url, dead_letter_url } => {
             let client = SqsQueue::client_for(url, &config.s3.region).await;
             Arc::new(SqsQueue::new(client, url.clone(), dead_letter_url.clone()))
         }
-    }
+    })
 }
 
 impl std::fmt::Debug for dyn crate::platform::queue::EventQueue {

@@ -3,11 +3,13 @@
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod counted_queue;
 pub mod digest;
 pub mod events;
 pub mod http;
 pub mod jws;
 pub mod key_bundle;
+pub mod metrics;
 pub mod pem;
 pub mod queue;
 pub mod runtime;

@@ -12,7 +12,7 @@ use lambda_runtime::{LambdaEvent, Service, service_fn};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::config::{Config, HttpLimits};
+use crate::platform::config::Config;
 use crate::platform::context::{FunctionContext, SHUTDOWN_GRACE};
 use crate::platform::events::{ConsumerOptions, EventHandler, consume, handle_sqs_batch};
 use crate::platform::http::error::ApiError;
@@ -29,8 +29,9 @@ pub struct Function {
     pub events: Option<Arc<dyn EventHandler>>,
 }
 
-/// Adds `/healthz`, request tracing, the problem+json 404 and 405, and a problem+json 500 for
-/// a handler that panics (the process and every other request carry on).
+/// Adds `/healthz`, request tracing, the problem+json 404 and 405, a problem+json 500 for
+/// a handler that panics (the process and every other request carry on), and the count of
+/// answers by route and status.
 pub fn finish(router: Router, names: Vec<&'static str>) -> Router {
     let health = get(move || {
         let body = json!({ "status": "ok", "functions": names });
@@ -41,7 +42,8 @@ pub fn finish(router: Router, names: Vec<&'static str>) -> Router {
             .route("/healthz", health)
             .fallback(|| async { ApiError::NotFound("route".into()) })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked)),
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+            .layer(axum::middleware::from_fn(crate::platform::metrics::http::count)),
     )
 }
 
@@ -155,13 +157,13 @@ pub async fn main(name: &'static str, build: impl FnOnce(FunctionContext) -> Fun
         Ok(context) => context,
         Err(error) => return startup_failed(name, &error.to_string()),
     };
-    let (listen, limits) = (context.config.listen, context.config.http_limits);
+    let config = context.config.clone();
     let queue = context.queue.clone();
     let function = build(context);
     let result = if under_lambda() {
-        run_lambda(function).await
+        run_lambda(function, config.metrics_emf).await
     } else {
-        run_standalone(function, listen, limits, Some(queue)).await
+        run_standalone(function, &config, Some(queue)).await
     };
     exit_code(result)
 }
@@ -176,9 +178,9 @@ pub async fn main_stateless(name: &'static str, router: Router) -> ExitCode {
     telemetry::init(config.log_format);
     let function = Function { name, router, events: None };
     let result = if under_lambda() {
-        run_lambda(function).await
+        run_lambda(function, config.metrics_emf).await
     } else {
-        run_standalone(function, config.listen, config.http_limits, None).await
+        run_standalone(function, &config, None).await
     };
     exit_code(result)
 }
@@ -200,11 +202,14 @@ fn startup_failed(name: &str, message: &str) -> ExitCode {
 
 async fn run_standalone(
     function: Function,
-    listen: std::net::SocketAddr,
-    limits: HttpLimits,
+    config: &Config,
     queue: Option<crate::platform::queue::SharedQueue>,
 ) -> Result<(), lambda_runtime::Error> {
+    let (listen, limits) = (config.listen, config.http_limits);
     let shutdown = shutdown_on_signal();
+    if let Some(address) = config.metrics_listen {
+        crate::platform::metrics::serve(address, limits, shutdown.clone())?;
+    }
     let consumer = function
         .events
         .zip(queue)
@@ -221,13 +226,20 @@ async fn run_standalone(
 /// Lambda: one handler for both kinds of event the function is wired to. SQS batches
 /// (records from `aws:sqs`) go to the event handler; anything else is an HTTP event
 /// (API Gateway REST/HTTP, function URL, ALB) for the router.
-async fn run_lambda(function: Function) -> Result<(), lambda_runtime::Error> {
+async fn run_lambda(function: Function, metrics_emf: bool) -> Result<(), lambda_runtime::Error> {
     let router = finish(function.router, vec![function.name]);
-    let events = function.events;
+    let (name, events) = (function.name, function.events);
+    if metrics_emf {
+        crate::platform::metrics::emf::install();
+    }
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let router = router.clone();
         let events = events.clone();
-        async move { invoke(router, events.as_deref(), event).await }
+        async move {
+            let answer = invoke(router, events.as_deref(), event).await;
+            crate::platform::metrics::emf::flush(name);
+            answer
+        }
     }))
     .await
 }
@@ -263,6 +275,7 @@ pub async fn invoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::config::HttpLimits;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt as _;

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::platform::config::{S3Settings, StoreLocation};
 use crate::platform::digest::sha256_hex;
+use crate::platform::metrics::store::MeteredStore;
 
 /// How many times [`DocumentStore::modify`] retries a lost compare-and-swap before giving up.
 pub const MODIFY_ATTEMPTS: usize = 64;
@@ -105,7 +106,7 @@ impl DocumentStore {
                     builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
                 let store = builder.build().map_err(|e| StoreError::Backend(e.to_string()))?;
-                Ok(Self { inner: Arc::new(store), swap: Swap::Native, label: "s3" })
+                Ok(Self { inner: MeteredStore::wrap(Arc::new(store)), swap: Swap::Native, label: "s3" })
             }
         }
     }
@@ -113,12 +114,12 @@ impl DocumentStore {
     /// A store over any `ObjectStore` that implements `PutMode::Update` itself
     /// (S3 and S3-compatible stores, GCS, Azure, `InMemory`).
     pub fn with_native_swap(store: Arc<dyn ObjectStore>) -> Self {
-        Self { inner: store, swap: Swap::Native, label: "object store" }
+        Self { inner: MeteredStore::wrap(store), swap: Swap::Native, label: "object store" }
     }
 
     /// A fresh in-memory store.
     pub fn in_memory() -> Self {
-        Self { inner: Arc::new(InMemory::new()), swap: Swap::Native, label: "memory" }
+        Self { inner: MeteredStore::wrap(Arc::new(InMemory::new())), swap: Swap::Native, label: "memory" }
     }
 
     /// A store under a local directory, created if missing. Staging files that a crashed
@@ -129,7 +130,7 @@ impl DocumentStore {
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", locks.display())))?;
         remove_stale_staging(&root, std::time::Duration::from_secs(60));
         let store = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| StoreError::Backend(e.to_string()))?);
-        Ok(Self { inner: store.clone(), swap: Swap::Local { store, locks }, label: "file" })
+        Ok(Self { inner: MeteredStore::wrap(store.clone()), swap: Swap::Local { store, locks }, label: "file" })
     }
 
     /// Reads a document, or `None` if there is none.
@@ -358,6 +359,7 @@ async fn local_write(
     expect: Expect,
     bytes: Option<Bytes>,
 ) -> Result<Version, StoreError> {
+    crate::platform::metrics::store::count(if bytes.is_some() { "put" } else { "delete" });
     let file = store.path_to_filesystem(location).map_err(backend)?;
     let lock = lock_path(locks, path);
     let path = path.to_owned();

@@ -22,6 +22,16 @@ impl ReleaseStatus {
     pub fn is_terminal(self) -> bool {
         !matches!(self, Self::Running)
     }
+
+    /// Its name on the wire (`running`, `succeeded`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// The step a running release is at.

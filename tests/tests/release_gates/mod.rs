@@ -7,6 +7,7 @@ use super::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use berth_tests::prometheus::Prometheus;
 use berth_tests::{Moto, wait_for_port};
 
 /// A metrics endpoint whose one gauge the test sets: `berth_test_errors VALUE`.
@@ -36,31 +37,6 @@ impl Metrics {
         });
         Self { port, value }
     }
-}
-
-/// Debian's prometheus scraping `target` every second.
-fn prometheus(dir: &Path, target: u16) -> (ChildGuard, String) {
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gates\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("prometheus is missing: run `make deps`");
-    wait_for_port(port, Duration::from_secs(30), "prometheus");
-    (ChildGuard(child), format!("http://127.0.0.1:{port}"))
 }
 
 /// The query protocol's form call to moto's CloudWatch (moto reads the service from the
@@ -135,7 +111,8 @@ async fn a_cloudwatch_alarm_or_a_prometheus_alert_fails_the_release_and_rolls_it
     let moto = Moto::start();
     let metrics = Metrics::start().await;
     let scratch = tempfile::tempdir().unwrap();
-    let (_prometheus, prometheus_url) = prometheus(scratch.path(), metrics.port);
+    let prometheus = Prometheus::start(scratch.path(), metrics.port);
+    let prometheus_url = prometheus.url.clone();
     let mut s = Setup::start(&[
         ("BERTH_ALARMS", "aws"),
         ("AWS_ENDPOINT_URL_CLOUDWATCH", &moto.endpoint),

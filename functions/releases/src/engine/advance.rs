@@ -268,7 +268,9 @@ impl Engine {
             create_once(self.store(), &layout::pull(&release.id, host), &pull).await?;
         }
         let result = HostResult { ok: false, step, exit_code: None, reason: Some(reason), at: now };
-        create_once(self.store(), &layout::result(&release.id, host), &result).await?;
+        if create_once(self.store(), &layout::result(&release.id, host), &result).await? {
+            berth_shared::platform::metrics::release_host_finished(false);
+        }
         Ok(())
     }
 }

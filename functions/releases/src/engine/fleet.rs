@@ -143,7 +143,9 @@ impl Engine {
             self.plan(id).await?.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?
         };
         let created = &plan.release;
-        create_once(store, &layout::release(id), &ReleaseState::of(created)).await?;
+        if create_once(store, &layout::release(id), &ReleaseState::of(created)).await? {
+            berth_shared::platform::metrics::release_entered("running");
+        }
         let group = Self::group_of(created);
         let entry = ReleaseEntry { id: id.clone() };
         let at = if created.created_ms > 0 { created.created_ms } else { created.created_at * 1000 };

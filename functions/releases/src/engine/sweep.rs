@@ -13,6 +13,7 @@ impl Engine {
     pub async fn sweep(&self) -> Result<(), EventError> {
         let store = self.store();
         let active = store.list_paths(layout::ACTIVE).await.map_err(retry)?;
+        berth_shared::platform::metrics::releases_running(active.len());
         for path in active {
             let id = layout::stem(&path).to_owned();
             if let Err(error) = self.advance(&id).await {

@@ -152,6 +152,9 @@ impl Engine {
     /// Wakes held polls after `release` moved in this process. Its group's snapshot is read
     /// once here first, so that 100,000 woken polls find it fresh instead of all reading it.
     pub async fn moved(&self, release: &Release) {
+        if release.status.is_terminal() {
+            berth_shared::platform::metrics::release_entered(release.status.name());
+        }
         let group = GroupRef {
             account: release.account.clone(),
             application: release.application.clone(),

@@ -10,8 +10,8 @@ mod logs;
 mod poll;
 mod report;
 
-pub(super) use auth::bearer;
 pub use auth::Host;
+pub(super) use auth::bearer;
 pub use logs::{LogPartQuery, upload_log_part};
 pub use poll::{DEFAULT_POLL_SECONDS, MAX_POLL_SECONDS, PollQuery, WATCH_HEADER, poll};
 pub use report::{HealthNewsAccepted, ReportAccepted, ReportQuery, health_news, report};

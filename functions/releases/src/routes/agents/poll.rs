@@ -49,6 +49,7 @@ pub async fn poll(
     let until = tokio::time::Instant::now() + wait;
     let Host { host, instance } = host;
     drop(instance);
+    let _polling = berth_shared::platform::metrics::host_polling();
     let mut answer = match hold_for_job(&engine, &host, until).await? {
         Some(job) => Json(job).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),

@@ -174,7 +174,9 @@ pub async fn report(
                     reason: body.reason.clone(),
                     at: now,
                 };
-                create_once(store, &layout::result(id, name), &result).await?;
+                if create_once(store, &layout::result(id, name), &result).await? {
+                    berth_shared::platform::metrics::release_host_finished(false);
+                }
             }
             written
         }
@@ -189,6 +191,9 @@ pub async fn report(
                 at: now,
             };
             let written = create_once(store, &layout::result(id, name), &result).await?;
+            if written {
+                berth_shared::platform::metrics::release_host_finished(body.ok);
+            }
             if written && body.ok {
                 engine.record_run(release, name, now).await?;
             }
