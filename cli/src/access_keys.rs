@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::client::BerthClient;
+use clap::Subcommand;
+
+use crate::client::{Api, BerthClient, api_client};
 use crate::exit::fail;
 
 fn text<'a>(value: &'a Value, field: &str) -> &'a str {
@@ -61,5 +63,43 @@ pub async fn revoke(client: &BerthClient, id: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
+    }
+}
+
+#[derive(Subcommand)]
+pub enum AccessKeyCommand {
+    /// Create a key: its id on stderr, its secret (shown only now) on stdout.
+    Create {
+        /// A note for yourself.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List your keys (ids and states, never secrets).
+    List {
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Revoke a key: calls it signs are refused from now on.
+    Revoke {
+        /// The access key id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+pub async fn access_key_command(command: AccessKeyCommand) -> ExitCode {
+    match command {
+        AccessKeyCommand::Create { description, api } => {
+            let (client, json) = api_client(&api);
+            create(&client, description, json).await
+        }
+        AccessKeyCommand::List { api } => {
+            let (client, json) = api_client(&api);
+            list(&client, json).await
+        }
+        AccessKeyCommand::Revoke { id, api } => revoke(&api_client(&api).0, &id).await,
     }
 }

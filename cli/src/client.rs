@@ -82,3 +82,21 @@ async fn answer(response: reqwest::Response) -> Result<Value, String> {
     }
     Err(message)
 }
+
+/// Where Berth is and who calls it.
+#[derive(clap::Args)]
+pub struct Api {
+    /// Berth's base URL.
+    #[arg(long, env = "BERTH_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Your account token (`berth dev-token` makes one for local use).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the full answer as JSON.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
+}
+
+pub fn api_client(api: &Api) -> (client::BerthClient, bool) {
+    (BerthClient::new(&api.url, &api.token), api.output == "json")
+}

@@ -69,55 +69,12 @@ pub async fn list(
     ExitCode::SUCCESS
 }
 
-fn text(value: &Value) -> String {
+pub fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
-}
-
-/// A line of `berth application list`.
-pub fn application_line(app: &Value) -> String {
-    format!("{}\tcreated {}", text(&app["name"]), text(&app["created_at"]))
-}
-
-/// A line of `berth group list`.
-pub fn group_line(group: &Value) -> String {
-    format!(
-        "{}\t{}\tstale after {} s\tlast release {} ({})",
-        text(&group["name"]),
-        text(&group["kind"]),
-        text(&group["stale_after_seconds"]),
-        text(&group["last_release"]["id"]),
-        text(&group["last_release"]["status"])
-    )
-}
-
-/// A line of `berth deployment list`.
-pub fn deployment_line(d: &Value) -> String {
-    let image = &d["image"];
-    format!(
-        "{}\trevision {}\t{}/{}{}",
-        text(&d["name"]),
-        text(&d["revision"]),
-        text(&image["registry"]),
-        text(&image["repository"]),
-        image["reference"].as_str().unwrap_or("")
-    )
-}
-
-/// A line of `berth group releases`.
-pub fn release_line(r: &Value) -> String {
-    format!(
-        "{}\t{}\t{}\t{} revision {}\t{} hosts",
-        text(&r["id"]),
-        text(&r["status"]),
-        text(&r["trigger"]["kind"]),
-        text(&r["deployment"]),
-        text(&r["revision"]),
-        text(&r["hosts"])
-    )
 }
 
 /// `DELETE path`, saying what went.
@@ -131,69 +88,3 @@ pub async fn delete(client: &BerthClient, path: &str, what: &str) -> ExitCode {
     }
 }
 
-/// `berth group remove-host --application A --group G HOST`.
-pub async fn remove_host(client: &BerthClient, application: &str, group: &str, host: &str, json: bool) -> ExitCode {
-    match client.delete(&format!("/v1/applications/{application}/groups/{group}/instances/{host}")).await {
-        Ok(_) if json => {
-            println!("{:#}", json!({ "application": application, "group": group, "host": host, "removed": true }));
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
-            eprintln!("host {host} removed from group {group}: its token is refused, later releases leave it out");
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// `berth group update --application A NAME --stale-after-seconds N`.
-pub async fn update_group(
-    client: &BerthClient,
-    application: &str,
-    name: &str,
-    stale_after_seconds: Option<u64>,
-) -> ExitCode {
-    let body = json!({ "stale_after_seconds": stale_after_seconds });
-    match client.patch(&format!("/v1/applications/{application}/groups/{name}"), &body).await {
-        Ok(group) => {
-            println!("{group:#}");
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// `berth deployment update`: a new revision.
-pub async fn update_deployment(client: &BerthClient, args: crate::release::DeploymentArgs, json: bool) -> ExitCode {
-    let body = match crate::release::deployment_body(&args) {
-        Ok(body) => body,
-        Err(message) => return fail(&message),
-    };
-    match client.put(&format!("/v1/applications/{}/deployments/{}", args.application, args.name), &body).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            println!("deployment {} is now at revision {}", args.name, text(&answer["revision"]));
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// `berth release rollback ID`: starts the rollback; prints its id.
-pub async fn rollback(client: &BerthClient, id: &str, json: bool) -> ExitCode {
-    match client.post(&format!("/v1/releases/{id}/rollback"), &json!({})).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            eprintln!("rollback of {id} started, back to revision {}", text(&answer["revision"]));
-            println!("{}", text(&answer["id"]));
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
-    }
-}

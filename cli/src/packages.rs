@@ -1,14 +1,15 @@
 //! `berth package ...` and `berth service import`: deployment packages and services from the
 //! command line. Text output is one line per thing; `--output json` prints the API's answer.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::client::BerthClient;
+use clap::Subcommand;
+
+use crate::client::{Api, BerthClient, api_client};
 use crate::exit::fail;
 
 /// What a new version holds, from the command line.
@@ -52,7 +53,7 @@ impl Content {
     }
 }
 
-fn print(json: bool, value: &Value, text: impl FnOnce(&Value) -> String) -> ExitCode {
+pub fn print(json: bool, value: &Value, text: impl FnOnce(&Value) -> String) -> ExitCode {
     if json {
         println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
     } else {
@@ -263,65 +264,147 @@ pub async fn delete(client: &BerthClient, package: &str, version: Option<&str>) 
     }
 }
 
-/// `berth service import CONFIG`: the config and the templates it names (read relative to the
-/// config's directory, as in a repository's `.computenest/`).
-pub async fn import_service(
-    client: &BerthClient,
-    config_path: &Path,
-    name: Option<String>,
-    artifacts: Vec<String>,
-    json: bool,
-) -> ExitCode {
-    let config = match std::fs::read_to_string(config_path) {
-        Ok(config) => config,
-        Err(e) => return fail(&format!("{}: {e}", config_path.display())),
-    };
-    let base = config_path.parent().unwrap_or(Path::new("."));
-    let mut templates = BTreeMap::new();
-    for url in berth_shared::service::template_urls(&config) {
-        match std::fs::read_to_string(base.join(&url)) {
-            Ok(body) => {
-                templates.insert(url, body);
-            }
-            Err(e) => eprintln!("warning: template {url}: {e} (not sent)"),
-        }
+/// What a package version holds, from flags.
+#[derive(clap::Args)]
+pub struct ContentArgs {
+    /// A container image `REPOSITORY:TAG` in your namespace (repeat for several).
+    #[arg(long = "image")]
+    images: Vec<String>,
+    /// A Helm chart `REPOSITORY:TAG` in your namespace (makes a HelmChart package).
+    #[arg(long, conflicts_with = "images")]
+    chart: Option<String>,
+    /// A local file to upload (makes a File package).
+    #[arg(long, conflicts_with_all = ["images", "chart"])]
+    file: Option<PathBuf>,
+    /// Wait until the publish check settles the version.
+    #[arg(long)]
+    wait: bool,
+}
+
+impl ContentArgs {
+    fn split(self) -> (Content, bool) {
+        (Content { images: self.images, chart: self.chart, file: self.file }, self.wait)
     }
-    // The default name: the repository holding `.computenest/`.
-    let name = name.unwrap_or_else(|| {
-        let dir = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-        let repo = if dir.ends_with(".computenest") { dir.parent().map(Path::to_path_buf).unwrap_or(dir) } else { dir };
-        repo.file_name().and_then(|n| n.to_str()).unwrap_or("service").to_owned()
-    });
-    let mut map = BTreeMap::new();
-    for entry in artifacts {
-        match entry.split_once('=') {
-            Some((key, package)) => {
-                map.insert(key.to_owned(), package.to_owned());
-            }
-            None => return fail(&format!("--artifact '{entry}' is not KEY=PACKAGE")),
+}
+
+#[derive(Subcommand)]
+pub enum PackageCommand {
+    /// Create a package with its first version.
+    Create {
+        /// Package name (3-128 letters, digits, '_'); cannot be changed.
+        name: String,
+        /// Description (10-500 characters).
+        #[arg(long)]
+        description: String,
+        /// Name of the first version (3-50 letters, digits, '_').
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        content: ContentArgs,
+        /// Resource group.
+        #[arg(long)]
+        resource_group: Option<String>,
+        /// A tag KEY[=VALUE] (repeat for several, up to 20).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Idempotency token: retrying with it creates nothing new.
+        #[arg(long)]
+        client_token: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Add a version to a package.
+    Version {
+        /// The package.
+        package: String,
+        /// The new version's name.
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        content: ContentArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Show a package and its versions, or one version.
+    Get {
+        /// The package.
+        package: String,
+        /// One version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List your packages.
+    List {
+        /// Only this type (ContainerImage, HelmChart, File).
+        #[arg(long = "type")]
+        package_type: Option<String>,
+        /// Only this resource group.
+        #[arg(long)]
+        resource_group: Option<String>,
+        /// Only packages with this tag key.
+        #[arg(long)]
+        tag_key: Option<String>,
+        /// ... and this value.
+        #[arg(long)]
+        tag_value: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Delete a package (refused while a service uses it), or one version.
+    Delete {
+        /// The package.
+        package: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+pub async fn package_command(command: PackageCommand) -> ExitCode {
+    let client = api_client;
+    match command {
+        PackageCommand::Create { name, description, version, content, resource_group, tags, client_token, api } => {
+            let (client, json) = client(&api);
+            let (content, wait) = content.split();
+            create(
+                &client,
+                &name,
+                &description,
+                &version,
+                content,
+                resource_group,
+                tags,
+                client_token,
+                wait,
+                json,
+            )
+            .await
         }
-    }
-    let body = json!({ "config": config, "templates": templates, "artifacts": map });
-    match client.put(&format!("/v1/services/{name}"), &body).await {
-        Ok(service) => print(json, &service, |s| {
-            let mut out = format!(
-                "service {}: {} template(s)",
-                s["name"].as_str().unwrap_or("?"),
-                s["templates"].as_array().map_or(0, Vec::len)
-            );
-            for (key, target) in s["relations"].as_object().into_iter().flatten() {
-                out.push_str(&format!(
-                    "\n  {{{{ {key} }}}} -> {} {}",
-                    target["package"].as_str().unwrap_or("?"),
-                    target["version"]
-                ));
-            }
-            if let Some(ignored) = s["ignored"].as_array().filter(|i| !i.is_empty()) {
-                let names: Vec<&str> = ignored.iter().filter_map(Value::as_str).collect();
-                out.push_str(&format!("\n  ignored: {}", names.join(", ")));
-            }
-            out
-        }),
-        Err(e) => fail(&e),
+        PackageCommand::Version { package, version, content, api } => {
+            let (client, json) = client(&api);
+            let (content, wait) = content.split();
+            add_version(&client, &package, &version, content, wait, json).await
+        }
+        PackageCommand::Get { package, version, api } => {
+            let (client, json) = client(&api);
+            get(&client, &package, version.as_deref(), json).await
+        }
+        PackageCommand::List { package_type, resource_group, tag_key, tag_value, api } => {
+            let (client, json) = client(&api);
+            let filters = [
+                ("type", package_type),
+                ("resource_group", resource_group),
+                ("tag_key", tag_key),
+                ("tag_value", tag_value),
+            ];
+            list(&client, &filters, json).await
+        }
+        PackageCommand::Delete { package, version, api } => {
+            delete(&client(&api).0, &package, version.as_deref()).await
+        }
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::client::BerthClient;
+use clap::Subcommand;
+
+use crate::client::{Api, BerthClient, api_client};
+use crate::fleet::text;
 use crate::exit::fail;
 
 /// How often `--watch` reads the release.
@@ -340,171 +343,102 @@ pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> Exi
     ExitCode::SUCCESS
 }
 
-/// `berth application create NAME`.
-pub async fn create_application(client: &BerthClient, name: &str, json: bool) -> ExitCode {
-    match client.post("/v1/applications", &json!({ "name": name })).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum ReleaseCommand {
+    /// Start a release (or plan one with --dry-run).
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Show a release with every host's state (--watch follows it to its end).
+    Get {
+        /// The release id.
+        id: String,
+        /// Follow it to its end.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Cancel a release: batches not started never start; scaling resumes.
+    Cancel {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Start the next batch of a release paused for confirmation.
+    Confirm {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Pause a running release before its next batch; each batch then waits for `confirm`.
+    Pause {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Roll a release back: each host it changed goes back to its previous revision.
+    Rollback {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Print the full output of each step run on one host.
+    Logs {
+        /// The release id.
+        id: String,
+        /// The host.
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+pub async fn release_command(command: ReleaseCommand) -> ExitCode {
+    let client = api_client;
+    match command {
+        ReleaseCommand::Create { args, api } => {
+            let (client, json) = client(&api);
+            create(&client, args, json).await
         }
-        Ok(_) => {
-            println!("application {name} created");
-            ExitCode::SUCCESS
+        ReleaseCommand::Get { id, watch, api } => {
+            let (client, json) = client(&api);
+            if watch { watch(&client, &id, json).await } else { get(&client, &id, json).await }
         }
-        Err(message) => fail(&message),
+        ReleaseCommand::Cancel { id, api } => act(&client(&api).0, &id, "cancel").await,
+        ReleaseCommand::Confirm { id, api } => act(&client(&api).0, &id, "confirm").await,
+        ReleaseCommand::Pause { id, api } => act(&client(&api).0, &id, "pause").await,
+        ReleaseCommand::Rollback { id, api } => {
+            let (client, json) = client(&api);
+            rollback(&client, &id, json).await
+        }
+        ReleaseCommand::Logs { id, host, api } => {
+            let (client, json) = client(&api);
+            logs(&client, &id, &host, json).await
+        }
     }
 }
 
-/// `POST /v1/applications/{app}/groups` body.
-#[derive(serde::Serialize)]
-pub struct NewGroup<'a> {
-    pub name: &'a str,
-    pub kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_scaling_group: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale_after_seconds: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<Value>,
-}
-
-/// `berth group create --application A NAME [--kind scaling [--auto-scaling-group ASG]]`:
-/// prints the join token (shown only now) on stdout, and how to start an agent with it on stderr.
-pub async fn create_group(client: &BerthClient, application: &str, group: &NewGroup<'_>, json: bool) -> ExitCode {
-    let (name, kind) = (group.name, group.kind);
-    let answer = match client.post(&format!("/v1/applications/{application}/groups"), group).await {
-        Ok(answer) => answer,
-        Err(message) => return fail(&message),
-    };
-    if json {
-        println!("{answer:#}");
-        return ExitCode::SUCCESS;
-    }
-    eprintln!("group {name} ({kind}) created");
-    print_join_token(&answer)
-}
-
-/// The join token on stdout, how to start an agent with it on stderr.
-fn print_join_token(answer: &serde_json::Value) -> ExitCode {
-    let token = answer["join_token"].as_str().unwrap_or_default();
-    eprintln!("the join token is below, shown only once; on each host, with it in a file of mode 0600:");
-    eprintln!(
-        "  berth-agent --berth-url URL --host-id HOST --join-token-file FILE   (or BERTH_JOIN_TOKEN in its environment)"
-    );
-    println!("{token}");
-    ExitCode::SUCCESS
-}
-
-/// `berth group rotate-join-token --application A NAME`: a new join token; the old one is
-/// refused from now on (registered hosts keep their own host tokens).
-pub async fn rotate_join_token(client: &BerthClient, application: &str, name: &str, json: bool) -> ExitCode {
-    match client.post(&format!("/v1/applications/{application}/groups/{name}/join-token"), &json!({})).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            eprintln!("join token of group {name} rotated; the old one is refused");
-            print_join_token(&answer)
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// `berth group revoke-join-token --application A NAME`: no host joins until a rotation.
-pub async fn revoke_join_token(client: &BerthClient, application: &str, name: &str) -> ExitCode {
-    match client.delete(&format!("/v1/applications/{application}/groups/{name}/join-token")).await {
-        Ok(_) => {
-            eprintln!("join token of group {name} revoked; registered hosts keep working");
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// `berth group get --application A NAME`.
-pub async fn get_group(client: &BerthClient, application: &str, name: &str) -> ExitCode {
-    match client.get(&format!("/v1/applications/{application}/groups/{name}")).await {
-        Ok(group) => {
-            println!("{group:#}");
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// What `berth deployment create` sends.
-#[derive(clap::Args)]
-pub struct DeploymentArgs {
-    /// The application.
-    #[arg(long)]
-    pub application: String,
-    /// The deployment's name.
-    pub name: String,
-    /// The image: REGISTRY/NAMESPACE/REPOSITORY:TAG.
-    #[arg(long, conflicts_with = "package")]
-    pub image: Option<String>,
-    /// Or an Available ContainerImage package (with --version).
-    #[arg(long, requires = "version")]
-    pub package: Option<String>,
-    /// The package version.
-    #[arg(long, requires = "package")]
-    pub version: Option<String>,
-    /// Absolute directory the scripts run in (created if missing).
-    #[arg(long)]
-    pub working_directory: String,
-    /// File with the start script (shell).
-    #[arg(long)]
-    pub start_script: std::path::PathBuf,
-    /// File with the stop script (shell; must succeed when nothing runs).
-    #[arg(long)]
-    pub stop_script: std::path::PathBuf,
-    /// Timeout of each step (pull, stop, start), 1..3600 (default 600).
-    #[arg(long)]
-    pub step_timeout_seconds: Option<u64>,
-}
-
-/// The body of `berth deployment create|update`, with the scripts read from their files.
-pub fn deployment_body(args: &DeploymentArgs) -> Result<Value, String> {
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let (start, stop) = (read(&args.start_script)?, read(&args.stop_script)?);
-    let image = match (&args.image, &args.package, &args.version) {
-        (Some(address), None, None) => json!({ "address": address }),
-        (None, Some(package), Some(version)) => json!({ "package": package, "version": version }),
-        _ => return Err("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V".into()),
-    };
-    let mut body = json!({
-        "name": args.name, "image": image, "working_directory": args.working_directory,
-        "start_script": start, "stop_script": stop,
-    });
-    if let Some(seconds) = args.step_timeout_seconds {
-        body["step_timeout_seconds"] = json!(seconds);
-    }
-    Ok(body)
-}
-
-/// `berth deployment create`.
-pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json: bool) -> ExitCode {
-    let body = match deployment_body(&args) {
-        Ok(body) => body,
-        Err(message) => return fail(&message),
-    };
-    match client.post(&format!("/v1/applications/{}/deployments", args.application), &body).await {
+/// `berth release rollback ID`: starts the rollback; prints its id.
+pub async fn rollback(client: &BerthClient, id: &str, json: bool) -> ExitCode {
+    match client.post(&format!("/v1/releases/{id}/rollback"), &json!({})).await {
         Ok(answer) if json => {
             println!("{answer:#}");
             ExitCode::SUCCESS
         }
         Ok(answer) => {
-            let image = &answer["image"];
-            println!(
-                "deployment {} created: {}/{}{}",
-                args.name,
-                image["registry"].as_str().unwrap_or("?"),
-                image["repository"].as_str().unwrap_or("?"),
-                image["reference"].as_str().unwrap_or("")
-            );
+            eprintln!("rollback of {id} started, back to revision {}", text(&answer["revision"]));
+            println!("{}", text(&answer["id"]));
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
