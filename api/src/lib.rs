@@ -7,4 +7,5 @@
 
 pub mod agent;
 pub mod health;
+pub mod package;
 pub mod problem;

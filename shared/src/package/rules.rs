@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::names::AccountId;
 use crate::platform::http::error::ApiError;
 
 /// A validated package request.
@@ -294,9 +295,14 @@ pub fn validate_content(
     })
 }
 
-impl CreatePackageRequest {
+/// The rules of a `POST /v1/packages` body (a trait: the body is a wire type of `berth-api`).
+pub trait CreatePackageRules {
     /// Checks every rule, naming the field at fault. `now` is RFC 3339.
-    pub fn validate(&self, account: &AccountId, now: &str) -> Result<ValidPackage, ApiError> {
+    fn validate(&self, account: &AccountId, now: &str) -> Result<ValidPackage, ApiError>;
+}
+
+impl CreatePackageRules for CreatePackageRequest {
+    fn validate(&self, account: &AccountId, now: &str) -> Result<ValidPackage, ApiError> {
         validate_package_name("name", &self.name)?;
         validate_description(&self.description)?;
         let resource_group = self.resource_group.clone().unwrap_or_else(|| DEFAULT_RESOURCE_GROUP.to_owned());
@@ -322,9 +328,14 @@ impl CreatePackageRequest {
     }
 }
 
-impl UpdatePackageRequest {
+/// The rules of a `PATCH /v1/packages/{name}` body.
+pub trait UpdatePackageRules {
     /// Checks the fields given and applies them to `package`.
-    pub fn apply(&self, package: &mut Package, now: &str) -> Result<(), ApiError> {
+    fn apply(&self, package: &mut Package, now: &str) -> Result<(), ApiError>;
+}
+
+impl UpdatePackageRules for UpdatePackageRequest {
+    fn apply(&self, package: &mut Package, now: &str) -> Result<(), ApiError> {
         if self.description.is_none() && self.tags.is_none() && self.require_signature.is_none() {
             return Err(invalid("body", "empty_update", "give description, tags and/or require_signature to change"));
         }
