@@ -3,62 +3,56 @@
 
 use std::process::ExitCode;
 
-use serde_json::{Value, json};
+use berth_api::credentials::{AccessKeyList, CreatedAccessKey, NewAccessKey};
+use serde_json::Value;
 
 use clap::Subcommand;
 
-use crate::client::{Api, BerthClient, api_client};
+use crate::client::{Api, BerthClient, api_client, read};
 use crate::exit::fail;
-
-fn text<'a>(value: &'a Value, field: &str) -> &'a str {
-    value[field].as_str().unwrap_or_default()
-}
 
 /// Creates a key; the secret is printed once, on stdout, the id on stderr.
 pub async fn create(client: &BerthClient, description: Option<String>, json_output: bool) -> ExitCode {
-    let body = match description {
-        Some(description) => json!({ "description": description }),
-        None => json!({}),
-    };
-    let key = match client.post("/v1/access-keys", &body).await {
+    let answer: Value = match client.post("/v1/access-keys", &NewAccessKey { description }).await {
         Ok(key) => key,
         Err(e) => return fail(&e),
     };
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&key).expect("JSON"));
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    eprintln!("access key {} created; its secret (shown only now) follows on stdout", text(&key, "access_key_id"));
-    println!("{}", text(&key, "access_key_secret"));
+    let key: CreatedAccessKey = match read(answer) {
+        Ok(key) => key,
+        Err(e) => return fail(&e),
+    };
+    eprintln!("access key {} created; its secret (shown only now) follows on stdout", key.access_key_id);
+    println!("{}", key.access_key_secret);
     ExitCode::SUCCESS
 }
 
 /// Lists the account's keys (never their secrets).
 pub async fn list(client: &BerthClient, json_output: bool) -> ExitCode {
-    let keys = match client.get("/v1/access-keys").await {
+    let answer: Value = match client.get("/v1/access-keys").await {
         Ok(keys) => keys,
         Err(e) => return fail(&e),
     };
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&keys).expect("JSON"));
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    for key in keys["access_keys"].as_array().into_iter().flatten() {
-        println!(
-            "{}\t{}\t{}\t{}",
-            text(key, "access_key_id"),
-            text(key, "status"),
-            text(key, "created_at"),
-            text(key, "description")
-        );
+    let keys: AccessKeyList = match read(answer) {
+        Ok(keys) => keys,
+        Err(e) => return fail(&e),
+    };
+    for key in &keys.access_keys {
+        println!("{}\t{}\t{}\t{}", key.access_key_id, key.status, key.created_at, key.description);
     }
     ExitCode::SUCCESS
 }
 
-/// Revokes a key at once.
 pub async fn revoke(client: &BerthClient, id: &str) -> ExitCode {
     match client.delete(&format!("/v1/access-keys/{id}")).await {
-        Ok(_) => {
+        Ok(()) => {
             eprintln!("access key {id} revoked");
             ExitCode::SUCCESS
         }
@@ -66,6 +60,7 @@ pub async fn revoke(client: &BerthClient, id: &str) -> ExitCode {
     }
 }
 
+/// What `berth access-key` does.
 #[derive(Subcommand)]
 pub enum AccessKeyCommand {
     /// Create a key: its id on stderr, its secret (shown only now) on stdout.
@@ -90,6 +85,7 @@ pub enum AccessKeyCommand {
     },
 }
 
+/// Runs one `berth access-key` command.
 pub async fn access_key_command(command: AccessKeyCommand) -> ExitCode {
     match command {
         AccessKeyCommand::Create { description, api } => {

@@ -2,13 +2,15 @@
 
 use std::process::ExitCode;
 
+use berth_api::release::{ApplicationPage, NewApplication};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::client::{Api, BerthClient, api_client};
 use crate::exit::fail;
 use crate::fleet;
 
+/// What `berth application` does.
 #[derive(Subcommand)]
 pub enum ApplicationCommand {
     /// Create an application.
@@ -42,7 +44,7 @@ pub async fn application_command(command: ApplicationCommand) -> ExitCode {
         }
         ApplicationCommand::List { page, api } => {
             let (client, json) = api_client(&api);
-            fleet::list(&client, "/v1/applications", "applications", &page, json, application_line).await
+            fleet::list::<ApplicationPage>(&client, "/v1/applications", &page, json).await
         }
         ApplicationCommand::Delete { name, api } => {
             fleet::delete(&api_client(&api).0, &format!("/v1/applications/{name}"), &format!("application {name}"))
@@ -53,7 +55,7 @@ pub async fn application_command(command: ApplicationCommand) -> ExitCode {
 
 /// `berth application create NAME`.
 pub async fn create_application(client: &BerthClient, name: &str, json: bool) -> ExitCode {
-    match client.post("/v1/applications", &json!({ "name": name })).await {
+    match client.post::<_, Value>("/v1/applications", &NewApplication { name: name.to_owned() }).await {
         Ok(answer) if json => {
             println!("{answer:#}");
             ExitCode::SUCCESS
@@ -66,7 +68,13 @@ pub async fn create_application(client: &BerthClient, name: &str, json: bool) ->
     }
 }
 
-/// A line of `berth application list`.
-pub fn application_line(app: &Value) -> String {
-    format!("{}\tcreated {}", fleet::text(&app["name"]), fleet::text(&app["created_at"]))
+impl fleet::Listing for ApplicationPage {
+    /// A line of `berth application list`.
+    fn lines(&self) -> Vec<String> {
+        self.applications.iter().map(|app| format!("{}\tcreated {}", app.name, app.created_at)).collect()
+    }
+
+    fn next_page_token(&self) -> Option<&str> {
+        self.next_page_token.as_deref()
+    }
 }

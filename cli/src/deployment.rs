@@ -2,13 +2,15 @@
 
 use std::process::ExitCode;
 
+use berth_api::release::{DeploymentPage, DeploymentRequest, DeploymentView, ImageRequest, RevisionPage};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::client::{Api, BerthClient, api_client};
+use crate::client::{Api, BerthClient, api_client, print_answer};
 use crate::exit::fail;
-use crate::fleet::{self, text};
+use crate::fleet;
 
+/// What `berth deployment` does.
 #[derive(Subcommand)]
 pub enum DeploymentCommand {
     /// Create a deployment from an image address or a package version.
@@ -59,6 +61,7 @@ pub enum DeploymentCommand {
     },
 }
 
+/// Runs one `berth deployment` command.
 pub async fn deployment_command(command: DeploymentCommand) -> ExitCode {
     match command {
         DeploymentCommand::Create { args, api } => {
@@ -72,12 +75,12 @@ pub async fn deployment_command(command: DeploymentCommand) -> ExitCode {
         DeploymentCommand::List { application, page, api } => {
             let (client, json) = api_client(&api);
             let path = format!("/v1/applications/{application}/deployments");
-            fleet::list(&client, &path, "deployments", &page, json, deployment_line).await
+            fleet::list::<DeploymentPage>(&client, &path, &page, json).await
         }
         DeploymentCommand::Revisions { application, name, page, api } => {
             let (client, json) = api_client(&api);
             let path = format!("/v1/applications/{application}/deployments/{name}/revisions");
-            fleet::list(&client, &path, "revisions", &page, json, deployment_line).await
+            fleet::list::<RevisionPage>(&client, &path, &page, json).await
         }
         DeploymentCommand::Delete { application, name, api } => {
             let path = format!("/v1/applications/{application}/deployments/{name}");
@@ -118,24 +121,26 @@ pub struct DeploymentArgs {
 }
 
 /// The body of `berth deployment create|update`, with the scripts read from their files.
-pub fn deployment_body(args: &DeploymentArgs) -> Result<Value, String> {
+pub fn deployment_body(args: &DeploymentArgs) -> Result<DeploymentRequest, String> {
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let (start, stop) = (read(&args.start_script)?, read(&args.stop_script)?);
     let image = match (&args.image, &args.package, &args.version) {
-        (Some(address), None, None) => json!({ "address": address }),
-        (None, Some(package), Some(version)) => json!({ "package": package, "version": version }),
+        (Some(address), None, None) => ImageRequest::Address { address: address.clone() },
+        (None, Some(package), Some(version)) => {
+            ImageRequest::Package { package: package.clone(), version: version.clone() }
+        }
         _ => return Err("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V".into()),
     };
-    let mut body = json!({
-        "name": args.name, "image": image, "working_directory": args.working_directory,
-        "start_script": start, "stop_script": stop,
-    });
-    if let Some(seconds) = args.step_timeout_seconds {
-        body["step_timeout_seconds"] = json!(seconds);
-    }
-    Ok(body)
+    Ok(DeploymentRequest {
+        name: args.name.clone(),
+        image,
+        working_directory: args.working_directory.clone(),
+        start_script: start,
+        stop_script: stop,
+        step_timeout_seconds: args.step_timeout_seconds,
+    })
 }
 
 /// `berth deployment create`.
@@ -144,37 +149,40 @@ pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json:
         Ok(body) => body,
         Err(message) => return fail(&message),
     };
-    match client.post(&format!("/v1/applications/{}/deployments", args.application), &body).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            let image = &answer["image"];
-            println!(
-                "deployment {} created: {}/{}{}",
-                args.name,
-                image["registry"].as_str().unwrap_or("?"),
-                image["repository"].as_str().unwrap_or("?"),
-                image["reference"].as_str().unwrap_or("")
-            );
-            ExitCode::SUCCESS
-        }
+    let answer: Value = match client.post(&format!("/v1/applications/{}/deployments", args.application), &body).await {
+        Ok(answer) => answer,
+        Err(message) => return fail(&message),
+    };
+    let line = |d: DeploymentView| format!("deployment {} created: {}", args.name, d.image.address());
+    match print_answer(json, answer, line) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
 }
 
-/// A line of `berth deployment list`.
-pub fn deployment_line(d: &Value) -> String {
-    let image = &d["image"];
-    format!(
-        "{}\trevision {}\t{}/{}{}",
-        text(&d["name"]),
-        text(&d["revision"]),
-        text(&image["registry"]),
-        text(&image["repository"]),
-        image["reference"].as_str().unwrap_or("")
-    )
+/// A line of `berth deployment list` and `revisions`.
+fn deployment_line(d: &DeploymentView) -> String {
+    format!("{}\trevision {}\t{}", d.name, d.revision, d.image.address())
+}
+
+impl fleet::Listing for DeploymentPage {
+    fn lines(&self) -> Vec<String> {
+        self.deployments.iter().map(deployment_line).collect()
+    }
+
+    fn next_page_token(&self) -> Option<&str> {
+        self.next_page_token.as_deref()
+    }
+}
+
+impl fleet::Listing for RevisionPage {
+    fn lines(&self) -> Vec<String> {
+        self.revisions.iter().map(deployment_line).collect()
+    }
+
+    fn next_page_token(&self) -> Option<&str> {
+        self.next_page_token.as_deref()
+    }
 }
 
 /// `berth deployment update`: a new revision.
@@ -183,15 +191,14 @@ pub async fn update_deployment(client: &BerthClient, args: DeploymentArgs, json:
         Ok(body) => body,
         Err(message) => return fail(&message),
     };
-    match client.put(&format!("/v1/applications/{}/deployments/{}", args.application, args.name), &body).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            println!("deployment {} is now at revision {}", args.name, text(&answer["revision"]));
-            ExitCode::SUCCESS
-        }
+    let path = format!("/v1/applications/{}/deployments/{}", args.application, args.name);
+    let answer: Value = match client.put(&path, &body).await {
+        Ok(answer) => answer,
+        Err(message) => return fail(&message),
+    };
+    let line = |d: DeploymentView| format!("deployment {} is now at revision {}", args.name, d.revision);
+    match print_answer(json, answer, line) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
 }

@@ -1,11 +1,12 @@
-//! Listings (newest first, a page at a time), deletes, host removal, deployment revisions and
-//! rollback: the fleet side of `berth application|group|deployment|release`.
+//! What the fleet resources (`berth application|group|deployment|release`) share: listings,
+//! newest first and a page at a time, and deletes.
 
 use std::process::ExitCode;
 
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use crate::client::BerthClient;
+use crate::client::{BerthClient, read};
 use crate::exit::fail;
 
 /// Which page of a listing to show.
@@ -42,17 +43,18 @@ fn urlencoding(text: &str) -> String {
         .collect()
 }
 
-/// Prints one page of `path`'s `key` items: JSON as answered, or one line per item and the
-/// token of the next page.
-pub async fn list(
-    client: &BerthClient,
-    path: &str,
-    key: &str,
-    page: &PageArgs,
-    json: bool,
-    line: fn(&Value) -> String,
-) -> ExitCode {
-    let answer = match client.get(&format!("{path}{}", page.query())).await {
+/// A page of a listing, as the CLI shows it.
+pub trait Listing: DeserializeOwned {
+    /// One line per item.
+    fn lines(&self) -> Vec<String>;
+    /// The token of the next page, if there is one.
+    fn next_page_token(&self) -> Option<&str>;
+}
+
+/// Prints one page of `path`: JSON as answered, or one line per item and the token of the
+/// next page.
+pub async fn list<P: Listing>(client: &BerthClient, path: &str, page: &PageArgs, json: bool) -> ExitCode {
+    let answer: Value = match client.get(&format!("{path}{}", page.query())).await {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
@@ -60,27 +62,23 @@ pub async fn list(
         println!("{answer:#}");
         return ExitCode::SUCCESS;
     }
-    for item in answer[key].as_array().into_iter().flatten() {
-        println!("{}", line(item));
+    let page: P = match read(answer) {
+        Ok(page) => page,
+        Err(message) => return fail(&message),
+    };
+    for line in page.lines() {
+        println!("{line}");
     }
-    if let Some(next) = answer["next_page_token"].as_str() {
+    if let Some(next) = page.next_page_token() {
         eprintln!("more: --page-token {next}");
     }
     ExitCode::SUCCESS
 }
 
-pub fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 /// `DELETE path`, saying what went.
 pub async fn delete(client: &BerthClient, path: &str, what: &str) -> ExitCode {
     match client.delete(path).await {
-        Ok(_) => {
+        Ok(()) => {
             eprintln!("{what} deleted");
             ExitCode::SUCCESS
         }
@@ -88,3 +86,7 @@ pub async fn delete(client: &BerthClient, path: &str, what: &str) -> ExitCode {
     }
 }
 
+/// An optional value as a listing shows it: `-` when absent.
+pub fn or_dash(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}

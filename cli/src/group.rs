@@ -2,13 +2,17 @@
 
 use std::process::ExitCode;
 
+use berth_api::release::{
+    GroupChange, GroupPage, GroupSummary, JoinToken, LoadBalancer, NewGroup, ReleasePage, ReleaseSummary,
+};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::client::{Api, BerthClient, api_client};
+use crate::client::{Api, BerthClient, api_client, read};
 use crate::exit::fail;
-use crate::fleet::{self, text};
+use crate::fleet::{self, or_dash};
 
+/// What `berth group` does.
 #[derive(Subcommand)]
 pub enum GroupCommand {
     /// Create a group; prints its join token (shown only now).
@@ -31,8 +35,8 @@ pub enum GroupCommand {
         /// The load balancer hosts are drained from before they stop, as JSON:
         /// '{"haproxy":{"runtime_api":"127.0.0.1:9999","backend":"web"},"drain_seconds":10}'
         /// or '{"target_group_arn":"arn:..."}'.
-        #[arg(long, value_parser = parse_json)]
-        load_balancer: Option<serde_json::Value>,
+        #[arg(long, value_parser = parse_load_balancer)]
+        load_balancer: Option<LoadBalancer>,
         #[command(flatten)]
         api: Api,
     },
@@ -126,6 +130,7 @@ pub enum GroupCommand {
     },
 }
 
+/// Runs one `berth group` command.
 pub async fn group_command(command: GroupCommand) -> ExitCode {
     match command {
         GroupCommand::Create {
@@ -138,19 +143,13 @@ pub async fn group_command(command: GroupCommand) -> ExitCode {
             api,
         } => {
             let (client, json) = api_client(&api);
-            let group = NewGroup {
-                name: &name,
-                kind: &kind,
-                auto_scaling_group: auto_scaling_group.as_deref(),
-                stale_after_seconds,
-                load_balancer,
-            };
+            let group = NewGroup { name, kind, auto_scaling_group, stale_after_seconds, load_balancer };
             create_group(&client, &application, &group, json).await
         }
         GroupCommand::List { application, page, api } => {
             let (client, json) = api_client(&api);
             let path = format!("/v1/applications/{application}/groups");
-            fleet::list(&client, &path, "groups", &page, json, group_line).await
+            fleet::list::<GroupPage>(&client, &path, &page, json).await
         }
         GroupCommand::Update { application, name, stale_after_seconds, api } => {
             update_group(&api_client(&api).0, &application, &name, stale_after_seconds).await
@@ -166,11 +165,9 @@ pub async fn group_command(command: GroupCommand) -> ExitCode {
         GroupCommand::Releases { application, name, page, api } => {
             let (client, json) = api_client(&api);
             let path = format!("/v1/applications/{application}/groups/{name}/releases");
-            fleet::list(&client, &path, "releases", &page, json, release_line).await
+            fleet::list::<ReleasePage>(&client, &path, &page, json).await
         }
-        GroupCommand::Get { application, name, api } => {
-            get_group(&api_client(&api).0, &application, &name).await
-        }
+        GroupCommand::Get { application, name, api } => get_group(&api_client(&api).0, &application, &name).await,
         GroupCommand::RotateJoinToken { application, name, api } => {
             let (client, json) = api_client(&api);
             rotate_join_token(&client, &application, &name, json).await
@@ -181,29 +178,15 @@ pub async fn group_command(command: GroupCommand) -> ExitCode {
     }
 }
 
-/// A command-line argument that must be JSON.
-fn parse_json(text: &str) -> Result<serde_json::Value, String> {
-    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
-}
-
-/// `POST /v1/applications/{app}/groups` body.
-#[derive(serde::Serialize)]
-pub struct NewGroup<'a> {
-    pub name: &'a str,
-    pub kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_scaling_group: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale_after_seconds: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<Value>,
+/// `--load-balancer`: JSON of a load balancer.
+fn parse_load_balancer(text: &str) -> Result<LoadBalancer, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a load balancer's JSON: {e}"))
 }
 
 /// `berth group create --application A NAME [--kind scaling [--auto-scaling-group ASG]]`:
 /// prints the join token (shown only now) on stdout, and how to start an agent with it on stderr.
-pub async fn create_group(client: &BerthClient, application: &str, group: &NewGroup<'_>, json: bool) -> ExitCode {
-    let (name, kind) = (group.name, group.kind);
-    let answer = match client.post(&format!("/v1/applications/{application}/groups"), group).await {
+pub async fn create_group(client: &BerthClient, application: &str, group: &NewGroup, json: bool) -> ExitCode {
+    let answer: Value = match client.post(&format!("/v1/applications/{application}/groups"), group).await {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
@@ -211,32 +194,35 @@ pub async fn create_group(client: &BerthClient, application: &str, group: &NewGr
         println!("{answer:#}");
         return ExitCode::SUCCESS;
     }
-    eprintln!("group {name} ({kind}) created");
-    print_join_token(&answer)
+    eprintln!("group {} ({}) created", group.name, group.kind);
+    print_join_token(answer)
 }
 
 /// The join token on stdout, how to start an agent with it on stderr.
-fn print_join_token(answer: &serde_json::Value) -> ExitCode {
-    let token = answer["join_token"].as_str().unwrap_or_default();
+fn print_join_token(answer: Value) -> ExitCode {
+    let token: JoinToken = match read(answer) {
+        Ok(token) => token,
+        Err(message) => return fail(&message),
+    };
     eprintln!("the join token is below, shown only once; on each host, with it in a file of mode 0600:");
     eprintln!(
         "  berth-agent --berth-url URL --host-id HOST --join-token-file FILE   (or BERTH_JOIN_TOKEN in its environment)"
     );
-    println!("{token}");
+    println!("{}", token.join_token);
     ExitCode::SUCCESS
 }
 
 /// `berth group rotate-join-token --application A NAME`: a new join token; the old one is
 /// refused from now on (registered hosts keep their own host tokens).
 pub async fn rotate_join_token(client: &BerthClient, application: &str, name: &str, json: bool) -> ExitCode {
-    match client.post(&format!("/v1/applications/{application}/groups/{name}/join-token"), &json!({})).await {
+    match client.post_empty::<Value>(&format!("/v1/applications/{application}/groups/{name}/join-token")).await {
         Ok(answer) if json => {
             println!("{answer:#}");
             ExitCode::SUCCESS
         }
         Ok(answer) => {
             eprintln!("join token of group {name} rotated; the old one is refused");
-            print_join_token(&answer)
+            print_join_token(answer)
         }
         Err(message) => fail(&message),
     }
@@ -245,7 +231,7 @@ pub async fn rotate_join_token(client: &BerthClient, application: &str, name: &s
 /// `berth group revoke-join-token --application A NAME`: no host joins until a rotation.
 pub async fn revoke_join_token(client: &BerthClient, application: &str, name: &str) -> ExitCode {
     match client.delete(&format!("/v1/applications/{application}/groups/{name}/join-token")).await {
-        Ok(_) => {
+        Ok(()) => {
             eprintln!("join token of group {name} revoked; registered hosts keep working");
             ExitCode::SUCCESS
         }
@@ -253,9 +239,9 @@ pub async fn revoke_join_token(client: &BerthClient, application: &str, name: &s
     }
 }
 
-/// `berth group get --application A NAME`.
+/// `berth group get --application A NAME`: printed as answered.
 pub async fn get_group(client: &BerthClient, application: &str, name: &str) -> ExitCode {
-    match client.get(&format!("/v1/applications/{application}/groups/{name}")).await {
+    match client.get::<Value>(&format!("/v1/applications/{application}/groups/{name}")).await {
         Ok(group) => {
             println!("{group:#}");
             ExitCode::SUCCESS
@@ -264,39 +250,67 @@ pub async fn get_group(client: &BerthClient, application: &str, name: &str) -> E
     }
 }
 
-/// A line of `berth group list`.
-pub fn group_line(group: &Value) -> String {
-    format!(
-        "{}\t{}\tstale after {} s\tlast release {} ({})",
-        text(&group["name"]),
-        text(&group["kind"]),
-        text(&group["stale_after_seconds"]),
-        text(&group["last_release"]["id"]),
-        text(&group["last_release"]["status"])
-    )
+impl fleet::Listing for GroupPage {
+    /// A line of `berth group list`.
+    fn lines(&self) -> Vec<String> {
+        let line = |group: &GroupSummary| {
+            format!(
+                "{}\t{}\tstale after {} s\tlast release {} ({})",
+                group.name,
+                group.kind,
+                group.stale_after_seconds,
+                or_dash(group.last_release.as_ref().map(|r| &r.id)),
+                or_dash(group.last_release.as_ref().map(|r| r.status.as_str()))
+            )
+        };
+        self.groups.iter().map(line).collect()
+    }
+
+    fn next_page_token(&self) -> Option<&str> {
+        self.next_page_token.as_deref()
+    }
 }
 
-/// A line of `berth group releases`.
-pub fn release_line(r: &Value) -> String {
-    format!(
-        "{}\t{}\t{}\t{} revision {}\t{} hosts",
-        text(&r["id"]),
-        text(&r["status"]),
-        text(&r["trigger"]["kind"]),
-        text(&r["deployment"]),
-        text(&r["revision"]),
-        text(&r["hosts"])
-    )
+impl fleet::Listing for ReleasePage {
+    /// A line of `berth group releases`.
+    fn lines(&self) -> Vec<String> {
+        let line = |r: &ReleaseSummary| {
+            format!(
+                "{}\t{}\t{}\t{} revision {}\t{} hosts",
+                r.id,
+                r.status.as_str(),
+                r.trigger.kind,
+                r.deployment,
+                r.revision,
+                r.hosts
+            )
+        };
+        self.releases.iter().map(line).collect()
+    }
+
+    fn next_page_token(&self) -> Option<&str> {
+        self.next_page_token.as_deref()
+    }
+}
+
+/// What `berth group remove-host --output json` prints (the API answers nothing).
+#[derive(serde::Serialize)]
+struct HostRemoved<'a> {
+    application: &'a str,
+    group: &'a str,
+    host: &'a str,
+    removed: bool,
 }
 
 /// `berth group remove-host --application A --group G HOST`.
 pub async fn remove_host(client: &BerthClient, application: &str, group: &str, host: &str, json: bool) -> ExitCode {
     match client.delete(&format!("/v1/applications/{application}/groups/{group}/instances/{host}")).await {
-        Ok(_) if json => {
-            println!("{:#}", json!({ "application": application, "group": group, "host": host, "removed": true }));
+        Ok(()) if json => {
+            let removed = HostRemoved { application, group, host, removed: true };
+            println!("{:#}", serde_json::to_value(removed).unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Ok(_) => {
+        Ok(()) => {
             eprintln!("host {host} removed from group {group}: its token is refused, later releases leave it out");
             ExitCode::SUCCESS
         }
@@ -304,15 +318,15 @@ pub async fn remove_host(client: &BerthClient, application: &str, group: &str, h
     }
 }
 
-/// `berth group update --application A NAME --stale-after-seconds N`.
+/// `berth group update --application A NAME --stale-after-seconds N`: the group as answered.
 pub async fn update_group(
     client: &BerthClient,
     application: &str,
     name: &str,
     stale_after_seconds: Option<u64>,
 ) -> ExitCode {
-    let body = json!({ "stale_after_seconds": stale_after_seconds });
-    match client.patch(&format!("/v1/applications/{application}/groups/{name}"), &body).await {
+    let body = GroupChange { stale_after_seconds };
+    match client.patch::<_, Value>(&format!("/v1/applications/{application}/groups/{name}"), &body).await {
         Ok(group) => {
             println!("{group:#}");
             ExitCode::SUCCESS

@@ -1,17 +1,20 @@
-//! `berth release create|get|cancel|confirm|pause|logs`: releases of a deployment to a group, with
-//! `--watch` showing one progress bar per batch and the host states, then the summary.
+//! `berth release create|get|cancel|confirm|pause|rollback|logs`: releases of a deployment to
+//! a group, with `--watch` showing one progress bar per batch and the host states, then the
+//! summary.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
-
+use berth_api::release::{
+    AlarmRequest, BudgetRequest, DryRun, HostLogsView, HostState, LoadBalancerView, PauseMode, Phase, ReleaseRequest,
+    ReleaseStatus, ReleaseView,
+};
 use clap::Subcommand;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value;
 
-use crate::client::{Api, BerthClient, api_client};
-use crate::fleet::text;
+use crate::client::{Api, BerthClient, api_client, read};
 use crate::exit::fail;
 
 /// How often `--watch` reads the release.
@@ -47,11 +50,11 @@ pub struct CreateArgs {
     pub pause_timeout: Option<u64>,
     /// Failed hosts tolerated in the whole release: a count or "N%" of its hosts (default 0).
     #[arg(long, value_parser = budget)]
-    pub max_failures: Option<Value>,
+    pub max_failures: Option<BudgetRequest>,
     /// Failed hosts tolerated in any one batch: a count or "N%" of the batch's hosts
     /// (default: --max-failures).
     #[arg(long, value_parser = budget)]
-    pub max_failures_per_batch: Option<Value>,
+    pub max_failures_per_batch: Option<BudgetRequest>,
     /// Pull in each batch instead of on every host first.
     #[arg(long)]
     pub no_pull_first: bool,
@@ -77,64 +80,50 @@ pub struct CreateArgs {
 }
 
 /// A failure budget as the API takes it: a number, or the "N%" string (Berth checks N).
-fn budget(text: &str) -> Result<Value, String> {
+fn budget(text: &str) -> Result<BudgetRequest, String> {
     match text.strip_suffix('%') {
-        Some(_) => Ok(json!(text)),
-        None => text.parse::<usize>().map(|n| json!(n)).map_err(|_| format!("'{text}' is not a count nor N%")),
+        Some(_) => Ok(BudgetRequest::Percent(text.to_owned())),
+        None => text.parse::<usize>().map(BudgetRequest::Count).map_err(|_| format!("'{text}' is not a count nor N%")),
     }
 }
 
-fn body(args: &CreateArgs) -> Result<Value, String> {
-    let mut body = json!({ "application": args.application, "deployment": args.deployment, "group": args.group });
-    if let Some(n) = args.batches {
-        body["batches"] = json!(n);
-    }
-    if let Some(k) = args.batch_size {
-        body["batch_size"] = json!(k);
-    }
-    if !args.percents.is_empty() {
-        body["percents"] = json!(args.percents);
-    }
-    match args.pause.as_deref() {
-        None => {}
-        Some("none") => body["pause"] = json!("none"),
-        Some("manual") => body["pause"] = json!("manual"),
+fn body(args: &CreateArgs) -> Result<ReleaseRequest, String> {
+    let (pause, pause_seconds) = match args.pause.as_deref() {
+        None => (None, None),
+        Some("none") => (Some(PauseMode::None), None),
+        Some("manual") => (Some(PauseMode::Manual), None),
         Some(seconds) => {
             let seconds: u64 = seconds
                 .parse()
                 .map_err(|_| format!("--pause: '{seconds}' is not none, manual or a number of seconds"))?;
-            body["pause"] = json!("seconds");
-            body["pause_seconds"] = json!(seconds);
+            (Some(PauseMode::Seconds), Some(seconds))
         }
-    }
-    if let Some(seconds) = args.pause_timeout {
-        body["pause_timeout_seconds"] = json!(seconds);
-    }
-    if let Some(n) = &args.max_failures {
-        body["max_failures"] = n.clone();
-    }
-    if let Some(n) = &args.max_failures_per_batch {
-        body["max_failures_per_batch"] = n.clone();
-    }
-    if args.no_pull_first {
-        body["pull_first"] = json!(false);
-    }
-    if args.auto_rollback {
-        body["auto_rollback"] = json!(true);
-    }
-    let alarms: Vec<Value> = args
+    };
+    let alarms = args
         .alarms
         .iter()
-        .map(|name| json!(name))
-        .chain(args.prometheus_alarms.iter().map(|expression| json!({ "prometheus": expression })))
+        .map(|name| AlarmRequest::CloudWatch(name.clone()))
+        .chain(
+            args.prometheus_alarms.iter().map(|expression| AlarmRequest::Prometheus { prometheus: expression.clone() }),
+        )
         .collect();
-    if !alarms.is_empty() {
-        body["alarms"] = json!(alarms);
-    }
-    if let Some(seconds) = args.alarm_unreachable_seconds {
-        body["alarm_unreachable_seconds"] = json!(seconds);
-    }
-    Ok(body)
+    Ok(ReleaseRequest {
+        application: args.application.clone(),
+        deployment: args.deployment.clone(),
+        group: args.group.clone(),
+        batches: args.batches,
+        batch_size: args.batch_size,
+        percents: (!args.percents.is_empty()).then(|| args.percents.clone()),
+        pause,
+        pause_seconds,
+        pause_timeout_seconds: args.pause_timeout,
+        max_failures: args.max_failures.clone(),
+        max_failures_per_batch: args.max_failures_per_batch.clone(),
+        pull_first: args.no_pull_first.then_some(false),
+        auto_rollback: args.auto_rollback.then_some(true),
+        alarms,
+        alarm_unreachable_seconds: args.alarm_unreachable_seconds,
+    })
 }
 
 /// `berth release create`.
@@ -144,7 +133,7 @@ pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitC
         Err(message) => return fail(&message),
     };
     let path = if args.dry_run { "/v1/releases?dry_run=true" } else { "/v1/releases" };
-    let answer = match client.post(path, &body).await {
+    let answer: Value = match client.post(path, &body).await {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
@@ -153,26 +142,26 @@ pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitC
         return ExitCode::SUCCESS;
     }
     if args.dry_run {
-        let batches = answer["batches"].as_array().cloned().unwrap_or_default();
-        println!(
-            "{} hosts in {} batches, image {}",
-            answer["hosts"],
-            batches.len(),
-            answer["image"].as_str().unwrap_or("?")
-        );
-        for (i, batch) in batches.iter().enumerate() {
-            let hosts: Vec<&str> = batch.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let plan: DryRun = match read(answer) {
+            Ok(plan) => plan,
+            Err(message) => return fail(&message),
+        };
+        println!("{} hosts in {} batches, image {}", plan.hosts, plan.batches.len(), plan.image);
+        for (i, hosts) in plan.batches.iter().enumerate() {
             println!("  batch {}: {}", i + 1, hosts.join(" "));
         }
         return ExitCode::SUCCESS;
     }
-    let id = answer["id"].as_str().unwrap_or_default().to_owned();
-    eprintln!("release {id} created");
+    let release: ReleaseView = match read(answer) {
+        Ok(release) => release,
+        Err(message) => return fail(&message),
+    };
+    eprintln!("release {} created", release.id);
     if !args.watch {
-        println!("{id}");
+        println!("{}", release.id);
         return ExitCode::SUCCESS;
     }
-    watch(client, &id, json).await
+    watch(client, &release.id, json).await
 }
 
 /// Follows a release to its end: one bar per batch (hosts finished of hosts), the hosts'
@@ -185,154 +174,159 @@ pub async fn watch(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     let mut batch_bars: Vec<ProgressBar> = Vec::new();
     let status_line = bars.add(ProgressBar::new_spinner());
     loop {
-        let release = match client.get(&format!("/v1/releases/{id}")).await {
+        let answer: Value = match client.get(&format!("/v1/releases/{id}")).await {
+            Ok(answer) => answer,
+            Err(message) => return fail(&message),
+        };
+        let release: ReleaseView = match read(answer.clone()) {
             Ok(release) => release,
             Err(message) => return fail(&message),
         };
-        let batches = release["batches"].as_array().cloned().unwrap_or_default();
-        while batch_bars.len() < batches.len() {
+        while batch_bars.len() < release.batches.len() {
             let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
             bar.set_prefix((batch_bars.len() + 1).to_string());
             batch_bars.push(bar);
         }
-        for (bar, batch) in batch_bars.iter().zip(&batches) {
-            let hosts = batch["hosts"].as_array().cloned().unwrap_or_default();
-            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-            for host in &hosts {
-                *counts.entry(host["state"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+        for (bar, batch) in batch_bars.iter().zip(&release.batches) {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for host in &batch.hosts {
+                *counts.entry(host.state.as_str()).or_default() += 1;
             }
-            let done = counts
-                .iter()
-                .filter(|(s, _)| ["succeeded", "failed", "skipped"].contains(&s.as_str()))
-                .map(|(_, n)| n)
-                .sum::<usize>();
-            bar.set_length(hosts.len() as u64);
+            let done = batch.hosts.iter().filter(|host| host.state.is_final()).count();
+            bar.set_length(batch.hosts.len() as u64);
             bar.set_position(done as u64);
             bar.set_message(counts.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", "));
         }
-        let status = release["status"].as_str().unwrap_or("?").to_owned();
-        status_line.set_message(format!("{status} ({})", phase_text(&release["phase"])));
-        if status != "running" {
+        status_line.set_message(format!("{} ({})", release.status.as_str(), phase_text(release.phase)));
+        if release.status != ReleaseStatus::Running {
             for bar in &batch_bars {
                 bar.finish();
             }
             status_line.finish_and_clear();
             if json {
-                println!("{release:#}");
+                println!("{answer:#}");
             } else {
                 print_summary(&release);
             }
-            return if status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            return if release.status == ReleaseStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
         tokio::time::sleep(WATCH_EVERY).await;
     }
 }
 
-fn phase_text(phase: &Value) -> String {
-    match phase["step"].as_str() {
-        Some("batch") => format!("batch {}", phase["batch"].as_u64().unwrap_or(0) + 1),
-        Some("draining") => {
-            format!("draining batch {} from the load balancer", phase["batch"].as_u64().unwrap_or(0) + 1)
-        }
-        Some("waiting") => format!("waiting before batch {}", phase["next"].as_u64().unwrap_or(0) + 1),
-        Some("awaiting_confirm") => {
-            format!("waiting for `berth release confirm` before batch {}", phase["next"].as_u64().unwrap_or(0) + 1)
-        }
-        Some(other) => other.replace('_', " "),
-        None => "?".into(),
+fn phase_text(phase: Phase) -> String {
+    match phase {
+        Phase::Batch { batch } => format!("batch {}", batch + 1),
+        Phase::Draining { batch } => format!("draining batch {} from the load balancer", batch + 1),
+        Phase::Waiting { next, .. } => format!("waiting before batch {}", next + 1),
+        Phase::AwaitingConfirm { next } => format!("waiting for `berth release confirm` before batch {}", next + 1),
+        Phase::Starting => "starting".into(),
+        Phase::Pulling => "pulling".into(),
+        Phase::Done => "done".into(),
     }
 }
 
-fn print_summary(release: &Value) {
+/// `HAProxy backend "web" at "127.0.0.1:9999"`, or the target group.
+fn load_balancer_text(lb: &LoadBalancerView) -> String {
+    let target = match (&lb.haproxy, &lb.target_group_arn) {
+        (Some(h), _) => format!("HAProxy backend {:?} at {:?}", h.backend, h.runtime_api),
+        (_, Some(arn)) => format!("target group {arn}"),
+        _ => "?".into(),
+    };
+    let error = lb.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default();
+    let drain = lb.drain_seconds.map_or_else(|| "null".to_owned(), |s| s.to_string());
+    format!("{target}, drain {drain} s{error}")
+}
+
+fn print_summary(release: &ReleaseView) {
     println!(
         "release {}: {}{}",
-        release["id"].as_str().unwrap_or("?"),
-        release["status"].as_str().unwrap_or("?"),
-        release["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+        release.id,
+        release.status.as_str(),
+        release.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
     );
-    if let Some(lb) = release["load_balancer"].as_object() {
-        let target = match (lb.get("haproxy"), lb.get("target_group_arn").and_then(Value::as_str)) {
-            (Some(h), _) => format!("HAProxy backend {} at {}", h["backend"], h["runtime_api"]),
-            (_, Some(arn)) => format!("target group {arn}"),
-            _ => "?".into(),
-        };
-        let error = lb.get("error").and_then(Value::as_str).map(|e| format!("; error: {e}")).unwrap_or_default();
-        println!("  load balancer: {target}, drain {} s{error}", lb.get("drain_seconds").unwrap_or(&Value::Null));
+    if let Some(lb) = &release.load_balancer {
+        println!("  load balancer: {}", load_balancer_text(lb));
     }
-    if let Some(error) = release["alarms_unreachable"]["error"].as_str() {
-        println!("  alarms unreachable since {}: {error}", release["alarms_unreachable"]["unreachable_since"]);
+    if let Some(alarms) = &release.alarms_unreachable
+        && let Some(error) = &alarms.error
+    {
+        let since = alarms.unreachable_since.map_or_else(|| "null".to_owned(), |s| s.to_string());
+        println!("  alarms unreachable since {since}: {error}");
     }
-    for batch in release["batches"].as_array().into_iter().flatten() {
-        for host in batch["hosts"].as_array().into_iter().flatten() {
-            let mut detail = match (host["step"].as_str(), host["reason"].as_str()) {
-                (Some(step), Some(reason)) if host["state"] == "failed" => format!("  {step}: {reason}"),
+    for batch in &release.batches {
+        for host in &batch.hosts {
+            let mut detail = match (host.step, &host.reason) {
+                (Some(step), Some(reason)) if host.state == HostState::Failed => {
+                    format!("  {}: {reason}", step.as_str())
+                }
                 _ => String::new(),
             };
-            if let Some(lb) = host["load_balancer"]["state"].as_str() {
-                detail.push_str(&format!("  (load balancer: {})", lb.replace('_', " ")));
+            if let Some(lb) = host.load_balancer {
+                detail.push_str(&format!("  (load balancer: {})", lb.as_str().replace('_', " ")));
             }
-            println!(
-                "  batch {} {:<24} {}{detail}",
-                batch["batch"],
-                host["host"].as_str().unwrap_or("?"),
-                host["state"].as_str().unwrap_or("?")
-            );
+            println!("  batch {} {:<24} {}{detail}", batch.batch, host.host, host.state.as_str());
         }
+    }
+}
+
+/// Prints a release answer: JSON as answered, or its summary.
+fn print_release(answer: Value, json: bool) -> ExitCode {
+    if json {
+        println!("{answer:#}");
+        return ExitCode::SUCCESS;
+    }
+    match read::<ReleaseView>(answer) {
+        Ok(release) => {
+            print_summary(&release);
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
     }
 }
 
 /// `berth release get ID`.
 pub async fn get(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     match client.get(&format!("/v1/releases/{id}")).await {
-        Ok(release) if json => {
-            println!("{release:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(release) => {
-            print_summary(&release);
-            ExitCode::SUCCESS
-        }
+        Ok(answer) => print_release(answer, json),
         Err(message) => fail(&message),
     }
 }
 
 /// `berth release cancel|confirm|pause ID`.
 pub async fn act(client: &BerthClient, id: &str, action: &str) -> ExitCode {
-    match client.post(&format!("/v1/releases/{id}/{action}"), &json!({})).await {
-        Ok(release) => {
-            print_summary(&release);
-            ExitCode::SUCCESS
-        }
+    match client.post_empty(&format!("/v1/releases/{id}/{action}")).await {
+        Ok(answer) => print_release(answer, false),
         Err(message) => fail(&message),
     }
 }
 
 /// `berth release logs ID --host H`: every step's full output, stdout then stderr.
 pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> ExitCode {
-    let logs = match client.get(&format!("/v1/releases/{id}/hosts/{host}/logs")).await {
-        Ok(logs) => logs,
+    let answer: Value = match client.get(&format!("/v1/releases/{id}/hosts/{host}/logs")).await {
+        Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
     if json {
-        println!("{logs:#}");
+        println!("{answer:#}");
         return ExitCode::SUCCESS;
     }
-    println!("host {host}: {}", logs["state"].as_str().unwrap_or("?"));
-    if let Some(result) = logs["result"].as_object() {
+    let logs: HostLogsView = match read(answer) {
+        Ok(logs) => logs,
+        Err(message) => return fail(&message),
+    };
+    println!("host {host}: {}", logs.state.as_str());
+    if let Some(result) = &logs.result {
         println!(
             "result: step {} exit code {}{}",
-            result.get("step").and_then(Value::as_str).unwrap_or("?"),
-            result.get("exit_code").map(Value::to_string).unwrap_or_else(|| "-".into()),
-            result.get("reason").and_then(Value::as_str).map(|r| format!(" ({r})")).unwrap_or_default()
+            result.step.as_str(),
+            result.exit_code.map_or_else(|| "null".to_owned(), |code| code.to_string()),
+            result.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
         );
     }
-    for step in ["pull", "stop", "start"] {
-        let output = &logs[step];
-        if output.is_null() {
-            continue;
-        }
-        for stream in ["stdout", "stderr"] {
-            let text = output[stream].as_str().unwrap_or("");
+    for (step, output) in [("pull", &logs.pull), ("stop", &logs.stop), ("start", &logs.start)] {
+        let Some(output) = output else { continue };
+        for (stream, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
             println!("----- {step} {stream} ({} bytes) -----", text.len());
             print!("{text}");
             if !text.is_empty() && !text.ends_with('\n') {
@@ -404,26 +398,26 @@ pub enum ReleaseCommand {
     },
 }
 
+/// Runs one `berth release` command.
 pub async fn release_command(command: ReleaseCommand) -> ExitCode {
-    let client = api_client;
     match command {
         ReleaseCommand::Create { args, api } => {
-            let (client, json) = client(&api);
+            let (client, json) = api_client(&api);
             create(&client, args, json).await
         }
-        ReleaseCommand::Get { id, watch, api } => {
-            let (client, json) = client(&api);
-            if watch { watch(&client, &id, json).await } else { get(&client, &id, json).await }
+        ReleaseCommand::Get { id, watch: follow, api } => {
+            let (client, json) = api_client(&api);
+            if follow { watch(&client, &id, json).await } else { get(&client, &id, json).await }
         }
-        ReleaseCommand::Cancel { id, api } => act(&client(&api).0, &id, "cancel").await,
-        ReleaseCommand::Confirm { id, api } => act(&client(&api).0, &id, "confirm").await,
-        ReleaseCommand::Pause { id, api } => act(&client(&api).0, &id, "pause").await,
+        ReleaseCommand::Cancel { id, api } => act(&api_client(&api).0, &id, "cancel").await,
+        ReleaseCommand::Confirm { id, api } => act(&api_client(&api).0, &id, "confirm").await,
+        ReleaseCommand::Pause { id, api } => act(&api_client(&api).0, &id, "pause").await,
         ReleaseCommand::Rollback { id, api } => {
-            let (client, json) = client(&api);
+            let (client, json) = api_client(&api);
             rollback(&client, &id, json).await
         }
         ReleaseCommand::Logs { id, host, api } => {
-            let (client, json) = client(&api);
+            let (client, json) = api_client(&api);
             logs(&client, &id, &host, json).await
         }
     }
@@ -431,14 +425,18 @@ pub async fn release_command(command: ReleaseCommand) -> ExitCode {
 
 /// `berth release rollback ID`: starts the rollback; prints its id.
 pub async fn rollback(client: &BerthClient, id: &str, json: bool) -> ExitCode {
-    match client.post(&format!("/v1/releases/{id}/rollback"), &json!({})).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            eprintln!("rollback of {id} started, back to revision {}", text(&answer["revision"]));
-            println!("{}", text(&answer["id"]));
+    let answer: Value = match client.post_empty(&format!("/v1/releases/{id}/rollback")).await {
+        Ok(answer) => answer,
+        Err(message) => return fail(&message),
+    };
+    if json {
+        println!("{answer:#}");
+        return ExitCode::SUCCESS;
+    }
+    match read::<ReleaseView>(answer) {
+        Ok(rollback) => {
+            eprintln!("rollback of {id} started, back to revision {}", rollback.revision);
+            println!("{}", rollback.id);
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use berth_api::service::{PutService, ServiceView};
 use clap::Subcommand;
-use serde_json::{Value, json};
 
 use crate::client::{Api, BerthClient};
 use crate::exit::fail;
 use crate::packages::print;
 
+/// What `berth service` does.
 #[derive(Subcommand)]
 pub enum ServiceCommand {
     /// Define a service from a Compute Nest `.computenest/config.yaml` and the templates it names.
@@ -66,24 +67,15 @@ pub async fn import_service(
             None => return fail(&format!("--artifact '{entry}' is not KEY=PACKAGE")),
         }
     }
-    let body = json!({ "config": config, "templates": templates, "artifacts": map });
+    let body = PutService { config: Some(config), templates, artifacts: map };
     match client.put(&format!("/v1/services/{name}"), &body).await {
-        Ok(service) => print(json, &service, |s| {
-            let mut out = format!(
-                "service {}: {} template(s)",
-                s["name"].as_str().unwrap_or("?"),
-                s["templates"].as_array().map_or(0, Vec::len)
-            );
-            for (key, target) in s["relations"].as_object().into_iter().flatten() {
-                out.push_str(&format!(
-                    "\n  {{{{ {key} }}}} -> {} {}",
-                    target["package"].as_str().unwrap_or("?"),
-                    target["version"]
-                ));
+        Ok(service) => print(json, service, |s: ServiceView| {
+            let mut out = format!("service {}: {} template(s)", s.name, s.templates.len());
+            for (key, target) in &s.relations {
+                out.push_str(&format!("\n  {{{{ {key} }}}} -> {} {}", target.package, target.version));
             }
-            if let Some(ignored) = s["ignored"].as_array().filter(|i| !i.is_empty()) {
-                let names: Vec<&str> = ignored.iter().filter_map(Value::as_str).collect();
-                out.push_str(&format!("\n  ignored: {}", names.join(", ")));
+            if !s.ignored.is_empty() {
+                out.push_str(&format!("\n  ignored: {}", s.ignored.join(", ")));
             }
             out
         }),
