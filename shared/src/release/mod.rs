@@ -73,18 +73,53 @@ mod state;
 pub use berth_api::agent::{HealthNews, HealthNewsKind, HostLogs, Job, JobKind, LogPart, Report, Step, StepOutput};
 pub use berth_api::health::{DockerProbe, HealthCheck, HealthRequest, HttpProbe, Probe, TcpProbe};
 
-pub use agent::*;
-pub use convergence::*;
-pub use deployment::*;
-pub use gates::*;
-pub use group::*;
-pub use health::*;
-pub use job_check::*;
-pub use listing::*;
-pub use membership::*;
-pub use plan::*;
-pub use revision::*;
-pub use state::*;
+pub use agent::{
+    HostResult, INLINE_LOG_BYTES, LOG_PART_BYTES, LOG_STEPS, LOG_STREAMS, MAX_LOG_PARTS, MAX_REPORT_BYTES,
+    MAX_STREAM_BYTES, PullResult, ReportRefusal, check_due, check_job, job_id, job_kind, join_logs, next_job,
+    next_job_at, split_logs,
+};
+pub use convergence::{Arrival, LastRelease, convergence_id, convergence_options, convergence_target};
+pub use deployment::{
+    Deployment, DeploymentImage, DeploymentRequest, ImageRef, RegistryEndpoint, image_from_package, resolve_image,
+    validate_deployment, validate_script, validate_working_directory,
+};
+pub use gates::{
+    ALARM_CHECK_SECONDS, Alarm, AlarmState, Balanced, BalancerState, DEFAULT_ALARM_UNREACHABLE_SECONDS,
+    DEFAULT_DRAIN_SECONDS, HaproxyBackend, LoadBalancer, MAX_ALARM_NAME_BYTES, MAX_ALARM_UNREACHABLE_SECONDS,
+    MAX_ALARMS, MAX_BALANCED_HOSTS, MAX_BALANCER_FIELD_BYTES, MAX_DRAIN_SECONDS, MAX_PROMETHEUS_EXPRESSION_BYTES,
+    MAX_TARGET_GROUP_ARN_BYTES, enter_batch, put_back_at_end, validate_alarm_unreachable, validate_alarms,
+    validate_load_balancer,
+};
+pub use group::{
+    GroupKind, GroupMember, MAX_AUTO_SCALING_GROUP_NAME, SUSPENDED_PROCESSES, ScalingLease, ScalingState,
+    confirm_suspended, hosts_in_auto_scaling_group, lease_needs_renewal, release_lease, scaling_failed, take_lease,
+    validate_auto_scaling_group, validate_instance_id,
+};
+pub use health::{
+    LOGGED_PROBE_BYTES, MAX_EXPECT_BODY_BYTES, MAX_PROBE_TARGET_BYTES, MAX_UNHEALTHY_REASON_BYTES, PROBE_BODY_BYTES,
+    ProbeOutcome, Unhealthy, Verdict, Verifier, Verifying, outcome_text, truncated, validate_health,
+};
+pub use job_check::{JobRefusal, MAX_JOB_BYTES, check_handed_job};
+pub use listing::{
+    DEFAULT_PAGE_SIZE, MAX_CHILDREN, MAX_PAGE_SIZE, MAX_REVISIONS, newest_key, page, page_size, validate_page_token,
+};
+pub use membership::{
+    DEFAULT_STALE_AFTER_SECONDS, LAST_SEEN_WRITE_SECONDS, MAX_LISTED_STALE, MAX_STALE_AFTER_SECONDS,
+    MIN_STALE_AFTER_SECONDS, Registered, Removal, is_stale, may_rejoin, may_take_over, seen_at, should_record_seen,
+    split_stale, stale_reason, validate_stale_after,
+};
+pub use plan::{
+    Batching, Budget, BudgetsAsked, PauseMode, ReleaseOptions, ReleaseRequest, plan_batches, resolve_budgets,
+    validate_options,
+};
+pub use revision::{
+    Ledger, Ran, RevisionId, derived_id, next_revision, plan_rollback, record_run, rollback_id, rollback_target,
+};
+pub use state::{
+    Batches, Decision, HostParts, HostState, PLAN_PART_HOSTS, Phase, Release, ReleaseStatus, StaleHost, Trigger, apply,
+    cancel, confirm, decide, decide_watched, host_state, host_state_at, join_plan, pause, split_plan, summarize,
+    unique_hosts, verifying_state,
+};
 
 #[cfg(test)]
 mod tests;

@@ -131,8 +131,7 @@ fn deployments_are_linux_shell_absolute_and_in_the_namespace() {
     let d = check(serde_json::json!({})).unwrap();
     assert_eq!(d.image.address(), "r:5000/acme/web:v1");
     assert_eq!(d.step_timeout_seconds, DEFAULT_STEP_TIMEOUT_SECONDS);
-    let parts =
-        check(serde_json::json!({ "image": { "namespace": "acme", "repository": "web", "version": "v2" } }));
+    let parts = check(serde_json::json!({ "image": { "namespace": "acme", "repository": "web", "version": "v2" } }));
     assert_eq!(parts.unwrap().image.address(), "r:5000/acme/web:v2");
     assert_eq!(code(serde_json::json!({ "registry_endpoint": "private" })), "private_endpoint_unavailable");
     let mut private = d.clone();
@@ -151,14 +150,8 @@ fn deployments_are_linux_shell_absolute_and_in_the_namespace() {
     assert_eq!(code(serde_json::json!({ "stop_script": "  " })), "required");
     assert_eq!(code(serde_json::json!({ "stop_script": "x".repeat(MAX_SCRIPT_BYTES + 1) })), "too_large");
     assert_eq!(code(serde_json::json!({ "step_timeout_seconds": 0 })), "out_of_range");
-    assert_eq!(
-        code(serde_json::json!({ "image": { "address": "r:5000/other/web:v1" } })),
-        "image_outside_namespace"
-    );
-    assert_eq!(
-        code(serde_json::json!({ "image": { "address": "docker.io/acme/web:v1" } })),
-        "image_outside_registry"
-    );
+    assert_eq!(code(serde_json::json!({ "image": { "address": "r:5000/other/web:v1" } })), "image_outside_namespace");
+    assert_eq!(code(serde_json::json!({ "image": { "address": "docker.io/acme/web:v1" } })), "image_outside_registry");
     assert_eq!(code(serde_json::json!({ "image": { "address": "r:5000/acme/web" } })), "invalid_image");
     assert_eq!(code(serde_json::json!({ "image": { "address": "r:5000/acme/web@sha256:12" } })), "invalid_image");
 }
@@ -172,9 +165,9 @@ fn package_images_must_be_available_container_images_and_are_pinned() {
         }))
         .unwrap()
     };
-    let one = serde_json::json!([{ "repository": "acme/web", "tag": "v1", "digest": format!("sha256:{}", "a".repeat(64)) }]);
-    let two =
-        serde_json::json!([{ "repository": "acme/web", "tag": "v1" }, { "repository": "acme/api", "tag": "v1" }]);
+    let one =
+        serde_json::json!([{ "repository": "acme/web", "tag": "v1", "digest": format!("sha256:{}", "a".repeat(64)) }]);
+    let two = serde_json::json!([{ "repository": "acme/web", "tag": "v1" }, { "repository": "acme/api", "tag": "v1" }]);
     let code = |result: Result<DeploymentImage, ApiError>| match result {
         Err(ApiError::Invalid { code, .. }) => code,
         other => panic!("{other:?}"),
@@ -241,20 +234,15 @@ fn a_host_that_turns_unhealthy_while_watched_fails_the_release_against_the_budge
     let one: BTreeMap<_, _> = [turned("h0")].into();
     assert_eq!(decide_watched(&r, &none, &results, &one, 101), Decision::Wait, "within max_failures 1");
     let two: BTreeMap<_, _> = [turned("h0"), turned("h1")].into();
-    let Decision::Finish(ReleaseStatus::Failed, Some(reason)) = decide_watched(&r, &none, &results, &two, 101)
-    else {
+    let Decision::Finish(ReleaseStatus::Failed, Some(reason)) = decide_watched(&r, &none, &results, &two, 101) else {
         panic!("batch 2 still runs, yet two failures are over the budget")
     };
     assert!(reason.contains("host h0 of batch 1 turned unhealthy while batch 2 ran"), "{reason}");
     assert!(reason.contains("step: health"), "{reason}");
     // Per batch: batch 1 tolerates none, whatever the release's budget.
-    let mut strict =
-        release(4, serde_json::json!({ "batches": 2, "max_failures": 3, "max_failures_per_batch": 0 }));
+    let mut strict = release(4, serde_json::json!({ "batches": 2, "max_failures": 3, "max_failures_per_batch": 0 }));
     strict.phase = Phase::Waiting { next: 1, until: 200 };
-    assert!(matches!(
-        decide_watched(&strict, &none, &results, &one, 150),
-        Decision::Finish(ReleaseStatus::Failed, _)
-    ));
+    assert!(matches!(decide_watched(&strict, &none, &results, &one, 150), Decision::Finish(ReleaseStatus::Failed, _)));
     // A watched failure of the current batch counts in its own batch when it ends.
     let mut current = release(4, serde_json::json!({ "batches": 2, "max_failures": 1 }));
     current.phase = Phase::Batch { batch: 0 };
@@ -436,10 +424,7 @@ fn a_manual_pause_nobody_confirms_fails_the_release_after_its_timeout() {
         other => panic!("{other:?}"),
     };
     assert_eq!(field(serde_json::json!({ "pause_timeout_seconds": 60 })), "pause_timeout_seconds");
-    assert_eq!(
-        field(serde_json::json!({ "pause": "manual", "pause_timeout_seconds": 0 })),
-        "pause_timeout_seconds"
-    );
+    assert_eq!(field(serde_json::json!({ "pause": "manual", "pause_timeout_seconds": 0 })), "pause_timeout_seconds");
 }
 
 #[test]
