@@ -23,9 +23,9 @@ pub struct PutService {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionSelector {
-    /// The newest version.
+    /// The newest version (Compute Nest's `draft`, or an `${Artifact...}` reference).
     Latest,
-    /// The version with this number.
+    /// The version with this number (`ArtifactVersion: 3`).
     Number(u32),
     /// The version with this name.
     Name(String),
@@ -44,8 +44,11 @@ impl std::fmt::Display for VersionSelector {
 
 /// A relation's target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ArtifactRef {
+    /// Package name.
     pub package: String,
+    /// Which version.
     pub version: VersionSelector,
 }
 

@@ -101,19 +101,20 @@ fn problem_line(status: u16, problem: &Problem) -> String {
     message
 }
 
-/// Prints `answer` as JSON (`--output json`), or reads it as `T` and prints the text `line` makes.
-pub fn print_answer<T: DeserializeOwned>(
-    json: bool,
-    answer: Value,
-    line: impl FnOnce(T) -> String,
-) -> Result<(), String> {
+/// Prints an answer: as JSON, as answered (`--output json`), or read as `T` and shown as
+/// `text` makes it.
+pub fn show<T: DeserializeOwned>(json: bool, answer: Value, text: impl FnOnce(T) -> String) -> std::process::ExitCode {
     if json {
         println!("{answer:#}");
-    } else {
-        let typed = serde_json::from_value(answer).map_err(|e| format!("unreadable answer from Berth: {e}"))?;
-        println!("{}", line(typed));
+        return std::process::ExitCode::SUCCESS;
     }
-    Ok(())
+    match read(answer) {
+        Ok(typed) => {
+            println!("{}", text(typed));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(message) => crate::exit::fail(&message),
+    }
 }
 
 /// Reads a JSON answer kept as sent.

@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
-use berth_api::release::{DeploymentPage, DeploymentRequest, DeploymentView, ImageRequest, RevisionPage};
+use berth_api::release::{
+    Deployment, DeploymentImage, DeploymentPage, DeploymentRequest, RegistryEndpoint, RevisionPage,
+};
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::client::{Api, BerthClient, api_client, print_answer};
+use crate::client::{Api, BerthClient, api_client, show};
 use crate::exit::fail;
 use crate::fleet;
 
@@ -127,9 +129,9 @@ pub fn deployment_body(args: &DeploymentArgs) -> Result<DeploymentRequest, Strin
     };
     let (start, stop) = (read(&args.start_script)?, read(&args.stop_script)?);
     let image = match (&args.image, &args.package, &args.version) {
-        (Some(address), None, None) => ImageRequest::Address { address: address.clone() },
+        (Some(address), None, None) => DeploymentImage::Address { address: address.clone() },
         (None, Some(package), Some(version)) => {
-            ImageRequest::Package { package: package.clone(), version: version.clone() }
+            DeploymentImage::Package { package: package.clone(), version: version.clone(), image: None }
         }
         _ => return Err("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V".into()),
     };
@@ -140,6 +142,11 @@ pub fn deployment_body(args: &DeploymentArgs) -> Result<DeploymentRequest, Strin
         start_script: start,
         stop_script: stop,
         step_timeout_seconds: args.step_timeout_seconds,
+        registry_endpoint: RegistryEndpoint::default(),
+        platform: None,
+        script_language: None,
+        revision: None,
+        health: None,
     })
 }
 
@@ -153,15 +160,12 @@ pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json:
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
-    let line = |d: DeploymentView| format!("deployment {} created: {}", args.name, d.image.address());
-    match print_answer(json, answer, line) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(&message),
-    }
+    let line = |d: Deployment| format!("deployment {} created: {}", args.name, d.image.address());
+    show(json, answer, line)
 }
 
 /// A line of `berth deployment list` and `revisions`.
-fn deployment_line(d: &DeploymentView) -> String {
+fn deployment_line(d: &Deployment) -> String {
     format!("{}\trevision {}\t{}", d.name, d.revision, d.image.address())
 }
 
@@ -196,9 +200,6 @@ pub async fn update_deployment(client: &BerthClient, args: DeploymentArgs, json:
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
-    let line = |d: DeploymentView| format!("deployment {} is now at revision {}", args.name, d.revision);
-    match print_answer(json, answer, line) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(&message),
-    }
+    let line = |d: Deployment| format!("deployment {} is now at revision {}", args.name, d.revision);
+    show(json, answer, line)
 }

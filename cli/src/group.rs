@@ -279,7 +279,7 @@ impl fleet::Listing for ReleasePage {
                 "{}\t{}\t{}\t{} revision {}\t{} hosts",
                 r.id,
                 r.status.as_str(),
-                r.trigger.kind,
+                r.trigger.kind(),
                 r.deployment,
                 r.revision,
                 r.hosts

@@ -8,7 +8,7 @@ use berth_api::instance::{
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::client::{Api, api_client, read};
+use crate::client::{Api, api_client, show};
 use crate::exit::fail;
 
 /// What `berth instance` does.
@@ -77,25 +77,14 @@ pub enum InstanceCommand {
     },
 }
 
-/// Prints an answer: JSON as answered, or read as `T` and shown as `text` makes it.
-fn show<T: serde::de::DeserializeOwned>(
+/// Prints an answer (see [`show`]), or the problem.
+fn shown<T: serde::de::DeserializeOwned>(
     json: bool,
     answer: Result<Value, String>,
     text: impl FnOnce(T) -> String,
 ) -> ExitCode {
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(e) => return fail(&e),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-        return ExitCode::SUCCESS;
-    }
-    match read(answer) {
-        Ok(typed) => {
-            println!("{}", text(typed));
-            ExitCode::SUCCESS
-        }
+    match answer {
+        Ok(answer) => show(json, answer, text),
         Err(e) => fail(&e),
     }
 }
@@ -134,17 +123,17 @@ pub async fn run(command: InstanceCommand) -> ExitCode {
         InstanceCommand::Create { service, name, credential_ttl_seconds, api } => {
             let body = NewInstance { name, credential_ttl_seconds };
             let answer = api_client(&api).0.post(&path(&service), &body).await;
-            return show(api.output == "json", answer, |a: CreatedInstance| {
+            return shown(api.output == "json", answer, |a: CreatedInstance| {
                 format!("{}\n{}", instance_line(&a.instance), credential_lines(&a.credential))
             });
         }
         InstanceCommand::Rotate { service, name, api } => {
             let answer = api_client(&api).0.post_empty(&format!("{}/{name}/credentials", path(&service))).await;
-            return show(api.output == "json", answer, |a: RotatedCredential| credential_lines(&a.credential));
+            return shown(api.output == "json", answer, |a: RotatedCredential| credential_lines(&a.credential));
         }
         InstanceCommand::List { service, api } => {
             let answer = api_client(&api).0.get(&format!("{}?page_size=100", path(&service))).await;
-            return show(api.output == "json", answer, |a: InstancePage| {
+            return shown(api.output == "json", answer, |a: InstancePage| {
                 let line = |i: &InstanceSummary| {
                     format!(
                         "{} ({}): {} repositories, {} live credentials",
@@ -176,5 +165,5 @@ pub async fn run(command: InstanceCommand) -> ExitCode {
             (api, answer)
         }
     };
-    show(api.output == "json", answer, |i: InstanceView| instance_line(&i))
+    shown(api.output == "json", answer, |i: InstanceView| instance_line(&i))
 }

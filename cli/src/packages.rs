@@ -12,7 +12,7 @@ use berth_api::package::{
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::client::{Api, BerthClient, api_client, read};
+use crate::client::{Api, BerthClient, api_client, read, show};
 use crate::exit::fail;
 
 /// What a new version holds, from the command line.
@@ -53,21 +53,6 @@ impl Content {
             body.images = Some(self.images.iter().map(|i| split(i)).collect::<Result<_, _>>()?);
         }
         Ok(body)
-    }
-}
-
-/// Prints an answer: as JSON (keys sorted), or read as `T` and shown as `text` makes it.
-pub fn print<T: serde::de::DeserializeOwned>(json: bool, answer: Value, text: impl FnOnce(T) -> String) -> ExitCode {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-        return ExitCode::SUCCESS;
-    }
-    match read(answer) {
-        Ok(typed) => {
-            println!("{}", text(typed));
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
     }
 }
 
@@ -166,7 +151,7 @@ pub async fn create(
     match finish_version(client, &content, created.version, wait).await {
         Ok(version) => {
             let answer = serde_json::to_value(Created { package: created.package, version }).unwrap_or_default();
-            print(json, answer, |c: Created| match read::<VersionView>(c.version) {
+            show(json, answer, |c: Created| match read::<VersionView>(c.version) {
                 Ok(version) => version_line(&version),
                 Err(message) => message,
             })
@@ -193,7 +178,7 @@ pub async fn add_version(
         Err(e) => return fail(&e),
     };
     match finish_version(client, &content, created, wait).await {
-        Ok(version) => print(json, version, |v: VersionView| version_line(&v)),
+        Ok(version) => show(json, version, |v: VersionView| version_line(&v)),
         Err(e) => fail(&e),
     }
 }
@@ -205,8 +190,8 @@ pub async fn get(client: &BerthClient, package: &str, version: Option<&str>, jso
         None => format!("/v1/packages/{package}"),
     };
     match client.get(&path).await {
-        Ok(answer) if version.is_some() => print(json, answer, |v: VersionView| version_line(&v)),
-        Ok(answer) => print(json, answer, |a: PackageView| {
+        Ok(answer) if version.is_some() => show(json, answer, |v: VersionView| version_line(&v)),
+        Ok(answer) => show(json, answer, |a: PackageView| {
             let p = &a.package;
             let mut out =
                 format!("{} ({}, group {}): {}", p.name, package_type(p.package_type), p.resource_group, p.description);
@@ -249,7 +234,7 @@ pub async fn list(client: &BerthClient, filters: &[(&str, Option<String>)], json
         }
     }
     let answer = serde_json::to_value(PackagePage { packages: all, next_page_token: None }).unwrap_or_default();
-    print(json, answer, |page: PackagePage| {
+    show(json, answer, |page: PackagePage| {
         let lines: Vec<String> = page
             .packages
             .iter()

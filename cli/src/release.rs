@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_api::release::{
-    AlarmRequest, BudgetRequest, DryRun, HostLogsView, HostState, LoadBalancerView, PauseMode, Phase, ReleaseRequest,
-    ReleaseStatus, ReleaseView,
+    Alarm, Budget, DryRun, HostLogsView, HostState, LoadBalancerView, PauseMode, Phase, ReleaseRequest, ReleaseStatus,
+    ReleaseView,
 };
 use clap::Subcommand;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -50,11 +50,11 @@ pub struct CreateArgs {
     pub pause_timeout: Option<u64>,
     /// Failed hosts tolerated in the whole release: a count or "N%" of its hosts (default 0).
     #[arg(long, value_parser = budget)]
-    pub max_failures: Option<BudgetRequest>,
+    pub max_failures: Option<Budget>,
     /// Failed hosts tolerated in any one batch: a count or "N%" of the batch's hosts
     /// (default: --max-failures).
     #[arg(long, value_parser = budget)]
-    pub max_failures_per_batch: Option<BudgetRequest>,
+    pub max_failures_per_batch: Option<Budget>,
     /// Pull in each batch instead of on every host first.
     #[arg(long)]
     pub no_pull_first: bool,
@@ -79,33 +79,30 @@ pub struct CreateArgs {
     pub watch: bool,
 }
 
-/// A failure budget as the API takes it: a number, or the "N%" string (Berth checks N).
-fn budget(text: &str) -> Result<BudgetRequest, String> {
+/// A failure budget as the API takes it: a number, or "N%" (Berth checks N).
+fn budget(text: &str) -> Result<Budget, String> {
     match text.strip_suffix('%') {
-        Some(_) => Ok(BudgetRequest::Percent(text.to_owned())),
-        None => text.parse::<usize>().map(BudgetRequest::Count).map_err(|_| format!("'{text}' is not a count nor N%")),
+        Some(_) => serde_json::from_value(Value::String(text.to_owned())).map_err(|e| format!("'{text}': {e}")),
+        None => text.parse::<usize>().map(Budget::Count).map_err(|_| format!("'{text}' is not a count nor N%")),
     }
 }
 
 fn body(args: &CreateArgs) -> Result<ReleaseRequest, String> {
     let (pause, pause_seconds) = match args.pause.as_deref() {
-        None => (None, None),
-        Some("none") => (Some(PauseMode::None), None),
-        Some("manual") => (Some(PauseMode::Manual), None),
+        None | Some("none") => (PauseMode::None, None),
+        Some("manual") => (PauseMode::Manual, None),
         Some(seconds) => {
             let seconds: u64 = seconds
                 .parse()
                 .map_err(|_| format!("--pause: '{seconds}' is not none, manual or a number of seconds"))?;
-            (Some(PauseMode::Seconds), Some(seconds))
+            (PauseMode::Seconds, Some(seconds))
         }
     };
     let alarms = args
         .alarms
         .iter()
-        .map(|name| AlarmRequest::CloudWatch(name.clone()))
-        .chain(
-            args.prometheus_alarms.iter().map(|expression| AlarmRequest::Prometheus { prometheus: expression.clone() }),
-        )
+        .map(|name| Alarm::CloudWatch(name.clone()))
+        .chain(args.prometheus_alarms.iter().map(|expression| Alarm::Prometheus { prometheus: expression.clone() }))
         .collect();
     Ok(ReleaseRequest {
         application: args.application.clone(),
@@ -117,8 +114,8 @@ fn body(args: &CreateArgs) -> Result<ReleaseRequest, String> {
         pause,
         pause_seconds,
         pause_timeout_seconds: args.pause_timeout,
-        max_failures: args.max_failures.clone(),
-        max_failures_per_batch: args.max_failures_per_batch.clone(),
+        max_failures: args.max_failures,
+        max_failures_per_batch: args.max_failures_per_batch,
         pull_first: args.no_pull_first.then_some(false),
         auto_rollback: args.auto_rollback.then_some(true),
         alarms,

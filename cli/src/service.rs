@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use berth_api::service::{PutService, ServiceView};
 use clap::Subcommand;
 
-use crate::client::{Api, BerthClient};
+use crate::client::{Api, BerthClient, show};
 use crate::exit::fail;
-use crate::packages::print;
 
 /// What `berth service` does.
 #[derive(Subcommand)]
@@ -69,7 +68,7 @@ pub async fn import_service(
     }
     let body = PutService { config: Some(config), templates, artifacts: map };
     match client.put(&format!("/v1/services/{name}"), &body).await {
-        Ok(service) => print(json, service, |s: ServiceView| {
+        Ok(service) => show(json, service, |s: ServiceView| {
             let mut out = format!("service {}: {} template(s)", s.name, s.templates.len());
             for (key, target) in &s.relations {
                 out.push_str(&format!("\n  {{{{ {key} }}}} -> {} {}", target.package, target.version));

@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use berth_api::credentials::{NewSigningKey, SignaturePolicy, SigningKeyList, SigningKeyView};
 use clap::Subcommand;
-use serde_json::Value;
 
-use crate::client::{Api, api_client, read};
+use crate::client::{Api, api_client, show};
 use crate::exit::fail;
 
 /// What `berth signing-key` does.
@@ -55,20 +54,6 @@ fn key_line(key: &SigningKeyView) -> String {
     format!("{}\t{}\t{}\t{}\t{}", key.id, key.status, key.created_at, key.fingerprint, key.description)
 }
 
-fn print<T: serde::de::DeserializeOwned>(json_output: bool, answer: Value, line: impl Fn(T) -> String) -> ExitCode {
-    if json_output {
-        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-        return ExitCode::SUCCESS;
-    }
-    match read(answer) {
-        Ok(typed) => {
-            println!("{}", line(typed));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
-}
-
 /// Runs a `berth signing-key` command.
 pub async fn run(command: SigningKeyCommand) -> ExitCode {
     match command {
@@ -79,12 +64,12 @@ pub async fn run(command: SigningKeyCommand) -> ExitCode {
             };
             let body = NewSigningKey { public_key, description: description.unwrap_or_default() };
             match api_client(&api).0.post("/v1/signing-keys", &body).await {
-                Ok(key) => print(api.output == "json", key, |key: SigningKeyView| key_line(&key)),
+                Ok(key) => show(api.output == "json", key, |key: SigningKeyView| key_line(&key)),
                 Err(e) => fail(&e),
             }
         }
         SigningKeyCommand::List { api } => match api_client(&api).0.get("/v1/signing-keys").await {
-            Ok(list) => print(api.output == "json", list, |list: SigningKeyList| {
+            Ok(list) => show(api.output == "json", list, |list: SigningKeyList| {
                 let mut lines = vec![format!("require_signature\t{}", list.require_signature)];
                 lines.extend(list.signing_keys.iter().map(key_line));
                 lines.join("\n")
@@ -93,7 +78,7 @@ pub async fn run(command: SigningKeyCommand) -> ExitCode {
         },
         SigningKeyCommand::Revoke { id, api } => {
             match api_client(&api).0.delete_answered(&format!("/v1/signing-keys/{id}")).await {
-                Ok(key) => print(api.output == "json", key, |key: SigningKeyView| key_line(&key)),
+                Ok(key) => show(api.output == "json", key, |key: SigningKeyView| key_line(&key)),
                 Err(e) => fail(&e),
             }
         }
@@ -105,7 +90,7 @@ pub async fn run(command: SigningKeyCommand) -> ExitCode {
                 None => client.put("/v1/signing-policy", &body).await,
             };
             match answer {
-                Ok(answer) => print(api.output == "json", answer, |a: SignaturePolicy| {
+                Ok(answer) => show(api.output == "json", answer, |a: SignaturePolicy| {
                     format!(
                         "require_signature\t{}",
                         a.require_signature.map_or_else(|| "null".to_owned(), |r| r.to_string())

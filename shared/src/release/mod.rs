@@ -72,6 +72,11 @@ mod state;
 
 pub use berth_api::agent::{HealthNews, HealthNewsKind, HostLogs, Job, JobKind, LogPart, Report, Step, StepOutput};
 pub use berth_api::health::{DockerProbe, HealthCheck, HealthRequest, HttpProbe, Probe, TcpProbe};
+pub use berth_api::release::{
+    Alarm, AlarmState, Balanced, Budget, DEFAULT_DRAIN_SECONDS, Deployment, DeploymentImage, DeploymentRequest,
+    HaproxyBackend, HostState, ImageRef, LoadBalancer, PauseMode, Phase, RegistryEndpoint, ReleaseRequest,
+    ReleaseStatus, Trigger,
+};
 
 pub use agent::{
     HostResult, INLINE_LOG_BYTES, LOG_PART_BYTES, LOG_STEPS, LOG_STREAMS, MAX_LOG_PARTS, MAX_REPORT_BYTES,
@@ -80,15 +85,13 @@ pub use agent::{
 };
 pub use convergence::{Arrival, LastRelease, convergence_id, convergence_options, convergence_target};
 pub use deployment::{
-    Deployment, DeploymentImage, DeploymentRequest, ImageRef, RegistryEndpoint, image_from_package, resolve_image,
-    validate_deployment, validate_script, validate_working_directory,
+    image_from_package, resolve_image, validate_deployment, validate_script, validate_working_directory,
 };
 pub use gates::{
-    ALARM_CHECK_SECONDS, Alarm, AlarmState, Balanced, BalancerState, DEFAULT_ALARM_UNREACHABLE_SECONDS,
-    DEFAULT_DRAIN_SECONDS, HaproxyBackend, LoadBalancer, MAX_ALARM_NAME_BYTES, MAX_ALARM_UNREACHABLE_SECONDS,
-    MAX_ALARMS, MAX_BALANCED_HOSTS, MAX_BALANCER_FIELD_BYTES, MAX_DRAIN_SECONDS, MAX_PROMETHEUS_EXPRESSION_BYTES,
-    MAX_TARGET_GROUP_ARN_BYTES, enter_batch, put_back_at_end, validate_alarm_unreachable, validate_alarms,
-    validate_load_balancer,
+    ALARM_CHECK_SECONDS, BalancerState, DEFAULT_ALARM_UNREACHABLE_SECONDS, MAX_ALARM_NAME_BYTES,
+    MAX_ALARM_UNREACHABLE_SECONDS, MAX_ALARMS, MAX_BALANCED_HOSTS, MAX_BALANCER_FIELD_BYTES, MAX_DRAIN_SECONDS,
+    MAX_PROMETHEUS_EXPRESSION_BYTES, MAX_TARGET_GROUP_ARN_BYTES, enter_batch, put_back_at_end,
+    validate_alarm_unreachable, validate_alarms, validate_load_balancer,
 };
 pub use group::{
     GroupKind, GroupMember, MAX_AUTO_SCALING_GROUP_NAME, SUSPENDED_PROCESSES, ScalingLease, ScalingState,
@@ -108,17 +111,13 @@ pub use membership::{
     MIN_STALE_AFTER_SECONDS, Registered, Removal, is_stale, may_rejoin, may_take_over, seen_at, should_record_seen,
     split_stale, stale_reason, validate_stale_after,
 };
-pub use plan::{
-    Batching, Budget, BudgetsAsked, PauseMode, ReleaseOptions, ReleaseRequest, plan_batches, resolve_budgets,
-    validate_options,
-};
+pub use plan::{Batching, BudgetsAsked, ReleaseOptions, plan_batches, resolve_budgets, validate_options};
 pub use revision::{
     Ledger, Ran, RevisionId, derived_id, next_revision, plan_rollback, record_run, rollback_id, rollback_target,
 };
 pub use state::{
-    Batches, Decision, HostParts, HostState, PLAN_PART_HOSTS, Phase, Release, ReleaseStatus, StaleHost, Trigger, apply,
-    cancel, confirm, decide, decide_watched, host_state, host_state_at, join_plan, pause, split_plan, summarize,
-    unique_hosts, verifying_state,
+    Batches, Decision, HostParts, PLAN_PART_HOSTS, Release, StaleHost, apply, cancel, confirm, decide, decide_watched,
+    host_state, host_state_at, join_plan, pause, split_plan, summarize, unique_hosts, verifying_state,
 };
 
 #[cfg(test)]
