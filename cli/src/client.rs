@@ -140,3 +140,24 @@ pub struct Api {
 pub fn api_client(api: &Api) -> (BerthClient, bool) {
     (BerthClient::new(&api.url, &api.token), api.output == "json")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_problem_reads_as_one_line_then_each_listed_fault() {
+        let problem: Problem = serde_json::from_value(json!({
+            "code": "template_problems", "detail": "1 identifier problem(s)", "field": "template",
+            "problems": [{ "line": 3, "column": 5, "code": "unknown_package", "message": "no such package", "identifier": "{{ x }}" }],
+        }))
+        .unwrap();
+        assert_eq!(
+            problem_line(422, &problem),
+            "template_problems (template): 1 identifier problem(s) [HTTP 422]\n  3:5: unknown_package: no such package ({{ x }})"
+        );
+        assert_eq!(problem_line(502, &Problem::default()), "error: no detail [HTTP 502]");
+    }
+}

@@ -439,3 +439,57 @@ pub async fn rollback(client: &BerthClient, id: &str, json: bool) -> ExitCode {
         Err(message) => fail(&message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        create: CreateArgs,
+    }
+
+    fn parse(flags: &[&str]) -> CreateArgs {
+        let base = ["berth", "--application", "a", "--deployment", "d", "--group", "g"];
+        Flags::try_parse_from(base.iter().chain(flags)).unwrap().create
+    }
+
+    #[test]
+    fn a_release_request_says_what_the_flags_say() {
+        let flags = "--batches 2 --pause 30 --max-failures 10% --max-failures-per-batch 1 --no-pull-first \
+                     --auto-rollback --alarm cpu --prometheus-alarm up==0";
+        let args = parse(&flags.split_whitespace().collect::<Vec<_>>());
+        let sent = serde_json::to_value(body(&args).unwrap()).unwrap();
+        assert_eq!(
+            sent,
+            json!({
+                "application": "a", "deployment": "d", "group": "g", "batches": 2,
+                "pause": "seconds", "pause_seconds": 30, "max_failures": "10%", "max_failures_per_batch": 1,
+                "pull_first": false, "auto_rollback": true, "alarms": ["cpu", { "prometheus": "up==0" }],
+            })
+        );
+    }
+
+    #[test]
+    fn a_pause_that_is_neither_a_mode_nor_seconds_is_refused_before_asking() {
+        assert!(body(&parse(&["--pause", "soon"])).unwrap_err().contains("--pause"));
+        assert!(
+            Flags::try_parse_from([
+                "berth",
+                "--application",
+                "a",
+                "--deployment",
+                "d",
+                "--group",
+                "g",
+                "--max-failures",
+                "x"
+            ])
+            .is_err()
+        );
+    }
+}
