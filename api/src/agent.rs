@@ -52,6 +52,19 @@ pub enum Step {
     Report,
 }
 
+impl Step {
+    /// How the step is written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Health => "health",
+            Self::Report => "report",
+        }
+    }
+}
+
 /// Full stdout and stderr of one step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct StepOutput {

@@ -6,5 +6,11 @@
 //! `infra/openapi.yaml`.
 
 pub mod agent;
+pub mod credentials;
 pub mod health;
+pub mod instance;
+pub mod package;
 pub mod problem;
+pub mod release;
+pub mod render;
+pub mod service;

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
+use berth_api::credentials::{KeyRequest, TemporaryKey};
+use serde_json::Value;
 
-use crate::client::BerthClient;
+use crate::client::{BerthClient, read};
 use crate::exit::fail;
 
 /// How to print the key.
@@ -27,22 +28,20 @@ pub async fn run(
     ttl: Option<u64>,
     output: KeyOutput<'_>,
 ) -> ExitCode {
-    let mut body = json!({ "purpose": purpose });
-    if !repositories.is_empty() {
-        body["repositories"] = json!(repositories);
-    }
-    if let Some(ttl) = ttl {
-        body["ttl_seconds"] = json!(ttl);
-    }
-    let key = match client.post("/v1/registry/credentials", &body).await {
+    let body = KeyRequest { purpose: purpose.to_owned(), repositories, ttl_seconds: ttl };
+    let answer: Value = match client.post("/v1/registry/credentials", &body).await {
         Ok(key) => key,
         Err(e) => return fail(&e),
     };
     if output.json {
-        println!("{}", serde_json::to_string_pretty(&key).expect("JSON"));
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    let (registry, username, expires) = (text(&key, "registry"), text(&key, "username"), text(&key, "expires_at"));
+    let key: TemporaryKey = match read(answer) {
+        Ok(key) => key,
+        Err(e) => return fail(&e),
+    };
+    let (registry, username, expires) = (&key.registry, &key.username, &key.expires_at);
     if let Some(dir) = output.docker_config {
         return match write_docker_config(dir, &key) {
             Ok(path) => {
@@ -57,37 +56,37 @@ pub async fn run(
         };
     }
     eprintln!("{purpose} key for {registry}, user {username}, expires {expires}; log in with:");
-    eprintln!("  berth credentials {purpose} | {}", text(&key, "docker_login"));
-    println!("{}", text(&key, "password"));
+    eprintln!("  berth credentials {purpose} | {}", key.docker_login);
+    println!("{}", key.password);
     ExitCode::SUCCESS
 }
 
-fn text<'a>(key: &'a Value, field: &str) -> &'a str {
-    key[field].as_str().unwrap_or("")
+/// A docker `config.json`: its `auths` by registry, and whatever else it holds, kept as it is.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: serde_json::Map<String, Value>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
 
 /// Merges the key's registry entry into `dir/config.json`, keeping other entries.
-fn write_docker_config(dir: &Path, key: &Value) -> Result<std::path::PathBuf, String> {
-    let decoded = STANDARD.decode(text(key, "dockerconfigjson")).map_err(|e| format!("dockerconfigjson: {e}"))?;
-    let fresh: Value = serde_json::from_slice(&decoded).map_err(|e| format!("dockerconfigjson: {e}"))?;
+fn write_docker_config(dir: &Path, key: &TemporaryKey) -> Result<std::path::PathBuf, String> {
+    let decoded = STANDARD.decode(&key.dockerconfigjson).map_err(|e| format!("dockerconfigjson: {e}"))?;
+    let fresh: DockerConfig = serde_json::from_slice(&decoded).map_err(|e| format!("dockerconfigjson: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join("config.json");
-    let mut config: Value = match std::fs::read(&path) {
+    let mut config: DockerConfig = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
-        Err(_) => json!({}),
+        Err(_) => DockerConfig::default(),
     };
-    if !config["auths"].is_object() {
-        config["auths"] = json!({});
-    }
-    for (registry, entry) in fresh["auths"].as_object().into_iter().flatten() {
-        config["auths"][registry] = entry.clone();
-    }
+    config.auths.extend(fresh.auths);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut file, serde_json::to_string_pretty(&config).expect("JSON").as_bytes())
+    std::io::Write::write_all(&mut file, serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }

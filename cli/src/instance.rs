@@ -2,10 +2,13 @@
 
 use std::process::ExitCode;
 
+use berth_api::instance::{
+    CreatedInstance, InstancePage, InstanceSummary, InstanceView, IssuedCredential, NewInstance, RotatedCredential,
+};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::Api;
+use crate::client::{Api, api_client, show};
 use crate::exit::fail;
 
 /// What `berth instance` does.
@@ -74,37 +77,40 @@ pub enum InstanceCommand {
     },
 }
 
-fn show(json: bool, value: &Value, text: impl FnOnce(&Value) -> String) -> ExitCode {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
-    } else {
-        println!("{}", text(value));
+/// Prints an answer (see [`show`]), or the problem.
+fn shown<T: serde::de::DeserializeOwned>(
+    json: bool,
+    answer: Result<Value, String>,
+    text: impl FnOnce(T) -> String,
+) -> ExitCode {
+    match answer {
+        Ok(answer) => show(json, answer, text),
+        Err(e) => fail(&e),
     }
-    ExitCode::SUCCESS
 }
 
-fn credential_lines(c: &Value) -> String {
+fn credential_lines(c: &IssuedCredential) -> String {
     format!(
         "registry: {}\nusername: {}\npassword: {}\nexpires_at: {}",
-        c["registry"].as_str().unwrap_or("?"),
-        c["username"].as_str().unwrap_or("?"),
-        c["password"].as_str().unwrap_or("?"),
-        c["expires_at"].as_str().unwrap_or("never (until revoked)")
+        c.registry,
+        c.username,
+        c.password,
+        c.expires_at.as_deref().unwrap_or("never (until revoked)")
     )
 }
 
-fn instance_line(i: &Value) -> String {
+fn instance_line(i: &InstanceView) -> String {
     let mut out = format!(
         "{} ({}): {} repositories, {} live credentials",
-        i["name"].as_str().unwrap_or("?"),
-        i["state"].as_str().unwrap_or("?"),
-        i["repositories"].as_array().map_or(0, Vec::len),
-        i["credentials"].as_array().map_or(0, Vec::len),
+        i.name,
+        i.state,
+        i.repositories.len(),
+        i.credentials.len(),
     );
-    for (repository, count) in i["pulls"]["repositories"].as_object().into_iter().flatten() {
+    for (repository, count) in &i.pulls.repositories {
         out.push_str(&format!("\n  pulled {repository}: {count}"));
     }
-    if let Some(at) = i["pulls"]["last_pull_at"].as_str() {
+    if let Some(at) = &i.pulls.last_pull_at {
         out.push_str(&format!("\n  last pull: {at}"));
     }
     out
@@ -115,49 +121,31 @@ pub async fn run(command: InstanceCommand) -> ExitCode {
     let path = |service: &str| format!("/v1/services/{service}/instances");
     let (api, answer) = match command {
         InstanceCommand::Create { service, name, credential_ttl_seconds, api } => {
-            let body = json!({ "name": name, "credential_ttl_seconds": credential_ttl_seconds });
-            let answer = crate::api_client(&api).0.post(&path(&service), &body).await;
-            return match answer {
-                Ok(a) => show(api.output == "json", &a, |a| {
-                    format!("{}\n{}", instance_line(&a["instance"]), credential_lines(&a["credential"]))
-                }),
-                Err(e) => fail(&e),
-            };
+            let body = NewInstance { name, credential_ttl_seconds };
+            let answer = api_client(&api).0.post(&path(&service), &body).await;
+            return shown(api.output == "json", answer, |a: CreatedInstance| {
+                format!("{}\n{}", instance_line(&a.instance), credential_lines(&a.credential))
+            });
         }
         InstanceCommand::Rotate { service, name, api } => {
-            let answer =
-                crate::api_client(&api).0.post(&format!("{}/{name}/credentials", path(&service)), &json!({})).await;
-            return match answer {
-                Ok(a) => show(api.output == "json", &a, |a| credential_lines(&a["credential"])),
-                Err(e) => fail(&e),
-            };
+            let answer = api_client(&api).0.post_empty(&format!("{}/{name}/credentials", path(&service))).await;
+            return shown(api.output == "json", answer, |a: RotatedCredential| credential_lines(&a.credential));
         }
         InstanceCommand::List { service, api } => {
-            let answer = crate::api_client(&api).0.get(&format!("{}?page_size=100", path(&service))).await;
-            return match answer {
-                Ok(a) => show(api.output == "json", &a, |a| {
-                    let lines: Vec<String> = a["instances"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|i| {
-                            format!(
-                                "{} ({}): {} repositories, {} live credentials",
-                                i["name"].as_str().unwrap_or("?"),
-                                i["state"].as_str().unwrap_or("?"),
-                                i["repositories"],
-                                i["credentials"]
-                            )
-                        })
-                        .collect();
-                    lines.join("\n")
-                }),
-                Err(e) => fail(&e),
-            };
+            let answer = api_client(&api).0.get(&format!("{}?page_size=100", path(&service))).await;
+            return shown(api.output == "json", answer, |a: InstancePage| {
+                let line = |i: &InstanceSummary| {
+                    format!(
+                        "{} ({}): {} repositories, {} live credentials",
+                        i.name, i.state, i.repositories, i.credentials
+                    )
+                };
+                a.instances.iter().map(line).collect::<Vec<_>>().join("\n")
+            });
         }
         InstanceCommand::Delete { service, name, api } => {
-            return match crate::api_client(&api).0.delete(&format!("{}/{name}", path(&service))).await {
-                Ok(_) => {
+            return match api_client(&api).0.delete(&format!("{}/{name}", path(&service))).await {
+                Ok(()) => {
                     eprintln!("instance {name} deleted; its credentials are refused");
                     ExitCode::SUCCESS
                 }
@@ -165,21 +153,17 @@ pub async fn run(command: InstanceCommand) -> ExitCode {
             };
         }
         InstanceCommand::Get { service, name, api } => {
-            let answer = crate::api_client(&api).0.get(&format!("{}/{name}", path(&service))).await;
+            let answer = api_client(&api).0.get(&format!("{}/{name}", path(&service))).await;
             (api, answer)
         }
         InstanceCommand::Suspend { service, name, api } => {
-            let answer =
-                crate::api_client(&api).0.post(&format!("{}/{name}/suspend", path(&service)), &json!({})).await;
+            let answer = api_client(&api).0.post_empty(&format!("{}/{name}/suspend", path(&service))).await;
             (api, answer)
         }
         InstanceCommand::Resume { service, name, api } => {
-            let answer = crate::api_client(&api).0.post(&format!("{}/{name}/resume", path(&service)), &json!({})).await;
+            let answer = api_client(&api).0.post_empty(&format!("{}/{name}/resume", path(&service))).await;
             (api, answer)
         }
     };
-    match answer {
-        Ok(a) => show(api.output == "json", &a, instance_line),
-        Err(e) => fail(&e),
-    }
+    shown(api.output == "json", answer, |i: InstanceView| instance_line(&i))
 }

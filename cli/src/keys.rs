@@ -145,3 +145,15 @@ pub fn print_dev_token(account: &str, ttl_seconds: Option<u64>, data_dir: &Path)
         Err(e) => misconfigured(&e.to_string()),
     }
 }
+
+/// What `berth keys` does.
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Write a new P-256 signing key and a self-signed certificate for the registry's
+    /// `rootcertbundle` (kept if already there).
+    Generate {
+        /// Directory for signing.key.pem and signing.crt.pem.
+        #[arg(long, default_value = "berth-data/keys")]
+        out: PathBuf,
+    },
+}

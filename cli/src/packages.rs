@@ -1,14 +1,18 @@
-//! `berth package ...` and `berth service import`: deployment packages and services from the
-//! command line. Text output is one line per thing; `--output json` prints the API's answer.
+//! `berth package ...`: deployment packages from the command line. Text output is one line
+//! per thing; `--output json` prints the API's answer.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use berth_api::package::{
+    CreatePackageRequest, ImageSpec, Package, PackagePage, PackageType, PackageView, Tag, VersionSpec, VersionStatus,
+    VersionView,
+};
+use clap::Subcommand;
+use serde_json::Value;
 
-use crate::client::BerthClient;
+use crate::client::{Api, BerthClient, api_client, read, show};
 use crate::exit::fail;
 
 /// What a new version holds, from the command line.
@@ -23,79 +27,61 @@ pub struct Content {
 
 impl Content {
     /// The package type the flags imply.
-    pub fn package_type(&self) -> &'static str {
+    pub fn package_type(&self) -> PackageType {
         match (&self.chart, &self.file) {
-            (Some(_), _) => "HelmChart",
-            (None, Some(_)) => "File",
-            _ => "ContainerImage",
+            (Some(_), _) => PackageType::HelmChart,
+            (None, Some(_)) => PackageType::File,
+            _ => PackageType::ContainerImage,
         }
     }
 
-    fn version_body(&self, name: &str) -> Result<Value, String> {
-        let split = |reference: &str| -> Result<Value, String> {
+    fn version_body(&self, name: &str) -> Result<VersionSpec, String> {
+        let split = |reference: &str| -> Result<ImageSpec, String> {
             let (repository, tag) = reference
                 .rsplit_once(':')
                 .filter(|(r, _)| !r.is_empty())
                 .ok_or_else(|| format!("'{reference}' is not REPOSITORY:TAG"))?;
-            Ok(json!({ "repository": repository, "tag": tag }))
+            Ok(ImageSpec { repository: repository.to_owned(), tag: tag.to_owned() })
         };
-        let mut body = json!({ "name": name });
+        let mut body = VersionSpec { name: name.to_owned(), ..VersionSpec::default() };
         if let Some(chart) = &self.chart {
-            body["chart"] = split(chart)?;
+            body.chart = Some(split(chart)?);
         } else if let Some(file) = &self.file {
             let name = file.file_name().and_then(|n| n.to_str()).ok_or("the file has no usable name")?;
-            body["file_name"] = json!(name);
+            body.file_name = Some(name.to_owned());
         } else {
-            body["images"] = Value::Array(self.images.iter().map(|i| split(i)).collect::<Result<_, _>>()?);
+            body.images = Some(self.images.iter().map(|i| split(i)).collect::<Result<_, _>>()?);
         }
         Ok(body)
     }
 }
 
-fn print(json: bool, value: &Value, text: impl FnOnce(&Value) -> String) -> ExitCode {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
-    } else {
-        println!("{}", text(value));
+fn version_line(v: &VersionView) -> String {
+    let status = match v.status {
+        VersionStatus::Draft => "Draft",
+        VersionStatus::Creating => "Creating",
+        VersionStatus::Available => "Available",
+        VersionStatus::Failed => "Failed",
+    };
+    let mut line = format!("{}/{} #{} {status}", v.package, v.version, v.number);
+    for image in &v.images {
+        let outcome = image.digest.as_deref().or(image.failure.as_ref().map(|f| f.code.as_str())).unwrap_or("");
+        line.push_str(&format!("\n  {}:{} {outcome}", image.repository, image.tag));
     }
-    ExitCode::SUCCESS
-}
-
-fn version_line(v: &Value) -> String {
-    let mut line = format!(
-        "{}/{} #{} {}",
-        v["package"].as_str().unwrap_or("?"),
-        v["version"].as_str().unwrap_or("?"),
-        v["number"],
-        v["status"].as_str().unwrap_or("?")
-    );
-    for image in v["images"].as_array().into_iter().flatten() {
-        line.push_str(&format!(
-            "\n  {}:{} {}",
-            image["repository"].as_str().unwrap_or("?"),
-            image["tag"].as_str().unwrap_or("?"),
-            image["digest"].as_str().or(image["failure"]["code"].as_str()).unwrap_or("")
-        ));
+    if let Some(file) = &v.file {
+        line.push_str(&format!("\n  file {} {}", file.file_name, file.digest.as_deref().unwrap_or("(not uploaded)")));
     }
-    if let Some(file) = v["file"].as_object() {
-        line.push_str(&format!(
-            "\n  file {} {}",
-            file["file_name"].as_str().unwrap_or("?"),
-            v["file"]["digest"].as_str().unwrap_or("(not uploaded)")
-        ));
-    }
-    if let Some(reason) = v["reason"].as_str() {
+    if let Some(reason) = &v.reason {
         line.push_str(&format!("\n  reason: {reason}"));
     }
     line
 }
 
-/// Uploads a File version's bytes, then (with `wait`) polls until the version settles.
+/// Uploads a File version's bytes, then (with `wait`) polls until the version settles; the
+/// last answer, as sent.
 async fn finish_version(client: &BerthClient, content: &Content, version: Value, wait: bool) -> Result<Value, String> {
-    let (package, name) = (
-        version["package"].as_str().unwrap_or_default().to_owned(),
-        version["version"].as_str().unwrap_or_default().to_owned(),
-    );
+    let created: VersionView = read(version.clone())?;
+    let (package, name) = (created.package, created.version);
     if let Some(file) = &content.file {
         let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
         return client.put_bytes(&format!("/v1/packages/{package}/versions/{name}/file"), bytes).await;
@@ -105,8 +91,8 @@ async fn finish_version(client: &BerthClient, content: &Content, version: Value,
     }
     let start = Instant::now();
     loop {
-        let current = client.get(&format!("/v1/packages/{package}/versions/{name}")).await?;
-        if current["status"] != "Creating" {
+        let current: Value = client.get(&format!("/v1/packages/{package}/versions/{name}")).await?;
+        if read::<VersionView>(current.clone())?.status != VersionStatus::Creating {
             return Ok(current);
         }
         if start.elapsed() > Duration::from_secs(300) {
@@ -114,6 +100,13 @@ async fn finish_version(client: &BerthClient, content: &Content, version: Value,
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// `POST /v1/packages` answer, the version kept as sent (it is printed whole).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Created {
+    package: Package,
+    version: Value,
 }
 
 /// `berth package create`.
@@ -134,27 +127,34 @@ pub async fn create(
         Ok(body) => body,
         Err(e) => return fail(&e),
     };
-    let tags: Vec<Value> = tags
+    let tags = tags
         .iter()
         .map(|t| match t.split_once('=') {
-            Some((k, v)) => json!({ "key": k, "value": v }),
-            None => json!({ "key": t }),
+            Some((k, v)) => Tag { key: k.to_owned(), value: v.to_owned() },
+            None => Tag { key: t.clone(), value: String::new() },
         })
         .collect();
-    let mut body = json!({ "name": name, "description": description, "type": content.package_type(), "tags": tags, "version": version_body });
-    if let Some(group) = resource_group {
-        body["resource_group"] = json!(group);
-    }
-    if let Some(token) = client_token {
-        body["client_token"] = json!(token);
-    }
-    let created = match client.post("/v1/packages", &body).await {
+    let body = CreatePackageRequest {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        resource_group,
+        tags,
+        package_type: content.package_type(),
+        version: version_body,
+        client_token,
+        require_signature: None,
+    };
+    let created: Created = match client.post("/v1/packages", &body).await {
         Ok(created) => created,
         Err(e) => return fail(&e),
     };
-    match finish_version(client, &content, created["version"].clone(), wait).await {
+    match finish_version(client, &content, created.version, wait).await {
         Ok(version) => {
-            print(json, &json!({ "package": created["package"], "version": version }), |v| version_line(&v["version"]))
+            let answer = serde_json::to_value(Created { package: created.package, version }).unwrap_or_default();
+            show(json, answer, |c: Created| match read::<VersionView>(c.version) {
+                Ok(version) => version_line(&version),
+                Err(message) => message,
+            })
         }
         Err(e) => fail(&e),
     }
@@ -173,12 +173,12 @@ pub async fn add_version(
         Ok(body) => body,
         Err(e) => return fail(&e),
     };
-    let created = match client.post(&format!("/v1/packages/{package}/versions"), &body).await {
+    let created: Value = match client.post(&format!("/v1/packages/{package}/versions"), &body).await {
         Ok(created) => created,
         Err(e) => return fail(&e),
     };
     match finish_version(client, &content, created, wait).await {
-        Ok(version) => print(json, &version, version_line),
+        Ok(version) => show(json, version, |v: VersionView| version_line(&v)),
         Err(e) => fail(&e),
     }
 }
@@ -190,23 +190,26 @@ pub async fn get(client: &BerthClient, package: &str, version: Option<&str>, jso
         None => format!("/v1/packages/{package}"),
     };
     match client.get(&path).await {
-        Ok(answer) if version.is_some() => print(json, &answer, version_line),
-        Ok(answer) => print(json, &answer, |a| {
-            let p = &a["package"];
-            let mut out = format!(
-                "{} ({}, group {}): {}",
-                p["name"].as_str().unwrap_or("?"),
-                p["type"].as_str().unwrap_or("?"),
-                p["resource_group"].as_str().unwrap_or("?"),
-                p["description"].as_str().unwrap_or("")
-            );
-            for v in a["versions"].as_array().into_iter().flatten() {
+        Ok(answer) if version.is_some() => show(json, answer, |v: VersionView| version_line(&v)),
+        Ok(answer) => show(json, answer, |a: PackageView| {
+            let p = &a.package;
+            let mut out =
+                format!("{} ({}, group {}): {}", p.name, package_type(p.package_type), p.resource_group, p.description);
+            for v in &a.versions {
                 out.push('\n');
                 out.push_str(&version_line(v));
             }
             out
         }),
         Err(e) => fail(&e),
+    }
+}
+
+fn package_type(package_type: PackageType) -> &'static str {
+    match package_type {
+        PackageType::ContainerImage => "ContainerImage",
+        PackageType::HelmChart => "HelmChart",
+        PackageType::File => "File",
     }
 }
 
@@ -220,29 +223,22 @@ pub async fn list(client: &BerthClient, filters: &[(&str, Option<String>)], json
         if let Some(token) = &token {
             query.push(format!("page_token={token}"));
         }
-        let page = match client.get(&format!("/v1/packages?{}", query.join("&"))).await {
+        let page: PackagePage = match client.get(&format!("/v1/packages?{}", query.join("&"))).await {
             Ok(page) => page,
             Err(e) => return fail(&e),
         };
-        all.extend(page["packages"].as_array().cloned().unwrap_or_default());
-        match page["next_page_token"].as_str() {
-            Some(next) => token = Some(next.to_owned()),
+        all.extend(page.packages);
+        match page.next_page_token {
+            Some(next) => token = Some(next),
             None => break,
         }
     }
-    print(json, &json!({ "packages": all }), |v| {
-        let lines: Vec<String> = v["packages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                format!(
-                    "{}\t{}\t{}",
-                    p["name"].as_str().unwrap_or("?"),
-                    p["type"].as_str().unwrap_or("?"),
-                    p["resource_group"].as_str().unwrap_or("?")
-                )
-            })
+    let answer = serde_json::to_value(PackagePage { packages: all, next_page_token: None }).unwrap_or_default();
+    show(json, answer, |page: PackagePage| {
+        let lines: Vec<String> = page
+            .packages
+            .iter()
+            .map(|p| format!("{}\t{}\t{}", p.name, package_type(p.package_type), p.resource_group))
             .collect();
         if lines.is_empty() { "no packages".into() } else { lines.join("\n") }
     })
@@ -255,7 +251,7 @@ pub async fn delete(client: &BerthClient, package: &str, version: Option<&str>) 
         None => format!("/v1/packages/{package}"),
     };
     match client.delete(&path).await {
-        Ok(_) => {
+        Ok(()) => {
             eprintln!("deleted {}", path.trim_start_matches("/v1/packages/"));
             ExitCode::SUCCESS
         }
@@ -263,65 +259,137 @@ pub async fn delete(client: &BerthClient, package: &str, version: Option<&str>) 
     }
 }
 
-/// `berth service import CONFIG`: the config and the templates it names (read relative to the
-/// config's directory, as in a repository's `.computenest/`).
-pub async fn import_service(
-    client: &BerthClient,
-    config_path: &Path,
-    name: Option<String>,
-    artifacts: Vec<String>,
-    json: bool,
-) -> ExitCode {
-    let config = match std::fs::read_to_string(config_path) {
-        Ok(config) => config,
-        Err(e) => return fail(&format!("{}: {e}", config_path.display())),
-    };
-    let base = config_path.parent().unwrap_or(Path::new("."));
-    let mut templates = BTreeMap::new();
-    for url in berth_shared::service::template_urls(&config) {
-        match std::fs::read_to_string(base.join(&url)) {
-            Ok(body) => {
-                templates.insert(url, body);
-            }
-            Err(e) => eprintln!("warning: template {url}: {e} (not sent)"),
-        }
+/// What a package version holds, from flags.
+#[derive(clap::Args)]
+pub struct ContentArgs {
+    /// A container image `REPOSITORY:TAG` in your namespace (repeat for several).
+    #[arg(long = "image")]
+    images: Vec<String>,
+    /// A Helm chart `REPOSITORY:TAG` in your namespace (makes a HelmChart package).
+    #[arg(long, conflicts_with = "images")]
+    chart: Option<String>,
+    /// A local file to upload (makes a File package).
+    #[arg(long, conflicts_with_all = ["images", "chart"])]
+    file: Option<PathBuf>,
+    /// Wait until the publish check settles the version.
+    #[arg(long)]
+    wait: bool,
+}
+
+impl ContentArgs {
+    fn split(self) -> (Content, bool) {
+        (Content { images: self.images, chart: self.chart, file: self.file }, self.wait)
     }
-    // The default name: the repository holding `.computenest/`.
-    let name = name.unwrap_or_else(|| {
-        let dir = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-        let repo = if dir.ends_with(".computenest") { dir.parent().map(Path::to_path_buf).unwrap_or(dir) } else { dir };
-        repo.file_name().and_then(|n| n.to_str()).unwrap_or("service").to_owned()
-    });
-    let mut map = BTreeMap::new();
-    for entry in artifacts {
-        match entry.split_once('=') {
-            Some((key, package)) => {
-                map.insert(key.to_owned(), package.to_owned());
-            }
-            None => return fail(&format!("--artifact '{entry}' is not KEY=PACKAGE")),
+}
+
+/// What `berth package` does.
+#[derive(Subcommand)]
+pub enum PackageCommand {
+    /// Create a package with its first version.
+    Create {
+        /// Package name (3-128 letters, digits, '_'); cannot be changed.
+        name: String,
+        /// Description (10-500 characters).
+        #[arg(long)]
+        description: String,
+        /// Name of the first version (3-50 letters, digits, '_').
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        content: ContentArgs,
+        /// Resource group.
+        #[arg(long)]
+        resource_group: Option<String>,
+        /// A tag KEY[=VALUE] (repeat for several, up to 20).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Idempotency token: retrying with it creates nothing new.
+        #[arg(long)]
+        client_token: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Add a version to a package.
+    Version {
+        /// The package.
+        package: String,
+        /// The new version's name.
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        content: ContentArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Show a package and its versions, or one version.
+    Get {
+        /// The package.
+        package: String,
+        /// One version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// List your packages.
+    List {
+        /// Only this type (ContainerImage, HelmChart, File).
+        #[arg(long = "type")]
+        package_type: Option<String>,
+        /// Only this resource group.
+        #[arg(long)]
+        resource_group: Option<String>,
+        /// Only packages with this tag key.
+        #[arg(long)]
+        tag_key: Option<String>,
+        /// ... and this value.
+        #[arg(long)]
+        tag_value: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Delete a package (refused while a service uses it), or one version.
+    Delete {
+        /// The package.
+        package: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+/// Runs one `berth package` command.
+pub async fn package_command(command: PackageCommand) -> ExitCode {
+    match command {
+        PackageCommand::Create { name, description, version, content, resource_group, tags, client_token, api } => {
+            let (client, json) = api_client(&api);
+            let (content, wait) = content.split();
+            create(&client, &name, &description, &version, content, resource_group, tags, client_token, wait, json)
+                .await
         }
-    }
-    let body = json!({ "config": config, "templates": templates, "artifacts": map });
-    match client.put(&format!("/v1/services/{name}"), &body).await {
-        Ok(service) => print(json, &service, |s| {
-            let mut out = format!(
-                "service {}: {} template(s)",
-                s["name"].as_str().unwrap_or("?"),
-                s["templates"].as_array().map_or(0, Vec::len)
-            );
-            for (key, target) in s["relations"].as_object().into_iter().flatten() {
-                out.push_str(&format!(
-                    "\n  {{{{ {key} }}}} -> {} {}",
-                    target["package"].as_str().unwrap_or("?"),
-                    target["version"]
-                ));
-            }
-            if let Some(ignored) = s["ignored"].as_array().filter(|i| !i.is_empty()) {
-                let names: Vec<&str> = ignored.iter().filter_map(Value::as_str).collect();
-                out.push_str(&format!("\n  ignored: {}", names.join(", ")));
-            }
-            out
-        }),
-        Err(e) => fail(&e),
+        PackageCommand::Version { package, version, content, api } => {
+            let (client, json) = api_client(&api);
+            let (content, wait) = content.split();
+            add_version(&client, &package, &version, content, wait, json).await
+        }
+        PackageCommand::Get { package, version, api } => {
+            let (client, json) = api_client(&api);
+            get(&client, &package, version.as_deref(), json).await
+        }
+        PackageCommand::List { package_type, resource_group, tag_key, tag_value, api } => {
+            let (client, json) = api_client(&api);
+            let filters = [
+                ("type", package_type),
+                ("resource_group", resource_group),
+                ("tag_key", tag_key),
+                ("tag_value", tag_value),
+            ];
+            list(&client, &filters, json).await
+        }
+        PackageCommand::Delete { package, version, api } => {
+            delete(&api_client(&api).0, &package, version.as_deref()).await
+        }
     }
 }

@@ -1,14 +1,20 @@
-//! `berth release create|get|cancel|confirm|pause|logs`: releases of a deployment to a group, with
-//! `--watch` showing one progress bar per batch and the host states, then the summary.
+//! `berth release create|get|cancel|confirm|pause|rollback|logs`: releases of a deployment to
+//! a group, with `--watch` showing one progress bar per batch and the host states, then the
+//! summary.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use berth_api::release::{
+    Alarm, Budget, DryRun, HostLogsView, HostState, LoadBalancerView, PauseMode, Phase, ReleaseRequest, ReleaseStatus,
+    ReleaseView,
+};
+use clap::Subcommand;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::client::BerthClient;
+use crate::client::{Api, BerthClient, api_client, read};
 use crate::exit::fail;
 
 /// How often `--watch` reads the release.
@@ -44,11 +50,11 @@ pub struct CreateArgs {
     pub pause_timeout: Option<u64>,
     /// Failed hosts tolerated in the whole release: a count or "N%" of its hosts (default 0).
     #[arg(long, value_parser = budget)]
-    pub max_failures: Option<Value>,
+    pub max_failures: Option<Budget>,
     /// Failed hosts tolerated in any one batch: a count or "N%" of the batch's hosts
     /// (default: --max-failures).
     #[arg(long, value_parser = budget)]
-    pub max_failures_per_batch: Option<Value>,
+    pub max_failures_per_batch: Option<Budget>,
     /// Pull in each batch instead of on every host first.
     #[arg(long)]
     pub no_pull_first: bool,
@@ -73,65 +79,48 @@ pub struct CreateArgs {
     pub watch: bool,
 }
 
-/// A failure budget as the API takes it: a number, or the "N%" string (Berth checks N).
-fn budget(text: &str) -> Result<Value, String> {
+/// A failure budget as the API takes it: a number, or "N%" (Berth checks N).
+fn budget(text: &str) -> Result<Budget, String> {
     match text.strip_suffix('%') {
-        Some(_) => Ok(json!(text)),
-        None => text.parse::<usize>().map(|n| json!(n)).map_err(|_| format!("'{text}' is not a count nor N%")),
+        Some(_) => serde_json::from_value(Value::String(text.to_owned())).map_err(|e| format!("'{text}': {e}")),
+        None => text.parse::<usize>().map(Budget::Count).map_err(|_| format!("'{text}' is not a count nor N%")),
     }
 }
 
-fn body(args: &CreateArgs) -> Result<Value, String> {
-    let mut body = json!({ "application": args.application, "deployment": args.deployment, "group": args.group });
-    if let Some(n) = args.batches {
-        body["batches"] = json!(n);
-    }
-    if let Some(k) = args.batch_size {
-        body["batch_size"] = json!(k);
-    }
-    if !args.percents.is_empty() {
-        body["percents"] = json!(args.percents);
-    }
-    match args.pause.as_deref() {
-        None => {}
-        Some("none") => body["pause"] = json!("none"),
-        Some("manual") => body["pause"] = json!("manual"),
+fn body(args: &CreateArgs) -> Result<ReleaseRequest, String> {
+    let (pause, pause_seconds) = match args.pause.as_deref() {
+        None | Some("none") => (PauseMode::None, None),
+        Some("manual") => (PauseMode::Manual, None),
         Some(seconds) => {
             let seconds: u64 = seconds
                 .parse()
                 .map_err(|_| format!("--pause: '{seconds}' is not none, manual or a number of seconds"))?;
-            body["pause"] = json!("seconds");
-            body["pause_seconds"] = json!(seconds);
+            (PauseMode::Seconds, Some(seconds))
         }
-    }
-    if let Some(seconds) = args.pause_timeout {
-        body["pause_timeout_seconds"] = json!(seconds);
-    }
-    if let Some(n) = &args.max_failures {
-        body["max_failures"] = n.clone();
-    }
-    if let Some(n) = &args.max_failures_per_batch {
-        body["max_failures_per_batch"] = n.clone();
-    }
-    if args.no_pull_first {
-        body["pull_first"] = json!(false);
-    }
-    if args.auto_rollback {
-        body["auto_rollback"] = json!(true);
-    }
-    let alarms: Vec<Value> = args
+    };
+    let alarms = args
         .alarms
         .iter()
-        .map(|name| json!(name))
-        .chain(args.prometheus_alarms.iter().map(|expression| json!({ "prometheus": expression })))
+        .map(|name| Alarm::CloudWatch(name.clone()))
+        .chain(args.prometheus_alarms.iter().map(|expression| Alarm::Prometheus { prometheus: expression.clone() }))
         .collect();
-    if !alarms.is_empty() {
-        body["alarms"] = json!(alarms);
-    }
-    if let Some(seconds) = args.alarm_unreachable_seconds {
-        body["alarm_unreachable_seconds"] = json!(seconds);
-    }
-    Ok(body)
+    Ok(ReleaseRequest {
+        application: args.application.clone(),
+        deployment: args.deployment.clone(),
+        group: args.group.clone(),
+        batches: args.batches,
+        batch_size: args.batch_size,
+        percents: (!args.percents.is_empty()).then(|| args.percents.clone()),
+        pause,
+        pause_seconds,
+        pause_timeout_seconds: args.pause_timeout,
+        max_failures: args.max_failures,
+        max_failures_per_batch: args.max_failures_per_batch,
+        pull_first: args.no_pull_first.then_some(false),
+        auto_rollback: args.auto_rollback.then_some(true),
+        alarms,
+        alarm_unreachable_seconds: args.alarm_unreachable_seconds,
+    })
 }
 
 /// `berth release create`.
@@ -141,7 +130,7 @@ pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitC
         Err(message) => return fail(&message),
     };
     let path = if args.dry_run { "/v1/releases?dry_run=true" } else { "/v1/releases" };
-    let answer = match client.post(path, &body).await {
+    let answer: Value = match client.post(path, &body).await {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
@@ -150,26 +139,26 @@ pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitC
         return ExitCode::SUCCESS;
     }
     if args.dry_run {
-        let batches = answer["batches"].as_array().cloned().unwrap_or_default();
-        println!(
-            "{} hosts in {} batches, image {}",
-            answer["hosts"],
-            batches.len(),
-            answer["image"].as_str().unwrap_or("?")
-        );
-        for (i, batch) in batches.iter().enumerate() {
-            let hosts: Vec<&str> = batch.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let plan: DryRun = match read(answer) {
+            Ok(plan) => plan,
+            Err(message) => return fail(&message),
+        };
+        println!("{} hosts in {} batches, image {}", plan.hosts, plan.batches.len(), plan.image);
+        for (i, hosts) in plan.batches.iter().enumerate() {
             println!("  batch {}: {}", i + 1, hosts.join(" "));
         }
         return ExitCode::SUCCESS;
     }
-    let id = answer["id"].as_str().unwrap_or_default().to_owned();
-    eprintln!("release {id} created");
+    let release: ReleaseView = match read(answer) {
+        Ok(release) => release,
+        Err(message) => return fail(&message),
+    };
+    eprintln!("release {} created", release.id);
     if !args.watch {
-        println!("{id}");
+        println!("{}", release.id);
         return ExitCode::SUCCESS;
     }
-    watch(client, &id, json).await
+    watch(client, &release.id, json).await
 }
 
 /// Follows a release to its end: one bar per batch (hosts finished of hosts), the hosts'
@@ -182,154 +171,159 @@ pub async fn watch(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     let mut batch_bars: Vec<ProgressBar> = Vec::new();
     let status_line = bars.add(ProgressBar::new_spinner());
     loop {
-        let release = match client.get(&format!("/v1/releases/{id}")).await {
+        let answer: Value = match client.get(&format!("/v1/releases/{id}")).await {
+            Ok(answer) => answer,
+            Err(message) => return fail(&message),
+        };
+        let release: ReleaseView = match read(answer.clone()) {
             Ok(release) => release,
             Err(message) => return fail(&message),
         };
-        let batches = release["batches"].as_array().cloned().unwrap_or_default();
-        while batch_bars.len() < batches.len() {
+        while batch_bars.len() < release.batches.len() {
             let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
             bar.set_prefix((batch_bars.len() + 1).to_string());
             batch_bars.push(bar);
         }
-        for (bar, batch) in batch_bars.iter().zip(&batches) {
-            let hosts = batch["hosts"].as_array().cloned().unwrap_or_default();
-            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-            for host in &hosts {
-                *counts.entry(host["state"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+        for (bar, batch) in batch_bars.iter().zip(&release.batches) {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for host in &batch.hosts {
+                *counts.entry(host.state.as_str()).or_default() += 1;
             }
-            let done = counts
-                .iter()
-                .filter(|(s, _)| ["succeeded", "failed", "skipped"].contains(&s.as_str()))
-                .map(|(_, n)| n)
-                .sum::<usize>();
-            bar.set_length(hosts.len() as u64);
+            let done = batch.hosts.iter().filter(|host| host.state.is_final()).count();
+            bar.set_length(batch.hosts.len() as u64);
             bar.set_position(done as u64);
             bar.set_message(counts.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", "));
         }
-        let status = release["status"].as_str().unwrap_or("?").to_owned();
-        status_line.set_message(format!("{status} ({})", phase_text(&release["phase"])));
-        if status != "running" {
+        status_line.set_message(format!("{} ({})", release.status.as_str(), phase_text(release.phase)));
+        if release.status != ReleaseStatus::Running {
             for bar in &batch_bars {
                 bar.finish();
             }
             status_line.finish_and_clear();
             if json {
-                println!("{release:#}");
+                println!("{answer:#}");
             } else {
                 print_summary(&release);
             }
-            return if status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            return if release.status == ReleaseStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
         tokio::time::sleep(WATCH_EVERY).await;
     }
 }
 
-fn phase_text(phase: &Value) -> String {
-    match phase["step"].as_str() {
-        Some("batch") => format!("batch {}", phase["batch"].as_u64().unwrap_or(0) + 1),
-        Some("draining") => {
-            format!("draining batch {} from the load balancer", phase["batch"].as_u64().unwrap_or(0) + 1)
-        }
-        Some("waiting") => format!("waiting before batch {}", phase["next"].as_u64().unwrap_or(0) + 1),
-        Some("awaiting_confirm") => {
-            format!("waiting for `berth release confirm` before batch {}", phase["next"].as_u64().unwrap_or(0) + 1)
-        }
-        Some(other) => other.replace('_', " "),
-        None => "?".into(),
+fn phase_text(phase: Phase) -> String {
+    match phase {
+        Phase::Batch { batch } => format!("batch {}", batch + 1),
+        Phase::Draining { batch } => format!("draining batch {} from the load balancer", batch + 1),
+        Phase::Waiting { next, .. } => format!("waiting before batch {}", next + 1),
+        Phase::AwaitingConfirm { next } => format!("waiting for `berth release confirm` before batch {}", next + 1),
+        Phase::Starting => "starting".into(),
+        Phase::Pulling => "pulling".into(),
+        Phase::Done => "done".into(),
     }
 }
 
-fn print_summary(release: &Value) {
+/// `HAProxy backend "web" at "127.0.0.1:9999"`, or the target group.
+fn load_balancer_text(lb: &LoadBalancerView) -> String {
+    let target = match (&lb.haproxy, &lb.target_group_arn) {
+        (Some(h), _) => format!("HAProxy backend {:?} at {:?}", h.backend, h.runtime_api),
+        (_, Some(arn)) => format!("target group {arn}"),
+        _ => "?".into(),
+    };
+    let error = lb.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default();
+    let drain = lb.drain_seconds.map_or_else(|| "null".to_owned(), |s| s.to_string());
+    format!("{target}, drain {drain} s{error}")
+}
+
+fn print_summary(release: &ReleaseView) {
     println!(
         "release {}: {}{}",
-        release["id"].as_str().unwrap_or("?"),
-        release["status"].as_str().unwrap_or("?"),
-        release["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+        release.id,
+        release.status.as_str(),
+        release.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
     );
-    if let Some(lb) = release["load_balancer"].as_object() {
-        let target = match (lb.get("haproxy"), lb.get("target_group_arn").and_then(Value::as_str)) {
-            (Some(h), _) => format!("HAProxy backend {} at {}", h["backend"], h["runtime_api"]),
-            (_, Some(arn)) => format!("target group {arn}"),
-            _ => "?".into(),
-        };
-        let error = lb.get("error").and_then(Value::as_str).map(|e| format!("; error: {e}")).unwrap_or_default();
-        println!("  load balancer: {target}, drain {} s{error}", lb.get("drain_seconds").unwrap_or(&Value::Null));
+    if let Some(lb) = &release.load_balancer {
+        println!("  load balancer: {}", load_balancer_text(lb));
     }
-    if let Some(error) = release["alarms_unreachable"]["error"].as_str() {
-        println!("  alarms unreachable since {}: {error}", release["alarms_unreachable"]["unreachable_since"]);
+    if let Some(alarms) = &release.alarms_unreachable
+        && let Some(error) = &alarms.error
+    {
+        let since = alarms.unreachable_since.map_or_else(|| "null".to_owned(), |s| s.to_string());
+        println!("  alarms unreachable since {since}: {error}");
     }
-    for batch in release["batches"].as_array().into_iter().flatten() {
-        for host in batch["hosts"].as_array().into_iter().flatten() {
-            let mut detail = match (host["step"].as_str(), host["reason"].as_str()) {
-                (Some(step), Some(reason)) if host["state"] == "failed" => format!("  {step}: {reason}"),
+    for batch in &release.batches {
+        for host in &batch.hosts {
+            let mut detail = match (host.step, &host.reason) {
+                (Some(step), Some(reason)) if host.state == HostState::Failed => {
+                    format!("  {}: {reason}", step.as_str())
+                }
                 _ => String::new(),
             };
-            if let Some(lb) = host["load_balancer"]["state"].as_str() {
-                detail.push_str(&format!("  (load balancer: {})", lb.replace('_', " ")));
+            if let Some(lb) = host.load_balancer {
+                detail.push_str(&format!("  (load balancer: {})", lb.as_str().replace('_', " ")));
             }
-            println!(
-                "  batch {} {:<24} {}{detail}",
-                batch["batch"],
-                host["host"].as_str().unwrap_or("?"),
-                host["state"].as_str().unwrap_or("?")
-            );
+            println!("  batch {} {:<24} {}{detail}", batch.batch, host.host, host.state.as_str());
         }
+    }
+}
+
+/// Prints a release answer: JSON as answered, or its summary.
+fn print_release(answer: Value, json: bool) -> ExitCode {
+    if json {
+        println!("{answer:#}");
+        return ExitCode::SUCCESS;
+    }
+    match read::<ReleaseView>(answer) {
+        Ok(release) => {
+            print_summary(&release);
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
     }
 }
 
 /// `berth release get ID`.
 pub async fn get(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     match client.get(&format!("/v1/releases/{id}")).await {
-        Ok(release) if json => {
-            println!("{release:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(release) => {
-            print_summary(&release);
-            ExitCode::SUCCESS
-        }
+        Ok(answer) => print_release(answer, json),
         Err(message) => fail(&message),
     }
 }
 
 /// `berth release cancel|confirm|pause ID`.
 pub async fn act(client: &BerthClient, id: &str, action: &str) -> ExitCode {
-    match client.post(&format!("/v1/releases/{id}/{action}"), &json!({})).await {
-        Ok(release) => {
-            print_summary(&release);
-            ExitCode::SUCCESS
-        }
+    match client.post_empty(&format!("/v1/releases/{id}/{action}")).await {
+        Ok(answer) => print_release(answer, false),
         Err(message) => fail(&message),
     }
 }
 
 /// `berth release logs ID --host H`: every step's full output, stdout then stderr.
 pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> ExitCode {
-    let logs = match client.get(&format!("/v1/releases/{id}/hosts/{host}/logs")).await {
-        Ok(logs) => logs,
+    let answer: Value = match client.get(&format!("/v1/releases/{id}/hosts/{host}/logs")).await {
+        Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
     if json {
-        println!("{logs:#}");
+        println!("{answer:#}");
         return ExitCode::SUCCESS;
     }
-    println!("host {host}: {}", logs["state"].as_str().unwrap_or("?"));
-    if let Some(result) = logs["result"].as_object() {
+    let logs: HostLogsView = match read(answer) {
+        Ok(logs) => logs,
+        Err(message) => return fail(&message),
+    };
+    println!("host {host}: {}", logs.state.as_str());
+    if let Some(result) = &logs.result {
         println!(
             "result: step {} exit code {}{}",
-            result.get("step").and_then(Value::as_str).unwrap_or("?"),
-            result.get("exit_code").map(Value::to_string).unwrap_or_else(|| "-".into()),
-            result.get("reason").and_then(Value::as_str).map(|r| format!(" ({r})")).unwrap_or_default()
+            result.step.as_str(),
+            result.exit_code.map_or_else(|| "null".to_owned(), |code| code.to_string()),
+            result.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
         );
     }
-    for step in ["pull", "stop", "start"] {
-        let output = &logs[step];
-        if output.is_null() {
-            continue;
-        }
-        for stream in ["stdout", "stderr"] {
-            let text = output[stream].as_str().unwrap_or("");
+    for (step, output) in [("pull", &logs.pull), ("stop", &logs.stop), ("start", &logs.start)] {
+        let Some(output) = output else { continue };
+        for (stream, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
             println!("----- {step} {stream} ({} bytes) -----", text.len());
             print!("{text}");
             if !text.is_empty() && !text.ends_with('\n') {
@@ -340,39 +334,95 @@ pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> Exi
     ExitCode::SUCCESS
 }
 
-/// `berth application create NAME`.
-pub async fn create_application(client: &BerthClient, name: &str, json: bool) -> ExitCode {
-    match client.post("/v1/applications", &json!({ "name": name })).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum ReleaseCommand {
+    /// Start a release (or plan one with --dry-run).
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Show a release with every host's state (--watch follows it to its end).
+    Get {
+        /// The release id.
+        id: String,
+        /// Follow it to its end.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Cancel a release: batches not started never start; scaling resumes.
+    Cancel {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Start the next batch of a release paused for confirmation.
+    Confirm {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Pause a running release before its next batch; each batch then waits for `confirm`.
+    Pause {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Roll a release back: each host it changed goes back to its previous revision.
+    Rollback {
+        /// The release id.
+        id: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Print the full output of each step run on one host.
+    Logs {
+        /// The release id.
+        id: String,
+        /// The host.
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+/// Runs one `berth release` command.
+pub async fn release_command(command: ReleaseCommand) -> ExitCode {
+    match command {
+        ReleaseCommand::Create { args, api } => {
+            let (client, json) = api_client(&api);
+            create(&client, args, json).await
         }
-        Ok(_) => {
-            println!("application {name} created");
-            ExitCode::SUCCESS
+        ReleaseCommand::Get { id, watch: follow, api } => {
+            let (client, json) = api_client(&api);
+            if follow { watch(&client, &id, json).await } else { get(&client, &id, json).await }
         }
-        Err(message) => fail(&message),
+        ReleaseCommand::Cancel { id, api } => act(&api_client(&api).0, &id, "cancel").await,
+        ReleaseCommand::Confirm { id, api } => act(&api_client(&api).0, &id, "confirm").await,
+        ReleaseCommand::Pause { id, api } => act(&api_client(&api).0, &id, "pause").await,
+        ReleaseCommand::Rollback { id, api } => {
+            let (client, json) = api_client(&api);
+            rollback(&client, &id, json).await
+        }
+        ReleaseCommand::Logs { id, host, api } => {
+            let (client, json) = api_client(&api);
+            logs(&client, &id, &host, json).await
+        }
     }
 }
 
-/// `POST /v1/applications/{app}/groups` body.
-#[derive(serde::Serialize)]
-pub struct NewGroup<'a> {
-    pub name: &'a str,
-    pub kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_scaling_group: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale_after_seconds: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<Value>,
-}
-
-/// `berth group create --application A NAME [--kind scaling [--auto-scaling-group ASG]]`:
-/// prints the join token (shown only now) on stdout, and how to start an agent with it on stderr.
-pub async fn create_group(client: &BerthClient, application: &str, group: &NewGroup<'_>, json: bool) -> ExitCode {
-    let (name, kind) = (group.name, group.kind);
-    let answer = match client.post(&format!("/v1/applications/{application}/groups"), group).await {
+/// `berth release rollback ID`: starts the rollback; prints its id.
+pub async fn rollback(client: &BerthClient, id: &str, json: bool) -> ExitCode {
+    let answer: Value = match client.post_empty(&format!("/v1/releases/{id}/rollback")).await {
         Ok(answer) => answer,
         Err(message) => return fail(&message),
     };
@@ -380,133 +430,66 @@ pub async fn create_group(client: &BerthClient, application: &str, group: &NewGr
         println!("{answer:#}");
         return ExitCode::SUCCESS;
     }
-    eprintln!("group {name} ({kind}) created");
-    print_join_token(&answer)
-}
-
-/// The join token on stdout, how to start an agent with it on stderr.
-fn print_join_token(answer: &serde_json::Value) -> ExitCode {
-    let token = answer["join_token"].as_str().unwrap_or_default();
-    eprintln!("the join token is below, shown only once; on each host, with it in a file of mode 0600:");
-    eprintln!(
-        "  berth-agent --berth-url URL --host-id HOST --join-token-file FILE   (or BERTH_JOIN_TOKEN in its environment)"
-    );
-    println!("{token}");
-    ExitCode::SUCCESS
-}
-
-/// `berth group rotate-join-token --application A NAME`: a new join token; the old one is
-/// refused from now on (registered hosts keep their own host tokens).
-pub async fn rotate_join_token(client: &BerthClient, application: &str, name: &str, json: bool) -> ExitCode {
-    match client.post(&format!("/v1/applications/{application}/groups/{name}/join-token"), &json!({})).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            eprintln!("join token of group {name} rotated; the old one is refused");
-            print_join_token(&answer)
-        }
-        Err(message) => fail(&message),
-    }
-}
-
-/// `berth group revoke-join-token --application A NAME`: no host joins until a rotation.
-pub async fn revoke_join_token(client: &BerthClient, application: &str, name: &str) -> ExitCode {
-    match client.delete(&format!("/v1/applications/{application}/groups/{name}/join-token")).await {
-        Ok(_) => {
-            eprintln!("join token of group {name} revoked; registered hosts keep working");
+    match read::<ReleaseView>(answer) {
+        Ok(rollback) => {
+            eprintln!("rollback of {id} started, back to revision {}", rollback.revision);
+            println!("{}", rollback.id);
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
     }
 }
 
-/// `berth group get --application A NAME`.
-pub async fn get_group(client: &BerthClient, application: &str, name: &str) -> ExitCode {
-    match client.get(&format!("/v1/applications/{application}/groups/{name}")).await {
-        Ok(group) => {
-            println!("{group:#}");
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        create: CreateArgs,
     }
-}
 
-/// What `berth deployment create` sends.
-#[derive(clap::Args)]
-pub struct DeploymentArgs {
-    /// The application.
-    #[arg(long)]
-    pub application: String,
-    /// The deployment's name.
-    pub name: String,
-    /// The image: REGISTRY/NAMESPACE/REPOSITORY:TAG.
-    #[arg(long, conflicts_with = "package")]
-    pub image: Option<String>,
-    /// Or an Available ContainerImage package (with --version).
-    #[arg(long, requires = "version")]
-    pub package: Option<String>,
-    /// The package version.
-    #[arg(long, requires = "package")]
-    pub version: Option<String>,
-    /// Absolute directory the scripts run in (created if missing).
-    #[arg(long)]
-    pub working_directory: String,
-    /// File with the start script (shell).
-    #[arg(long)]
-    pub start_script: std::path::PathBuf,
-    /// File with the stop script (shell; must succeed when nothing runs).
-    #[arg(long)]
-    pub stop_script: std::path::PathBuf,
-    /// Timeout of each step (pull, stop, start), 1..3600 (default 600).
-    #[arg(long)]
-    pub step_timeout_seconds: Option<u64>,
-}
-
-/// The body of `berth deployment create|update`, with the scripts read from their files.
-pub fn deployment_body(args: &DeploymentArgs) -> Result<Value, String> {
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let (start, stop) = (read(&args.start_script)?, read(&args.stop_script)?);
-    let image = match (&args.image, &args.package, &args.version) {
-        (Some(address), None, None) => json!({ "address": address }),
-        (None, Some(package), Some(version)) => json!({ "package": package, "version": version }),
-        _ => return Err("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V".into()),
-    };
-    let mut body = json!({
-        "name": args.name, "image": image, "working_directory": args.working_directory,
-        "start_script": start, "stop_script": stop,
-    });
-    if let Some(seconds) = args.step_timeout_seconds {
-        body["step_timeout_seconds"] = json!(seconds);
+    fn parse(flags: &[&str]) -> CreateArgs {
+        let base = ["berth", "--application", "a", "--deployment", "d", "--group", "g"];
+        Flags::try_parse_from(base.iter().chain(flags)).unwrap().create
     }
-    Ok(body)
-}
 
-/// `berth deployment create`.
-pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json: bool) -> ExitCode {
-    let body = match deployment_body(&args) {
-        Ok(body) => body,
-        Err(message) => return fail(&message),
-    };
-    match client.post(&format!("/v1/applications/{}/deployments", args.application), &body).await {
-        Ok(answer) if json => {
-            println!("{answer:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(answer) => {
-            let image = &answer["image"];
-            println!(
-                "deployment {} created: {}/{}{}",
-                args.name,
-                image["registry"].as_str().unwrap_or("?"),
-                image["repository"].as_str().unwrap_or("?"),
-                image["reference"].as_str().unwrap_or("")
-            );
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
+    #[test]
+    fn a_release_request_says_what_the_flags_say() {
+        let flags = "--batches 2 --pause 30 --max-failures 10% --max-failures-per-batch 1 --no-pull-first \
+                     --auto-rollback --alarm cpu --prometheus-alarm up==0";
+        let args = parse(&flags.split_whitespace().collect::<Vec<_>>());
+        let sent = serde_json::to_value(body(&args).unwrap()).unwrap();
+        assert_eq!(
+            sent,
+            json!({
+                "application": "a", "deployment": "d", "group": "g", "batches": 2,
+                "pause": "seconds", "pause_seconds": 30, "max_failures": "10%", "max_failures_per_batch": 1,
+                "pull_first": false, "auto_rollback": true, "alarms": ["cpu", { "prometheus": "up==0" }],
+            })
+        );
+    }
+
+    #[test]
+    fn a_pause_that_is_neither_a_mode_nor_seconds_is_refused_before_asking() {
+        assert!(body(&parse(&["--pause", "soon"])).unwrap_err().contains("--pause"));
+        assert!(
+            Flags::try_parse_from([
+                "berth",
+                "--application",
+                "a",
+                "--deployment",
+                "d",
+                "--group",
+                "g",
+                "--max-failures",
+                "x"
+            ])
+            .is_err()
+        );
     }
 }

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
+use berth_api::render::{RenderAnswer, RenderRequest};
+use serde_json::Value;
 
-use crate::client::BerthClient;
+use crate::client::{BerthClient, read as read_answer};
 use crate::exit::fail;
 
 /// What to render and how.
@@ -55,30 +56,32 @@ pub async fn run(client: &BerthClient, args: RenderArgs, json: bool) -> ExitCode
         Ok(request) => request,
         Err(e) => return fail(&e),
     };
-    let answer = match client.post(&path, &body).await {
+    let answer: Value = match client.post(&path, &body).await {
         Ok(answer) => answer,
         Err(e) => return fail(&e),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer).expect("JSON"));
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
+    let answer: RenderAnswer = match read_answer(answer) {
+        Ok(answer) => answer,
+        Err(e) => return fail(&e),
+    };
     if args.dry_run {
         print_substitutions(&answer);
         return ExitCode::SUCCESS;
     }
-    let rendered = answer["rendered"].as_str().unwrap_or_default();
-    if let Some(key) = answer.get("pull_key") {
-        let repositories: Vec<&str> =
-            key["repositories"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let rendered = answer.rendered.as_deref().unwrap_or_default();
+    if let Some(key) = &answer.pull_key {
         eprintln!(
             "pull key for {} minted: reaches {}, expires {}",
-            key["registry"].as_str().unwrap_or(""),
-            if repositories.is_empty() { "no repository".to_owned() } else { repositories.join(", ") },
-            key["expires_at"].as_str().unwrap_or("")
+            key.registry,
+            if key.repositories.is_empty() { "no repository".to_owned() } else { key.repositories.join(", ") },
+            key.expires_at.as_deref().unwrap_or("")
         );
     }
-    let count = answer["substitutions"].as_array().map_or(0, Vec::len);
+    let count = answer.substitutions.len();
     match &args.out {
         Some(out) => match write_private(out, rendered.as_bytes()) {
             Ok(()) => {
@@ -96,22 +99,20 @@ pub async fn run(client: &BerthClient, args: RenderArgs, json: bool) -> ExitCode
 }
 
 /// The route and body for the arguments.
-fn request(args: &RenderArgs) -> Result<(String, Value), String> {
-    let mut body = json!({ "dry_run": args.dry_run, "pin_digests": args.pin_digests });
-    if let Some(ttl) = args.credential_ttl_seconds {
-        body["credential_ttl_seconds"] = json!(ttl);
-    }
+fn request(args: &RenderArgs) -> Result<(String, RenderRequest), String> {
+    let mut body = RenderRequest {
+        dry_run: args.dry_run,
+        pin_digests: args.pin_digests,
+        credential_ttl_seconds: args.credential_ttl_seconds,
+        ..RenderRequest::default()
+    };
     match (&args.service, &args.template_file) {
         (Some(service), None) => {
             if args.config.is_some() || !args.artifacts.is_empty() {
                 return Err("--config and --artifact go with a TEMPLATE file, not --service".into());
             }
-            if let Some(name) = &args.template {
-                body["template"] = json!(name);
-            }
-            if let Some(instance) = &args.instance {
-                body["instance"] = json!(instance);
-            }
+            body.template = args.template.clone();
+            body.instance = args.instance.clone();
             Ok((format!("/v1/services/{service}/render"), body))
         }
         (None, Some(file)) => {
@@ -119,10 +120,10 @@ fn request(args: &RenderArgs) -> Result<(String, Value), String> {
                 return Err("--template names a service's template; give --service too".into());
             }
             // The bytes as they are: the server checks the encoding and reports where it breaks.
-            body["template_base64"] = json!(STANDARD.encode(read(file)?));
+            body.template_base64 = Some(STANDARD.encode(read(file)?));
             if let Some(config) = &args.config {
                 let text = String::from_utf8(read(config)?).map_err(|_| format!("{}: not UTF-8", config.display()))?;
-                body["config"] = json!(text);
+                body.config = Some(text);
             }
             let mut artifacts = BTreeMap::new();
             for pair in &args.artifacts {
@@ -130,7 +131,7 @@ fn request(args: &RenderArgs) -> Result<(String, Value), String> {
                     pair.split_once('=').ok_or_else(|| format!("--artifact {pair}: expected KEY=PACKAGE"))?;
                 artifacts.insert(key.to_owned(), package.to_owned());
             }
-            body["artifacts"] = json!(artifacts);
+            body.artifacts = Some(artifacts);
             Ok(("/v1/render".to_owned(), body))
         }
         (Some(_), Some(_)) => Err("give --service or a TEMPLATE file, not both".into()),
@@ -143,22 +144,15 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// One line per substitution: where, what, and its value (the pull key is only named).
-fn print_substitutions(answer: &Value) {
-    for s in answer["substitutions"].as_array().into_iter().flatten() {
-        let value = match s["type"].as_str() {
-            Some("pull_key") => "<a pull key for the repositories below, minted at render>".to_owned(),
-            _ => s["value"].as_str().unwrap_or("").to_owned(),
+fn print_substitutions(answer: &RenderAnswer) {
+    for s in &answer.substitutions {
+        let value = match s.kind.as_str() {
+            "pull_key" => "<a pull key for the repositories below, minted at render>",
+            _ => s.value.as_deref().unwrap_or(""),
         };
-        println!(
-            "{}:{}\t{}\t{value}",
-            s["position"]["line"],
-            s["position"]["column"],
-            s["identifier"].as_str().unwrap_or("")
-        );
+        println!("{}:{}\t{}\t{value}", s.position.line, s.position.column, s.identifier);
     }
-    let repositories: Vec<&str> =
-        answer["repositories"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    eprintln!("dry run: nothing minted; the pull key would reach: {}", repositories.join(", "));
+    eprintln!("dry run: nothing minted; the pull key would reach: {}", answer.repositories.join(", "));
 }
 
 /// Writes a file only its owner can read: rendered templates hold a pull key.

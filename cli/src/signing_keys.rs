@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth_api::credentials::{NewSigningKey, SignaturePolicy, SigningKeyList, SigningKeyView};
 use clap::Subcommand;
-use serde_json::{Value, json};
 
-use crate::Api;
+use crate::client::{Api, api_client, show};
 use crate::exit::fail;
 
 /// What `berth signing-key` does.
@@ -50,28 +50,8 @@ pub enum SigningKeyCommand {
     },
 }
 
-fn text<'a>(value: &'a Value, field: &str) -> &'a str {
-    value[field].as_str().unwrap_or_default()
-}
-
-fn key_line(key: &Value) -> String {
-    format!(
-        "{}\t{}\t{}\t{}\t{}",
-        text(key, "id"),
-        text(key, "status"),
-        text(key, "created_at"),
-        text(key, "fingerprint"),
-        text(key, "description")
-    )
-}
-
-fn print(json_output: bool, answer: &Value, line: impl Fn(&Value) -> String) -> ExitCode {
-    if json_output {
-        println!("{}", serde_json::to_string_pretty(answer).expect("JSON"));
-    } else {
-        println!("{}", line(answer));
-    }
-    ExitCode::SUCCESS
+fn key_line(key: &SigningKeyView) -> String {
+    format!("{}\t{}\t{}\t{}\t{}", key.id, key.status, key.created_at, key.fingerprint, key.description)
 }
 
 /// Runs a `berth signing-key` command.
@@ -82,37 +62,40 @@ pub async fn run(command: SigningKeyCommand) -> ExitCode {
                 Ok(text) => text,
                 Err(e) => return fail(&format!("cannot read {}: {e}", file.display())),
             };
-            let body = json!({ "public_key": public_key, "description": description.unwrap_or_default() });
-            match crate::api_client(&api).0.post("/v1/signing-keys", &body).await {
-                Ok(key) => print(api.output == "json", &key, key_line),
+            let body = NewSigningKey { public_key, description: description.unwrap_or_default() };
+            match api_client(&api).0.post("/v1/signing-keys", &body).await {
+                Ok(key) => show(api.output == "json", key, |key: SigningKeyView| key_line(&key)),
                 Err(e) => fail(&e),
             }
         }
-        SigningKeyCommand::List { api } => match crate::api_client(&api).0.get("/v1/signing-keys").await {
-            Ok(list) => print(api.output == "json", &list, |list| {
-                let mut lines = vec![format!("require_signature\t{}", list["require_signature"])];
-                lines.extend(list["signing_keys"].as_array().into_iter().flatten().map(key_line));
+        SigningKeyCommand::List { api } => match api_client(&api).0.get("/v1/signing-keys").await {
+            Ok(list) => show(api.output == "json", list, |list: SigningKeyList| {
+                let mut lines = vec![format!("require_signature\t{}", list.require_signature)];
+                lines.extend(list.signing_keys.iter().map(key_line));
                 lines.join("\n")
             }),
             Err(e) => fail(&e),
         },
         SigningKeyCommand::Revoke { id, api } => {
-            match crate::api_client(&api).0.delete(&format!("/v1/signing-keys/{id}")).await {
-                Ok(key) => print(api.output == "json", &key, key_line),
+            match api_client(&api).0.delete_answered(&format!("/v1/signing-keys/{id}")).await {
+                Ok(key) => show(api.output == "json", key, |key: SigningKeyView| key_line(&key)),
                 Err(e) => fail(&e),
             }
         }
         SigningKeyCommand::Require { setting, package, api } => {
-            let body = json!({ "require_signature": setting == "on" });
-            let client = crate::api_client(&api).0;
+            let body = SignaturePolicy { require_signature: Some(setting == "on") };
+            let client = api_client(&api).0;
             let answer = match &package {
                 Some(name) => client.patch(&format!("/v1/packages/{name}"), &body).await,
                 None => client.put("/v1/signing-policy", &body).await,
             };
             match answer {
-                Ok(answer) => {
-                    print(api.output == "json", &answer, |a| format!("require_signature\t{}", a["require_signature"]))
-                }
+                Ok(answer) => show(api.output == "json", answer, |a: SignaturePolicy| {
+                    format!(
+                        "require_signature\t{}",
+                        a.require_signature.map_or_else(|| "null".to_owned(), |r| r.to_string())
+                    )
+                }),
                 Err(e) => fail(&e),
             }
         }

@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use axum::{Json, extract::Request};
 use berth_shared::names::AccountId;
 use berth_shared::package::{
-    self, ClientTokenRecord, CreatePackageRequest, CreateVersionRequest, MAX_FILE_BYTES, Package, PackageType,
-    PackageVersion, PendingCheck, Tag, UpdatePackageRequest, VersionStatus, VersionSubmitted,
+    self, ClientTokenRecord, CreatePackageRequest, CreatePackageRules as _, CreateVersionRequest, MAX_FILE_BYTES,
+    Package, PackageType, PackageVersion, PendingCheck, Tag, UpdatePackageRequest, UpdatePackageRules as _,
+    VersionStatus, VersionSubmitted,
 };
 use berth_shared::platform::clock::rfc3339;
 use berth_shared::platform::clock::unix_now;

@@ -18,8 +18,6 @@ pub const DEFAULT_ALARM_UNREACHABLE_SECONDS: u64 = 120;
 pub const MAX_ALARM_UNREACHABLE_SECONDS: u64 = 3600;
 /// Longest `drain_seconds`.
 pub const MAX_DRAIN_SECONDS: u64 = 3600;
-/// `drain_seconds` when none is given.
-pub const DEFAULT_DRAIN_SECONDS: u64 = 10;
 /// Most hosts a release of a group behind a load balancer may plan (an AWS target group
 /// holds at most 1,000 targets; the per-host drain record of a release stays small).
 pub const MAX_BALANCED_HOSTS: usize = 1000;
@@ -27,30 +25,6 @@ pub const MAX_BALANCED_HOSTS: usize = 1000;
 pub const MAX_BALANCER_FIELD_BYTES: usize = 256;
 /// Longest target group ARN.
 pub const MAX_TARGET_GROUP_ARN_BYTES: usize = 512;
-
-/// An alarm a release is gated on: a CloudWatch alarm by name, or a Prometheus expression
-/// (an alert while its instant query answers anything).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Alarm {
-    /// A CloudWatch alarm's name: firing while its state is `ALARM`.
-    CloudWatch(String),
-    /// A Prometheus expression: firing while its instant query's result is not empty.
-    Prometheus {
-        /// The PromQL expression.
-        prometheus: String,
-    },
-}
-
-impl Alarm {
-    /// How the alarm is named in a release's reason (`alarm: NAME`).
-    pub fn name(&self) -> &str {
-        match self {
-            Self::CloudWatch(name) => name,
-            Self::Prometheus { prometheus } => prometheus,
-        }
-    }
-}
 
 /// Validates a release's alarms: each field at fault is named (`alarms[2]`).
 pub fn validate_alarms(alarms: &[Alarm]) -> Result<(), ApiError> {
@@ -84,63 +58,6 @@ pub fn validate_alarm_unreachable(seconds: Option<u64>) -> Result<u64, ApiError>
             format!("must be 1 to {MAX_ALARM_UNREACHABLE_SECONDS}"),
         )),
     }
-}
-
-/// What the alarm gate of a running release records: `releases/{id}/alarms.json`, written
-/// only when the source stops or starts answering.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlarmState {
-    /// Since when the alarm source has not answered (`None`: it answers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unreachable_since: Option<u64>,
-    /// Its last error, shown on the release.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// An HAProxy backend whose servers are a group's hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HaproxyBackend {
-    /// The runtime API: `HOST:PORT` over TCP, or an absolute path (`unix:` optional) of its
-    /// socket.
-    pub runtime_api: String,
-    /// The backend's name.
-    pub backend: String,
-    /// The server's name for a host; `{host}` in it is replaced by the host's name
-    /// (default: the host's name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-}
-
-impl HaproxyBackend {
-    /// The server that is `host` in the backend.
-    pub fn server_of(&self, host: &str) -> String {
-        match &self.server {
-            Some(template) => template.replace("{host}", host),
-            None => host.to_owned(),
-        }
-    }
-}
-
-/// A group's load balancer: exactly one of an HAProxy backend and an AWS target group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoadBalancer {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub haproxy: Option<HaproxyBackend>,
-    /// An AWS Elastic Load Balancing v2 target group (targets: each host's EC2 instance id,
-    /// or its name when it registered none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_group_arn: Option<String>,
-    /// Longest wait for a host's connections to drain before it is taken out (it is taken
-    /// out sooner once the load balancer shows none left).
-    #[serde(default = "default_drain")]
-    pub drain_seconds: u64,
-}
-
-fn default_drain() -> u64 {
-    DEFAULT_DRAIN_SECONDS
 }
 
 /// HAProxy names: letters, digits, `-_.:` (its own rule); nothing that could end a runtime
@@ -222,21 +139,6 @@ fn runtime_tcp_address(text: &str) -> bool {
     !host.is_empty()
         && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
         && port.parse::<u16>().is_ok_and(|p| p > 0)
-}
-
-/// Where one host of a release stands with the group's load balancer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum Balanced {
-    /// Draining since `since`: no new connections.
-    Draining { since: u64 },
-    /// Out of the load balancer since `since`: its scripts may run.
-    Out { since: u64 },
-    /// Put back at `at`.
-    Back { at: u64 },
-    /// Left out: it failed after its stop script ran, so it is not put back (a rollback puts
-    /// it back once healthy on the previous revision).
-    LeftOut { at: u64 },
 }
 
 /// What a release did with the group's load balancer: `releases/{id}/balancer.json`.

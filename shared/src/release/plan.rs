@@ -2,66 +2,6 @@
 
 use super::*;
 
-/// What happens between batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PauseMode {
-    /// The next batch starts as soon as one finishes.
-    #[default]
-    None,
-    /// Wait `pause_seconds`.
-    Seconds,
-    /// Wait for `confirm`.
-    Manual,
-}
-
-/// `POST /v1/releases`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseRequest {
-    pub application: String,
-    /// The deployment (of the application) to release.
-    pub deployment: String,
-    /// The group (of the application) to release to.
-    pub group: String,
-    /// Split into this many batches of near-equal size.
-    #[serde(default)]
-    pub batches: Option<usize>,
-    /// Or batches of this many hosts.
-    #[serde(default)]
-    pub batch_size: Option<usize>,
-    /// Or batches of these percentages of the hosts (summing to 100).
-    #[serde(default)]
-    pub percents: Option<Vec<u32>>,
-    /// What happens between batches.
-    #[serde(default)]
-    pub pause: PauseMode,
-    /// With `pause: seconds`.
-    #[serde(default)]
-    pub pause_seconds: Option<u64>,
-    /// With `pause: manual`: how long a batch waits for `confirm` before the release fails.
-    #[serde(default)]
-    pub pause_timeout_seconds: Option<u64>,
-    /// Failed hosts tolerated in the whole release: a count, or `"N%"` of its hosts.
-    #[serde(default)]
-    pub max_failures: Option<Budget>,
-    /// Failed hosts tolerated in any one batch: a count, or `"N%"` of the batch's hosts.
-    #[serde(default)]
-    pub max_failures_per_batch: Option<Budget>,
-    /// Pull on every host before stopping any (default true).
-    #[serde(default)]
-    pub pull_first: Option<bool>,
-    /// When the release fails, start its rollback (default false).
-    #[serde(default)]
-    pub auto_rollback: Option<bool>,
-    /// CloudWatch alarm names and `{prometheus: EXPR}` expressions: any that fires fails the release.
-    #[serde(default)]
-    pub alarms: Vec<Alarm>,
-    /// How long an alarm source that does not answer is retried before the release fails.
-    #[serde(default)]
-    pub alarm_unreachable_seconds: Option<u64>,
-}
-
 /// How to split hosts into batches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,42 +62,6 @@ impl ReleaseOptions {
     /// Failed hosts tolerated in batch `batch` (from 0).
     pub fn batch_budget(&self, batch: usize) -> usize {
         self.batch_max_failures.get(batch).copied().unwrap_or(self.max_failures_per_batch)
-    }
-}
-
-/// A failure budget: a count of hosts, or a percent of them (`"N%"`, rounded down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Budget {
-    Count(usize),
-    Percent(#[serde(with = "percent")] u32),
-}
-
-mod percent {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &u32, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format!("{value}%"))
-    }
-
-    /// Any string here; [`super::validate_budget`] says what is wrong with it, naming the field.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Ok(text
-            .strip_suffix('%')
-            .filter(|digits| !digits.is_empty() && digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|digits| digits.parse().ok())
-            .unwrap_or(u32::MAX))
-    }
-}
-
-impl Budget {
-    /// The count for `hosts` hosts.
-    pub fn of(self, hosts: usize) -> usize {
-        match self {
-            Self::Count(n) => n,
-            Self::Percent(p) => hosts * p as usize / 100,
-        }
     }
 }
 

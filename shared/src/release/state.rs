@@ -3,65 +3,6 @@
 
 use super::*;
 
-/// Where a release is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseStatus {
-    /// Pausing scaling, pulling, or working through batches.
-    Running,
-    /// Every batch finished within the failure budgets.
-    Succeeded,
-    /// A failure budget was exceeded; later batches did not start.
-    Failed,
-    /// Cancelled by the caller; batches not yet started did not start.
-    Cancelled,
-}
-
-impl ReleaseStatus {
-    /// Whether nothing more will happen.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::Running)
-    }
-
-    /// Its name on the wire (`running`, `succeeded`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// The step a running release is at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
-pub enum Phase {
-    /// Taking the scaling lease.
-    Starting,
-    /// Pulling on every host.
-    Pulling,
-    /// Draining batch `batch`'s hosts from the group's load balancer before it runs.
-    Draining { batch: usize },
-    /// Running batch `batch` (from 0).
-    Batch { batch: usize },
-    /// Waiting before batch `next` until `until` (seconds since the epoch).
-    Waiting {
-        /// The next batch.
-        next: usize,
-        /// When it starts.
-        until: u64,
-    },
-    /// Waiting for `confirm` before batch `next`.
-    AwaitingConfirm {
-        /// The next batch.
-        next: usize,
-    },
-    /// Finished.
-    Done,
-}
-
 /// A release as stored in `releases/{id}/release.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
@@ -120,19 +61,6 @@ fn is_zero_u64(n: &u64) -> bool {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
-}
-
-/// What started a release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Trigger {
-    /// `POST /v1/releases`.
-    #[default]
-    Manual,
-    /// Rolls release `of` back (`POST /v1/releases/{id}/rollback`, or `auto_rollback`).
-    Rollback { of: String, automatic: bool },
-    /// Brings `host` to the revision of release `of`, the group's last good one.
-    Convergence { of: String, host: String },
 }
 
 impl Release {
@@ -258,28 +186,6 @@ impl Release {
         };
         self.phase_started_at + steps * step + health + REPORT_GRACE_SECONDS
     }
-}
-
-/// Where a host is in a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HostState {
-    /// Its batch has not started.
-    Pending,
-    /// Pulling the image (pull-first phase).
-    Pulling,
-    /// Pulled; waiting for its batch.
-    Pulled,
-    /// Its batch runs: pulling (without pull-first), stopping, starting.
-    Running,
-    /// Started; its health check runs.
-    Verifying,
-    /// Stopped and started.
-    Succeeded,
-    /// A step failed, timed out, or the agent did not report.
-    Failed,
-    /// Never ran: the release ended before its batch.
-    Skipped,
 }
 
 /// A host's state derived from the release and the host's written results.
@@ -560,18 +466,6 @@ pub fn summarize(states: impl IntoIterator<Item = HostState>) -> BTreeMap<HostSt
         *counts.entry(state).or_insert(0) += 1;
     }
     counts
-}
-
-impl PartialOrd for HostState {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for HostState {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (*self as u8).cmp(&(*other as u8))
-    }
 }
 
 /// The hosts of a plan, deduplicated (a host registered twice counts once).

@@ -21,6 +21,7 @@ use crate::template::IdentifierKind;
 mod config_yaml;
 pub mod instance;
 
+pub use berth_api::service::{ArtifactRef, VersionSelector};
 pub use config_yaml::{parse_config, template_urls};
 
 /// Service name length bounds.
@@ -31,28 +32,6 @@ pub const MAX_TEMPLATES: usize = 20;
 pub const MAX_RELATIONS: usize = 200;
 /// Largest sum of a service's template bodies (they live in the service document).
 pub const MAX_TEMPLATE_BYTES_TOTAL: usize = 3 << 20;
-
-/// Which version of a package a relation means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VersionSelector {
-    /// The newest version (Compute Nest's `draft`, or an `${Artifact...}` reference).
-    Latest,
-    /// The version with this number (`ArtifactVersion: 3`).
-    Number(u32),
-    /// The version with this name.
-    Name(String),
-}
-
-/// A relation's target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArtifactRef {
-    /// Package name.
-    pub package: String,
-    /// Which version.
-    pub version: VersionSelector,
-}
 
 /// A template of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

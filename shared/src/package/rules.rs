@@ -1,308 +1,10 @@
-//! Deployment packages and their versions, as Compute Nest describes them: validation of
-//! requests, the stored documents, their paths, and the outcome of publish checks.
-//!
-//! A package has a name (immutable), description, resource group, tags and a type; each
-//! version names its content: container images or a Helm chart in the owner's namespace, or
-//! a file uploaded through Berth. A version is `Creating` until the publish check settles it
-//! as `Available` (digests pinned) or `Failed` (a reason per image); it never changes after.
+//! The rules a package request must follow, each refusal naming the field at fault.
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
+use super::*;
 use crate::names::AccountId;
-use crate::names::RepositoryName;
 use crate::platform::http::error::ApiError;
-
-/// Package name length bounds (characters).
-pub const NAME_LEN: (usize, usize) = (3, crate::names::MAX_NAME_LEN);
-/// Version name length bounds.
-pub const VERSION_LEN: (usize, usize) = (3, 50);
-/// Description length bounds.
-pub const DESCRIPTION_LEN: (usize, usize) = (10, 500);
-/// Most tags on a package.
-pub const MAX_TAGS: usize = 20;
-/// Longest tag key.
-pub const MAX_TAG_KEY: usize = 128;
-/// Longest tag value.
-pub const MAX_TAG_VALUE: usize = 128;
-/// Longest resource group name.
-pub const MAX_RESOURCE_GROUP: usize = 64;
-/// Most images in one container image version.
-pub const MAX_IMAGES: usize = 20;
-/// Longest image tag (the distribution grammar: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
-pub const MAX_IMAGE_TAG: usize = 128;
-/// Longest uploaded file name.
-pub const MAX_FILE_NAME: usize = 255;
-/// Largest file accepted through Berth's upload route.
-pub const MAX_FILE_BYTES: usize = 32 << 20;
-/// Longest `client_token`.
-pub const MAX_CLIENT_TOKEN: usize = 64;
-/// Resource group of packages created without one.
-pub const DEFAULT_RESOURCE_GROUP: &str = "default";
-
-/// What a package holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PackageType {
-    /// One or more images in the owner's namespace.
-    ContainerImage,
-    /// One OCI Helm chart in the owner's namespace.
-    HelmChart,
-    /// A file uploaded through Berth.
-    File,
-}
-
-/// Where a version is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum VersionStatus {
-    /// A Compute Nest draft (`ArtifactVersion: draft`): changeable, never rendered, not yet
-    /// checked; releasing it submits it for the publish check as a numbered version.
-    Draft,
-    /// Submitted; the publish check has not settled it.
-    Creating,
-    /// Checked: every image exists, tags are pinned to digests. Immutable.
-    Available,
-    /// The check failed; see the reasons.
-    Failed,
-}
-
-/// A tag on a package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tag {
-    /// Key, 1..=128 characters.
-    pub key: String,
-    /// Value, 0..=128 characters.
-    #[serde(default)]
-    pub value: String,
-}
-
-/// An image (or chart) as a request names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageSpec {
-    /// Full repository name in the caller's namespace: `acme/app`.
-    pub repository: String,
-    /// The tag to publish, e.g. `v1`.
-    pub tag: String,
-}
-
-/// The content of a version, as a request gives it. Which field is required depends on
-/// the package type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VersionSpec {
-    /// Version name, 3..=50 letters, digits and `_`.
-    pub name: String,
-    /// ContainerImage: the images.
-    #[serde(default)]
-    pub images: Option<Vec<ImageSpec>>,
-    /// HelmChart: the chart.
-    #[serde(default)]
-    pub chart: Option<ImageSpec>,
-    /// File: the file's name (the bytes are uploaded afterwards).
-    #[serde(default)]
-    pub file_name: Option<String>,
-}
-
-/// `POST /v1/packages`: a package with its first version.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePackageRequest {
-    /// Package name, 3..=128 letters, digits and `_`; cannot be changed.
-    pub name: String,
-    /// 10..=500 characters.
-    pub description: String,
-    /// Resource group; [`DEFAULT_RESOURCE_GROUP`] when omitted.
-    #[serde(default)]
-    pub resource_group: Option<String>,
-    /// Up to [`MAX_TAGS`] tags.
-    #[serde(default)]
-    pub tags: Vec<Tag>,
-    /// What the package holds.
-    #[serde(rename = "type")]
-    pub package_type: PackageType,
-    /// The first version.
-    pub version: VersionSpec,
-    /// Idempotency token: a retry with the same token returns the same result.
-    #[serde(default)]
-    pub client_token: Option<String>,
-    /// Whether versions must be signed by a key of the account; the account's policy when absent.
-    #[serde(default)]
-    pub require_signature: Option<bool>,
-}
-
-/// `POST /v1/packages/{name}/versions`: a new version of an existing package.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVersionRequest {
-    #[serde(flatten)]
-    pub version: VersionSpec,
-    /// Idempotency token.
-    #[serde(default)]
-    pub client_token: Option<String>,
-}
-
-/// `PATCH /v1/packages/{name}`: what may change after creation.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdatePackageRequest {
-    /// New description.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// New tags (replacing the old ones).
-    #[serde(default)]
-    pub tags: Option<Vec<Tag>>,
-    /// Whether versions checked from now on must be signed.
-    #[serde(default)]
-    pub require_signature: Option<bool>,
-}
-
-/// A package as stored and returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Package {
-    /// Name, unique in the account; also its id.
-    pub name: String,
-    pub description: String,
-    pub resource_group: String,
-    pub tags: Vec<Tag>,
-    /// Type; every version has it.
-    #[serde(rename = "type")]
-    pub package_type: PackageType,
-    /// RFC 3339 creation time.
-    pub created_at: String,
-    /// RFC 3339 time of the last change.
-    pub updated_at: String,
-    /// Number the next version gets (Compute Nest's `ArtifactVersion`), from 1.
-    pub next_version_number: u32,
-    /// Set by a delete before it looks for services using the package, so a service being
-    /// defined at the same time sees it and refuses (see the packages function's services).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deleting: bool,
-    /// Whether its versions must be signed by a key of the account; the account's policy
-    /// decides when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub require_signature: Option<bool>,
-}
-
-/// What the registry said about one image of a version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    /// Full repository name.
-    pub repository: RepositoryName,
-    /// The tag published.
-    pub tag: String,
-    /// The digest the tag pointed to when checked; what renders pin to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// Manifest media type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// Bytes of the manifest's config and layers (for an index: of its manifests).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// `os/arch[/variant]` of each platform.
-    #[serde(default)]
-    pub platforms: Vec<String>,
-    /// Why the image failed the check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<ImageFailure>,
-    /// The signing key whose signature of the digest the check verified (packages that
-    /// require signatures).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signed_by: Option<String>,
-}
-
-impl ImageRecord {
-    /// An image as requested, before the registry has been asked about it.
-    pub fn unchecked(repository: RepositoryName, tag: &str) -> Self {
-        Self {
-            repository,
-            tag: tag.to_owned(),
-            digest: None,
-            media_type: None,
-            size: None,
-            platforms: Vec::new(),
-            failure: None,
-            signed_by: None,
-        }
-    }
-}
-
-/// Why one image failed its publish check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageFailure {
-    /// Stable code: `not_found`, `outside_namespace`, `not_a_chart`, `registry_unreachable`,
-    /// `registry_error`, and the `signature_*` codes of the sigstore check (`signing::sigstore`).
-    pub code: String,
-    /// For humans.
-    pub message: String,
-}
-
-/// A file version's stored object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    /// The file's name, as downloads present it.
-    pub file_name: String,
-    /// Bytes, once uploaded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// `sha256:...` of the bytes, once uploaded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-}
-
-/// A version as stored and returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackageVersion {
-    /// The package's name.
-    pub package: String,
-    /// The version's name, unique in the package.
-    pub version: String,
-    /// Its number in the package, from 1 (Compute Nest's `ArtifactVersion`).
-    pub number: u32,
-    /// The package's type.
-    #[serde(rename = "type")]
-    pub package_type: PackageType,
-    /// Where it is in its life.
-    pub status: VersionStatus,
-    /// ContainerImage and HelmChart: the images (one for a chart).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub images: Vec<ImageRecord>,
-    /// File: the file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileRecord>,
-    /// Why it failed, in one line (details per image).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// A free-form label (Compute Nest's `VersionName`), shown, never used as a key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// RFC 3339 creation time.
-    pub created_at: String,
-    /// RFC 3339 time of the last change.
-    pub updated_at: String,
-    /// Set when read, never stored: why the version is no longer trusted (the key that signed
-    /// an image was revoked since its check).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub untrusted: Option<String>,
-}
-
-/// Name of a package's draft version (Compute Nest's `ArtifactVersion: draft`); reserved, so
-/// no other version takes it.
-pub const DRAFT_VERSION: &str = "draft";
-/// Longest version label.
-pub const MAX_LABEL: usize = 128;
-
-impl PackageVersion {
-    /// The image reference a deployment uses: `host/repo:tag`, or `host/repo@digest` pinned.
-    pub fn image_reference(image: &ImageRecord, registry_host: &str, pin_digest: bool) -> String {
-        match (&image.digest, pin_digest) {
-            (Some(digest), true) => format!("{registry_host}/{}@{digest}", image.repository),
-            _ => format!("{registry_host}/{}:{}", image.repository, image.tag),
-        }
-    }
-}
 
 /// A validated package request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -593,9 +295,14 @@ pub fn validate_content(
     })
 }
 
-impl CreatePackageRequest {
+/// The rules of a `POST /v1/packages` body (a trait: the body is a wire type of `berth-api`).
+pub trait CreatePackageRules {
     /// Checks every rule, naming the field at fault. `now` is RFC 3339.
-    pub fn validate(&self, account: &AccountId, now: &str) -> Result<ValidPackage, ApiError> {
+    fn validate(&self, account: &AccountId, now: &str) -> Result<ValidPackage, ApiError>;
+}
+
+impl CreatePackageRules for CreatePackageRequest {
+    fn validate(&self, account: &AccountId, now: &str) -> Result<ValidPackage, ApiError> {
         validate_package_name("name", &self.name)?;
         validate_description(&self.description)?;
         let resource_group = self.resource_group.clone().unwrap_or_else(|| DEFAULT_RESOURCE_GROUP.to_owned());
@@ -621,9 +328,14 @@ impl CreatePackageRequest {
     }
 }
 
-impl UpdatePackageRequest {
+/// The rules of a `PATCH /v1/packages/{name}` body.
+pub trait UpdatePackageRules {
     /// Checks the fields given and applies them to `package`.
-    pub fn apply(&self, package: &mut Package, now: &str) -> Result<(), ApiError> {
+    fn apply(&self, package: &mut Package, now: &str) -> Result<(), ApiError>;
+}
+
+impl UpdatePackageRules for UpdatePackageRequest {
+    fn apply(&self, package: &mut Package, now: &str) -> Result<(), ApiError> {
         if self.description.is_none() && self.tags.is_none() && self.require_signature.is_none() {
             return Err(invalid("body", "empty_update", "give description, tags and/or require_signature to change"));
         }
@@ -659,102 +371,6 @@ pub fn settle(version: &mut PackageVersion, checked: Vec<ImageRecord>, now: &str
         version.status = VersionStatus::Failed;
         version.reason = Some(failures.join("; "));
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Store layout
-// ---------------------------------------------------------------------------------------
-
-/// Folder of an account's packages.
-pub fn packages_prefix(account: &AccountId) -> String {
-    format!("accounts/{account}/packages")
-}
-
-/// The package document.
-pub fn package_path(account: &AccountId, package: &str) -> String {
-    format!("accounts/{account}/packages/{package}/package.json")
-}
-
-/// Folder of a package's versions.
-pub fn versions_prefix(account: &AccountId, package: &str) -> String {
-    format!("accounts/{account}/packages/{package}/versions")
-}
-
-/// A version document.
-pub fn version_path(account: &AccountId, package: &str, version: &str) -> String {
-    format!("accounts/{account}/packages/{package}/versions/{version}.json")
-}
-
-/// Folder of markers of the services that use a package (one document per service).
-pub fn users_prefix(account: &AccountId, package: &str) -> String {
-    format!("accounts/{account}/packages/{package}/used-by")
-}
-
-/// The marker saying `service` uses `package`.
-pub fn user_path(account: &AccountId, package: &str, service: &str) -> String {
-    format!("accounts/{account}/packages/{package}/used-by/{service}.json")
-}
-
-/// Where a File package's bytes with this digest (`sha256:HEX`) are kept, outside the
-/// documents. Content-addressed: concurrent uploads of different bytes never overwrite each
-/// other, and the version's compare-and-swap decides which digest it records.
-pub fn file_content_path(account: &AccountId, package: &str, digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    format!("files/{account}/{package}/sha256/{hex}")
-}
-
-/// Where a Berth before content addressing kept a File version's bytes; still read and deleted.
-pub fn legacy_file_path(account: &AccountId, package: &str, version: &str) -> String {
-    format!("files/{account}/{package}/{version}/content")
-}
-
-/// Folder of the markers of publish checks not yet settled, of every account (few at a time).
-pub const PENDING_CHECKS: &str = "pending-checks";
-
-/// The marker of one version's publish check, there from submission until the version settles.
-pub fn pending_check_path(account: &AccountId, package: &str, version: &str) -> String {
-    format!("{PENDING_CHECKS}/{account}/{package}/{version}.json")
-}
-
-/// A publish check that was submitted and has not settled yet: if its event is lost (a queue
-/// error, a crash between the version write and the send), the sweep submits it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingCheck {
-    pub account: AccountId,
-    pub package: String,
-    pub version: String,
-    /// Seconds since the epoch of the last submission.
-    pub submitted_at: u64,
-    /// How often the sweep has submitted it again.
-    #[serde(default)]
-    pub resubmitted: u32,
-}
-
-/// The record of a `client_token` (hashed, so any visible ASCII is a safe path).
-pub fn client_token_path(account: &AccountId, token: &str) -> String {
-    format!("accounts/{account}/client-tokens/{}.json", crate::platform::digest::sha256_hex(token.as_bytes()))
-}
-
-/// What a `client_token` was first used for; a retry must ask for the same thing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientTokenRecord {
-    /// `create_package` or `create_version`.
-    pub operation: String,
-    /// SHA-256 of the request body (without the token), to refuse a token reused for another request.
-    pub request_digest: String,
-    pub package: String,
-    pub version: String,
-}
-
-/// Event: a version was submitted and waits for its publish check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionSubmitted {
-    pub package: String,
-    pub version: String,
-}
-
-impl crate::platform::events::Event for VersionSubmitted {
-    const TYPE: &'static str = "package.version.submitted";
 }
 
 #[cfg(test)]
