@@ -123,7 +123,7 @@ impl Agent {
             ran.push(job_id.to_owned());
         }
         let keep = ran.len().saturating_sub(REMEMBERED_JOBS);
-        if let Err(e) = Self::write_state(&self.ran_file(), &ran[keep..].to_vec()) {
+        if let Err(e) = Self::write_state(&self.ran_file(), &ran.get(keep..).unwrap_or_default().to_vec()) {
             eprintln!("berth-agent: cannot record the job as run: {e}");
         }
     }
@@ -677,9 +677,9 @@ pub(crate) async fn check(response: reqwest::Response) -> Result<reqwest::Respon
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     let message = format!(
         "{} ({}): {}",
-        body["code"].as_str().unwrap_or("error"),
+        body.get("code").and_then(serde_json::Value::as_str).unwrap_or("error"),
         status.as_u16(),
-        body["detail"].as_str().unwrap_or("no detail")
+        body.get("detail").and_then(serde_json::Value::as_str).unwrap_or("no detail")
     );
     // 404 on a report means the release is gone; 408/429 are worth retrying.
     if status == reqwest::StatusCode::UNAUTHORIZED {
