@@ -70,6 +70,9 @@ mod plan;
 mod revision;
 mod state;
 
+pub use berth_api::agent::{HealthNews, HealthNewsKind, HostLogs, Job, JobKind, LogPart, Report, Step, StepOutput};
+pub use berth_api::health::{DockerProbe, HealthCheck, HealthRequest, HttpProbe, Probe, TcpProbe};
+
 pub use agent::*;
 pub use convergence::*;
 pub use deployment::*;

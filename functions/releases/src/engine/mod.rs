@@ -108,6 +108,7 @@ fn retry(error: StoreError) -> EventError {
 mod advance;
 mod fleet;
 mod gates;
+pub mod jobs;
 mod leases;
 mod members;
 mod plans;

@@ -16,15 +16,13 @@ use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::{ApiJson, ApiPath, ApiQuery, LimitedBody};
 use berth_shared::platform::store::{StoreError, Versioned};
 use berth_shared::release::{
-    self, DeploymentRequest, GroupKind, HostLogs, HostResult, Job, JobKind, PullResult, Release, ReleaseRequest,
+    self, DeploymentRequest, GroupKind, HostLogs, HostResult, JobKind, PullResult, Release, ReleaseRequest,
     ReleaseStatus, Report, ScalingState, Step,
 };
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::{Engine, create_once, read_all};
-use crate::store_layout::{
-    self as layout, Application, Group, GroupRef, HostRef, Instance, InstanceView, ReleaseState, StoredLogs,
-};
+use crate::store_layout::{self as layout, Application, Group, GroupRef, HostRef, Instance, InstanceView, StoredLogs};
 
 mod agents;
 mod applications;

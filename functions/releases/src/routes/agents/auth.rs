@@ -1,0 +1,83 @@
+//! A host authenticated by its own host token.
+
+use super::*;
+
+/// The bearer token of a request, if it has the given kind's prefix.
+pub(crate) fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| t.starts_with(prefix) && t.len() <= MAX_TOKEN_BYTES)
+}
+
+/// Longest bearer token looked up (ours are 47 bytes).
+const MAX_TOKEN_BYTES: usize = 128;
+
+/// A host, authenticated by its own host token (`Authorization: Bearer bht_...`): it polls
+/// and reports for itself only.
+pub struct Host {
+    /// The host and its group.
+    pub host: HostRef,
+    /// Its record as read to authenticate it (its version for a `last_seen` swap). Boxed, and
+    /// dropped by a poll before it is held: 100,000 held polls do not keep 100,000 records.
+    pub instance: Box<Versioned<Instance>>,
+}
+
+impl FromRequestParts<Engine> for Host {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts, "bht_").ok_or_else(host_refused)?;
+        // Boxed: this future's room is kept by every held poll (axum's handler future holds
+        // it), while the reads need it only for a moment.
+        let host = Box::pin(host_of(engine, token)).await?;
+        berth_shared::platform::serve::mark_authenticated(&parts.extensions);
+        Ok(host)
+    }
+}
+
+fn host_refused() -> ApiError {
+    ApiError::Unauthenticated(
+        "a valid host token is required (Authorization: Bearer bht_..., from POST /v1/agent/register)".into(),
+    )
+}
+
+async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
+    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
+    // Where the token points is read once per process; whether it still acts for that host,
+    // on every request.
+    if let Some(host) = engine.token_place(&digest) {
+        if let Some(instance) = named_by(engine, &host, &digest).await? {
+            return Ok(Host { host, instance });
+        }
+        engine.forget_token_place(&digest);
+    }
+    let store = &engine.context.store;
+    let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(host_refused)?.value;
+    let instance = named_by(engine, &host, &digest).await?.ok_or_else(host_refused)?;
+    engine.remember_token_place(&digest, &host);
+    Ok(Host { host, instance })
+}
+
+/// The host's record, if it names this token: only the token the record names acts for the
+/// host (registering again replaces it).
+async fn named_by(engine: &Engine, host: &HostRef, digest: &str) -> Result<Option<Box<Versioned<Instance>>>, ApiError> {
+    let path = layout::instance(&host.group, &host.host);
+    let instance = engine.context.store.get::<Instance>(&path).await?;
+    Ok(instance.filter(|i| i.value.host_token_sha256.as_deref() == Some(digest)).map(Box::new))
+}
+
+impl Host {
+    /// The `host` query, when an agent still sends one, must name the token's own host.
+    pub(super) fn check_named(&self, named: Option<&str>) -> Result<(), ApiError> {
+        match named {
+            Some(name) if name != self.host.host => {
+                Err(ApiError::Forbidden(format!("this host token acts for host '{}' only", self.host.host)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
