@@ -20,7 +20,7 @@ help:
 	@echo "make check         the fast tier: fmt, clippy, every in-process test (no Docker, no venv)"
 	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
-	@echo "make lint          rustfmt check and clippy (every target, warnings are errors)"
+	@echo "make lint          rustfmt check, clippy (every target, warnings are errors) and cargo doc (warnings are errors)"
 	@echo "make api-fuzz      schemathesis (every check) against berth serve and infra/openapi.yaml"
 
 ## deps: what tests need on a fresh Debian machine; quick when already there.
@@ -100,9 +100,11 @@ api-fuzz: py-deps
 fmt:
 	cargo fmt --all
 
+## lint: the workspace lints ([workspace.lints] in Cargo.toml) are errors, and so is a broken doc link.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 clean:
 	cargo clean

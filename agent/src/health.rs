@@ -139,7 +139,9 @@ async fn http_probe(client: &reqwest::Client, http: &HttpProbe, timeout: Duratio
     let mut body = Vec::new();
     while body.len() < PROBE_BODY_BYTES {
         match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(PROBE_BODY_BYTES - body.len())]),
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(chunk.get(..chunk.len().min(PROBE_BODY_BYTES - body.len())).unwrap_or_default())
+            }
             Ok(None) => break,
             Err(e) => return failed(format!("GET {}: HTTP {status}, reading the body: {e}", http.url)),
         }
@@ -175,7 +177,7 @@ async fn bounded(mut reader: impl AsyncRead + Unpin, limit: usize) -> Vec<u8> {
     loop {
         match reader.read(&mut buffer).await {
             Ok(0) | Err(_) => return kept,
-            Ok(n) => kept.extend_from_slice(&buffer[..n.min(limit.saturating_sub(kept.len()))]),
+            Ok(n) => kept.extend_from_slice(buffer.get(..n.min(limit.saturating_sub(kept.len()))).unwrap_or_default()),
         }
     }
 }

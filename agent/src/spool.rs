@@ -69,7 +69,7 @@ impl Spool {
                 Ok(n) => n,
             };
             let room = MAX_STREAM_BYTES.saturating_sub(kept).min(n as u64) as usize;
-            if room > 0 && file.write_all(&buffer[..room]).await.is_ok() {
+            if room > 0 && file.write_all(buffer.get(..room).unwrap_or_default()).await.is_ok() {
                 kept += room as u64;
             }
             dropped += (n - room) as u64;
@@ -100,7 +100,7 @@ impl Spool {
     }
 
     /// The logs of the steps that ran: whole when `inline`, else with empty text (the text
-    /// travels as [`Spool::parts`]).
+    /// travels as [`Spool::part_refs`]).
     pub fn logs(&self, inline: bool) -> HostLogs {
         let output = |step| {
             let ran = self.output(step);
@@ -127,10 +127,10 @@ impl Spool {
                         file.seek(SeekFrom::Start(end - 4))?;
                         file.read_exact(&mut tail)?;
                         let mut cut = 4;
-                        while cut > 1 && tail[cut - 1] & 0xC0 == 0x80 {
+                        while cut > 1 && tail.get(cut - 1).is_some_and(|b| b & 0xC0 == 0x80) {
                             cut -= 1;
                         }
-                        if tail[cut - 1] >= 0xC0 {
+                        if tail.get(cut - 1).is_some_and(|&b| b >= 0xC0) {
                             cut -= 1;
                         }
                         end -= (4 - cut) as u64;

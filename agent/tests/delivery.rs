@@ -2,6 +2,13 @@
 //! output travels in parts, the report is retried with backoff (across a `kill -9` and a
 //! restart of the agent), and the job's scripts run exactly once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -170,7 +170,7 @@ pub async fn exchange(settings: &Settings, entry: &StoredEntry) -> Result<(Strin
     let status = response.status();
     if !status.is_success() {
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let detail = body["detail"].as_str().unwrap_or("no detail");
+        let detail = body.get("detail").and_then(serde_json::Value::as_str).unwrap_or("no detail");
         return Err(failed(format!("Berth refused the exchange (HTTP {}): {detail}", status.as_u16())));
     }
     let key: ExchangedKey = response.json().await.map_err(|e| failed(format!("Berth's answer: {e}")))?;

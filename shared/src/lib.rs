@@ -10,6 +10,8 @@
 //! [`platform::context::FunctionContext`], run by [`platform::runtime`] under Lambda or as a
 //! plain HTTP server, or all together by `berth serve`.
 
+#![cfg_attr(test, allow(clippy::string_slice, reason = "unit tests slice their own fixtures"))]
+
 pub mod credentials;
 pub mod names;
 pub mod package;

@@ -69,7 +69,7 @@ pub fn is_path_component(value: &str) -> bool {
     let mut i = 0;
     loop {
         let start = i;
-        while i < bytes.len() && alnum(bytes[i]) {
+        while bytes.get(i).is_some_and(|&b| alnum(b)) {
             i += 1;
         }
         if i == start {
@@ -79,16 +79,16 @@ pub fn is_path_component(value: &str) -> bool {
             return true;
         }
         let sep_start = i;
-        match bytes[i] {
-            b'.' => i += 1,
-            b'_' => {
+        match bytes.get(i) {
+            Some(b'.') => i += 1,
+            Some(b'_') => {
                 i += 1;
-                if i < bytes.len() && bytes[i] == b'_' {
+                if bytes.get(i) == Some(&b'_') {
                     i += 1;
                 }
             }
-            b'-' => {
-                while i < bytes.len() && bytes[i] == b'-' {
+            Some(b'-') => {
+                while bytes.get(i) == Some(&b'-') {
                     i += 1;
                 }
             }

@@ -86,7 +86,7 @@ pub struct Identifier<'t> {
 impl<'t> Identifier<'t> {
     /// Its name: what follows `computenest::KIND::`.
     pub fn name(&self) -> &'t str {
-        &self.key[PREFIX.len() + self.kind.as_str().len() + 2..]
+        self.key.get(PREFIX.len() + self.kind.as_str().len() + 2..).unwrap_or_default()
     }
 }
 
@@ -107,7 +107,7 @@ impl<'a> Lines<'a> {
     /// The position of `offset`, a char boundary not before the previous offset asked for.
     fn position(&mut self, offset: usize) -> Position {
         debug_assert!(offset >= self.counted_to);
-        let span = &self.bytes[self.counted_to..offset];
+        let span = self.bytes.get(self.counted_to..offset).unwrap_or_default();
         // Counting newlines is most of a scan's time: bytecount's SIMD count is what keeps
         // positions cheap on large templates.
         let newlines = bytecount::count(span, b'\n');
@@ -116,7 +116,7 @@ impl<'a> Lines<'a> {
             n => {
                 self.line += n;
                 self.column = 1;
-                &span[memchr::memrchr(b'\n', span).expect("counted a newline") + 1..]
+                span.get(memchr::memrchr(b'\n', span).expect("counted a newline") + 1..).unwrap_or_default()
             }
         };
         // Columns count characters; `tail` is UTF-8 cut at character boundaries.
@@ -138,13 +138,13 @@ pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
     let mut problems = TemplateProblems::default();
     let opening = memchr::memmem::Finder::new(b"{{");
     let mut from = 0;
-    while let Some(offset) = opening.find(&bytes[from..]) {
+    while let Some(offset) = opening.find(bytes.get(from..).unwrap_or_default()) {
         let start = from + offset;
         let mut i = start + 2;
-        while i < bytes.len() && bytes[i] == b' ' {
+        while bytes.get(i) == Some(&b' ') {
             i += 1;
         }
-        if !bytes[i..].starts_with(PREFIX.as_bytes()) {
+        if !bytes.get(i..).unwrap_or_default().starts_with(PREFIX.as_bytes()) {
             // Not ours ({{resolve:...}}, {{.ID}}, ...): move past this `{` only, so `{{{ computenest` still scans.
             from = start + 1;
             continue;
@@ -156,11 +156,17 @@ pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
         while !text.is_char_boundary(limit) {
             limit -= 1;
         }
-        let line_end = memchr::memchr(b'\n', &bytes[body_start..limit]).map_or(limit, |n| body_start + n);
+        let line_end =
+            memchr::memchr(b'\n', bytes.get(body_start..limit).unwrap_or_default()).map_or(limit, |n| body_start + n);
         // A one-shot memmem builds a searcher per call; over these few bytes a plain look is faster.
-        let close = bytes[body_start..line_end].windows(2).position(|w| w == b"}}").map(|n| body_start + n);
+        let close = bytes
+            .get(body_start..line_end)
+            .unwrap_or_default()
+            .windows(2)
+            .position(|w| w == b"}}")
+            .map(|n| body_start + n);
         let Some(close) = close else {
-            let shown: String = text[start..line_end].chars().take(200).collect();
+            let shown: String = text.get(start..line_end).unwrap_or_default().chars().take(200).collect();
             problems.push(TemplateProblem {
                 position: lines.position(start),
                 code: "unclosed_identifier",
@@ -171,8 +177,8 @@ pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
             continue;
         };
         let end = close + 2;
-        let whole = &text[start..end];
-        let body = text[body_start..close].trim_end_matches(' ');
+        let whole = text.get(start..end).unwrap_or_default();
+        let body = text.get(body_start..close).unwrap_or_default().trim_end_matches(' ');
         let position = lines.position(start);
         let problem = |code: &'static str, message: String| TemplateProblem {
             position,
@@ -189,7 +195,7 @@ pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
                     )),
                     Some(kind) => found.push(Identifier {
                         kind,
-                        key: &text[body_start - PREFIX.len()..body_start + body.len()],
+                        key: text.get(body_start - PREFIX.len()..body_start + body.len()).unwrap_or_default(),
                         text: whole,
                         span: start..end,
                         position,
@@ -219,11 +225,11 @@ fn substitute(text: &str, identifiers: &[Identifier<'_>], mut value: impl FnMut(
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for identifier in identifiers {
-        out.push_str(&text[last..identifier.span.start]);
+        out.push_str(text.get(last..identifier.span.start).unwrap_or_default());
         out.push_str(&value(identifier));
         last = identifier.span.end;
     }
-    out.push_str(&text[last..]);
+    out.push_str(text.get(last..).unwrap_or_default());
     out
 }
 
@@ -234,7 +240,7 @@ pub fn json_string_content(value: &str) -> Option<String> {
         return None;
     }
     let quoted = serde_json::to_string(value).expect("a string serialises");
-    Some(quoted[1..quoted.len() - 1].to_owned())
+    quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).map(str::to_owned)
 }
 
 #[cfg(test)]

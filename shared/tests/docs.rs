@@ -2,6 +2,13 @@
 //! read, every relative link in the README and `docs/` reaches a file (and a heading, when it
 //! names one), and the README stays short enough to read in one sitting.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

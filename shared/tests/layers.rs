@@ -4,6 +4,13 @@
 //! and each concept (`credentials`, `package`, `release`, ...) for the domain. `names` is the
 //! leaf both layers stand on: it imports nothing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

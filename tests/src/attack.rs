@@ -73,7 +73,7 @@ impl std::fmt::Display for Figures {
 }
 
 /// Latencies of honest requests; a failed one (error, timeout, not a 200) counts as
-/// [`PROBE_TIMEOUT`].
+/// `PROBE_TIMEOUT`.
 #[derive(Debug, Default)]
 pub struct Latencies {
     pub samples: Vec<Duration>,

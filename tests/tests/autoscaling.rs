@@ -9,6 +9,13 @@
 //! to it); the start scripts wait for a gate file, so "during the release" is a state the test
 //! holds, not a moment it hopes to catch.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use berth_tests::docker::{docker, docker_login};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

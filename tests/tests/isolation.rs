@@ -14,6 +14,13 @@
 //!   releases are cancelled, or pulling with an hour's step timeout and no agent, so the
 //!   2-second sweep rewrites nothing).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

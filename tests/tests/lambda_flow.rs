@@ -6,6 +6,13 @@
 //! The emulator builds the functions into `target/lambda-watch` (see `berth_tests::lambda_watch`);
 //! the first build ever takes minutes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -16,6 +16,13 @@
 //! and users of the engine share. The engine does fetch its registry tokens from Berth at
 //! the bridge address (the registry's token realm).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 mod netns_run;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,13 @@
 //! server, the Docker engine, and `berth-agent` processes. The image is built here (FROM
 //! scratch with Debian's static busybox serving `/hello`) and pushed with a push key.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use berth_tests::docker::{docker, docker_login};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -48,7 +48,7 @@ impl Agent {
             ran.push(job_id.to_owned());
         }
         let keep = ran.len().saturating_sub(REMEMBERED_JOBS);
-        if let Err(e) = Self::write_state(&self.ran_file(), &ran[keep..].to_vec()) {
+        if let Err(e) = Self::write_state(&self.ran_file(), &ran.get(keep..).unwrap_or_default().to_vec()) {
             eprintln!("berth-agent: cannot record the job as run: {e}");
         }
     }

@@ -39,7 +39,8 @@ macro_rules! asset {
             content_type: $type,
             body: include_str!(concat!("../assets/", $name)),
             etag: LazyLock::new(|| {
-                format!("\"{}\"", &sha256_hex(include_str!(concat!("../assets/", $name)).as_bytes())[..16])
+                let digest = sha256_hex(include_str!(concat!("../assets/", $name)).as_bytes());
+                format!("\"{}\"", digest.get(..16).unwrap_or_default())
             }),
         }
     };

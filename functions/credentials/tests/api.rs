@@ -1,5 +1,12 @@
 //! The credentials API in-process: shapes, rules and problem+json errors.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;

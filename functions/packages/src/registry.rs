@@ -241,7 +241,7 @@ struct TagList {
 }
 
 impl RegistryClient {
-    /// The repositories of `namespace` (full names, sorted), from the first [`MAX_CATALOG`]
+    /// The repositories of `namespace` (full names, sorted), from the first `MAX_CATALOG`
     /// entries of the catalog after `namespace/`.
     pub async fn repositories(&self, namespace: &str) -> Result<Vec<RepositoryName>, RegistryError> {
         let token = internal_catalog_token(&self.keys, &self.settings, berth_shared::platform::clock::unix_now())
@@ -278,7 +278,7 @@ impl RegistryClient {
         Ok(names)
     }
 
-    /// The tags of `repository` (at most [`MAX_TAGS`], sorted); none if it does not exist.
+    /// The tags of `repository` (at most `MAX_TAGS`, sorted); none if it does not exist.
     pub async fn tags(&self, repository: &RepositoryName) -> Result<Vec<String>, RegistryError> {
         match self.read(repository, "tags/list", "application/json", MAX_MANIFEST_BYTES).await {
             Ok((_, body)) => {

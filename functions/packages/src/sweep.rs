@@ -44,7 +44,7 @@ pub fn stale_after(context: &FunctionContext) -> Duration {
     context.config.queue_visibility * context.config.queue_max_attempts.max(1)
 }
 
-/// Re-submits every check pending for longer than [`stale_after`], settles the ones
+/// Re-submits every check pending for longer than `stale_after`, settles the ones
 /// re-submitted [`MAX_RESUBMISSIONS`] times by checking them here, and clears markers whose
 /// version settled or is gone. One bad marker is logged and skipped.
 pub async fn sweep(context: &FunctionContext, client: &RegistryClient, now: u64) -> Result<SweepOutcome, EventError> {

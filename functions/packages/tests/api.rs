@@ -2,6 +2,13 @@
 //! idempotency, races, services and associations. The registry check itself is tested
 //! against the real registry in tests/tests/packages.rs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use berth_shared::names::AccountId;

@@ -1,6 +1,13 @@
 //! Every Compute Nest `config.yaml` of the corpus (../shared/corpus/ros) imports as a service,
 //! or fails with a message that names what is missing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

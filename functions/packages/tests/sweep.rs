@@ -1,6 +1,13 @@
 //! No version stays `Creating` when its publish-check event is lost: the sweep submits it
 //! again, and its last attempt settles it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -148,8 +148,9 @@ impl BalancerAdapter for Haproxy {
         let stat = Self::command(&config.runtime_api, "show stat").await?;
         let servers: Vec<String> = hosts.iter().map(|m| config.server_of(&m.host)).collect();
         let counts = sessions(&stat, &config.backend, &servers);
-        if let Some(i) = counts.iter().position(Option::is_none) {
-            return Err(backend(format_args!("HAProxy: no server {}/{} in show stat", config.backend, servers[i])));
+        if let Some(server) = counts.iter().zip(&servers).find_map(|(count, server)| count.is_none().then_some(server))
+        {
+            return Err(backend(format_args!("HAProxy: no server {}/{server} in show stat", config.backend)));
         }
         Ok(counts.iter().all(|c| *c == Some(0)))
     }

@@ -50,7 +50,7 @@ pub struct Group {
     /// built-in adapter records it only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_scaling_group: Option<String>,
-    /// The load balancer its hosts are drained from before they stop (see [`LoadBalancer`]).
+    /// The load balancer its hosts are drained from before they stop (see [`berth_shared::release::LoadBalancer`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<berth_shared::release::LoadBalancer>,
     /// Hosts not seen for this long are skipped by releases.

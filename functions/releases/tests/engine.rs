@@ -2,6 +2,13 @@
 //! agents, and every advance and report repeated and raced. The outcome must be the one a
 //! single, orderly delivery gives.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 mod common;
 
 use axum::http::{Method, StatusCode};

@@ -2,6 +2,13 @@
 //! played by the test): revisions and each host's ledger, rollback by hand and on failure,
 //! convergence of hosts that join or come back, removal, stale hosts, listings and deletes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

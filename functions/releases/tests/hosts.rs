@@ -2,6 +2,13 @@
 //! acts with its own token for its own jobs only, join tokens rotate and revoke, and a bad
 //! stored plan of one tenant never stops another tenant's polls.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 mod common;
 
 use axum::http::{Method, StatusCode};

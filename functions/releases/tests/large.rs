@@ -1,6 +1,13 @@
 //! A release larger than one stored document holds: its plan is stored in parts, a process
 //! that never saw it loads it whole, and hosts with ids of the full allowed length get jobs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 mod common;
 
 use axum::http::{Method, StatusCode};

@@ -2,6 +2,13 @@
 //! wakes when the other moves the release, and an advance in one counts the reports the other
 //! took. Neither learns of the other's work but through the store.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,13 @@
 //! The scaling pause is recorded as suspended only once the adapter confirmed it, and until
 //! then no host of the release is stopped; a failed suspend is retried by the next advance.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 mod common;
 
 use std::sync::Arc;

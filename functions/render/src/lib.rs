@@ -153,7 +153,8 @@ async fn render_service(
     }
     let mut render = render_context(&context, &caller.id, &base);
     render.instance = instance.as_ref();
-    let template = &mut service.templates[picked];
+    // `pick` answered an index of these templates.
+    let template = service.templates.get_mut(picked).ok_or_else(|| ApiError::Internal(format!("template {picked}")))?;
     let template_name = template.name.clone();
     // The body moves into shared bytes: the raw answer sends slices of it, never a copy.
     let source = Bytes::from(std::mem::take(&mut template.body));

@@ -1,6 +1,13 @@
 //! The render API in-process over a `memory://` store: values, the pull key's scope, dry
 //! runs, file downloads, and every error as problem+json with line:column.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::collections::BTreeMap;
 
 use axum::body::Body;

@@ -2,6 +2,13 @@
 //! else `X-Forwarded-*` only when `BERTH_TRUST_FORWARDED=true`, else `Host`. And the error
 //! bodies of the router stay small whatever the request sends.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::sync::Arc;
 
 use axum::body::Body;

@@ -103,7 +103,7 @@ pub fn new_id() -> String {
     let mut bytes = [0u8; 13];
     aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
     let encoded = data_encoding::BASE32_NOPAD.encode(&bytes);
-    format!("{ID_PREFIX}{}", &encoded[..ID_LEN - ID_PREFIX.len()])
+    format!("{ID_PREFIX}{}", encoded.get(..ID_LEN - ID_PREFIX.len()).unwrap_or_default())
 }
 
 /// Whether `id` has the shape of an access key id (so it is safe as a store path).

@@ -125,7 +125,7 @@ pub fn mint(
     let password = random_token(PREFIX);
     let username = instance.username();
     let stored = StoredCredential {
-        id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+        id: uuid::Uuid::new_v4().simple().to_string().chars().take(12).collect(),
         sha256: sha256_hex(password.as_bytes()),
         created_at: now,
         expires_at: ttl_seconds.map(|ttl| now.saturating_add(ttl)),

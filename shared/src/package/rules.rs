@@ -144,7 +144,7 @@ pub fn is_image_tag(tag: &str) -> bool {
     let bytes = tag.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_IMAGE_TAG
-        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes.first().is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_')
         && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 

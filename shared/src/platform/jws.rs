@@ -64,7 +64,7 @@ impl SigningKey {
     pub fn from_pkcs8(der: &[u8], certificate: Option<&[u8]>) -> Option<Self> {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).ok()?;
         let point = pair.public_key().as_ref().to_vec();
-        if point.len() != 65 || point[0] != 4 {
+        if point.len() != 65 || point.first() != Some(&4) {
             return None;
         }
         let mut spki = P256_SPKI_PREFIX.to_vec();
@@ -75,8 +75,8 @@ impl SigningKey {
         {
             return None;
         }
-        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
-        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+        let x = URL_SAFE_NO_PAD.encode(point.get(1..33).unwrap_or_default());
+        let y = URL_SAFE_NO_PAD.encode(point.get(33..65).unwrap_or_default());
         Some(Self {
             kid: libtrust_kid(&spki),
             decoding: DecodingKey::from_ec_components(&x, &y).ok()?,
@@ -108,7 +108,7 @@ impl SigningKey {
 /// 240 bits, base32 without padding, in 12 groups of 4 joined by `:`.
 pub fn libtrust_kid(spki_der: &[u8]) -> String {
     let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
-    let encoded = data_encoding::BASE32_NOPAD.encode(&hash.as_ref()[..30]);
+    let encoded = data_encoding::BASE32_NOPAD.encode(hash.as_ref().get(..30).unwrap_or_default());
     encoded.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("base32 is ASCII")).collect::<Vec<_>>().join(":")
 }
 
@@ -172,7 +172,7 @@ impl SigningKeys {
 
     /// The signing key.
     pub fn current(&self) -> &SigningKey {
-        &self.keys[0]
+        self.keys.first().expect("`load` and `from_keys` keep at least one key")
     }
 
     /// Every configured key, the current one first: what verifies.
@@ -191,8 +191,8 @@ impl SigningKeys {
         let key = self.current();
         // A compact JWS by hand over the parsed key: header, claims, ES256 (fixed r||s).
         let mut header = json!({ "typ": typ, "alg": "ES256", "kid": key.kid });
-        if let Some(certificate) = &key.certificate {
-            header["x5c"] = json!([certificate]);
+        if let (Some(certificate), Some(fields)) = (&key.certificate, header.as_object_mut()) {
+            fields.insert("x5c".to_owned(), json!([certificate]));
         }
         let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
         token.push('.');

@@ -29,7 +29,7 @@ pub fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    let body: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let stop = start + text.get(start..).unwrap_or_default().find(&end)?;
+    let body: String = text.get(start..stop).unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
     STANDARD.decode(body).ok()
 }

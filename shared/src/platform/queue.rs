@@ -280,12 +280,13 @@ impl EventQueue for InProcessQueue {
             }
             let mut out = Vec::new();
             let mut index = 0;
-            while out.len() < max && index < lanes.ready.len() {
-                if lanes.ready[index].visible_at > now {
+            while out.len() < max {
+                let Some(next) = lanes.ready.get(index) else { break };
+                if next.visible_at > now {
                     index += 1;
                     continue;
                 }
-                let waiting = lanes.ready.remove(index).expect("index is in bounds");
+                let Some(waiting) = lanes.ready.remove(index) else { break };
                 let receives = waiting.receives + 1;
                 let mut envelope = waiting.envelope;
                 envelope.attempt = receives;

@@ -71,6 +71,16 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
+/// The byte at `i`, or 0 past the end (no rule below matches 0).
+fn byte_at(s: &[u8], i: usize) -> u8 {
+    s.get(i).copied().unwrap_or(0)
+}
+
+/// `s` from `i` on; empty past the end.
+fn tail(s: &[u8], i: usize) -> &[u8] {
+    s.get(i..).unwrap_or_default()
+}
+
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')
 }
@@ -81,17 +91,17 @@ fn is_credential_byte(b: u8) -> bool {
 
 /// Length of a JWT (three base64url segments, the first starting `eyJ`) at `s[i..]`, if any.
 fn jwt_at(s: &[u8], i: usize) -> Option<usize> {
-    if !s[i..].starts_with(b"eyJ") || (i > 0 && is_token_byte(s[i - 1])) {
+    if !tail(s, i).starts_with(b"eyJ") || (i > 0 && is_token_byte(byte_at(s, i - 1))) {
         return None;
     }
     let mut j = i;
     for segment in 0..3 {
         let start = j;
-        while j < s.len() && is_token_byte(s[j]) {
+        while j < s.len() && is_token_byte(byte_at(s, j)) {
             j += 1;
         }
         if segment < 2 {
-            if j == start || j >= s.len() || s[j] != b'.' {
+            if j == start || j >= s.len() || byte_at(s, j) != b'.' {
                 return None;
             }
             j += 1;
@@ -104,15 +114,15 @@ fn jwt_at(s: &[u8], i: usize) -> Option<usize> {
 fn scheme_credential_at(s: &[u8], i: usize) -> Option<(usize, usize)> {
     for scheme in [&b"bearer "[..], &b"basic "[..]] {
         if s.len() >= i + scheme.len()
-            && s[i..i + scheme.len()].eq_ignore_ascii_case(scheme)
-            && (i == 0 || !is_token_byte(s[i - 1]))
+            && s.get(i..i + scheme.len()).unwrap_or_default().eq_ignore_ascii_case(scheme)
+            && (i == 0 || !is_token_byte(byte_at(s, i - 1)))
         {
             let start = i + scheme.len();
             let mut j = start;
-            while j < s.len() && is_credential_byte(s[j]) {
+            while j < s.len() && is_credential_byte(byte_at(s, j)) {
                 j += 1;
             }
-            if j > start && !s[start..j].starts_with(REDACTED.as_bytes()) {
+            if j > start && !s.get(start..j).unwrap_or_default().starts_with(REDACTED.as_bytes()) {
                 return Some((start, j - start));
             }
         }
@@ -125,37 +135,38 @@ fn scheme_credential_at(s: &[u8], i: usize) -> Option<(usize, usize)> {
 fn field_value_after(s: &[u8], name_end: usize) -> Option<(usize, usize)> {
     let mut j = skip_styling(s, name_end);
     let mut quoted_name = false;
-    if s[j..].starts_with(b"\\\"") {
+    if tail(s, j).starts_with(b"\\\"") {
         j += 2;
         quoted_name = true;
-    } else if s[j..].starts_with(b"\"") {
+    } else if tail(s, j).starts_with(b"\"") {
         j += 1;
         quoted_name = true;
     }
     j = skip_styling(s, j);
-    if j >= s.len() || !(s[j] == b'=' || s[j] == b':') {
+    if j >= s.len() || !(byte_at(s, j) == b'=' || byte_at(s, j) == b':') {
         return None;
     }
-    if s[j] == b':' && !quoted_name && s.get(j + 1) == Some(&b':') {
+    if byte_at(s, j) == b':' && !quoted_name && s.get(j + 1) == Some(&b':') {
         return None; // a Rust path like `auth::x`, not a field
     }
     j = skip_styling(s, j + 1);
     // Value quoted with \" (inside a JSON string), with ", or bare.
-    let (start, end) = if s[j..].starts_with(b"\\\"") {
+    let (start, end) = if tail(s, j).starts_with(b"\\\"") {
         let start = j + 2;
         let end = find(s, start, b"\\\"").unwrap_or(s.len());
         (start, end)
     } else if s.get(j) == Some(&b'"') {
         let start = j + 1;
         let mut k = start;
-        while k < s.len() && s[k] != b'"' {
-            k += if s[k] == b'\\' { 2 } else { 1 };
+        while k < s.len() && byte_at(s, k) != b'"' {
+            k += if byte_at(s, k) == b'\\' { 2 } else { 1 };
         }
         (start, k.min(s.len()))
     } else {
         let start = j;
         let mut k = start;
-        while k < s.len() && !matches!(s[k], b' ' | b',' | b'}' | b']' | b'\n' | b'\r' | b'\t' | b'"' | b'\\') {
+        while k < s.len() && !matches!(byte_at(s, k), b' ' | b',' | b'}' | b']' | b'\n' | b'\r' | b'\t' | b'"' | b'\\')
+        {
             k += 1;
         }
         // `Authorization: Bearer xyz`: the whole credential, not just the scheme word.
@@ -165,7 +176,7 @@ fn field_value_after(s: &[u8], name_end: usize) -> Option<(usize, usize)> {
         }
     };
     // Numbers and booleans (`expires_in=300`, `token_count: 3`) are not secrets.
-    let value = &s[start..end];
+    let value = s.get(start..end).unwrap_or_default();
     if end == start
         || value == REDACTED.as_bytes()
         || value.iter().all(u8::is_ascii_digit)
@@ -182,10 +193,10 @@ fn field_value_after(s: &[u8], name_end: usize) -> Option<(usize, usize)> {
 /// between a field's name, its `=` and its value.
 fn skip_styling(s: &[u8], mut j: usize) -> usize {
     loop {
-        if j < s.len() && s[j] == b' ' {
+        if j < s.len() && byte_at(s, j) == b' ' {
             j += 1;
-        } else if s[j..].starts_with(b"\x1b[") {
-            let end = s[j + 2..].iter().position(|b| b.is_ascii_alphabetic()).map_or(s.len(), |p| j + 2 + p + 1);
+        } else if tail(s, j).starts_with(b"\x1b[") {
+            let end = tail(s, j + 2).iter().position(|b| b.is_ascii_alphabetic()).map_or(s.len(), |p| j + 2 + p + 1);
             j = end;
         } else {
             return j;
@@ -194,7 +205,7 @@ fn skip_styling(s: &[u8], mut j: usize) -> usize {
 }
 
 fn find(s: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    s[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    tail(s, from).windows(needle.len()).position(|w| w == needle).map(|p| p + from)
 }
 
 /// Blanks every secret in a log line (see the module docs for the rule).
@@ -213,12 +224,12 @@ pub fn redact(line: &str) -> Cow<'_, str> {
             i = start + len;
             continue;
         }
-        if is_token_byte(s[i]) && (i == 0 || !is_token_byte(s[i - 1])) {
+        if is_token_byte(byte_at(s, i)) && (i == 0 || !is_token_byte(byte_at(s, i - 1))) {
             let mut j = i;
-            while j < s.len() && is_token_byte(s[j]) {
+            while j < s.len() && is_token_byte(byte_at(s, j)) {
                 j += 1;
             }
-            let word = &line[i..j];
+            let word = line.get(i..j).unwrap_or_default();
             if TOKEN_PREFIXES.iter().any(|p| word.starts_with(p) && word.len() >= p.len() + MIN_TOKEN_SUFFIX) {
                 spans.push((i, j));
                 i = j;
@@ -243,11 +254,11 @@ pub fn redact(line: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(line.len());
     let mut last = 0;
     for (start, end) in spans {
-        out.push_str(&line[last..start]);
+        out.push_str(line.get(last..start).unwrap_or_default());
         out.push_str(REDACTED);
         last = end;
     }
-    out.push_str(&line[last..]);
+    out.push_str(line.get(last..).unwrap_or_default());
     Cow::Owned(out)
 }
 

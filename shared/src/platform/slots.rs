@@ -107,7 +107,7 @@ pub async fn free(store: &DocumentStore, prefix: &str, index: usize, holder: &st
 /// same slots in the same order).
 pub fn start_for(holder: &str, limit: usize) -> usize {
     let digest = crate::platform::digest::sha256_hex(holder.as_bytes());
-    usize::from_str_radix(&digest[..8], 16).unwrap_or(0) % limit.max(1)
+    usize::from_str_radix(digest.get(..8).unwrap_or_default(), 16).unwrap_or(0) % limit.max(1)
 }
 
 #[cfg(test)]

@@ -438,7 +438,8 @@ fn sync_directory(folder: &std::path::Path) -> std::io::Result<()> {
 pub const LOCK_STRIPES: usize = 4096;
 
 fn lock_path(locks: &std::path::Path, path: &str) -> PathBuf {
-    locks.join(format!("{}.lock", &sha256_hex(path.as_bytes())[..3]))
+    let digest = sha256_hex(path.as_bytes());
+    locks.join(format!("{}.lock", digest.get(..3).unwrap_or_default()))
 }
 
 /// Removes `.*.tmp` staging files older than `age` below `root` (a crashed writer's).

@@ -83,8 +83,10 @@ pub fn split_logs(logs: &HostLogs, part_bytes: usize) -> (HostLogs, Vec<LogPart>
                 while !rest.is_char_boundary(cut) {
                     cut -= 1;
                 }
-                parts.push(LogPart { step: step.into(), stream: stream.into(), text: rest[..cut].to_owned() });
-                rest = &rest[cut..];
+                // `cut` is a boundary, so the split always succeeds.
+                let (part, after) = rest.split_at_checked(cut).unwrap_or((rest, ""));
+                parts.push(LogPart { step: step.into(), stream: stream.into(), text: part.to_owned() });
+                rest = after;
             }
         }
     }
@@ -122,7 +124,7 @@ pub fn job_id(release: &str, host: &str, kind: JobKind) -> String {
         JobKind::Run => "run",
     };
     let digest = crate::platform::digest::sha256_hex(format!("berth-job\0{release}\0{host}\0{kind}").as_bytes());
-    format!("{kind}-{}", &digest[..32])
+    format!("{kind}-{}", digest.get(..32).unwrap_or_default())
 }
 
 /// Why a report is refused: it does not answer the job the host holds now.

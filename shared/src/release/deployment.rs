@@ -58,7 +58,7 @@ pub fn resolve_image(spec: &DeploymentImage, registry: &str, account: &AccountId
             format!("the image must be in your namespace '{account}'"),
         ));
     }
-    let tag = &reference[1..];
+    let tag = reference.get(1..).unwrap_or_default();
     let tag_ok = if reference.starts_with('@') {
         tag.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     } else {
@@ -98,14 +98,16 @@ pub fn image_from_package(
         Some(name) => version.images.iter().find(|i| i.repository.as_str() == name).ok_or_else(|| {
             ApiError::invalid("image.image", "not_in_version", format!("the version has no image '{name}'"))
         })?,
-        None if version.images.len() == 1 => &version.images[0],
-        None => {
-            return Err(ApiError::invalid(
-                "image.image",
-                "required",
-                "the version has several images: name one by its repository",
-            ));
-        }
+        None => match version.images.as_slice() {
+            [only] => only,
+            _ => {
+                return Err(ApiError::invalid(
+                    "image.image",
+                    "required",
+                    "the version has several images: name one by its repository",
+                ));
+            }
+        },
     };
     let address = crate::package::PackageVersion::image_reference(chosen, registry, true);
     Ok(DeploymentImage::Address { address })
@@ -186,7 +188,7 @@ pub fn validate_working_directory(dir: &str) -> Result<(), ApiError> {
     if dir.chars().any(char::is_control) {
         return Err(ApiError::invalid(field, "invalid_path", "contains control characters"));
     }
-    if dir != "/" && dir[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if dir != "/" && dir.get(1..).unwrap_or_default().split('/').any(|s| s.is_empty() || s == "." || s == "..") {
         return Err(ApiError::invalid(
             field,
             "invalid_path",

@@ -259,7 +259,7 @@ pub fn truncated(text: &str, limit: usize) -> &str {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &text[..end]
+    text.get(..end).unwrap_or_default()
 }
 
 /// A host of a running release that turned unhealthy after its run succeeded (its batch

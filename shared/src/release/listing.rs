@@ -33,8 +33,9 @@ pub fn page<T>(mut items: Vec<(String, T)>, token: Option<&str>, size: usize) ->
     items.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rest: Vec<(String, T)> =
         items.into_iter().filter(|(key, _)| token.is_none_or(|t| key.as_str() > t)).collect();
-    let next = (rest.len() > size).then(|| rest[size - 1].0.clone());
+    let more = rest.len() > size;
     rest.truncate(size);
+    let next = if more { rest.last().map(|(key, _)| key.clone()) } else { None };
     (rest.into_iter().map(|(_, item)| item).collect(), next)
 }
 

@@ -152,7 +152,14 @@ pub fn plan_rollback(release: &str, targets: Vec<(String, Option<Ran>)>) -> Resu
 /// duplicate computes the same one and conditional creates keep exactly one.
 pub fn derived_id(parts: &[&str]) -> String {
     let digest = crate::platform::digest::sha256_hex(parts.join("\0").as_bytes());
-    format!("{}-{}-8{}-{}-{}", &digest[..8], &digest[8..12], &digest[13..16], &digest[16..20], &digest[20..32])
+    format!(
+        "{}-{}-8{}-{}-{}",
+        digest.get(..8).unwrap_or_default(),
+        digest.get(8..12).unwrap_or_default(),
+        digest.get(13..16).unwrap_or_default(),
+        digest.get(16..20).unwrap_or_default(),
+        digest.get(20..32).unwrap_or_default()
+    )
 }
 
 /// The id of the release that rolls `release` back (manual or automatic: there is one).

@@ -301,7 +301,8 @@ pub fn decide_watched(
             Decision::Move(enter_batch(release, 0))
         }
         Phase::Batch { batch } => {
-            let hosts = &release.batches[batch];
+            // A batch past the plan (a damaged document) has no hosts to wait for.
+            let hosts = release.batches.get(batch).map_or(&[][..], Vec::as_slice);
             let missing: Vec<String> = hosts.iter().filter(|h| !results.contains_key(*h)).cloned().collect();
             if !missing.is_empty() {
                 return if now >= release.phase_deadline() { Decision::TimeOut(missing) } else { Decision::Wait };

@@ -60,11 +60,11 @@ pub fn template_text<'a>(field: &str, bytes: &'a [u8]) -> Result<&'a str, ApiErr
         return Err(ApiError::TooLarge { field: field.to_owned(), limit: MAX_TEMPLATE_BYTES });
     }
     std::str::from_utf8(bytes).map_err(|e| {
-        let valid = &bytes[..e.valid_up_to()];
+        let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
         let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         // `valid` is UTF-8 up to here, so counting non-continuation bytes counts characters.
-        let column = valid[line_start..].iter().filter(|&&b| (b & 0xC0) != 0x80).count() + 1;
+        let column = valid.get(line_start..).unwrap_or_default().iter().filter(|&&b| (b & 0xC0) != 0x80).count() + 1;
         ApiError::invalid(field, "invalid_utf8", format!("{field} is not UTF-8: invalid byte at {line}:{column}"))
     })
 }

@@ -37,16 +37,18 @@ impl<'t> Rendered<'t> {
         self.cuts
             .iter()
             .flat_map(move |(span, value)| {
-                let kept = &self.text[last..span.start];
+                let kept = self.text.get(last..span.start).unwrap_or_default();
                 last = span.end;
                 [kept, &**value]
             })
-            .chain(std::iter::once(&self.text[self.cuts.last().map_or(0, |(span, _)| span.end)..]))
+            .chain(std::iter::once(
+                self.text.get(self.cuts.last().map_or(0, |(span, _)| span.end)..).unwrap_or_default(),
+            ))
             .filter(|piece| !piece.is_empty())
     }
 
     /// Its pieces as [`Bytes`], the kept text sharing `source`'s memory. `source` must be the
-    /// very buffer [`Template::check`] borrowed (equal bytes elsewhere are not enough: it panics).
+    /// very buffer [`super::Template::check`] borrowed (equal bytes elsewhere are not enough: it panics).
     pub fn chunks(&self, source: &Bytes) -> Vec<Bytes> {
         let text = source.slice_ref(self.text.as_bytes());
         let mut chunks = Vec::with_capacity(self.cuts.len() * 2 + 1);

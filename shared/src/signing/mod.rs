@@ -103,7 +103,8 @@ pub fn key_ring_path(account: &AccountId) -> String {
 /// Where the key that signed a digest of the account is recorded by the publish check, so a
 /// release naming the digest alone (an address) is checked too.
 pub fn signed_digest_path(account: &AccountId, digest: &str) -> Option<String> {
-    is_sha256_digest(digest).then(|| format!("accounts/{account}/signed-digests/{}.json", &digest[7..]))
+    is_sha256_digest(digest)
+        .then(|| format!("accounts/{account}/signed-digests/{}.json", digest.get(7..).unwrap_or_default()))
 }
 
 /// `sha256:` and 64 lowercase hex digits: the only digests that become paths.
@@ -204,7 +205,7 @@ impl PublicKey {
 
     /// The key's id.
     pub fn id(&self) -> String {
-        format!("{ID_PREFIX}{}", &self.fingerprint[..16])
+        format!("{ID_PREFIX}{}", self.fingerprint.get(..16).unwrap_or_default())
     }
 
     /// One PEM block.

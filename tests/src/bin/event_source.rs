@@ -11,6 +11,13 @@
 //! amazonaws.com (moto, ElasticMQ) is also the endpoint. One line per invocation (message ids,
 //! receive counts, the outcome; never the bodies) until Ctrl-C.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,13 @@
 //! router, engine and store together with the simulated agents and their tokens).
 //! `BENCH_TRACE_RSS=1` also prints when the RSS grew, and the size of one agent's future.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 // The in-process call the releases tests use, shared rather than copied.
 #[path = "../../../functions/releases/tests/common/mod.rs"]
 mod common;

@@ -8,6 +8,13 @@
 //! - the agent's probe overhead per host: the CPU an agent spends per HTTP probe while it
 //!   watches its host between batches, against an agent that only polls meanwhile.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -21,6 +21,13 @@
 //! it). Goals: init ≤ 20 ms, warm ≤ 2 ms; missing one is reported,
 //! not fatal; a function that never answers fails the command.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};

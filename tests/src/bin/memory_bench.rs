@@ -5,6 +5,13 @@
 //! (c) the publish check of a manifest whose config names a 1 GiB blob in the real registry.
 //! The peak is reset between scenarios (`/proc/PID/clear_refs`), so each figure is its own.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -11,6 +11,13 @@
 //! `RENDER_BENCH_PARTS=1` also prints the scan, the plan, newline counting and the `{{` search
 //! alone.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};

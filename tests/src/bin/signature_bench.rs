@@ -4,6 +4,13 @@
 //! through the registry reads (an in-memory registry: manifest parse, payload digest). Same
 //! process, so the ratios hold on a noisy machine.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::time::{Duration, Instant};
 
 use berth_shared::platform::digest::oci_digest;

@@ -3,6 +3,13 @@
 //! from another loopback address: p99 latencies, failures and the server's peak RSS per attack.
 //! `BENCH_NESTED_DEPTH` (100,000) sets the YAML nesting; run it against an older build to compare.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::time::Duration;
 
 use berth_tests::attack::{self, ATTACKERS, Target, during};

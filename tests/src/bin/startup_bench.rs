@@ -5,6 +5,13 @@
 //! fails the command. Start-up is also given as a multiple of exec→exit of `/bin/true` on the
 //! same machine in the same run, since absolute times on shared machines are noisy.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

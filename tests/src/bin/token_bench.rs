@@ -2,6 +2,13 @@
 //! (same process, so the ratio holds on a noisy machine), and the HTTP token endpoint of a
 //! release `berth serve` on loopback under concurrent load.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,11 +2,11 @@
 //! (`alibabacloud-computenestsupplier20210521`) and `computenest-cli` work against Berth.
 //!
 //! Every call is `POST /` with the parameters in the query, the operation in `x-acs-action`,
-//! signed with an access key (ACS3-HMAC-SHA256, [`signature`], [`auth`]). The artifact
-//! operations ([`artifacts`]) map artifacts onto Berth's packages (`ArtifactId` is the package
-//! name), the repository ones ([`repositories`]) onto the registry namespace, the service ones
-//! ([`services`]) onto Berth's services. Answers are Compute Nest's JSON with `RequestId`;
-//! refusals are [`error::CnError`]s.
+//! signed with an access key (ACS3-HMAC-SHA256, [`signature`], `auth`). The artifact
+//! operations (`artifacts`) map artifacts onto Berth's packages (`ArtifactId` is the package
+//! name), the repository ones (`repositories`) onto the registry namespace, the service ones
+//! (`services`) onto Berth's services. Answers are Compute Nest's JSON with `RequestId`;
+//! refusals are `error::CnError`s.
 
 mod artifacts;
 mod auth;

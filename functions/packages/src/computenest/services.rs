@@ -105,7 +105,10 @@ async fn define(call: &Call<'_>, name: &str, existing: Option<&Service>) -> Resu
     for url in urls {
         let body = existing
             .and_then(|s| {
-                (0..s.templates.len()).find(|i| template_url(call, s, *i) == url).map(|i| s.templates[i].body.clone())
+                (0..s.templates.len())
+                    .find(|i| template_url(call, s, *i) == url)
+                    .and_then(|i| s.templates.get(i))
+                    .map(|t| t.body.clone())
             })
             .unwrap_or_default();
         templates.insert(url, body);

@@ -1,5 +1,5 @@
 //! Which job a host is due, and holding its poll until there is one: the scheduling of
-//! agents' polls, over the group's snapshot (see [`super::watch`]).
+//! agents' polls, over the group's snapshot (see `super::watch`).
 
 use std::time::Duration;
 

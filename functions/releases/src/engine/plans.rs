@@ -83,7 +83,7 @@ impl Plan {
     }
 
     fn settled_bit(&self, host: PlannedHost, kind: JobKind) -> Option<(&AtomicU64, u64)> {
-        let words = &self.settled[usize::from(kind == JobKind::Run)];
+        let words = self.settled.get(usize::from(kind == JobKind::Run))?;
         Some((words.get(host.index / 64)?, 1 << (host.index % 64)))
     }
 

@@ -75,7 +75,7 @@ pub struct Hold {
 
 impl Hold {
     /// Whether the group is watched (its snapshot refreshed and changes woken), which it is
-    /// unless [`MAX_WATCHED`] other groups are.
+    /// unless `MAX_WATCHED` other groups are.
     pub fn watched(&self) -> bool {
         self.key.is_some()
     }

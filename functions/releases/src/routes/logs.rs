@@ -62,14 +62,14 @@ pub async fn host_log_part(
     let pull = store.get::<PullResult>(&layout::pull(&id, &host)).await?.map(|d| d.value);
     let result = store.get::<HostResult>(&layout::result(&id, &host)).await?.map(|d| d.value);
     let state = release::host_state(&release, &host, pull.as_ref(), result.as_ref());
-    let mut sources = vec![pages_of(&engine, JobKind::Pull, &id, &host).await?];
-    if sources[0].count() == 0 {
+    let mut pulls = pages_of(&engine, JobKind::Pull, &id, &host).await?;
+    if pulls.count() == 0 {
         // A pull-first pull's short output is inline in its result.
         let output = pull.map(|p| p.output);
         let logs = release::HostLogs { pull: output, ..Default::default() };
-        sources[0] = Pages { head: split_logs(&logs, LOG_PART_BYTES).1, kind: JobKind::Pull, stored: 0 };
+        pulls = Pages { head: split_logs(&logs, LOG_PART_BYTES).1, kind: JobKind::Pull, stored: 0 };
     }
-    sources.push(pages_of(&engine, JobKind::Run, &id, &host).await?);
+    let sources = vec![pulls, pages_of(&engine, JobKind::Run, &id, &host).await?];
     let parts = sources.iter().map(Pages::count).sum();
     let mut index = part;
     let mut found = None;

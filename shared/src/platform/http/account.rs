@@ -135,11 +135,11 @@ impl AccountKeys {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).ok()?;
         let point = pair.public_key().as_ref();
         // Uncompressed SEC1 point: 0x04 || x || y.
-        if point.len() != 65 || point[0] != 4 {
+        if point.len() != 65 || point.first() != Some(&4) {
             return None;
         }
-        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
-        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+        let x = URL_SAFE_NO_PAD.encode(point.get(1..33).unwrap_or_default());
+        let y = URL_SAFE_NO_PAD.encode(point.get(33..65).unwrap_or_default());
         let decoding = DecodingKey::from_ec_components(&x, &y).ok()?;
         Some(Self {
             issuer: issuer.to_owned(),

@@ -33,11 +33,11 @@ pub fn shown(value: &str) -> Cow<'_, str> {
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    match crate::platform::secret::redact(&value[..end]) {
+    match crate::platform::secret::redact(value.get(..end).unwrap_or_default()) {
         Cow::Borrowed(_) => escape_and_cut(value, MAX_SHOWN_CHARS),
         Cow::Owned(mut redacted) => {
             // Enough of the rest to fill the window shown, and to know whether it was cut.
-            redacted.extend(value[end..].chars().take(MAX_SHOWN_CHARS + 1));
+            redacted.extend(value.get(end..).unwrap_or_default().chars().take(MAX_SHOWN_CHARS + 1));
             Cow::Owned(escape_and_cut(&redacted, MAX_SHOWN_CHARS).into_owned())
         }
     }
@@ -52,10 +52,10 @@ pub fn bounded_text(text: &str, max: usize) -> Cow<'_, str> {
     let mut rebuilt: Option<String> = None;
     let mut last = 0;
     for (start, end) in spans {
-        let inner = &text[start..end];
+        let inner = text.get(start..end).unwrap_or_default();
         if let Cow::Owned(cut) = shown(inner) {
             let out = rebuilt.get_or_insert_with(|| String::with_capacity(text.len().min(max * 4)));
-            out.push_str(&text[last..start]);
+            out.push_str(text.get(last..start).unwrap_or_default());
             out.push_str(&cut);
             last = end;
         }
@@ -63,7 +63,7 @@ pub fn bounded_text(text: &str, max: usize) -> Cow<'_, str> {
     match rebuilt {
         None => escape_and_cut(text, max),
         Some(mut out) => {
-            out.push_str(&text[last..]);
+            out.push_str(text.get(last..).unwrap_or_default());
             Cow::Owned(escape_and_cut(&out, max).into_owned())
         }
     }
@@ -76,11 +76,10 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b >= 0x80;
     let mut spans = Vec::new();
     let mut i = 0;
-    while i < bytes.len() {
-        let quote = bytes[i];
+    while let Some(&quote) = bytes.get(i) {
         let opens = match quote {
             b'"' | b'`' => true,
-            b'\'' => i == 0 || !word(bytes[i - 1]),
+            b'\'' => !i.checked_sub(1).and_then(|p| bytes.get(p)).is_some_and(|&b| word(b)),
             _ => false,
         };
         if !opens {
@@ -90,10 +89,10 @@ fn quoted_spans(text: &str) -> Vec<(usize, usize)> {
         let start = i + 1;
         let mut j = start;
         let end = loop {
-            if j >= bytes.len() {
+            let Some(&b) = bytes.get(j) else {
                 break bytes.len();
-            }
-            match bytes[j] {
+            };
+            match b {
                 b'\\' if quote == b'"' => j += 2,
                 b if b == quote && (quote != b'\'' || bytes.get(j + 1).is_none_or(|&n| !word(n))) => break j,
                 _ => j += 1,
@@ -123,7 +122,7 @@ fn escape_and_cut(text: &str, max: usize) -> Cow<'_, str> {
         let escape = needs_escape(c);
         let width = if escape { c.escape_default().count() } else { 1 };
         if count + width > max {
-            let mut cut = out.unwrap_or_else(|| text[..i].to_owned());
+            let mut cut = out.unwrap_or_else(|| text.get(..i).unwrap_or_default().to_owned());
             cut.push(CUT);
             return Cow::Owned(cut);
         }
@@ -133,7 +132,7 @@ fn escape_and_cut(text: &str, max: usize) -> Cow<'_, str> {
             (Some(out), false) => out.push(c),
             (None, true) => {
                 let mut escaped = String::with_capacity(i + 16);
-                escaped.push_str(&text[..i]);
+                escaped.push_str(text.get(..i).unwrap_or_default());
                 escaped.extend(c.escape_default());
                 out = Some(escaped);
             }
