@@ -2,7 +2,8 @@
 # `make api-fuzz`: schemathesis (every check) against `berth serve` and infra/openapi.yaml.
 # The server must answer no 5xx, and must not refuse a request the description says is valid.
 # API_FUZZ_EXAMPLES (default 20) bounds the examples per operation; API_FUZZ_BERTH names the
-# berth binary (default target/debug/berth); tests/tests/api_fuzz.rs runs it with few examples.
+# berth binary (default target/debug/berth); API_FUZZ_WORKERS (default 1) how many requests
+# schemathesis has in flight. tests/tests/api_fuzz.rs runs it with few examples.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,6 +44,6 @@ API_FUZZ_ACCOUNT=acme API_FUZZ_REGISTRY="$registry" PYTHONPATH="$root/scripts" S
   --checks all \
   --header "Authorization: Bearer $token" \
   --max-examples "$examples" \
-  --workers 1 \
+  --workers "${API_FUZZ_WORKERS:-1}" \
   --no-color \
   --suppress-health-check all

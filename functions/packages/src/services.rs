@@ -21,8 +21,8 @@ use berth_shared::service::{
 use serde::Serialize;
 
 /// Checks every relation of a plan against the store, naming everything missing at once.
-/// A package that does not exist is a 404 naming every absent one; a package of another kind
-/// than its placeholder, or without the version named, conflicts with what is stored (409).
+/// A package or version that does not exist is a 404 naming every absent one; a package of
+/// another kind than its placeholder conflicts with what is stored (409).
 async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &ServicePlan) -> Result<(), ApiError> {
     let mut absent = Vec::new();
     let mut missing = Vec::new();
@@ -43,7 +43,7 @@ async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &
             continue;
         }
         if service::resolve(&context.store, account, target).await?.is_none() {
-            missing.push(format!("{key}: package '{}' has no version {:?}", target.package, target.version));
+            absent.push(format!("version {:?} of package '{}' ({key})", target.version, target.package));
         }
     }
     if !absent.is_empty() {

@@ -480,8 +480,9 @@ async fn a_relation_to_the_wrong_kind_of_package_is_refused() {
         "templates": { "main": "chart: {{ computenest::helmchart::web }}" },
         "relations": { "{{ computenest::helmchart::web }}": { "package": "web", "version": { "number": 1 } } }
     });
+    // Well formed, but the stored package is of another kind: a conflict with it.
     let (status, problem) = api.call("PUT", "/v1/services/charts", Some(service)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("relations_unresolved")), "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("ContainerImage"), "{problem}");
 }
 
