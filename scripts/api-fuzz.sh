@@ -35,9 +35,10 @@ done
 curl -fsS "$url/healthz" > /dev/null || { echo "berth serve did not start:"; tail -20 "$work/serve.log"; exit 1; }
 token=$("$berth" dev-token --account acme --data-dir "$work/data")
 
-# Reports go to $work; the summary (failures by check and operation) is what counts.
-# Custom string formats come from scripts/api_fuzz_hooks.py; per-operation statuses from
-# scripts/api-fuzz.toml.
+# Reports (and schemathesis' and hypothesis' caches) go to $work; the summary (failures by
+# check and operation) is what counts. Custom string formats and cross-field rules come from
+# scripts/api_fuzz_hooks.py; statuses from scripts/api-fuzz.toml.
+cd "$work"
 API_FUZZ_ACCOUNT=acme API_FUZZ_REGISTRY="$registry" PYTHONPATH="$root/scripts" SCHEMATHESIS_HOOKS=api_fuzz_hooks \
   "$st" --config-file "$root/scripts/api-fuzz.toml" run "$root/infra/openapi.yaml" \
   --url "$url" \
