@@ -20,8 +20,6 @@ fn schemathesis_finds_every_answer_as_documented() {
     let output = Command::new(root.join("scripts/api-fuzz.sh"))
         .env("API_FUZZ_BERTH", &berth)
         .env("API_FUZZ_EXAMPLES", EXAMPLES)
-        // Two requests in flight: the coverage phase's boundary cases are most of the time.
-        .env("API_FUZZ_WORKERS", "2")
         .output()
         .expect("run scripts/api-fuzz.sh");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

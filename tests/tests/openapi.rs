@@ -389,9 +389,11 @@ fn denies_unknown_fields(sources: &[(PathBuf, String)], name: &str) -> bool {
     attributes.iter().any(|l| l.contains("deny_unknown_fields"))
 }
 
-/// The JSON body struct each routed handler reads, by (METHOD, path shape), with the sources
-/// it is defined in (its crate's and shared's).
-fn json_bodies_in_source() -> BTreeMap<(String, String), (String, Vec<(PathBuf, String)>)> {
+/// A struct's name, and the sources it is defined in (its crate's and shared's).
+type StructSource = (String, Vec<(PathBuf, String)>);
+
+/// The JSON body struct each routed handler reads, by (METHOD, path shape).
+fn json_bodies_in_source() -> BTreeMap<(String, String), StructSource> {
     let root = berth_tests::workspace_root();
     let body_type = regex::Regex::new(r"ApiJson\s*\(\s*\w+\s*\)\s*:\s*ApiJson<").unwrap();
     let shared = sources(&root.join("shared/src"));
