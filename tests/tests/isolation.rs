@@ -988,14 +988,17 @@ async fn services_and_render(s: &mut Suite, b: &Tenant, registry: &str) {
             relation("acrimage", "img", "web", json!({ "name": "../../../../../acme/packages/onlya/versions/v_1" })),
         ),
     ] {
+        // A name breaking its rule is a bad request; another account's package, one that
+        // does not exist here.
+        let expected = if what.contains("leaving") { 400 } else { 404 };
         let body = json!({ "templates": { "main": image }, "relations": relations });
-        s.absent_as(what, put("/v1/services/bsvc", body), 400).await;
+        s.absent_as(what, put("/v1/services/bsvc", body), expected).await;
     }
     let body = json!({ "config": config_yaml("onlya"), "templates": { "t.yaml": image } });
-    s.absent_as("import a config naming A's package", put("/v1/services/bsvc", body), 400).await;
+    s.absent_as("import a config naming A's package", put("/v1/services/bsvc", body), 404).await;
     let body = json!({ "config": config_yaml("${Artifact.k.ArtifactId}").replace("ArtifactVersion: 1", "ArtifactVersion: draft"),
         "templates": { "t.yaml": image }, "artifacts": { "k": "onlya" } });
-    s.absent_as("import mapping an artifact to A's package", put("/v1/services/bsvc", body), 400).await;
+    s.absent_as("import mapping an artifact to A's package", put("/v1/services/bsvc", body), 404).await;
 
     s.own("get shop", get("/v1/services/shop"), |a| {
         status_in(a, &[200])?;
@@ -1372,7 +1375,7 @@ async fn applications_and_releases(s: &mut Suite, a: &Tenant, b: &Tenant, only: 
         ("a deployment of A's image of onlya", json!({ "package": "onlya", "version": "v_1", "image": "onlya" })),
     ] {
         let body = deployment("stolen", image);
-        s.absent_as(what, post("/v1/applications/shop/deployments", body), 400).await;
+        s.absent_as(what, post("/v1/applications/shop/deployments", body), 404).await;
     }
     for image in [
         json!({ "address": format!("{registry}/acme/web:v1") }),

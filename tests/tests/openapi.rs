@@ -273,7 +273,8 @@ const RAW_QUERIES: [(&str, PairsReader); 2] = [
     ("token", PairsReader::KeyMatch { file: "shared/src/credentials/registry_token.rs", function: "pub fn parse(" }),
 ];
 
-/// The query parameters a struct reads: its fields, renamed as serde renames them.
+/// The query parameters (or body fields) a struct reads: its fields, renamed as serde renames
+/// them, a flattened struct's fields in place of the field.
 fn struct_fields(sources: &[(PathBuf, String)], name: &str) -> BTreeSet<String> {
     let marker = format!("struct {name} {{");
     let found: Vec<_> = sources.iter().filter_map(|(_, text)| text.find(&marker).map(|at| (text, at))).collect();
@@ -285,9 +286,10 @@ fn struct_fields(sources: &[(PathBuf, String)], name: &str) -> BTreeSet<String> 
     let rename = regex::Regex::new(r#"rename\s*=\s*"([^"]+)""#).unwrap();
     let mut fields = BTreeSet::new();
     let mut renamed = None;
+    let mut flattened = false;
     for line in body.lines().map(str::trim) {
         if line.starts_with("#[serde(") {
-            assert!(!line.contains("flatten"), "{name}: flattened fields are not read by this test");
+            flattened |= line.contains("flatten");
             renamed = rename.captures(line).map(|c| c[1].to_owned()).or(renamed);
             continue;
         }
@@ -295,8 +297,14 @@ fn struct_fields(sources: &[(PathBuf, String)], name: &str) -> BTreeSet<String> 
             continue;
         }
         let field = line.trim_start_matches("pub(crate) ").trim_start_matches("pub ");
-        let field = field.split(':').next().unwrap().trim();
+        let (field, type_name) = field.split_once(':').unwrap_or((field, ""));
+        let field = field.trim();
         assert!(field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}: cannot read field {line:?}");
+        if std::mem::take(&mut flattened) {
+            // A flattened struct's fields are the outer one's.
+            fields.extend(struct_fields(sources, type_name.trim().trim_end_matches(',')));
+            continue;
+        }
         fields.insert(renamed.take().unwrap_or_else(|| field.to_owned()));
     }
     assert!(!fields.is_empty(), "{name} has fields");
@@ -373,6 +381,93 @@ fn every_query_parameter_a_handler_reads_is_documented_and_nothing_else() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 15, "{checked} query parameters found");
+}
+
+/// Handlers that read their JSON body without `ApiJson` (a larger limit), and the struct it is
+/// parsed into.
+const RAW_BODIES: [(&str, &str); 1] = [("render_template", "RenderRequest")];
+
+/// Whether a struct refuses fields it does not know (`#[serde(deny_unknown_fields)]`).
+fn denies_unknown_fields(sources: &[(PathBuf, String)], name: &str) -> bool {
+    let marker = format!("struct {name} {{");
+    let (_, text) = sources.iter().find(|(_, text)| text.contains(&marker)).unwrap();
+    let at = text.find(&marker).unwrap();
+    let attributes: Vec<&str> = text[..at].lines().rev().take_while(|l| !l.trim().is_empty()).collect();
+    attributes.iter().any(|l| l.contains("deny_unknown_fields"))
+}
+
+/// A struct's name, and the sources it is defined in (its crate's and shared's).
+type StructSource = (String, Vec<(PathBuf, String)>);
+
+/// The JSON body struct each routed handler reads, by (METHOD, path shape).
+fn json_bodies_in_source() -> BTreeMap<(String, String), StructSource> {
+    let root = berth_tests::workspace_root();
+    let body_type = regex::Regex::new(r"ApiJson\s*\(\s*\w+\s*\)\s*:\s*ApiJson<").unwrap();
+    let shared = sources(&root.join("shared/src"));
+    let mut read = BTreeMap::new();
+    for call in route_calls() {
+        let mut crate_sources = sources(&root.join("functions").join(&call.function).join("src"));
+        crate_sources.extend(shared.iter().cloned());
+        for (method, handler) in &call.handlers {
+            let marker = format!("async fn {handler}(");
+            let (text, at) = crate_sources.iter().find_map(|(_, t)| t.find(&marker).map(|at| (t, at))).unwrap();
+            let signature = balanced(&text[at + marker.len()..], '(', ')');
+            let name = match body_type.find(signature) {
+                Some(found) => balanced(&signature[found.end()..], '<', '>').trim().to_owned(),
+                None => match RAW_BODIES.iter().find(|(raw, _)| raw == handler) {
+                    Some((_, name)) => (*name).to_owned(),
+                    None => continue,
+                },
+            };
+            read.insert((method.clone(), shape(&call.path)), (name, crate_sources.clone()));
+        }
+    }
+    read
+}
+
+/// Every JSON body an account sends is described as the server parses it (schemathesis
+/// generates requests from the description: `make api-fuzz`, `tests/tests/api_fuzz.rs`): an
+/// object listing exactly the fields of the handler's request struct, closed
+/// (`additionalProperties: false`) exactly when the struct denies unknown fields. The agents'
+/// routes (a join or host token, never an account's) are left out.
+#[test]
+fn every_json_body_an_account_sends_is_described_field_for_field() {
+    let doc = document();
+    let read = json_bodies_in_source();
+    let (_, operations) = documented();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (method, path) in &operations {
+        let operation = operation(&doc, method, path);
+        let by_account = operation.get("security").is_none_or(|s| s == &doc["security"]);
+        let content = &resolve(&doc, &operation["requestBody"])["content"]["application/json"];
+        let source = read.get(&(method.clone(), shape(path)));
+        if content.is_null() || !by_account {
+            continue;
+        }
+        let Some((name, sources)) = source else {
+            failures.push(format!("{method} {path}: documents a JSON body no handler reads with ApiJson"));
+            continue;
+        };
+        let schema = resolve(&doc, &content["schema"]);
+        let described: BTreeSet<String> = schema["properties"]
+            .as_mapping()
+            .map(|p| p.keys().map(|k| k.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        let fields = struct_fields(sources, name);
+        if described != fields {
+            failures.push(format!("{method} {path}: {name} has {fields:?}, the description lists {described:?}"));
+        }
+        let closed = schema["additionalProperties"].as_bool() == Some(false);
+        if closed != denies_unknown_fields(sources, name) {
+            failures.push(format!(
+                "{method} {path}: additionalProperties: false must say whether {name} denies unknown fields"
+            ));
+        }
+        checked += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 17, "{checked} bodies checked");
 }
 
 /// The function crate x-berth-functions assigns a path to (longest matching prefix).

@@ -114,7 +114,7 @@ async fn serve_mounts_every_function_and_stops_cleanly() {
 /// Issue 24's availability attacks on `berth serve`, one after another, attackers on other
 /// loopback addresses than the honest clients measuring meanwhile (`/healthz` every 50 ms and
 /// authenticated renders, each on a new connection): during each, honest answers come within
-/// 1 s at p99 (asserted generously: 2 s), none fails, and the server's peak RSS stays within
+/// 1 s at p99, none fails, and the server's peak RSS stays within
 /// 256 MiB. `make bench`'s
 /// `stall-bench` prints the same figures for any build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,8 +142,8 @@ async fn nobody_stalls_berth() {
         for (what, seen) in [("/healthz", &figures.health), ("render", &figures.render)] {
             assert!(seen.samples.len() >= 10, "{}: too few {what} probes: {figures}", figures.attack);
             assert_eq!(seen.failures, 0, "{}: {what} failed: {figures}", figures.attack);
-            // The goal is 1 s; twice that here, generously, for a loaded test machine.
-            assert!(seen.p99() < Duration::from_secs(2), "{}: {what} p99 over 2 s: {figures}", figures.attack);
+            // The goal: 1 s. A debug build on a 2-core machine at load 16 kept p99 within 140 ms.
+            assert!(seen.p99() < Duration::from_secs(1), "{}: {what} p99 over 1 s: {figures}", figures.attack);
         }
         assert!(figures.peak_rss_mib <= 256, "{}: peak RSS over 256 MiB: {figures}", figures.attack);
     };

@@ -304,8 +304,15 @@ pub async fn create_version(
     let package_path = package::package_path(&caller.id, &name);
     let now = now();
     // Validate before numbering, so a bad request does not use up a number.
-    let draft =
-        package::validate_version("", &request.version, &name, current.value.package_type, 0, &caller.id, &now)?;
+    // Content of another type than the stored package's is a conflict with that package, not
+    // a malformed request (the same body suits a package of the other type).
+    let draft = package::validate_version("", &request.version, &name, current.value.package_type, 0, &caller.id, &now)
+        .map_err(|refused| match refused {
+            ApiError::Invalid { code: "not_for_type", message, .. } => {
+                ApiError::Conflict { code: "not_for_type", message }
+            }
+            other => other,
+        })?;
     let mut replay = false;
     if let Some(token) = &request.client_token {
         package::validate_client_token("client_token", token)?;
@@ -595,7 +602,11 @@ pub async fn upload_file(
     let current = load_version(&context, &caller.id, &name, &version).await?;
     let version_path = package::version_path(&caller.id, &name, &version);
     if current.value.package_type != PackageType::File {
-        return Err(ApiError::invalid("body", "not_a_file_package", format!("package '{name}' is not a File package")));
+        // The request is well formed; the package it names is of another type (its state).
+        return Err(ApiError::Conflict {
+            code: "not_a_file_package",
+            message: format!("package '{name}' is not a File package"),
+        });
     }
     if current.value.status != VersionStatus::Creating {
         return Err(ApiError::Conflict {

@@ -110,7 +110,11 @@ async fn pin(
         }
     }
     if !missing.is_empty() {
-        return Err(ApiError::invalid("relations", "relations_unresolved", missing.join("; ")));
+        // The service is well formed; its packages have no version to pin yet (their state).
+        return Err(ApiError::Conflict {
+            code: "relations_unresolved",
+            message: format!("relations: {}", missing.join("; ")),
+        });
     }
     Ok((pins, repositories.into_iter().collect()))
 }

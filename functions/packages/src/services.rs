@@ -21,13 +21,16 @@ use berth_shared::service::{
 use serde::Serialize;
 
 /// Checks every relation of a plan against the store, naming everything missing at once.
+/// A package or version that does not exist is a 404 naming every absent one; a package of
+/// another kind than its placeholder conflicts with what is stored (409).
 async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &ServicePlan) -> Result<(), ApiError> {
+    let mut absent = Vec::new();
     let mut missing = Vec::new();
     for (key, relation) in &plan.relations {
         let target = &relation.target;
         let found = context.store.get::<Package>(&package::package_path(account, &target.package)).await?;
         let Some(found) = found.filter(|p| !p.value.deleting) else {
-            missing.push(format!("{key}: package '{}' does not exist", target.package));
+            absent.push(format!("package '{}' ({key})", target.package));
             continue;
         };
         if package_type_for(relation.kind) != Some(found.value.package_type) {
@@ -40,13 +43,16 @@ async fn check_relations(context: &FunctionContext, account: &AccountId, plan: &
             continue;
         }
         if service::resolve(&context.store, account, target).await?.is_none() {
-            missing.push(format!("{key}: package '{}' has no version {:?}", target.package, target.version));
+            absent.push(format!("version {:?} of package '{}' ({key})", target.version, target.package));
         }
+    }
+    if !absent.is_empty() {
+        return Err(ApiError::NotFound(absent.join(", ")));
     }
     if missing.is_empty() {
         return Ok(());
     }
-    Err(ApiError::invalid("relations", "relations_unresolved", missing.join("; ")))
+    Err(ApiError::Conflict { code: "relations_unresolved", message: format!("relations: {}", missing.join("; ")) })
 }
 
 /// `PUT /v1/services/{id}`: define or redefine a service from a `config.yaml` and/or explicit

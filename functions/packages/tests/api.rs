@@ -446,14 +446,10 @@ Artifact:
 async fn services_import_config_yaml_and_pin_their_packages() {
     let api = Api::new();
     let service = json!({ "config": CONFIG, "templates": { "ros_templates/template.yaml": "image: {{ computenest::acrimage::nginx }}" } });
-    // The package does not exist yet: the import names what is missing.
+    // The package does not exist yet: a 404 names what is missing.
     let (status, problem) = api.call("PUT", "/v1/services/shop", Some(service.clone())).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("relations_unresolved")),
-        "{problem}"
-    );
-    assert!(problem["detail"].as_str().unwrap().contains("package 'web' does not exist"), "{problem}");
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("package 'web'"), "{problem}");
     // A template the config names but the request lacks is named too.
     let (status, problem) = api.call("PUT", "/v1/services/shop", Some(json!({ "config": CONFIG }))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -491,8 +487,9 @@ async fn a_relation_to_the_wrong_kind_of_package_is_refused() {
         "templates": { "main": "chart: {{ computenest::helmchart::web }}" },
         "relations": { "{{ computenest::helmchart::web }}": { "package": "web", "version": { "number": 1 } } }
     });
+    // Well formed, but the stored package is of another kind: a conflict with it.
     let (status, problem) = api.call("PUT", "/v1/services/charts", Some(service)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("relations_unresolved")), "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("ContainerImage"), "{problem}");
 }
 
@@ -564,8 +561,7 @@ async fn instances_per_service_are_limited_and_names_checked() {
     let (status, body) = api.call("PUT", "/v1/services/pending", Some(service)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = api.call("POST", "/v1/services/pending/instances", Some(json!({ "name": "cust_1" }))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!((body["code"].as_str(), body["field"].as_str()), (Some("relations_unresolved"), Some("relations")));
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("relations_unresolved")), "{body}");
 }
 
 /// 20 creates racing from separate tasks, against the memory store (native compare-and-swap)

@@ -29,17 +29,24 @@ async fn validated(
     let registry = &engine.context.config.registry.host;
     let mut body = body;
     if let release::DeploymentImage::Package { package, version, image } = &body.image {
+        // Names that break their rule are a bad request, checked before they become a path. A
+        // version that does not exist is a missing resource (404); one that exists but cannot
+        // be deployed (not an Available ContainerImage version, or without the image named)
+        // conflicts with its state (409).
+        berth_shared::package::validate_package_name("image.package", package)?;
+        berth_shared::package::validate_version_name("image.version", version)?;
         let path = berth_shared::package::version_path(&account.id, package, version);
-        let missing = || {
-            ApiError::invalid("image.version", "not_found", format!("package '{package}' has no version '{version}'"))
-        };
-        let found = match engine.context.store.get::<PackageVersion>(&path).await {
-            Ok(Some(found)) => found,
-            // A name that cannot be a path is a version that does not exist.
-            Ok(None) | Err(berth_shared::platform::store::StoreError::Corrupt { .. }) => return Err(missing()),
-            Err(e) => return Err(e.into()),
-        };
-        body.image = release::image_from_package(&found.value, image.as_deref(), registry)?;
+        let found = engine
+            .context
+            .store
+            .get::<PackageVersion>(&path)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("version '{version}' of package '{package}'")))?;
+        body.image =
+            release::image_from_package(&found.value, image.as_deref(), registry).map_err(|refused| match refused {
+                ApiError::Invalid { code, message, .. } => ApiError::Conflict { code, message },
+                other => other,
+            })?;
     }
     let private = engine.context.config.registry_private_host.as_deref();
     release::validate_deployment(body, registry, private, &account.id, unix_now())
