@@ -60,6 +60,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/releases/{id}/hosts/{host}/logs/{part}", get(host_log_part))
         .route("/v1/agent/register", post(register))
         .route("/v1/agent/jobs", get(poll))
+        .route(berth_shared::release::CHANNEL_PATH, get(channel))
+        .route(berth_shared::platform::websocket::WEBSOCKET_EVENT_PATH, post(channel_event))
         .route("/v1/agent/health", post(health_news))
         .route("/v1/agent/logs", post(upload_log_part).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(

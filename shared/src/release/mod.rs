@@ -58,6 +58,7 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), ApiError> {
 }
 
 mod agent;
+mod channel;
 mod convergence;
 mod deployment;
 mod gates;
@@ -71,6 +72,7 @@ mod revision;
 mod state;
 
 pub use agent::*;
+pub use channel::{CHANNEL_PATH, CLOSE_REFUSED, FromAgent, HEARTBEAT_SECONDS, MAX_CHANNEL_MESSAGE_BYTES, ToAgent};
 pub use convergence::*;
 pub use deployment::*;
 pub use gates::*;

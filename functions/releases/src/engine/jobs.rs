@@ -17,7 +17,11 @@ const POLL_RECHECK: Duration = Duration::from_secs(1);
 /// Holds a poll until there is a job for `host` or `until`. 100,000 of these wait at once, so
 /// what lives across the wait is kept small: the reads are boxed, and the group's snapshot
 /// is shared.
-pub(crate) async fn hold_for_job(engine: &Engine, host: &HostRef, until: tokio::time::Instant) -> Result<Option<Job>, ApiError> {
+pub(crate) async fn hold_for_job(
+    engine: &Engine,
+    host: &HostRef,
+    until: tokio::time::Instant,
+) -> Result<Option<Job>, ApiError> {
     // What the group's release looked like when this poll last found nothing to do.
     let mut looked_at = None;
     // While held, the group's snapshot is re-read once a second for all its polls, and a
