@@ -78,6 +78,7 @@ bench: deps
 	cargo run --release -q -p berth-tests --bin signature-bench
 	cargo run --release -q -p berth-tests --bin render-bench
 	cargo run --release -q -p berth-tests --bin lambda-bench
+	cargo run --release -q -p berth-tests --bin wake-bench
 	BENCH_HOSTS=10000 cargo run --release -q -p berth-tests --bin fanout-bench
 	BENCH_HOSTS=100000 cargo run --release -q -p berth-tests --bin fanout-bench
 	cargo run --release -q -p berth-tests --bin health-bench

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use berth_api::health::{HealthCheck, HttpProbe, Probe};
 use berth_shared::release::{
-    HealthCheck, LOGGED_PROBE_BYTES, PROBE_BODY_BYTES, Probe, ProbeOutcome, Verdict, Verifier, outcome_text, truncated,
+    LOGGED_PROBE_BYTES, PROBE_BODY_BYTES, ProbeOutcome, Verdict, Verifier, outcome_text, truncated,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::time::Instant;
@@ -129,11 +130,7 @@ pub fn probe_client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-async fn http_probe(
-    client: &reqwest::Client,
-    http: &berth_shared::release::HttpProbe,
-    timeout: Duration,
-) -> ProbeRecord {
+async fn http_probe(client: &reqwest::Client, http: &HttpProbe, timeout: Duration) -> ProbeRecord {
     let mut response = match client.get(&http.url).timeout(timeout).send().await {
         Ok(response) => response,
         Err(e) => return failed(format!("GET {}: {e}", http.url)),
@@ -378,12 +375,12 @@ mod tests {
         // A listener that accepts and never answers: the HTTP probe gives up in time.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hello", silent.local_addr().unwrap());
-        let http = berth_shared::release::HttpProbe { url, expect_status: None, expect_body: None };
+        let http = HttpProbe { url, expect_status: None, expect_body: None };
         let started = std::time::Instant::now();
         let record = probe(&check(Probe::Http(http)), &context).await;
         assert!(started.elapsed() < Duration::from_secs(3) && matches!(record.outcome, ProbeOutcome::Fail(_)));
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let tcp = berth_shared::release::TcpProbe { address: closed.to_string() };
+        let tcp = berth_api::health::TcpProbe { address: closed.to_string() };
         assert!(matches!(probe(&check(Probe::Tcp(tcp)), &context).await.outcome, ProbeOutcome::Fail(_)));
     }
 }

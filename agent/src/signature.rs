@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use berth_api::agent::Job;
 use berth_shared::platform::digest::oci_digest;
-use berth_shared::release::Job;
 use berth_shared::signing::sigstore::{self, AttachmentSource, Expected, SourceError, VerifyingKey};
 use tokio::sync::Mutex;
 

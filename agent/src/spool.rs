@@ -5,7 +5,8 @@
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use berth_shared::release::{HostLogs, LOG_PART_BYTES, LOG_STEPS, LOG_STREAMS, LogPart, MAX_STREAM_BYTES, StepOutput};
+use berth_api::agent::{HostLogs, LogPart, StepOutput};
+use berth_shared::release::{LOG_PART_BYTES, LOG_STEPS, LOG_STREAMS, MAX_STREAM_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Outputs up to this size (all steps together) go inside the report itself.

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use berth_shared::release::{HealthCheck, HealthNews, HealthNewsKind, Job, ProbeOutcome, outcome_text};
+use berth_api::agent::{HealthNews, HealthNewsKind, Job};
+use berth_api::health::HealthCheck;
+use berth_shared::release::{ProbeOutcome, outcome_text};
 
 use crate::health::{ProbeContext, probe, probe_client};
 use crate::run::Refusal;

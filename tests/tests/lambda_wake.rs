@@ -199,7 +199,8 @@ async fn under_lambda_connections_are_recorded_a_release_wakes_its_batch_and_pol
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut posted = cloud.posted_wakes().await;
     posted.sort();
-    let mut wanted: Vec<(String, String)> = expected.iter().map(|id| (id.clone(), r#"{"type":"wake"}"#.into())).collect();
+    let mut wanted: Vec<(String, String)> =
+        expected.iter().map(|id| (id.clone(), r#"{"type":"wake"}"#.into())).collect();
     wanted.sort();
     assert_eq!(posted, wanted, "wakes for exactly the first batch, and nothing but a wake");
 

@@ -3,22 +3,6 @@
 
 use super::*;
 
-/// A step on a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// `docker pull`.
-    Pull,
-    /// The stop script.
-    Stop,
-    /// The start script.
-    Start,
-    /// The health check after the start script (or later, while the host was watched).
-    Health,
-    /// No report arrived in time.
-    Report,
-}
-
 /// The outcome of a pull on one host: `releases/{id}/pulls/{host}.json`, written once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullResult {
@@ -53,34 +37,6 @@ pub struct HostResult {
     pub at: u64,
 }
 
-/// Full stdout and stderr of one step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct StepOutput {
-    /// Standard output, lossily UTF-8.
-    #[serde(default)]
-    pub stdout: String,
-    /// Standard error, lossily UTF-8.
-    #[serde(default)]
-    pub stderr: String,
-}
-
-/// The logs of one host's run: `releases/{id}/logs/{host}.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct HostLogs {
-    /// `docker pull` (when pulled in the run, without pull-first).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull: Option<StepOutput>,
-    /// The stop script.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<StepOutput>,
-    /// The start script.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<StepOutput>,
-    /// The health check: one line per probe (bounded; see the agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<StepOutput>,
-}
-
 /// Logs larger than this (as JSON) are stored in parts, so no document outgrows the store.
 pub const INLINE_LOG_BYTES: usize = 3 << 20;
 /// Text per stored log part; JSON escaping may grow it up to six times, still under the
@@ -100,17 +56,6 @@ pub const MAX_STREAM_BYTES: u64 = 40 << 20;
 pub const LOG_STEPS: [&str; 4] = ["pull", "stop", "start", "health"];
 /// The streams of a step.
 pub const LOG_STREAMS: [&str; 2] = ["stdout", "stderr"];
-
-/// One piece of a step's output stored on its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogPart {
-    /// `pull`, `stop` or `start`.
-    pub step: String,
-    /// `stdout` or `stderr`.
-    pub stream: String,
-    /// The text, in order after the previous part of the same step and stream.
-    pub text: String,
-}
 
 fn output_mut<'a>(logs: &'a mut HostLogs, step: &str) -> Option<&'a mut StepOutput> {
     match step {
@@ -157,90 +102,6 @@ pub fn join_logs(mut head: HostLogs, parts: Vec<LogPart>) -> HostLogs {
         }
     }
     head
-}
-
-/// What an agent reports after a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Report {
-    /// The job this reports on, as it was handed out.
-    pub job_id: String,
-    pub release: String,
-    /// The job's kind.
-    pub kind: JobKind,
-    /// Whether every step succeeded.
-    pub ok: bool,
-    /// The step that failed, or the last one run.
-    pub step: Step,
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// Why it failed (timeout, could not start bash, ...).
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Output of each step run; without text when it was uploaded in parts.
-    #[serde(default)]
-    pub logs: HostLogs,
-    /// How many log parts the agent uploaded for this job before reporting (parts 0..n,
-    /// appended in order to the steps `logs` names).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_parts: Option<usize>,
-}
-
-/// What an agent is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// Pull only (the pull-first phase).
-    Pull,
-    /// Stop then start (pulling first unless the release pulled already).
-    Run,
-}
-
-/// A job handed to an agent. Its `Debug` leaves the pull key's password out.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct Job {
-    /// Names this job: the report must carry it back ([`job_id`]).
-    pub job_id: String,
-    pub release: String,
-    /// Pull, or run.
-    pub kind: JobKind,
-    /// Whether a run job pulls first.
-    pub pull: bool,
-    /// The image address.
-    pub image: String,
-    /// Registry host the pull key is for.
-    pub registry: String,
-    /// Pull key username.
-    pub username: String,
-    /// Pull key password (a short-lived grant for this image only). Never logged.
-    pub password: String,
-    pub working_directory: String,
-    pub stop_script: String,
-    pub start_script: String,
-    /// Per-step timeout.
-    pub step_timeout_seconds: u64,
-    /// The health check to run after the start script, if the deployment has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<HealthCheck>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("job_id", &self.job_id)
-            .field("release", &self.release)
-            .field("kind", &self.kind)
-            .field("image", &self.image)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Display for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} of {} for release {}", self.kind, self.image, self.release)
-    }
 }
 
 /// The kind of job a job id names (`pull-...` or `run-...`).

@@ -17,93 +17,6 @@ pub const LOGGED_PROBE_BYTES: usize = 1024;
 /// Longest reason an unhealthy host's record keeps.
 pub const MAX_UNHEALTHY_REASON_BYTES: usize = 2048;
 
-/// `health` as requested: exactly one probe, and timing.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthRequest {
-    #[serde(default)]
-    pub http: Option<HttpProbe>,
-    #[serde(default)]
-    pub tcp: Option<TcpProbe>,
-    #[serde(default)]
-    pub command: Option<String>,
-    #[serde(default)]
-    pub docker: Option<DockerProbe>,
-    #[serde(default)]
-    pub start_period_seconds: Option<u64>,
-    #[serde(default)]
-    pub interval_seconds: Option<u64>,
-    #[serde(default)]
-    pub timeout_seconds: Option<u64>,
-    #[serde(default)]
-    pub healthy_threshold: Option<u32>,
-    #[serde(default)]
-    pub min_healthy_seconds: Option<u64>,
-    #[serde(default)]
-    pub deadline_seconds: Option<u64>,
-}
-
-/// A GET from the host itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpProbe {
-    pub url: String,
-    /// The status wanted; any 2xx or 3xx when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect_status: Option<u16>,
-    /// A substring of the first [`PROBE_BODY_BYTES`] of the answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect_body: Option<String>,
-}
-
-/// A TCP connect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TcpProbe {
-    /// `HOST:PORT`.
-    pub address: String,
-}
-
-/// The container's own HEALTHCHECK.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerProbe {
-    pub container: String,
-}
-
-/// The one probe of a health check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Probe {
-    Http(HttpProbe),
-    Tcp(TcpProbe),
-    /// A bash script, healthy on exit 0.
-    Command(String),
-    Docker(DockerProbe),
-}
-
-/// A validated health check, as stored on a deployment and handed to agents. Shown in the
-/// shape it is asked in (`{"http": {...}, "interval_seconds": 2, ...}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    #[serde(flatten)]
-    pub probe: Probe,
-    pub start_period_seconds: u64,
-    pub interval_seconds: u64,
-    pub timeout_seconds: u64,
-    pub healthy_threshold: u32,
-    pub min_healthy_seconds: u64,
-    pub deadline_seconds: u64,
-}
-
-impl HealthCheck {
-    /// Longest a host's verification can take after its start script: the deadline, then the
-    /// window it must stay healthy, then one probe's timeout.
-    pub fn longest_seconds(&self) -> u64 {
-        self.deadline_seconds + self.min_healthy_seconds + self.timeout_seconds
-    }
-}
-
 fn in_range(
     field: &str,
     value: Option<u64>,
@@ -387,29 +300,6 @@ impl Unhealthy {
 pub struct Verifying {
     /// When its start script succeeded.
     pub at: u64,
-}
-
-/// What an agent tells Berth about its host's health in a run (`POST /v1/agent/health`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthNews {
-    pub release: String,
-    /// The run job it is about.
-    pub job_id: String,
-    pub news: HealthNewsKind,
-    /// With `unhealthy`: why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// Which news.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthNewsKind {
-    /// The start script succeeded; the host is probing (its final report follows).
-    Verifying,
-    /// Its run succeeded, and it turned unhealthy since, while the release still runs.
-    Unhealthy,
 }
 
 #[cfg(test)]

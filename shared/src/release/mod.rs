@@ -71,6 +71,9 @@ mod plan;
 mod revision;
 mod state;
 
+pub use berth_api::agent::{HealthNews, HealthNewsKind, HostLogs, Job, JobKind, LogPart, Report, Step, StepOutput};
+pub use berth_api::health::{DockerProbe, HealthCheck, HealthRequest, HttpProbe, Probe, TcpProbe};
+
 pub use agent::*;
 pub use channel::{CHANNEL_PATH, CLOSE_REFUSED, FromAgent, HEARTBEAT_SECONDS, MAX_CHANNEL_MESSAGE_BYTES, ToAgent};
 pub use convergence::*;

@@ -6,6 +6,8 @@ use super::agents::{Host, bearer};
 use super::*;
 use std::sync::Arc;
 
+use berth_api::agent::{Registered, Registration};
+
 /// A caller holding a group's current join token (`Authorization: Bearer bjt_...`): it may
 /// only register hosts.
 pub struct Joining {
@@ -60,25 +62,6 @@ impl FromRequestParts<Engine> for Registrant {
 
 fn new_host_token() -> String {
     berth_shared::platform::secret::random_token("bht_")
-}
-
-/// `POST /v1/agent/register` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registration {
-    host: String,
-    /// The EC2 instance the host runs on, matched against the group's Auto Scaling group.
-    #[serde(default)]
-    instance_id: Option<String>,
-}
-
-/// `POST /v1/agent/register` answer. The host token is shown only here.
-#[derive(Serialize)]
-pub struct Registered {
-    application: String,
-    group: String,
-    host: String,
-    host_token: String,
 }
 
 fn host_live(host: &str) -> ApiError {

@@ -11,22 +11,25 @@
 //! references. The render function runs the three steps around its store look-ups; `file::`
 //! values are signed download URLs ([`crate::credentials::download_token::download_url`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
-use std::ops::Range;
-use std::sync::Arc;
+mod output;
+mod plan;
+mod relations;
+mod rendered;
 
-use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::names::RepositoryName;
-use crate::package::{ImageRecord, PackageVersion, VersionStatus};
 use crate::platform::http::error::ApiError;
-use crate::service::{ArtifactRef, package_type_for};
-use crate::template::{
-    self, Identifier, IdentifierKind, MAX_TEMPLATE_BYTES, Position, TemplateProblem, TemplateProblems,
-};
+use crate::template::{self, Identifier, MAX_TEMPLATE_BYTES, TemplateProblem, TemplateProblems};
+
+pub use output::{PullKeySummary, RenderOptions, RenderOutput};
+pub use plan::{Association, Plan, Substitution, Value};
+pub use relations::{normalise_relations, relations_from_config};
+pub use rendered::Rendered;
+
+use plan::value_of;
 
 /// The text format of a template; decides how values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,51 +68,6 @@ pub fn template_text<'a>(field: &str, bytes: &'a [u8]) -> Result<&'a str, ApiErr
         ApiError::invalid(field, "invalid_utf8", format!("{field} is not UTF-8: invalid byte at {line}:{column}"))
     })
 }
-
-/// What an identifier's association was found to be.
-#[derive(Debug, Clone)]
-pub enum Association {
-    /// The package version the relation points at, with a download URL for an uploaded file.
-    Found {
-        /// The version document.
-        version: Box<PackageVersion>,
-        /// For File packages whose bytes are uploaded: where a deployed host downloads them.
-        file_url: Option<String>,
-    },
-    /// Nothing usable: no relation, or its package or version does not exist.
-    Missing {
-        /// Stable code: `not_associated`, `package_not_found`, `version_not_found`.
-        code: &'static str,
-        /// For humans.
-        message: String,
-    },
-}
-
-/// The value an identifier is replaced with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", content = "value", rename_all = "snake_case")]
-pub enum Value {
-    /// Text written as it is (an image or chart reference, a URL); shared by every identifier
-    /// with the same key.
-    Text(Arc<str>),
-    /// The base64 dockerconfigjson of the pull key minted for this render.
-    PullKey,
-}
-
-/// One replacement a render makes, borrowing the template's text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Substitution<'t> {
-    /// Where the identifier starts.
-    pub position: Position,
-    /// The identifier as written.
-    pub identifier: &'t str,
-    /// `computenest::KIND::NAME`.
-    pub key: &'t str,
-    /// What it becomes.
-    #[serde(flatten)]
-    pub value: Value,
-}
-
 /// A template whose bytes passed the checks, with its identifiers and scan problems.
 #[derive(Debug, Clone)]
 pub struct Template<'a> {
@@ -246,334 +204,15 @@ pub enum RenderError {
     NoPullKey,
 }
 
-/// Every value a render will write, decided; what a dry run shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan<'t> {
-    /// The template's format.
-    pub format: TemplateFormat,
-    /// Each identifier's replacement, in template order.
-    pub substitutions: Vec<Substitution<'t>>,
-    /// Every repository the template references (images and charts), sorted: the pull key is
-    /// scoped to exactly these.
-    pub repositories: Vec<RepositoryName>,
-}
-
-impl Plan<'_> {
-    /// Whether any identifier stands for the pull key.
-    pub fn needs_pull_key(&self) -> bool {
-        self.substitutions.iter().any(|s| s.value == Value::PullKey)
-    }
-}
-
-/// A rendered template: the template's text with each identifier's span cut out and its value
-/// put in its place. It is never copied into one buffer by the renderer: the HTTP answers
-/// send its pieces as they are ([`Rendered::chunks`]) or escape them straight into JSON
-/// (it serialises as one string), and whoever wants one string asks for it.
-#[derive(Clone)]
-pub struct Rendered<'t> {
-    text: &'t str,
-    /// Each identifier's span in `text` and the value written instead, in order.
-    cuts: Vec<(Range<usize>, Arc<str>)>,
-    len: usize,
-}
-
-impl<'t> Rendered<'t> {
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Its pieces in order: kept text and values, alternately.
-    pub fn pieces(&self) -> impl Iterator<Item = &str> + '_ {
-        let mut last = 0;
-        self.cuts
-            .iter()
-            .flat_map(move |(span, value)| {
-                let kept = &self.text[last..span.start];
-                last = span.end;
-                [kept, &**value]
-            })
-            .chain(std::iter::once(&self.text[self.cuts.last().map_or(0, |(span, _)| span.end)..]))
-            .filter(|piece| !piece.is_empty())
-    }
-
-    /// Its pieces as [`Bytes`], the kept text sharing `source`'s memory. `source` must be the
-    /// very buffer [`Template::check`] borrowed (equal bytes elsewhere are not enough: it panics).
-    pub fn chunks(&self, source: &Bytes) -> Vec<Bytes> {
-        let text = source.slice_ref(self.text.as_bytes());
-        let mut chunks = Vec::with_capacity(self.cuts.len() * 2 + 1);
-        let mut last = 0;
-        for (span, value) in &self.cuts {
-            chunks.push(text.slice(last..span.start));
-            chunks.push(Bytes::copy_from_slice(value.as_bytes()));
-            last = span.end;
-        }
-        chunks.push(text.slice(last..));
-        chunks.retain(|chunk| !chunk.is_empty());
-        chunks
-    }
-
-    /// Appends it to `out` as one JSON string, quotes included.
-    pub fn write_json_string(&self, out: &mut Vec<u8>) {
-        out.push(b'"');
-        for piece in self.pieces().flat_map(bounded) {
-            // escape_into quotes what it escapes: drop both quotes again.
-            let at = out.len();
-            json_escape_simd::escape_into(piece, out);
-            out.pop();
-            out.copy_within(at + 1.., at);
-            out.pop();
-        }
-        out.push(b'"');
-    }
-
-    /// Appends it to `out`, which a caller rendering many templates may reuse.
-    pub fn write_into(&self, out: &mut String) {
-        out.reserve(self.len);
-        self.pieces().for_each(|piece| out.push_str(piece));
-    }
-}
-
-/// Longest slice handed to the SIMD escaper at once: it reserves six times what it is given,
-/// so a 10 MiB piece would otherwise grow the answer's buffer to 60 MiB.
-const ESCAPE_SLICE: usize = 64 << 10;
-
-/// `piece` in slices of at most about [`ESCAPE_SLICE`] bytes, cut at character boundaries.
-fn bounded(mut piece: &str) -> impl Iterator<Item = &str> {
-    std::iter::from_fn(move || {
-        if piece.is_empty() {
-            return None;
-        }
-        let mut cut = piece.len().min(ESCAPE_SLICE);
-        while !piece.is_char_boundary(cut) {
-            cut += 1;
-        }
-        let (slice, rest) = piece.split_at(cut);
-        piece = rest;
-        Some(slice)
-    })
-}
-
-impl fmt::Display for Rendered<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.pieces().try_for_each(|piece| f.write_str(piece))
-    }
-}
-
-/// Never the text: it holds a pull key.
-impl fmt::Debug for Rendered<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rendered").field("len", &self.len).field("substitutions", &self.cuts.len()).finish()
-    }
-}
-
-/// One JSON string, escaped piece by piece as it is written: no whole copy first.
-impl Serialize for Rendered<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-/// The value of one associated identifier and the repository it references, or a problem.
-fn value_of(
-    identifier: &Identifier,
-    version: &PackageVersion,
-    file_url: Option<&str>,
-    registry_host: &str,
-    pin_digests: bool,
-) -> Result<(String, Option<RepositoryName>), (&'static str, String)> {
-    let named = format!("package {} version {}", version.package, version.version);
-    let expected = package_type_for(identifier.kind).expect("credentials are handled by the caller");
-    if version.package_type != expected {
-        return Err((
-            "wrong_package_type",
-            format!("{} needs a {expected:?} package; {named} is {:?}", identifier.kind.as_str(), version.package_type),
-        ));
-    }
-    match version.status {
-        VersionStatus::Available => {}
-        VersionStatus::Creating => {
-            return Err(("not_available", format!("{named} is Creating: its publish check has not finished")));
-        }
-        VersionStatus::Draft => {
-            return Err(("not_available", format!("{named} is a Draft: release it first")));
-        }
-        VersionStatus::Failed => {
-            let reason = version.reason.as_deref().unwrap_or("no reason recorded");
-            return Err(("not_available", format!("{named} is Failed: {reason}")));
-        }
-    }
-    if identifier.kind == IdentifierKind::File {
-        let url = file_url.ok_or_else(|| ("not_available", format!("{named} has no uploaded file")))?;
-        return Ok((url.to_owned(), None));
-    }
-    let image = pick_image(identifier, version).map_err(|message| ("ambiguous_image", message))?;
-    if pin_digests && image.digest.is_none() {
-        return Err(("no_digest", format!("{named}: {} has no recorded digest to pin", image.repository)));
-    }
-    Ok((PackageVersion::image_reference(image, registry_host, pin_digests), Some(image.repository.clone())))
-}
-
-/// The image an identifier means: the only one, or the one whose last path component is the
-/// identifier's name (a version may carry several images).
-fn pick_image<'v>(identifier: &Identifier, version: &'v PackageVersion) -> Result<&'v ImageRecord, String> {
-    match version.images.as_slice() {
-        [] => Err(format!("package {} version {} holds no image", version.package, version.version)),
-        [one] => Ok(one),
-        many => {
-            let by_name = |image: &&ImageRecord| {
-                image.repository.as_str().rsplit('/').next().is_some_and(|last| last == identifier.name())
-            };
-            let mut matching = many.iter().filter(by_name);
-            match (matching.next(), matching.next()) {
-                (Some(image), None) => Ok(image),
-                _ => Err(format!(
-                    "package {} version {} holds {} images and none (or several) is named '{}'",
-                    version.package,
-                    version.version,
-                    many.len(),
-                    identifier.name()
-                )),
-            }
-        }
-    }
-}
-
-/// How a render should go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RenderOptions {
-    /// Write `@sha256:...` instead of `:tag` for images and charts.
-    pub pin_digests: bool,
-    /// Lifetime of the pull key and of file download URLs.
-    pub credential_ttl_seconds: u64,
-    /// Decide every value, list the substitutions, mint nothing, write nothing.
-    pub dry_run: bool,
-}
-
-impl RenderOptions {
-    /// Options from a request's optional fields, the TTL checked against the key limits.
-    pub fn new(pin_digests: bool, credential_ttl_seconds: Option<u64>, dry_run: bool) -> Result<Self, ApiError> {
-        use crate::credentials::temporary_key::{DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
-        let ttl = credential_ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
-        if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
-            return Err(ApiError::invalid(
-                "credential_ttl_seconds",
-                "out_of_range",
-                format!("credential_ttl_seconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}"),
-            ));
-        }
-        Ok(Self { pin_digests, credential_ttl_seconds: ttl, dry_run })
-    }
-}
-
-/// The pull key a render minted, without its secret parts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PullKeySummary {
-    /// The registry it logs in to.
-    pub registry: String,
-    pub username: String,
-    /// The repositories it reaches, and nothing else.
-    pub repositories: Vec<RepositoryName>,
-    /// RFC 3339 expiry; none for an instance credential that expires only when revoked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// For a render for an instance: the id of the instance credential handed out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential_id: Option<String>,
-}
-
-/// What a render answers, borrowing the template's text.
-#[derive(Debug, Clone, Serialize)]
-pub struct RenderOutput<'t> {
-    /// The template's format.
-    pub format: TemplateFormat,
-    /// The rendered template; absent on a dry run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rendered: Option<Rendered<'t>>,
-    /// Whether this was a dry run (nothing minted).
-    pub dry_run: bool,
-    /// Every replacement, in template order; the pull key is named, never shown.
-    pub substitutions: Vec<Substitution<'t>>,
-    /// The repositories the template references.
-    pub repositories: Vec<RepositoryName>,
-    /// The pull key minted for this render, if the template asks for one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pull_key: Option<PullKeySummary>,
-}
-
-impl RenderOutput<'_> {
-    /// The JSON answer: what `serde_json` writes for it, but the rendered template escaped
-    /// piece by piece with SIMD (`serde_json`'s escaping runs at under 1 GB/s on templates,
-    /// whose every line ends in a character to escape).
-    pub fn into_json(mut self) -> Vec<u8> {
-        let rendered = self.rendered.take();
-        // The text, room for its escapes, the escaper's scratch, and the summary.
-        let room = rendered.as_ref().map_or(0, |r| r.len() + r.len() / 8 + ESCAPE_SLICE * 6)
-            + 256 * (self.substitutions.len() + 1);
-        let mut out = Vec::with_capacity(room);
-        serde_json::to_writer(&mut out, &self).expect("a render answer serialises");
-        if let Some(rendered) = rendered {
-            out.pop(); // the closing brace
-            out.extend_from_slice(b",\"rendered\":");
-            rendered.write_json_string(&mut out);
-            out.push(b'}');
-        }
-        out
-    }
-}
-
-/// Relations keyed by the placeholder as written (`{{ computenest::acrimage::x }}` or bare),
-/// keyed again by `computenest::KIND::NAME`. `field` prefixes the error's field.
-pub fn normalise_relations(
-    field: &str,
-    relations: &BTreeMap<String, ArtifactRef>,
-) -> Result<BTreeMap<String, ArtifactRef>, ApiError> {
-    let mut out = BTreeMap::new();
-    for (written, target) in relations {
-        let (_, key) = crate::service::relation_key(&format!("{field}.{written}"), written)?;
-        out.insert(key, target.clone());
-    }
-    Ok(out)
-}
-
-/// The relations a Compute Nest `config.yaml` declares, keyed by `computenest::KIND::NAME`,
-/// read by the services parser. `artifacts` maps `ArtifactId`s or `Artifact:` keys to Berth
-/// package names, as for a service import.
-pub fn relations_from_config(
-    config: &str,
-    artifacts: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, ArtifactRef>, ApiError> {
-    // The services parser reads relations together with TemplateConfigs and wants every listed
-    // template sent; a one-off render has one template, so point TemplateConfigs at it.
-    let mut root = crate::service::parse_config(config)?;
-    let single = yaml_serde::from_str::<yaml_serde::Value>("[{Name: template, Url: template}]").expect("literal");
-    if let Some(deploy) =
-        root.get_mut("Service").and_then(|s| s.get_mut("DeployMetadata")).and_then(|d| d.as_mapping_mut())
-    {
-        deploy.insert(yaml_serde::Value::String("TemplateConfigs".into()), single);
-    } else {
-        return Ok(BTreeMap::new());
-    }
-    let request = crate::service::PutServiceRequest {
-        config: Some(yaml_serde::to_string(&root).map_err(|e| ApiError::Internal(e.to_string()))?),
-        templates: BTreeMap::from([("template".to_owned(), String::new())]),
-        relations: BTreeMap::new(),
-        artifacts: artifacts.clone(),
-    };
-    let plan = request.plan()?;
-    Ok(plan.relations.into_iter().map(|(key, planned)| (key, planned.target)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::package::{FileRecord, PackageType};
+    use crate::names::RepositoryName;
+    use crate::package::{FileRecord, ImageRecord, PackageType, PackageVersion, VersionStatus};
     use crate::service::VersionSelector;
+    use crate::service::{ArtifactRef, package_type_for};
+    use crate::template::{IdentifierKind, Position};
+    use bytes::Bytes;
 
     const REGISTRY: &str = "registry.test:5000";
 
