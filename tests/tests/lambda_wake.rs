@@ -175,10 +175,11 @@ async fn under_lambda_connections_are_recorded_a_release_wakes_its_batch_and_pol
     assert_eq!(status, 204);
     assert!(started.elapsed() < Duration::from_secs(3), "a poll was held {:?}", started.elapsed());
 
-    // A release of two batches: its advance (an SQS event) wakes exactly the first batch.
+    // A release of two batches, without a pull phase first (which would wake every host): its
+    // advance (an SQS event) wakes exactly the first batch.
     cloud.recorder("reset-recording").await;
     cloud.recorder("start-recording").await;
-    let body = json!({ "application": "app", "deployment": "d", "group": "g", "batches": 2 });
+    let body = json!({ "application": "app", "deployment": "d", "group": "g", "batches": 2, "pull_first": false });
     let release = cloud.ok("/v1/releases", &account, body).await;
     let first: Vec<String> = release["batches"][0]["hosts"]
         .as_array()
