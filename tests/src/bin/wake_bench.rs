@@ -117,8 +117,16 @@ async fn main() {
                     && text.contains("wake")
                 {
                     let woken = Instant::now();
-                    let response = http.get(&jobs_url).bearer_auth(&token).send().await.unwrap();
-                    if response.status() == 200 {
+                    // As the agent does, a poll on a keep-alive connection the server just
+                    // closed is sent again.
+                    let mut response = http.get(&jobs_url).bearer_auth(&token).send().await;
+                    for _ in 0..3 {
+                        if response.is_ok() {
+                            break;
+                        }
+                        response = http.get(&jobs_url).bearer_auth(&token).send().await;
+                    }
+                    if response.expect("a short poll").status() == 200 {
                         let _ = sender.send((woken, Instant::now()));
                         let _ = socket.close(None).await;
                         return;
