@@ -18,7 +18,7 @@ help:
 	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
 	@echo "make test          install what tests need, build, run every test"
 	@echo "make check         the fast tier: fmt, clippy, every in-process test (no Docker, no venv)"
-	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks"
+	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, wake-to-job latency and memory per idle wake channel at 10,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 	@echo "make lint          rustfmt check, clippy (every target, warnings are errors) and cargo doc (warnings are errors)"
 	@echo "make api-fuzz      schemathesis (every check) against berth serve and infra/openapi.yaml"
@@ -78,6 +78,7 @@ bench: deps
 	cargo run --release -q -p berth-tests --bin signature-bench
 	cargo run --release -q -p berth-tests --bin render-bench
 	cargo run --release -q -p berth-tests --bin lambda-bench
+	cargo run --release -q -p berth-tests --bin wake-bench
 	BENCH_HOSTS=10000 cargo run --release -q -p berth-tests --bin fanout-bench
 	BENCH_HOSTS=100000 cargo run --release -q -p berth-tests --bin fanout-bench
 	cargo run --release -q -p berth-tests --bin health-bench

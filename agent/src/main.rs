@@ -8,6 +8,7 @@ mod identity;
 mod run;
 mod signature;
 mod spool;
+mod wake;
 mod watch;
 
 use std::path::PathBuf;
@@ -41,9 +42,25 @@ struct Args {
     /// `--join-token-file`: the host token alone serves from then on, across restarts.
     #[arg(long, env = "BERTH_DROP_JOIN_TOKEN")]
     drop_join_token: bool,
-    /// How long each poll is held by Berth, in seconds (1 to 30).
+    /// How long each poll may be held by Berth while the wake channel is down, in seconds (1
+    /// to 30; Berth may hold it less: under Lambda it answers at once).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=30))]
     poll_seconds: u64,
+    /// How often to poll, in seconds, while there is no working wake channel and Berth does not
+    /// hold polls (with a fifth of jitter either way).
+    #[arg(long, env = "BERTH_POLL_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    poll_interval_seconds: u64,
+    /// Do not hold a wake channel (a WebSocket to Berth): poll only.
+    #[arg(long, env = "BERTH_NO_WAKE_CHANNEL")]
+    no_wake_channel: bool,
+    /// The wake channel's address when Berth's WebSocket API has one of its own (on AWS:
+    /// `wss://API.execute-api.REGION.amazonaws.com/STAGE`); default: Berth's URL.
+    #[arg(long, env = "BERTH_CHANNEL_URL")]
+    channel_url: Option<String>,
+    /// How often to ping on the wake channel, in seconds (it keeps the host's `last_seen`,
+    /// which Berth writes at most once a minute).
+    #[arg(long, default_value_t = berth_shared::release::HEARTBEAT_SECONDS, value_parser = clap::value_parser!(u64).range(1..=60))]
+    heartbeat_seconds: u64,
     /// A file of the account's signing public keys (PEM blocks): each image is then checked
     /// to be signed by one of them (its sigstore signature, read from the registry) before
     /// anything of the job runs.
@@ -88,7 +105,13 @@ async fn main() -> ExitCode {
     let agent = run::Agent::new(&args.berth_url, identity, args.poll_seconds, &args.state_dir)
         .with_instance_id(args.instance_id)
         .dropping_join_token(args.drop_join_token)
-        .with_trusted_keys(trusted_keys);
+        .with_trusted_keys(trusted_keys)
+        .with_wake(wake::Settings {
+            enabled: !args.no_wake_channel,
+            url: args.channel_url,
+            poll_interval: std::time::Duration::from_secs(args.poll_interval_seconds),
+            heartbeat: std::time::Duration::from_secs(args.heartbeat_seconds),
+        });
     agent.run().await
 }
 

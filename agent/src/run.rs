@@ -36,6 +36,8 @@ pub struct Agent {
     trusted_keys: Option<Vec<berth_shared::signing::sigstore::VerifyingKey>>,
     /// Whether the join token is dropped once a host token is saved.
     drop_join_token: bool,
+    /// The wake channel's settings (see [`crate::wake`]).
+    wake: crate::wake::Settings,
 }
 
 impl Agent {
@@ -56,6 +58,7 @@ impl Agent {
             state_dir: state_dir.to_path_buf(),
             trusted_keys: None,
             drop_join_token: false,
+            wake: crate::wake::Settings::default(),
         }
     }
 
@@ -116,6 +119,12 @@ impl Agent {
         }
     }
 
+    /// With these wake channel settings (default: the channel at Berth's URL, polls every 30 s without it).
+    pub fn with_wake(mut self, wake: crate::wake::Settings) -> Self {
+        self.wake = wake;
+        self
+    }
+
     /// Serves jobs until killed. Returns only when Berth refuses this host for good.
     pub async fn run(&self) -> ExitCode {
         let mut token = match self.host_token(None).await {
@@ -125,6 +134,7 @@ impl Agent {
                 return ExitCode::from(2);
             }
         };
+        let channel = self.wake.open(&self.url, &token);
         eprintln!("berth-agent: host {} waiting for work", self.host);
         let mut backoff = Duration::from_millis(500);
         // The release whose health check this host keeps probing, while it runs.
@@ -136,7 +146,9 @@ impl Agent {
                 continue;
             }
             let asked = std::time::Instant::now();
-            let polled = self.poll(&token, watch.as_ref().map(|w| w.release.as_str())).await;
+            // With the channel open a poll is short: Berth wakes this host when a job is due.
+            let hold = !channel.as_ref().is_some_and(|c| c.connected());
+            let polled = self.poll(&token, watch.as_ref().map(|w| w.release.as_str()), hold).await;
             if let Ok((_, Some(false))) = &polled {
                 watch = None;
             }
@@ -185,11 +197,7 @@ impl Agent {
                 }
                 Ok(None) => {
                     backoff = Duration::from_millis(500);
-                    // A poll is held by Berth; one that comes back at once (Berth stopping)
-                    // must not turn into a spin.
-                    if asked.elapsed() < Duration::from_secs(1) {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                    crate::wake::wait_for_work(channel.as_ref(), asked, self.wake.poll_interval).await;
                 }
                 Err(Refusal::Unauthenticated(message)) => {
                     // Removed, or re-registered by someone else: register again if we can.
@@ -201,6 +209,9 @@ impl Agent {
                             return ExitCode::from(2);
                         }
                     };
+                    if let Some(channel) = &channel {
+                        channel.set_token(&token);
+                    }
                 }
                 Err(Refusal::Fatal(message)) => {
                     eprintln!("berth-agent: {message}");

@@ -98,6 +98,15 @@ impl Moto {
         Self::spawn(command, port)
     }
 
+    /// A moto whose request recording (`/moto-api/recorder/...`) writes to `file`, to count
+    /// what a component asked of S3 and SQS.
+    pub fn start_recording(file: &Path) -> Self {
+        let port = free_port();
+        let mut command = Command::new(venv_bin("moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("MOTO_RECORDER_FILEPATH", file);
+        Self::spawn(command, port)
+    }
+
     /// A moto that serves one request at a time. moto checks `If-Match` and then writes, so
     /// two threads can both pass the check (seen: 3 of 2,000 raced increments lost on a loaded
     /// machine); S3 itself decides conditional writes atomically. Conformance of compare-and-

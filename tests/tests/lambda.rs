@@ -218,6 +218,15 @@ async fn every_sample_event_gets_the_documented_answer() {
             files.push(sqs_sample);
         }
     }
+    // The releases function's wake channel: API Gateway WebSocket events. The samples' host
+    // token and connection are known to no store: $connect and a ping are refused (401),
+    // $disconnect of an unknown connection is fine.
+    for (file, status) in [("ws-connect.json", 401), ("ws-ping.json", 401), ("ws-disconnect.json", 200)] {
+        let path = sample(berth_releases::NAME, file);
+        let response = invoke_sample(berth_releases::function, read_json(&path)).await;
+        assert_eq!(response, json!({ "statusCode": status }), "{}", path.display());
+        files.push(path);
+    }
     // Nothing else in events/ but the README.
     let mut on_disk: Vec<PathBuf> = Vec::new();
     for entry in std::fs::read_dir(workspace_root().join("events")).expect("events/") {

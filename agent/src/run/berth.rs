@@ -30,13 +30,15 @@ impl Agent {
     }
 
     /// Asks for a job; with `watching`, also whether that release still runs (`Some(false)`:
-    /// stop watching it).
+    /// stop watching it). With `hold`, Berth may hold the poll until there is one.
     pub(super) async fn poll(
         &self,
         token: &str,
         watching: Option<&str>,
+        hold: bool,
     ) -> Result<(Option<Job>, Option<bool>), Refusal> {
-        let mut query = vec![("wait_seconds", self.poll_seconds.to_string())];
+        let wait = if hold { self.poll_seconds } else { 0 };
+        let mut query = vec![("wait_seconds", wait.to_string())];
         if let Some(release) = watching {
             query.push(("watch", release.to_owned()));
         }

@@ -60,6 +60,14 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/releases/{id}/hosts/{host}/logs/{part}", get(host_log_part))
         .route("/v1/agent/register", post(register))
         .route("/v1/agent/jobs", get(poll))
+        // Not operations of the HTTP API (infra/openapi.yaml): the agents' wake channel, which
+        // only a WebSocket upgrade reaches, and the Lambda runtime's WebSocket events, which
+        // only the runtime reaches (any HTTP request to it is a 404). See docs/aws.md.
+        .route_service(berth_shared::release::CHANNEL_PATH, get(channel).with_state(engine.clone()))
+        .route_service(
+            berth_shared::platform::websocket::WEBSOCKET_EVENT_PATH,
+            post(channel_event).with_state(engine.clone()),
+        )
         .route("/v1/agent/health", post(health_news))
         .route("/v1/agent/logs", post(upload_log_part).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(
@@ -87,6 +95,7 @@ pub fn events(engine: Engine) -> Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use berth_shared::platform::events::handle_sqs_batch;
 
     /// The sample Lambda batch in `tests/data/sqs-sweep.json` (the schedule's sweep, an

@@ -9,6 +9,8 @@
 //! accounts/{acct}/applications/{app}/groups/{group}/instances/{host}.json   last_seen, ledger (CAS)
 //! accounts/{acct}/applications/{app}/groups/{group}/removed/{host}.json     a removed host's tombstone
 //! accounts/{acct}/applications/{app}/groups/{group}/releases/{key}.json     release index, newest first
+//! accounts/{acct}/applications/{app}/groups/{group}/channels/{host}.json   its API Gateway wake channel
+//! channel-connections/{sha256 of connection id}.json                  API Gateway connection -> host
 //! join-tokens/{sha256 of token}.json                                  join token -> group
 //! host-tokens/{sha256 of token}.json                                  host token -> host
 //! releases/{id}/plan.json                                             the release as created (immutable)
@@ -489,4 +491,35 @@ mod tests {
         assert_eq!(instance(&group, "h1"), "accounts/acme/applications/app/groups/web/instances/h1.json");
         assert_eq!(instance(&group, "h1"), format!("{}/h1.json", instances(&group)));
     }
+}
+
+/// A host's wake channel on API Gateway (under Lambda): the connection a wake is posted to.
+/// A newer connection of the host replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// API Gateway's connection id.
+    pub connection_id: String,
+    /// When it connected (seconds since the epoch).
+    pub connected_at: u64,
+}
+
+/// An API Gateway connection's host, for its `$disconnect` and messages (which carry only the
+/// connection id), with the digest of the host token it connected with: once the host's
+/// record names another token (removed, or registered again), the connection is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelConnection {
+    /// The host.
+    pub host: HostRef,
+    /// SHA-256 (hex) of the host token it connected with.
+    pub token_sha256: String,
+}
+
+/// A host's wake channel record.
+pub fn channel(group: &GroupRef, host: &str) -> String {
+    format!("{}/channels/{host}.json", group_dir(group))
+}
+
+/// A connection's host: keyed by the digest of its id (API Gateway's ids hold `=` and may hold `/`).
+pub fn channel_connection(connection_id: &str) -> String {
+    format!("channel-connections/{}.json", berth_shared::platform::digest::sha256_hex(connection_id.as_bytes()))
 }

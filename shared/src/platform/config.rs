@@ -202,6 +202,13 @@ pub struct Config {
     /// `BERTH_PULL_FLUSH_SECONDS`: how often the token endpoint writes the pull counts it
     /// aggregated, at most once per instance in that time (default 60).
     pub pull_flush_interval: Duration,
+    /// `BERTH_MAX_POLL_HOLD_SECONDS`: longest an agent's job poll is held (0 to 30; default 0
+    /// under Lambda, where a held poll is a Lambda invocation held open, else 30).
+    pub max_poll_hold: Duration,
+    /// `BERTH_WAKE_ENDPOINT`: the API Gateway Management API endpoint of the agents' WebSocket
+    /// API (`https://API.execute-api.REGION.amazonaws.com/STAGE`), through which a release
+    /// wakes hosts under Lambda; unset, only this process's own sockets are woken.
+    pub wake_endpoint: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -409,7 +416,21 @@ impl Config {
             ));
         }
 
+        let hold_default = if get("AWS_LAMBDA_RUNTIME_API").is_some() { 0 } else { 30 };
+        let max_poll_hold = parse_number(&get, "BERTH_MAX_POLL_HOLD_SECONDS", hold_default, 0..=30)?;
+        let wake_endpoint = get("BERTH_WAKE_ENDPOINT").map(|url| url.trim_end_matches('/').to_owned());
+        if let Some(url) = &wake_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "BERTH_WAKE_ENDPOINT",
+                format!("'{url}' must start with http:// or https://"),
+            ));
+        }
+
         Ok(Self {
+            max_poll_hold: Duration::from_secs(u64::from(max_poll_hold)),
+            wake_endpoint,
             registry_private_host,
             signing_key_file,
             signing_cert_file,

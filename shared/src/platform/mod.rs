@@ -18,5 +18,6 @@ pub mod serve;
 pub mod slots;
 pub mod store;
 pub mod telemetry;
+pub mod websocket;
 pub mod work;
 pub mod yaml;

@@ -223,9 +223,10 @@ async fn run_standalone(
     Ok(())
 }
 
-/// Lambda: one handler for both kinds of event the function is wired to. SQS batches
-/// (records from `aws:sqs`) go to the event handler; anything else is an HTTP event
-/// (API Gateway REST/HTTP, function URL, ALB) for the router.
+/// Lambda: one handler for every kind of event the function is wired to. SQS batches
+/// (records from `aws:sqs`) go to the event handler; API Gateway WebSocket events to the
+/// router as [`crate::platform::websocket`] says; anything else is an HTTP event (API Gateway
+/// REST/HTTP, function URL, ALB) for the router.
 async fn run_lambda(function: Function, metrics_emf: bool) -> Result<(), lambda_runtime::Error> {
     let router = finish(function.router, vec![function.name]);
     let (name, events) = (function.name, function.events);
@@ -265,6 +266,9 @@ pub async fn invoke(
         let handler = events.ok_or("this function consumes no events")?;
         let batch = serde_json::from_value(payload)?;
         return Ok(serde_json::to_value(handle_sqs_batch(handler, batch).await)?);
+    }
+    if crate::platform::websocket::is_websocket_event(&payload) {
+        return crate::platform::websocket::handle(router, payload).await;
     }
     let request: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
     let mut adapter = lambda_http::Adapter::from(router);

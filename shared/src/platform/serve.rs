@@ -250,7 +250,9 @@ pub async fn serve_http(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let connections = Arc::new(Connections::new(limits));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection's task holds a receiver: the sender is closed once all have ended.
+    // (hyper-util's GracefulShutdown cannot watch a connection that may be upgraded.)
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -278,20 +280,33 @@ pub async fn serve_http(
         let Some(connection) = connection else { continue };
         let service = service(router.clone(), connection.clone(), limits);
         let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
-        let served = graceful.watch(http.serve_connection(io, service));
-        let connections = connections.clone();
+        // With upgrades: agents hold their wake channel (a WebSocket) on a connection of theirs,
+        // which leaves this set once upgraded (only a host token opens one, one per host).
+        let served = http.serve_connection(io, service).with_upgrades();
+        let (connections, open, shutdown) = (connections.clone(), open_rx.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let _open = open;
+            let mut served = std::pin::pin!(served);
             // A client that went away, timed out or was closed for another is no error of ours;
             // dropping the connection frees its buffers and any answer it held.
             tokio::select! {
-                _ = served => {}
+                _ = served.as_mut() => {}
                 _ = connection.close.cancelled() => {}
+                _ = shutdown.cancelled() => {
+                    // In-flight requests finish; idle keep-alive connections close now.
+                    served.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = served => {}
+                        _ = connection.close.cancelled() => {}
+                    }
+                }
             }
             connections.ended(connection.id);
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    drop(open_rx);
+    if tokio::time::timeout(SHUTDOWN_GRACE, open_tx.closed()).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace; stopping anyway");
     }
     Ok(())

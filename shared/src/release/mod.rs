@@ -58,6 +58,7 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), ApiError> {
 }
 
 mod agent;
+mod channel;
 mod convergence;
 mod deployment;
 mod gates;
@@ -119,6 +120,7 @@ pub use state::{
     Batches, Decision, HostParts, PLAN_PART_HOSTS, Release, StaleHost, apply, cancel, confirm, decide, decide_watched,
     host_state, host_state_at, join_plan, pause, split_plan, summarize, unique_hosts, verifying_state,
 };
+pub use channel::{CHANNEL_PATH, CLOSE_REFUSED, FromAgent, HEARTBEAT_SECONDS, MAX_CHANNEL_MESSAGE_BYTES, ToAgent};
 
 #[cfg(test)]
 mod tests;

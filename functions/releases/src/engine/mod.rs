@@ -99,6 +99,11 @@ pub struct EngineState {
     /// shutdown does not wait out every agent's poll. Cancelled by [`Engine::close`], which
     /// also wakes them.
     pub(crate) closing: CancellationToken,
+    /// This process's open wake channels (see [`wake`]).
+    channels: wake::Channels,
+    /// Posts wakes to API Gateway connections, when the deployment has a WebSocket API
+    /// (`BERTH_WAKE_ENDPOINT`).
+    poster: Option<wake::Poster>,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -115,6 +120,7 @@ mod plans;
 mod sweep;
 mod tally;
 mod tokens;
+mod wake;
 mod watch;
 
 pub(crate) use fleet::behind;
@@ -123,6 +129,7 @@ pub use gates::BALANCER_PATIENCE_SECONDS;
 use plans::CachedKey;
 pub use plans::{Plan, PlannedHost};
 pub use sweep::SWEEP_INTERVAL;
+pub use wake::{ChannelRefused, Channels, OpenChannel, PostError, Poster, Socket, wake_targets};
 pub use watch::{GroupSnapshot, Hold, SNAPSHOT_LIFE};
 
 impl Engine {
@@ -148,7 +155,11 @@ impl Engine {
         alarms: Arc<dyn AlarmSource>,
         balancer: Arc<dyn BalancerAdapter>,
     ) -> Self {
+        let poster =
+            context.config.wake_endpoint.as_deref().map(|url| wake::Poster::new(url, &context.config.s3.region));
         Self(Arc::new(EngineState {
+            channels: wake::Channels::default(),
+            poster,
             scaling,
             alarms,
             balancer,

@@ -166,6 +166,14 @@ impl Engine {
             watched.snapshot = read.ok().map(|s| (Instant::now(), Arc::new(s)));
         }
         self.changed.notify_waiters();
+        self.wake(release).await;
+    }
+
+    /// Keeps a snapshot just read for the group's polls, if the group is watched.
+    pub(super) fn keep_snapshot(&self, group: &GroupRef, snapshot: GroupSnapshot) {
+        if let Some(watched) = self.watches.groups.lock().get_mut(group) {
+            watched.snapshot = Some((Instant::now(), Arc::new(snapshot)));
+        }
     }
 
     /// Re-reads every held group's snapshot once per [`SNAPSHOT_LIFE`] and wakes the polls

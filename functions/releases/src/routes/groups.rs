@@ -330,6 +330,7 @@ pub async fn remove_host(
     if let Some(digest) = instance.host_token_sha256 {
         store.delete(&layout::host_token(&digest)).await?;
     }
+    engine.close_channel(&reference, &host).await?;
     tracing::info!(application = %app, %group, %host, "host removed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -186,6 +186,8 @@ pub async fn register(
     if let Some(old) = replaced {
         store.delete(&layout::host_token(&old)).await?;
         engine.forget_token_place(&old);
+        // Its wake channel, opened with the old token, is closed: the new token opens another.
+        engine.close_channel(&reference.group, &reference.host).await?;
         tracing::info!(host = %body.host, group = %group.group, "host re-registered; its old token is refused");
     } else {
         tracing::info!(host = %body.host, group = %group.group, "host registered");

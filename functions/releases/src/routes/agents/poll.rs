@@ -45,7 +45,10 @@ pub async fn poll(
             Box::pin(engine.converge_if_behind(&host.host, &host.instance.value, &snapshot)).await?;
         }
     }
-    let wait = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
+    // Never longer than the deployment allows: under Lambda a held poll is an invocation held
+    // open (BERTH_MAX_POLL_HOLD_SECONDS, 0 there), and the agent waits on its channel instead.
+    let asked = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
+    let wait = asked.min(engine.context.config.max_poll_hold);
     let until = tokio::time::Instant::now() + wait;
     let Host { host, instance } = host;
     drop(instance);
