@@ -356,7 +356,9 @@ async fn bench() {
     goals::report(Goal::at_most(
         format!("store writes per host, {hosts} hosts"),
         writes as f64 / hosts as f64,
-        4.0,
+        // Four a host (a successful host's ledger is the fourth) and the release's own few
+        // documents on top: about a thousandth of a write a host at 10,000 hosts.
+        4.01,
         "",
     ));
     goals::report(Goal::at_most(
