@@ -12,13 +12,14 @@ BERTH_LISTEN   ?= 127.0.0.1:9080
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps apt-deps py-deps docker-engine build run test check bench lambda-build fmt lint clean
+.PHONY: help deps apt-deps py-deps docker-engine build run test check bench bench-quick bench-build lambda-build fmt lint clean
 
 help:
 	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
 	@echo "make test          install what tests need, build, run every test"
 	@echo "make check         the fast tier: fmt, clippy, every in-process test (no Docker, no venv)"
 	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, wake-to-job latency and memory per idle wake channel at 10,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks"
+	@echo "make bench-quick   the ratios and sizes of make bench in a minute or two (no 100,000-host run): run it before you stop"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 	@echo "make lint          rustfmt check, clippy (every target, warnings are errors) and cargo doc (warnings are errors)"
 	@echo "make api-fuzz      schemathesis (every check) against berth serve and infra/openapi.yaml"
@@ -68,11 +69,18 @@ check:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --exclude berth-tests
 
-bench: deps
+## bench: every goal, each a line (figure, goal, ok/over), and a summary at the end that fails
+## when one is over; bench-quick: the ratios and sizes only (a minute or two, no 100,000 hosts).
+bench bench-quick: export BENCH_SUMMARY := $(CURDIR)/target/bench-summary.tsv
+
+bench-build:
 	cargo build --release --workspace --bins
 	@# Relinked as they ship: `make lambda-build` builds only these, so only their features count.
 	cargo build --release -p berth-credentials -p berth-packages -p berth-render -p berth-releases
 	cargo build --release -p berth-cli
+
+bench: deps bench-build
+	@rm -f $(BENCH_SUMMARY)
 	cargo run --release -q -p berth-tests --bin startup-bench
 	cargo run --release -q -p berth-tests --bin token-bench
 	cargo run --release -q -p berth-tests --bin signature-bench
@@ -84,6 +92,15 @@ bench: deps
 	cargo run --release -q -p berth-tests --bin health-bench
 	cargo run --release -q -p berth-tests --bin memory-bench
 	cargo run --release -q -p berth-tests --bin stall-bench
+	cargo run --release -q -p berth-tests --bin bench-summary
+
+bench-quick: deps bench-build
+	@rm -f $(BENCH_SUMMARY)
+	cargo run --release -q -p berth-tests --bin startup-bench
+	cargo run --release -q -p berth-tests --bin render-bench
+	cargo run --release -q -p berth-tests --bin lambda-bench
+	BENCH_HOSTS=10000 cargo run --release -q -p berth-tests --bin fanout-bench
+	cargo run --release -q -p berth-tests --bin bench-summary
 
 lambda-build: deps
 	@# -p: only the functions' own features, not the whole workspace's (the test crate's made them ~6% larger).

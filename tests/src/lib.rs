@@ -14,6 +14,7 @@ pub mod attack;
 pub mod berth;
 pub mod docker;
 pub mod event_source;
+pub mod goals;
 pub mod lambda_watch;
 pub mod netns;
 pub mod prometheus;

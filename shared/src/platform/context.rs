@@ -58,11 +58,15 @@ impl FunctionContext {
     /// Builds a standalone function's context from its configuration.
     pub async fn from_config(config: Config) -> Result<Self, StartupError> {
         let key_file = config.account_key_file.clone().ok_or(StartupError::NoAccountKey)?;
+        // An S3 store and an SQS client take a few milliseconds each to build (TLS roots, the
+        // credential chain): built side by side, a cold start pays for the longer one only.
+        let (location, s3) = (config.store.clone(), config.s3.clone());
+        let store = tokio::task::spawn_blocking(move || DocumentStore::open(&location, &s3));
+        let queue = open_queue(&config).await;
         let account_keys =
             AccountKeys::load(&key_file, &config.account_issuer)?.with_max_lifetime(config.account_token_max_seconds);
         let signing = load_signing_keys(&config)?;
-        let store = DocumentStore::open(&config.store, &config.s3)?;
-        let queue = open_queue(&config).await;
+        let store = store.await.map_err(|e| StoreError::Backend(format!("opening the store: {e}")))??;
         Ok(Self { config: Arc::new(config), store, queue, account_keys, signing })
     }
 }
