@@ -4,6 +4,13 @@
 //! any schema-violating request accepted, and any response that breaks its documented schema;
 //! `make api-fuzz` runs more examples (20 by default).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::process::Command;
 use std::time::Instant;
 

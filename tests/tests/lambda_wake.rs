@@ -3,6 +3,13 @@
 //! WebSocket events from the samples in `events/releases/`, and wakes posted to moto's API
 //! Gateway Management API, read back from moto's request recording.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,13 @@
 //! requests, and Debian's real `prometheus` scraping it; the series are read back through
 //! prometheus' HTTP API.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::time::{Duration, Instant};
 
 use berth_tests::berth::BerthServe;

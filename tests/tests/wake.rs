@@ -4,6 +4,13 @@
 //! is in no registry, so a host's pull fails at once; what is measured is when the job arrived.
 //! The idle test keeps the store on moto S3 with its request recording on, and counts.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

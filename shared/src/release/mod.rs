@@ -84,6 +84,7 @@ pub use agent::{
     MAX_STREAM_BYTES, PullResult, ReportRefusal, check_due, check_job, job_id, job_kind, join_logs, next_job,
     next_job_at, split_logs,
 };
+pub use channel::{CHANNEL_PATH, CLOSE_REFUSED, FromAgent, HEARTBEAT_SECONDS, MAX_CHANNEL_MESSAGE_BYTES, ToAgent};
 pub use convergence::{Arrival, LastRelease, convergence_id, convergence_options, convergence_target};
 pub use deployment::{
     image_from_package, resolve_image, validate_deployment, validate_script, validate_working_directory,
@@ -120,7 +121,6 @@ pub use state::{
     Batches, Decision, HostParts, PLAN_PART_HOSTS, Release, StaleHost, apply, cancel, confirm, decide, decide_watched,
     host_state, host_state_at, join_plan, pause, split_plan, summarize, unique_hosts, verifying_state,
 };
-pub use channel::{CHANNEL_PATH, CLOSE_REFUSED, FromAgent, HEARTBEAT_SECONDS, MAX_CHANNEL_MESSAGE_BYTES, ToAgent};
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,13 @@
 //! its wake to its job. The hosts are this process's tasks (the channel and poll the agent
 //! makes), not 10,000 agent processes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "a bench harness: a panic fails the run that measures"
+)]
+
 use std::time::{Duration, Instant};
 
 use berth_tests::berth::BerthServe;

@@ -9,10 +9,13 @@
 //! gone is dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures::StreamExt;
 use tokio::sync::Notify;
+
+use berth_shared::platform::metrics::{Presence, WakeOutcome, host_connected, wake_sent};
 
 use super::*;
 use crate::store_layout::{ChannelConnection, ChannelRecord, HostRef, Instance};
@@ -71,6 +74,8 @@ pub struct OpenChannel {
     key: String,
     /// The channel.
     pub socket: Socket,
+    /// Counts the host as connected for as long as its channel is open.
+    _connected: Presence,
 }
 
 impl Drop for OpenChannel {
@@ -186,7 +191,7 @@ impl Engine {
         if let Some(older) = self.channels.sockets.lock().insert(key.clone(), socket.clone()) {
             older.closed.cancel();
         }
-        OpenChannel { engine: self.clone(), key, socket }
+        OpenChannel { engine: self.clone(), key, socket, _connected: host_connected() }
     }
 
     /// Closes `host`'s channel, wherever it is (this process's socket, or its API Gateway
@@ -292,9 +297,14 @@ impl Engine {
         if targets.is_empty() {
             return;
         }
+        // A wake's latency runs from the move that made the job due (just before this call).
+        let due = Instant::now();
         let group = Self::group_of(release);
         if !self.channels.is_empty() {
             let woken = targets.iter().filter(|host| self.channels.wake(&layout::instance(&group, host))).count();
+            for _ in 0..woken {
+                wake_sent(WakeOutcome::Delivered, due.elapsed());
+            }
             if woken > 0 {
                 // The woken hosts poll within moments: their group stays watched meanwhile,
                 // so its snapshot is read once for all of them.
@@ -310,11 +320,11 @@ impl Engine {
             }
         }
         if self.poster.is_some() {
-            self.post_wakes(&group, targets).await;
+            self.post_wakes(&group, targets, due).await;
         }
     }
 
-    async fn post_wakes(&self, group: &GroupRef, hosts: Vec<&str>) {
+    async fn post_wakes(&self, group: &GroupRef, hosts: Vec<&str>, due: Instant) {
         // Owned, so the posts' futures borrow nothing of this call.
         let group = Arc::new(group.clone());
         let hosts: Vec<String> = hosts.into_iter().map(str::to_owned).collect();
@@ -322,7 +332,7 @@ impl Engine {
         let posted = futures::stream::iter(hosts)
             .map(move |host| {
                 let (engine, group) = (engine.clone(), group.clone());
-                async move { engine.post_wake(&group, &host).await }
+                async move { engine.post_wake(&group, &host, due).await }
             })
             .buffer_unordered(POST_CONCURRENCY)
             .filter(|posted| futures::future::ready(*posted))
@@ -332,7 +342,7 @@ impl Engine {
     }
 
     /// Posts a wake to `host`'s connection, if it has one; answers whether it was posted.
-    async fn post_wake(&self, group: &GroupRef, host: &str) -> bool {
+    async fn post_wake(&self, group: &GroupRef, host: &str, due: Instant) -> bool {
         let Some(poster) = &self.poster else { return false };
         let path = layout::channel(group, host);
         let record = match self.store().get::<ChannelRecord>(&path).await {
@@ -345,7 +355,14 @@ impl Engine {
             }
         };
         let message = serde_json::to_vec(&release::ToAgent::Wake).unwrap_or_default();
-        match poster.post(&record.connection_id, &message).await {
+        let posted = poster.post(&record.connection_id, &message).await;
+        let outcome = match &posted {
+            Ok(()) => WakeOutcome::Delivered,
+            Err(PostError::Gone) => WakeOutcome::Gone,
+            Err(PostError::Failed(_)) => WakeOutcome::Failed,
+        };
+        wake_sent(outcome, due.elapsed());
+        match posted {
             Ok(()) => true,
             Err(PostError::Gone) => {
                 if let Err(error) = self.forget_connection(&record.connection_id).await {
