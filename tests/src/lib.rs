@@ -12,6 +12,7 @@
 
 pub mod attack;
 pub mod berth;
+pub mod client;
 pub mod docker;
 pub mod event_source;
 pub mod goals;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::berth::BerthServe;
+use crate::client::ApiClient;
 use crate::registry::{Registry, SERVICE, oci_image, skopeo};
 
 /// A running stack in a temporary directory.
@@ -14,8 +15,10 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     pub berth: BerthServe,
     pub registry: Registry,
-    /// An HTTP client.
+    /// An HTTP client (the API client's).
     pub http: reqwest::Client,
+    /// The API client, at `berth.url`.
+    pub api: ApiClient,
 }
 
 impl Stack {
@@ -29,21 +32,13 @@ impl Stack {
         let berth = BerthServe::start(&dir.path().join("data"), &dir.path().join("berth.log"), 0, &all);
         let realm = format!("{}/v1/registry/token", berth.url);
         let registry = Registry::start(dir.path(), port, &realm, &berth.signing_certificate());
-        Self { dir, berth, registry, http: reqwest::Client::new() }
+        let api = ApiClient::new(berth.url.clone());
+        Self { dir, berth, registry, http: api.http.clone(), api }
     }
 
     /// Calls the API as `account`; returns status and JSON body.
     pub async fn call(&self, account: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let token = self.berth.dev_token(account);
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
-        let mut request = self.http.request(method, format!("{}{path}", self.berth.url)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("Berth answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        self.api.call(&self.berth.dev_token(account), method, path, body).await
     }
 
     /// `username:password` of a fresh push key of `account`.

@@ -9,13 +9,6 @@
 //! to it); the start scripts wait for a gate file, so "during the release" is a state the test
 //! holds, not a moment it hopes to catch.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use berth_tests::docker::{docker, docker_login};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::Client;
 use berth_tests::berth::BerthServe;
+use berth_tests::client::ApiClient;
 use berth_tests::registry::{Registry, SERVICE};
 use berth_tests::{ChildGuard, Moto, berth_bin, free_port};
 use serde_json::{Value, json};
@@ -138,7 +132,8 @@ struct Setup {
     env: Vec<(String, String)>,
     registry: Registry,
     token: String,
-    http: reqwest::Client,
+    /// The API client, at berth serve's URL (the same across restarts: the port is kept).
+    api: ApiClient,
     agents: Vec<ChildGuard>,
     markers: PathBuf,
     _moto: Moto,
@@ -174,19 +169,8 @@ impl Setup {
         let token = berth.dev_token(ACCOUNT);
         let markers = dir.path().join("markers");
         std::fs::create_dir_all(&markers).unwrap();
-        Self {
-            dir,
-            berth: Some(berth),
-            port,
-            env,
-            registry,
-            token,
-            http: reqwest::Client::new(),
-            agents: Vec::new(),
-            markers,
-            _moto: moto,
-            asg,
-        }
+        let api = ApiClient::new(berth.url.clone());
+        Self { dir, berth: Some(berth), port, env, registry, token, api, agents: Vec::new(), markers, _moto: moto, asg }
     }
 
     fn serve(dir: &Path, port: u16, env: &[(String, String)]) -> BerthServe {
@@ -206,13 +190,7 @@ impl Setup {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.berth().url)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.api.call(&self.token, method, path, body).await
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {

@@ -4,13 +4,6 @@
 //! `computenest-cli import` of a project with an AcrImage artifact, its image pushed by `docker`
 //! with the credentials Berth handed out.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::path::Path;
 use std::process::{Command, Output};
 

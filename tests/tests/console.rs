@@ -4,13 +4,6 @@
 //! token and another tenant. Screenshots of each page are written to
 //! `target/console-screenshots/` as the test's output.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

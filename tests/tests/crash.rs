@@ -2,13 +2,6 @@
 //! 200 times, and after each kill every write it had acknowledged is readable and no document
 //! is empty or torn.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -5,13 +5,6 @@
 //! Secret that keeps pulling after the render's own keys have expired; the same binary answers
 //! the kubelet's credential provider protocol.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -14,13 +14,6 @@
 //!   releases are cancelled, or pulling with an hour's step timeout and no agent, so the
 //!   2-second sweep rewrites nothing).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -30,6 +23,7 @@ use berth_shared::names::AccountId;
 use berth_shared::platform::digest::sha256_hex;
 use berth_shared::platform::http::account::AccountKeys;
 use berth_shared::platform::pem::generate_private_key_pem;
+use berth_tests::client::ApiClient;
 use berth_tests::registry::{SERVICE, oci_image, skopeo};
 use berth_tests::snapshot;
 use berth_tests::stack::Stack;
@@ -336,31 +330,19 @@ fn status_in(answer: &Answer, statuses: &[u16]) -> Result<(), String> {
 // The two tenants
 // ---------------------------------------------------------------------------------------
 
-/// A plain client for setting up each account.
-struct Client {
-    http: reqwest::Client,
-    url: String,
+/// A plain client for setting up each account: the API client, and the calls that are not
+/// JSON calls as an account.
+struct Client(ApiClient);
+
+impl std::ops::Deref for Client {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.0
+    }
 }
 
 impl Client {
-    async fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("Berth answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn must(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, answer) = self.call(token, method, path, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
-        answer
-    }
-
     async fn upload(&self, token: &str, path: &str, bytes: &[u8]) {
         let response = self
             .http
@@ -678,7 +660,7 @@ fn nothing_granted_outside(answer: &Answer, namespace: &str) -> Result<(), Strin
 async fn another_account_reaches_nothing_of_acme_and_sees_only_its_own() {
     let started = Instant::now();
     let stack = Stack::start(&[]);
-    let client = Client { http: reqwest::Client::new(), url: stack.berth.url.clone() };
+    let client = Client(ApiClient::new(stack.berth.url.clone()));
     let registry = stack.registry.host.clone();
 
     let a = common(&stack, &client, A).await;

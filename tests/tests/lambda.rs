@@ -7,13 +7,6 @@
 //! whose lock the running `cargo test` may hold); its first build takes minutes. The harness
 //! that runs it is `berth_tests::lambda_watch`; `lambda_flow.rs` runs every function under it.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

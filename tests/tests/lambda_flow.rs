@@ -6,19 +6,13 @@
 //! The emulator builds the functions into `target/lambda-watch` (see `berth_tests::lambda_watch`);
 //! the first build ever takes minutes.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use berth_shared::platform::events::PING;
 use berth_shared::platform::queue::Envelope;
+use berth_tests::client::ApiClient;
 use berth_tests::event_source::{EventSourceMapping, Invocation, Outcome, RunningMapping};
 use berth_tests::lambda_watch::LambdaWatch;
 use berth_tests::registry::{Registry, SERVICE, oci_image, skopeo};
@@ -238,7 +232,8 @@ struct Cloud {
     schedule: Option<tokio::task::JoinHandle<()>>,
     account_key: String,
     token: String,
-    http: reqwest::Client,
+    /// The API client; each call goes to the URL of the function its path is routed to.
+    api: ApiClient,
     agents: Vec<ChildGuard>,
     /// Images the agent pulled into the Docker engine, removed at the end.
     pulled: Vec<String>,
@@ -300,7 +295,7 @@ impl Cloud {
             schedule: None,
             token: String::new(),
             account_key,
-            http: reqwest::Client::new(),
+            api: ApiClient::new(String::new()).with_timeout(Duration::from_secs(60)),
             agents: Vec::new(),
             pulled: Vec::new(),
         };
@@ -359,15 +354,7 @@ impl Cloud {
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.function_for(path).function_url());
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token).timeout(Duration::from_secs(60));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        self.api.call_url(&self.token, method, &url, body).await
     }
 
     async fn ok(&self, method: &str, path: &str, body: Value) -> Value {

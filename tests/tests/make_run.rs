@@ -2,13 +2,6 @@
 //! on free ports and a fresh data directory, twice (a second run needs no clean-up). Each
 //! step checks its own result; the script fails naming the step and the log to read.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::process::Command;
 
 use berth_tests::{free_port, workspace_root};

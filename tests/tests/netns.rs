@@ -16,13 +16,7 @@
 //! and users of the engine share. The engine does fetch its registry tokens from Berth at
 //! the bridge address (the registry's token realm).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
+#[path = "netns_run/mod.rs"]
 mod netns_run;
 
 use std::time::{Duration, Instant};
@@ -74,7 +68,7 @@ impl Run {
         let (status, answer) = self.call(reqwest::Method::DELETE, &path, None).await;
         assert_eq!(status, 204, "DELETE {path}: {answer}");
         let url = format!("{}/v1/agent/jobs?wait_seconds=1", self.berth.url);
-        let refused = self.http.get(url).bearer_auth(&host_token).send().await.unwrap();
+        let refused = self.api.http.get(url).bearer_auth(&host_token).send().await.unwrap();
         assert_eq!(refused.status(), 401, "a removed host's token stops working");
         // Refused at its next poll, the agent may not register again with the join token it
         // holds (only a rotated one lets a removed host back), so it gives up.

@@ -13,13 +13,6 @@
 //!   JSON success answer has exactly the top-level fields its schema lists (`required` always,
 //!   the others in some answer).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -2,13 +2,6 @@
 //! packages created through `berth serve`, the check resolving tags to the digests the
 //! registry reports.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

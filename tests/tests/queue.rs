@@ -1,12 +1,5 @@
 //! Queue conformance: the same suite against the in-process queue and SQS on moto_server.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

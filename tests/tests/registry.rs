@@ -1,13 +1,6 @@
 //! Credentials against the real registry: Berth is the token server of the Debian
 //! `docker-registry`; `skopeo` and the `docker` CLI push and pull with minted keys.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 

@@ -2,19 +2,13 @@
 //! server, the Docker engine, and `berth-agent` processes. The image is built here (FROM
 //! scratch with Debian's static busybox serving `/hello`) and pushed with a push key.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use berth_tests::docker::{docker, docker_login};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::berth::BerthServe;
+use berth_tests::client::ApiClient;
 use berth_tests::registry::{Registry, SERVICE};
 use berth_tests::{ChildGuard, berth_bin, free_port};
 use serde_json::{Value, json};
@@ -22,6 +16,7 @@ use serde_json::{Value, json};
 const ACCOUNT: &str = "acme";
 
 /// Alarm gates and load-balancer draining (issue 26), with this file's harness.
+#[path = "release_gates/mod.rs"]
 mod release_gates;
 
 struct Setup {
@@ -31,7 +26,8 @@ struct Setup {
     env: Vec<(String, String)>,
     registry: Registry,
     token: String,
-    http: reqwest::Client,
+    /// The API client, at berth serve's URL (the same across restarts: the port is kept).
+    api: ApiClient,
     agents: Vec<ChildGuard>,
 }
 
@@ -52,7 +48,8 @@ impl Setup {
         let realm = format!("{}/v1/registry/token", berth.url);
         let registry = Registry::start(dir.path(), registry_port, &realm, &berth.signing_certificate());
         let token = berth.dev_token(ACCOUNT);
-        Self { dir, berth: Some(berth), port, env, registry, token, http: reqwest::Client::new(), agents: Vec::new() }
+        let api = ApiClient::new(berth.url.clone());
+        Self { dir, berth: Some(berth), port, env, registry, token, api, agents: Vec::new() }
     }
 
     fn serve(dir: &Path, port: u16, env: &[(String, String)]) -> BerthServe {
@@ -72,13 +69,7 @@ impl Setup {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.berth().url)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.api.call(&self.token, method, path, body).await
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
@@ -694,11 +685,12 @@ async fn bad_requests_are_problems_naming_the_field() {
     // Agents need a real host token; the join token only registers.
     for token in ["bht_not-a-token", group["join_token"].as_str().unwrap()] {
         let response =
-            s.http.get(format!("{}/v1/agent/jobs?host=h1", s.berth().url)).bearer_auth(token).send().await.unwrap();
+            s.api.http.get(format!("{}/v1/agent/jobs?host=h1", s.berth().url)).bearer_auth(token).send().await.unwrap();
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()["content-type"], "application/problem+json");
     }
     let registered: Value = s
+        .api
         .http
         .post(format!("{}/v1/agent/register", s.berth().url))
         .bearer_auth(group["join_token"].as_str().unwrap())
@@ -712,6 +704,7 @@ async fn bad_requests_are_problems_naming_the_field() {
     // A held poll with nothing to do answers 204 after its wait, not before.
     let started = Instant::now();
     let response = s
+        .api
         .http
         .get(format!("{}/v1/agent/jobs?wait_seconds=1", s.berth().url))
         .bearer_auth(registered["host_token"].as_str().unwrap())
@@ -754,6 +747,7 @@ async fn pull_failures_timeouts_and_silent_hosts_fail_hosts_not_the_fan_out() {
     // A host that registers and then never polls (its agent died).
     let (status, _) = {
         let response = s
+            .api
             .http
             .post(format!("{}/v1/agent/register", s.berth().url))
             .bearer_auth(&join)

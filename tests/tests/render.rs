@@ -3,13 +3,6 @@
 //! templates rendered. The ACK Secret's dockerconfigjson, written as an auth file, lets skopeo
 //! pull the associated image and nothing else; the ECS script's `docker login` line logs in.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

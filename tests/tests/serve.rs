@@ -1,13 +1,6 @@
 //! `berth serve` as a user runs it: every function in one process, dev tokens, problem+json
 //! errors, request ids in logs, no secret in logs, saved events restored, graceful shutdown.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use berth_shared::platform::queue::Envelope;
 use berth_tests::berth::BerthServe;
 use serde_json::{Value, json};

@@ -1,13 +1,6 @@
 //! Bad configuration stops a function binary at once: exit code 2 and one line on stderr that
 //! names the variable at fault.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,12 +1,5 @@
 //! Storage conformance: the same suite against `memory://`, `file://` and S3 on moto_server.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use std::sync::Arc;
 
 use berth_shared::platform::config::{S3Settings, StoreLocation};

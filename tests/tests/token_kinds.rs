@@ -3,13 +3,6 @@
 //! each other kind is expected, against `berth serve` and the real `docker-registry`. Each
 //! place accepts its own kind and answers 401 to every other.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    reason = "test code: a panic is a failed test"
-)]
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use berth_tests::registry::SERVICE;

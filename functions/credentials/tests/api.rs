@@ -13,15 +13,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_shared::names::AccountId;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::in_process;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 async fn call(context: &FunctionContext, request: Request<Body>) -> (StatusCode, Option<String>, Value) {
-    let response = berth_credentials::router(context.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, content_type, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let answer = in_process::send(&berth_credentials::router(context.clone()), request).await;
+    (answer.status, answer.content_type.clone(), answer.json())
 }
 
 fn post_key(context: &FunctionContext, account: &str, body: &str) -> Request<Body> {

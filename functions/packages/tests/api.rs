@@ -15,8 +15,8 @@ use berth_shared::names::AccountId;
 use berth_shared::package;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::digest::oci_digest;
+use berth_shared::platform::http::in_process;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 struct Api {
     context: FunctionContext,
@@ -42,15 +42,9 @@ impl Api {
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
-        let response = berth_packages::router(self.context.clone())
-            .oneshot(request.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let content_type =
-            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), content_type)
+        let router = berth_packages::router(self.context.clone());
+        let answer = in_process::send(&router, request.body(Body::from(body)).unwrap()).await;
+        (answer.status, answer.json(), answer.content_type.unwrap_or_default())
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {

@@ -16,9 +16,9 @@ use axum::http::{Request, StatusCode};
 use berth_shared::names::AccountId;
 use berth_shared::package::PackageType;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::in_process;
 use berth_shared::service::{PutServiceRequest, package_type_for};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/ros")
@@ -32,10 +32,8 @@ async fn call(context: &FunctionContext, token: &str, method: &str, path: &str, 
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
-    let response = berth_packages::router(context.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let answer = in_process::send(&berth_packages::router(context.clone()), request).await;
+    (answer.status, answer.json())
 }
 
 fn version_for(package_type: PackageType) -> Value {

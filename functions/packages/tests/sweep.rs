@@ -18,8 +18,8 @@ use berth_shared::names::AccountId;
 use berth_shared::package::{self, PENDING_CHECKS, PackageVersion, VersionStatus};
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::in_process;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// A context whose registry is a closed port, so every check that runs finds it unreachable.
 fn context() -> FunctionContext {
@@ -41,11 +41,9 @@ async fn create(context: &FunctionContext, name: &str) -> Value {
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
-    let response = berth_packages::router(context.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let body: Value =
-        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let answer = in_process::send(&berth_packages::router(context.clone()), request).await;
+    let body: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{body}");
     body
 }
 

@@ -22,6 +22,7 @@ use berth_shared::package::{
 };
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::digest::oci_digest;
+use berth_shared::platform::http::in_process;
 use berth_shared::service::{ArtifactRef, Service, ServiceTemplate, VersionSelector, service_path};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -62,11 +63,8 @@ fn acme() -> AccountId {
 }
 
 async fn call(context: &FunctionContext, request: Request<Body>) -> (StatusCode, Option<String>, Value, Vec<u8>) {
-    let response = berth_render::router(context.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap().to_vec();
-    (status, content_type, serde_json::from_slice(&bytes).unwrap_or(Value::Null), bytes)
+    let answer = in_process::send(&berth_render::router(context.clone()), request).await;
+    (answer.status, answer.content_type.clone(), answer.json(), answer.body.to_vec())
 }
 
 fn post(context: &FunctionContext, path: &str, body: &Value) -> Request<Body> {

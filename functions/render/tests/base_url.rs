@@ -17,8 +17,8 @@ use berth_shared::names::AccountId;
 use berth_shared::package::{FileRecord, PackageType, PackageVersion, VersionStatus, package_path, version_path};
 use berth_shared::platform::config::Config;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::http::in_process;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -53,10 +53,8 @@ async fn context(change: impl FnOnce(&mut Config)) -> FunctionContext {
 }
 
 async fn call(context: &FunctionContext, request: Request<Body>) -> (StatusCode, Value, usize) {
-    let response = berth_render::router(context.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), bytes.len())
+    let answer = in_process::send(&berth_render::router(context.clone()), request).await;
+    (answer.status, answer.json(), answer.body.len())
 }
 
 /// `POST /v1/render` of a template holding one `file::` identifier, with `headers`.

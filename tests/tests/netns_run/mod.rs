@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_shared::release::REPORT_GRACE_SECONDS;
 use berth_tests::berth::BerthServe;
+use berth_tests::client::ApiClient;
 use berth_tests::docker::{DockerLeftovers, build_and_push, seed_start_script, seed_stop_script};
 use berth_tests::netns::Network;
 use berth_tests::registry::{Registry, SERVICE};
@@ -36,7 +37,8 @@ pub struct Run {
     pub berth_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub token: String,
-    pub http: reqwest::Client,
+    /// The API client, at berth serve's URL (the same across restarts: the port is kept).
+    pub api: ApiClient,
     /// Host ids, in the network's host order.
     pub hosts: Vec<String>,
     /// Each host's published port.
@@ -86,6 +88,7 @@ impl Run {
             containers: hosts.iter().map(|h| format!("{container_prefix}-{h}")).collect(),
             images: vec![v1.clone(), v2.clone()],
         };
+        let api = ApiClient::new(berth.url.clone());
         let mut run = Self {
             network,
             _docker: docker,
@@ -94,7 +97,7 @@ impl Run {
             berth_addr,
             dir,
             token,
-            http: reqwest::Client::new(),
+            api,
             hosts,
             ports,
             agents: Vec::new(),
@@ -164,13 +167,7 @@ impl Run {
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.berth.url)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.api.call(&self.token, method, path, body).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {

@@ -1,9 +1,8 @@
 //! What the engine test and the fan-out benchmark share: a call into the router in process.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
+use berth_shared::platform::http::in_process;
 use serde_json::Value;
-use tower::ServiceExt;
 
 /// `method uri` as `bearer`, with a JSON body if given; the status and the JSON answer
 /// (`Null` when the answer is not JSON).
@@ -27,15 +26,6 @@ pub async fn call_bytes(
     bearer: &str,
     body: Option<Vec<u8>>,
 ) -> (StatusCode, axum::body::Bytes) {
-    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {bearer}"));
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            Body::from(body)
-        }
-        None => Body::empty(),
-    };
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status();
-    (status, axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap())
+    let answer = in_process::send(router, in_process::request(method, uri, bearer, body)).await;
+    (answer.status, answer.body)
 }

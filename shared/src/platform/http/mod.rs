@@ -3,5 +3,7 @@
 
 pub mod account;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
+pub mod in_process;
 pub mod problem;
 pub mod request;

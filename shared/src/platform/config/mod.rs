@@ -5,6 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod http_limits;
+mod settings;
+
+pub use http_limits::HttpLimits;
+pub use settings::{AutoScaling, LogFormat, QueueLocation, RegistrySettings, S3Settings, StoreLocation};
+
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default attempts before an event is dead-lettered by the in-process queue.
@@ -17,20 +23,6 @@ pub const DEFAULT_TOKEN_ISSUER: &str = "berth";
 pub const DEFAULT_ACCOUNT_TOKEN_MAX_SECONDS: u32 = 86_400;
 /// Range `BERTH_ACCOUNT_TOKEN_MAX_SECONDS` may take: a minute to 30 days.
 pub const ACCOUNT_TOKEN_MAX_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 60..=2_592_000;
-
-/// Who signs registry tokens and for which registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistrySettings {
-    /// Host clients use (`BERTH_REGISTRY_HOST`), e.g. `127.0.0.1:5000`.
-    pub host: String,
-    /// The registry's `service` (`BERTH_REGISTRY_SERVICE`): the tokens' `aud`.
-    pub service: String,
-    /// The tokens' `iss` (`BERTH_TOKEN_ISSUER`), as in the registry's `auth.token.issuer`.
-    pub issuer: String,
-    /// Base URL Berth itself reaches the registry at (`BERTH_REGISTRY_URL`; default
-    /// `http://HOST` for loopback hosts, else `https://HOST`).
-    pub url: String,
-}
 
 /// A configuration value that is missing or wrong. Displays as one line naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,93 +38,6 @@ impl ConfigError {
     fn new(variable: &'static str, message: impl Into<String>) -> Self {
         Self { variable, message: message.into() }
     }
-}
-
-/// Where documents live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// `memory://`: lost at exit; tests only.
-    Memory,
-    /// `file://PATH`: a local directory, the embedded default.
-    File(PathBuf),
-    /// `s3://BUCKET`: S3 or an S3-compatible store (see [`S3Settings::endpoint`]).
-    S3 {
-        /// Bucket name.
-        bucket: String,
-    },
-}
-
-impl StoreLocation {
-    /// Parses `memory://`, `file://PATH` or `s3://BUCKET`.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("'{url}' is not a URL (expected memory://, file://PATH or s3://BUCKET)"))?;
-        match scheme {
-            "memory" if rest.is_empty() => Ok(Self::Memory),
-            "memory" => Err("memory:// takes no path".into()),
-            "file" if rest.is_empty() => Err("file:// needs a directory, e.g. file:///var/lib/berth".into()),
-            "file" => Ok(Self::File(PathBuf::from(rest))),
-            "s3" => {
-                let bucket = rest.trim_end_matches('/');
-                let valid = (3..=63).contains(&bucket.len())
-                    && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-                if valid {
-                    Ok(Self::S3 { bucket: bucket.to_owned() })
-                } else {
-                    Err(format!("'{bucket}' is not an S3 bucket name (3-63 of a-z 0-9 . -)"))
-                }
-            }
-            other => Err(format!("unknown store scheme '{other}' (expected memory://, file://PATH or s3://BUCKET)")),
-        }
-    }
-}
-
-/// Settings for S3 and S3-compatible stores; credentials come from the usual `AWS_*` variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Settings {
-    /// Endpoint override (`BERTH_S3_ENDPOINT`), e.g. `http://127.0.0.1:5000` for moto or MinIO.
-    pub endpoint: Option<String>,
-    /// Region (`AWS_REGION`, default `us-east-1`).
-    pub region: String,
-}
-
-/// Which event queue a function consumes and produces to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueLocation {
-    /// `memory://`: the in-process queue of `berth serve`.
-    InProcess,
-    /// An SQS queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or any SQS-compatible endpoint).
-    Sqs {
-        /// The queue URL.
-        url: String,
-        /// The dead-letter queue URL, for inspecting dead letters (`BERTH_DEAD_LETTER_QUEUE_URL`).
-        dead_letter_url: Option<String>,
-    },
-}
-
-/// What carries out a scaling group's pause (`BERTH_AUTO_SCALING`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AutoScaling {
-    /// `off` (the default): only Berth's own record of the pause; a group that names an AWS
-    /// Auto Scaling group is refused.
-    #[default]
-    Off,
-    /// `aws`: groups that name an Auto Scaling group are paused through AWS Auto Scaling
-    /// (region `AWS_REGION`, endpoint `AWS_ENDPOINT_URL_AUTO_SCALING` or `AWS_ENDPOINT_URL`,
-    /// the SDK's usual credentials); the others keep the built-in record.
-    Aws,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// JSON when stderr is not a terminal, else text.
-    Auto,
-    /// One JSON object per line.
-    Json,
-    /// Human-readable text.
-    Text,
 }
 
 /// Berth's configuration. Every field comes from one environment variable (see docs/configuration.md).
@@ -481,64 +386,6 @@ fn parse_public_url(raw: &str) -> Result<String, String> {
     Ok(url.to_owned())
 }
 
-/// Bounds on what HTTP clients may hold (see `platform::serve`): a client that sends its
-/// headers or its body slowly, or does not read its answer, is cut off; one address holds a share
-/// of the connections only; past the limit, idle and unauthenticated connections make room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// `BERTH_HTTP_HEADER_TIMEOUT_SECONDS` (10): a request's headers must arrive within it; also
-    /// how long an idle keep-alive connection stays open.
-    pub header_read_timeout: Duration,
-    /// `BERTH_HTTP_BODY_TIMEOUT_SECONDS` (30): longest wait for the next part of a request body.
-    pub body_idle_timeout: Duration,
-    /// `BERTH_HTTP_REQUEST_TIMEOUT_SECONDS` (120): an authenticated request's whole body must
-    /// arrive within it of its headers (a 408 otherwise).
-    pub request_timeout: Duration,
-    /// `BERTH_HTTP_ANONYMOUS_REQUEST_TIMEOUT_SECONDS` (10): the same for a request whose
-    /// credential is not (yet) verified, whose bodies are small.
-    pub anonymous_request_timeout: Duration,
-    /// `BERTH_HTTP_WRITE_TIMEOUT_SECONDS` (30): an answer the client takes nothing of for this
-    /// long is dropped with its connection.
-    pub write_timeout: Duration,
-    /// `BERTH_HTTP_MAX_CONNECTIONS` (1024): open connections served at once.
-    pub max_connections: usize,
-    /// `BERTH_HTTP_MAX_CONNECTIONS_PER_ADDRESS` (256): open connections of one client address.
-    pub max_connections_per_address: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            body_idle_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(120),
-            anonymous_request_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
-            max_connections: 1024,
-            max_connections_per_address: 256,
-        }
-    }
-}
-
-impl HttpLimits {
-    /// The limits from `BERTH_HTTP_*` (defaults above).
-    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let seconds = |variable: &'static str, default: u32, range: std::ops::RangeInclusive<u32>| {
-            parse_number(get, variable, default, range).map(|n| Duration::from_secs(u64::from(n)))
-        };
-        Ok(Self {
-            header_read_timeout: seconds("BERTH_HTTP_HEADER_TIMEOUT_SECONDS", 10, 1..=300)?,
-            body_idle_timeout: seconds("BERTH_HTTP_BODY_TIMEOUT_SECONDS", 30, 1..=3600)?,
-            request_timeout: seconds("BERTH_HTTP_REQUEST_TIMEOUT_SECONDS", 120, 1..=3600)?,
-            anonymous_request_timeout: seconds("BERTH_HTTP_ANONYMOUS_REQUEST_TIMEOUT_SECONDS", 10, 1..=300)?,
-            write_timeout: seconds("BERTH_HTTP_WRITE_TIMEOUT_SECONDS", 30, 1..=3600)?,
-            max_connections: parse_number(get, "BERTH_HTTP_MAX_CONNECTIONS", 1024, 1..=65_536)? as usize,
-            max_connections_per_address: parse_number(get, "BERTH_HTTP_MAX_CONNECTIONS_PER_ADDRESS", 256, 1..=65_536)?
-                as usize,
-        })
-    }
-}
-
 fn parse_number(
     get: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
@@ -552,120 +399,4 @@ fn parse_number(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|name| map.get(name).cloned())
-    }
-
-    #[test]
-    fn auto_scaling_is_off_unless_aws_is_asked_for() {
-        assert_eq!(config(&[]).unwrap().auto_scaling, AutoScaling::Off);
-        assert_eq!(config(&[("BERTH_AUTO_SCALING", "aws")]).unwrap().auto_scaling, AutoScaling::Aws);
-        assert_eq!(config(&[("BERTH_AUTO_SCALING", "off")]).unwrap().auto_scaling, AutoScaling::Off);
-        let gates = config(&[
-            ("BERTH_ALARMS", "aws"),
-            ("BERTH_TARGET_GROUPS", "aws"),
-            ("BERTH_PROMETHEUS_URL", "http://127.0.0.1:9090/"),
-        ])
-        .unwrap();
-        assert!(gates.cloudwatch_alarms && gates.target_groups);
-        assert_eq!(gates.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
-        assert!(!config(&[]).unwrap().cloudwatch_alarms);
-        assert!(config(&[("BERTH_ALARMS", "yes")]).is_err());
-        assert!(config(&[("BERTH_PROMETHEUS_URL", "prometheus")]).is_err());
-        assert_eq!(config(&[("BERTH_AUTO_SCALING", "AWS")]).unwrap_err().variable, "BERTH_AUTO_SCALING");
-    }
-
-    #[test]
-    fn defaults_are_the_embedded_setup() {
-        let c = config(&[]).unwrap();
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.store, StoreLocation::File(PathBuf::from("berth-data/store")));
-        assert_eq!(c.queue, QueueLocation::InProcess);
-        assert_eq!(c.queue_max_attempts, DEFAULT_MAX_ATTEMPTS);
-        assert_eq!(c.account_issuer, "berth-accounts");
-        assert_eq!(c.registry.issuer, "berth");
-        assert_eq!(c.account_token_max_seconds, 86_400);
-        assert_eq!(c.public_url, None);
-        assert!(!c.trust_forwarded);
-    }
-
-    #[test]
-    fn account_token_settings() {
-        let c = config(&[("BERTH_ACCOUNT_TOKEN_MAX_SECONDS", "3600"), ("BERTH_ACCOUNT_ISSUER", "idp")]).unwrap();
-        assert_eq!((c.account_token_max_seconds, c.account_issuer.as_str()), (3600, "idp"));
-        for bad in ["0", "59", "2592001", "-1", "1h", "1e3"] {
-            let e = config(&[("BERTH_ACCOUNT_TOKEN_MAX_SECONDS", bad)]).unwrap_err();
-            assert_eq!(e.variable, "BERTH_ACCOUNT_TOKEN_MAX_SECONDS", "{bad}");
-        }
-        let e = config(&[("BERTH_ACCOUNT_ISSUER", "berth")]).unwrap_err();
-        assert_eq!(e.variable, "BERTH_ACCOUNT_ISSUER");
-        let e = config(&[("BERTH_ACCOUNT_ISSUER", "x"), ("BERTH_TOKEN_ISSUER", "x")]).unwrap_err();
-        assert_eq!(e.variable, "BERTH_ACCOUNT_ISSUER");
-    }
-
-    #[test]
-    fn public_url_and_forwarded_headers() {
-        for (raw, expected) in [
-            ("https://berth.example.com", "https://berth.example.com"),
-            ("https://berth.example.com/", "https://berth.example.com"),
-            ("http://127.0.0.1:9080", "http://127.0.0.1:9080"),
-            (
-                "https://abc.execute-api.us-east-1.amazonaws.com/prod/",
-                "https://abc.execute-api.us-east-1.amazonaws.com/prod",
-            ),
-        ] {
-            assert_eq!(config(&[("BERTH_PUBLIC_URL", raw)]).unwrap().public_url.as_deref(), Some(expected), "{raw}");
-        }
-        for bad in [
-            "berth.example.com",
-            "ftp://berth.example.com",
-            "https://",
-            "https://user:pw@berth.example.com",
-            "https://berth.example.com/?x=1",
-            "https://berth.example.com/#top",
-            "https://berth example.com",
-            "/v1",
-        ] {
-            assert_eq!(config(&[("BERTH_PUBLIC_URL", bad)]).unwrap_err().variable, "BERTH_PUBLIC_URL", "{bad}");
-        }
-        assert!(config(&[("BERTH_TRUST_FORWARDED", "true")]).unwrap().trust_forwarded);
-        assert!(!config(&[("BERTH_TRUST_FORWARDED", "false")]).unwrap().trust_forwarded);
-        let e = config(&[("BERTH_TRUST_FORWARDED", "yes")]).unwrap_err();
-        assert_eq!(e.to_string(), "BERTH_TRUST_FORWARDED: 'yes' is not true or false");
-    }
-
-    #[test]
-    fn store_urls() {
-        assert_eq!(StoreLocation::parse("memory://"), Ok(StoreLocation::Memory));
-        assert_eq!(StoreLocation::parse("file:///var/lib/berth"), Ok(StoreLocation::File("/var/lib/berth".into())));
-        assert_eq!(StoreLocation::parse("s3://my-bucket"), Ok(StoreLocation::S3 { bucket: "my-bucket".into() }));
-        assert!(StoreLocation::parse("s3://My_Bucket").is_err());
-        assert!(StoreLocation::parse("file://").is_err());
-        assert!(StoreLocation::parse("/tmp/x").is_err());
-    }
-
-    #[test]
-    fn bad_values_name_their_variable() {
-        let e = config(&[("BERTH_STORE_URL", "ftp://x")]).unwrap_err();
-        assert_eq!(e.variable, "BERTH_STORE_URL");
-        assert!(e.to_string().contains("unknown store scheme 'ftp'"), "{e}");
-        assert_eq!(config(&[("BERTH_LISTEN", "nowhere")]).unwrap_err().variable, "BERTH_LISTEN");
-        assert_eq!(config(&[("BERTH_QUEUE_URL", "kafka://x")]).unwrap_err().variable, "BERTH_QUEUE_URL");
-        assert_eq!(config(&[("BERTH_QUEUE_MAX_ATTEMPTS", "0")]).unwrap_err().variable, "BERTH_QUEUE_MAX_ATTEMPTS");
-        assert_eq!(config(&[("BERTH_LOG_FORMAT", "xml")]).unwrap_err().variable, "BERTH_LOG_FORMAT");
-        assert_eq!(config(&[("BERTH_S3_ENDPOINT", "localhost:9000")]).unwrap_err().variable, "BERTH_S3_ENDPOINT");
-        let e = config(&[("BERTH_ACCOUNT_KEY_FILE", "/nonexistent/key.pem")]).unwrap_err();
-        assert_eq!(e.to_string(), "BERTH_ACCOUNT_KEY_FILE: /nonexistent/key.pem does not exist or is not a file");
-    }
-
-    #[test]
-    fn sqs_queue_url() {
-        let c = config(&[("BERTH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/packages")]).unwrap();
-        assert!(matches!(c.queue, QueueLocation::Sqs { ref url, dead_letter_url: None } if url.ends_with("/packages")));
-    }
-}
+mod tests;
