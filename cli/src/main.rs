@@ -1,9 +1,5 @@
 //! `berth`: the provider CLI and `berth serve`, every function in one process.
 
-// Every index here is a serde_json::Value look-up, which answers Null rather than panicking;
-// the typed API crate (issue 25, item 2) replaces them with typed answers.
-#![allow(clippy::indexing_slicing, reason = "serde_json::Value look-ups, replaced by the typed API crate")]
-
 mod access_keys;
 mod application;
 mod client;
