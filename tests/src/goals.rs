@@ -84,7 +84,7 @@ impl Goal {
         format!("{}\t{bound}\t{}\t{}\t{}\n", self.figure, self.goal, self.unit, self.name)
     }
 
-    /// Reads a line [`Goal::record`] wrote.
+    /// Reads a line `Goal::record` wrote.
     pub fn parse(line: &str) -> Option<Self> {
         let mut fields = line.splitn(5, '\t');
         let figure = fields.next()?.parse().ok()?;
