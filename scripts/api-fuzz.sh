@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make api-fuzz`: schemathesis (every check) against `berth serve` and infra/openapi.yaml.
 # The server must answer no 5xx, and must not refuse a request the description says is valid.
-# API_FUZZ_EXAMPLES (default 20) bounds the examples per operation; API_FUZZ_BERTH names the
+# API_FUZZ_EXAMPLES (default 20) bounds the examples per operation; API_FUZZ_SEED fixes the
+# run (a random seed otherwise); API_FUZZ_BERTH names the
 # berth binary (default target/debug/berth); API_FUZZ_WORKERS (default 1) how many requests
 # schemathesis has in flight (2 met a hypothesis error shared between its threads, "AST
 # constructor recursion depth mismatch"). tests/tests/api_fuzz.rs runs it with few examples.
@@ -47,5 +48,6 @@ API_FUZZ_ACCOUNT=acme API_FUZZ_REGISTRY="$registry" PYTHONPATH="$root/scripts" S
   --header "Authorization: Bearer $token" \
   --max-examples "$examples" \
   --workers "${API_FUZZ_WORKERS:-1}" \
+  ${API_FUZZ_SEED:+--seed "$API_FUZZ_SEED"} \
   --no-color \
   --suppress-health-check all

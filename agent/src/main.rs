@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, env = "BERTH_CHANNEL_URL")]
     channel_url: Option<String>,
     /// How often to ping on the wake channel, in seconds (it keeps the host's `last_seen`,
-    /// which Berth writes at most once a minute).
+    /// which Berth writes at most once a minute); a ping unanswered within 10 s reopens it.
     #[arg(long, default_value_t = berth_shared::release::HEARTBEAT_SECONDS, value_parser = clap::value_parser!(u64).range(1..=60))]
     heartbeat_seconds: u64,
     /// A file of the account's signing public keys (PEM blocks): each image is then checked

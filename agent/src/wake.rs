@@ -24,6 +24,8 @@ const MIN_RECONNECT: Duration = Duration::from_millis(250);
 const MAX_RECONNECT: Duration = Duration::from_secs(30);
 /// A channel up this long counts as working: its next drop reconnects from [`MIN_RECONNECT`].
 const STEADY: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the channel counts as dead and is reopened.
+const PING_ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest a connected agent waits without a wake before it polls anyway: a wake lost on the
 /// way (a failed post) delays a job by this at most.
 pub const CHANNEL_SAFETY_POLL: Duration = Duration::from_secs(600);
@@ -230,34 +232,54 @@ async fn serve_until_closed(socket: &mut Socket, shared: &Shared) -> String {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is now: Berth counted the connection itself as a sign of life.
     heartbeat.tick().await;
+    // A cut link leaves the socket open on this side for as long as TCP retries (many
+    // minutes), and a channel that hears nothing wakes nobody: each heartbeat also sends a
+    // protocol ping, which Berth and API Gateway answer, and anything heard back in time
+    // proves the channel alive.
+    let silence = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(silence);
+    let mut awaiting_answer = false;
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
                 if let Err(error) = socket.send(Message::Text(ping.as_str().into())).await {
                     return format!("a ping failed: {error}");
                 }
+                if let Err(error) = socket.send(Message::Ping(Vec::new().into())).await {
+                    return format!("a ping failed: {error}");
+                }
+                if !awaiting_answer {
+                    awaiting_answer = true;
+                    silence.as_mut().reset(tokio::time::Instant::now() + PING_ANSWER_DEADLINE);
+                }
+            }
+            () = &mut silence, if awaiting_answer => {
+                return format!("Berth did not answer a ping within {} s", PING_ANSWER_DEADLINE.as_secs());
             }
             _ = shared.token_changed.notified() => {
                 let _ = socket.close(None).await;
                 return TOKEN_CHANGED.into();
             }
-            received = socket.next() => match received {
-                Some(Ok(Message::Text(text))) => {
-                    if let Ok(ToAgent::Wake) = serde_json::from_str::<ToAgent>(&text) {
-                        shared.wake.notify_one();
+            received = socket.next() => {
+                awaiting_answer = false;
+                match received {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Ok(ToAgent::Wake) = serde_json::from_str::<ToAgent>(&text) {
+                            shared.wake.notify_one();
+                        }
                     }
+                    Some(Ok(Message::Close(frame))) => {
+                        return match frame {
+                            Some(frame) if u16::from(frame.code) == CLOSE_REFUSED => "the host token was refused".into(),
+                            Some(frame) => format!("Berth closed it: {} {}", u16::from(frame.code), frame.reason),
+                            None => "Berth closed it".into(),
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return error.to_string(),
+                    None => return "the connection ended".into(),
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    return match frame {
-                        Some(frame) if u16::from(frame.code) == CLOSE_REFUSED => "the host token was refused".into(),
-                        Some(frame) => format!("Berth closed it: {} {}", u16::from(frame.code), frame.reason),
-                        None => "Berth closed it".into(),
-                    };
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return error.to_string(),
-                None => return "the connection ended".into(),
-            },
+            }
         }
     }
 }

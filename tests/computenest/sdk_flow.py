@@ -204,7 +204,7 @@ refused(lambda: cn.create_service(m.CreateServiceRequest(service_info=info, depl
         "EntityAlreadyExist.Service", "a second service of that name")
 bad = {"AcrImageArtifactRelation": {"{{ computenest::acrimage::web }}": {"ArtifactId": "nothing_here", "ArtifactVersion": "draft"}}}
 refused(lambda: cn.create_service(m.CreateServiceRequest(service_info=[m.CreateServiceRequestServiceInfo(name="bad-shop")], deploy_metadata=deploy_metadata(bad))),
-        "InvalidParameter", "a relation to an artifact that does not exist")
+        "EntityNotExist.Artifact", "a relation to an artifact that does not exist")
 found = cn.list_services(m.ListServicesRequest(all_versions=True, filter=[
     m.ListServicesRequestFilter(name="Name", value=["sdk-shop"]), m.ListServicesRequestFilter(name="Version", value=["draft"])])).body
 check([s.service_id for s in found.services] == ["sdk-shop"], "ListServices by name", found.to_map())

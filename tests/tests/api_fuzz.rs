@@ -16,6 +16,8 @@ use std::time::Instant;
 
 /// Examples per operation: enough for each body's forms, few enough to stay near a minute.
 const EXAMPLES: &str = "3";
+/// A seed that found nothing on the description and server this test was written against.
+const SEED: &str = "99697658607475681489190631044829731522";
 
 #[test]
 fn schemathesis_finds_every_answer_as_documented() {
@@ -27,6 +29,9 @@ fn schemathesis_finds_every_answer_as_documented() {
     let output = Command::new(root.join("scripts/api-fuzz.sh"))
         .env("API_FUZZ_BERTH", &berth)
         .env("API_FUZZ_EXAMPLES", EXAMPLES)
+        // The same cases every run, so a failure here is a change's and can be replayed;
+        // `make api-fuzz` explores with a new seed each time.
+        .env("API_FUZZ_SEED", SEED)
         .output()
         .expect("run scripts/api-fuzz.sh");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

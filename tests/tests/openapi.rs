@@ -389,7 +389,7 @@ fn denies_unknown_fields(sources: &[(PathBuf, String)], name: &str) -> bool {
     attributes.iter().any(|l| l.contains("deny_unknown_fields"))
 }
 
-/// A struct's name, and the sources it is defined in (its crate's and shared's).
+/// A struct's name, and the sources it is defined in (its crate's and shared's, or berth-api's).
 type StructSource = (String, Vec<(PathBuf, String)>);
 
 /// The JSON body struct each routed handler reads, by (METHOD, path shape).
@@ -397,6 +397,9 @@ fn json_bodies_in_source() -> BTreeMap<(String, String), StructSource> {
     let root = berth_tests::workspace_root();
     let body_type = regex::Regex::new(r"ApiJson\s*\(\s*\w+\s*\)\s*:\s*ApiJson<").unwrap();
     let shared = sources(&root.join("shared/src"));
+    // The wire types shared re-exports from berth-api; a client's own copy there of a type
+    // the server defines itself is not what the handler reads.
+    let api = sources(&root.join("api/src"));
     let mut read = BTreeMap::new();
     for call in route_calls() {
         let mut crate_sources = sources(&root.join("functions").join(&call.function).join("src"));
@@ -412,7 +415,12 @@ fn json_bodies_in_source() -> BTreeMap<(String, String), StructSource> {
                     None => continue,
                 },
             };
-            read.insert((method.clone(), shape(&call.path)), (name, crate_sources.clone()));
+            let marker = format!("struct {name} {{");
+            let mut searched = crate_sources.clone();
+            if !searched.iter().any(|(_, text)| text.contains(&marker)) {
+                searched.extend(api.iter().cloned());
+            }
+            read.insert((method.clone(), shape(&call.path)), (name, searched));
         }
     }
     read

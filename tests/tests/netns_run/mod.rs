@@ -146,6 +146,9 @@ impl Run {
         let mut command = self.network.command_in(i, &berth_bin("berth-agent"));
         command
             .args(["--berth-url", &self.berth.url, "--host-id", &self.hosts[i], "--poll-seconds", POLL_SECONDS])
+            // A cut link must show within the test's deadlines: a ping every 5 s, answered
+            // within the agent's 10 s, or its channel is reopened.
+            .args(["--heartbeat-seconds", "5"])
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("agent-state-{}", self.hosts[i])))
             // Never in argv, where `ps` shows it.

@@ -119,6 +119,8 @@ async fn define(call: &Call<'_>, name: &str, existing: Option<&Service>) -> Resu
         .map_err(ApiError::from)?
         .map_err(|e| match e {
             ApiError::Invalid { message, .. } => CnError::invalid("DeployMetadata", message),
+            // Only a relation's artifact (a package, or its version) can be missing here.
+            ApiError::NotFound(what) => CnError::not_found("Artifact", format!("{what} not found")),
             other => other.into(),
         })?;
     for template in plan.templates.iter().filter(|t| t.body.is_empty()) {
@@ -130,6 +132,8 @@ async fn define(call: &Call<'_>, name: &str, existing: Option<&Service>) -> Resu
     let (_, service) =
         crate::services::define_service(call.context, &call.account, name, &plan).await.map_err(|e| match e {
             ApiError::Invalid { message, .. } => CnError::invalid("DeployMetadata", message),
+            // Only a relation's artifact (a package, or its version) can be missing here.
+            ApiError::NotFound(what) => CnError::not_found("Artifact", format!("{what} not found")),
             other => other.into(),
         })?;
     Ok(service)
