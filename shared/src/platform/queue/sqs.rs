@@ -1,0 +1,144 @@
+//! The SQS backend (or an SQS-compatible endpoint: moto, ElasticMQ).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+
+use super::{Delivery, Envelope, EventQueue, QueueError, encode};
+
+/// Largest SQS receive batch.
+pub const SQS_MAX_BATCH: usize = 10;
+
+/// An SQS queue (or an SQS-compatible endpoint). Dead-lettering is SQS's own redrive policy.
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+    dead_letter_url: Option<String>,
+}
+
+impl SqsQueue {
+    /// A queue at `url` reached through `client`.
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>, dead_letter_url: Option<String>) -> Self {
+        Self { client, url: url.into(), dead_letter_url }
+    }
+
+    /// A client for the queue at `url` with credentials from the environment. Queue URLs that
+    /// are not on amazonaws.com (moto, ElasticMQ) are used as the endpoint.
+    pub async fn client_for(url: &str, region: &str) -> aws_sdk_sqs::Client {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()));
+        if let Some(endpoint) = custom_endpoint(url) {
+            loader = loader.endpoint_url(endpoint);
+        }
+        aws_sdk_sqs::Client::new(&loader.load().await)
+    }
+
+    /// The queue URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// `scheme://host[:port]` of a queue URL that is not AWS's own.
+pub fn custom_endpoint(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    if host.ends_with(".amazonaws.com") { None } else { Some(format!("{scheme}://{host}")) }
+}
+
+fn sqs_error(error: impl std::error::Error) -> QueueError {
+    // DisplayErrorContext gives the service's own message, not just "service error".
+    QueueError::Backend(aws_sdk_sqs::error::DisplayErrorContext(error).to_string())
+}
+
+/// Parses an SQS message body as an [`Envelope`] with `attempt` from the receive count.
+pub fn envelope_from_sqs(body: Option<&str>, receive_count: Option<&str>) -> Result<Envelope, String> {
+    let body = body.ok_or("message has no body")?;
+    let mut envelope: Envelope =
+        serde_json::from_str(body).map_err(|e| format!("body is not a Berth envelope: {e}"))?;
+    envelope.attempt = receive_count.and_then(|c| c.parse().ok()).unwrap_or(1);
+    Ok(envelope)
+}
+
+impl SqsQueue {
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        wait: Duration,
+        hide: Option<i32>,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut request = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, SQS_MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount);
+        if let Some(seconds) = hide {
+            request = request.visibility_timeout(seconds);
+        }
+        let output = request.send().await.map_err(sqs_error)?;
+        let mut out = Vec::new();
+        for message in output.messages.unwrap_or_default() {
+            let count = message
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .map(String::as_str);
+            match (envelope_from_sqs(message.body.as_deref(), count), message.receipt_handle) {
+                (Ok(envelope), Some(receipt)) => out.push(Delivery { envelope, receipt }),
+                (Err(reason), _) => {
+                    // Left alone: the redrive policy moves it to the dead-letter queue.
+                    tracing::warn!(message_id = ?message.message_id, %reason, "skipping a message that is not an envelope");
+                }
+                (Ok(_), None) => tracing::warn!(message_id = ?message.message_id, "message without receipt handle"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl EventQueue for SqsQueue {
+    async fn send(&self, envelope: &Envelope) -> Result<(), QueueError> {
+        let body = encode(envelope)?;
+        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(sqs_error)?;
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.receive_from(&self.url, max, wait, None).await
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(&delivery.receipt)
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&delivery.receipt)
+            .visibility_timeout(delay.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<Envelope>, QueueError> {
+        let url = self.dead_letter_url.as_deref().ok_or(QueueError::NoDeadLetterQueue)?;
+        // Visibility 0 leaves them where they are for the next reader.
+        let deliveries = self.receive_from(url, max, Duration::from_secs(1), Some(0)).await?;
+        Ok(deliveries.into_iter().map(|d| d.envelope).collect())
+    }
+}
