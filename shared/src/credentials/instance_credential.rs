@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::temporary_key::dockerconfigjson;
+use crate::credentials::docker_config::dockerconfigjson;
 use crate::names::AccountId;
 use crate::platform::clock::rfc3339;
 use crate::platform::digest::sha256_hex;

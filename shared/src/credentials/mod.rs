@@ -2,6 +2,7 @@
 //! endpoint signs for them, and the download tokens in rendered file URLs.
 
 pub mod access_key;
+pub mod docker_config;
 pub mod download_token;
 pub mod instance_credential;
 pub mod registry_token;

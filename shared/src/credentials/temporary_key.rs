@@ -1,11 +1,9 @@
 //! Temporary keys: a username and a password that is itself a signed, expiring grant
 //! (namespace, purpose, optional repositories). Stateless to verify.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
+use crate::credentials::docker_config::dockerconfigjson;
 use crate::names::AccountId;
 use crate::names::RepositoryName;
 use crate::platform::clock::rfc3339;
@@ -192,13 +190,6 @@ fn mint_bound(
         purpose,
         expires_at: rfc3339(grant.exp),
     })
-}
-
-/// base64 of a docker config with one registry's credentials.
-pub fn dockerconfigjson(registry: &str, username: &str, password: &str) -> String {
-    let auth = STANDARD.encode(format!("{username}:{password}"));
-    let config = json!({ "auths": { registry: { "username": username, "password": password, "auth": auth } } });
-    STANDARD.encode(config.to_string())
 }
 
 /// Verifies a key's username and password; returns its grant.
