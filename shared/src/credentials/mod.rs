@@ -5,6 +5,7 @@ pub mod access_key;
 pub mod docker_config;
 pub mod download_token;
 pub mod instance_credential;
+pub mod key_request;
 pub mod registry_token;
 pub mod scope;
 pub mod temporary_key;
