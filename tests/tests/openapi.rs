@@ -597,7 +597,7 @@ impl Api {
         let secret = key["access_key_secret"].as_str().unwrap();
         let empty = signature::sha256_hex(b"");
         let now = berth_shared::platform::clock::rfc3339(berth_shared::platform::clock::unix_now());
-        let nonce = berth_shared::platform::secret::random_token("n");
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
         let mut headers = axum::http::HeaderMap::new();
         for (name, value) in [
             ("host", "berth.test"),

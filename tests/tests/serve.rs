@@ -188,7 +188,7 @@ async fn computenest(base: &str, key: &Value, action: &str, query: &str) -> (u16
     use berth_packages::computenest::signature;
     let empty = signature::sha256_hex(b"");
     let now = berth_shared::platform::clock::rfc3339(berth_shared::platform::clock::unix_now());
-    let nonce = berth_shared::platform::secret::random_token("n");
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
     let host = base.trim_start_matches("http://");
     let mut headers = axum::http::HeaderMap::new();
     for (name, value) in [

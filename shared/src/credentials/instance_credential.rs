@@ -1,6 +1,6 @@
 //! Instance credentials: long-lived, revocable pull credentials bound to one service instance.
 //!
-//! The secret is `bic_` and 32 random bytes; only its SHA-256 is stored, in the instance's
+//! The secret is a random token of its own kind (`bic_` and 32 random bytes); only its SHA-256 is stored, in the instance's
 //! document. The username names the instance (`ACCOUNT+SERVICE+INSTANCE`: none of the three
 //! grammars has a `+`), so the token endpoint finds the one document to check with one read.
 //! Unlike a temporary key's, the password is not a signed grant: it is valid exactly while the
@@ -12,10 +12,9 @@ use crate::credentials::docker_config::dockerconfigjson;
 use crate::names::AccountId;
 use crate::platform::clock::rfc3339;
 use crate::platform::digest::sha256_hex;
-use crate::platform::secret::{Secret, random_token};
+use crate::platform::secret::Secret;
+use crate::platform::token_kind::INSTANCE_CREDENTIAL;
 
-/// Prefix of every instance credential's password: names its kind.
-pub const PREFIX: &str = "bic_";
 /// Separator of the username's parts.
 const SEPARATOR: char = '+';
 
@@ -122,7 +121,7 @@ pub fn mint(
     ttl_seconds: Option<u64>,
     now: u64,
 ) -> (IssuedCredential, StoredCredential) {
-    let password = random_token(PREFIX);
+    let password = INSTANCE_CREDENTIAL.mint();
     let username = instance.username();
     let stored = StoredCredential {
         id: uuid::Uuid::new_v4().simple().to_string().chars().take(12).collect(),
@@ -143,7 +142,7 @@ pub fn mint(
 
 /// Whether a password is an instance credential's (rather than a temporary key's).
 pub fn is_instance_credential(password: &str) -> bool {
-    password.starts_with(PREFIX)
+    INSTANCE_CREDENTIAL.marks(password)
 }
 
 #[cfg(test)]
@@ -170,7 +169,7 @@ mod tests {
     fn only_the_digest_is_stored_and_it_matches_only_its_password() {
         let (issued, stored) = mint("r:5000", &instance(), None, 100);
         let password = issued.password.expose();
-        assert!(password.starts_with(PREFIX) && is_instance_credential(password));
+        assert!(is_instance_credential(password));
         assert_ne!(&stored.sha256, password);
         let stored_text = serde_json::to_string(&stored).unwrap();
         assert!(!stored_text.contains(password.as_str()));

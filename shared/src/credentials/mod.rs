@@ -75,4 +75,68 @@ mod tests {
         assert!(crate::credentials::download_token::verify_download(&signing, &account_token).is_none());
         assert!(signing.verify::<serde_json::Value>(&account_token, "JWT", ACCOUNT_AUDIENCE).is_err());
     }
+
+    /// Every kind of credential Berth hands out, minted as Berth mints it, is blanked in a log
+    /// line. A new kind fails to compile here until it has a sample, and fails the test if the
+    /// redaction misses it.
+    #[test]
+    fn the_log_redaction_blanks_a_token_of_every_kind() {
+        use crate::credentials::{download_token, instance_credential, registry_token, temporary_key};
+        use crate::platform::config::RegistrySettings;
+        use crate::platform::jws::SigningKeys;
+        use crate::platform::secret::{REDACTED, redact};
+        use crate::platform::token_kind::{Shape, TokenKind};
+
+        let accounts = AccountKeys::from_pem(generate_private_key_pem().as_bytes(), ISSUER).unwrap();
+        let signing = SigningKeys::generate();
+        let now = unix_now();
+        let settings = RegistrySettings {
+            host: "r:5000".into(),
+            service: "registry".into(),
+            issuer: "berth".into(),
+            url: "http://r:5000".into(),
+        };
+        let key = || {
+            temporary_key::mint(&signing, "r:5000", &acme(), temporary_key::KeyPurpose::Pull, None, 3600, now).unwrap()
+        };
+        for kind in TokenKind::ALL {
+            let token = match kind {
+                TokenKind::AccountToken => accounts.issue(&acme(), 600).unwrap(),
+                TokenKind::TemporaryKey => key().password.expose().clone(),
+                TokenKind::RegistryToken => {
+                    let grant = temporary_key::verify(&signing, "acme", key().password.expose()).unwrap();
+                    registry_token::issue(&signing, &settings, &grant, &[], now).unwrap().token.expose().clone()
+                }
+                TokenKind::DownloadToken => {
+                    let grant = download_token::DownloadGrant {
+                        sub: acme(),
+                        aud: download_token::DOWNLOAD_AUDIENCE.into(),
+                        package: "bundle".into(),
+                        version: "v_1".into(),
+                        file_name: "app.tar.gz".into(),
+                        digest: None,
+                        iat: now,
+                        exp: now + 60,
+                    };
+                    signing.sign(download_token::DOWNLOAD_TYPE, &grant).unwrap()
+                }
+                TokenKind::InstanceCredential => {
+                    let instance = instance_credential::InstanceRef {
+                        account: acme(),
+                        service: "web-svc".into(),
+                        instance: "cust_1".into(),
+                    };
+                    instance_credential::mint("r:5000", &instance, None, now).0.password.expose().clone()
+                }
+                TokenKind::JoinToken | TokenKind::HostToken => match kind.shape() {
+                    Shape::Random(random) => random.mint(),
+                    Shape::Signed => panic!("{kind:?} is a random kind"),
+                },
+            };
+            for line in [format!("refused {token} for h1"), format!("presented={token}, host=h1")] {
+                let logged = redact(&line);
+                assert!(!logged.contains(&token) && logged.contains(REDACTED), "{kind:?} survives: {logged}");
+            }
+        }
+    }
 }

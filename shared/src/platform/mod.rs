@@ -18,6 +18,7 @@ pub mod serve;
 pub mod slots;
 pub mod store;
 pub mod telemetry;
+pub mod token_kind;
 pub mod websocket;
 pub mod work;
 pub mod yaml;

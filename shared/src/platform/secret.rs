@@ -1,14 +1,17 @@
 //! Secrets and the redaction rule that keeps them out of logs.
 //!
 //! Two layers: [`Secret`] values print as `[redacted]` (Debug and Display), and every log line
-//! passes through [`redact`] on its way out, which blanks JWTs, `Bearer`/`Basic` credentials
-//! and the value of any field whose name says it is secret. A secret logged by mistake,
-//! even as part of a formatted string, does not reach the log.
+//! passes through [`redact`] on its way out, which blanks JWTs, `Bearer`/`Basic` credentials,
+//! Berth's random tokens by their prefix ([`TokenKind`]) and the value of any field whose name
+//! says it is secret. A secret logged by mistake, even as part of a formatted string, does not
+//! reach the log.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::platform::token_kind::TokenKind;
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -26,19 +29,16 @@ const SECRET_NAMES: &[&str] = &[
     "auth",
 ];
 
-/// Prefixes of Berth's random tokens (join, host, instance credential): a word starting with
-/// one and long enough to be one is blanked wherever it appears in a log line.
-const TOKEN_PREFIXES: &[&str] = &["bjt_", "bht_", "bic_"];
-/// Shortest random part of such a token that is blanked (real ones have 43 characters).
+/// Shortest random part of a random token that is blanked (real ones have 43 characters).
 const MIN_TOKEN_SUFFIX: usize = 16;
 
-/// A new bearer token: `prefix` (which names its kind, e.g. `bjt_`) and 32 random bytes in
-/// URL-safe base64. Only its digest is ever stored.
-pub fn random_token(prefix: &str) -> String {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+/// Whether a word is a random token of one of Berth's kinds ([`TokenKind`]'s prefixes): such a
+/// word is blanked wherever it appears in a log line.
+fn is_random_token(word: &str) -> bool {
+    TokenKind::ALL
+        .iter()
+        .filter_map(|kind| kind.prefix())
+        .any(|p| word.starts_with(p) && word.len() >= p.len() + MIN_TOKEN_SUFFIX)
 }
 
 /// A value that must not be logged. Serialises as itself (it is sent to its owner), but
@@ -230,7 +230,7 @@ pub fn redact(line: &str) -> Cow<'_, str> {
                 j += 1;
             }
             let word = line.get(i..j).unwrap_or_default();
-            if TOKEN_PREFIXES.iter().any(|p| word.starts_with(p) && word.len() >= p.len() + MIN_TOKEN_SUFFIX) {
+            if is_random_token(word) {
                 spans.push((i, j));
                 i = j;
                 continue;
@@ -265,14 +265,15 @@ pub fn redact(line: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::token_kind::{HOST_TOKEN, INSTANCE_CREDENTIAL, JOIN_TOKEN};
     use proptest::prelude::*;
 
     const JWT: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhY21lIn0.c2lnbmF0dXJl";
 
     #[test]
     fn random_tokens_are_blanked_by_their_prefix() {
-        for prefix in ["bjt_", "bht_", "bic_"] {
-            let token = random_token(prefix);
+        for kind in [JOIN_TOKEN, HOST_TOKEN, INSTANCE_CREDENTIAL] {
+            let token = kind.mint();
             let line = format!("refused {token} for host h1");
             assert_eq!(redact(&line), format!("refused {REDACTED} for host h1"));
         }

@@ -3,7 +3,7 @@
 use super::*;
 
 fn new_join_token() -> String {
-    berth_shared::platform::secret::random_token("bjt_")
+    berth_shared::platform::token_kind::JOIN_TOKEN.mint()
 }
 
 /// `POST /v1/applications/{app}/groups` body.

@@ -7,6 +7,7 @@ use super::*;
 use std::sync::Arc;
 
 use berth_api::agent::{Registered, Registration};
+use berth_shared::platform::token_kind::{HOST_TOKEN, JOIN_TOKEN};
 
 /// A caller holding a group's current join token (`Authorization: Bearer bjt_...`): it may
 /// only register hosts.
@@ -23,9 +24,13 @@ impl FromRequestParts<Engine> for Joining {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
-        let refused =
-            || ApiError::Unauthenticated("a valid group join token is required (Authorization: Bearer bjt_...)".into());
-        let token = bearer(parts, "bjt_").ok_or_else(refused)?;
+        let refused = || {
+            ApiError::Unauthenticated(format!(
+                "a valid group join token is required (Authorization: Bearer {}...)",
+                JOIN_TOKEN.prefix
+            ))
+        };
+        let token = bearer(parts, JOIN_TOKEN).ok_or_else(refused)?;
         let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
         let store = &engine.context.store;
         let group = store.get::<GroupRef>(&layout::join_token(&digest)).await?.ok_or_else(refused)?.value;
@@ -53,7 +58,7 @@ impl FromRequestParts<Engine> for Registrant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
-        if bearer(parts, "bht_").is_some() {
+        if bearer(parts, HOST_TOKEN).is_some() {
             return Ok(Self::Host(Box::new(Host::from_request_parts(parts, engine).await?)));
         }
         Ok(Self::Joining(Joining::from_request_parts(parts, engine).await?))
@@ -61,7 +66,7 @@ impl FromRequestParts<Engine> for Registrant {
 }
 
 fn new_host_token() -> String {
-    berth_shared::platform::secret::random_token("bht_")
+    HOST_TOKEN.mint()
 }
 
 fn host_live(host: &str) -> ApiError {

@@ -1,16 +1,17 @@
 //! A host authenticated by its own host token.
 
 use super::*;
+use berth_shared::platform::token_kind::{HOST_TOKEN, RandomKind};
 
-/// The bearer token of a request, if it has the given kind's prefix.
-pub(crate) fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Option<&'a str> {
+/// The bearer token of a request, if it is of the given kind by its prefix.
+pub(crate) fn bearer<'a>(parts: &'a Parts, kind: RandomKind) -> Option<&'a str> {
     parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .filter(|t| t.starts_with(prefix) && t.len() <= MAX_TOKEN_BYTES)
+        .filter(|t| kind.marks(t) && t.len() <= MAX_TOKEN_BYTES)
 }
 
 /// Longest bearer token looked up (ours are 47 bytes).
@@ -30,7 +31,7 @@ impl FromRequestParts<Engine> for Host {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts, "bht_").ok_or_else(host_refused)?;
+        let token = bearer(parts, HOST_TOKEN).ok_or_else(host_refused)?;
         // Boxed: this future's room is kept by every held poll (axum's handler future holds
         // it), while the reads need it only for a moment.
         let host = Box::pin(host_of(engine, token)).await?;
@@ -40,9 +41,10 @@ impl FromRequestParts<Engine> for Host {
 }
 
 fn host_refused() -> ApiError {
-    ApiError::Unauthenticated(
-        "a valid host token is required (Authorization: Bearer bht_..., from POST /v1/agent/register)".into(),
-    )
+    ApiError::Unauthenticated(format!(
+        "a valid host token is required (Authorization: Bearer {}..., from POST /v1/agent/register)",
+        HOST_TOKEN.prefix
+    ))
 }
 
 async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
