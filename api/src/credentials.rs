@@ -3,14 +3,37 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What a temporary key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    /// Providers: push and pull in their namespace.
+    Push,
+    /// Deployments: pull only.
+    Pull,
+}
+
+impl KeyPurpose {
+    /// The purpose its wire name (`push`, `pull`) names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "push" => Some(Self::Push),
+            "pull" => Some(Self::Pull),
+            _ => None,
+        }
+    }
+}
+
 /// `POST /v1/registry/credentials` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyRequest {
     /// `push` or `pull`.
-    pub purpose: String,
-    /// Only these repositories (relative to the namespace).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repositories: Vec<String>,
+    pub purpose: KeyPurpose,
+    /// Repositories (relative to the namespace) the key is limited to; none: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<String>>,
+    /// Lifetime in seconds; the server's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
 }

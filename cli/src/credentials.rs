@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_api::credentials::{KeyRequest, TemporaryKey};
+use berth_api::credentials::{KeyPurpose, KeyRequest, TemporaryKey};
 use serde_json::Value;
 
 use crate::client::{BerthClient, read};
@@ -28,7 +28,11 @@ pub async fn run(
     ttl: Option<u64>,
     output: KeyOutput<'_>,
 ) -> ExitCode {
-    let body = KeyRequest { purpose: purpose.to_owned(), repositories, ttl_seconds: ttl };
+    let Some(key_purpose) = KeyPurpose::from_name(purpose) else {
+        return fail(&format!("the purpose is push or pull, not {purpose}"));
+    };
+    let repositories = (!repositories.is_empty()).then_some(repositories);
+    let body = KeyRequest { purpose: key_purpose, repositories, ttl_seconds: ttl };
     let answer: Value = match client.post("/v1/registry/credentials", &body).await {
         Ok(key) => key,
         Err(e) => return fail(&e),

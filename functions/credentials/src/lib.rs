@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use berth_shared::credentials::key_request::KeyRequest;
+use berth_shared::credentials::key_request::{self, KeyRequest};
 use berth_shared::credentials::registry_token::{self, TokenQuery, TokenRefusal, TokenResponse};
 use berth_shared::credentials::temporary_key::{self, TemporaryKey};
 use berth_shared::names::AccountId;
@@ -64,7 +64,7 @@ async fn create_key(
     caller: Account,
     ApiJson(request): ApiJson<KeyRequest>,
 ) -> Result<Json<TemporaryKey>, ApiError> {
-    let request = request.validate(&caller.id)?;
+    let request = key_request::validate(request, &caller.id)?;
     let registry = &context.config.registry;
     let key = temporary_key::mint(
         &context.signing,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::temporary_key::KeyGrant;
+use crate::credentials::temporary_key::{KeyGrant, KeyPurpose};
 use crate::names::RepositoryName;
 
 /// Most scopes accepted in one token request.
@@ -122,7 +122,7 @@ pub fn grant(key: &KeyGrant, scopes: &[Scope]) -> Vec<Access> {
     scopes
         .iter()
         .map(|scope| {
-            let allowed = key.purpose.actions();
+            let allowed = actions(key.purpose);
             let in_reach =
                 scope.kind == "repository" && RepositoryName::parse(&scope.name).is_ok_and(|name| key.reaches(&name));
             let mut actions: Vec<String> = if in_reach {
@@ -136,10 +136,18 @@ pub fn grant(key: &KeyGrant, scopes: &[Scope]) -> Vec<Access> {
         .collect()
 }
 
+/// Registry actions a key's purpose allows.
+fn actions(purpose: KeyPurpose) -> &'static [&'static str] {
+    match purpose {
+        KeyPurpose::Push => &["pull", "push"],
+        KeyPurpose::Pull => &["pull"],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::temporary_key::{KEY_AUDIENCE, KeyPurpose};
+    use crate::credentials::temporary_key::KEY_AUDIENCE;
     use crate::names::AccountId;
 
     fn key(purpose: KeyPurpose, repositories: Option<Vec<&str>>) -> KeyGrant {

@@ -10,6 +10,9 @@ use crate::platform::clock::rfc3339;
 use crate::platform::jws::SigningKeys;
 use crate::platform::secret::Secret;
 
+/// What a key is for: push (providers) or pull (deployments). The wire type the CLI sends.
+pub use berth_api::credentials::KeyPurpose;
+
 /// Shortest key lifetime.
 pub const MIN_TTL_SECONDS: u64 = 60;
 /// Longest key lifetime (12 hours).
@@ -25,26 +28,6 @@ pub const MAX_RELATIVE_REPOSITORY: usize = crate::names::MAX_REPOSITORY_NAME - c
 pub const KEY_AUDIENCE: &str = "berth:temporary-key";
 /// `typ` of key passwords.
 pub const KEY_TYPE: &str = "berth-key+jwt";
-
-/// What a key is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyPurpose {
-    /// Providers: push and pull in their namespace.
-    Push,
-    /// Deployments: pull only.
-    Pull,
-}
-
-impl KeyPurpose {
-    /// Registry actions the purpose allows.
-    pub fn actions(self) -> &'static [&'static str] {
-        match self {
-            Self::Push => &["pull", "push"],
-            Self::Pull => &["pull"],
-        }
-    }
-}
 
 /// The claims inside a key's password.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
