@@ -4,7 +4,7 @@ use super::*;
 use berth_shared::platform::token_kind::{HOST_TOKEN, RandomKind};
 
 /// The bearer token of a request, if it is of the given kind by its prefix.
-pub(crate) fn bearer<'a>(parts: &'a Parts, kind: RandomKind) -> Option<&'a str> {
+pub(crate) fn bearer(parts: &Parts, kind: RandomKind) -> Option<&str> {
     parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
