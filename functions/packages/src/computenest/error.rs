@@ -67,17 +67,11 @@ impl CnError {
 
 impl From<StoreError> for CnError {
     fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Backend(_) => {
-                tracing::warn!(%error, "store unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    "The store is unavailable; retry later.",
-                )
-            }
-            other => Self::internal(other),
+        if !error.is_unavailable() {
+            return Self::internal(error);
         }
+        tracing::warn!(%error, "store unavailable");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The store is unavailable; retry later.")
     }
 }
 

@@ -185,12 +185,12 @@ impl From<StoreError> for ApiError {
                     message: "the resource was changed by another request; retry".into(),
                 }
             }
-            StoreError::Backend(e) => {
+            e if e.is_unavailable() => {
                 tracing::error!(error = %e, "object store failed");
                 Self::Unavailable("object store")
             }
             // Internal: the detail (with the path) is logged, the body is generic.
-            e @ StoreError::Corrupt { .. } => Self::Internal(e.to_string()),
+            e => Self::Internal(e.to_string()),
         }
     }
 }

@@ -37,7 +37,7 @@ pub(super) async fn local_write(
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || local_swap(&file, &lock, &path, expect, bytes.as_deref()))
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .map_err(StoreError::Interrupted)?
 }
 
 /// The locked read-compare-write of the local store; `bytes: None` deletes. An acknowledged
@@ -50,7 +50,7 @@ fn local_swap(
     expect: Expect,
     bytes: Option<&[u8]>,
 ) -> Result<Version, StoreError> {
-    let io = |e: std::io::Error| StoreError::Backend(format!("{path}: {e}"));
+    let io = |source: std::io::Error| StoreError::Io { path: path.to_owned(), source };
     let guard = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock).map_err(io)?;
     guard.lock().map_err(io)?;
     match expect {

@@ -44,16 +44,55 @@ pub enum StoreError {
     /// Compare-and-swap lost: the document changed since it was read.
     #[error("{0} changed since it was read")]
     Conflict(String),
-    /// The document is not valid JSON of the expected type, or is too large.
+    /// The document is not what it should be, for the reason given.
     #[error("{path} is not a valid document: {reason}")]
     Corrupt {
         path: String,
         /// Why.
         reason: String,
     },
-    /// The backing store failed.
+    /// The document is not JSON of the expected type.
+    #[error("{path} is not a valid document: {source}")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The document is over [`MAX_DOCUMENT_BYTES`].
+    #[error("{path} is larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge { path: String },
+    /// The path is not one the store can hold.
+    #[error("'{path}' is not a store path: {source}")]
+    InvalidPath {
+        path: String,
+        #[source]
+        source: object_store::path::Error,
+    },
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[source] object_store::Error),
+    /// The local store's files failed.
+    #[error("object store: {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A local write's blocking task did not finish (it panicked).
+    #[error("object store: a local write did not finish: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
+    /// The backing store failed in a way it described in words.
     #[error("object store: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// Whether the backing store failed (a caller may retry later), rather than the document,
+    /// its path or the compare-and-swap.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::ObjectStore(_) | Self::Io { .. } | Self::Interrupted(_) | Self::Backend(_))
+    }
 }
 
 /// The version of a stored document, opaque to callers: an e-tag, or for `file://`
@@ -110,7 +149,7 @@ impl DocumentStore {
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
-                let store = builder.build().map_err(|e| StoreError::Backend(e.to_string()))?;
+                let store = builder.build().map_err(StoreError::ObjectStore)?;
                 Ok(Self { inner: MeteredStore::wrap(Arc::new(store)), swap: Swap::Native, label: "s3" })
             }
         }
@@ -132,9 +171,9 @@ impl DocumentStore {
     pub fn local(root: PathBuf) -> Result<Self, StoreError> {
         let locks = root.join(".locks");
         std::fs::create_dir_all(&locks)
-            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", locks.display())))?;
+            .map_err(|source| StoreError::Io { path: locks.display().to_string(), source })?;
         remove_stale_staging(&root, std::time::Duration::from_secs(60));
-        let store = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| StoreError::Backend(e.to_string()))?);
+        let store = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(StoreError::ObjectStore)?);
         Ok(Self { inner: MeteredStore::wrap(store.clone()), swap: Swap::Local { store, locks }, label: "file" })
     }
 
@@ -349,28 +388,24 @@ fn content_version(bytes: &[u8]) -> Version {
 }
 
 fn parse_path(path: &str) -> Result<Path, StoreError> {
-    Path::parse(path).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })
+    Path::parse(path).map_err(|source| StoreError::InvalidPath { path: path.to_owned(), source })
 }
 
 fn encode<T: Serialize>(path: &str, value: &T) -> Result<Bytes, StoreError> {
-    let bytes =
-        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
+    let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Json { path: path.to_owned(), source })?;
     if bytes.len() > MAX_DOCUMENT_BYTES {
-        return Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
-        });
+        return Err(StoreError::TooLarge { path: path.to_owned() });
     }
     Ok(Bytes::from(bytes))
 }
 
 fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Json { path: path.to_owned(), source })
 }
 
 fn backend(error: object_store::Error) -> StoreError {
     match error {
         object_store::Error::NotFound { path, .. } => StoreError::NotFound(path),
-        other => StoreError::Backend(other.to_string()),
+        other => StoreError::ObjectStore(other),
     }
 }
