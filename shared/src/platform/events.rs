@@ -240,7 +240,7 @@ pub async fn handle_sqs_batch(handler: &dyn EventHandler, event: SqsEvent) -> Sq
         );
         let outcome = match parsed {
             Ok(envelope) => handler.handle(&envelope).await.map_err(|e| e.to_string()),
-            Err(reason) => Err(reason),
+            Err(reason) => Err(reason.to_string()),
         };
         match outcome {
             Ok(()) => None,

@@ -66,14 +66,13 @@ impl InProcessQueue {
     /// Events found there are queued again, in the order they were first sent; their receive
     /// counts start over, as they were never settled.
     pub async fn durable(max_attempts: u32, visibility: Duration, journal: DocumentStore) -> Result<Self, QueueError> {
-        let journal_error = |e: crate::platform::store::StoreError| QueueError::Backend(format!("queue journal: {e}"));
         let mut queue = Self::new(max_attempts, visibility);
         let dead: Vec<Envelope> =
-            journal.list::<Envelope>("dead").await.map_err(journal_error)?.into_iter().map(|(_, d)| d.value).collect();
+            journal.list::<Envelope>("dead").await.map_err(QueueError::Journal)?.into_iter().map(|(_, d)| d.value).collect();
         let mut waiting: Vec<Envelope> = journal
             .list::<Envelope>("events")
             .await
-            .map_err(journal_error)?
+            .map_err(QueueError::Journal)?
             .into_iter()
             .map(|(_, d)| d.value)
             // Dead-lettering writes `dead/` first: a crash before `events/` went leaves both.
@@ -95,7 +94,7 @@ impl InProcessQueue {
         let Some(journal) = &self.journal else { return Ok(()) };
         for envelope in envelopes {
             let written = journal.put(&journal_path("dead", &envelope.id), &envelope).await;
-            written.map_err(|e| QueueError::Backend(format!("queue journal: {e}")))?;
+            written.map_err(QueueError::Journal)?;
             self.journal_settled(&envelope.id).await?;
         }
         Ok(())
@@ -106,7 +105,7 @@ impl InProcessQueue {
         journal
             .delete(&journal_path("events", id))
             .await
-            .map_err(|e| QueueError::Backend(format!("queue journal: {e}")))
+            .map_err(QueueError::Journal)
     }
 
     /// Test switch: every event sent is delivered twice (same id), as at-least-once delivery
@@ -159,7 +158,7 @@ impl EventQueue for InProcessQueue {
         encode(envelope)?;
         if let Some(journal) = &self.journal {
             let written = journal.put(&journal_path("events", &envelope.id), envelope).await;
-            written.map_err(|e| QueueError::Backend(format!("queue journal: {e}")))?;
+            written.map_err(QueueError::Journal)?;
         }
         let mut lanes = self.lanes.lock().await;
         lanes.ready.push_back(Waiting { envelope: envelope.clone(), receives: 0, visible_at: Instant::now() });

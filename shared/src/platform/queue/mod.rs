@@ -14,12 +14,13 @@ use uuid::Uuid;
 use crate::names::AccountId;
 
 use crate::platform::clock::unix_now;
+use crate::platform::store::StoreError;
 
 mod in_process;
 mod sqs;
 
 pub use in_process::InProcessQueue;
-pub use sqs::{SQS_MAX_BATCH, SqsQueue, custom_endpoint, envelope_from_sqs};
+pub use sqs::{NotAnEnvelope, SQS_MAX_BATCH, SqsQueue, custom_endpoint, envelope_from_sqs};
 
 /// Largest envelope accepted (SQS's message limit).
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
@@ -63,10 +64,21 @@ pub struct Delivery {
 /// Errors of a queue backend.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// The backend failed or did not answer.
-    #[error("queue backend: {0}")]
-    Backend(String),
-    /// An envelope could not be encoded or is over [`MAX_ENVELOPE_BYTES`].
+    /// SQS failed or did not answer.
+    #[error("queue backend: {message}")]
+    Sqs {
+        /// The service's own message (the source's display says only "service error").
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The in-process queue's journal could not be read or written.
+    #[error("queue journal: {0}")]
+    Journal(#[source] StoreError),
+    /// An envelope could not be encoded.
+    #[error("invalid envelope: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// An envelope is over [`MAX_ENVELOPE_BYTES`], or otherwise not one, for the reason given.
     #[error("invalid envelope: {0}")]
     Envelope(String),
     /// Dead letters cannot be read: no dead-letter queue is configured.
@@ -92,7 +104,7 @@ pub trait EventQueue: Send + Sync {
 }
 
 fn encode(envelope: &Envelope) -> Result<String, QueueError> {
-    let body = serde_json::to_string(envelope).map_err(|e| QueueError::Envelope(e.to_string()))?;
+    let body = serde_json::to_string(envelope).map_err(QueueError::Encode)?;
     if body.len() > MAX_ENVELOPE_BYTES {
         return Err(QueueError::Envelope(format!("{} bytes is over the {MAX_ENVELOPE_BYTES}-byte limit", body.len())));
     }

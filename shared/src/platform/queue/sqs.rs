@@ -47,16 +47,27 @@ pub fn custom_endpoint(url: &str) -> Option<String> {
     if host.ends_with(".amazonaws.com") { None } else { Some(format!("{scheme}://{host}")) }
 }
 
-fn sqs_error(error: impl std::error::Error) -> QueueError {
+fn sqs_error(error: impl std::error::Error + Send + Sync + 'static) -> QueueError {
     // DisplayErrorContext gives the service's own message, not just "service error".
-    QueueError::Backend(aws_sdk_sqs::error::DisplayErrorContext(error).to_string())
+    let message = aws_sdk_sqs::error::DisplayErrorContext(&error).to_string();
+    QueueError::Sqs { message, source: Box::new(error) }
+}
+
+/// Why an SQS message is not an [`Envelope`].
+#[derive(Debug, thiserror::Error)]
+pub enum NotAnEnvelope {
+    /// It has no body.
+    #[error("message has no body")]
+    NoBody,
+    /// Its body is not an envelope's JSON.
+    #[error("body is not a Berth envelope: {0}")]
+    Json(#[source] serde_json::Error),
 }
 
 /// Parses an SQS message body as an [`Envelope`] with `attempt` from the receive count.
-pub fn envelope_from_sqs(body: Option<&str>, receive_count: Option<&str>) -> Result<Envelope, String> {
-    let body = body.ok_or("message has no body")?;
-    let mut envelope: Envelope =
-        serde_json::from_str(body).map_err(|e| format!("body is not a Berth envelope: {e}"))?;
+pub fn envelope_from_sqs(body: Option<&str>, receive_count: Option<&str>) -> Result<Envelope, NotAnEnvelope> {
+    let body = body.ok_or(NotAnEnvelope::NoBody)?;
+    let mut envelope: Envelope = serde_json::from_str(body).map_err(NotAnEnvelope::Json)?;
     envelope.attempt = receive_count.and_then(|c| c.parse().ok()).unwrap_or(1);
     Ok(envelope)
 }
