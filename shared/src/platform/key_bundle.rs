@@ -5,7 +5,7 @@
 //! linked for it) and written to private files that the usual `BERTH_*_FILE` settings name.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -19,15 +19,28 @@ pub const DEFAULT_EXTENSION_PORT: u16 = 2773;
 /// Why the key bundle could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyBundleError {
-    /// The extension did not answer or refused.
-    #[error("{SECRET_ID}: the secrets extension at {0}")]
-    Extension(String),
-    /// The secret is not the expected JSON object.
+    /// The extension did not answer.
+    #[error("{SECRET_ID}: the secrets extension at {endpoint}: {source}")]
+    Unreachable {
+        endpoint: String,
+        /// Without its URL (the endpoint is named already).
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The extension refused.
+    #[error("{SECRET_ID}: the secrets extension at {endpoint} answered {status}")]
+    Refused { endpoint: String, status: reqwest::StatusCode },
+    /// The secret is not the expected JSON object. No cause is kept: a parse error may quote
+    /// the secret.
     #[error("{SECRET_ID}: the secret is not a JSON object with account_key, signing_key and signing_cert PEMs")]
     Shape,
-    /// The files could not be written.
-    #[error("{SECRET_ID}: cannot write the keys: {0}")]
-    Write(String),
+    /// A file could not be written.
+    #[error("{SECRET_ID}: cannot write the keys: {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Deserialize)]
@@ -61,13 +74,13 @@ pub async fn materialize(
         .header("X-Aws-Parameters-Secrets-Token", token)
         .send()
         .await
-        .map_err(|e| KeyBundleError::Extension(format!("{endpoint}: {}", e.without_url())))?;
+        .map_err(|e| KeyBundleError::Unreachable { endpoint: endpoint.to_owned(), source: e.without_url() })?;
     if !response.status().is_success() {
-        return Err(KeyBundleError::Extension(format!("{endpoint} answered {}", response.status())));
+        return Err(KeyBundleError::Refused { endpoint: endpoint.to_owned(), status: response.status() });
     }
     let answer: ExtensionAnswer = response.json().await.map_err(|_| KeyBundleError::Shape)?;
     let bundle: Bundle = serde_json::from_str(answer.secret_string.expose()).map_err(|_| KeyBundleError::Shape)?;
-    std::fs::create_dir_all(dir).map_err(|e| KeyBundleError::Write(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| KeyBundleError::Write { path: dir.to_owned(), source })?;
     let mut settings = HashMap::new();
     for (variable, file, contents) in [
         ("BERTH_ACCOUNT_KEY_FILE", "account.pem", bundle.account_key.expose().as_str()),
@@ -75,13 +88,13 @@ pub async fn materialize(
         ("BERTH_SIGNING_CERT_FILE", "signing.crt.pem", bundle.signing_cert.as_str()),
     ] {
         let path = dir.join(file);
-        write_private(&path, contents).map_err(|e| KeyBundleError::Write(format!("{}: {e}", path.display())))?;
+        write_private(&path, contents).map_err(|source| KeyBundleError::Write { path: path.clone(), source })?;
         settings.insert(variable, path.display().to_string());
     }
     let mut previous = Vec::new();
     for (i, key) in bundle.previous_signing_keys.iter().enumerate() {
         let path = dir.join(format!("previous-{i}.key.pem"));
-        write_private(&path, key.expose()).map_err(|e| KeyBundleError::Write(format!("{}: {e}", path.display())))?;
+        write_private(&path, key.expose()).map_err(|source| KeyBundleError::Write { path: path.clone(), source })?;
         previous.push(path.display().to_string());
     }
     if !previous.is_empty() {

@@ -9,7 +9,7 @@ mod http_limits;
 mod settings;
 
 pub use http_limits::HttpLimits;
-pub use settings::{AutoScaling, LogFormat, QueueLocation, RegistrySettings, S3Settings, StoreLocation};
+pub use settings::{AutoScaling, LogFormat, QueueLocation, RegistrySettings, S3Settings, StoreLocation, StoreLocationError};
 
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -163,7 +163,7 @@ impl Config {
         let data_dir = PathBuf::from(get("BERTH_DATA_DIR").unwrap_or_else(|| "berth-data".to_owned()));
 
         let store = match get("BERTH_STORE_URL") {
-            Some(url) => StoreLocation::parse(&url).map_err(|m| ConfigError::new("BERTH_STORE_URL", m))?,
+            Some(url) => StoreLocation::parse(&url).map_err(|e| ConfigError::new("BERTH_STORE_URL", e.to_string()))?,
             None => StoreLocation::File(data_dir.join("store")),
         };
         let endpoint = get("BERTH_S3_ENDPOINT").or_else(|| get("AWS_ENDPOINT_URL_S3"));
@@ -215,7 +215,7 @@ impl Config {
         let max_instances_per_service = parse_number(&get, "BERTH_MAX_INSTANCES_PER_SERVICE", 1000, 1..=100_000)?;
         let pull_flush_seconds = parse_number(&get, "BERTH_PULL_FLUSH_SECONDS", 60, 1..=3600)?;
         let public_url = get("BERTH_PUBLIC_URL")
-            .map(|url| parse_public_url(&url).map_err(|m| ConfigError::new("BERTH_PUBLIC_URL", m)))
+            .map(|url| parse_public_url(&url).map_err(|e| ConfigError::new("BERTH_PUBLIC_URL", e.to_string())))
             .transpose()?;
         let trust_forwarded = match get("BERTH_TRUST_FORWARDED").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("false") => false,
@@ -254,7 +254,7 @@ impl Config {
         let target_groups = aws_switch("BERTH_TARGET_GROUPS")?;
         let prometheus_url = match get("BERTH_PROMETHEUS_URL") {
             None => None,
-            Some(raw) => Some(parse_public_url(&raw).map_err(|why| ConfigError::new("BERTH_PROMETHEUS_URL", why))?),
+            Some(raw) => Some(parse_public_url(&raw).map_err(|e| ConfigError::new("BERTH_PROMETHEUS_URL", e.to_string()))?),
         };
 
         let file = |variable: &'static str| -> Result<Option<PathBuf>, ConfigError> {
@@ -367,12 +367,23 @@ impl Config {
     }
 }
 
+/// Why a URL setting was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("'{raw}' {why} (expected e.g. https://berth.example.com)")]
+struct UrlError {
+    raw: String,
+    why: &'static str,
+    #[source]
+    source: Option<axum::http::uri::InvalidUri>,
+}
+
 /// Checks `BERTH_PUBLIC_URL`: an absolute `http://` or `https://` URL with a host, perhaps a
 /// path (an API stage), no user, query or fragment. Returns it without a trailing `/`.
-fn parse_public_url(raw: &str) -> Result<String, String> {
+fn parse_public_url(raw: &str) -> Result<String, UrlError> {
     let url = raw.trim().trim_end_matches('/');
-    let bad = |why: &str| format!("'{raw}' {why} (expected e.g. https://berth.example.com)");
-    let uri: axum::http::Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+    let bad = |why: &'static str| UrlError { raw: raw.to_owned(), why, source: None };
+    let uri: axum::http::Uri =
+        url.parse().map_err(|e| UrlError { raw: raw.to_owned(), why: "is not a URL", source: Some(e) })?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return Err(bad("must start with http:// or https://"));
     }

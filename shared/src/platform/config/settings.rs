@@ -31,16 +31,29 @@ pub enum StoreLocation {
     },
 }
 
+/// Why a store URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreLocationError {
+    #[error("'{0}' is not a URL (expected memory://, file://PATH or s3://BUCKET)")]
+    NotAUrl(String),
+    #[error("memory:// takes no path")]
+    MemoryWithPath,
+    #[error("file:// needs a directory, e.g. file:///var/lib/berth")]
+    NoDirectory,
+    #[error("'{0}' is not an S3 bucket name (3-63 of a-z 0-9 . -)")]
+    BadBucket(String),
+    #[error("unknown store scheme '{0}' (expected memory://, file://PATH or s3://BUCKET)")]
+    UnknownScheme(String),
+}
+
 impl StoreLocation {
     /// Parses `memory://`, `file://PATH` or `s3://BUCKET`.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("'{url}' is not a URL (expected memory://, file://PATH or s3://BUCKET)"))?;
+    pub fn parse(url: &str) -> Result<Self, StoreLocationError> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| StoreLocationError::NotAUrl(url.to_owned()))?;
         match scheme {
             "memory" if rest.is_empty() => Ok(Self::Memory),
-            "memory" => Err("memory:// takes no path".into()),
-            "file" if rest.is_empty() => Err("file:// needs a directory, e.g. file:///var/lib/berth".into()),
+            "memory" => Err(StoreLocationError::MemoryWithPath),
+            "file" if rest.is_empty() => Err(StoreLocationError::NoDirectory),
             "file" => Ok(Self::File(PathBuf::from(rest))),
             "s3" => {
                 let bucket = rest.trim_end_matches('/');
@@ -49,10 +62,10 @@ impl StoreLocation {
                 if valid {
                     Ok(Self::S3 { bucket: bucket.to_owned() })
                 } else {
-                    Err(format!("'{bucket}' is not an S3 bucket name (3-63 of a-z 0-9 . -)"))
+                    Err(StoreLocationError::BadBucket(bucket.to_owned()))
                 }
             }
-            other => Err(format!("unknown store scheme '{other}' (expected memory://, file://PATH or s3://BUCKET)")),
+            other => Err(StoreLocationError::UnknownScheme(other.to_owned())),
         }
     }
 }
