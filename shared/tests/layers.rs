@@ -144,3 +144,48 @@ fn planted_violations_and_cycles_are_found() {
     assert_eq!(violations(&graph), ["platform::http -> template"]);
     assert_eq!(cycle(&graph).unwrap(), ["platform::http", "template", "platform::http"]);
 }
+
+/// The files of one folder of the crate (`credentials`) and the files of that folder each names
+/// with `crate::FOLDER::FILE` (a file is `FOLDER::FILE`; `mod.rs`, the folder's front, is left
+/// out).
+fn file_imports(folder: &str) -> Graph {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(folder);
+    let mut texts = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("the folder") {
+        let path = entry.expect("an entry").path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if path.extension().is_some_and(|e| e == "rs") && stem != "mod" {
+            texts.insert(format!("{folder}::{stem}"), std::fs::read_to_string(&path).expect("a source file"));
+        }
+    }
+    let needle = format!("crate::{folder}::");
+    let mut graph = Graph::new();
+    for (unit, text) in &texts {
+        let named = graph.entry(unit.clone()).or_default();
+        for (at, _) in text.match_indices(&needle) {
+            let rest = &text[at + needle.len()..];
+            // `crate::credentials::scope::...` or `crate::credentials::{scope, temporary_key::X}`.
+            let names = match rest.strip_prefix('{') {
+                Some(group) => group[..group.find('}').unwrap_or(group.len())].split(',').map(str::trim).collect(),
+                None => vec![rest],
+            };
+            for name in names {
+                let end = name.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(name.len());
+                let target = format!("{folder}::{}", &name[..end]);
+                if texts.contains_key(&target) && &target != unit {
+                    named.insert(target);
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_import_cycle_joins_the_files_of_the_credentials() {
+    let graph = file_imports("credentials");
+    assert!(graph["credentials::scope"].contains("credentials::temporary_key"), "imports are read: {graph:?}");
+    if let Some(found) = cycle(&graph) {
+        panic!("import cycle: {}", found.join(" -> "));
+    }
+}
