@@ -3,7 +3,7 @@
 //! The random kinds (join token, host token, instance credential) are a prefix that names the
 //! kind and 32 random bytes; only their digest is ever stored. The signed kinds are JWTs
 //! (`eyJ...`), told apart by their `typ` and audience. The log redaction
-//! ([`crate::platform::secret::redact`]) blanks every word with a prefix listed here and every
+//! ([`redact`](super::secret::redact)) blanks every word with a prefix listed here and every
 //! JWT; a test mints a token of each kind in [`TokenKind::ALL`] and checks that it is blanked,
 //! so a kind the redaction would miss fails it.
 
