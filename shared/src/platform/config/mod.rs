@@ -9,7 +9,9 @@ mod http_limits;
 mod settings;
 
 pub use http_limits::HttpLimits;
-pub use settings::{AutoScaling, LogFormat, QueueLocation, RegistrySettings, S3Settings, StoreLocation, StoreLocationError};
+pub use settings::{
+    AutoScaling, LogFormat, QueueLocation, RegistrySettings, S3Settings, StoreLocation, StoreLocationError,
+};
 
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -254,7 +256,9 @@ impl Config {
         let target_groups = aws_switch("BERTH_TARGET_GROUPS")?;
         let prometheus_url = match get("BERTH_PROMETHEUS_URL") {
             None => None,
-            Some(raw) => Some(parse_public_url(&raw).map_err(|e| ConfigError::new("BERTH_PROMETHEUS_URL", e.to_string()))?),
+            Some(raw) => {
+                Some(parse_public_url(&raw).map_err(|e| ConfigError::new("BERTH_PROMETHEUS_URL", e.to_string()))?)
+            }
         };
 
         let file = |variable: &'static str| -> Result<Option<PathBuf>, ConfigError> {

@@ -67,8 +67,13 @@ impl InProcessQueue {
     /// counts start over, as they were never settled.
     pub async fn durable(max_attempts: u32, visibility: Duration, journal: DocumentStore) -> Result<Self, QueueError> {
         let mut queue = Self::new(max_attempts, visibility);
-        let dead: Vec<Envelope> =
-            journal.list::<Envelope>("dead").await.map_err(QueueError::Journal)?.into_iter().map(|(_, d)| d.value).collect();
+        let dead: Vec<Envelope> = journal
+            .list::<Envelope>("dead")
+            .await
+            .map_err(QueueError::Journal)?
+            .into_iter()
+            .map(|(_, d)| d.value)
+            .collect();
         let mut waiting: Vec<Envelope> = journal
             .list::<Envelope>("events")
             .await
@@ -102,10 +107,7 @@ impl InProcessQueue {
 
     async fn journal_settled(&self, id: &Uuid) -> Result<(), QueueError> {
         let Some(journal) = &self.journal else { return Ok(()) };
-        journal
-            .delete(&journal_path("events", id))
-            .await
-            .map_err(QueueError::Journal)
+        journal.delete(&journal_path("events", id)).await.map_err(QueueError::Journal)
     }
 
     /// Test switch: every event sent is delivered twice (same id), as at-least-once delivery
