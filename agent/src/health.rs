@@ -69,9 +69,14 @@ impl ProbeLog {
     }
 }
 
+/// The host failed its health check, for this reason (the verifier's).
+#[derive(Debug, thiserror::Error)]
+#[error("health check failed: {0}")]
+pub struct Unhealthy(pub String);
+
 /// Probes until the host is healthy (and stayed so for `min_healthy_seconds`) or fails;
 /// every probe goes to `log`. Returns why it failed.
-pub async fn verify(check: &HealthCheck, context: &ProbeContext<'_>, log: &mut ProbeLog) -> Result<(), String> {
+pub async fn verify(check: &HealthCheck, context: &ProbeContext<'_>, log: &mut ProbeLog) -> Result<(), Unhealthy> {
     let mut verifier = Verifier::new(check);
     let start = Instant::now();
     let mut next = Duration::ZERO;
@@ -82,7 +87,7 @@ pub async fn verify(check: &HealthCheck, context: &ProbeContext<'_>, log: &mut P
         log.push(started, &record);
         match verifier.observe(start.elapsed(), &record.outcome) {
             Verdict::Healthy => return Ok(()),
-            Verdict::Failed(reason) => return Err(format!("health check failed: {reason}")),
+            Verdict::Failed(reason) => return Err(Unhealthy(reason)),
             Verdict::Probing => next = verifier.next_probe(started),
         }
     }
@@ -182,15 +187,24 @@ async fn bounded(mut reader: impl AsyncRead + Unpin, limit: usize) -> Vec<u8> {
     }
 }
 
+/// Why a probe's command gave no answer (said after the command's name).
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    #[error("cannot start: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("did not finish within {seconds} s; its process group was killed")]
+    TimedOut { seconds: u64 },
+}
+
 /// Runs a command in its own process group, keeping `limit` bytes of each stream; past
 /// `timeout` the group is killed. Returns the exit code (None: killed) and the outputs.
 async fn run_bounded(
     mut command: tokio::process::Command,
     timeout: Duration,
     limit: usize,
-) -> Result<(Option<i32>, Vec<u8>, Vec<u8>), String> {
+) -> Result<(Option<i32>, Vec<u8>, Vec<u8>), CommandError> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let mut child = command.spawn().map_err(CommandError::Start)?;
     let pid = child.id();
     let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
     let out = tokio::spawn(bounded(stdout, limit));
@@ -202,7 +216,7 @@ async fn run_bounded(
                 let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
             }
             let _ = child.wait().await;
-            return Err(format!("did not finish within {} s; its process group was killed", timeout.as_secs()));
+            return Err(CommandError::TimedOut { seconds: timeout.as_secs() });
         }
     };
     // A grandchild holding the pipes open must not hold the probe.

@@ -10,18 +10,29 @@ use serde::{Deserialize, Serialize};
 /// Longest join token file read (ours are 47 bytes).
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
+/// Why the join token file gives no token. Never shows the file's content.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinTokenError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a join token", path.display())]
+    TooLarge { path: PathBuf },
+}
+
 /// The join token from `--join-token-file`, else `BERTH_JOIN_TOKEN`; `None` when neither is set.
-pub fn join_token(file: Option<&Path>) -> Result<Option<String>, String> {
+pub fn join_token(file: Option<&Path>) -> Result<Option<String>, JoinTokenError> {
     let raw = match file {
         Some(path) => {
-            let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+            let unreadable = |source| JoinTokenError::Unreadable { path: path.to_path_buf(), source };
+            let size = std::fs::metadata(path).map_err(unreadable)?.len();
             if size > MAX_TOKEN_FILE_BYTES {
-                return Err(format!(
-                    "{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a join token",
-                    path.display()
-                ));
+                return Err(JoinTokenError::TooLarge { path: path.to_path_buf() });
             }
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            std::fs::read_to_string(path).map_err(unreadable)?
         }
         None => match std::env::var("BERTH_JOIN_TOKEN") {
             Ok(value) => value,
@@ -133,7 +144,11 @@ mod tests {
         std::fs::write(&file, "bjt_abc\n").unwrap();
         assert_eq!(join_token(Some(&file)).unwrap().as_deref(), Some("bjt_abc"));
         std::fs::write(&file, "x".repeat(5000)).unwrap();
-        assert!(join_token(Some(&file)).is_err());
-        assert!(join_token(Some(&dir.path().join("missing"))).is_err());
+        assert!(matches!(join_token(Some(&file)), Err(JoinTokenError::TooLarge { .. })));
+        let missing = join_token(Some(&dir.path().join("missing"))).unwrap_err();
+        assert!(
+            matches!(&missing, JoinTokenError::Unreadable { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
+        assert!(missing.to_string().starts_with("cannot read "), "{missing}");
     }
 }

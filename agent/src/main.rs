@@ -14,6 +14,7 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth_shared::signing::sigstore::{KeyFileError, VerifyingKey};
 use clap::Parser;
 
 /// The host agent of Berth releases.
@@ -69,16 +70,33 @@ struct Args {
 }
 
 /// Refused at start, not at registration: a typo would otherwise loop on Berth's 400.
-fn instance_id(value: &str) -> Result<String, String> {
-    berth_shared::release::validate_instance_id("--instance-id", value).map_err(|e| e.to_string())?;
+fn instance_id(value: &str) -> Result<String, berth_shared::platform::http::error::ApiError> {
+    berth_shared::release::validate_instance_id("--instance-id", value)?;
     Ok(value.to_owned())
 }
 
+/// Why `--trusted-keys` gives no key to trust.
+#[derive(Debug, thiserror::Error)]
+enum TrustedKeysError {
+    #[error("--trusted-keys {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--trusted-keys {}: {source}", path.display())]
+    Keys {
+        path: PathBuf,
+        #[source]
+        source: KeyFileError,
+    },
+}
+
 /// Read at start: a bad file stops the agent rather than let it run unchecked images.
-fn trusted_keys(path: &std::path::Path) -> Result<Vec<berth_shared::signing::sigstore::VerifyingKey>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("--trusted-keys {}: {e}", path.display()))?;
-    berth_shared::signing::sigstore::VerifyingKey::from_pem_file(&text)
-        .map_err(|e| format!("--trusted-keys {}: {e}", path.display()))
+fn trusted_keys(path: &std::path::Path) -> Result<Vec<VerifyingKey>, TrustedKeysError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| TrustedKeysError::Unreadable { path: path.to_path_buf(), source })?;
+    VerifyingKey::from_pem_file(&text).map_err(|source| TrustedKeysError::Keys { path: path.to_path_buf(), source })
 }
 
 #[tokio::main]
@@ -88,15 +106,15 @@ async fn main() -> ExitCode {
     let file = args.join_token_file.as_deref().filter(|file| !args.drop_join_token || file.exists());
     let join_token = match identity::join_token(file) {
         Ok(token) => token,
-        Err(message) => {
-            eprintln!("berth-agent: {message}");
+        Err(error) => {
+            eprintln!("berth-agent: {error}");
             return ExitCode::from(2);
         }
     };
     let trusted_keys = match args.trusted_keys.as_deref().map(trusted_keys).transpose() {
         Ok(keys) => keys,
-        Err(message) => {
-            eprintln!("berth-agent: {message}");
+        Err(error) => {
+            eprintln!("berth-agent: {error}");
             return ExitCode::from(2);
         }
     };
@@ -127,5 +145,20 @@ mod tests {
         assert!(parse("i-0123456789ABCDEF0").is_err());
         let without = Args::try_parse_from(["berth-agent", "--host-id", "h1"]).unwrap();
         assert_eq!(without.instance_id, None, "optional");
+    }
+
+    #[test]
+    fn a_trusted_keys_file_without_a_key_stops_the_agent_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let Err(missing) = trusted_keys(&dir.path().join("missing.pem")) else { panic!("no file, no keys") };
+        assert!(matches!(missing, TrustedKeysError::Unreadable { .. }), "{missing:?}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no key here").unwrap();
+        let Err(error) = trusted_keys(&empty) else { panic!("no block, no keys") };
+        assert!(matches!(error, TrustedKeysError::Keys { source: KeyFileError::NoKey, .. }), "{error:?}");
+        assert!(error.to_string().starts_with("--trusted-keys ") && error.to_string().contains("no '-----BEGIN"));
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(&bad, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
+        assert!(matches!(trusted_keys(&bad), Err(TrustedKeysError::Keys { source: KeyFileError::Key(_), .. })));
     }
 }

@@ -14,13 +14,35 @@ use berth_api::agent::{Job, JobKind};
 use berth_api::health::HealthCheck;
 use berth_shared::release::check_handed_job;
 
-pub(crate) use self::berth::{Refusal, check};
+pub(crate) use self::berth::{BerthError, check};
 pub(crate) use self::steps::clean_environment;
 use crate::identity::Identity;
 use crate::watch::Watch;
 
 /// Longest backoff after errors reaching Berth.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Why the agent has no host token to work with (it stops: exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenError {
+    #[error(
+        "Berth refused the saved host token and no join token is configured to register again \
+         (BERTH_JOIN_TOKEN or --join-token-file)"
+    )]
+    RefusedWithoutJoinToken,
+    #[error("no saved host token and no join token (BERTH_JOIN_TOKEN or --join-token-file)")]
+    NoToken,
+    /// Berth refused the join token (401).
+    #[error("join token refused: {0}")]
+    JoinTokenRefused(#[source] BerthError),
+    /// Berth refused the registration for good (a bad host id, a removed group).
+    #[error(transparent)]
+    Registration(BerthError),
+    #[error("cannot save the host token: {0}")]
+    Save(#[source] std::io::Error),
+    #[error("cannot remove the join token file: {0}")]
+    DropJoinToken(#[source] std::io::Error),
+}
 
 /// One agent: where Berth is and who this host is.
 pub struct Agent {
@@ -81,40 +103,39 @@ impl Agent {
     }
 
     /// The host token: the saved one, else a new one from registering with the join token.
-    async fn host_token(&self, refused: Option<&str>) -> Result<String, String> {
+    async fn host_token(&self, refused: Option<&str>) -> Result<String, TokenError> {
         let token = self.registered_token(refused).await?;
         if self.drop_join_token {
-            self.identity.drop_join_token().map_err(|e| format!("cannot remove the join token file: {e}"))?;
+            self.identity.drop_join_token().map_err(TokenError::DropJoinToken)?;
         }
         Ok(token)
     }
 
-    async fn registered_token(&self, refused: Option<&str>) -> Result<String, String> {
+    async fn registered_token(&self, refused: Option<&str>) -> Result<String, TokenError> {
         if let Some(saved) = self.identity.saved().filter(|saved| Some(saved.as_str()) != refused) {
             return Ok(saved);
         }
         let Some(join_token) = &self.identity.join_token() else {
             return Err(match refused {
-                Some(_) => "Berth refused the saved host token and no join token is configured to register again \
-                            (BERTH_JOIN_TOKEN or --join-token-file)"
-                    .into(),
-                None => "no saved host token and no join token (BERTH_JOIN_TOKEN or --join-token-file)".into(),
+                Some(_) => TokenError::RefusedWithoutJoinToken,
+                None => TokenError::NoToken,
             });
         };
         let mut backoff = Duration::from_millis(500);
         loop {
             match self.register(join_token).await {
                 Ok(token) => {
-                    self.identity.save(&token).map_err(|e| format!("cannot save the host token: {e}"))?;
+                    self.identity.save(&token).map_err(TokenError::Save)?;
                     eprintln!("berth-agent: host {} registered", self.host);
                     return Ok(token);
                 }
-                Err(Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => return Err(message),
-                Err(Refusal::Retry(message)) => {
-                    eprintln!("berth-agent: registering: {message}; retrying in {backoff:?}");
+                Err(error) if error.is_unauthenticated() => return Err(TokenError::JoinTokenRefused(error)),
+                Err(error) if error.is_retryable() => {
+                    eprintln!("berth-agent: registering: {error}; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                Err(error) => return Err(TokenError::Registration(error)),
             }
         }
     }
@@ -129,8 +150,8 @@ impl Agent {
     pub async fn run(&self) -> ExitCode {
         let mut token = match self.host_token(None).await {
             Ok(token) => token,
-            Err(message) => {
-                eprintln!("berth-agent: {message}");
+            Err(error) => {
+                eprintln!("berth-agent: {error}");
                 return ExitCode::from(2);
             }
         };
@@ -199,13 +220,13 @@ impl Agent {
                     backoff = Duration::from_millis(500);
                     crate::wake::wait_for_work(channel.as_ref(), asked, self.wake.poll_interval).await;
                 }
-                Err(Refusal::Unauthenticated(message)) => {
+                Err(error) if error.is_unauthenticated() => {
                     // Removed, or re-registered by someone else: register again if we can.
-                    eprintln!("berth-agent: host token refused: {message}");
+                    eprintln!("berth-agent: host token refused: {error}");
                     token = match self.host_token(Some(&token)).await {
                         Ok(token) => token,
-                        Err(message) => {
-                            eprintln!("berth-agent: {message}");
+                        Err(error) => {
+                            eprintln!("berth-agent: {error}");
                             return ExitCode::from(2);
                         }
                     };
@@ -213,14 +234,14 @@ impl Agent {
                         channel.set_token(&token);
                     }
                 }
-                Err(Refusal::Fatal(message)) => {
-                    eprintln!("berth-agent: {message}");
-                    return ExitCode::from(2);
-                }
-                Err(Refusal::Retry(message)) => {
-                    eprintln!("berth-agent: polling: {message}; retrying in {backoff:?}");
+                Err(error) if error.is_retryable() => {
+                    eprintln!("berth-agent: polling: {error}; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) => {
+                    eprintln!("berth-agent: {error}");
+                    return ExitCode::from(2);
                 }
             }
         }

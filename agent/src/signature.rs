@@ -142,11 +142,37 @@ fn base_url(host: &str) -> String {
     }
 }
 
+/// Why the job's image is not run: it is not where the job says, it cannot be resolved, or no
+/// trusted key signed it.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("{image} is not in {registry}")]
+    OtherRegistry { image: String, registry: String },
+    #[error("cannot make the registry's client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("resolving {image}: {source}")]
+    Resolve {
+        image: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("{0} does not exist")]
+    Missing(String),
+    #[error("{0} is not pinned to a sha256 digest")]
+    NotPinned(String),
+    /// Its stable code (`signature_untrusted`, `registry_unreachable`, ...) leads the message.
+    #[error("signature check: {0}")]
+    Untrusted(#[source] sigstore::Failure),
+}
+
 /// Checks the job's image and answers the address to pull and run: pinned to the digest whose
 /// signature verified (a tag is resolved first). Why not, otherwise.
-pub async fn verify(job: &Job, keys: &[VerifyingKey]) -> Result<String, String> {
+pub async fn verify(job: &Job, keys: &[VerifyingKey]) -> Result<String, SignatureError> {
     let prefix = format!("{}/", job.registry);
-    let path = job.image.strip_prefix(&prefix).ok_or_else(|| format!("{} is not in {}", job.image, job.registry))?;
+    let path = job
+        .image
+        .strip_prefix(&prefix)
+        .ok_or_else(|| SignatureError::OtherRegistry { image: job.image.clone(), registry: job.registry.clone() })?;
     let (repository, reference) = match path.split_once('@') {
         Some((repository, digest)) => (repository, Err(digest)),
         None => match path.rsplit_once(':') {
@@ -154,7 +180,7 @@ pub async fn verify(job: &Job, keys: &[VerifyingKey]) -> Result<String, String> 
             _ => (path, Ok("latest")),
         },
     };
-    let http = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(SignatureError::Client)?;
     let registry = Registry { http, base: base_url(&job.registry), repository, job, token: Mutex::new(None) };
     let digest = match reference {
         Err(digest) => digest.to_owned(),
@@ -162,13 +188,13 @@ pub async fn verify(job: &Job, keys: &[VerifyingKey]) -> Result<String, String> 
             let manifest = registry
                 .read(&format!("manifests/{tag}"), MANIFEST_TYPES, MAX_MANIFEST_BYTES)
                 .await
-                .map_err(|e| format!("resolving {}: {e:?}", job.image))?
-                .ok_or_else(|| format!("{} does not exist", job.image))?;
+                .map_err(|source| SignatureError::Resolve { image: job.image.clone(), source })?
+                .ok_or_else(|| SignatureError::Missing(job.image.clone()))?;
             oci_digest(&manifest)
         }
     };
     if !berth_shared::signing::is_sha256_digest(&digest) {
-        return Err(format!("{} is not pinned to a sha256 digest", job.image));
+        return Err(SignatureError::NotPinned(job.image.clone()));
     }
     // The job may name the registry's private address: the signature names the repository as
     // the provider pushed it, so only the repository is compared here.
@@ -178,7 +204,7 @@ pub async fn verify(job: &Job, keys: &[VerifyingKey]) -> Result<String, String> 
             eprintln!("berth-agent: {repository}@{digest} is signed by trusted key {key}");
             Ok(format!("{}/{repository}@{digest}", job.registry))
         }
-        Err(failure) => Err(format!("signature check: {}: {}", failure.code, failure.message)),
+        Err(failure) => Err(SignatureError::Untrusted(failure)),
     }
 }
 

@@ -180,8 +180,9 @@ async fn keep_open(address: String, shared: Arc<Shared>) {
                     backoff = MIN_RECONNECT;
                 }
             }
-            Err(why) => {
+            Err(error) => {
                 // Said once per kind of failure: an agent behind a proxy would repeat it forever.
+                let why = error.to_string();
                 if why != last_failure {
                     eprintln!("berth-agent: wake channel: {why}; polling every interval meanwhile");
                     last_failure = why;
@@ -198,9 +199,31 @@ async fn keep_open(address: String, shared: Arc<Shared>) {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(address: &str, token: &str) -> Result<Socket, String> {
-    let mut request = address.into_client_request().map_err(|e| format!("bad channel URL {address}: {e}"))?;
-    let bearer = format!("Bearer {token}").parse().map_err(|_| "the host token is not a header value".to_owned())?;
+/// Why the channel did not open (the agent polls meanwhile).
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    #[error("bad channel URL {address}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    /// Not the header's own error: that could show the token.
+    #[error("the host token is not a header value")]
+    Token,
+    #[error("Berth answered {0} to the channel")]
+    Refused(tokio_tungstenite::tungstenite::http::StatusCode),
+    #[error("cannot open it: {0}")]
+    Failed(#[source] tokio_tungstenite::tungstenite::Error),
+    #[error("no handshake within {0:?}")]
+    TimedOut(Duration),
+}
+
+async fn connect(address: &str, token: &str) -> Result<Socket, ChannelError> {
+    let mut request = address
+        .into_client_request()
+        .map_err(|source| ChannelError::Address { address: address.to_owned(), source })?;
+    let bearer = format!("Bearer {token}").parse().map_err(|_| ChannelError::Token)?;
     request.headers_mut().insert("authorization", bearer);
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
@@ -208,11 +231,9 @@ async fn connect(address: &str, token: &str) -> Result<Socket, String> {
     let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((socket, _))) => Ok(socket),
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            Err(format!("Berth answered {} to the channel", response.status()))
-        }
-        Ok(Err(error)) => Err(format!("cannot open it: {error}")),
-        Err(_) => Err(format!("no handshake within {CONNECT_TIMEOUT:?}")),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => Err(ChannelError::Refused(response.status())),
+        Ok(Err(error)) => Err(ChannelError::Failed(error)),
+        Err(_) => Err(ChannelError::TimedOut(CONNECT_TIMEOUT)),
     }
 }
 

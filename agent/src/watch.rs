@@ -9,22 +9,24 @@ use berth_api::health::HealthCheck;
 use berth_shared::release::{ProbeOutcome, outcome_text};
 
 use crate::health::{ProbeContext, probe, probe_client};
-use crate::run::Refusal;
+use crate::run::BerthError;
 
 /// Tells Berth what the health check found; `Err` with why Berth refused it (or could not
 /// be reached).
-pub async fn send_health_news(http: &reqwest::Client, url: &str, token: &str, news: &HealthNews) -> Result<(), String> {
+pub async fn send_health_news(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    news: &HealthNews,
+) -> Result<(), BerthError> {
     let response = http
         .post(format!("{url}/v1/agent/health"))
         .bearer_auth(token)
         .json(news)
         .send()
         .await
-        .map_err(|e| format!("cannot reach Berth: {e}"))?;
-    match crate::run::check(response).await {
-        Ok(_) => Ok(()),
-        Err(Refusal::Retry(message) | Refusal::Fatal(message) | Refusal::Unauthenticated(message)) => Err(message),
-    }
+        .map_err(|source| BerthError::Unreachable { url: url.to_owned(), source })?;
+    crate::run::check(response).await.map(drop)
 }
 
 /// A release whose health check this host keeps probing; dropped, the probing stops.
@@ -77,11 +79,12 @@ impl Watch {
             for _ in 0..8 {
                 match send_health_news(&http, &url, &token, &news).await {
                     Ok(()) => return,
-                    Err(message) if message.contains("(409)") || message.contains("(401)") => {
-                        eprintln!("berth-agent: unhealthy host not recorded: {message}");
+                    // Refused for good (the release moved on, the host token is refused): no retry.
+                    Err(error) if !error.is_retryable() => {
+                        eprintln!("berth-agent: unhealthy host not recorded: {error}");
                         return;
                     }
-                    Err(message) => eprintln!("berth-agent: reporting the unhealthy host: {message}; retrying"),
+                    Err(error) => eprintln!("berth-agent: reporting the unhealthy host: {error}; retrying"),
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(crate::run::MAX_BACKOFF);

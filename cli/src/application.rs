@@ -64,7 +64,7 @@ pub async fn create_application(client: &BerthClient, name: &str, json: bool) ->
             println!("application {name} created");
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 

@@ -1,10 +1,37 @@
 //! A small client of Berth's HTTP API for the CLI: typed requests and answers (`berth-api`),
-//! problems as one readable line.
+//! problems as one readable line, and [`ClientError`] saying which of Berth's answers, or
+//! the lack of one, a command failed on.
 
 use berth_api::problem::Problem;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+/// Why a call to Berth failed: no answer (a transport failure), a problem answer (with its
+/// status and stable `code`), or an answer that does not read as expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Berth could not be reached, or its answer was cut off (connection refused, DNS, TLS, a
+    /// timeout: `source.is_timeout()`).
+    #[error("cannot reach Berth at {url}: {source}")]
+    Unreachable {
+        /// Berth's base URL.
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Berth answered with a problem (`application/problem+json`).
+    #[error("{}", problem_line(*status, problem))]
+    Problem {
+        /// The HTTP status.
+        status: u16,
+        /// The problem document (empty when the answer had none).
+        problem: Box<Problem>,
+    },
+    /// The answer is not what the command reads.
+    #[error("unreadable answer from Berth: {0}")]
+    Unreadable(#[from] serde_json::Error),
+}
 
 /// Where Berth is and who is calling.
 pub struct BerthClient {
@@ -19,29 +46,29 @@ impl BerthClient {
         Self { url: url.trim_end_matches('/').to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
     }
 
-    /// POSTs JSON; returns the answer (`Value` to keep it as sent) or the problem as one line.
-    pub async fn post<T: Serialize, A: DeserializeOwned>(&self, path: &str, body: &T) -> Result<A, String> {
+    /// POSTs JSON; returns the answer (`Value` to keep it as sent) or why there is none.
+    pub async fn post<T: Serialize, A: DeserializeOwned>(&self, path: &str, body: &T) -> Result<A, ClientError> {
         let request = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body);
         self.answer(request).await
     }
 
     /// POSTs without a body.
-    pub async fn post_empty<A: DeserializeOwned>(&self, path: &str) -> Result<A, String> {
+    pub async fn post_empty<A: DeserializeOwned>(&self, path: &str) -> Result<A, ClientError> {
         self.post(path, &serde_json::Map::new()).await
     }
 
     /// GETs JSON.
-    pub async fn get<A: DeserializeOwned>(&self, path: &str) -> Result<A, String> {
+    pub async fn get<A: DeserializeOwned>(&self, path: &str) -> Result<A, ClientError> {
         self.answer(self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token)).await
     }
 
     /// PUTs JSON.
-    pub async fn put<T: Serialize, A: DeserializeOwned>(&self, path: &str, body: &T) -> Result<A, String> {
+    pub async fn put<T: Serialize, A: DeserializeOwned>(&self, path: &str, body: &T) -> Result<A, ClientError> {
         self.answer(self.http.put(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body)).await
     }
 
     /// PUTs raw bytes (a file upload).
-    pub async fn put_bytes<A: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<A, String> {
+    pub async fn put_bytes<A: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<A, ClientError> {
         let request = self
             .http
             .put(format!("{}{path}", self.url))
@@ -52,30 +79,37 @@ impl BerthClient {
     }
 
     /// PATCHes a JSON body.
-    pub async fn patch<T: Serialize, A: DeserializeOwned>(&self, path: &str, body: &T) -> Result<A, String> {
+    pub async fn patch<T: Serialize, A: DeserializeOwned>(&self, path: &str, body: &T) -> Result<A, ClientError> {
         self.answer(self.http.patch(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body)).await
     }
 
     /// DELETEs; the answer, if any, is not read.
-    pub async fn delete(&self, path: &str) -> Result<(), String> {
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         self.delete_answered::<Value>(path).await.map(drop)
     }
 
     /// DELETEs, reading what the answer shows of what went.
-    pub async fn delete_answered<A: DeserializeOwned>(&self, path: &str) -> Result<A, String> {
+    pub async fn delete_answered<A: DeserializeOwned>(&self, path: &str) -> Result<A, ClientError> {
         self.answer(self.http.delete(format!("{}{path}", self.url)).bearer_auth(&self.token)).await
     }
 
-    async fn answer<A: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<A, String> {
-        let response = request.send().await.map_err(|e| format!("cannot reach Berth at {}: {e}", self.url))?;
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable { url: self.url.clone(), source }
+    }
+
+    async fn answer<A: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<A, ClientError> {
+        let response = request.send().await.map_err(|source| self.unreachable(source))?;
         let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
+        let body = response.bytes().await;
         if !status.is_success() {
-            return Err(problem_line(status.as_u16(), &serde_json::from_slice(&body).unwrap_or_default()));
+            // A problem whose body was cut off or is not JSON still says its status.
+            let problem = body.ok().and_then(|body| serde_json::from_slice(&body).ok()).unwrap_or_default();
+            return Err(ClientError::Problem { status: status.as_u16(), problem: Box::new(problem) });
         }
+        let body = body.map_err(|source| self.unreachable(source))?;
         // An empty answer (204) reads as `null`.
         let body: &[u8] = if body.is_empty() { b"null" } else { &body };
-        serde_json::from_slice(body).map_err(|e| format!("unreadable answer from Berth: {e}"))
+        Ok(serde_json::from_slice(body)?)
     }
 }
 
@@ -113,13 +147,13 @@ pub fn show<T: DeserializeOwned>(json: bool, answer: Value, text: impl FnOnce(T)
             println!("{}", text(typed));
             std::process::ExitCode::SUCCESS
         }
-        Err(message) => crate::exit::fail(&message),
+        Err(error) => crate::exit::fail(&error),
     }
 }
 
 /// Reads a JSON answer kept as sent.
-pub fn read<T: DeserializeOwned>(answer: Value) -> Result<T, String> {
-    serde_json::from_value(answer).map_err(|e| format!("unreadable answer from Berth: {e}"))
+pub fn read<T: DeserializeOwned>(answer: Value) -> Result<T, ClientError> {
+    Ok(serde_json::from_value(answer)?)
 }
 
 /// Where Berth is and who calls it.
@@ -159,5 +193,24 @@ mod tests {
             "template_problems (template): 1 identifier problem(s) [HTTP 422]\n  3:5: unknown_package: no such package ({{ x }})"
         );
         assert_eq!(problem_line(502, &Problem::default()), "error: no detail [HTTP 502]");
+        let refused = ClientError::Problem { status: 422, problem: Box::new(problem) };
+        assert!(
+            matches!(&refused, ClientError::Problem { status: 422, problem } if problem.code.as_deref() == Some("template_problems")),
+            "a refusal keeps its status and code"
+        );
+        assert!(refused.to_string().starts_with("template_problems (template): "), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_told_from_a_refusal_and_from_an_unreadable_answer() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let client = BerthClient::new(&format!("http://{closed}"), "token");
+        let error = client.get::<Value>("/v1/packages").await.unwrap_err();
+        assert!(matches!(error, ClientError::Unreachable { .. }), "{error:?}");
+        assert!(error.to_string().starts_with(&format!("cannot reach Berth at http://{closed}: ")), "{error}");
+        assert!(std::error::Error::source(&error).is_some(), "the transport error is kept");
+        let unreadable = read::<u32>(json!("seven")).unwrap_err();
+        assert!(matches!(unreadable, ClientError::Unreadable(_)), "{unreadable:?}");
+        assert!(unreadable.to_string().starts_with("unreadable answer from Berth: "), "{unreadable}");
     }
 }

@@ -1,7 +1,7 @@
 //! `berth credentials push|pull`: a temporary key, as a password on stdout (pipe it to
 //! `docker login --password-stdin`), as JSON, or written into a docker config directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use base64::Engine;
@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::client::{BerthClient, read};
 use crate::exit::fail;
+use crate::files::{FileError, write_private};
 
 /// How to print the key.
 pub struct KeyOutput<'a> {
@@ -74,23 +75,41 @@ struct DockerConfig {
     rest: serde_json::Map<String, Value>,
 }
 
+/// Why the key could not be written into a docker config. Never shows the key.
+#[derive(Debug, thiserror::Error)]
+enum DockerConfigError {
+    /// Berth's `dockerconfigjson` is not base64.
+    #[error("dockerconfigjson: {0}")]
+    NotBase64(#[source] base64::DecodeError),
+    /// Berth's `dockerconfigjson` is not a docker config.
+    #[error("dockerconfigjson: {0}")]
+    NotDockerConfig(#[source] serde_json::Error),
+    /// The config already there is not a docker config (it is left as it is).
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The directory or the file could not be written.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
 /// Merges the key's registry entry into `dir/config.json`, keeping other entries.
-fn write_docker_config(dir: &Path, key: &TemporaryKey) -> Result<std::path::PathBuf, String> {
-    let decoded = STANDARD.decode(&key.dockerconfigjson).map_err(|e| format!("dockerconfigjson: {e}"))?;
-    let fresh: DockerConfig = serde_json::from_slice(&decoded).map_err(|e| format!("dockerconfigjson: {e}"))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn write_docker_config(dir: &Path, key: &TemporaryKey) -> Result<PathBuf, DockerConfigError> {
+    let decoded = STANDARD.decode(&key.dockerconfigjson).map_err(DockerConfigError::NotBase64)?;
+    let fresh: DockerConfig = serde_json::from_slice(&decoded).map_err(DockerConfigError::NotDockerConfig)?;
+    std::fs::create_dir_all(dir).map_err(FileError::at(dir))?;
     let path = dir.join("config.json");
     let mut config: DockerConfig = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(config) => config,
+            Err(source) => return Err(DockerConfigError::Unreadable { path, source }),
+        },
         Err(_) => DockerConfig::default(),
     };
     config.auths.extend(fresh.auths);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut file, serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    write_private(&path, serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes())?;
     Ok(path)
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::client::{Api, BerthClient, api_client, show};
 use crate::exit::fail;
+use crate::files::FileError;
 use crate::fleet;
 
 /// What `berth deployment` does.
@@ -122,10 +123,21 @@ pub struct DeploymentArgs {
     pub step_timeout_seconds: Option<u64>,
 }
 
+/// Why the flags make no deployment (said before Berth is asked).
+#[derive(Debug, thiserror::Error)]
+pub enum DeploymentArgsError {
+    /// A script file could not be read.
+    #[error("cannot read {0}")]
+    Script(#[source] FileError),
+    /// Neither an image nor a package version.
+    #[error("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V")]
+    NoImage,
+}
+
 /// The body of `berth deployment create|update`, with the scripts read from their files.
-pub fn deployment_body(args: &DeploymentArgs) -> Result<DeploymentRequest, String> {
+pub fn deployment_body(args: &DeploymentArgs) -> Result<DeploymentRequest, DeploymentArgsError> {
     let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        std::fs::read_to_string(path).map_err(|source| DeploymentArgsError::Script(FileError::at(path)(source)))
     };
     let (start, stop) = (read(&args.start_script)?, read(&args.stop_script)?);
     let image = match (&args.image, &args.package, &args.version) {
@@ -133,7 +145,7 @@ pub fn deployment_body(args: &DeploymentArgs) -> Result<DeploymentRequest, Strin
         (None, Some(package), Some(version)) => {
             DeploymentImage::Package { package: package.clone(), version: version.clone(), image: None }
         }
-        _ => return Err("give --image REGISTRY/NAMESPACE/REPOSITORY:TAG, or --package P --version V".into()),
+        _ => return Err(DeploymentArgsError::NoImage),
     };
     Ok(DeploymentRequest {
         name: args.name.clone(),
@@ -154,11 +166,11 @@ pub fn deployment_body(args: &DeploymentArgs) -> Result<DeploymentRequest, Strin
 pub async fn create_deployment(client: &BerthClient, args: DeploymentArgs, json: bool) -> ExitCode {
     let body = match deployment_body(&args) {
         Ok(body) => body,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     let answer: Value = match client.post(&format!("/v1/applications/{}/deployments", args.application), &body).await {
         Ok(answer) => answer,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     let line = |d: Deployment| format!("deployment {} created: {}", args.name, d.image.address());
     show(json, answer, line)
@@ -193,12 +205,12 @@ impl fleet::Listing for RevisionPage {
 pub async fn update_deployment(client: &BerthClient, args: DeploymentArgs, json: bool) -> ExitCode {
     let body = match deployment_body(&args) {
         Ok(body) => body,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     let path = format!("/v1/applications/{}/deployments/{}", args.application, args.name);
     let answer: Value = match client.put(&path, &body).await {
         Ok(answer) => answer,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     let line = |d: Deployment| format!("deployment {} is now at revision {}", args.name, d.revision);
     show(json, answer, line)

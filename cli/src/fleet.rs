@@ -56,7 +56,7 @@ pub trait Listing: DeserializeOwned {
 pub async fn list<P: Listing>(client: &BerthClient, path: &str, page: &PageArgs, json: bool) -> ExitCode {
     let answer: Value = match client.get(&format!("{path}{}", page.query())).await {
         Ok(answer) => answer,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     if json {
         println!("{answer:#}");
@@ -64,7 +64,7 @@ pub async fn list<P: Listing>(client: &BerthClient, path: &str, page: &PageArgs,
     }
     let page: P = match read(answer) {
         Ok(page) => page,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     for line in page.lines() {
         println!("{line}");
@@ -82,7 +82,7 @@ pub async fn delete(client: &BerthClient, path: &str, what: &str) -> ExitCode {
             eprintln!("{what} deleted");
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 

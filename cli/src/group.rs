@@ -178,9 +178,14 @@ pub async fn group_command(command: GroupCommand) -> ExitCode {
     }
 }
 
+/// A `--load-balancer` that is not a load balancer's JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("not a load balancer's JSON: {0}")]
+struct NotALoadBalancer(#[source] serde_json::Error);
+
 /// `--load-balancer`: JSON of a load balancer.
-fn parse_load_balancer(text: &str) -> Result<LoadBalancer, String> {
-    serde_json::from_str(text).map_err(|e| format!("not a load balancer's JSON: {e}"))
+fn parse_load_balancer(text: &str) -> Result<LoadBalancer, NotALoadBalancer> {
+    serde_json::from_str(text).map_err(NotALoadBalancer)
 }
 
 /// `berth group create --application A NAME [--kind scaling [--auto-scaling-group ASG]]`:
@@ -188,7 +193,7 @@ fn parse_load_balancer(text: &str) -> Result<LoadBalancer, String> {
 pub async fn create_group(client: &BerthClient, application: &str, group: &NewGroup, json: bool) -> ExitCode {
     let answer: Value = match client.post(&format!("/v1/applications/{application}/groups"), group).await {
         Ok(answer) => answer,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     if json {
         println!("{answer:#}");
@@ -202,7 +207,7 @@ pub async fn create_group(client: &BerthClient, application: &str, group: &NewGr
 fn print_join_token(answer: Value) -> ExitCode {
     let token: JoinToken = match read(answer) {
         Ok(token) => token,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     eprintln!("the join token is below, shown only once; on each host, with it in a file of mode 0600:");
     eprintln!(
@@ -224,7 +229,7 @@ pub async fn rotate_join_token(client: &BerthClient, application: &str, name: &s
             eprintln!("join token of group {name} rotated; the old one is refused");
             print_join_token(answer)
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -235,7 +240,7 @@ pub async fn revoke_join_token(client: &BerthClient, application: &str, name: &s
             eprintln!("join token of group {name} revoked; registered hosts keep working");
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -246,7 +251,7 @@ pub async fn get_group(client: &BerthClient, application: &str, name: &str) -> E
             println!("{group:#}");
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -314,7 +319,7 @@ pub async fn remove_host(client: &BerthClient, application: &str, group: &str, h
             eprintln!("host {host} removed from group {group}: its token is refused, later releases leave it out");
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -331,6 +336,6 @@ pub async fn update_group(
             println!("{group:#}");
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }

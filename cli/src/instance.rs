@@ -8,7 +8,7 @@ use berth_api::instance::{
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::client::{Api, api_client, show};
+use crate::client::{Api, ClientError, api_client, show};
 use crate::exit::fail;
 
 /// What `berth instance` does.
@@ -80,7 +80,7 @@ pub enum InstanceCommand {
 /// Prints an answer (see [`show`]), or the problem.
 fn shown<T: serde::de::DeserializeOwned>(
     json: bool,
-    answer: Result<Value, String>,
+    answer: Result<Value, ClientError>,
     text: impl FnOnce(T) -> String,
 ) -> ExitCode {
     match answer {

@@ -10,6 +10,7 @@ use berth_shared::names::AccountId;
 use berth_shared::platform::http::account::AccountKeys;
 
 use crate::exit::misconfigured;
+use crate::files::{FileError, write_private};
 use berth_shared::platform::config::Config;
 use berth_shared::platform::pem::generate_private_key_pem;
 
@@ -56,41 +57,47 @@ pub fn signing_files(data_dir: &Path) -> SigningFiles {
     }
 }
 
+/// Why no signing key could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyError {
+    /// The new key does not load (a bug of the key generator).
+    #[error("key: {0}")]
+    Key(#[source] rcgen::Error),
+    /// The certificate could not be made.
+    #[error("certificate: {0}")]
+    Certificate(#[source] rcgen::Error),
+    /// The key directory or a file could not be written.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
 /// Writes a new signing key and its self-signed certificate into `dir`, unless a key is
 /// already there. Returns their paths.
-pub fn generate_signing_key(dir: &Path) -> Result<SigningFiles, String> {
+pub fn generate_signing_key(dir: &Path) -> Result<SigningFiles, SigningKeyError> {
     let files = SigningFiles { key: dir.join("signing.key.pem"), certificate: dir.join("signing.crt.pem") };
     if files.key.exists() && files.certificate.exists() {
         return Ok(files);
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(FileError::at(dir))?;
     let pem = generate_private_key_pem();
-    let pair = rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(vec!["berth-token-signer".to_owned()]).map_err(|e| e.to_string())?;
+    let pair = rcgen::KeyPair::from_pem(&pem).map_err(SigningKeyError::Key)?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["berth-token-signer".to_owned()]).map_err(SigningKeyError::Certificate)?;
     params.distinguished_name.push(rcgen::DnType::CommonName, "Berth registry token signer");
-    let certificate = params.self_signed(&pair).map_err(|e| format!("certificate: {e}"))?;
-    write_private(&files.key, pem.as_bytes()).map_err(|e| format!("{}: {e}", files.key.display()))?;
-    std::fs::write(&files.certificate, certificate.pem())
-        .map_err(|e| format!("{}: {e}", files.certificate.display()))?;
+    let certificate = params.self_signed(&pair).map_err(SigningKeyError::Certificate)?;
+    write_private(&files.key, pem.as_bytes())?;
+    std::fs::write(&files.certificate, certificate.pem()).map_err(FileError::at(&files.certificate))?;
     Ok(files)
 }
 
 /// The signing key `berth serve` uses: the configured one, else the data directory's,
 /// made on first use.
-pub fn ensure_signing_key(data_dir: &Path) -> Result<SigningFiles, String> {
+pub fn ensure_signing_key(data_dir: &Path) -> Result<SigningFiles, SigningKeyError> {
     let files = signing_files(data_dir);
     if files.key.exists() && files.certificate.exists() {
         return Ok(files);
     }
     generate_signing_key(&data_dir.join("keys"))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
 }
 
 /// `berth keys generate`.

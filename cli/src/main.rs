@@ -6,6 +6,7 @@ mod client;
 mod credentials;
 mod deployment;
 mod exit;
+mod files;
 mod fleet;
 mod group;
 mod instance;

@@ -12,8 +12,29 @@ use berth_api::package::{
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::client::{Api, BerthClient, api_client, read, show};
+use crate::client::{Api, BerthClient, ClientError, api_client, read, show};
 use crate::exit::fail;
+use crate::files::FileError;
+
+/// Why a version could not be made as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// An `--image` or `--chart` that is not `REPOSITORY:TAG` (said before Berth is asked).
+    #[error("'{0}' is not REPOSITORY:TAG")]
+    NotRepositoryTag(String),
+    /// A `--file` whose name is not UTF-8 text.
+    #[error("the file has no usable name")]
+    FileName,
+    /// The `--file` could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Berth refused, or could not be asked.
+    #[error(transparent)]
+    Berth(#[from] ClientError),
+    /// `--wait` waited in vain.
+    #[error("{package}/{version} is still Creating after 5 minutes")]
+    StillCreating { package: String, version: String },
+}
 
 /// What a new version holds, from the command line.
 pub struct Content {
@@ -35,19 +56,19 @@ impl Content {
         }
     }
 
-    fn version_body(&self, name: &str) -> Result<VersionSpec, String> {
-        let split = |reference: &str| -> Result<ImageSpec, String> {
+    fn version_body(&self, name: &str) -> Result<VersionSpec, VersionError> {
+        let split = |reference: &str| -> Result<ImageSpec, VersionError> {
             let (repository, tag) = reference
                 .rsplit_once(':')
                 .filter(|(r, _)| !r.is_empty())
-                .ok_or_else(|| format!("'{reference}' is not REPOSITORY:TAG"))?;
+                .ok_or_else(|| VersionError::NotRepositoryTag(reference.to_owned()))?;
             Ok(ImageSpec { repository: repository.to_owned(), tag: tag.to_owned() })
         };
         let mut body = VersionSpec { name: name.to_owned(), ..VersionSpec::default() };
         if let Some(chart) = &self.chart {
             body.chart = Some(split(chart)?);
         } else if let Some(file) = &self.file {
-            let name = file.file_name().and_then(|n| n.to_str()).ok_or("the file has no usable name")?;
+            let name = file.file_name().and_then(|n| n.to_str()).ok_or(VersionError::FileName)?;
             body.file_name = Some(name.to_owned());
         } else {
             body.images = Some(self.images.iter().map(|i| split(i)).collect::<Result<_, _>>()?);
@@ -79,12 +100,17 @@ fn version_line(v: &VersionView) -> String {
 
 /// Uploads a File version's bytes, then (with `wait`) polls until the version settles; the
 /// last answer, as sent.
-async fn finish_version(client: &BerthClient, content: &Content, version: Value, wait: bool) -> Result<Value, String> {
+async fn finish_version(
+    client: &BerthClient,
+    content: &Content,
+    version: Value,
+    wait: bool,
+) -> Result<Value, VersionError> {
     let created: VersionView = read(version.clone())?;
     let (package, name) = (created.package, created.version);
     if let Some(file) = &content.file {
-        let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        return client.put_bytes(&format!("/v1/packages/{package}/versions/{name}/file"), bytes).await;
+        let bytes = crate::files::read(file)?;
+        return Ok(client.put_bytes(&format!("/v1/packages/{package}/versions/{name}/file"), bytes).await?);
     }
     if !wait {
         return Ok(version);
@@ -96,7 +122,7 @@ async fn finish_version(client: &BerthClient, content: &Content, version: Value,
             return Ok(current);
         }
         if start.elapsed() > Duration::from_secs(300) {
-            return Err(format!("{package}/{name} is still Creating after 5 minutes"));
+            return Err(VersionError::StillCreating { package, version: name });
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -153,7 +179,7 @@ pub async fn create(
             let answer = serde_json::to_value(Created { package: created.package, version }).unwrap_or_default();
             show(json, answer, |c: Created| match read::<VersionView>(c.version) {
                 Ok(version) => version_line(&version),
-                Err(message) => message,
+                Err(error) => error.to_string(),
             })
         }
         Err(e) => fail(&e),

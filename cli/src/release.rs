@@ -79,22 +79,48 @@ pub struct CreateArgs {
     pub watch: bool,
 }
 
+/// A flag of `berth release create` that says nothing Berth would take.
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    #[error("'{text}': {source}")]
+    Percent {
+        text: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("'{text}' is not a count nor N%")]
+    Budget {
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("--pause: '{text}' is not none, manual or a number of seconds")]
+    Pause {
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+}
+
 /// A failure budget as the API takes it: a number, or "N%" (Berth checks N).
-fn budget(text: &str) -> Result<Budget, String> {
+fn budget(text: &str) -> Result<Budget, FlagError> {
+    let text_owned = || text.to_owned();
     match text.strip_suffix('%') {
-        Some(_) => serde_json::from_value(Value::String(text.to_owned())).map_err(|e| format!("'{text}': {e}")),
-        None => text.parse::<usize>().map(Budget::Count).map_err(|_| format!("'{text}' is not a count nor N%")),
+        Some(_) => serde_json::from_value(Value::String(text.to_owned()))
+            .map_err(|source| FlagError::Percent { text: text_owned(), source }),
+        None => {
+            text.parse::<usize>().map(Budget::Count).map_err(|source| FlagError::Budget { text: text_owned(), source })
+        }
     }
 }
 
-fn body(args: &CreateArgs) -> Result<ReleaseRequest, String> {
+fn body(args: &CreateArgs) -> Result<ReleaseRequest, FlagError> {
     let (pause, pause_seconds) = match args.pause.as_deref() {
         None | Some("none") => (PauseMode::None, None),
         Some("manual") => (PauseMode::Manual, None),
         Some(seconds) => {
-            let seconds: u64 = seconds
-                .parse()
-                .map_err(|_| format!("--pause: '{seconds}' is not none, manual or a number of seconds"))?;
+            let seconds: u64 =
+                seconds.parse().map_err(|source| FlagError::Pause { text: seconds.to_owned(), source })?;
             (PauseMode::Seconds, Some(seconds))
         }
     };
@@ -127,12 +153,12 @@ fn body(args: &CreateArgs) -> Result<ReleaseRequest, String> {
 pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitCode {
     let body = match body(&args) {
         Ok(body) => body,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     let path = if args.dry_run { "/v1/releases?dry_run=true" } else { "/v1/releases" };
     let answer: Value = match client.post(path, &body).await {
         Ok(answer) => answer,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     if json && !args.watch {
         println!("{answer:#}");
@@ -141,7 +167,7 @@ pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitC
     if args.dry_run {
         let plan: DryRun = match read(answer) {
             Ok(plan) => plan,
-            Err(message) => return fail(&message),
+            Err(error) => return fail(&error),
         };
         println!("{} hosts in {} batches, image {}", plan.hosts, plan.batches.len(), plan.image);
         for (i, hosts) in plan.batches.iter().enumerate() {
@@ -151,7 +177,7 @@ pub async fn create(client: &BerthClient, args: CreateArgs, json: bool) -> ExitC
     }
     let release: ReleaseView = match read(answer) {
         Ok(release) => release,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     eprintln!("release {} created", release.id);
     if !args.watch {
@@ -173,11 +199,11 @@ pub async fn watch(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     loop {
         let answer: Value = match client.get(&format!("/v1/releases/{id}")).await {
             Ok(answer) => answer,
-            Err(message) => return fail(&message),
+            Err(error) => return fail(&error),
         };
         let release: ReleaseView = match read(answer.clone()) {
             Ok(release) => release,
-            Err(message) => return fail(&message),
+            Err(error) => return fail(&error),
         };
         while batch_bars.len() < release.batches.len() {
             let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
@@ -278,7 +304,7 @@ fn print_release(answer: Value, json: bool) -> ExitCode {
             print_summary(&release);
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -286,7 +312,7 @@ fn print_release(answer: Value, json: bool) -> ExitCode {
 pub async fn get(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     match client.get(&format!("/v1/releases/{id}")).await {
         Ok(answer) => print_release(answer, json),
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -294,7 +320,7 @@ pub async fn get(client: &BerthClient, id: &str, json: bool) -> ExitCode {
 pub async fn act(client: &BerthClient, id: &str, action: &str) -> ExitCode {
     match client.post_empty(&format!("/v1/releases/{id}/{action}")).await {
         Ok(answer) => print_release(answer, false),
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -302,7 +328,7 @@ pub async fn act(client: &BerthClient, id: &str, action: &str) -> ExitCode {
 pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> ExitCode {
     let answer: Value = match client.get(&format!("/v1/releases/{id}/hosts/{host}/logs")).await {
         Ok(answer) => answer,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     if json {
         println!("{answer:#}");
@@ -310,7 +336,7 @@ pub async fn logs(client: &BerthClient, id: &str, host: &str, json: bool) -> Exi
     }
     let logs: HostLogsView = match read(answer) {
         Ok(logs) => logs,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     println!("host {host}: {}", logs.state.as_str());
     if let Some(result) = &logs.result {
@@ -424,7 +450,7 @@ pub async fn release_command(command: ReleaseCommand) -> ExitCode {
 pub async fn rollback(client: &BerthClient, id: &str, json: bool) -> ExitCode {
     let answer: Value = match client.post_empty(&format!("/v1/releases/{id}/rollback")).await {
         Ok(answer) => answer,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error),
     };
     if json {
         println!("{answer:#}");
@@ -436,7 +462,7 @@ pub async fn rollback(client: &BerthClient, id: &str, json: bool) -> ExitCode {
             println!("{}", rollback.id);
             ExitCode::SUCCESS
         }
-        Err(message) => fail(&message),
+        Err(error) => fail(&error),
     }
 }
 
@@ -476,7 +502,8 @@ mod tests {
 
     #[test]
     fn a_pause_that_is_neither_a_mode_nor_seconds_is_refused_before_asking() {
-        assert!(body(&parse(&["--pause", "soon"])).unwrap_err().contains("--pause"));
+        let refused = body(&parse(&["--pause", "soon"])).unwrap_err();
+        assert!(matches!(refused, FlagError::Pause { .. }) && refused.to_string().starts_with("--pause: 'soon'"));
         assert!(
             Flags::try_parse_from([
                 "berth",

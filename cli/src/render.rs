@@ -3,7 +3,7 @@
 //! `-o FILE`; `--dry-run` lists the substitutions without minting a key.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine;
@@ -13,6 +13,30 @@ use serde_json::Value;
 
 use crate::client::{BerthClient, read as read_answer};
 use crate::exit::fail;
+use crate::files::{FileError, read, write_private};
+
+/// Why the flags make no render request (said before Berth is asked).
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("--config and --artifact go with a TEMPLATE file, not --service")]
+    ConfigWithService,
+    #[error("--template names a service's template; give --service too")]
+    TemplateWithoutService,
+    #[error("give --service or a TEMPLATE file, not both")]
+    ServiceAndFile,
+    #[error("give --service ID or a TEMPLATE file (with --config config.yaml)")]
+    Nothing,
+    #[error("--artifact {0}: expected KEY=PACKAGE")]
+    Artifact(String),
+    #[error("{}: not UTF-8", path.display())]
+    ConfigNotUtf8 {
+        path: PathBuf,
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+    #[error(transparent)]
+    File(#[from] FileError),
+}
 
 /// What to render and how.
 #[derive(clap::Args)]
@@ -99,7 +123,7 @@ pub async fn run(client: &BerthClient, args: RenderArgs, json: bool) -> ExitCode
 }
 
 /// The route and body for the arguments.
-fn request(args: &RenderArgs) -> Result<(String, RenderRequest), String> {
+fn request(args: &RenderArgs) -> Result<(String, RenderRequest), RequestError> {
     let mut body = RenderRequest {
         dry_run: args.dry_run,
         pin_digests: args.pin_digests,
@@ -109,7 +133,7 @@ fn request(args: &RenderArgs) -> Result<(String, RenderRequest), String> {
     match (&args.service, &args.template_file) {
         (Some(service), None) => {
             if args.config.is_some() || !args.artifacts.is_empty() {
-                return Err("--config and --artifact go with a TEMPLATE file, not --service".into());
+                return Err(RequestError::ConfigWithService);
             }
             body.template = args.template.clone();
             body.instance = args.instance.clone();
@@ -117,30 +141,26 @@ fn request(args: &RenderArgs) -> Result<(String, RenderRequest), String> {
         }
         (None, Some(file)) => {
             if args.template.is_some() {
-                return Err("--template names a service's template; give --service too".into());
+                return Err(RequestError::TemplateWithoutService);
             }
             // The bytes as they are: the server checks the encoding and reports where it breaks.
             body.template_base64 = Some(STANDARD.encode(read(file)?));
             if let Some(config) = &args.config {
-                let text = String::from_utf8(read(config)?).map_err(|_| format!("{}: not UTF-8", config.display()))?;
+                let text = String::from_utf8(read(config)?)
+                    .map_err(|source| RequestError::ConfigNotUtf8 { path: config.clone(), source })?;
                 body.config = Some(text);
             }
             let mut artifacts = BTreeMap::new();
             for pair in &args.artifacts {
-                let (key, package) =
-                    pair.split_once('=').ok_or_else(|| format!("--artifact {pair}: expected KEY=PACKAGE"))?;
+                let (key, package) = pair.split_once('=').ok_or_else(|| RequestError::Artifact(pair.clone()))?;
                 artifacts.insert(key.to_owned(), package.to_owned());
             }
             body.artifacts = Some(artifacts);
             Ok(("/v1/render".to_owned(), body))
         }
-        (Some(_), Some(_)) => Err("give --service or a TEMPLATE file, not both".into()),
-        (None, None) => Err("give --service ID or a TEMPLATE file (with --config config.yaml)".into()),
+        (Some(_), Some(_)) => Err(RequestError::ServiceAndFile),
+        (None, None) => Err(RequestError::Nothing),
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// One line per substitution: where, what, and its value (the pull key is only named).
@@ -153,14 +173,4 @@ fn print_substitutions(answer: &RenderAnswer) {
         println!("{}:{}\t{}\t{value}", s.position.line, s.position.column, s.identifier);
     }
     eprintln!("dry run: nothing minted; the pull key would reach: {}", answer.repositories.join(", "));
-}
-
-/// Writes a file only its owner can read: rendered templates hold a pull key.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut file, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -26,26 +26,67 @@ pub const KUBELET_GROUP: &str = "credentialprovider.kubelet.k8s.io/";
 /// credential's key is refused at Berth's token endpoint anyway, whatever the cache holds.
 pub const KUBELET_CACHE_DURATION: &str = "30m0s";
 
-/// Why the helper failed. Never shows a secret.
-#[derive(Debug)]
+/// Why the helper failed: one line on stderr, except [`HelperError::NotFound`]. Never shows a
+/// secret.
+#[derive(Debug, thiserror::Error)]
 pub enum HelperError {
     /// No credential for the registry (exit 1 with [`NOT_FOUND`] on stdout, as Docker expects).
+    #[error("{NOT_FOUND}")]
     NotFound,
-    /// Anything else, one line on stderr.
-    Failed(String),
+    /// An instance credential, and no Berth to exchange it at.
+    #[error("BERTH_URL is not set and the stored credential names no Berth")]
+    NoBerth,
+    /// Berth could not be reached, or did not answer in time.
+    #[error("cannot reach Berth at {berth}: {source}")]
+    Unreachable {
+        berth: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Berth refused the exchange (a revoked or suspended credential, ...).
+    #[error("Berth refused the exchange (HTTP {status}): {}", detail.as_deref().unwrap_or("no detail"))]
+    Refused {
+        status: u16,
+        /// The problem's stable code.
+        code: Option<String>,
+        detail: Option<String>,
+    },
+    /// Berth's answer is not a key.
+    #[error("Berth's answer: {0}")]
+    Unreadable(#[source] reqwest::Error),
+    /// The credentials file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credentials file is not one.
+    #[error("{}: not a credentials file: {source}", path.display())]
+    NotCredentialsFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `store` was given something else than a credential.
+    #[error("store: expected ServerURL, Username, Secret: {0}")]
+    NotACredential(#[source] serde_json::Error),
+    /// The kubelet sent something else than a `CredentialProviderRequest`.
+    #[error("expected a CredentialProviderRequest: {0}")]
+    NotAKubeletRequest(#[source] serde_json::Error),
+    /// A request of another kind or API group.
+    #[error("expected a {KUBELET_GROUP}* CredentialProviderRequest, got {0}")]
+    KubeletRequestKind(String),
+    /// A command the helper does not have.
+    #[error("unknown command '{0}': get, store, erase, list or kubelet")]
+    UnknownCommand(String),
 }
 
-impl std::fmt::Display for HelperError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotFound => f.write_str(NOT_FOUND),
-            Self::Failed(message) => f.write_str(message),
-        }
-    }
-}
-
-fn failed(message: impl Into<String>) -> HelperError {
-    HelperError::Failed(message.into())
+/// A Berth problem answer, as far as the helper reads it.
+#[derive(Debug, Default, Deserialize)]
+struct Problem {
+    code: Option<String>,
+    detail: Option<String>,
 }
 
 /// Docker's credential document (`store` input, `get` output).
@@ -94,14 +135,14 @@ impl Settings {
     fn read(&self) -> Result<BTreeMap<String, StoredEntry>, HelperError> {
         match std::fs::read(&self.file) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| failed(format!("{}: not a credentials file: {e}", self.file.display()))),
+                .map_err(|source| HelperError::NotCredentialsFile { path: self.file.clone(), source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(failed(format!("{}: {e}", self.file.display()))),
+            Err(source) => Err(HelperError::File { path: self.file.clone(), source }),
         }
     }
 
     fn write(&self, entries: &BTreeMap<String, StoredEntry>) -> Result<(), HelperError> {
-        let io = |e: std::io::Error| failed(format!("{}: {e}", self.file.display()));
+        let io = |source| HelperError::File { path: self.file.clone(), source };
         if let Some(dir) = self.file.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -155,25 +196,20 @@ pub async fn exchange(settings: &Settings, entry: &StoredEntry) -> Result<(Strin
     if !entry.secret.starts_with("bic_") {
         return Ok((entry.username.clone(), entry.secret.clone()));
     }
-    let berth = settings
-        .berth_url
-        .clone()
-        .or_else(|| entry.berth_url.clone())
-        .ok_or_else(|| failed("BERTH_URL is not set and the stored credential names no Berth"))?;
+    let berth = settings.berth_url.clone().or_else(|| entry.berth_url.clone()).ok_or(HelperError::NoBerth)?;
     let url = format!("{}/v1/registry/exchange", berth.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&url)
         .basic_auth(&entry.username, Some(&entry.secret))
         .send()
         .await
-        .map_err(|e| failed(format!("cannot reach Berth at {berth}: {e}")))?;
+        .map_err(|source| HelperError::Unreachable { berth: berth.clone(), source })?;
     let status = response.status();
     if !status.is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let detail = body.get("detail").and_then(serde_json::Value::as_str).unwrap_or("no detail");
-        return Err(failed(format!("Berth refused the exchange (HTTP {}): {detail}", status.as_u16())));
+        let problem: Problem = response.json().await.unwrap_or_default();
+        return Err(HelperError::Refused { status: status.as_u16(), code: problem.code, detail: problem.detail });
     }
-    let key: ExchangedKey = response.json().await.map_err(|e| failed(format!("Berth's answer: {e}")))?;
+    let key: ExchangedKey = response.json().await.map_err(HelperError::Unreadable)?;
     Ok((key.username, key.password))
 }
 
@@ -187,8 +223,7 @@ pub async fn get(settings: &Settings, input: &str) -> Result<DockerCredential, H
 
 /// `store`: `input` is a [`DockerCredential`].
 pub fn store(settings: &Settings, input: &str) -> Result<(), HelperError> {
-    let credential: DockerCredential = serde_json::from_str(input.trim())
-        .map_err(|e| failed(format!("store: expected ServerURL, Username, Secret: {e}")))?;
+    let credential: DockerCredential = serde_json::from_str(input.trim()).map_err(HelperError::NotACredential)?;
     let mut entries = settings.read()?;
     entries.insert(
         registry_host(&credential.server_url),
@@ -242,9 +277,9 @@ pub struct AuthConfig {
 /// The kubelet provider: `input` is a `CredentialProviderRequest`.
 pub async fn kubelet(settings: &Settings, input: &str) -> Result<CredentialProviderResponse, HelperError> {
     let request: CredentialProviderRequest =
-        serde_json::from_str(input.trim()).map_err(|e| failed(format!("expected a CredentialProviderRequest: {e}")))?;
+        serde_json::from_str(input.trim()).map_err(HelperError::NotAKubeletRequest)?;
     if request.kind != "CredentialProviderRequest" || !request.api_version.starts_with(KUBELET_GROUP) {
-        return Err(failed(format!("expected a {KUBELET_GROUP}* CredentialProviderRequest, got {}", request.kind)));
+        return Err(HelperError::KubeletRequestKind(request.kind));
     }
     let registry = image_registry(&request.image);
     let entry = settings.credential_for(&registry)?;
@@ -290,7 +325,27 @@ mod tests {
         assert!(list(&settings).unwrap().is_empty());
         let bic = r#"{"ServerURL":"r:5000","Username":"a+b_c+d_e","Secret":"bic_x"}"#;
         store(&settings, bic).unwrap();
-        let error = get(&settings, "r:5000").await.unwrap_err().to_string();
+        let error = get(&settings, "r:5000").await.unwrap_err();
+        assert!(matches!(error, HelperError::NoBerth), "{error:?}");
+        let error = error.to_string();
         assert!(error.contains("BERTH_URL") && !error.contains("bic_x"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_told_from_a_refusal_and_neither_shows_the_secret() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let settings = Settings {
+            file: std::path::PathBuf::from("/nonexistent"),
+            berth_url: Some(format!("http://{closed}")),
+            instance: None,
+        };
+        let entry = StoredEntry { username: "a+b_c+d_e".into(), secret: "bic_secret".into(), berth_url: None };
+        let error = exchange(&settings, &entry).await.unwrap_err();
+        assert!(matches!(error, HelperError::Unreachable { .. }), "{error:?}");
+        assert!(std::error::Error::source(&error).is_some(), "the transport error is kept");
+        let shown = error.to_string();
+        assert!(shown.starts_with(&format!("cannot reach Berth at http://{closed}")) && !shown.contains("bic_secret"));
+        let refused = HelperError::Refused { status: 403, code: Some("instance_suspended".into()), detail: None };
+        assert_eq!(refused.to_string(), "Berth refused the exchange (HTTP 403): no detail");
     }
 }

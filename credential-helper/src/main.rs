@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             "erase" => berth_credential_helper::erase(&settings, &input).map(|()| None),
             "list" => berth_credential_helper::list(&settings).map(|l| Some(line(&l))),
             "kubelet" => berth_credential_helper::kubelet(&settings, &input).await.map(|r| Some(line(&r))),
-            other => Err(HelperError::Failed(format!("unknown command '{other}': get, store, erase, list or kubelet"))),
+            other => Err(HelperError::UnknownCommand(other.to_owned())),
         }
     });
     match answer {

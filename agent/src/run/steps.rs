@@ -83,7 +83,7 @@ impl Agent {
                     verified = Job { image, ..job.clone() };
                     &verified
                 }
-                Err(reason) => return (false, Step::Pull, StepRun::broken(reason)),
+                Err(reason) => return (false, Step::Pull, StepRun::broken(reason.to_string())),
             },
         };
         if job.pull {
@@ -117,7 +117,7 @@ impl Agent {
         // Bounded: a Berth slow to answer must not hold the probes back.
         match tokio::time::timeout(Duration::from_secs(5), self.send_health_news(token, &news)).await {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => eprintln!("berth-agent: telling Berth the host is verifying: {message}"),
+            Ok(Err(error)) => eprintln!("berth-agent: telling Berth the host is verifying: {error}"),
             Err(_) => eprintln!("berth-agent: telling Berth the host is verifying: no answer within 5 s"),
         }
         let client = crate::health::probe_client();
@@ -132,7 +132,7 @@ impl Agent {
         let mut log = ProbeLog::default();
         let verified = crate::health::verify(check, &context, &mut log).await;
         spool.capture("health", "stdout", log.text().as_bytes()).await;
-        let failure = verified.err();
+        let failure = verified.err().map(|unhealthy| unhealthy.to_string());
         (failure.is_none(), Step::Health, StepRun { exit_code: None, failure })
     }
 

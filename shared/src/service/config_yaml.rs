@@ -3,6 +3,7 @@
 //! artifact ids to packages. Every field Berth does not use is listed as ignored.
 
 use super::*;
+use crate::platform::http::problem::shown;
 
 /// Missing or unusable parts of a `config.yaml`, all of them at once.
 #[derive(Debug, Default)]
@@ -160,8 +161,8 @@ impl PutServiceRequest {
                 };
                 let package = match self.package_for(&id, artifacts) {
                     Ok(package) => package,
-                    Err(why) => {
-                        findings.missing.push(format!("{at}.ArtifactId: {why}"));
+                    Err(unmapped) => {
+                        findings.missing.push(format!("{at}.ArtifactId: {unmapped}"));
                         continue;
                     }
                 };
@@ -181,7 +182,7 @@ impl PutServiceRequest {
 
     /// The Berth package an `ArtifactId` names: through `artifacts`, through the `Artifact:`
     /// section's `ArtifactName`, or the id itself when it is a valid package name.
-    fn package_for(&self, id: &str, artifacts: Option<&yaml_serde::Value>) -> Result<String, String> {
+    fn package_for(&self, id: &str, artifacts: Option<&yaml_serde::Value>) -> Result<String, UnmappedArtifact> {
         if let Some(mapped) = self.artifacts.get(id) {
             return Ok(mapped.clone());
         }
@@ -190,25 +191,34 @@ impl PutServiceRequest {
                 if let Some(mapped) = self.artifacts.get(key) {
                     return Ok(mapped.clone());
                 }
-                let entry = artifacts.and_then(|a| get(a, key)).ok_or_else(|| {
-                    format!(
-                        "'{}' refers to Artifact.{}, which the config does not define",
-                        crate::platform::http::problem::shown(id),
-                        crate::platform::http::problem::shown(key)
-                    )
-                })?;
+                let entry = artifacts
+                    .and_then(|a| get(a, key))
+                    .ok_or_else(|| UnmappedArtifact::Undefined { id: id.to_owned(), key: key.to_owned() })?;
                 get(entry, "ArtifactName")
                     .and_then(yaml_str)
-                    .ok_or_else(|| format!("Artifact.{key}.ArtifactName is missing"))?
+                    .ok_or_else(|| UnmappedArtifact::NoArtifactName { key: key.to_owned() })?
             }
             None => id.to_owned(),
         };
-        crate::package::validate_package_name("package", &candidate).map(|()| candidate.clone()).map_err(|_| {
-            format!(
-                "'{}' is not a Berth package name; map it with \"artifacts\": {{\"{}\": \"PACKAGE\"}}",
-                crate::platform::http::problem::shown(&candidate),
-                crate::platform::http::problem::shown(id)
-            )
-        })
+        match crate::package::validate_package_name("package", &candidate) {
+            Ok(()) => Ok(candidate),
+            Err(_) => Err(UnmappedArtifact::NotAPackageName { name: candidate, id: id.to_owned() }),
+        }
     }
+}
+
+/// Why an `ArtifactId` names no Berth package (one of the config's findings). Names from the
+/// config are shown as [`shown`] bounds them.
+#[derive(Debug, thiserror::Error)]
+enum UnmappedArtifact {
+    #[error("'{}' refers to Artifact.{}, which the config does not define", shown(id), shown(key))]
+    Undefined { id: String, key: String },
+    #[error("Artifact.{key}.ArtifactName is missing")]
+    NoArtifactName { key: String },
+    #[error(
+        "'{}' is not a Berth package name; map it with \"artifacts\": {{\"{}\": \"PACKAGE\"}}",
+        shown(name),
+        shown(id)
+    )]
+    NotAPackageName { name: String, id: String },
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::{KeyRing, PublicKey, SigningKeyStatus};
 use crate::platform::digest::oci_digest;
+use crate::platform::http::error::ApiError;
 
 /// Media type of a simple-signing payload layer.
 pub const PAYLOAD_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -67,14 +68,14 @@ impl VerifyingKey {
     }
 
     /// Every `PUBLIC KEY` block of a file (the agent's `--trusted-keys`), all trusted.
-    pub fn from_pem_file(text: &str) -> Result<Vec<Self>, String> {
+    pub fn from_pem_file(text: &str) -> Result<Vec<Self>, KeyFileError> {
         let mut keys = Vec::new();
         for block in text.split_inclusive("-----END PUBLIC KEY-----").filter(|b| b.contains("-----BEGIN")) {
-            let key = PublicKey::from_pem(block).map_err(|e| e.to_string())?;
+            let key = PublicKey::from_pem(block).map_err(KeyFileError::Key)?;
             keys.extend(Self::new(key.id(), true, None, &key.der));
         }
         if keys.is_empty() {
-            return Err("no '-----BEGIN PUBLIC KEY-----' block".into());
+            return Err(KeyFileError::NoKey);
         }
         Ok(keys)
     }
@@ -83,6 +84,17 @@ impl VerifyingKey {
     pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         self.key.verify_sig(message, signature).is_ok()
     }
+}
+
+/// Why a file of public keys gives no key to trust.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// A block that is not a P-256 public key (as an added key would be refused).
+    #[error(transparent)]
+    Key(ApiError),
+    /// No block at all.
+    #[error("no '-----BEGIN PUBLIC KEY-----' block")]
+    NoKey,
 }
 
 /// What the image must be.
@@ -110,7 +122,8 @@ impl Expected<'_> {
 
 /// Why no trusted signature was found: a stable code and a message naming what was missing
 /// or wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
 pub struct Failure {
     pub code: &'static str,
     pub message: String,
@@ -125,13 +138,16 @@ impl Failure {
 }
 
 /// A failed read of the registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
     /// No answer; a later try may succeed.
+    #[error("{0}")]
     Unreachable(String),
     /// More bytes than the limit.
+    #[error("over its size limit")]
     TooLarge,
     /// Anything else.
+    #[error("{0}")]
     Other(String),
 }
 
