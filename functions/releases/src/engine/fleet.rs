@@ -88,40 +88,51 @@ impl Engine {
     /// Claims `group` for release `id` by compare-and-swap: free, or held by `from` (the
     /// release an automatic rollback follows) or by a release that ended. A release that
     /// ended there on the way out is recorded as the group's last.
+    ///
+    /// A lost swap reads the group again: the change may be the ended release's own clean-up
+    /// freeing it (a client that saw it end and starts the next one races that write), which
+    /// is no reason to refuse; another release's claim is then seen as running.
     pub async fn claim(&self, group: &GroupRef, id: &str, from: Option<&Release>) -> Result<(), ApiError> {
+        const ATTEMPTS: u32 = 8;
         let path = layout::group_doc(group);
-        let doc = self
-            .store()
-            .get::<Group>(&path)
-            .await?
-            .filter(|g| !g.value.deleting)
-            .ok_or_else(|| ApiError::NotFound(format!("group '{}'", group.group)))?;
-        let mut claimed = doc.value.clone();
-        match &doc.value.active_release {
-            Some(other) if other == id => return Ok(()),
-            Some(other) if from.is_some_and(|f| &f.id == other) => {
-                claimed.last_release = from.map(last_release_of);
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5 << attempt.min(5))).await;
             }
-            Some(other) => {
-                let running = self.state(other).await?.is_some_and(|r| !r.value.status.is_terminal());
-                if running {
-                    return Err(ApiError::Conflict {
-                        code: "release_in_progress",
-                        message: format!("release {other} is still running on group '{}'", group.group),
-                    });
+            let doc = self
+                .store()
+                .get::<Group>(&path)
+                .await?
+                .filter(|g| !g.value.deleting)
+                .ok_or_else(|| ApiError::NotFound(format!("group '{}'", group.group)))?;
+            let mut claimed = doc.value.clone();
+            match &doc.value.active_release {
+                Some(other) if other == id => return Ok(()),
+                Some(other) if from.is_some_and(|f| &f.id == other) => {
+                    claimed.last_release = from.map(last_release_of);
                 }
+                Some(other) => {
+                    let running = self.state(other).await?.is_some_and(|r| !r.value.status.is_terminal());
+                    if running {
+                        return Err(ApiError::Conflict {
+                            code: "release_in_progress",
+                            message: format!("release {other} is still running on group '{}'", group.group),
+                        });
+                    }
+                }
+                None => {}
             }
-            None => {}
+            claimed.active_release = Some(id.to_owned());
+            match self.store().update(&path, &claimed, &doc.version).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        claimed.active_release = Some(id.to_owned());
-        match self.store().update(&path, &claimed, &doc.version).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
-                code: "group_changed",
-                message: format!("group '{}' changed meanwhile (another release or a delete); try again", group.group),
-            }),
-            Err(e) => Err(e.into()),
-        }
+        Err(ApiError::Conflict {
+            code: "group_changed",
+            message: format!("group '{}' kept changing while the release claimed it; try again", group.group),
+        })
     }
 
     /// Writes a new release's documents, each created once (a duplicate finds them there and
