@@ -89,6 +89,7 @@ bench: deps bench-build
 	cargo run --release -q -p berth-tests --bin wake-bench
 	BENCH_HOSTS=10000 cargo run --release -q -p berth-tests --bin fanout-bench
 	BENCH_HOSTS=100000 cargo run --release -q -p berth-tests --bin fanout-bench
+	cargo run --release -q -p berth-tests --bin multiprocess-bench
 	cargo run --release -q -p berth-tests --bin health-bench
 	cargo run --release -q -p berth-tests --bin memory-bench
 	cargo run --release -q -p berth-tests --bin stall-bench
