@@ -50,8 +50,10 @@ fn setting(name: &str, default: usize) -> usize {
 /// When each phase of one run started and ended, as the agents saw it.
 #[derive(Debug, Default)]
 struct Timeline {
-    /// Per phase (0 the pull, then each batch): first job handed out, last report accepted.
+    /// Per phase (0 the pull, then each batch): first and last job handed out, last report
+    /// accepted.
     first_job: Vec<Option<Instant>>,
+    last_job: Vec<Option<Instant>>,
     last_report: Vec<Option<Instant>>,
 }
 
@@ -60,6 +62,12 @@ struct Run {
     total: Duration,
     /// Per phase handoff: the phase's last report until the next one's first job.
     handoffs: Vec<Duration>,
+    /// Per phase: its start (the release answered, or the last phase's last report) until
+    /// its last host had its job.
+    dispatches: Vec<Duration>,
+    /// Store and queue requests of every process, from the release request to its end.
+    store_requests: f64,
+    queue_requests: f64,
 }
 
 struct Fleet {
@@ -102,13 +110,16 @@ async fn bench() {
         for (b, binary) in binaries.iter().enumerate() {
             for processes in order {
                 let run = release(&fleet, binary, (round, b), processes, hosts, batches).await;
-                let handoffs: Vec<String> =
-                    run.handoffs.iter().map(|h| format!("{:.0} ms", h.as_secs_f64() * 1e3)).collect();
+                let ms = |d: &[Duration]| d.iter().map(|h| format!("{:.0}", h.as_secs_f64() * 1e3)).collect::<Vec<_>>();
                 println!(
-                    "round {round}: {}: {processes} process(es): release {:.2} s, handoffs {} (load {})",
+                    "round {round}: {}: {processes} process(es): release {:.2} s, handoffs {} ms, \
+                     phase start to last job {} ms, store requests {}, queue requests {} (load {})",
                     binary.display(),
                     run.total.as_secs_f64(),
-                    handoffs.join(", "),
+                    ms(&run.handoffs).join(", "),
+                    ms(&run.dispatches).join(", "),
+                    run.store_requests,
+                    run.queue_requests,
                     load()
                 );
                 runs[b][processes - 1].push(run);
@@ -125,12 +136,23 @@ async fn bench() {
     let mut ratios = Vec::new();
     for (binary, runs) in binaries.iter().zip(&runs) {
         let (one, two) = (median(&runs[0], &total), median(&runs[1], &total));
-        println!("{}: median release: 1 process {one:.2} s, 2 processes {two:.2} s, ratio {:.2}", binary.display(), two / one);
+        println!(
+            "{}: median release: 1 process {one:.2} s, 2 processes {two:.2} s, ratio {:.2}",
+            binary.display(),
+            two / one
+        );
         println!(
             "{}: median of the handoffs' sum: 1 process {:.0} ms, 2 processes {:.0} ms",
             binary.display(),
             median(&runs[0], &handoff) * 1e3,
             median(&runs[1], &handoff) * 1e3
+        );
+        let requests = |r: &Run| r.store_requests + r.queue_requests;
+        println!(
+            "{}: median store and queue requests: 1 process {:.0}, 2 processes {:.0}",
+            binary.display(),
+            median(&runs[0], &requests),
+            median(&runs[1], &requests)
         );
         ratios.push(two / one);
     }
@@ -168,11 +190,13 @@ async fn release(
     for (key, path) in &fleet.keys {
         env.push(((*key).into(), path.display().to_string()));
     }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let dir = fleet.dir.path();
+    let metrics: Vec<String> = (0..processes).map(|_| format!("127.0.0.1:{}", berth_tests::free_port())).collect();
     let serves: Vec<BerthServe> = (0..processes)
         .map(|p| {
             let data = dir.join(format!("{name}-{p}"));
+            let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            env.push(("BERTH_METRICS_LISTEN", &metrics[p]));
             BerthServe::start_binary(binary, &data, &dir.join(format!("{name}-{p}.log")), 0, &env)
         })
         .collect();
@@ -191,7 +215,8 @@ async fn release(
     let post = reqwest::Method::POST;
     let token = fleet.token.clone();
     let (status, answer) =
-        call(first.clone(), post.clone(), "/v1/applications".into(), token.clone(), Some(json!({ "name": name }))).await;
+        call(first.clone(), post.clone(), "/v1/applications".into(), token.clone(), Some(json!({ "name": name })))
+            .await;
     assert_eq!(status, 201, "{answer}");
     let (status, group) = call(
         first.clone(),
@@ -207,9 +232,14 @@ async fn release(
         "name": "noop", "image": { "address": "127.0.0.1:5999/bench/app:v1" },
         "working_directory": "/srv/app", "start_script": "true", "stop_script": "true",
     });
-    let (status, answer) =
-        call(first.clone(), post.clone(), format!("/v1/applications/{name}/deployments"), token.clone(), Some(deployment))
-            .await;
+    let (status, answer) = call(
+        first.clone(),
+        post.clone(),
+        format!("/v1/applications/{name}/deployments"),
+        token.clone(),
+        Some(deployment),
+    )
+    .await;
     assert_eq!(status, 201, "{answer}");
     let host_tokens: Vec<String> = futures::future::join_all((0..hosts).map(|i| {
         let url = urls[i % processes].clone();
@@ -224,7 +254,11 @@ async fn release(
     .await;
 
     let phases = batches + 1;
-    let timeline = Arc::new(Mutex::new(Timeline { first_job: vec![None; phases], last_report: vec![None; phases] }));
+    let timeline = Arc::new(Mutex::new(Timeline {
+        first_job: vec![None; phases],
+        last_job: vec![None; phases],
+        last_report: vec![None; phases],
+    }));
     let batch_of = Arc::new(OnceLock::new());
     let agents: Vec<_> = host_tokens
         .into_iter()
@@ -237,6 +271,7 @@ async fn release(
     // The agents' first polls are held before the release starts, as an idle fleet's are.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let body = json!({ "application": name, "deployment": "noop", "group": "fleet", "batches": batches });
+    let requests_before = requests(http, &metrics).await;
     let started = Instant::now();
     let (status, created) = call(first.clone(), post, "/v1/releases".into(), token.clone(), Some(body)).await;
     assert_eq!(status, 201, "{created}");
@@ -250,7 +285,8 @@ async fn release(
     assert!(!batches_of.contains(&usize::MAX), "every host is in a batch");
     batch_of.set(batches_of).unwrap();
     let total = loop {
-        let (_, now) = call(first.clone(), reqwest::Method::GET, format!("/v1/releases/{id}"), token.clone(), None).await;
+        let (_, now) =
+            call(first.clone(), reqwest::Method::GET, format!("/v1/releases/{id}"), token.clone(), None).await;
         if now["status"] != "running" {
             assert_eq!(now["status"], "succeeded", "{now}");
             break started.elapsed();
@@ -258,10 +294,20 @@ async fn release(
         assert!(started.elapsed() < Duration::from_secs(120), "the release did not end: {now}\n{}", logs(&serves));
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let requests_after = requests(http, &metrics).await;
     for agent in agents {
         agent.await.expect("a simulated agent panicked");
     }
     let t = std::mem::take(&mut *timeline.lock().unwrap());
+    let dispatches = (0..phases)
+        .map(|p| {
+            let start = if p == 0 { Some(started) } else { t.last_report[p - 1] };
+            match (start, t.last_job[p]) {
+                (Some(start), Some(last)) => last.saturating_duration_since(start),
+                _ => Duration::ZERO,
+            }
+        })
+        .collect();
     let handoffs = (1..phases)
         .map(|p| match (t.last_report[p - 1], t.first_job[p]) {
             (Some(last), Some(first)) => first.saturating_duration_since(last),
@@ -271,7 +317,31 @@ async fn release(
     for serve in serves {
         serve.stop();
     }
-    Run { total, handoffs }
+    Run {
+        total,
+        handoffs,
+        dispatches,
+        store_requests: requests_after.0 - requests_before.0,
+        queue_requests: requests_after.1 - requests_before.1,
+    }
+}
+
+/// Store and queue requests every process made so far, from their `/metrics`.
+async fn requests(http: &reqwest::Client, metrics: &[String]) -> (f64, f64) {
+    let mut sums = (0.0, 0.0);
+    for address in metrics {
+        let text = http.get(format!("http://{address}/metrics")).send().await.unwrap().text().await.unwrap();
+        for line in text.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else { continue };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if name.starts_with(berth_shared::platform::metrics::STORE_REQUESTS) {
+                sums.0 += value;
+            } else if name.starts_with(berth_shared::platform::metrics::QUEUE_REQUESTS) {
+                sums.1 += value;
+            }
+        }
+    }
+    sums
 }
 
 /// One simulated host: polls for a job, reports it done at once, until its run is reported.
@@ -303,7 +373,12 @@ async fn agent(
             // A run is handed out after the pull phase, long after the plan was read.
             JobKind::Run => batch_of.get().expect("the plan was read")[i] + 1,
         };
-        timeline.lock().unwrap().first_job[phase].get_or_insert_with(Instant::now);
+        {
+            let mut timeline = timeline.lock().unwrap();
+            let now = Instant::now();
+            timeline.first_job[phase].get_or_insert(now);
+            timeline.last_job[phase] = Some(now);
+        }
         let report = Report {
             job_id: job.job_id,
             release: job.release,
