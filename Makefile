@@ -18,7 +18,7 @@ help:
 	@echo "make run           the whole flow on the embedded default: berth serve on $(BERTH_LISTEN), a registry, an agent, a release"
 	@echo "make test          install what tests need, build, run every test"
 	@echo "make check         the fast tier: fmt, clippy, every in-process test (no Docker, no venv)"
-	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, wake-to-job latency and memory per idle wake channel at 10,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks"
+	@echo "make bench         binary sizes, start-up times, token/render throughput, Lambda init/warm invokes, release fan-out at 10,000 and 100,000 hosts, wake-to-job latency and memory per idle wake channel at 10,000 hosts, health-checked batch handoff and probe overhead, peak RSS under hostile input, honest latency under availability attacks, a 50-host release on 2 processes over S3/SQS against 1"
 	@echo "make bench-quick   the ratios and sizes of make bench in a minute or two (no 100,000-host run): run it before you stop"
 	@echo "make lambda-build  build every function for AWS Lambda (provided.al2023, x86_64)"
 	@echo "make lint          rustfmt check, clippy (every target, warnings are errors) and cargo doc (warnings are errors)"
@@ -89,6 +89,7 @@ bench: deps bench-build
 	cargo run --release -q -p berth-tests --bin wake-bench
 	BENCH_HOSTS=10000 cargo run --release -q -p berth-tests --bin fanout-bench
 	BENCH_HOSTS=100000 cargo run --release -q -p berth-tests --bin fanout-bench
+	cargo run --release -q -p berth-tests --bin multiprocess-bench
 	cargo run --release -q -p berth-tests --bin health-bench
 	cargo run --release -q -p berth-tests --bin memory-bench
 	cargo run --release -q -p berth-tests --bin stall-bench

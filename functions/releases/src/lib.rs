@@ -84,7 +84,7 @@ pub fn events(engine: Engine) -> Dispatcher {
     Dispatcher::new()
         .on(move |event: Advance, _| {
             let engine = advancing.clone();
-            async move { engine.advance(&event.release).await }
+            async move { engine.advance_on(&event).await }
         })
         .on(move |_: Sweep, _| {
             let engine = engine.clone();
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn event_types_and_payloads_are_stable_on_the_wire() {
         use berth_shared::platform::events::{Event, envelope};
-        let advance = envelope(&Advance { release: "r-1".into() }, None).unwrap();
+        let advance = envelope(&Advance { release: "r-1".into(), reported_in: None }, None).unwrap();
         assert_eq!(
             (advance.kind.as_str(), advance.payload.to_string()),
             ("release.advance", r#"{"release":"r-1"}"#.into())

@@ -11,12 +11,15 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use berth_releases::engine::{Engine, SNAPSHOT_LIFE};
 use berth_shared::names::AccountId;
+use berth_shared::platform::config::QueueLocation;
 use berth_shared::platform::context::FunctionContext;
+use berth_shared::platform::events::EventHandler;
 use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
 use common::call;
 use serde_json::json;
@@ -109,6 +112,63 @@ async fn a_held_poll_wakes_on_another_process_move_and_advances_count_its_report
     assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(false)), "{answer}");
     let (_, after) = call(&router_b, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;
     assert_eq!(after["phase"], view["phase"], "{after:#}");
+}
+
+/// Over a shared queue (SQS, which every process consumes), a report one process takes is
+/// news for the advance another runs: waiting for the phase's last report, which it counts as
+/// not in yet and would trust for a second, it lists again as soon as the news comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_shared_queue_a_report_in_one_process_ends_the_wait_of_an_advance_in_another() {
+    let mut context = FunctionContext::ephemeral();
+    let mut config = (*context.config).clone();
+    // Both engines take it for SQS; the queue itself is one in-process queue they share.
+    config.queue =
+        QueueLocation::Sqs { url: "https://sqs.us-east-1.amazonaws.com/0/shared".into(), dead_letter_url: None };
+    context.config = Arc::new(config);
+    let (a, b) = (Engine::new(context.clone()), Engine::new(context.clone()));
+    let (router_a, router_b) = (berth_releases::router(a.clone()), berth_releases::router(b.clone()));
+    let (token, hosts) = setup(&context, &router_a).await;
+    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
+    let (status, release) = call(&router_a, Method::POST, "/v1/releases", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{release}");
+    let id = release["id"].as_str().unwrap().to_owned();
+    // A lists the pulls (none yet); h1 then reports through A, which counts it.
+    a.advance(&id).await.unwrap();
+    let mut jobs = Vec::new();
+    for host in &hosts {
+        let (_, job) = call(&router_a, Method::GET, "/v1/agent/jobs?wait_seconds=0", host, None).await;
+        jobs.push(serde_json::from_value::<Job>(job).unwrap());
+    }
+    let (status, answer) = call(&router_a, Method::POST, "/v1/agent/reports", &hosts[0], Some(pulled(&jobs[0]))).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    for delivery in context.queue.receive(10, Duration::ZERO).await.unwrap() {
+        context.queue.ack(&delivery).await.unwrap();
+    }
+
+    // A's advance counts 1 of 2 and waits; h2 reports through B, whose news A receives.
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let (a, id) = (a.clone(), id.clone());
+        async move { a.advance(&id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the advance waits for the last pull");
+    let (status, answer) = call(&router_b, Method::POST, "/v1/agent/reports", &hosts[1], Some(pulled(&jobs[1]))).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    let news = context.queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(news.len(), 1, "one message for the report");
+    let handler = berth_releases::events(a.clone());
+    handler.handle(&news[0].envelope).await.unwrap();
+    // Its count would have been trusted for a second: it lists on the news instead.
+    loop {
+        let (_, view) = call(&router_a, Method::GET, &format!("/v1/releases/{id}"), &token, None).await;
+        if view["phase"] == json!({ "step": "batch", "batch": 0 }) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_millis(600), "still {view:#} after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    waiting.await.unwrap().unwrap();
 }
 
 /// A process asked to stop answers its held polls at once (204), so a graceful shutdown does

@@ -174,6 +174,12 @@ impl Default for ConsumerOptions {
     }
 }
 
+/// Handlers one polling consumer runs at once. Each runs as a task of its own, and the
+/// consumer receives again as soon as one slot is free: a slow handler (an advance waiting for
+/// a phase's reports) does not hold back the events received after it, such as another
+/// process's news that would end that wait.
+const MAX_IN_FLIGHT: usize = 64;
+
 /// Receives and handles events until `shutdown` is cancelled. Events already received when
 /// shutdown comes are finished (or released back to the queue on failure) before it returns.
 pub async fn consume(
@@ -182,32 +188,54 @@ pub async fn consume(
     options: ConsumerOptions,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut running = tokio::task::JoinSet::new();
     loop {
+        // Finished handlers are reaped as they go, so the set holds only what runs.
+        while running.try_join_next().is_some() {}
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let room = (1 + slots.available_permits()).min(options.batch);
         let received = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = queue.receive(options.batch, options.wait) => received,
+            _ = shutdown.cancelled() => break,
+            received = queue.receive(room, options.wait) => received,
         };
         let deliveries = match received {
             Ok(deliveries) => deliveries,
             Err(error) => {
                 tracing::warn!(%error, "receiving events failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
         };
-        let work = deliveries.into_iter().map(|delivery| settle(queue.clone(), handler.clone(), delivery, &options));
-        futures::future::join_all(work).await;
+        let mut first = Some(first);
+        for delivery in deliveries {
+            // Only this loop takes slots, and `room` were free: taking one never waits.
+            let slot = match first.take() {
+                Some(slot) => slot,
+                None => match slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let (queue, handler, retry_delay) = (queue.clone(), handler.clone(), options.retry_delay);
+            running.spawn(async move {
+                settle(queue, handler, delivery, retry_delay).await;
+                drop(slot);
+            });
+        }
     }
+    while running.join_next().await.is_some() {}
 }
 
-async fn settle(
-    queue: Arc<dyn EventQueue>,
-    handler: Arc<dyn EventHandler>,
-    delivery: Delivery,
-    options: &ConsumerOptions,
-) {
+async fn settle(queue: Arc<dyn EventQueue>, handler: Arc<dyn EventHandler>, delivery: Delivery, retry_delay: Duration) {
     let envelope = delivery.envelope.clone();
     // A task of its own, so a panicking handler is a failed attempt, not a dead consumer.
     let outcome = tokio::spawn(async move { handler.handle(&envelope).await }).await;
@@ -216,11 +244,11 @@ async fn settle(
         Ok(Ok(())) => queue.ack(&delivery).await,
         Ok(Err(error)) => {
             tracing::warn!(event_id = %event.id, kind = %event.kind, attempt = event.attempt, %error, "event failed");
-            queue.release(&delivery, options.retry_delay * event.attempt.max(1)).await
+            queue.release(&delivery, retry_delay * event.attempt.max(1)).await
         }
         Err(panic) => {
             tracing::error!(event_id = %event.id, kind = %event.kind, attempt = event.attempt, %panic, "event handler panicked");
-            queue.release(&delivery, options.retry_delay * event.attempt.max(1)).await
+            queue.release(&delivery, retry_delay * event.attempt.max(1)).await
         }
     };
     if let Err(error) = settled {

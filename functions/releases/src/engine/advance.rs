@@ -8,6 +8,15 @@ use super::*;
 const MAX_STEPS: usize = 512;
 
 impl Engine {
+    /// Handles an [`Advance`] event: first notes the report it tells of, if any (see
+    /// [`Engine::note_news`]), then advances.
+    pub async fn advance_on(&self, event: &Advance) -> Result<(), EventError> {
+        if let Some(process) = &event.reported_in {
+            self.note_news(&event.release, *process != self.process);
+        }
+        self.advance(&event.release).await
+    }
+
     /// Handles [`Advance`]. Concurrent advances of one release in this process coalesce: the
     /// running one goes round again instead of two racing on the same document.
     pub async fn advance(&self, id: &str) -> Result<(), EventError> {
@@ -59,6 +68,7 @@ impl Engine {
                 return Ok(());
             };
             let current = doc.value;
+            self.saw(&current, current.status, current.phase);
             if current.status.is_terminal() {
                 self.forget_tally(id);
                 self.forget_alarms(id);
@@ -107,6 +117,11 @@ impl Engine {
             let unhealthy = self.unhealthy(&current).await.map_err(retry)?;
             if unhealthy.is_empty() && !self.all_reported_or_late(&current, now).await.map_err(retry)? {
                 return Ok(());
+            }
+            // Another process may have moved it while this one waited for the reports: its
+            // state, read again, saves reading every report only to lose the write.
+            if self.others_report() && self.state(id).await.map_err(retry)?.is_none_or(|s| s.version != doc.version) {
+                continue;
             }
             let (pulls, mut results) = self.outcomes(&current).await.map_err(retry)?;
             if !unhealthy.is_empty() && !matches!(current.phase, release::Phase::Batch { .. }) {

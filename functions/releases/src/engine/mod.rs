@@ -33,6 +33,11 @@ use crate::store_layout::{self as layout, Group, GroupRef, LeaseIndex, ReleaseSt
 pub struct Advance {
     /// The release's id.
     pub release: String,
+    /// The process (its [`EngineState::process`]) whose report of a host asks for it, if a
+    /// report does: the process that receives it re-lists the phase's reports at once when
+    /// they may have come in elsewhere (see [`Engine::note_news`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_in: Option<String>,
 }
 
 impl Event for Advance {
@@ -104,6 +109,13 @@ pub struct EngineState {
     /// Posts wakes to API Gateway connections, when the deployment has a WebSocket API
     /// (`BERTH_WAKE_ENDPOINT`).
     poster: Option<wake::Poster>,
+    /// Names this process in the advances its reports ask for (random per engine).
+    pub process: String,
+    /// Whether other processes may move releases: the queue is SQS, which every process on
+    /// the store shares (an in-process queue is this process's alone).
+    queue_shared: bool,
+    /// Whether another process's report was told here: other processes take reports.
+    others_report: std::sync::atomic::AtomicBool,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -157,7 +169,11 @@ impl Engine {
     ) -> Self {
         let poster =
             context.config.wake_endpoint.as_deref().map(|url| wake::Poster::new(url, &context.config.s3.region));
+        let queue_shared = matches!(context.config.queue, berth_shared::platform::config::QueueLocation::Sqs { .. });
         Self(Arc::new(EngineState {
+            process: uuid::Uuid::new_v4().to_string(),
+            queue_shared,
+            others_report: std::sync::atomic::AtomicBool::new(false),
             channels: wake::Channels::default(),
             poster,
             scaling,
@@ -241,7 +257,27 @@ impl Engine {
             *again = true;
             return Ok(());
         }
-        events::send(self.context.queue.as_ref(), Some(account.clone()), &Advance { release: id.to_owned() }).await
+        let advance = Advance { release: id.to_owned(), reported_in: None };
+        events::send(self.context.queue.as_ref(), Some(account.clone()), &advance).await
+    }
+
+    /// Asks for an advance after a report this process wrote. As [`Engine::request_advance`],
+    /// except that with a shared queue (SQS) it queues even while an advance of the release
+    /// runs here: the advance waiting for the phase's reports may be another process's, which
+    /// hears of this report only so (else only when its count goes stale, a second or more
+    /// later). One message a report, as under Lambda; an in-process queue (one process) is
+    /// spared them.
+    pub async fn request_advance_after_report(
+        &self,
+        id: &str,
+        account: &AccountId,
+    ) -> Result<(), berth_shared::platform::queue::QueueError> {
+        let coalesced = self.advancing.lock().get_mut(id).map(|again| *again = true).is_some();
+        if coalesced && !self.queue_shared {
+            return Ok(());
+        }
+        let advance = Advance { release: id.to_owned(), reported_in: Some(self.process.clone()) };
+        events::send(self.context.queue.as_ref(), Some(account.clone()), &advance).await
     }
 }
 

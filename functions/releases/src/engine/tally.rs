@@ -6,6 +6,14 @@
 //! last listing plus the reports this process took since could reach the phase's size, or when
 //! the last listing is older than [`relist_after`] (reports another process took). A count
 //! that is too high only brings the listing forward; the decision always uses the listing.
+//!
+//! With a shared queue (SQS), each report also comes through the queue as news, even while
+//! an advance runs where it was taken ([`Advance::reported_in`]), to whichever process
+//! receives it: news brings the listing forward to a few listings' time after the last one,
+//! so the process that advances learns of the last report elsewhere within a queue trip
+//! instead of a relisting timer. News counts once other processes are known to take reports
+//! (another process's news came here): one process over SQS hears only its own, and lists no
+//! more than it did.
 
 use super::*;
 
@@ -32,12 +40,20 @@ pub(super) struct Tally {
     /// count may have reached it (waking it on each of 100,000 reports was a tenth of the
     /// dispatch's CPU).
     expected: Option<usize>,
+    /// Reports told through the queue since that listing started (see the module's notes).
+    news: usize,
 }
 
 /// How long a listing that took `took` is trusted: ten times as long, so listings take at most
 /// a tenth of a pass's time however large the phase, and at least [`MIN_RELIST`].
 fn relist_after(took: Duration) -> Duration {
     (took * 10).max(MIN_RELIST)
+}
+
+/// How long a listing that took `took` is trusted once news came: four times as long, so
+/// listings brought forward by news take at most a fifth of a pass's time.
+fn relist_on_news_after(took: Duration) -> Duration {
+    took * 4
 }
 
 /// What a pass should do about the phase's reports.
@@ -60,7 +76,11 @@ impl Tally {
         if self.phase != phase || self.listed.saturating_add(self.since) >= expected {
             return Count::List;
         }
-        match relist_after(self.took).checked_sub(now.duration_since(self.listed_at)) {
+        let mut trusted = relist_after(self.took);
+        if self.news > 0 {
+            trusted = trusted.min(relist_on_news_after(self.took));
+        }
+        match trusted.checked_sub(now.duration_since(self.listed_at)) {
             Some(left) if !left.is_zero() => Count::Wait(left),
             _ => Count::List,
         }
@@ -88,6 +108,7 @@ impl Engine {
                         took: Duration::ZERO,
                         since: 1,
                         expected: None,
+                        news: 0,
                     };
                     tallies.insert(release.to_owned(), first);
                     true
@@ -97,6 +118,27 @@ impl Engine {
         if wake {
             self.reported.notify_waiters();
         }
+    }
+
+    /// Whether other processes are known to take reports (see the module's notes).
+    pub(super) fn others_report(&self) -> bool {
+        self.others_report.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records news through the queue of a report of `release`, taken by another process
+    /// (`elsewhere`) or by this one, and wakes a pass waiting for its count once other
+    /// processes are known to take reports. Without a count yet, the next pass lists anyway.
+    pub fn note_news(&self, release: &str, elsewhere: bool) {
+        if elsewhere {
+            self.others_report.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else if !self.others_report() {
+            // This process's own report, told back to it while it alone takes reports.
+            return;
+        }
+        if let Some(tally) = self.tallies.lock().get_mut(release) {
+            tally.news += 1;
+        }
+        self.reported.notify_waiters();
     }
 
     /// Counts the phase's reports with `list`, once the tally says they may all be in or has
@@ -127,11 +169,17 @@ impl Engine {
             }
         }
         let started = Instant::now();
-        let before = self.tallies.lock().get(&release.id).filter(|t| t.phase == release.phase).map_or(0, |t| t.since);
+        let (before, news_before) = match self.tallies.lock().get(&release.id) {
+            Some(t) => (if t.phase == release.phase { t.since } else { 0 }, t.news),
+            None => (0, 0),
+        };
         let listed = list().await?;
         let mut tallies = self.tallies.lock();
+        let old = tallies.get(&release.id);
         // Reports taken while listing are kept in `since`: counted twice at worst, never missed.
-        let since = tallies.get(&release.id).filter(|t| t.phase == release.phase).map_or(0, |t| t.since - before);
+        // News that came while listing is kept too.
+        let since = old.filter(|t| t.phase == release.phase).map_or(0, |t| t.since - before);
+        let news = old.map_or(0, |t| t.news.saturating_sub(news_before));
         if tallies.len() >= MAX_TALLIES && !tallies.contains_key(&release.id) {
             tallies.clear();
         }
@@ -144,6 +192,7 @@ impl Engine {
                 took: started.elapsed(),
                 since,
                 expected: Some(expected),
+                news,
             },
         );
         Ok(listed)
@@ -160,7 +209,7 @@ mod tests {
     use super::*;
 
     fn tally(listed: usize, since: usize, took: Duration, at: Instant) -> Tally {
-        Tally { phase: release::Phase::Pulling, listed, listed_at: at, took, since, expected: Some(100) }
+        Tally { phase: release::Phase::Pulling, listed, listed_at: at, took, since, expected: Some(100), news: 0 }
     }
 
     #[test]
@@ -177,6 +226,43 @@ mod tests {
         // A slow listing is trusted ten times as long as it took.
         let slow = Duration::from_millis(300);
         assert_eq!(tally(0, 0, slow, at).next(release::Phase::Pulling, 100, at), Count::Wait(slow * 10));
+    }
+
+    #[test]
+    fn news_of_a_report_elsewhere_brings_the_listing_forward_to_a_few_listings_time() {
+        let at = Instant::now();
+        let took = Duration::from_millis(20);
+        let mut shared = tally(40, 5, took, at);
+        assert_eq!(shared.next(release::Phase::Pulling, 100, at), Count::Wait(MIN_RELIST));
+        shared.news = 1;
+        assert_eq!(shared.next(release::Phase::Pulling, 100, at), Count::Wait(took * 4));
+        assert_eq!(shared.next(release::Phase::Pulling, 100, at + took * 4), Count::List);
+        // A slow listing is not repeated on every piece of news: a fifth of the time at most.
+        let slow = Duration::from_secs(2);
+        let mut large = tally(40, 5, slow, at);
+        large.news = 1000;
+        assert_eq!(large.next(release::Phase::Pulling, 100, at + slow), Count::Wait(slow * 3));
+    }
+
+    #[tokio::test]
+    async fn news_counts_once_other_processes_are_known_to_report_and_wakes_the_waiting_pass() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        engine.note_report("r", release::Phase::Pulling);
+        // This process's own report, told back to it while it alone takes reports: nothing new.
+        engine.note_news("r", false);
+        assert_eq!(engine.tallies.lock().get("r").map(|t| t.news), Some(0));
+        assert!(!engine.others_report());
+        let woken = engine.reported.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        engine.note_news("r", true);
+        engine.note_news("r", false);
+        assert!(engine.others_report());
+        assert_eq!(engine.tallies.lock().get("r").map(|t| t.news), Some(2));
+        tokio::time::timeout(Duration::from_secs(1), woken).await.expect("the waiting pass is woken");
+        // Without a count of the release yet, nothing is kept: its next pass lists anyway.
+        engine.note_news("other", true);
+        assert!(engine.tallies.lock().get("other").is_none());
     }
 
     #[test]

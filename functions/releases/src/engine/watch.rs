@@ -169,6 +169,33 @@ impl Engine {
         self.wake(release).await;
     }
 
+    /// Wakes held polls when this process finds a release further on than its group's
+    /// snapshot says (another process moved it): a report or an advance here read its state
+    /// anyway, and the refresher would see the move only within [`SNAPSHOT_LIFE`]. Only where
+    /// other processes may move releases (a shared queue); an end is left to the refresher
+    /// (the group's last release changes with it).
+    pub fn saw(&self, release: &Release, status: release::ReleaseStatus, phase: release::Phase) {
+        if !self.queue_shared || status.is_terminal() {
+            return;
+        }
+        let group = GroupRef {
+            account: release.account.clone(),
+            application: release.application.clone(),
+            group: release.group.clone(),
+        };
+        {
+            let mut groups = self.watches.groups.lock();
+            let Some(watched) = groups.get_mut(&group) else { return };
+            let Some((_, snapshot)) = &watched.snapshot else { return };
+            if snapshot.active() != Some(release.id.as_str()) || snapshot.state == Some((status, phase)) {
+                return;
+            }
+            let seen = GroupSnapshot { state: Some((status, phase)), ..GroupSnapshot::clone(snapshot) };
+            watched.snapshot = Some((Instant::now(), Arc::new(seen)));
+        }
+        self.changed.notify_waiters();
+    }
+
     /// Keeps a snapshot just read for the group's polls, if the group is watched.
     pub(super) fn keep_snapshot(&self, group: &GroupRef, snapshot: GroupSnapshot) {
         if let Some(watched) = self.watches.groups.lock().get_mut(group) {

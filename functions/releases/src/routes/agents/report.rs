@@ -146,6 +146,7 @@ pub async fn report(
         return Ok(Json(ReportAccepted { accepted: false }));
     }
     let state = engine.state(id).await?.ok_or_else(never)?.value;
+    engine.saw(release, state.status, state.phase);
     if let Err(why) = release::check_due(state.status, state.phase, batch, body.kind) {
         // A repeat of a pull settled before the release moved on changes nothing either.
         if inline && settled().await? {
@@ -209,7 +210,7 @@ pub async fn report(
             JobKind::Run => release::Phase::Batch { batch },
         };
         engine.note_report(id, due_in);
-        engine.request_advance(id, &release.account).await?;
+        engine.request_advance_after_report(id, &release.account).await?;
     }
     Ok(Json(ReportAccepted { accepted: written }))
 }
