@@ -102,14 +102,14 @@ pub fn scaling(group: &GroupRef) -> String {
     format!("{}/scaling.json", group_dir(group))
 }
 
-/// A group's instances folder.
-pub fn instances(group: &GroupRef) -> String {
+/// A group's host records folder ([`HostRecord`]s; `instances/` in the store).
+pub fn host_records(group: &GroupRef) -> String {
     format!("{}/instances", group_dir(group))
 }
 
-/// One instance.
-pub fn instance(group: &GroupRef, host: &str) -> String {
-    // Not through `instances`: every agent request builds this one.
+/// One host's record.
+pub fn host_record(group: &GroupRef, host: &str) -> String {
+    // Not through `host_records`: every agent request builds this one.
     format!("{}/instances/{host}.json", group_dir(group))
 }
 
@@ -255,8 +255,7 @@ mod tests {
     fn a_hosts_record_is_under_its_groups_instances() {
         let group =
             GroupRef { account: AccountId::parse("acme").unwrap(), application: "app".into(), group: "web".into() };
-        assert_eq!(instance(&group, "h1"), "accounts/acme/applications/app/groups/web/instances/h1.json");
-        assert_eq!(instance(&group, "h1"), format!("{}/h1.json", instances(&group)));
+        assert_eq!(host_record(&group, "h1"), "accounts/acme/applications/app/groups/web/instances/h1.json");
+        assert_eq!(host_record(&group, "h1"), format!("{}/h1.json", host_records(&group)));
     }
 }
-

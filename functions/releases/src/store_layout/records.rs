@@ -48,9 +48,10 @@ fn default_stale_after() -> u64 {
     berth_shared::release::DEFAULT_STALE_AFTER_SECONDS
 }
 
-/// A host that joined a group.
+/// A host that joined a group: its record, stored under the group's `instances/` (the name
+/// of the folder predates this type's; a service instance is `berth_shared::service::Instance`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Instance {
+pub struct HostRecord {
     /// Host id, as the agent names itself.
     pub host: String,
     /// Registered (or last re-registered) at.
@@ -77,7 +78,7 @@ pub struct Instance {
     pub convergence: Option<String>,
 }
 
-impl Instance {
+impl HostRecord {
     /// When the host was last heard of.
     pub fn seen(&self) -> u64 {
         berth_shared::release::seen_at(self.registered_at, self.last_seen)
@@ -86,7 +87,7 @@ impl Instance {
 
 /// A host as listings show it (without its token's digest).
 #[derive(Debug, Clone, Serialize)]
-pub struct InstanceView {
+pub struct HostView {
     /// Its latest convergence release, if any.
     pub convergence: Option<String>,
     /// Host id.
@@ -105,9 +106,9 @@ pub struct InstanceView {
     pub stale: bool,
 }
 
-impl InstanceView {
+impl HostView {
     /// The view of a host of a group whose hosts go stale after `stale_after` seconds.
-    pub fn new(instance: Instance, stale_after: u64, now: u64) -> Self {
+    pub fn new(instance: HostRecord, stale_after: u64, now: u64) -> Self {
         let last_seen = instance.seen();
         Self {
             convergence: instance.convergence,
