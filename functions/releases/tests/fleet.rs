@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use axum::http::{Method, StatusCode};
 use berth_releases::engine::Engine;
-use berth_releases::store_layout::{self as layout, GroupRef, Instance};
+use berth_releases::store_layout::{self as layout, GroupRef, HostRecord};
 use berth_shared::names::AccountId;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
@@ -159,8 +159,8 @@ impl Fleet {
 
     /// Makes a host look unseen for `ago` seconds, as a host that stopped polling would.
     async fn age(&self, host: &str, ago: u64) {
-        let path = layout::instance(&Self::group_ref(), host);
-        let mut instance = self.context.store.get::<Instance>(&path).await.unwrap().unwrap().value;
+        let path = layout::host_record(&Self::group_ref(), host);
+        let mut instance = self.context.store.get::<HostRecord>(&path).await.unwrap().unwrap().value;
         instance.registered_at = unix_now() - ago;
         instance.last_seen = Some(unix_now() - ago);
         self.context.store.put(&path, &instance).await.unwrap();
@@ -234,8 +234,8 @@ async fn revisions_ledgers_rollbacks_and_convergence() {
     // A host back after being stale, not on the last good revision (it missed the rollback),
     // converges by itself.
     f.age("h2", 1000).await;
-    let path = layout::instance(&Fleet::group_ref(), "h2");
-    let mut h2 = f.context.store.get::<Instance>(&path).await.unwrap().unwrap().value;
+    let path = layout::host_record(&Fleet::group_ref(), "h2");
+    let mut h2 = f.context.store.get::<HostRecord>(&path).await.unwrap().unwrap().value;
     h2.ledger.current = h2.ledger.previous.take();
     assert_eq!(h2.ledger.current.as_ref().unwrap().revision.revision, 2);
     f.context.store.put(&path, &h2).await.unwrap();
@@ -346,8 +346,8 @@ async fn a_convergence_a_later_release_overtook_is_never_handed_out() {
     // h1 comes back from being stale, not running r1's revision: its convergence job is
     // handed out, and the agent never reports it.
     f.age("h1", 1000).await;
-    let path = layout::instance(&Fleet::group_ref(), "h1");
-    let mut h1 = f.context.store.get::<Instance>(&path).await.unwrap().unwrap().value;
+    let path = layout::host_record(&Fleet::group_ref(), "h1");
+    let mut h1 = f.context.store.get::<HostRecord>(&path).await.unwrap().unwrap().value;
     h1.ledger = Default::default();
     f.context.store.put(&path, &h1).await.unwrap();
     let (status, job) = call(&f.router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &f.hosts["h1"], None).await;

@@ -12,7 +12,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use berth_releases::engine::Engine;
-use berth_releases::store_layout::{self as layout, GroupRef, Instance};
+use berth_releases::store_layout::{self as layout, GroupRef, HostRecord};
 use berth_shared::names::{AccountId, MAX_NAME_LEN};
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::release::PLAN_PART_HOSTS;
@@ -48,9 +48,12 @@ async fn a_plan_over_one_document_is_stored_in_parts_and_read_back_whole() {
     let hosts = PLAN_PART_HOSTS + 500;
     let writes = (1..hosts).map(|i| {
         let store = context.store.clone();
-        let instance =
-            Instance { host: long(i), registered_at: berth_shared::platform::clock::unix_now(), ..Instance::default() };
-        let path = layout::instance(&reference, &instance.host);
+        let instance = HostRecord {
+            host: long(i),
+            registered_at: berth_shared::platform::clock::unix_now(),
+            ..HostRecord::default()
+        };
+        let path = layout::host_record(&reference, &instance.host);
         async move { store.put(&path, &instance).await.unwrap() }
     });
     futures::future::join_all(writes).await;

@@ -8,7 +8,7 @@ use berth_shared::release::{Arrival, LastRelease, Ledger, Ran, ReleaseOptions, R
 use berth_shared::platform::store::Versioned;
 
 use super::*;
-use crate::store_layout::{ActiveRelease, HostRef, Instance, ReleaseEntry};
+use crate::store_layout::{ActiveRelease, HostRecord, HostRef, ReleaseEntry};
 
 /// Hosts whose `last_seen` write time a process keeps; past this the map starts over.
 const MAX_SEEN_ENTRIES: usize = 200_000;
@@ -32,10 +32,10 @@ impl From<StoreError> for Skip {
 async fn modify_instance(
     store: &DocumentStore,
     path: &str,
-    mut change: impl FnMut(&mut Instance) -> bool,
-) -> Result<Option<Instance>, StoreError> {
+    mut change: impl FnMut(&mut HostRecord) -> bool,
+) -> Result<Option<HostRecord>, StoreError> {
     let changed = store
-        .modify::<Instance, Skip, _>(path, |current| {
+        .modify::<HostRecord, Skip, _>(path, |current| {
             let mut instance = current.ok_or(Skip::Gone)?;
             if change(&mut instance) { Ok(instance) } else { Err(Skip::Same) }
         })
@@ -47,7 +47,7 @@ async fn modify_instance(
     }
 }
 
-/// What a plan reads of a host's record ([`Instance`]).
+/// What a plan reads of a host's record ([`HostRecord`]).
 #[derive(Deserialize)]
 struct SeenAt {
     host: String,
@@ -58,7 +58,7 @@ struct SeenAt {
 
 /// The group's last good release, when `instance` does not run its revision and no release
 /// runs on the group now (as `snapshot` shows it).
-pub(crate) fn behind(snapshot: &GroupSnapshot, instance: &Instance) -> Option<LastRelease> {
+pub(crate) fn behind(snapshot: &GroupSnapshot, instance: &HostRecord) -> Option<LastRelease> {
     snapshot
         .last_good()
         .filter(|_| !snapshot.running())
@@ -77,7 +77,7 @@ impl Engine {
     ) -> Result<(Vec<String>, Vec<StaleHost>, usize), StoreError> {
         // Only when each host was seen, read as the records come: at 100,000 hosts, whole
         // records (with their versions) listed first were most of the plan's time.
-        let seen = read_all::<SeenAt>(self.store(), &layout::instances(group)).await?;
+        let seen = read_all::<SeenAt>(self.store(), &layout::host_records(group)).await?;
         let seen = seen.into_values().map(|s| (s.host, release::seen_at(s.registered_at, s.last_seen))).collect();
         let (live, stale) = release::split_stale(seen, stale_after, now);
         let count = stale.len();
@@ -169,7 +169,7 @@ impl Engine {
     /// previous). A duplicate, or a host removed since, writes nothing.
     pub async fn record_run(&self, release: &Release, host: &str, at: u64) -> Result<(), StoreError> {
         let ran = Ran { revision: RevisionId::of(&release.deployment), release: release.id.clone(), at };
-        let path = layout::instance(&Self::group_of(release), host);
+        let path = layout::host_record(&Self::group_of(release), host);
         modify_instance(self.store(), &path, |instance| match release::record_run(&instance.ledger, ran.clone()) {
             Some(ledger) => {
                 instance.ledger = ledger;
@@ -189,7 +189,7 @@ impl Engine {
         for (host, result) in results.into_iter().filter(|(_, r)| r.ok) {
             let recorded = self
                 .store()
-                .get::<Instance>(&layout::instance(&group, &host))
+                .get::<HostRecord>(&layout::host_record(&group, &host))
                 .await?
                 .is_none_or(|i| i.value.ledger.current.as_ref().is_some_and(|c| c.release == release.id));
             if !recorded {
@@ -229,7 +229,7 @@ impl Engine {
         for host in plan.release.hosts() {
             let ledger = self
                 .store()
-                .get::<Instance>(&layout::instance(&group, host))
+                .get::<HostRecord>(&layout::host_record(&group, host))
                 .await?
                 .map_or_else(Ledger::default, |i| i.value.ledger);
             targets.push((host.clone(), release::rollback_target(&ledger, &of.id, results.get(host))));
@@ -288,7 +288,7 @@ impl Engine {
             Some(id) => self.state(id).await?.is_some_and(|s| !s.value.status.is_terminal()),
             None => false,
         };
-        let Some(instance) = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await? else {
+        let Some(instance) = store.get::<HostRecord>(&layout::host_record(&host.group, &host.host)).await? else {
             return Ok(());
         };
         if group.deleting {
@@ -336,7 +336,7 @@ impl Engine {
             load_balancer: None,
         };
         let plan = self.create_documents(created).await?;
-        let path = layout::instance(&host.group, &host.host);
+        let path = layout::host_record(&host.group, &host.host);
         let mut before = None;
         modify_instance(store, &path, |instance| {
             before = instance.convergence.clone();
@@ -376,7 +376,7 @@ impl Engine {
     pub async fn converge_if_behind(
         &self,
         host: &HostRef,
-        instance: &Instance,
+        instance: &HostRecord,
         cached: &GroupSnapshot,
     ) -> Result<(), ApiError> {
         if behind(cached, instance).is_none() {
@@ -400,14 +400,14 @@ impl Engine {
 
     /// Whether a poll now should record that the host was seen ([`Engine::seen`]): cheap,
     /// so that most polls never build that call.
-    pub fn seen_due(&self, host: &HostRef, instance: &Instance) -> bool {
+    pub fn seen_due(&self, host: &HostRef, instance: &HostRecord) -> bool {
         let now = unix_now();
         let stored = instance.seen();
         // A fresh stored value decides alone, without the key's format.
         if !release::should_record_seen(stored, None, now) {
             return false;
         }
-        let written_here = self.seen.lock().get(&layout::instance(&host.group, &host.host)).copied();
+        let written_here = self.seen.lock().get(&layout::host_record(&host.group, &host.host)).copied();
         release::should_record_seen(stored, written_here, now)
     }
 
@@ -415,11 +415,11 @@ impl Engine {
     /// while the stored value or this process's last write is fresh). The poll that moves a
     /// stale `last_seen` on is the one that saw the host come back: it converges the host (and
     /// answers true).
-    pub async fn seen(&self, host: &HostRef, instance: &Versioned<Instance>) -> Result<bool, ApiError> {
+    pub async fn seen(&self, host: &HostRef, instance: &Versioned<HostRecord>) -> Result<bool, ApiError> {
         if !self.seen_due(host, &instance.value) {
             return Ok(false);
         }
-        let key = layout::instance(&host.group, &host.host);
+        let key = layout::host_record(&host.group, &host.host);
         let now = unix_now();
         let stored = instance.value.seen();
         let mut next = instance.value.clone();

@@ -148,7 +148,7 @@ impl Engine {
             let instance_id = match lb.target_group_arn {
                 Some(_) => self
                     .store()
-                    .get::<layout::Instance>(&layout::instance(&group, host))
+                    .get::<layout::HostRecord>(&layout::host_record(&group, host))
                     .await?
                     .and_then(|i| i.value.instance_id),
                 None => None,

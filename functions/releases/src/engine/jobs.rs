@@ -8,7 +8,7 @@ use berth_shared::platform::store::StoreError;
 use berth_shared::release::{self, HostResult, Job, JobKind, PullResult};
 
 use super::{Engine, GroupSnapshot, Plan};
-use crate::store_layout::{self as layout, HostRef, Instance, ReleaseState};
+use crate::store_layout::{self as layout, HostRecord, HostRef, ReleaseState};
 
 /// How often a held poll of a group that is not watched (past the watch limit) looks again:
 /// another process (a Lambda event handler) may move the release without waking it.
@@ -91,7 +91,7 @@ async fn job_for(engine: &Engine, host: &HostRef, snapshot: &GroupSnapshot) -> R
         // It ended since: the host's convergence, if any, below.
     }
     // No release runs on the group: the host's own convergence, if it has one running.
-    let Some(instance) = store.get::<Instance>(&layout::instance(&host.group, &host.host)).await? else {
+    let Some(instance) = store.get::<HostRecord>(&layout::host_record(&host.group, &host.host)).await? else {
         return Ok(None);
     };
     let Some(id) = instance.value.convergence else { return Ok(None) };

@@ -6,9 +6,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::*;
 use crate::scaling::ScalingError;
-use crate::store_layout::Instance;
+use crate::store_layout::HostRecord;
 
-/// Instance documents read at once while matching hosts to the group's instances.
+/// Host records read at once while matching hosts to the group's instances.
 const READ_CONCURRENCY: usize = 32;
 
 impl Engine {
@@ -40,7 +40,7 @@ impl Engine {
         let store = self.store();
         let registered: Vec<(String, Option<String>)> = futures::stream::iter(hosts)
             .map(|host| async move {
-                let instance = store.get::<Instance>(&layout::instance(reference, &host)).await?;
+                let instance = store.get::<HostRecord>(&layout::host_record(reference, &host)).await?;
                 Ok::<_, StoreError>((host, instance.and_then(|i| i.value.instance_id)))
             })
             .buffered(READ_CONCURRENCY)

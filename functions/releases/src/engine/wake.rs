@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use berth_shared::platform::metrics::{Presence, WakeOutcome, host_connected, wake_sent};
 
 use super::*;
-use crate::store_layout::{ChannelConnection, ChannelRecord, HostRef, Instance};
+use crate::store_layout::{ChannelConnection, ChannelRecord, HostRecord, HostRef};
 
 /// How long a group woken here stays watched, so that its woken hosts' polls find its
 /// snapshot fresh instead of each reading it.
@@ -182,7 +182,7 @@ pub struct ChannelRefused;
 impl Engine {
     /// Opens a channel of this process for `host`, replacing (closing) an older one of it.
     pub fn open_channel(&self, host: &HostRef) -> OpenChannel {
-        let key = layout::instance(&host.group, &host.host);
+        let key = layout::host_record(&host.group, &host.host);
         let socket = Socket {
             id: self.channels.next.fetch_add(1, Ordering::Relaxed),
             wake: Arc::new(Notify::new()),
@@ -197,7 +197,7 @@ impl Engine {
     /// Closes `host`'s channel, wherever it is (this process's socket, or its API Gateway
     /// connection), because its token no longer acts for it.
     pub async fn close_channel(&self, group: &GroupRef, host: &str) -> Result<(), StoreError> {
-        if let Some(socket) = self.channels.sockets.lock().remove(&layout::instance(group, host)) {
+        if let Some(socket) = self.channels.sockets.lock().remove(&layout::host_record(group, host)) {
             socket.closed.cancel();
         }
         if self.poster.is_none() {
@@ -229,13 +229,13 @@ impl Engine {
     /// moves its `last_seen` on, at most one write a minute, reading nothing in between.
     /// Refused once the host's record names another token (or is gone).
     pub async fn heartbeat(&self, host: &HostRef, token_sha256: &str) -> Result<(), ApiError> {
-        let key = layout::instance(&host.group, &host.host);
+        let key = layout::host_record(&host.group, &host.host);
         let now = unix_now();
         let written_here = self.seen.lock().get(&key).copied();
         if !release::should_record_seen(0, written_here, now) {
             return Ok(());
         }
-        let instance = self.store().get::<Instance>(&key).await?;
+        let instance = self.store().get::<HostRecord>(&key).await?;
         let Some(instance) = instance.filter(|i| i.value.host_token_sha256.as_deref() == Some(token_sha256)) else {
             return Err(ApiError::Unauthenticated(ChannelRefused.to_string()));
         };
@@ -246,10 +246,10 @@ impl Engine {
 
     /// Keeps that `host`'s stored `last_seen` is fresh (written by a poll, a registration or
     /// another process), so that its pings read nothing until it is due again.
-    pub fn note_fresh(&self, host: &HostRef, instance: &Instance) {
+    pub fn note_fresh(&self, host: &HostRef, instance: &HostRecord) {
         let stored = instance.seen();
         if !release::should_record_seen(stored, None, unix_now()) {
-            let key = layout::instance(&host.group, &host.host);
+            let key = layout::host_record(&host.group, &host.host);
             let mut seen = self.seen.lock();
             let known = seen.entry(key).or_insert(stored);
             *known = (*known).max(stored);
@@ -301,7 +301,7 @@ impl Engine {
         let due = Instant::now();
         let group = Self::group_of(release);
         if !self.channels.is_empty() {
-            let woken = targets.iter().filter(|host| self.channels.wake(&layout::instance(&group, host))).count();
+            let woken = targets.iter().filter(|host| self.channels.wake(&layout::host_record(&group, host))).count();
             for _ in 0..woken {
                 wake_sent(WakeOutcome::Delivered, due.elapsed());
             }

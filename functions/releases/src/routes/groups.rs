@@ -211,8 +211,8 @@ async fn group_view(engine: &Engine, reference: &GroupRef, doc: Group, hosts: bo
     let store = &engine.context.store;
     let now = unix_now();
     let instances = if hosts {
-        let listed = store.list::<Instance>(&layout::instances(reference)).await?;
-        Some(listed.into_iter().map(|(_, d)| InstanceView::new(d.value, doc.stale_after_seconds, now)).collect())
+        let listed = store.list::<HostRecord>(&layout::host_records(reference)).await?;
+        Some(listed.into_iter().map(|(_, d)| HostView::new(d.value, doc.stale_after_seconds, now)).collect())
     } else {
         None
     };
@@ -243,7 +243,7 @@ pub struct GroupView {
     created_at: u64,
     /// Every host (left out of listings).
     #[serde(skip_serializing_if = "Option::is_none")]
-    instances: Option<Vec<InstanceView>>,
+    instances: Option<Vec<HostView>>,
     kind: GroupKind,
     /// The last release (not a convergence) that ended on the group.
     #[serde(serialize_with = "sorted_keys")]
@@ -317,9 +317,9 @@ pub async fn remove_host(
     release::validate_name("host", &host)?;
     let doc = load_group(&engine, &reference).await?.value;
     let store = &engine.context.store;
-    let path = layout::instance(&reference, &host);
+    let path = layout::host_record(&reference, &host);
     let instance = store
-        .get::<Instance>(&path)
+        .get::<HostRecord>(&path)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("host '{host}' in group '{group}'")))?
         .value;
@@ -417,7 +417,7 @@ pub(crate) async fn mark_deleting(engine: &Engine, reference: &GroupRef) -> Resu
 /// the group. Releases stay readable by id.
 pub(crate) async fn delete_marked(engine: &Engine, reference: &GroupRef) -> Result<(), ApiError> {
     let store = &engine.context.store;
-    for (path, doc) in store.list::<Instance>(&layout::instances(reference)).await? {
+    for (path, doc) in store.list::<HostRecord>(&layout::host_records(reference)).await? {
         // The record first: it alone lets a token act (a process may know where the token
         // points without its index entry), so a crash between the two leaves nothing usable.
         store.delete(&path).await?;

@@ -22,7 +22,7 @@ use berth_shared::release::{
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::{Engine, create_once, read_all};
-use crate::store_layout::{self as layout, Application, Group, GroupRef, HostRef, Instance, InstanceView, StoredLogs};
+use crate::store_layout::{self as layout, Application, Group, GroupRef, HostRecord, HostRef, HostView, StoredLogs};
 
 mod agents;
 mod applications;

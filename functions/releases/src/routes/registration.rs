@@ -102,7 +102,7 @@ pub async fn register(
                     host.host.host
                 )));
             }
-            (host.host.group.clone(), None, host.instance.value.host_token_sha256.clone())
+            (host.host.group.clone(), None, host.record.value.host_token_sha256.clone())
         }
     };
     let token = new_host_token();
@@ -129,12 +129,12 @@ pub async fn register(
     let now = unix_now();
     let mut replaced = None;
     let host = body.host.clone();
-    let instance_path = layout::instance(&group, &body.host);
+    let instance_path = layout::host_record(&group, &body.host);
     let instance_id = body.instance_id.clone();
     // Decided inside the compare-and-swap: a registration racing another, or the host's own
     // rotation, sees the record the other wrote.
     let written = store
-        .modify::<Instance, ApiError, _>(&instance_path, |current| {
+        .modify::<HostRecord, ApiError, _>(&instance_path, |current| {
             let registered = current.as_ref().map(|i| release::Registered {
                 has_token: i.host_token_sha256.is_some(),
                 joined_with: i.join_token_sha256.as_deref(),
@@ -158,7 +158,7 @@ pub async fn register(
             // The ledger stays: the host may still run what it ran (convergence decides).
             let kept = current.unwrap_or_default();
             let joined_with = joining.map(|j| j.join_token_sha256.clone()).or(kept.join_token_sha256.clone());
-            Ok(Instance {
+            Ok(HostRecord {
                 host: host.clone(),
                 registered_at: if joining.is_some() { now } else { kept.registered_at },
                 host_token_sha256: Some(digest.clone()),

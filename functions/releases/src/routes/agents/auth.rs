@@ -24,7 +24,7 @@ pub struct Host {
     pub host: HostRef,
     /// Its record as read to authenticate it (its version for a `last_seen` swap). Boxed, and
     /// dropped by a poll before it is held: 100,000 held polls do not keep 100,000 records.
-    pub instance: Box<Versioned<Instance>>,
+    pub record: Box<Versioned<HostRecord>>,
 }
 
 impl FromRequestParts<Engine> for Host {
@@ -52,24 +52,28 @@ async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
     // Where the token points is read once per process; whether it still acts for that host,
     // on every request.
     if let Some(host) = engine.token_place(&digest) {
-        if let Some(instance) = named_by(engine, &host, &digest).await? {
-            return Ok(Host { host, instance });
+        if let Some(record) = named_by(engine, &host, &digest).await? {
+            return Ok(Host { host, record });
         }
         engine.forget_token_place(&digest);
     }
     let store = &engine.context.store;
     let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(host_refused)?.value;
-    let instance = named_by(engine, &host, &digest).await?.ok_or_else(host_refused)?;
+    let record = named_by(engine, &host, &digest).await?.ok_or_else(host_refused)?;
     engine.remember_token_place(&digest, &host);
-    Ok(Host { host, instance })
+    Ok(Host { host, record })
 }
 
 /// The host's record, if it names this token: only the token the record names acts for the
 /// host (registering again replaces it).
-async fn named_by(engine: &Engine, host: &HostRef, digest: &str) -> Result<Option<Box<Versioned<Instance>>>, ApiError> {
-    let path = layout::instance(&host.group, &host.host);
-    let instance = engine.context.store.get::<Instance>(&path).await?;
-    Ok(instance.filter(|i| i.value.host_token_sha256.as_deref() == Some(digest)).map(Box::new))
+async fn named_by(
+    engine: &Engine,
+    host: &HostRef,
+    digest: &str,
+) -> Result<Option<Box<Versioned<HostRecord>>>, ApiError> {
+    let path = layout::host_record(&host.group, &host.host);
+    let record = engine.context.store.get::<HostRecord>(&path).await?;
+    Ok(record.filter(|i| i.value.host_token_sha256.as_deref() == Some(digest)).map(Box::new))
 }
 
 impl Host {

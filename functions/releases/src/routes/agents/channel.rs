@@ -43,10 +43,10 @@ pub async fn channel(
     })?;
     let digest = token_digest(&headers);
     // Connecting is a sign of life, as a poll is.
-    Box::pin(engine.seen(&host.host, &host.instance)).await?;
-    engine.note_fresh(&host.host, &host.instance.value);
-    let Host { host, instance } = host;
-    drop(instance);
+    Box::pin(engine.seen(&host.host, &host.record)).await?;
+    engine.note_fresh(&host.host, &host.record.value);
+    let Host { host, record } = host;
+    drop(record);
     Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
@@ -117,8 +117,8 @@ pub async fn channel_event(
         WebSocketRoute::Connect => {
             let host = host?;
             engine.record_connection(&host.host, &token_digest(&headers), id).await?;
-            Box::pin(engine.seen(&host.host, &host.instance)).await?;
-            engine.note_fresh(&host.host, &host.instance.value);
+            Box::pin(engine.seen(&host.host, &host.record)).await?;
+            engine.note_fresh(&host.host, &host.record.value);
             tracing::info!(host = %host.host.host, group = %host.host.group.group, "wake channel connected");
         }
         WebSocketRoute::Disconnect => engine.forget_connection(id).await?,

@@ -38,11 +38,11 @@ pub async fn poll(
     // poll's state (4 KiB instead of 0.7 at 100,000 polls). And only built when there is work:
     // boxing 4 KiB was 4% of a 100,000-host dispatch's CPU.
     let returned =
-        engine.seen_due(&host.host, &host.instance.value) && Box::pin(engine.seen(&host.host, &host.instance)).await?;
+        engine.seen_due(&host.host, &host.record.value) && Box::pin(engine.seen(&host.host, &host.record)).await?;
     if !returned {
         let snapshot = engine.snapshot(&host.host.group).await?;
-        if crate::engine::behind(&snapshot, &host.instance.value).is_some() {
-            Box::pin(engine.converge_if_behind(&host.host, &host.instance.value, &snapshot)).await?;
+        if crate::engine::behind(&snapshot, &host.record.value).is_some() {
+            Box::pin(engine.converge_if_behind(&host.host, &host.record.value, &snapshot)).await?;
         }
     }
     // Never longer than the deployment allows: under Lambda a held poll is an invocation held
@@ -50,8 +50,8 @@ pub async fn poll(
     let asked = Duration::from_secs(query.wait_seconds.unwrap_or(DEFAULT_POLL_SECONDS).min(MAX_POLL_SECONDS));
     let wait = asked.min(engine.context.config.max_poll_hold);
     let until = tokio::time::Instant::now() + wait;
-    let Host { host, instance } = host;
-    drop(instance);
+    let Host { host, record } = host;
+    drop(record);
     let _polling = berth_shared::platform::metrics::host_polling();
     let mut answer = match hold_for_job(&engine, &host, until).await? {
         Some(job) => Json(job).into_response(),
