@@ -8,6 +8,10 @@
 
 use std::ops::Range;
 
+mod openings;
+
+use openings::Openings;
+
 use serde::Serialize;
 
 pub use crate::platform::http::problem::{Position, TextProblem as TemplateProblem, TextProblems as TemplateProblems};
@@ -90,8 +94,9 @@ impl<'t> Identifier<'t> {
     }
 }
 
-/// Maps byte offsets to line:column, moving forward only: each byte is looked at once, from
-/// the last offset asked for, so scanning stays linear even on one very long line.
+/// Maps byte offsets to line:column, moving forward only: given the newlines before an offset
+/// ([`Openings`] counts them), only the characters since the last newline are counted, so
+/// scanning stays linear even on one very long line.
 struct Lines<'a> {
     bytes: &'a [u8],
     counted_to: usize,
@@ -104,26 +109,30 @@ impl<'a> Lines<'a> {
         Self { bytes: text.as_bytes(), counted_to: 0, line: 1, column: 1 }
     }
 
-    /// The position of `offset`, a char boundary not before the previous offset asked for.
-    fn position(&mut self, offset: usize) -> Position {
+    /// The position of `offset`, a char boundary not before the previous offset asked for,
+    /// with `newlines` before it.
+    fn position(&mut self, offset: usize, newlines: usize) -> Position {
         debug_assert!(offset >= self.counted_to);
         let span = self.bytes.get(self.counted_to..offset).unwrap_or_default();
-        // Counting newlines is most of a scan's time: bytecount's SIMD count is what keeps
-        // positions cheap on large templates.
-        let newlines = bytecount::count(span, b'\n');
-        let tail = match newlines {
-            0 => span,
-            n => {
-                self.line += n;
-                self.column = 1;
-                span.get(memchr::memrchr(b'\n', span).expect("counted a newline") + 1..).unwrap_or_default()
-            }
+        let tail = if newlines + 1 > self.line {
+            self.line = newlines + 1;
+            self.column = 1;
+            memchr::memrchr(b'\n', span).and_then(|n| span.get(n + 1..)).unwrap_or_default()
+        } else {
+            span
         };
         // Columns count characters; `tail` is UTF-8 cut at character boundaries.
         self.column += bytecount::num_chars(tail);
         self.counted_to = offset;
         Position { line: self.line, column: self.column }
     }
+}
+
+/// `KIND::NAME` split at its first `::` (a `str` pattern search builds a searcher per call).
+fn split_kind(body: &str) -> Option<(&str, &str)> {
+    let bytes = body.as_bytes();
+    let at = memchr::memchr_iter(b':', bytes).find(|&n| matches!(bytes.get(n + 1), Some(b':')))?;
+    Some((body.get(..at)?, body.get(at + 2..)?))
 }
 
 fn is_name_byte(b: u8) -> bool {
@@ -136,12 +145,11 @@ pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
     let mut lines = Lines::new(text);
     let mut found = Vec::new();
     let mut problems = TemplateProblems::default();
-    let opening = memchr::memmem::Finder::new(b"{{");
+    let mut openings = Openings::new(text);
     let mut from = 0;
-    while let Some(offset) = opening.find(bytes.get(from..).unwrap_or_default()) {
-        let start = from + offset;
+    while let Some((start, newlines)) = openings.next(from) {
         let mut i = start + 2;
-        while bytes.get(i) == Some(&b' ') {
+        while matches!(bytes.get(i), Some(b' ')) {
             i += 1;
         }
         if !bytes.get(i..).unwrap_or_default().starts_with(PREFIX.as_bytes()) {
@@ -158,17 +166,14 @@ pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
         }
         let line_end =
             memchr::memchr(b'\n', bytes.get(body_start..limit).unwrap_or_default()).map_or(limit, |n| body_start + n);
-        // A one-shot memmem builds a searcher per call; over these few bytes a plain look is faster.
-        let close = bytes
-            .get(body_start..line_end)
-            .unwrap_or_default()
-            .windows(2)
-            .position(|w| w == b"}}")
-            .map(|n| body_start + n);
+        // A one-shot memmem builds a searcher per call; over these few bytes a `}` search is faster.
+        let line = bytes.get(body_start..line_end).unwrap_or_default();
+        let close =
+            memchr::memchr_iter(b'}', line).find(|&n| matches!(line.get(n + 1), Some(b'}'))).map(|n| body_start + n);
         let Some(close) = close else {
             let shown: String = text.get(start..line_end).unwrap_or_default().chars().take(200).collect();
             problems.push(TemplateProblem {
-                position: lines.position(start),
+                position: lines.position(start, newlines),
                 code: "unclosed_identifier",
                 identifier: shown,
                 message: format!("identifier has no closing }}}} on its line within {MAX_BODY_LEN} characters"),
@@ -179,14 +184,14 @@ pub fn scan(text: &str) -> (Vec<Identifier<'_>>, TemplateProblems) {
         let end = close + 2;
         let whole = text.get(start..end).unwrap_or_default();
         let body = text.get(body_start..close).unwrap_or_default().trim_end_matches(' ');
-        let position = lines.position(start);
+        let position = lines.position(start, newlines);
         let problem = |code: &'static str, message: String| TemplateProblem {
             position,
             code,
             identifier: whole.chars().take(200).collect(),
             message,
         };
-        match body.split_once("::") {
+        match split_kind(body) {
             Some((kind, name)) if !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(is_name_byte) => {
                 match IdentifierKind::parse(kind) {
                     Some(kind) if kind.is_credential() && name != "dockerconfigjson" => problems.push(problem(
