@@ -72,7 +72,7 @@ pub async fn materialize(
     let http = reqwest::Client::builder()
         .tls_certs_only([])
         .build()
-        .map_err(|e| KeyBundleError::Extension(format!("HTTP client: {e}")))?;
+        .map_err(|source| KeyBundleError::Unreachable { endpoint: endpoint.to_owned(), source })?;
     let response = http
         .get(format!("{endpoint}/secretsmanager/get"))
         .query(&[("secretId", secret_id.as_str())])
