@@ -111,7 +111,7 @@ async fn serve(config: &mut Config) -> Result<(), ServeError> {
     // One SQS queue shared by every function (and every process on the store), or one
     // journalled in-process queue per function, which no other process on the store may have.
     let shared_queue = match &config.queue {
-        QueueLocation::Sqs { .. } => Some(open_queue(&config).await),
+        QueueLocation::Sqs { .. } => Some(open_queue(&config)),
         QueueLocation::InProcess => None,
     };
     let lease = match (&shared_queue, &config.store) {

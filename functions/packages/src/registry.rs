@@ -2,6 +2,7 @@
 //! for the publish check. Berth signs its own short-lived pull token for each repository
 //! (the registry trusts Berth's certificate), so no round trip through the token endpoint.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -111,7 +112,10 @@ struct ImageConfig {
 /// A client of the registry, reading as Berth.
 #[derive(Clone, Debug)]
 pub struct RegistryClient {
-    http: reqwest::Client,
+    /// Built on first use (it loads the system's root certificates, a few milliseconds the
+    /// function's cold start need not pay); shared by the clones.
+    http: Arc<OnceLock<Result<reqwest::Client, String>>>,
+    timeout: Duration,
     settings: RegistrySettings,
     keys: SigningKeys,
 }
@@ -119,8 +123,14 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client for the registry in `settings`, signing its tokens with `keys`.
     pub fn new(settings: RegistrySettings, keys: SigningKeys, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder().timeout(timeout).build().expect("a plain reqwest client builds");
-        Self { http, settings, keys }
+        Self { http: Arc::default(), timeout, settings, keys }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        let built = self.http.get_or_init(|| {
+            reqwest::Client::builder().timeout(self.timeout).build().map_err(|e| format!("HTTP client: {e}"))
+        });
+        built.as_ref().map_err(|why| RegistryError::Unreachable(why.clone()))
     }
 
     async fn read(
@@ -135,7 +145,7 @@ impl RegistryClient {
                 .map_err(|e| RegistryError::Unexpected(e.to_string()))?;
         let url = format!("{}/v2/{repository}/{path}", self.settings.url);
         let response = self
-            .http
+            .http()?
             .get(&url)
             .bearer_auth(token)
             .header(reqwest::header::ACCEPT, accept)
@@ -251,7 +261,7 @@ impl RegistryClient {
         let last = format!("{namespace}/");
         let n = MAX_CATALOG.to_string();
         let response = self
-            .http
+            .http()?
             .get(&url)
             .query(&[("n", n.as_str()), ("last", last.as_str())])
             .bearer_auth(token)

@@ -58,11 +58,11 @@ impl FunctionContext {
     /// Builds a standalone function's context from its configuration.
     pub async fn from_config(config: Config) -> Result<Self, StartupError> {
         let key_file = config.account_key_file.clone().ok_or(StartupError::NoAccountKey)?;
-        // An S3 store and an SQS client take a few milliseconds each to build (TLS roots, the
-        // credential chain): built side by side, a cold start pays for the longer one only.
+        // Opening an S3 store reads no roots and calls nobody (its HTTP client is made on
+        // first use) but is still a few builders: it runs beside the keys being read.
         let (location, s3) = (config.store.clone(), config.s3.clone());
         let store = tokio::task::spawn_blocking(move || DocumentStore::open(&location, &s3));
-        let queue = open_queue(&config).await;
+        let queue = open_queue(&config);
         let account_keys =
             AccountKeys::load(&key_file, &config.account_issuer)?.with_max_lifetime(config.account_token_max_seconds);
         let signing = load_signing_keys(&config)?;
@@ -102,12 +102,11 @@ pub fn load_signing_keys(config: &Config) -> Result<SigningKeys, StartupError> {
 }
 
 /// Opens the queue the configuration names, its requests counted.
-pub async fn open_queue(config: &Config) -> SharedQueue {
+pub fn open_queue(config: &Config) -> SharedQueue {
     crate::platform::counted_queue::MeteredQueue::wrap(match &config.queue {
         QueueLocation::InProcess => Arc::new(InProcessQueue::new(config.queue_max_attempts, config.queue_visibility)),
         QueueLocation::Sqs { url, dead_letter_url } => {
-            let client = SqsQueue::client_for(url, &config.s3.region).await;
-            Arc::new(SqsQueue::new(client, url.clone(), dead_letter_url.clone()))
+            Arc::new(SqsQueue::deferred(url.clone(), &config.s3.region, dead_letter_url.clone()))
         }
     })
 }

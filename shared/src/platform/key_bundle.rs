@@ -68,7 +68,12 @@ pub async fn materialize(
 ) -> Result<HashMap<&'static str, String>, KeyBundleError> {
     let Some(secret_id) = lookup(SECRET_ID).filter(|v| !v.is_empty()) else { return Ok(HashMap::new()) };
     let token = lookup("AWS_SESSION_TOKEN").unwrap_or_default();
-    let response = reqwest::Client::new()
+    // The extension answers on loopback, in plain HTTP: no root certificates to load.
+    let http = reqwest::Client::builder()
+        .tls_certs_only([])
+        .build()
+        .map_err(|source| KeyBundleError::Unreachable { endpoint: endpoint.to_owned(), source })?;
+    let response = http
         .get(format!("{endpoint}/secretsmanager/get"))
         .query(&[("secretId", secret_id.as_str())])
         .header("X-Aws-Parameters-Secrets-Token", token)

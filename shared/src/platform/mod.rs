@@ -4,6 +4,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod counted_queue;
+pub mod deferred_http;
 pub mod digest;
 pub mod events;
 pub mod http;

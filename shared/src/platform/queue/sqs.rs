@@ -12,7 +12,10 @@ pub const SQS_MAX_BATCH: usize = 10;
 
 /// An SQS queue (or an SQS-compatible endpoint). Dead-lettering is SQS's own redrive policy.
 pub struct SqsQueue {
-    client: aws_sdk_sqs::Client,
+    /// The client, made on first use by [`SqsQueue::deferred`]: loading the SDK's
+    /// configuration is not worth a function's cold start when the instance may never send.
+    client: tokio::sync::OnceCell<aws_sdk_sqs::Client>,
+    region: String,
     url: String,
     dead_letter_url: Option<String>,
 }
@@ -20,7 +23,15 @@ pub struct SqsQueue {
 impl SqsQueue {
     /// A queue at `url` reached through `client`.
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>, dead_letter_url: Option<String>) -> Self {
-        Self { client, url: url.into(), dead_letter_url }
+        let client = tokio::sync::OnceCell::new_with(Some(client));
+        Self { client, region: String::new(), url: url.into(), dead_letter_url }
+    }
+
+    /// A queue at `url` in `region`, its client made as [`SqsQueue::client_for`] does when
+    /// the queue is first used.
+    pub fn deferred(url: impl Into<String>, region: &str, dead_letter_url: Option<String>) -> Self {
+        let client = tokio::sync::OnceCell::new();
+        Self { client, region: region.to_owned(), url: url.into(), dead_letter_url }
     }
 
     /// A client for the queue at `url` with credentials from the environment. Queue URLs that
@@ -32,6 +43,10 @@ impl SqsQueue {
             loader = loader.endpoint_url(endpoint);
         }
         aws_sdk_sqs::Client::new(&loader.load().await)
+    }
+
+    async fn client(&self) -> &aws_sdk_sqs::Client {
+        self.client.get_or_init(|| Self::client_for(&self.url, &self.region)).await
     }
 
     /// The queue URL.
@@ -81,7 +96,8 @@ impl SqsQueue {
         hide: Option<i32>,
     ) -> Result<Vec<Delivery>, QueueError> {
         let mut request = self
-            .client
+            .client()
+            .await
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(max.clamp(1, SQS_MAX_BATCH) as i32)
@@ -115,7 +131,7 @@ impl SqsQueue {
 impl EventQueue for SqsQueue {
     async fn send(&self, envelope: &Envelope) -> Result<(), QueueError> {
         let body = encode(envelope)?;
-        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(sqs_error)?;
+        self.client().await.send_message().queue_url(&self.url).message_body(body).send().await.map_err(sqs_error)?;
         Ok(())
     }
 
@@ -124,7 +140,8 @@ impl EventQueue for SqsQueue {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
-        self.client
+        self.client()
+            .await
             .delete_message()
             .queue_url(&self.url)
             .receipt_handle(&delivery.receipt)
@@ -135,7 +152,8 @@ impl EventQueue for SqsQueue {
     }
 
     async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
-        self.client
+        self.client()
+            .await
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(&delivery.receipt)

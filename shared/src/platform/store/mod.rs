@@ -144,8 +144,11 @@ impl DocumentStore {
             StoreLocation::Memory => Ok(Self::in_memory()),
             StoreLocation::File(root) => Self::local(root.clone()),
             StoreLocation::S3 { bucket } => {
-                let mut builder =
-                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_region(&s3.region);
+                // Its HTTP client is built on first use: not in the function's cold start.
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_region(&s3.region)
+                    .with_http_connector(crate::platform::deferred_http::DeferredConnector);
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
