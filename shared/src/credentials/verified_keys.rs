@@ -191,7 +191,7 @@ mod tests {
         assert!(cache.lock().get(&digest(&kept)).is_some(), "a key in use outlives the turnovers");
         // A key limited to many repositories is long: verified every time, never kept.
         let many: Vec<RepositoryName> =
-            (0..40).map(|i| RepositoryName::parse(&format!("acme/repository-number-{i}")).unwrap()).collect();
+            (0..80).map(|i| RepositoryName::parse(&format!("acme/repository-number-{i}")).unwrap()).collect();
         let account = AccountId::parse("acme").unwrap();
         let long = mint(&keys, "r", &account, KeyPurpose::Pull, Some(many), 600, now).unwrap();
         let long = long.password.expose();
