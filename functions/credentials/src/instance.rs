@@ -6,6 +6,7 @@
 
 use berth_shared::credentials::instance_credential::{InstanceBinding, InstanceRef, is_instance_credential};
 use berth_shared::credentials::temporary_key::{self, KEY_AUDIENCE, KeyGrant, KeyPurpose};
+use berth_shared::credentials::verified_keys::VerifiedKeys;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::http::error::ApiError;
 use berth_shared::platform::http::request::BasicAuth;
@@ -47,11 +48,18 @@ async fn load(context: &FunctionContext, of: &InstanceRef) -> Result<Option<Inst
     Ok(context.store.get::<Instance>(&instance_path(&of.account, &of.service, &of.instance)).await?.map(|d| d.value))
 }
 
-/// Verifies a Basic login: a temporary key, or an instance credential.
-pub async fn login(context: &FunctionContext, credentials: &BasicAuth, now: u64) -> Result<Login, ApiError> {
+/// Verifies a Basic login: a temporary key (its signature checked once, see [`VerifiedKeys`]),
+/// or an instance credential.
+pub async fn login(
+    context: &FunctionContext,
+    verified: &VerifiedKeys,
+    credentials: &BasicAuth,
+    now: u64,
+) -> Result<Login, ApiError> {
     let password = credentials.password.expose();
     if !is_instance_credential(password) {
-        let grant = temporary_key::verify(&context.signing, &credentials.username, password)
+        let grant = verified
+            .verify(&credentials.username, password, now)
             .map_err(|refusal| ApiError::Unauthenticated(refusal.to_string()))?;
         let instance = match &grant.instance {
             None => None,

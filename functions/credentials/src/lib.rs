@@ -12,6 +12,7 @@ use axum::{Extension, Json, Router};
 use berth_shared::credentials::key_request::{self, KeyRequest};
 use berth_shared::credentials::registry_token::{self, TokenQuery, TokenRefusal, TokenResponse};
 use berth_shared::credentials::temporary_key::{self, TemporaryKey};
+use berth_shared::credentials::verified_keys::VerifiedKeys;
 use berth_shared::names::AccountId;
 use berth_shared::platform::clock::unix_now;
 use berth_shared::platform::context::FunctionContext;
@@ -35,6 +36,7 @@ pub fn function(context: FunctionContext) -> Function {
 /// The function's routes.
 pub fn router(context: FunctionContext) -> Router {
     let pulls = PullCounter::new(context.store.clone(), context.config.pull_flush_interval);
+    let verified = Arc::new(VerifiedKeys::new(context.signing.clone()));
     Router::new()
         .route("/v1/account", get(account))
         .route("/v1/registry/credentials", post(create_key))
@@ -42,6 +44,7 @@ pub fn router(context: FunctionContext) -> Router {
         .route("/v1/registry/token", get(token))
         .route("/.well-known/jwks.json", get(jwks))
         .layer(Extension(pulls))
+        .layer(Extension(verified))
         .with_state(context)
 }
 
@@ -85,13 +88,14 @@ async fn create_key(
 async fn token(
     State(context): State<FunctionContext>,
     Extension(pulls): Extension<Arc<PullCounter>>,
+    Extension(verified): Extension<Arc<VerifiedKeys>>,
     credentials: BasicAuth,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let settings = &context.config.registry;
     let query = TokenQuery::parse(&pairs, settings)?;
     let now = unix_now();
-    let login = instance::login(&context, &credentials, now).await?;
+    let login = instance::login(&context, &verified, &credentials, now).await?;
     let key = &login.grant;
     if query.account.as_ref().is_some_and(|account| account != &credentials.username) {
         return Err(ApiError::Unauthenticated("account does not match the credentials".into()));
@@ -135,13 +139,14 @@ pub const EXCHANGED_KEY_TTL_SECONDS: u64 = temporary_key::DEFAULT_TTL_SECONDS;
 /// the registry (`docker-credential-berth` calls it on every `get`).
 async fn exchange(
     State(context): State<FunctionContext>,
+    Extension(verified): Extension<Arc<VerifiedKeys>>,
     credentials: BasicAuth,
 ) -> Result<Json<TemporaryKey>, ApiError> {
     let now = unix_now();
     if !berth_shared::credentials::instance_credential::is_instance_credential(credentials.password.expose()) {
         return Err(ApiError::Unauthenticated("an instance credential (bic_...) is required".into()));
     }
-    let login = instance::login(&context, &credentials, now).await?;
+    let login = instance::login(&context, &verified, &credentials, now).await?;
     let grant = login.grant;
     let (Some(binding), Some(repositories)) = (grant.instance, grant.repositories) else {
         return Err(ApiError::Internal("an instance login without its instance".into()));

@@ -9,6 +9,7 @@ pub mod key_request;
 pub mod registry_token;
 pub mod scope;
 pub mod temporary_key;
+pub mod verified_keys;
 
 #[cfg(test)]
 mod tests {

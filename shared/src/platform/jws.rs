@@ -57,6 +57,9 @@ pub struct SigningKey {
     certificate: Option<String>,
     x: String,
     y: String,
+    /// The encoded header of registry tokens (`typ` `JWT`), made once: with the certificate
+    /// in `x5c` it is most of each token.
+    registry_header: String,
 }
 
 impl SigningKey {
@@ -77,10 +80,13 @@ impl SigningKey {
         }
         let x = URL_SAFE_NO_PAD.encode(point.get(1..33).unwrap_or_default());
         let y = URL_SAFE_NO_PAD.encode(point.get(33..65).unwrap_or_default());
+        let kid = libtrust_kid(&spki);
+        let certificate = certificate.map(|c| STANDARD.encode(c));
         Some(Self {
-            kid: libtrust_kid(&spki),
+            registry_header: encoded_header(REGISTRY_TOKEN_TYPE, &kid, certificate.as_deref()).ok()?,
             decoding: DecodingKey::from_ec_components(&x, &y).ok()?,
-            certificate: certificate.map(|c| STANDARD.encode(c)),
+            kid,
+            certificate,
             pair,
             x,
             y,
@@ -102,6 +108,18 @@ impl SigningKey {
         out.copy_from_slice(aws_lc_rs::hmac::sign(&key, label).as_ref());
         out
     }
+}
+
+/// `typ` of registry tokens.
+const REGISTRY_TOKEN_TYPE: &str = "JWT";
+
+/// A JWS header, base64url: ES256, `kid`, `x5c` when a certificate is configured, and `typ`.
+fn encoded_header(typ: &str, kid: &str, certificate: Option<&str>) -> Result<String, serde_json::Error> {
+    let mut header = json!({ "typ": typ, "alg": "ES256", "kid": kid });
+    if let (Some(certificate), Some(fields)) = (certificate, header.as_object_mut()) {
+        fields.insert("x5c".to_owned(), json!([certificate]));
+    }
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?))
 }
 
 /// The libtrust key id distribution uses: SHA-256 of the DER SubjectPublicKeyInfo, first
@@ -190,11 +208,10 @@ impl SigningKeys {
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
         let key = self.current();
         // A compact JWS by hand over the parsed key: header, claims, ES256 (fixed r||s).
-        let mut header = json!({ "typ": typ, "alg": "ES256", "kid": key.kid });
-        if let (Some(certificate), Some(fields)) = (&key.certificate, header.as_object_mut()) {
-            fields.insert("x5c".to_owned(), json!([certificate]));
-        }
-        let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+        let mut token = match typ {
+            REGISTRY_TOKEN_TYPE => key.registry_header.clone(),
+            _ => encoded_header(typ, &key.kid, key.certificate.as_deref())?,
+        };
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims)?, &mut token);
         let signature = key

@@ -246,6 +246,7 @@ pub async fn serve_http(
     limits: HttpLimits,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let limits = within_open_files(limits);
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
@@ -310,6 +311,41 @@ pub async fn serve_http(
         tracing::warn!("connections still open after the shutdown grace; stopping anyway");
     }
     Ok(())
+}
+
+/// Files kept for what is not a client's connection: the listener, the store's files, outgoing
+/// connections (S3, SQS, the registry), the metrics listener.
+const RESERVED_FILES: u64 = 256;
+
+/// `limits` with `max_connections` within the files the process may open, its soft limit raised
+/// to the hard one first (often 1024 against 524288): past that limit, accepting fails before
+/// the cap's fairness (the oldest idle connection closed for a new one) can apply, and idle
+/// sockets would keep everyone else out.
+fn within_open_files(mut limits: HttpLimits) -> HttpLimits {
+    let mut files = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls on a local struct.
+    let allowed = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut files) != 0 {
+            return limits;
+        }
+        if files.rlim_cur < files.rlim_max {
+            let raised = libc::rlimit { rlim_cur: files.rlim_max, rlim_max: files.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                files = raised;
+            }
+        }
+        files.rlim_cur
+    };
+    let room = usize::try_from(allowed.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX).max(1);
+    if limits.max_connections > room {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files = allowed,
+            "BERTH_HTTP_MAX_CONNECTIONS is over what the open-files limit leaves; serving {room} at most"
+        );
+        limits.max_connections = room;
+    }
+    limits
 }
 
 /// One connection's service: each request gets its deadline and its connection's phase.

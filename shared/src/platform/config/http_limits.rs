@@ -21,7 +21,10 @@ pub struct HttpLimits {
     /// `BERTH_HTTP_WRITE_TIMEOUT_SECONDS` (30): an answer the client takes nothing of for this
     /// long is dropped with its connection.
     pub write_timeout: Duration,
-    /// `BERTH_HTTP_MAX_CONNECTIONS` (1024): open connections served at once.
+    /// `BERTH_HTTP_MAX_CONNECTIONS` (4096): open connections served at once (at most what the
+    /// open-files limit, raised to its hard limit, leaves). 2,000 registry clients keeping their
+    /// connections alive must fit under 7/8 of it, where idle ones begin to be closed (their next
+    /// request racing the close).
     pub max_connections: usize,
     /// `BERTH_HTTP_MAX_CONNECTIONS_PER_ADDRESS` (256): open connections of one client address.
     pub max_connections_per_address: usize,
@@ -35,7 +38,7 @@ impl Default for HttpLimits {
             request_timeout: Duration::from_secs(120),
             anonymous_request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: 4096,
             max_connections_per_address: 256,
         }
     }
@@ -53,7 +56,7 @@ impl HttpLimits {
             request_timeout: seconds("BERTH_HTTP_REQUEST_TIMEOUT_SECONDS", 120, 1..=3600)?,
             anonymous_request_timeout: seconds("BERTH_HTTP_ANONYMOUS_REQUEST_TIMEOUT_SECONDS", 10, 1..=300)?,
             write_timeout: seconds("BERTH_HTTP_WRITE_TIMEOUT_SECONDS", 30, 1..=3600)?,
-            max_connections: parse_number(get, "BERTH_HTTP_MAX_CONNECTIONS", 1024, 1..=65_536)? as usize,
+            max_connections: parse_number(get, "BERTH_HTTP_MAX_CONNECTIONS", 4096, 1..=65_536)? as usize,
             max_connections_per_address: parse_number(get, "BERTH_HTTP_MAX_CONNECTIONS_PER_ADDRESS", 256, 1..=65_536)?
                 as usize,
         })
