@@ -22,4 +22,5 @@ pub mod telemetry;
 pub mod token_kind;
 pub mod websocket;
 pub mod work;
+pub(crate) mod write_deadline;
 pub mod yaml;
