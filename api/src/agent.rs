@@ -131,6 +131,24 @@ pub struct Report {
     pub log_parts: Option<usize>,
 }
 
+impl Report {
+    /// A job whose every step succeeded, with no output: what a host that ran it cleanly (or a
+    /// simulated one) reports. Its last step is the pull for a pull job, else the start.
+    pub fn succeeded(job_id: String, release: String, kind: JobKind) -> Self {
+        Self {
+            job_id,
+            release,
+            kind,
+            ok: true,
+            step: if kind == JobKind::Pull { Step::Pull } else { Step::Start },
+            exit_code: Some(0),
+            reason: None,
+            logs: HostLogs::default(),
+            log_parts: None,
+        }
+    }
+}
+
 /// What an agent is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

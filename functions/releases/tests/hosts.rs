@@ -15,7 +15,7 @@ use axum::http::{Method, StatusCode};
 use berth_releases::engine::Engine;
 use berth_shared::names::AccountId;
 use berth_shared::platform::context::FunctionContext;
-use berth_shared::release::{HostLogs, Job, JobKind, Report, Step, job_id};
+use berth_shared::release::{Job, JobKind, Report, job_id};
 use common::call;
 use serde_json::{Value, json};
 
@@ -66,17 +66,7 @@ async fn poll(router: &axum::Router, host_token: &str) -> (StatusCode, Value) {
 }
 
 fn report(job_id: String, release: &str, kind: JobKind) -> Value {
-    let report = Report {
-        job_id,
-        release: release.to_owned(),
-        kind,
-        ok: true,
-        step: if kind == JobKind::Pull { Step::Pull } else { Step::Start },
-        exit_code: Some(0),
-        reason: None,
-        logs: HostLogs::default(),
-        log_parts: None,
-    };
+    let report = Report::succeeded(job_id, release.to_owned(), kind);
     serde_json::to_value(report).unwrap()
 }
 

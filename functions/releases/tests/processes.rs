@@ -20,7 +20,7 @@ use berth_shared::names::AccountId;
 use berth_shared::platform::config::QueueLocation;
 use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::EventHandler;
-use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
+use berth_shared::release::{Job, JobKind, Report};
 use common::call;
 use serde_json::json;
 
@@ -47,17 +47,7 @@ async fn setup(context: &FunctionContext, router: &axum::Router) -> (String, Vec
 }
 
 fn pulled(job: &Job) -> serde_json::Value {
-    let report = Report {
-        job_id: job.job_id.clone(),
-        release: job.release.clone(),
-        kind: JobKind::Pull,
-        ok: true,
-        step: Step::Pull,
-        exit_code: Some(0),
-        reason: None,
-        logs: HostLogs::default(),
-        log_parts: None,
-    };
+    let report = Report::succeeded(job.job_id.clone(), job.release.clone(), JobKind::Pull);
     serde_json::to_value(report).unwrap()
 }
 

@@ -338,7 +338,7 @@ use berth_shared::release::LoadBalancer;
 
 #[tokio::test]
 async fn no_host_is_stopped_before_the_load_balancer_took_it_out_and_it_goes_back_once_it_succeeded() {
-    use berth_shared::release::{HostLogs, JobKind, Report, Step};
+    use berth_shared::release::{JobKind, Report};
     let context = FunctionContext::ephemeral();
     let balancer = Arc::new(Balancer { failures: 1, drains: AtomicU32::new(0), calls: Default::default() });
     let engine = Engine::with_adapters(
@@ -395,17 +395,7 @@ async fn no_host_is_stopped_before_the_load_balancer_took_it_out_and_it_goes_bac
     assert!(shown["load_balancer"]["error"].is_null(), "the error is cleared: {shown}");
     let (status, job) = call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &host, None).await;
     assert_eq!((status, job["kind"].as_str()), (StatusCode::OK, Some("run")), "{job}");
-    let report = Report {
-        job_id: job["job_id"].as_str().unwrap().to_owned(),
-        release: id.clone(),
-        kind: JobKind::Run,
-        ok: true,
-        step: Step::Start,
-        exit_code: Some(0),
-        reason: None,
-        logs: HostLogs::default(),
-        log_parts: None,
-    };
+    let report = Report::succeeded(job["job_id"].as_str().unwrap().to_owned(), id.clone(), JobKind::Run);
     let (status, _) =
         call(&router, Method::POST, "/v1/agent/reports", &host, Some(serde_json::to_value(report).unwrap())).await;
     assert!(status.is_success(), "{status}");

@@ -32,7 +32,7 @@ use berth_shared::platform::context::FunctionContext;
 use berth_shared::platform::events::{ConsumerOptions, consume};
 use berth_shared::platform::queue::{Delivery, Envelope, EventQueue, InProcessQueue, QueueError};
 use berth_shared::platform::store::DocumentStore;
-use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
+use berth_shared::release::{Job, JobKind, Report};
 use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -296,17 +296,7 @@ async fn bench() {
                     let job: Job = serde_json::from_slice(&{ answer }).unwrap();
                     let kind = job.kind;
                     timeline.lock().unwrap().handed_out(kind, batch, hosts);
-                    let report = Report {
-                        job_id: job.job_id,
-                        release: job.release,
-                        kind,
-                        ok: true,
-                        step: if kind == JobKind::Pull { Step::Pull } else { Step::Start },
-                        exit_code: Some(0),
-                        reason: None,
-                        logs: HostLogs::default(),
-                        log_parts: None,
-                    };
+                    let report = Report::succeeded(job.job_id, job.release, kind);
                     (kind, Some(serde_json::to_vec(&report).unwrap()))
                 };
                 let (status, answer) = call_bytes(&router, Method::POST, "/v1/agent/reports", &host_token, body).await;

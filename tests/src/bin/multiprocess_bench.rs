@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use berth_shared::release::{HostLogs, Job, JobKind, Report, Step};
+use berth_shared::release::{Job, JobKind, Report};
 use berth_tests::berth::BerthServe;
 use berth_tests::goals::{self, Goal};
 use berth_tests::{Moto, berth_bin};
@@ -381,17 +381,7 @@ async fn agent(
             timeline.first_job[phase].get_or_insert(now);
             timeline.last_job[phase] = Some(now);
         }
-        let report = Report {
-            job_id: job.job_id,
-            release: job.release,
-            kind,
-            ok: true,
-            step: if kind == JobKind::Pull { Step::Pull } else { Step::Start },
-            exit_code: Some(0),
-            reason: None,
-            logs: HostLogs::default(),
-            log_parts: None,
-        };
+        let report = Report::succeeded(job.job_id, job.release, kind);
         let response = http.post(format!("{}/v1/agent/reports", url())).bearer_auth(&token).json(&report).send().await;
         let response = response.unwrap();
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
