@@ -124,6 +124,7 @@ async fn serve(config: &mut Config) -> Result<(), ServeError> {
     let mut names = Vec::new();
     let mut consumers = Vec::new();
     let mut handlers = Vec::new();
+    let mut winding_down = Vec::new();
     for (name, build) in FUNCTIONS {
         let queue: SharedQueue = match &shared_queue {
             Some(queue) => queue.clone(),
@@ -141,6 +142,7 @@ async fn serve(config: &mut Config) -> Result<(), ServeError> {
         };
         let function = build(context);
         router = router.merge(function.router);
+        winding_down.extend(function.winding_down);
         names.push(name);
         if let Some(handler) = function.events {
             if shared_queue.is_some() {
@@ -167,9 +169,15 @@ async fn serve(config: &mut Config) -> Result<(), ServeError> {
         .map_err(ServeError::Serve)?;
 
     // In-flight events finish (or, unsettled, stay in the journal for the next start).
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(consumers)).await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        futures::future::join_all(consumers).await;
+        futures::future::join_all(winding_down).await;
+    })
+    .await;
     if drained.is_err() {
-        tracing::warn!("event handlers still running after the grace period; their events stay queued");
+        tracing::warn!(
+            "event handlers or a function's wind-down still running after the grace period; unsettled events stay queued"
+        );
     }
     if let Some(lease) = lease {
         let _ = lease.await;

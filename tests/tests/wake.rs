@@ -367,3 +367,112 @@ async fn idle_connected_agents_make_no_store_reads_and_at_most_their_heartbeat_w
     assert!(short_reads > 0, "short polls read the store");
     idle_store_requests(Waiting::HeldPolls).await;
 }
+
+/// Two `berth serve` processes on one store and one SQS queue: a release created in one wakes
+/// the channel an agent holds in the other (issue 30: each process has a news queue of its own,
+/// announced in the store). Without the news the agent would get its job only at its next
+/// poll, a minute away. The news queues go when the processes stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_created_in_one_process_wakes_channels_held_in_another() {
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let queue = sqs.create_queue().queue_name("berth-two").send().await.unwrap().queue_url.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let account_key = berth_tests::write_account_key(dir.path()).display().to_string();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let env = [
+        ("BERTH_STORE_URL", store.as_str()),
+        ("BERTH_ACCOUNT_KEY_FILE", account_key.as_str()),
+        ("BERTH_QUEUE_URL", queue.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("BERTH_MAX_POLL_HOLD_SECONDS", "0"),
+    ];
+    let serve =
+        |name: &str| BerthServe::start(&dir.path().join(name), &dir.path().join(format!("{name}.log")), 0, &env);
+    let (a, b) = (serve("a"), serve("b"));
+    let news_queues = || async {
+        let listed = sqs.list_queues().queue_name_prefix("berth-two-news-").send().await.unwrap();
+        listed.queue_urls.unwrap_or_default().len()
+    };
+    let started = Instant::now();
+    while news_queues().await < 2 {
+        assert!(started.elapsed() < Duration::from_secs(20), "each process makes its news queue");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let keys = berth_shared::platform::http::account::AccountKeys::load(
+        Path::new(&account_key),
+        berth_shared::platform::config::DEFAULT_ACCOUNT_ISSUER,
+    )
+    .unwrap();
+    let token = keys.issue(&berth_shared::names::AccountId::parse(ACCOUNT).unwrap(), 600).unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let request = http.post(format!("{}{path}", a.url)).bearer_auth(&token).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    post("/v1/applications", json!({ "name": "app" })).await;
+    let group = post("/v1/applications/app/groups", json!({ "name": "g" })).await;
+    let deployment = json!({
+        "name": "d", "image": { "address": format!("127.0.0.1:5000/{ACCOUNT}/web:v1") },
+        "working_directory": dir.path().join("work"), "start_script": "true", "stop_script": "true",
+    });
+    post("/v1/applications/app/deployments", deployment).await;
+
+    // The agent talks to `b` only, and polls a minute apart.
+    let log = dir.path().join("agent.log");
+    let _agent = ChildGuard(
+        Command::new(berth_bin("berth-agent"))
+            .args(["--berth-url", &b.url, "--host-id", "h1", "--poll-interval-seconds", "60"])
+            .arg("--state-dir")
+            .arg(dir.path().join("agent-state"))
+            .env("BERTH_JOIN_TOKEN", group["join_token"].as_str().unwrap())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let started = Instant::now();
+    while !agent_log().contains("wake channel open") {
+        assert!(started.elapsed() < Duration::from_secs(20), "{}", agent_log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each release is moved first by whichever process takes its advance from the shared
+    // queue, so one release could wake `b`'s channel by luck: five in a row cannot.
+    for _ in 0..5 {
+        let release = post("/v1/releases", json!({ "application": "app", "deployment": "d", "group": "g" })).await;
+        let id = release["id"].as_str().unwrap().to_owned();
+        let sent = Instant::now();
+        while !agent_log().contains(&format!("for release {id}")) {
+            assert!(
+                sent.elapsed() < Duration::from_secs(10),
+                "the agent on the other process was not woken:\n{}\n{}\n{}",
+                agent_log(),
+                a.logs(),
+                b.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!("release {id}: the job reached the other process's channel in {:?}", sent.elapsed());
+        // The job's image is in no registry: the release fails at once and the next may start.
+        loop {
+            let got = http.get(format!("{}/v1/releases/{id}", a.url)).bearer_auth(&token).send().await.unwrap();
+            if got.json::<Value>().await.unwrap()["status"] != "running" {
+                break;
+            }
+            assert!(sent.elapsed() < Duration::from_secs(30), "release {id} did not end");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    a.stop();
+    b.stop();
+    assert_eq!(news_queues().await, 0, "a stopped process removes its news queue");
+}

@@ -30,7 +30,7 @@ pub const NAME: &str = "credentials";
 
 /// The function: routes only, it consumes no events.
 pub fn function(context: FunctionContext) -> Function {
-    Function { name: NAME, router: router(context), events: None }
+    Function { name: NAME, router: router(context), events: None, winding_down: None }
 }
 
 /// The function's routes.

@@ -38,7 +38,12 @@ pub fn function(context: FunctionContext) -> Function {
         let (context, client) = (sweeping.clone(), client.clone());
         async move { sweep(&context, &client, unix_now()).await.map(|_| ()) }
     });
-    Function { name: NAME, router: router(context.clone()), events: Some(Arc::new(events(context))) }
+    Function {
+        name: NAME,
+        router: router(context.clone()),
+        events: Some(Arc::new(events(context))),
+        winding_down: None,
+    }
 }
 
 /// The function's routes.

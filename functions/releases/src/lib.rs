@@ -29,7 +29,9 @@ pub const NAME: &str = "releases";
 pub fn function(context: FunctionContext) -> Function {
     let engine = Engine::new(context);
     engine.spawn_sweeper();
-    Function { name: NAME, router: router(engine.clone()), events: Some(Arc::new(events(engine))) }
+    engine.spawn_news();
+    let winding_down = Some(Box::pin(engine.clone().stopped()) as _);
+    Function { name: NAME, router: router(engine.clone()), events: Some(Arc::new(events(engine))), winding_down }
 }
 
 /// The function's routes.

@@ -11,6 +11,7 @@ pub mod http;
 pub mod jws;
 pub mod key_bundle;
 pub mod metrics;
+pub mod news;
 pub mod pem;
 pub mod queue;
 pub mod runtime;

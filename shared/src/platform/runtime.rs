@@ -27,6 +27,9 @@ pub struct Function {
     pub router: Router,
     /// Its event handler, if it consumes a queue.
     pub events: Option<Arc<dyn EventHandler>>,
+    /// What it still does once asked to stop (removing what it made for its life only), which
+    /// the process waits for, within [`SHUTDOWN_GRACE`](crate::platform::serve::SHUTDOWN_GRACE).
+    pub winding_down: Option<futures::future::BoxFuture<'static, ()>>,
 }
 
 /// Adds `/healthz`, request tracing, the problem+json 404 and 405, a problem+json 500 for
@@ -176,7 +179,7 @@ pub async fn main_stateless(name: &'static str, router: Router) -> ExitCode {
         Err(error) => return startup_failed(name, &format!("configuration: {error}")),
     };
     telemetry::init(config.log_format);
-    let function = Function { name, router, events: None };
+    let function = Function { name, router, events: None, winding_down: None };
     let result = if under_lambda() {
         run_lambda(function, config.metrics_emf).await
     } else {
@@ -217,9 +220,15 @@ async fn run_standalone(
     let listener = crate::platform::serve::listen(listen)?;
     tracing::info!(function = function.name, %listen, "serving");
     serve_http(finish(function.router, vec![function.name]), listener, shutdown, limits).await?;
-    if let Some(consumer) = consumer {
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, consumer).await;
-    }
+    let winding_down = async {
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
+        if let Some(winding_down) = function.winding_down {
+            winding_down.await;
+        }
+    };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, winding_down).await;
     Ok(())
 }
 

@@ -116,6 +116,8 @@ pub struct EngineState {
     queue_shared: bool,
     /// Whether another process's report was told here: other processes take reports.
     others_report: std::sync::atomic::AtomicBool,
+    /// What this process tells the others and hears from them, once started (see [`news`]).
+    news: std::sync::OnceLock<Arc<berth_shared::platform::news::ProcessNews>>,
 }
 
 fn retry(error: StoreError) -> EventError {
@@ -128,6 +130,7 @@ mod gates;
 pub mod jobs;
 mod leases;
 mod members;
+mod news;
 mod plans;
 mod sweep;
 mod tally;
@@ -138,6 +141,7 @@ mod watch;
 pub(crate) use fleet::behind;
 pub use fleet::last_release_of;
 pub use gates::BALANCER_PATIENCE_SECONDS;
+pub use news::ReleaseMoved;
 use plans::CachedKey;
 pub use plans::{Plan, PlannedHost};
 pub use sweep::SWEEP_INTERVAL;
@@ -174,6 +178,7 @@ impl Engine {
             process: uuid::Uuid::new_v4().to_string(),
             queue_shared,
             others_report: std::sync::atomic::AtomicBool::new(false),
+            news: std::sync::OnceLock::new(),
             channels: wake::Channels::default(),
             poster,
             scaling,

@@ -160,13 +160,41 @@ impl Engine {
             application: release.application.clone(),
             group: release.group.clone(),
         };
-        let read = self.read_snapshot(&group).await;
-        if let Some(watched) = self.watches.groups.lock().get_mut(&group) {
-            // Unread, the snapshot is dropped: the polls read it themselves.
-            watched.snapshot = read.ok().map(|s| (Instant::now(), Arc::new(s)));
+        let here = async {
+            let read = self.read_snapshot(&group).await;
+            if let Some(watched) = self.watches.groups.lock().get_mut(&group) {
+                // Unread, the snapshot is dropped: the polls read it themselves.
+                watched.snapshot = read.ok().map(|s| (Instant::now(), Arc::new(s)));
+            }
+            self.changed.notify_waiters();
+            self.wake(release).await;
+        };
+        futures::join!(here, self.tell_moved(release));
+    }
+
+    /// Re-reads a watched group's snapshot now (news of a move elsewhere) and wakes its held
+    /// polls if it changed.
+    pub(super) async fn refresh_watched(&self, group: &GroupRef) {
+        if !self.watches.groups.lock().contains_key(group) {
+            return;
         }
-        self.changed.notify_waiters();
-        self.wake(release).await;
+        let snapshot = match self.read_snapshot(group).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::warn!(%error, group = %layout::group_doc(group), "re-reading a group moved elsewhere failed");
+                return;
+            }
+        };
+        let changed = {
+            let mut groups = self.watches.groups.lock();
+            let Some(watched) = groups.get_mut(group) else { return };
+            let changed = watched.snapshot.as_ref().is_none_or(|(_, s)| **s != snapshot);
+            watched.snapshot = Some((Instant::now(), Arc::new(snapshot)));
+            changed
+        };
+        if changed {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Wakes held polls when this process finds a release further on than its group's

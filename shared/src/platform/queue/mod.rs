@@ -81,6 +81,9 @@ pub enum QueueError {
     /// An envelope is over [`MAX_ENVELOPE_BYTES`], or otherwise not one, for the reason given.
     #[error("invalid envelope: {0}")]
     Envelope(String),
+    /// A queue was made but its URL was not in the answer.
+    #[error("the queue service made a queue but did not answer its URL")]
+    NoQueueUrl,
     /// Dead letters cannot be read: no dead-letter queue is configured.
     #[error("no dead-letter queue is configured")]
     NoDeadLetterQueue,

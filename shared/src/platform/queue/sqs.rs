@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use std::sync::Arc;
 
-use super::{Delivery, Envelope, EventQueue, QueueError, encode};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+
+use super::{Delivery, Envelope, EventQueue, QueueError, SharedQueue, encode};
+use crate::platform::news::NewsQueues;
 
 /// Largest SQS receive batch.
 pub const SQS_MAX_BATCH: usize = 10;
@@ -53,6 +56,51 @@ impl SqsQueue {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The queue at `url`, on this queue's endpoint with its client.
+    pub fn beside(&self, url: &str) -> Self {
+        match self.client.get() {
+            Some(client) => Self::new(client.clone(), url, None),
+            None => Self::deferred(url, &self.region, None),
+        }
+    }
+}
+
+/// News queues are made beside the work queue: `<work queue>-news-<process>`, holding news a
+/// minute (SQS's least), which is all it is worth.
+#[async_trait]
+impl NewsQueues for SqsQueue {
+    async fn create(&self, process: &str) -> Result<String, QueueError> {
+        let name = news_queue_name(&self.url, process);
+        let created = self
+            .client()
+            .await
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "60")
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        created.queue_url.ok_or(QueueError::NoQueueUrl)
+    }
+
+    fn open(&self, url: &str) -> SharedQueue {
+        Arc::new(self.beside(url))
+    }
+
+    async fn delete(&self, url: &str) -> Result<(), QueueError> {
+        self.client().await.delete_queue().queue_url(url).send().await.map_err(sqs_error)?;
+        Ok(())
+    }
+}
+
+/// SQS queue names are at most 80 characters of letters, digits, `-` and `_`.
+fn news_queue_name(work_url: &str, process: &str) -> String {
+    let work = work_url.rsplit('/').next().unwrap_or_default();
+    let keep = |c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_';
+    let work: String = work.trim_end_matches(".fifo").chars().filter(keep).take(40).collect();
+    let process: String = process.chars().filter(keep).take(32).collect();
+    format!("{work}-news-{process}")
 }
 
 /// `scheme://host[:port]` of a queue URL that is not AWS's own.
@@ -66,6 +114,16 @@ fn sqs_error(error: impl std::error::Error + Send + Sync + 'static) -> QueueErro
     // DisplayErrorContext gives the service's own message, not just "service error".
     let message = aws_sdk_sqs::error::DisplayErrorContext(&error).to_string();
     QueueError::Sqs { message, source: Box::new(error) }
+}
+
+#[cfg(test)]
+#[test]
+fn news_queue_names_are_valid_sqs_names() {
+    let name = news_queue_name("http://localhost:5000/123456789012/berth-events.fifo", "0f3c-9a");
+    assert_eq!(name, "berth-events-news-0f3c-9a");
+    let long = format!("https://sqs.eu-west-1.amazonaws.com/1/{}", "q".repeat(80));
+    let name = news_queue_name(&long, &"p".repeat(40));
+    assert!(name.len() <= 80, "{name}");
 }
 
 /// Why an SQS message is not an [`Envelope`].
