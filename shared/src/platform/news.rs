@@ -36,8 +36,10 @@ pub const RENEW: Duration = Duration::from_secs(60);
 const STALE_SECONDS: u64 = 180;
 /// A gone process's queue and announcement are removed by the others after this long.
 pub const FORGET_SECONDS: u64 = 900;
-/// How long a listing of the others is used before telling lists them again.
-const PEERS_LIFE: Duration = Duration::from_secs(10);
+/// How long a listing of the others is used before telling lists them again: a process that
+/// just announced itself is told within this. Moves come in bursts, so this costs a listing
+/// per burst.
+const PEERS_LIFE: Duration = Duration::from_secs(2);
 /// Processes told at most (the freshest): a store full of announcements cannot make one
 /// piece of news cost thousands of requests.
 const MAX_PEERS: usize = 64;
@@ -84,6 +86,8 @@ pub struct ProcessNews {
     listing: tokio::sync::Mutex<()>,
     /// Cancelled once this process's queue and announcement are gone (or were never made).
     stopped: CancellationToken,
+    /// Whether this process's queue is announced: from then on the others tell it.
+    announced: std::sync::atomic::AtomicBool,
 }
 
 fn announcement_path(process: &str) -> String {
@@ -108,9 +112,15 @@ impl ProcessNews {
             peers: Mutex::new(None),
             listing: tokio::sync::Mutex::new(()),
             stopped: CancellationToken::new(),
+            announced: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(news.clone().listen(heard, closing));
         (news, receiver)
+    }
+
+    /// Whether the others tell this process their news now (its queue is made and announced).
+    pub fn heard(&self) -> bool {
+        self.announced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until, after `closing`, this process's queue and announcement are removed.
@@ -181,6 +191,7 @@ impl ProcessNews {
 
     async fn listen(self: Arc<Self>, heard: mpsc::Sender<Envelope>, closing: CancellationToken) {
         let _stopped = self.stopped.clone().drop_guard();
+        let _silent = Silent(&self.announced);
         let Some(url) = self.create_queue(&closing).await else { return };
         let own = self.queues.open(&url);
         let renewing = tokio::spawn(self.clone().renew(url.clone(), closing.clone()));
@@ -242,8 +253,9 @@ impl ProcessNews {
                 _ = ticks.tick() => {}
             }
             let announcement = Announcement { queue: url.clone(), renewed_at: unix_now() };
-            if let Err(error) = self.store.put(&announcement_path(&self.process), &announcement).await {
-                tracing::warn!(%error, "announcing this process's news queue failed");
+            match self.store.put(&announcement_path(&self.process), &announcement).await {
+                Ok(_) => self.announced.store(true, std::sync::atomic::Ordering::Relaxed),
+                Err(error) => tracing::warn!(%error, "announcing this process's news queue failed"),
             }
             self.forget_gone().await;
         }
@@ -270,6 +282,15 @@ impl ProcessNews {
                 tracing::warn!(%error, "removing a gone process's announcement failed");
             }
         }
+    }
+}
+
+/// Marks this process as no longer told when its listening ends.
+struct Silent<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Silent<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -336,6 +357,7 @@ mod tests {
         let (_b, mut heard_b) = ProcessNews::start(store.clone(), queues.clone(), "b", closing.clone());
         let (_c, mut heard_c) = ProcessNews::start(store.clone(), queues.clone(), "c", closing.clone());
         announced(&store, 3).await;
+        assert!(a.heard());
         let news = Envelope::new("test.news", None, serde_json::json!({ "n": 1 }));
         a.tell_others(&news).await;
         assert_eq!(heard(&mut heard_b).await.map(|e| e.id), Some(news.id));
@@ -345,6 +367,7 @@ mod tests {
         // Stopping removes each process's queue and announcement; the receivers end.
         closing.cancel();
         tokio::time::timeout(Duration::from_secs(5), a.stopped()).await.unwrap();
+        assert!(!a.heard());
         assert!(heard(&mut heard_b).await.is_none());
         announced(&store, 0).await;
         assert!(queues.0.lock().is_empty());

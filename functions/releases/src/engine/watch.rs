@@ -1,6 +1,8 @@
 //! What held agent polls wait on: each group's active release and where it is (a
 //! [`GroupSnapshot`]), kept per process and re-read once a second by one task while polls
-//! of the group are held, which wakes them when it changed.
+//! of the group are held, which wakes them when it changed. Moves made in this process, and
+//! in others that tell it (see [`news`](super::news)), are seen at once; with news the re-read
+//! is every five seconds.
 //!
 //! A held poll does no work of its own while it waits. With a recheck per poll, 100,000 held
 //! polls cost 100,000 look-ups a second, and a dispatch that took N seconds cost N of them per
@@ -14,6 +16,9 @@ use tokio::time::Instant;
 
 /// How often a watched group is re-read: another process's move is seen within this.
 pub const SNAPSHOT_LIFE: Duration = Duration::from_secs(1);
+/// As [`SNAPSHOT_LIFE`], while other processes tell this one of their moves (see [`news`]):
+/// the re-read is then only the net under news that was lost, and costs a fifth.
+pub const SNAPSHOT_LIFE_WITH_NEWS: Duration = Duration::from_secs(5);
 /// Groups watched at once; past this, a poll of another group reads its snapshot itself.
 const MAX_WATCHED: usize = 4096;
 /// Groups re-read at once by the refresher.
@@ -120,7 +125,7 @@ impl Engine {
         let fresh = self.watches.groups.lock().get(group).and_then(|w| w.snapshot.clone());
         // Twice the refresher's period: a stalled refresher (a frozen Lambda) is not trusted.
         if let Some((read_at, snapshot)) = fresh
-            && now.duration_since(read_at) < SNAPSHOT_LIFE * 2
+            && now.duration_since(read_at) < self.snapshot_life() * 2
         {
             return Ok(snapshot);
         }
@@ -231,6 +236,11 @@ impl Engine {
         }
     }
 
+    /// How long a group's snapshot is kept before it is read again.
+    fn snapshot_life(&self) -> Duration {
+        if self.news.get().is_some_and(|news| news.heard()) { SNAPSHOT_LIFE_WITH_NEWS } else { SNAPSHOT_LIFE }
+    }
+
     /// Re-reads every held group's snapshot once per [`SNAPSHOT_LIFE`] and wakes the polls
     /// when one changed; ends when no poll is held (the next hold starts it again).
     async fn refresh_watches(self) {
@@ -240,7 +250,7 @@ impl Engine {
                     self.watches.refreshing.store(false, Ordering::SeqCst);
                     return;
                 }
-                _ = tokio::time::sleep(SNAPSHOT_LIFE) => {}
+                _ = tokio::time::sleep(self.snapshot_life()) => {}
             }
             let groups: Vec<Arc<GroupRef>> = {
                 let mut groups = self.watches.groups.lock();
