@@ -225,3 +225,37 @@ async fn sqs_queue_on_moto_conforms() {
     dead_letter_after_attempts(queue("poison").await).await;
     duplicate_changes_nothing(queue("dupes").await).await;
 }
+
+struct Untouched;
+
+#[async_trait]
+impl EventHandler for Untouched {
+    async fn handle(&self, event: &Envelope) -> Result<(), EventError> {
+        panic!("a stopped consumer handled {}", event.id);
+    }
+}
+
+/// A consumer told to stop while its long poll waits on SQS: the poll is waited out and what it
+/// took is handed back, so the next event is not hidden for the visibility timeout (moto, as
+/// SQS, hands events to a long poll whose client went away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_sqs_consumer_leaves_no_long_poll_behind_to_take_events() {
+    let moto = Moto::start();
+    let (url, dlq) = moto.queue_with_dead_letters("orphans", MAX_ATTEMPTS, 60).await;
+    let queue: Arc<dyn EventQueue> = Arc::new(SqsQueue::new(moto.sqs(), url, Some(dlq)));
+    let shutdown = CancellationToken::new();
+    let options = ConsumerOptions { wait: Duration::from_secs(3), ..options() };
+    let consumer = tokio::spawn(consume(queue.clone(), Arc::new(Untouched), options, shutdown.clone()));
+    // Its receive is waiting on moto now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let event = Envelope::new("test.orphan", None, json!({}));
+    queue.send(&event).await.unwrap();
+    consumer.await.unwrap();
+    let got = receive_n(queue.as_ref(), 1).await;
+    assert_eq!(
+        got.first().map(|d| d.envelope.id),
+        Some(event.id),
+        "the event was hidden by the stopped consumer's poll"
+    );
+}

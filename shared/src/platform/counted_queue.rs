@@ -50,6 +50,10 @@ impl EventQueue for MeteredQueue {
         count("dead_letters");
         self.inner.dead_letters(max).await
     }
+
+    fn receives_outlive_their_caller(&self) -> bool {
+        self.inner.receives_outlive_their_caller()
+    }
 }
 
 #[cfg(test)]

@@ -170,7 +170,8 @@ pub struct ConsumerOptions {
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
-        Self { batch: 10, wait: Duration::from_secs(10), retry_delay: Duration::from_secs(1) }
+        // A stopping consumer waits out its receive (see `consume`): the wait bounds that.
+        Self { batch: 10, wait: Duration::from_secs(5), retry_delay: Duration::from_secs(1) }
     }
 }
 
@@ -201,9 +202,27 @@ pub async fn consume(
             },
         };
         let room = (1 + slots.available_permits()).min(options.batch);
+        // Not dropped at shutdown: a long poll abandoned by its client still takes the
+        // messages that arrive during its wait (SQS, and moto, hand them to the closed
+        // connection), hidden from every other process for the visibility timeout. So it is
+        // waited out, and what it brings is handed back at once.
+        let receiving = queue.receive(room, options.wait);
+        tokio::pin!(receiving);
         let received = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            received = queue.receive(room, options.wait) => received,
+            _ = shutdown.cancelled() => {
+                if !queue.receives_outlive_their_caller() {
+                    break;
+                }
+                if let Ok(deliveries) = (&mut receiving).await {
+                    for delivery in deliveries {
+                        if let Err(error) = queue.release(&delivery, Duration::ZERO).await {
+                            tracing::warn!(event_id = %delivery.envelope.id, %error, "handing back an event at shutdown failed");
+                        }
+                    }
+                }
+                break;
+            }
+            received = &mut receiving => received,
         };
         let deliveries = match received {
             Ok(deliveries) => deliveries,

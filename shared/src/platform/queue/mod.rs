@@ -104,6 +104,12 @@ pub trait EventQueue: Send + Sync {
     async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;
     /// Reads up to `max` dead-lettered events, leaving them in the dead-letter queue.
     async fn dead_letters(&self, max: usize) -> Result<Vec<Envelope>, QueueError>;
+    /// Whether a receive dropped while it waits may still take events (a long poll on a
+    /// server, which hands them to the closed connection): a stopping consumer then waits it
+    /// out and hands back what it brings.
+    fn receives_outlive_their_caller(&self) -> bool {
+        false
+    }
 }
 
 fn encode(envelope: &Envelope) -> Result<String, QueueError> {

@@ -228,4 +228,8 @@ impl EventQueue for SqsQueue {
         let deliveries = self.receive_from(url, max, Duration::from_secs(1), Some(0)).await?;
         Ok(deliveries.into_iter().map(|d| d.envelope).collect())
     }
+
+    fn receives_outlive_their_caller(&self) -> bool {
+        true
+    }
 }
