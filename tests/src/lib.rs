@@ -147,6 +147,17 @@ impl Moto {
         aws_sdk_sqs::Client::from_conf(config)
     }
 
+    /// A client of Berth's own AWS request layer for `service` on this moto, with static test
+    /// credentials.
+    pub fn aws(
+        &self,
+        service: &'static berth_shared::platform::aws::Service,
+    ) -> berth_shared::platform::aws::AwsClient {
+        berth_shared::platform::aws::AwsClient::from_env(service, "us-east-1", Duration::from_secs(30))
+            .with_endpoint(&self.endpoint)
+            .with_credentials("test", "test", None)
+    }
+
     /// Creates a queue with a dead-letter queue taking messages after `max_receives`.
     /// Returns (queue URL, dead-letter queue URL).
     pub async fn queue_with_dead_letters(

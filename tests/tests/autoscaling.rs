@@ -467,7 +467,7 @@ async fn the_aws_adapter_suspends_exactly_the_eight_processes_and_names_unknown_
     let moto = Moto::start();
     let asg = autoscaling(&moto);
     let ids = auto_scaling_group(&asg, "direct", 1).await;
-    let adapter = AwsAutoScaling::with_client(autoscaling(&moto));
+    let adapter = AwsAutoScaling::with_client(moto.aws(&berth_shared::platform::aws::AUTO_SCALING));
     let target = |name: &str| ScalingTarget {
         group: berth_releases::store_layout::GroupRef {
             account: berth_shared::names::AccountId::parse(ACCOUNT).unwrap(),
@@ -579,7 +579,7 @@ async fn the_target_group_adapter_deregisters_and_registers_targets_in_moto() {
         states.sort_by(|a, b| a.0.cmp(&b.0));
         states
     };
-    let adapter = TargetGroup::with_client(elb.clone());
+    let adapter = TargetGroup::with_client(moto.aws(&berth_shared::platform::aws::ELB_V2));
     adapter.put_back(&lb, &members).await.unwrap();
     let registered: Vec<String> = states().await.into_iter().map(|(id, _)| id).collect();
     assert_eq!(registered, ["h2", "i-0123456789abcdef0"], "instance ids, else host names");

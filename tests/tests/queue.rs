@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use berth_shared::platform::aws::SQS;
 use berth_shared::platform::events::{ConsumerOptions, EventError, EventHandler, consume};
 use berth_shared::platform::queue::{Envelope, EventQueue, InProcessQueue, SqsQueue};
 use berth_shared::platform::store::{DocumentStore, StoreError};
@@ -211,13 +212,11 @@ async fn in_process_queue_redelivers_unsettled_after_visibility_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_queue_on_moto_conforms() {
     let moto = Moto::start();
-    let sqs = moto.sqs();
     let queue = |name: &'static str| {
-        let sqs = sqs.clone();
         let moto = &moto;
         async move {
             let (url, dlq) = moto.queue_with_dead_letters(name, MAX_ATTEMPTS, 5).await;
-            Arc::new(SqsQueue::new(sqs, url, Some(dlq))) as Arc<dyn EventQueue>
+            Arc::new(SqsQueue::new(moto.aws(&SQS), url, Some(dlq))) as Arc<dyn EventQueue>
         }
     };
     send_receive_delete(queue("basic").await.as_ref()).await;
@@ -242,7 +241,7 @@ impl EventHandler for Untouched {
 async fn a_stopping_sqs_consumer_leaves_no_long_poll_behind_to_take_events() {
     let moto = Moto::start();
     let (url, dlq) = moto.queue_with_dead_letters("orphans", MAX_ATTEMPTS, 60).await;
-    let queue: Arc<dyn EventQueue> = Arc::new(SqsQueue::new(moto.sqs(), url, Some(dlq)));
+    let queue: Arc<dyn EventQueue> = Arc::new(SqsQueue::new(moto.aws(&SQS), url, Some(dlq)));
     let shutdown = CancellationToken::new();
     let options = ConsumerOptions { wait: Duration::from_secs(3), ..options() };
     let consumer = tokio::spawn(consume(queue.clone(), Arc::new(Untouched), options, shutdown.clone()));
@@ -258,4 +257,28 @@ async fn a_stopping_sqs_consumer_leaves_no_long_poll_behind_to_take_events() {
         Some(event.id),
         "the event was hidden by the stopped consumer's poll"
     );
+}
+
+/// A queue's own life on moto: created with its attributes, found by name, used, deleted
+/// (twice is once), and an error that keeps SQS's code once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queues_are_created_found_and_deleted_on_moto() {
+    let moto = Moto::start();
+    let attributes = std::collections::BTreeMap::from([("VisibilityTimeout".to_owned(), "7".to_owned())]);
+    let queue = SqsQueue::create_with(moto.aws(&SQS), "news-1", &attributes).await.unwrap();
+    assert!(queue.url().ends_with("/news-1"), "{}", queue.url());
+    let found = SqsQueue::named(moto.aws(&SQS), "news-1").await.unwrap();
+    assert_eq!(found.url(), queue.url());
+    let envelope = Envelope::new("test.event", None, json!({ "n": 1 }));
+    queue.send(&envelope).await.unwrap();
+    let got = receive_n(&found, 1).await;
+    assert_eq!((got[0].envelope.id, got[0].envelope.attempt), (envelope.id, 1));
+    found.ack(&got[0]).await.unwrap();
+    queue.delete_queue().await.unwrap();
+    queue.delete_queue().await.unwrap();
+    let missing = SqsQueue::named(moto.aws(&SQS), "news-1").await.err().expect("no queue of that name").to_string();
+    assert!(missing.contains("GetQueueUrl: HTTP 400: "), "{missing}");
+    assert!(missing.contains("QueueDoesNotExist") || missing.contains("NonExistentQueue"), "{missing}");
+    let refused = queue.send(&envelope).await.unwrap_err().to_string();
+    assert!(refused.starts_with("queue backend: SendMessage: HTTP 400: "), "{refused}");
 }

@@ -8,13 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_elasticloadbalancingv2::error::DisplayErrorContext;
-use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthStateEnum};
+use berth_shared::platform::aws::{self, AwsClient, ELB_V2};
 use berth_shared::platform::config::Config;
 use berth_shared::release::{HaproxyBackend, LoadBalancer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-use crate::aws::LazyClient;
 
 /// A host as the load balancer knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,64 +212,81 @@ pub fn for_config(config: &Config) -> Arc<dyn BalancerAdapter> {
     Arc::new(PerKind::new(aws))
 }
 
+/// The API version of the awsQuery protocol's Elastic Load Balancing v2.
+const API_VERSION: &str = "2015-12-01";
+
 /// An AWS target group: `DeregisterTargets` drains (AWS's deregistration delay), draining is
 /// over once `DescribeTargetHealth` shows none `draining`, `RegisterTargets` puts back.
-/// Targets are the hosts' EC2 instance ids (their names when they registered none).
+/// Targets are the hosts' EC2 instance ids (their names when they registered none). Called
+/// through the shared AWS request layer (credentials from the environment, endpoint
+/// `AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2` / `AWS_ENDPOINT_URL`).
 pub struct TargetGroup {
-    client: LazyClient<aws_sdk_elasticloadbalancingv2::Client>,
+    client: AwsClient,
 }
 
 impl TargetGroup {
-    /// For `region` (`AWS_REGION`), from the SDK's usual sources.
+    /// For `region` (`AWS_REGION`).
     pub fn new(region: &str) -> Self {
-        Self { client: LazyClient::new(region, CALL_TIMEOUT, aws_sdk_elasticloadbalancingv2::Client::new) }
+        Self { client: AwsClient::from_env(&ELB_V2, region, CALL_TIMEOUT) }
     }
 
     /// Over a client of your own (tests, other credentials).
-    pub fn with_client(client: aws_sdk_elasticloadbalancingv2::Client) -> Self {
-        Self { client: LazyClient::with_client(client, aws_sdk_elasticloadbalancingv2::Client::new) }
-    }
-
-    async fn client(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
-        self.client.get().await
+    pub fn with_client(client: AwsClient) -> Self {
+        Self { client }
     }
 
     fn arn(lb: &LoadBalancer) -> Result<&str, BalancerError> {
         lb.target_group_arn.as_deref().ok_or_else(|| backend("the group names no target group"))
     }
 
-    fn targets(hosts: &[Member]) -> Result<Vec<TargetDescription>, BalancerError> {
-        Ok(hosts
-            .iter()
-            .map(|m| TargetDescription::builder().id(m.instance_id.as_deref().unwrap_or(&m.host)).build())
-            .collect())
+    fn target_id(member: &Member) -> &str {
+        member.instance_id.as_deref().unwrap_or(&member.host)
     }
 
-    /// Each target's health state, in order.
-    async fn states(
-        &self,
-        lb: &LoadBalancer,
-        hosts: &[Member],
-    ) -> Result<Vec<Option<TargetHealthStateEnum>>, BalancerError> {
-        let answer = self
-            .client()
-            .await
-            .describe_target_health()
-            .target_group_arn(Self::arn(lb)?)
-            .set_targets(Some(Self::targets(hosts)?))
-            .send()
-            .await
-            .map_err(|e| backend(format_args!("target group: {}", DisplayErrorContext(e))))?;
-        let by_id: std::collections::HashMap<&str, Option<TargetHealthStateEnum>> = answer
-            .target_health_descriptions()
-            .iter()
-            .filter_map(|d| {
-                let id = d.target()?.id()?;
-                Some((id, d.target_health().and_then(|h| h.state().cloned())))
-            })
-            .collect();
-        Ok(hosts.iter().map(|m| by_id.get(m.instance_id.as_deref().unwrap_or(&m.host)).cloned().flatten()).collect())
+    /// One call on `hosts` of the target group: `TargetGroupArn` and `Targets.member.N.Id`.
+    async fn call(&self, action: &'static str, lb: &LoadBalancer, hosts: &[Member]) -> Result<String, BalancerError> {
+        let mut params = vec![("TargetGroupArn".to_owned(), Self::arn(lb)?.to_owned())];
+        params.extend(
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("Targets.member.{}.Id", i + 1), Self::target_id(m).to_owned())),
+        );
+        self.client.query(action, API_VERSION, &params).await.map_err(|e| backend(format_args!("target group: {e}")))
     }
+
+    /// Each target's health state (`healthy`, `draining`, `unused`, ...), in order.
+    async fn states(&self, lb: &LoadBalancer, hosts: &[Member]) -> Result<Vec<Option<String>>, BalancerError> {
+        let xml = self.call("DescribeTargetHealth", lb, hosts).await?;
+        let by_id = read_health(&xml).map_err(|e| backend(format_args!("target group: DescribeTargetHealth: {e}")))?;
+        Ok(hosts.iter().map(|m| by_id.get(Self::target_id(m)).cloned().flatten()).collect())
+    }
+}
+
+/// Each target's health state in a `DescribeTargetHealth` answer, by target id.
+fn read_health(xml: &str) -> Result<std::collections::HashMap<String, Option<String>>, String> {
+    const DESCRIPTION: [&str; 4] =
+        ["DescribeTargetHealthResponse", "DescribeTargetHealthResult", "TargetHealthDescriptions", "member"];
+    let (mut states, mut answered) = (std::collections::HashMap::new(), false);
+    let (mut id, mut state) = (None, None);
+    aws::xml::walk(xml, |path, text| {
+        answered |= aws::xml::is(path, &["DescribeTargetHealthResponse"]);
+        let Some(rest) = aws::xml::under(path, &DESCRIPTION) else { return };
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        match (rest.as_slice(), text) {
+            (["Target", "Id"], Some(text)) => id = Some(text),
+            (["TargetHealth", "State"], Some(text)) => state = Some(text),
+            ([], _) => {
+                if let Some(id) = id.take() {
+                    states.insert(id, state.take());
+                }
+                state = None;
+            }
+            _ => {}
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if answered { Ok(states) } else { Err("an answer that is not DescribeTargetHealthResponse".into()) }
 }
 
 #[async_trait]
@@ -283,26 +297,19 @@ impl BalancerAdapter for TargetGroup {
         let registered: Vec<Member> = hosts
             .iter()
             .zip(states)
-            .filter(|(_, s)| !matches!(s, Some(TargetHealthStateEnum::Unused | TargetHealthStateEnum::Draining)))
+            .filter(|(_, s)| !matches!(s.as_deref(), Some("unused" | "draining")))
             .map(|(m, _)| m.clone())
             .collect();
         if registered.is_empty() {
             return Ok(());
         }
-        self.client()
-            .await
-            .deregister_targets()
-            .target_group_arn(Self::arn(lb)?)
-            .set_targets(Some(Self::targets(&registered)?))
-            .send()
-            .await
-            .map_err(|e| backend(format_args!("target group: {}", DisplayErrorContext(e))))?;
+        self.call("DeregisterTargets", lb, &registered).await?;
         Ok(())
     }
 
     async fn drained(&self, lb: &LoadBalancer, hosts: &[Member]) -> Result<bool, BalancerError> {
         let states = self.states(lb, hosts).await?;
-        Ok(!states.iter().any(|s| matches!(s, Some(TargetHealthStateEnum::Draining))))
+        Ok(!states.iter().any(|s| s.as_deref() == Some("draining")))
     }
 
     async fn take_out(&self, _lb: &LoadBalancer, _hosts: &[Member]) -> Result<(), BalancerError> {
@@ -311,14 +318,7 @@ impl BalancerAdapter for TargetGroup {
     }
 
     async fn put_back(&self, lb: &LoadBalancer, hosts: &[Member]) -> Result<(), BalancerError> {
-        self.client()
-            .await
-            .register_targets()
-            .target_group_arn(Self::arn(lb)?)
-            .set_targets(Some(Self::targets(hosts)?))
-            .send()
-            .await
-            .map_err(|e| backend(format_args!("target group: {}", DisplayErrorContext(e))))?;
+        self.call("RegisterTargets", lb, hosts).await?;
         Ok(())
     }
 
@@ -337,6 +337,21 @@ mod tests {
         let servers = ["h1".to_owned(), "h2".to_owned(), "h3".to_owned()];
         assert_eq!(sessions(stat, "web", &servers), [Some(2), Some(0), None]);
         assert_eq!(sessions("garbage", "web", &servers[..1]), [None]);
+    }
+
+    #[test]
+    fn a_target_health_answer_gives_each_targets_state() {
+        let xml = r#"<DescribeTargetHealthResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/">
+  <DescribeTargetHealthResult><TargetHealthDescriptions>
+    <member><HealthCheckPort>80</HealthCheckPort><TargetHealth><State>draining</State><Reason>Target.DeregistrationInProgress</Reason></TargetHealth><Target><Id>i-1</Id><Port>80</Port></Target></member>
+    <member><Target><Id>h2</Id></Target></member>
+  </TargetHealthDescriptions></DescribeTargetHealthResult>
+</DescribeTargetHealthResponse>"#;
+        let states = read_health(xml).unwrap();
+        assert_eq!(states.get("i-1"), Some(&Some("draining".to_owned())));
+        assert_eq!(states.get("h2"), Some(&None));
+        assert_eq!(states.len(), 2);
+        assert!(read_health("<ErrorResponse><Error><Code>TargetGroupNotFound</Code></Error></ErrorResponse>").is_err());
     }
 
     #[tokio::test]

@@ -4,7 +4,6 @@
 //! moves them.
 
 pub mod alarms;
-pub mod aws;
 pub mod balancer;
 pub mod engine;
 pub mod routes;

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_autoscaling::error::DisplayErrorContext;
+use berth_shared::platform::aws::{self, AUTO_SCALING, AwsClient};
 use berth_shared::platform::config::{AutoScaling, Config};
 use berth_shared::release::{GroupMember, SUSPENDED_PROCESSES};
 
-use crate::aws::LazyClient;
 use crate::store_layout::GroupRef;
 
 /// What a pause is carried out on: the group, and the AWS Auto Scaling group it names.
@@ -124,32 +123,37 @@ pub fn for_config(config: &Config) -> Arc<dyn ScalingAdapter> {
     Arc::new(PerGroup::new(aws))
 }
 
-/// Longest reason kept from an AWS error (the SDK's context can carry a whole response).
+/// Longest reason kept from an AWS error.
 const MAX_REASON_CHARS: usize = 400;
 /// Longest one AWS call may take, retries included: an advance waits for it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The API version of the awsQuery protocol's Auto Scaling.
+const API_VERSION: &str = "2011-01-01";
 
 /// AWS Auto Scaling: `SuspendProcesses` and `ResumeProcesses` of [`SUSPENDED_PROCESSES`],
-/// `DescribeAutoScalingGroups` for the members. The client is made on first use (the SDK's
-/// configuration loads asynchronously, the function is built synchronously), from the SDK's
-/// usual sources: credentials chain, `AWS_ENDPOINT_URL_AUTO_SCALING` / `AWS_ENDPOINT_URL`.
+/// `DescribeAutoScalingGroups` for the members, through the shared AWS request layer
+/// (credentials from the environment, endpoint `AWS_ENDPOINT_URL_AUTO_SCALING` /
+/// `AWS_ENDPOINT_URL`).
 pub struct AwsAutoScaling {
-    client: LazyClient<aws_sdk_autoscaling::Client>,
+    client: AwsClient,
+}
+
+/// A group as `DescribeAutoScalingGroups` lists it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Described {
+    name: String,
+    members: Vec<GroupMember>,
 }
 
 impl AwsAutoScaling {
     /// For `region` (`AWS_REGION`).
     pub fn new(region: &str) -> Self {
-        Self { client: LazyClient::new(region, CALL_TIMEOUT, aws_sdk_autoscaling::Client::new) }
+        Self { client: AwsClient::from_env(&AUTO_SCALING, region, CALL_TIMEOUT) }
     }
 
     /// Over a client of your own (tests, other credentials).
-    pub fn with_client(client: aws_sdk_autoscaling::Client) -> Self {
-        Self { client: LazyClient::with_client(client, aws_sdk_autoscaling::Client::new) }
-    }
-
-    async fn client(&self) -> &aws_sdk_autoscaling::Client {
-        self.client.get().await
+    pub fn with_client(client: AwsClient) -> Self {
+        Self { client }
     }
 
     fn name(target: &ScalingTarget) -> Result<&str, ScalingError> {
@@ -160,20 +164,24 @@ impl AwsAutoScaling {
     }
 
     /// The named group's description, `None` if AWS has none of that name.
-    async fn describe(&self, name: &str) -> Result<Option<aws_sdk_autoscaling::types::AutoScalingGroup>, ScalingError> {
-        let output = self
-            .client()
-            .await
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(name)
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(output
-            .auto_scaling_groups
-            .unwrap_or_default()
-            .into_iter()
-            .find(|g| g.auto_scaling_group_name.as_deref() == Some(name)))
+    async fn describe(&self, name: &str) -> Result<Option<Described>, ScalingError> {
+        let params = [("AutoScalingGroupNames.member.1".to_owned(), name.to_owned())];
+        let xml = self.client.query("DescribeAutoScalingGroups", API_VERSION, &params).await.map_err(backend)?;
+        let groups = read_groups(&xml).map_err(backend)?;
+        Ok(groups.into_iter().find(|g| g.name == name))
+    }
+
+    /// `SuspendProcesses` or `ResumeProcesses` of the eight processes.
+    async fn processes(&self, action: &'static str, name: &str) -> Result<(), ScalingError> {
+        let mut params = vec![("AutoScalingGroupName".to_owned(), name.to_owned())];
+        params.extend(
+            SUSPENDED_PROCESSES
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("ScalingProcesses.member.{}", i + 1), (*p).to_owned())),
+        );
+        self.client.query(action, API_VERSION, &params).await.map_err(backend)?;
+        Ok(())
     }
 
     /// Turns a failed call into [`ScalingError::NotFound`] when the group is gone (AWS and
@@ -186,54 +194,63 @@ impl AwsAutoScaling {
     }
 }
 
-fn backend(error: impl std::error::Error) -> ScalingError {
-    let text = DisplayErrorContext(error).to_string();
-    ScalingError::Backend(text.chars().take(MAX_REASON_CHARS).collect())
+fn backend(error: impl std::fmt::Display) -> ScalingError {
+    ScalingError::Backend(error.to_string().chars().take(MAX_REASON_CHARS).collect())
 }
 
-fn processes() -> Vec<String> {
-    SUSPENDED_PROCESSES.iter().map(|p| (*p).to_owned()).collect()
+/// The groups of a `DescribeAutoScalingGroups` answer, each with its instances' ids and
+/// lifecycle states.
+fn read_groups(xml: &str) -> Result<Vec<Described>, String> {
+    const GROUP: [&str; 4] =
+        ["DescribeAutoScalingGroupsResponse", "DescribeAutoScalingGroupsResult", "AutoScalingGroups", "member"];
+    let (mut groups, mut group, mut answered) = (Vec::new(), Described::default(), false);
+    // The instance being read: its id and lifecycle state.
+    let mut member = (String::new(), String::new());
+    aws::xml::walk(xml, |path, text| {
+        answered |= aws::xml::is(path, &["DescribeAutoScalingGroupsResponse"]);
+        let Some(rest) = aws::xml::under(path, &GROUP) else { return };
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        match (rest.as_slice(), text) {
+            (["AutoScalingGroupName"], Some(name)) => group.name = name,
+            (["Instances", "member", "InstanceId"], Some(id)) => member.0 = id,
+            (["Instances", "member", "LifecycleState"], Some(state)) => member.1 = state,
+            (["Instances", "member"], _) => {
+                let (instance_id, lifecycle_state) = std::mem::take(&mut member);
+                if !instance_id.is_empty() {
+                    group.members.push(GroupMember { instance_id, lifecycle_state });
+                }
+            }
+            ([], _) => groups.push(std::mem::take(&mut group)),
+            _ => {}
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if answered { Ok(groups) } else { Err("an answer that is not DescribeAutoScalingGroupsResponse".into()) }
 }
 
 #[async_trait]
 impl ScalingAdapter for AwsAutoScaling {
     async fn suspend(&self, target: &ScalingTarget) -> Result<(), ScalingError> {
         let name = Self::name(target)?;
-        let sent = self
-            .client()
-            .await
-            .suspend_processes()
-            .auto_scaling_group_name(name)
-            .set_scaling_processes(Some(processes()))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => {
+        match self.processes("SuspendProcesses", name).await {
+            Ok(()) => {
                 tracing::info!(group = %target.group.group, auto_scaling_group = name, "AWS Auto Scaling processes suspended");
                 Ok(())
             }
-            Err(error) => Err(self.explain(name, backend(error)).await),
+            Err(error) => Err(self.explain(name, error).await),
         }
     }
 
     async fn resume(&self, target: &ScalingTarget) -> Result<(), ScalingError> {
         let name = Self::name(target)?;
-        let sent = self
-            .client()
-            .await
-            .resume_processes()
-            .auto_scaling_group_name(name)
-            .set_scaling_processes(Some(processes()))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => {
+        match self.processes("ResumeProcesses", name).await {
+            Ok(()) => {
                 tracing::info!(group = %target.group.group, auto_scaling_group = name, "AWS Auto Scaling processes resumed");
                 Ok(())
             }
             // A group that is gone has nothing suspended: the resume is done, or the lease
             // would be retried for ever.
-            Err(error) => match self.explain(name, backend(error)).await {
+            Err(error) => match self.explain(name, error).await {
                 ScalingError::NotFound(_) => {
                     tracing::warn!(auto_scaling_group = name, "AWS Auto Scaling group is gone; nothing to resume");
                     Ok(())
@@ -246,18 +263,7 @@ impl ScalingAdapter for AwsAutoScaling {
     async fn members(&self, target: &ScalingTarget) -> Result<Option<Vec<GroupMember>>, ScalingError> {
         let name = Self::name(target)?;
         let group = self.describe(name).await?.ok_or_else(|| ScalingError::NotFound(name.to_owned()))?;
-        let members = group
-            .instances
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| {
-                Some(GroupMember {
-                    instance_id: i.instance_id?,
-                    lifecycle_state: i.lifecycle_state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                })
-            })
-            .collect();
-        Ok(Some(members))
+        Ok(Some(group.members))
     }
 
     fn reaches_auto_scaling(&self) -> bool {
@@ -291,5 +297,34 @@ mod tests {
         let on = PerGroup::new(Some(Arc::new(AwsAutoScaling::new("us-east-1"))));
         assert!(on.reaches_auto_scaling());
         assert_eq!(on.resume(&target(None)).await, Ok(()), "a group without one never reaches AWS");
+    }
+
+    #[test]
+    fn a_describe_answer_gives_each_group_and_its_instances() {
+        let xml = r#"<DescribeAutoScalingGroupsResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">
+  <DescribeAutoScalingGroupsResult>
+    <AutoScalingGroups>
+      <member>
+        <AutoScalingGroupName>web</AutoScalingGroupName>
+        <Instances>
+          <member><InstanceId>i-1</InstanceId><LifecycleState>InService</LifecycleState><Tags><member><Key>InstanceId</Key></member></Tags></member>
+          <member><LifecycleState>Pending</LifecycleState><InstanceId>i-2</InstanceId></member>
+        </Instances>
+        <SuspendedProcesses><member><ProcessName>Launch</ProcessName></member></SuspendedProcesses>
+      </member>
+      <member><AutoScalingGroupName>empty</AutoScalingGroupName><Instances/></member>
+    </AutoScalingGroups>
+  </DescribeAutoScalingGroupsResult>
+</DescribeAutoScalingGroupsResponse>"#;
+        let member = |id: &str, state: &str| GroupMember { instance_id: id.into(), lifecycle_state: state.into() };
+        assert_eq!(
+            read_groups(xml).unwrap(),
+            [
+                Described { name: "web".into(), members: vec![member("i-1", "InService"), member("i-2", "Pending")] },
+                Described { name: "empty".into(), members: vec![] },
+            ]
+        );
+        assert!(read_groups("<ErrorResponse/>").is_err());
+        assert!(read_groups(&"<a>".repeat(100)).is_err());
     }
 }

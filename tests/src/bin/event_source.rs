@@ -21,7 +21,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use berth_shared::platform::queue::SqsQueue;
+use berth_shared::platform::queue::custom_endpoint;
 use berth_tests::event_source::EventSourceMapping;
 
 const USAGE: &str =
@@ -52,7 +52,13 @@ async fn main() -> ExitCode {
     }
     let (Some(queue_url), Some(invoke_url)) = (queue_url, invoke_url) else { return usage() };
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
-    let sqs = SqsQueue::client_for(&queue_url, &region).await;
+    // The SDK's client (the tests' own; Berth's binaries call SQS through their own layer).
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.clone()));
+    if let Some(endpoint) = custom_endpoint(&queue_url) {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sqs = aws_sdk_sqs::Client::new(&loader.load().await);
     let mut mapping = match EventSourceMapping::try_new(sqs, &queue_url, &invoke_url).await {
         Ok(mapping) => mapping,
         Err(error) => {

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use aws_sdk_apigatewaymanagement::primitives::Blob;
+use berth_shared::platform::aws::{self, API_GATEWAY_MANAGEMENT, AwsClient, AwsError};
 use futures::StreamExt;
 use tokio::sync::Notify;
 
@@ -109,11 +109,10 @@ impl Channels {
     }
 }
 
-/// Posts wakes to API Gateway WebSocket connections (`PostToConnection`), and closes them.
+/// Posts wakes to API Gateway WebSocket connections (`PostToConnection`), and closes them,
+/// through the shared AWS request layer (credentials from the environment).
 pub struct Poster {
-    endpoint: String,
-    region: String,
-    client: tokio::sync::OnceCell<aws_sdk_apigatewaymanagement::Client>,
+    client: AwsClient,
 }
 
 /// Why a post did not reach its connection.
@@ -124,52 +123,51 @@ pub enum PostError {
     Gone,
     /// Anything else (the API unreachable, throttled): the host polls on its own meanwhile.
     #[error("{0}")]
-    Failed(String),
+    Failed(#[source] AwsError),
+}
+
+impl PostError {
+    fn of(error: AwsError) -> Self {
+        if error.status() == Some(410) || error.code() == Some("GoneException") {
+            Self::Gone
+        } else {
+            Self::Failed(error)
+        }
+    }
 }
 
 impl Poster {
     /// Posting through the Management API at `endpoint` (`https://API.execute-api.REGION.amazonaws.com/STAGE`).
     pub fn new(endpoint: &str, region: &str) -> Self {
-        Self { endpoint: endpoint.to_owned(), region: region.to_owned(), client: tokio::sync::OnceCell::new() }
+        Self::with_client(AwsClient::from_env(&API_GATEWAY_MANAGEMENT, region, POST_TIMEOUT).with_endpoint(endpoint))
     }
 
-    async fn client(&self) -> &aws_sdk_apigatewaymanagement::Client {
-        self.client
-            .get_or_init(|| async {
-                let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(POST_TIMEOUT).build();
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(self.region.clone()))
-                    .timeout_config(timeouts)
-                    .load()
-                    .await;
-                let config =
-                    aws_sdk_apigatewaymanagement::config::Builder::from(&config).endpoint_url(&self.endpoint).build();
-                aws_sdk_apigatewaymanagement::Client::from_conf(config)
-            })
-            .await
+    /// Over a client of your own (tests, other credentials).
+    pub fn with_client(client: AwsClient) -> Self {
+        Self { client }
     }
 
     /// Posts `data` to one connection.
     pub async fn post(&self, connection_id: &str, data: &[u8]) -> Result<(), PostError> {
-        let sent =
-            self.client().await.post_to_connection().connection_id(connection_id).data(Blob::new(data)).send().await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_gone_exception()) => Err(PostError::Gone),
-            Err(error) => {
-                Err(PostError::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(error).to_string()))
-            }
-        }
+        let segments = ["@connections", connection_id];
+        self.client
+            .rest("PostToConnection", aws::Method::POST, &segments, data.to_vec())
+            .await
+            .map_err(PostError::of)?;
+        Ok(())
     }
 
     /// Closes one connection (its host was removed or registered again); one already gone is fine.
     pub async fn disconnect(&self, connection_id: &str) -> Result<(), PostError> {
-        match self.client().await.delete_connection().connection_id(connection_id).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_gone_exception()) => Ok(()),
-            Err(error) => {
-                Err(PostError::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(error).to_string()))
-            }
+        let segments = ["@connections", connection_id];
+        match self
+            .client
+            .rest("DeleteConnection", aws::Method::DELETE, &segments, Vec::new())
+            .await
+            .map_err(PostError::of)
+        {
+            Ok(_) | Err(PostError::Gone) => Ok(()),
+            Err(error) => Err(error),
         }
     }
 }
