@@ -13,6 +13,7 @@
 //! their own periodic re-read, nothing more. An idle process costs a long poll every 20 s and
 //! an announcement and a listing every minute.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::platform::clock::unix_now;
-use crate::platform::queue::{Envelope, QueueError, SharedQueue};
+use crate::platform::queue::{Envelope, QueueError, SharedQueue, SqsQueue};
 use crate::platform::store::DocumentStore;
 
 /// Where processes announce their news queues.
@@ -60,6 +61,34 @@ pub trait NewsQueues: Send + Sync {
     fn open(&self, url: &str) -> SharedQueue;
     /// Removes the queue at `url`.
     async fn delete(&self, url: &str) -> Result<(), QueueError>;
+}
+
+/// News queues are made beside the work queue: `<work queue>-news-<process>`, holding news a
+/// minute (SQS's least), which is all it is worth.
+#[async_trait]
+impl NewsQueues for SqsQueue {
+    async fn create(&self, process: &str) -> Result<String, QueueError> {
+        let attributes = BTreeMap::from([("MessageRetentionPeriod".to_owned(), "60".to_owned())]);
+        let made = self.create_beside(&news_queue_name(self.url(), process), &attributes).await?;
+        Ok(made.url().to_owned())
+    }
+
+    fn open(&self, url: &str) -> SharedQueue {
+        Arc::new(self.beside(url))
+    }
+
+    async fn delete(&self, url: &str) -> Result<(), QueueError> {
+        self.beside(url).delete_queue().await
+    }
+}
+
+/// SQS queue names are at most 80 characters of letters, digits, `-` and `_`.
+fn news_queue_name(work_url: &str, process: &str) -> String {
+    let work = work_url.rsplit('/').next().unwrap_or_default();
+    let keep = |c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_';
+    let work: String = work.trim_end_matches(".fifo").chars().filter(keep).take(40).collect();
+    let process: String = process.chars().filter(keep).take(32).collect();
+    format!("{work}-news-{process}")
 }
 
 /// A process's announcement of its news queue.
@@ -309,6 +338,15 @@ mod tests {
     use super::*;
     use crate::platform::queue::InProcessQueue;
     use std::collections::HashMap;
+
+    #[test]
+    fn news_queue_names_are_valid_sqs_names() {
+        let name = news_queue_name("http://localhost:5000/123456789012/berth-events.fifo", "0f3c-9a");
+        assert_eq!(name, "berth-events-news-0f3c-9a");
+        let long = format!("https://sqs.eu-west-1.amazonaws.com/1/{}", "q".repeat(80));
+        let name = news_queue_name(&long, &"p".repeat(40));
+        assert!(name.len() <= 80, "{name}");
+    }
 
     /// In-process queues by URL, as SQS would hold them for every process.
     #[derive(Default)]

@@ -2,15 +2,13 @@
 //! through the shared AWS request layer ([`crate::platform::aws`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Delivery, Envelope, EventQueue, QueueError, SharedQueue, encode};
+use super::{Delivery, Envelope, EventQueue, QueueError, encode};
 use crate::platform::aws::{AwsClient, AwsError, SQS};
-use crate::platform::news::NewsQueues;
 
 /// Largest SQS receive batch.
 pub const SQS_MAX_BATCH: usize = 10;
@@ -115,6 +113,11 @@ impl SqsQueue {
         Self::new(self.client.clone(), url, None)
     }
 
+    /// Creates the queue `name` with `attributes` on this queue's endpoint with its client.
+    pub async fn create_beside(&self, name: &str, attributes: &BTreeMap<String, String>) -> Result<Self, QueueError> {
+        Self::create_with(self.client.clone(), name, attributes).await
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         operation: &'static str,
@@ -123,34 +126,6 @@ impl SqsQueue {
     ) -> Result<T, QueueError> {
         self.client.json(TARGET, operation, input, timeout).await.map_err(sqs_error)
     }
-}
-
-/// News queues are made beside the work queue: `<work queue>-news-<process>`, holding news a
-/// minute (SQS's least), which is all it is worth.
-#[async_trait]
-impl NewsQueues for SqsQueue {
-    async fn create(&self, process: &str) -> Result<String, QueueError> {
-        let attributes = BTreeMap::from([("MessageRetentionPeriod".to_owned(), "60".to_owned())]);
-        let made = Self::create_with(self.client.clone(), &news_queue_name(&self.url, process), &attributes).await?;
-        Ok(made.url)
-    }
-
-    fn open(&self, url: &str) -> SharedQueue {
-        Arc::new(self.beside(url))
-    }
-
-    async fn delete(&self, url: &str) -> Result<(), QueueError> {
-        self.beside(url).delete_queue().await
-    }
-}
-
-/// SQS queue names are at most 80 characters of letters, digits, `-` and `_`.
-fn news_queue_name(work_url: &str, process: &str) -> String {
-    let work = work_url.rsplit('/').next().unwrap_or_default();
-    let keep = |c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_';
-    let work: String = work.trim_end_matches(".fifo").chars().filter(keep).take(40).collect();
-    let process: String = process.chars().filter(keep).take(32).collect();
-    format!("{work}-news-{process}")
 }
 
 /// Whether SQS said the queue does not exist.
@@ -362,15 +337,6 @@ mod tests {
         assert_eq!(message.attributes.get("ApproximateReceiveCount").map(String::as_str), Some("3"));
         let none: Received = serde_json::from_str("{}").unwrap();
         assert!(none.messages.is_empty());
-    }
-
-    #[test]
-    fn news_queue_names_are_valid_sqs_names() {
-        let name = news_queue_name("http://localhost:5000/123456789012/berth-events.fifo", "0f3c-9a");
-        assert_eq!(name, "berth-events-news-0f3c-9a");
-        let long = format!("https://sqs.eu-west-1.amazonaws.com/1/{}", "q".repeat(80));
-        let name = news_queue_name(&long, &"p".repeat(40));
-        assert!(name.len() <= 80, "{name}");
     }
 
     #[test]
