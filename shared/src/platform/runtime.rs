@@ -28,7 +28,7 @@ pub struct Function {
     /// Its event handler, if it consumes a queue.
     pub events: Option<Arc<dyn EventHandler>>,
     /// What it still does once asked to stop (removing what it made for its life only), which
-    /// the process waits for, within [`SHUTDOWN_GRACE`](crate::platform::serve::SHUTDOWN_GRACE).
+    /// the process waits for, within [`SHUTDOWN_GRACE`].
     pub winding_down: Option<futures::future::BoxFuture<'static, ()>>,
 }
 
