@@ -19,10 +19,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub mod endpoint;
+mod error;
 pub mod sign;
 pub mod xml;
 
 pub use endpoint::EndpointError;
+pub use error::{AwsError, chain};
+use error::{clip, into_text, json_error};
 pub use reqwest::Method;
 
 /// A service as this layer calls it.
@@ -67,148 +70,12 @@ pub const API_GATEWAY_MANAGEMENT: Service = Service {
 
 /// Largest answer read (an SQS batch of ten 256 KiB messages, JSON-escaped, fits).
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
-/// Longest code or message kept from an error answer.
-const MAX_ERROR_CHARS: usize = 1000;
 /// Attempts of a call that failed in a way worth retrying (throttled, 5xx, no connection).
 const ATTEMPTS: u32 = 3;
 /// Wait before the first retry; doubled each time.
 const BACKOFF: Duration = Duration::from_millis(100);
 /// Longest a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Codes of a throttled call.
-const THROTTLING: [&str; 8] = [
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "SlowDown",
-];
-
-/// Why a call did not succeed. Displays as one line that starts with the operation.
-#[derive(Debug, thiserror::Error)]
-pub enum AwsError {
-    /// The endpoint configured is not one to call.
-    #[error("{operation}: {source}")]
-    Endpoint {
-        /// The operation.
-        operation: &'static str,
-        #[source]
-        source: EndpointError,
-    },
-    /// No credentials could be had.
-    #[error("{operation}: credentials: {reason}")]
-    Credentials {
-        /// The operation.
-        operation: &'static str,
-        /// The provider's error and its causes, as one line.
-        reason: String,
-        #[source]
-        source: object_store::Error,
-    },
-    /// The request could not be made or signed.
-    #[error("{operation}: {reason}")]
-    Request {
-        /// The operation.
-        operation: &'static str,
-        /// Why, as one line.
-        reason: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// No answer: no connection, or the connection failed.
-    #[error("{operation}: {reason}")]
-    Transport {
-        /// The operation.
-        operation: &'static str,
-        /// The HTTP client's error and its causes, as one line.
-        reason: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    /// No answer within the call's time, retries included.
-    #[error("{operation}: no answer within {timeout:?}")]
-    Timeout {
-        /// The operation.
-        operation: &'static str,
-        /// The call's bound.
-        timeout: Duration,
-    },
-    /// The service refused the call.
-    #[error("{operation}: HTTP {status}: {code}: {message}")]
-    Service {
-        /// The operation.
-        operation: &'static str,
-        /// The answer's HTTP status.
-        status: u16,
-        /// The service's error code (`QueueDoesNotExist`, `ValidationError`, `GoneException`).
-        code: String,
-        /// The service's message.
-        message: String,
-    },
-    /// An answer that could not be read (too large, not UTF-8, not the expected document).
-    #[error("{operation}: HTTP {status}: {reason}")]
-    Answer {
-        /// The operation.
-        operation: &'static str,
-        /// The answer's HTTP status.
-        status: u16,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-impl AwsError {
-    /// The service's error code, when it refused the call.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            Self::Service { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    /// The answer's HTTP status, when there was one.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Service { status, .. } | Self::Answer { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// Whether another attempt may succeed: throttled, a server error, or no connection.
-    fn retryable(&self) -> bool {
-        match self {
-            Self::Service { status, code, .. } => {
-                matches!(status, 429 | 500 | 502 | 503 | 504) || THROTTLING.contains(&code.as_str())
-            }
-            Self::Answer { status, .. } => matches!(status, 500 | 502 | 503 | 504),
-            Self::Transport { source, .. } => source.is_connect(),
-            _ => false,
-        }
-    }
-}
-
-/// An error and the errors that caused it, as one line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn clip(text: &str) -> String {
-    text.chars().take(MAX_ERROR_CHARS).collect()
-}
-
 /// Where a client's credentials come from.
 #[derive(Clone)]
 enum Credentials {
@@ -493,37 +360,6 @@ impl AwsClient {
     }
 }
 
-/// The answer's body as text.
-fn into_text(operation: &'static str, answer: Answer) -> Result<String, AwsError> {
-    let status = answer.status.as_u16();
-    String::from_utf8(answer.body).map_err(|_| AwsError::Answer {
-        operation,
-        status,
-        reason: "an answer that is not UTF-8".into(),
-    })
-}
-
-/// The code and message of a JSON error answer: the code from the `x-amzn-errortype` header or
-/// the body's `__type` / `code` (without a namespace `ns#` or a suffix `:…`), the message from
-/// `message` / `Message`.
-fn json_error(error_type: Option<&str>, body: &[u8]) -> Option<(String, String)> {
-    #[derive(serde::Deserialize, Default)]
-    struct ErrorBody {
-        #[serde(rename = "__type", alias = "code", alias = "Code", default)]
-        kind: Option<String>,
-        #[serde(alias = "Message", default)]
-        message: Option<String>,
-    }
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let raw = error_type.map(str::to_owned).or(parsed.kind)?;
-    let code = raw.rsplit_once('#').map_or(raw.as_str(), |(_, code)| code);
-    let code = code.split_once(':').map_or(code, |(code, _)| code).trim();
-    if code.is_empty() {
-        return None;
-    }
-    Some((code.to_owned(), parsed.message.unwrap_or_default()))
-}
-
 /// The wait before retry `attempt` (from 1): doubling, with up to half of it again at random
 /// so that callers throttled together do not retry together.
 fn backoff(attempt: u32) -> Duration {
@@ -562,76 +398,4 @@ fn environment_credentials(region: &str) -> Result<AwsCredentialProvider, object
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_errors_keep_the_code_and_message() {
-        let sqs =
-            br#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."}"#;
-        assert_eq!(
-            json_error(None, sqs),
-            Some(("QueueDoesNotExist".into(), "The specified queue does not exist.".into()))
-        );
-        let moto = br#"{"__type": "AWS.SimpleQueueService.NonExistentQueue", "message": "gone"}"#;
-        assert_eq!(json_error(None, moto), Some(("AWS.SimpleQueueService.NonExistentQueue".into(), "gone".into())));
-        let header = Some("GoneException:http://internal.amazon.com/coral/com.amazonaws.apigatewaymanagement/");
-        assert_eq!(
-            json_error(header, br#"{"Message":"Connection gone"}"#),
-            Some(("GoneException".into(), "Connection gone".into()))
-        );
-        assert_eq!(json_error(Some("Throttling"), b"not json"), Some(("Throttling".into(), String::new())));
-        assert_eq!(json_error(None, b"<html>bad gateway</html>"), None);
-        assert_eq!(json_error(None, br#"{"message":"no code"}"#), None);
-    }
-
-    #[test]
-    fn throttling_server_errors_and_refused_connections_are_retried_nothing_else() {
-        let service = |status, code: &str| AwsError::Service {
-            operation: "Op",
-            status,
-            code: code.into(),
-            message: String::new(),
-        };
-        assert!(service(400, "ThrottlingException").retryable());
-        assert!(service(503, "ServiceUnavailable").retryable());
-        assert!(!service(400, "ValidationError").retryable());
-        assert!(!service(410, "GoneException").retryable());
-        assert!(!AwsError::Timeout { operation: "Op", timeout: Duration::ZERO }.retryable());
-        assert!(backoff(1) >= BACKOFF && backoff(1) <= BACKOFF * 3 / 2);
-        assert!(backoff(3) >= BACKOFF * 4);
-        assert_eq!(
-            service(400, "ValidationError").to_string(),
-            "Op: HTTP 400: ValidationError: ",
-            "the display starts with the operation"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_call_that_cannot_connect_says_so_within_its_bound() {
-        let client = AwsClient::from_env(&SQS, "us-east-1", Duration::from_secs(5))
-            .with_endpoint("http://127.0.0.1:9")
-            .with_credentials("a", "b", None);
-        let error = client.json::<serde_json::Value>("AmazonSQS", "ListQueues", &serde_json::json!({}), None).await;
-        let error = error.unwrap_err();
-        assert!(matches!(error, AwsError::Transport { .. }), "{error}");
-        assert!(error.to_string().starts_with("ListQueues: "), "{error}");
-        let bad = AwsClient::from_env(&SQS, "us-east-1", Duration::from_secs(1)).with_endpoint("ftp://x");
-        let refused = bad.query("Op", "1", &[]).await.unwrap_err();
-        assert!(matches!(refused, AwsError::Endpoint { .. }), "{refused}");
-    }
-
-    #[test]
-    fn rest_paths_are_added_as_encoded_segments() {
-        let client = AwsClient::from_env(&API_GATEWAY_MANAGEMENT, "us-east-1", Duration::from_secs(1))
-            .with_endpoint("https://abc.execute-api.us-east-1.amazonaws.com/prod");
-        let url = client.url("PostToConnection", &["@connections", "L0SM9c/Fv+HcCIhw="]).unwrap();
-        assert_eq!(
-            url.as_str(),
-            "https://abc.execute-api.us-east-1.amazonaws.com/prod/@connections/L0SM9c%2FFv+HcCIhw="
-        );
-        let root =
-            AwsClient::from_env(&SQS, "us-east-1", Duration::from_secs(1)).with_endpoint("http://127.0.0.1:5000");
-        assert_eq!(root.url("Op", &[]).unwrap().as_str(), "http://127.0.0.1:5000/");
-    }
-}
+mod tests;
