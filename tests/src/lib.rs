@@ -129,7 +129,13 @@ impl Moto {
     }
 
     fn spawn(mut command: Command, port: u16) -> Self {
-        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start moto_server");
+        // `BENCH_MOTO_LOG`: moto's request log (one line per request, with its path) to a file,
+        // to see which requests a bench's figure is made of.
+        let stderr = match std::env::var_os("BENCH_MOTO_LOG") {
+            Some(file) => Stdio::from(std::fs::File::create(file).expect("create the moto log")),
+            None => Stdio::null(),
+        };
+        let child = command.stdout(Stdio::null()).stderr(stderr).spawn().expect("start moto_server");
         let child = ChildGuard(child);
         wait_for_port(port, Duration::from_secs(30), "moto_server");
         Self { endpoint: format!("http://127.0.0.1:{port}"), _child: child }

@@ -161,6 +161,11 @@ async fn bench() {
     goals::report(Goal::at_most(format!("release-{hosts}-hosts/2-processes-vs-1"), ratios[0], 1.0 + MARGIN, "x"));
 }
 
+/// How often the bench reads the release to see it end (`BENCH_WATCH_MS`, default 10).
+fn watch_every() -> Duration {
+    Duration::from_millis(setting("BENCH_WATCH_MS", 10) as u64)
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -294,7 +299,7 @@ async fn release(
             break started.elapsed();
         }
         assert!(started.elapsed() < Duration::from_secs(120), "the release did not end: {now}\n{}", logs(&serves));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(watch_every()).await;
     };
     let requests_after = requests(http, &metrics).await;
     for agent in agents {

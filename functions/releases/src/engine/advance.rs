@@ -125,7 +125,7 @@ impl Engine {
             }
             let (pulls, mut results) = self.outcomes(&current).await.map_err(retry)?;
             if !unhealthy.is_empty() && !matches!(current.phase, release::Phase::Batch { .. }) {
-                results = read_all::<HostResult>(store, &layout::results(id)).await.map_err(retry)?;
+                results = self.reports::<HostResult>(id).await.map_err(retry)?;
             }
             let mut decision = release::decide_watched(&current, &pulls, &results, &unhealthy, now);
             // A batch's hosts go back before the release leaves it: a result written after the
@@ -218,13 +218,12 @@ impl Engine {
 
     /// What hosts reported, as far as the current phase needs it.
     pub async fn outcomes(&self, release: &Release) -> Result<Outcomes, StoreError> {
-        let store = self.store();
         let pulls = match release.phase {
-            release::Phase::Pulling => read_all::<PullResult>(store, &layout::pulls(&release.id)).await?,
+            release::Phase::Pulling => self.reports::<PullResult>(&release.id).await?,
             _ => BTreeMap::new(),
         };
         let results = match release.phase {
-            release::Phase::Batch { .. } => read_all::<HostResult>(store, &layout::results(&release.id)).await?,
+            release::Phase::Batch { .. } => self.reports::<HostResult>(&release.id).await?,
             _ => BTreeMap::new(),
         };
         Ok((pulls, results))

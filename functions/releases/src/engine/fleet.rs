@@ -178,15 +178,18 @@ impl Engine {
             None => false,
         })
         .await?;
+        self.note_recorded(&release.id, host);
         Ok(())
     }
 
     /// Records every successful run of a finished release (a report whose ledger write was
-    /// cut short by a crash is caught here); hosts already recorded cost a read only.
+    /// cut short by a crash is caught here); hosts already recorded cost a read only, and
+    /// those recorded in this process nothing.
     pub async fn reconcile_ledgers(&self, release: &Release) -> Result<(), StoreError> {
-        let results = read_all::<HostResult>(self.store(), &layout::results(&release.id)).await?;
+        let results = self.reports::<HostResult>(&release.id).await?;
         let group = Self::group_of(release);
-        for (host, result) in results.into_iter().filter(|(_, r)| r.ok) {
+        // A run recorded here needs no look: its record names this release or a later one.
+        for (host, result) in results.into_iter().filter(|(host, r)| r.ok && !self.recorded_here(&release.id, host)) {
             let recorded = self
                 .store()
                 .get::<HostRecord>(&layout::host_record(&group, &host))
@@ -224,7 +227,7 @@ impl Engine {
         }
         let group = Self::group_of(of);
         let plan = self.plan(&of.id).await?.ok_or_else(|| ApiError::NotFound(format!("release '{}'", of.id)))?;
-        let results = read_all::<HostResult>(self.store(), &layout::results(&of.id)).await?;
+        let results = self.reports::<HostResult>(&of.id).await?;
         let mut targets = Vec::new();
         for host in plan.release.hosts() {
             let ledger = self

@@ -146,8 +146,14 @@ async fn due(
 pub(crate) async fn reported(engine: &Engine, id: &str, host: &str, kind: JobKind) -> Result<bool, StoreError> {
     let store = &engine.context.store;
     Ok(match kind {
-        JobKind::Pull => store.get::<PullResult>(&layout::pull(id, host)).await?.is_some(),
-        JobKind::Run => store.get::<HostResult>(&layout::result(id, host)).await?.is_some(),
+        JobKind::Pull => {
+            engine.report_kept::<PullResult>(id, host)
+                || store.get::<PullResult>(&layout::pull(id, host)).await?.is_some()
+        }
+        JobKind::Run => {
+            engine.report_kept::<HostResult>(id, host)
+                || store.get::<HostResult>(&layout::result(id, host)).await?.is_some()
+        }
     })
 }
 

@@ -84,6 +84,8 @@ pub struct EngineState {
     keys: Arc<Mutex<HashMap<String, CachedKey>>>,
     /// Each held group's release as last read (see [`watch`]).
     watches: Arc<watch::Watches>,
+    /// What hosts reported, as read or written here (see [`reports`]).
+    reports: Mutex<reports::Reports>,
     /// Per release, how many hosts of its phase reported (see [`tally`]).
     tallies: Arc<Mutex<HashMap<String, tally::Tally>>>,
     /// Notified whenever this process wrote a report.
@@ -132,6 +134,7 @@ mod leases;
 mod members;
 mod news;
 mod plans;
+mod reports;
 mod sweep;
 mod tally;
 mod tokens;
@@ -143,6 +146,7 @@ pub use fleet::last_release_of;
 pub use gates::BALANCER_PATIENCE_SECONDS;
 pub use news::ReleaseMoved;
 use plans::CachedKey;
+pub use reports::Kept;
 pub use plans::{Plan, PlannedHost};
 pub use sweep::SWEEP_INTERVAL;
 pub use wake::{ChannelRefused, Channels, OpenChannel, PostError, Poster, Socket, wake_targets};
@@ -194,6 +198,7 @@ impl Engine {
             keys: Arc::new(Mutex::new(HashMap::new())),
             watches: Arc::default(),
             tallies: Arc::new(Mutex::new(HashMap::new())),
+            reports: Mutex::default(),
             reported: Arc::new(Notify::new()),
             seen: Arc::new(Mutex::new(HashMap::new())),
             token_places: tokens::TokenPlaces::default(),

@@ -166,6 +166,9 @@ pub async fn report(
             let pull =
                 PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
             let written = create_once(store, &layout::pull(id, name), &pull).await?;
+            if written {
+                engine.keep_report(id, name, pull);
+            }
             if written && !body.ok {
                 // A host that cannot pull does not run: it fails as a pull failure.
                 let result = HostResult {
@@ -176,6 +179,7 @@ pub async fn report(
                     at: now,
                 };
                 if create_once(store, &layout::result(id, name), &result).await? {
+                    engine.keep_report(id, name, result);
                     berth_shared::platform::metrics::release_host_finished(false);
                 }
             }
@@ -193,6 +197,7 @@ pub async fn report(
             };
             let written = create_once(store, &layout::result(id, name), &result).await?;
             if written {
+                engine.keep_report(id, name, result);
                 berth_shared::platform::metrics::release_host_finished(body.ok);
             }
             if written && body.ok {

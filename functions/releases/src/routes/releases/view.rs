@@ -98,8 +98,8 @@ impl HostEntry {
 /// A release's [`ReleaseView`], from its plan and the outcomes its hosts wrote.
 pub async fn view(engine: &Engine, release: &Release) -> Result<ReleaseView, ApiError> {
     let store = &engine.context.store;
-    let pulls = read_all::<PullResult>(store, &layout::pulls(&release.id)).await?;
-    let results = read_all::<HostResult>(store, &layout::results(&release.id)).await?;
+    let pulls = engine.reports::<PullResult>(&release.id).await?;
+    let results = engine.reports::<HostResult>(&release.id).await?;
     let (verifying, unhealthy) = health_notes(engine, release).await?;
     let balancer = match release.load_balancer {
         Some(_) => store.get::<release::BalancerState>(&layout::balancer(&release.id)).await?.map(|d| d.value),
