@@ -188,8 +188,10 @@ impl Engine {
     pub async fn reconcile_ledgers(&self, release: &Release) -> Result<(), StoreError> {
         let results = self.reports::<HostResult>(&release.id).await?;
         let group = Self::group_of(release);
+        let plan = self.cached_plan(&release.id);
         // A run recorded here needs no look: its record names this release or a later one.
-        for (host, result) in results.into_iter().filter(|(host, r)| r.ok && !self.recorded_here(&release.id, host)) {
+        for (host, result) in results.into_iter().filter(|(host, r)| r.ok && !self.recorded_here(plan.as_deref(), host))
+        {
             let recorded = self
                 .store()
                 .get::<HostRecord>(&layout::host_record(&group, &host))

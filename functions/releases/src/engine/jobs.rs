@@ -80,7 +80,7 @@ async fn job_for(engine: &Engine, host: &HostRef, snapshot: &GroupSnapshot) -> R
         && !status.is_terminal()
     {
         let Some(plan) = engine.plan(id).await? else { return Ok(None) };
-        let Some(kind) = due(engine, host, id, &plan, status, phase).await? else { return Ok(None) };
+        let Some(kind) = due(engine, host, &plan, status, phase).await? else { return Ok(None) };
         let Some(state) = engine.state(id).await?.map(|d| d.value) else { return Ok(None) };
         if (state.status, state.phase) == (status, phase) {
             return Ok(Some(job(engine, host, id, &plan, kind)?));
@@ -116,42 +116,42 @@ async fn job_at(
     plan: &Plan,
     state: &ReleaseState,
 ) -> Result<Option<Job>, ApiError> {
-    match due(engine, host, id, plan, state.status, state.phase).await? {
+    match due(engine, host, plan, state.status, state.phase).await? {
         Some(kind) => Ok(Some(job(engine, host, id, plan, kind)?)),
         None => Ok(None),
     }
 }
 
-/// Which job `host` is due in release `id` at this status and phase: a host outside the
+/// Which job `host` is due in the plan's release at this status and phase: a host outside the
 /// phase reads nothing, one in it reads whether it already reported (unless this process
 /// knows it did).
 async fn due(
     engine: &Engine,
     host: &HostRef,
-    id: &str,
     plan: &Plan,
     status: release::ReleaseStatus,
     phase: release::Phase,
 ) -> Result<Option<JobKind>, ApiError> {
     let Some(planned) = plan.host(&host.host) else { return Ok(None) };
     let Some(kind) = release::next_job_at(status, phase, Some(planned.batch), false, false) else { return Ok(None) };
-    if plan.known_settled(planned, kind) || reported(engine, id, &host.host, kind).await? {
+    if plan.known_settled(planned, kind) || reported(engine, plan, &host.host, kind).await? {
         plan.note_settled(planned, kind);
         return Ok(None);
     }
     Ok(Some(kind))
 }
 
-/// Whether the host's job of `kind` in release `id` has its result.
-pub(crate) async fn reported(engine: &Engine, id: &str, host: &str, kind: JobKind) -> Result<bool, StoreError> {
+/// Whether the host's job of `kind` in the plan's release has its result.
+pub(crate) async fn reported(engine: &Engine, plan: &Plan, host: &str, kind: JobKind) -> Result<bool, StoreError> {
     let store = &engine.context.store;
+    let id = &plan.release.id;
     Ok(match kind {
         JobKind::Pull => {
-            engine.report_kept::<PullResult>(id, host)
+            engine.report_kept::<PullResult>(plan, host)
                 || store.get::<PullResult>(&layout::pull(id, host)).await?.is_some()
         }
         JobKind::Run => {
-            engine.report_kept::<HostResult>(id, host)
+            engine.report_kept::<HostResult>(plan, host)
                 || store.get::<HostResult>(&layout::result(id, host)).await?.is_some()
         }
     })

@@ -55,7 +55,7 @@ pub struct PlannedHost {
     /// Its batch.
     pub batch: usize,
     /// Its place among the plan's hosts.
-    index: usize,
+    pub(super) index: usize,
 }
 
 impl Plan {
@@ -75,6 +75,11 @@ impl Plan {
     /// Where the host is in the plan, if it is.
     pub fn host(&self, host: &str) -> Option<PlannedHost> {
         self.hosts.get(host).copied()
+    }
+
+    /// How many hosts the plan has.
+    pub(super) fn host_count(&self) -> usize {
+        self.hosts.len()
     }
 
     /// The host's batch, if it is in the plan.

@@ -9,61 +9,99 @@
 
 use super::*;
 
-use std::collections::HashSet;
-
-/// Reports kept across releases; past this they start over (each is read again once).
-/// About 40 MB: two 100,000-host releases, each with its pulls and results.
+/// Hosts whose reports are kept across releases; past this they start over (each is read
+/// again once). About 35 MB: a host's place takes 88 bytes, taken for every host of a
+/// release's plan at its first kept report (a plan larger than this keeps none).
 const MAX_KEPT: usize = 400_000;
 
-/// One release's reports read or written here, by host.
-#[derive(Default)]
-pub struct ReleaseReports {
-    pulls: HashMap<String, PullResult>,
-    results: HashMap<String, HostResult>,
-    /// Hosts whose successful run this process recorded in their ledger.
-    recorded: HashSet<String>,
+/// What is kept of one report: what decisions and views read (not a pull's inline output,
+/// which only the logs route shows, reading the document).
+struct Outcome {
+    at: u64,
+    reason: Option<Box<str>>,
+    exit_code: Option<i32>,
+    ok: bool,
+    /// A result's step (a pull's is none).
+    step: Option<Step>,
 }
 
-/// Every release's [`ReleaseReports`], and how many reports they hold in all.
+impl Outcome {
+    fn of(ok: bool, exit_code: Option<i32>, reason: Option<String>, at: u64, step: Option<Step>) -> Self {
+        Self { at, reason: reason.map(String::into_boxed_str), exit_code, ok, step }
+    }
+}
+
+/// What is kept of one host's reports in one release.
+#[derive(Default)]
+pub struct HostReports {
+    pull: Option<Outcome>,
+    result: Option<Outcome>,
+    /// Whether this process recorded the host's successful run in its ledger.
+    recorded: bool,
+}
+
+/// Every release's kept reports, by the host's place in its plan, and how many places are
+/// taken in all.
 #[derive(Default)]
 pub(super) struct Reports {
-    releases: HashMap<String, ReleaseReports>,
+    releases: HashMap<String, Box<[HostReports]>>,
     kept: usize,
 }
 
 impl Reports {
-    /// The release's reports, making room first when the bound is reached.
-    fn of(&mut self, release: &str) -> &mut ReleaseReports {
-        if self.kept >= MAX_KEPT {
-            self.releases.clear();
-            self.kept = 0;
+    /// The host's place in the release's kept reports, making the release's places first
+    /// (and room for them, when the bound is reached).
+    fn place(&mut self, plan: &Plan, host: &str) -> Option<&mut HostReports> {
+        let index = plan.host(host)?.index;
+        let id = &plan.release.id;
+        if !self.releases.contains_key(id) {
+            let hosts = plan.host_count();
+            if hosts > MAX_KEPT {
+                return None;
+            }
+            if self.kept + hosts > MAX_KEPT {
+                self.releases.clear();
+                self.kept = 0;
+            }
+            self.kept += hosts;
+            self.releases.insert(id.clone(), (0..hosts).map(|_| HostReports::default()).collect());
         }
-        self.releases.entry(release.to_owned()).or_default()
+        self.releases.get_mut(id)?.get_mut(index)
+    }
+
+    fn get(&self, plan: &Plan, host: &str) -> Option<&HostReports> {
+        self.releases.get(&plan.release.id)?.get(plan.host(host)?.index)
     }
 }
 
 /// A kind of report, kept by host.
-pub trait Kept: serde::de::DeserializeOwned + Clone + Send + Sync + 'static {
+pub trait Kept: serde::de::DeserializeOwned + Send + 'static {
     /// The folder of a release's reports of this kind.
     fn folder(release: &str) -> String;
     #[doc(hidden)]
-    fn kept(reports: &mut ReleaseReports) -> &mut HashMap<String, Self>;
-    /// What is kept of one: a pull's inline output is left out (only the logs route shows it,
-    /// and it reads the document).
-    fn slim(self) -> Self {
-        self
-    }
+    fn keep(self, host: &mut HostReports);
+    /// The report as kept, if it is.
+    #[doc(hidden)]
+    fn kept(host: &HostReports) -> Option<Self>;
+    #[doc(hidden)]
+    fn is_kept(host: &HostReports) -> bool;
 }
 
 impl Kept for PullResult {
     fn folder(release: &str) -> String {
         layout::pulls(release)
     }
-    fn kept(reports: &mut ReleaseReports) -> &mut HashMap<String, Self> {
-        &mut reports.pulls
+    fn keep(self, host: &mut HostReports) {
+        let Self { ok, exit_code, reason, at, output: _ } = self;
+        host.pull = Some(Outcome::of(ok, exit_code, reason, at, None));
     }
-    fn slim(self) -> Self {
-        Self { output: StepOutput::default(), ..self }
+    fn kept(host: &HostReports) -> Option<Self> {
+        let o = host.pull.as_ref()?;
+        let reason = o.reason.as_deref().map(str::to_owned);
+        Some(Self { ok: o.ok, exit_code: o.exit_code, reason, output: StepOutput::default(), at: o.at })
+    }
+    fn is_kept(host: &HostReports) -> bool {
+        host.pull.is_some()
     }
 }
 
@@ -71,28 +109,37 @@ impl Kept for HostResult {
     fn folder(release: &str) -> String {
         layout::results(release)
     }
-    fn kept(reports: &mut ReleaseReports) -> &mut HashMap<String, Self> {
-        &mut reports.results
+    fn keep(self, host: &mut HostReports) {
+        let Self { ok, step, exit_code, reason, at } = self;
+        host.result = Some(Outcome::of(ok, exit_code, reason, at, Some(step)));
+    }
+    fn kept(host: &HostReports) -> Option<Self> {
+        let o = host.result.as_ref()?;
+        let reason = o.reason.as_deref().map(str::to_owned);
+        Some(Self { ok: o.ok, step: o.step?, exit_code: o.exit_code, reason, at: o.at })
+    }
+    fn is_kept(host: &HostReports) -> bool {
+        host.result.is_some()
     }
 }
 
 impl Engine {
-    /// Every report of this kind a release's hosts wrote, by host, as kept (see [`Kept::slim`]):
-    /// one listing, and a read of each listed report this process has not read or written yet.
+    /// Every report of this kind a release's hosts wrote, by host, as kept (see [`Kept`]): one
+    /// listing, and a read of each listed report this process has not read or written yet.
     pub async fn reports<T: Kept>(&self, release: &str) -> Result<BTreeMap<String, T>, StoreError> {
         use futures::{StreamExt, TryStreamExt};
         let store = self.store();
+        let plan = self.plan(release).await?;
         let paths = store.list_paths(&T::folder(release)).await?;
         let mut all = BTreeMap::new();
         let mut missing = Vec::new();
         {
-            let mut reports = self.reports.lock();
-            let kept = reports.releases.get_mut(release).map(T::kept);
+            let reports = self.reports.lock();
             for path in paths {
                 let host = layout::stem(&path);
-                match kept.as_ref().and_then(|kept| kept.get(host)) {
+                match plan.as_ref().and_then(|plan| reports.get(plan, host)).and_then(T::kept) {
                     Some(report) => {
-                        all.insert(host.to_owned(), report.clone());
+                        all.insert(host.to_owned(), report);
                     }
                     None => missing.push(path),
                 }
@@ -106,44 +153,107 @@ impl Engine {
             .buffered(16);
         // Documents deleted while listing are skipped, as `DocumentStore::list` skips them.
         while let Some(document) = read.try_next().await? {
-            if let Some((host, report)) = document {
-                let report = report.slim();
-                self.keep_report(release, &host, report.clone());
+            let Some((host, report)) = document else { continue };
+            let Some(plan) = &plan else {
                 all.insert(host, report);
+                continue;
+            };
+            // As kept, so that every answer shows the same.
+            let mut reports = self.reports.lock();
+            match reports.place(plan, &host) {
+                Some(place) => {
+                    report.keep(place);
+                    if let Some(kept) = T::kept(place) {
+                        all.insert(host, kept);
+                    }
+                }
+                None => {
+                    all.insert(host, report);
+                }
             }
         }
         Ok(all)
     }
 
-    /// Keeps a report this process read, or wrote itself (only the write that created it: a
-    /// duplicate's may differ from the one that won).
-    pub fn keep_report<T: Kept>(&self, release: &str, host: &str, report: T) {
-        let mut reports = self.reports.lock();
-        let inserted = T::kept(reports.of(release)).insert(host.to_owned(), report.slim()).is_none();
-        reports.kept += usize::from(inserted);
+    /// Keeps a report this process wrote (only the write that created it: a duplicate's may
+    /// differ from the one that won).
+    pub fn keep_report<T: Kept>(&self, plan: &Plan, host: &str, report: T) {
+        if let Some(place) = self.reports.lock().place(plan, host) {
+            report.keep(place);
+        }
     }
 
     /// Whether this process knows the host's report of this kind exists.
-    pub(crate) fn report_kept<T: Kept>(&self, release: &str, host: &str) -> bool {
-        self.reports.lock().releases.get_mut(release).is_some_and(|r| T::kept(r).contains_key(host))
+    pub(crate) fn report_kept<T: Kept>(&self, plan: &Plan, host: &str) -> bool {
+        self.reports.lock().get(plan, host).is_some_and(T::is_kept)
     }
 
     /// Notes that this process recorded the host's successful run in its ledger.
     pub(super) fn note_recorded(&self, release: &str, host: &str) {
-        let mut reports = self.reports.lock();
-        let inserted = reports.of(release).recorded.insert(host.to_owned());
-        reports.kept += usize::from(inserted);
+        if let Some(plan) = self.cached_plan(release)
+            && let Some(place) = self.reports.lock().place(&plan, host)
+        {
+            place.recorded = true;
+        }
     }
 
     /// Whether this process recorded the host's successful run in its ledger.
-    pub(super) fn recorded_here(&self, release: &str, host: &str) -> bool {
-        self.reports.lock().releases.get(release).is_some_and(|r| r.recorded.contains(host))
+    pub(super) fn recorded_here(&self, plan: Option<&Plan>, host: &str) -> bool {
+        plan.is_some_and(|plan| self.reports.lock().get(plan, host).is_some_and(|h| h.recorded))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_shared::release::{
+        Deployment, GroupKind, ImageRef, Phase, RegistryEndpoint, ReleaseRequest, ReleaseStatus, Trigger, plan_batches,
+        validate_options,
+    };
+
+    const ID: &str = "0b9e7c34-5d1f-4f43-9a55-3c1f0e2d8a61";
+
+    fn plan(hosts: usize) -> Plan {
+        let request: ReleaseRequest =
+            serde_json::from_value(serde_json::json!({ "application": "app", "deployment": "web", "group": "prod" }))
+                .unwrap();
+        let options = validate_options(&request).unwrap();
+        let names: Vec<String> = (0..hosts).map(|i| format!("h{i}")).collect();
+        let batches = plan_batches(&names, &options.batching).unwrap();
+        Plan::new(Release {
+            id: ID.into(),
+            account: AccountId::parse("acme").unwrap(),
+            application: "app".into(),
+            group: "prod".into(),
+            group_kind: GroupKind::Scaling,
+            deployment: Deployment {
+                name: "web".into(),
+                image: ImageRef { registry: "r:5000".into(), repository: "acme/web".into(), reference: ":v1".into() },
+                working_directory: "/srv".into(),
+                start_script: "true".into(),
+                stop_script: "true".into(),
+                step_timeout_seconds: 10,
+                registry_endpoint: RegistryEndpoint::Public,
+                created_at: 0,
+                revision: 1,
+                health: None,
+            },
+            options,
+            batches: batches.into(),
+            status: ReleaseStatus::Running,
+            phase: Phase::Pulling,
+            phase_started_at: 100,
+            reason: None,
+            created_at: 100,
+            finished_at: None,
+            host_parts: None,
+            trigger: Trigger::Manual,
+            stale: Vec::new(),
+            stale_count: 0,
+            created_ms: 0,
+            load_balancer: None,
+        })
+    }
 
     fn pull(ok: bool, stdout: &str) -> PullResult {
         PullResult {
@@ -159,33 +269,38 @@ mod tests {
     async fn each_report_is_read_once_and_shown_only_while_listed() {
         let engine = Engine::new(FunctionContext::ephemeral());
         let store = engine.store();
-        let id = "0b9e7c34-5d1f-4f43-9a55-3c1f0e2d8a61";
-        store.put(&layout::pull(id, "h1"), &pull(true, "pulled")).await.unwrap();
-        engine.keep_report(id, "h2", pull(false, ""));
-        store.put(&layout::pull(id, "h2"), &pull(false, "")).await.unwrap();
-        let first = engine.reports::<PullResult>(id).await.unwrap();
-        assert_eq!(first.keys().collect::<Vec<_>>(), ["h1", "h2"]);
+        let plan = engine.keep_plan(plan(3).release);
+        store.put(&layout::pull(ID, "h0"), &pull(true, "pulled")).await.unwrap();
+        engine.keep_report(&plan, "h1", pull(false, ""));
+        store.put(&layout::pull(ID, "h1"), &pull(false, "")).await.unwrap();
+        let first = engine.reports::<PullResult>(ID).await.unwrap();
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["h0", "h1"]);
         assert!(first.values().all(|p| p.output.stdout.is_empty()), "kept without their output");
         // Reports never change: a changed document (it cannot be, here it is) is not read again.
-        store.put(&layout::pull(id, "h1"), &pull(false, "")).await.unwrap();
-        store.put(&layout::pull(id, "h2"), &pull(true, "")).await.unwrap();
-        store.delete(&layout::pull(id, "h2")).await.unwrap();
-        let second = engine.reports::<PullResult>(id).await.unwrap();
-        assert_eq!(second.keys().collect::<Vec<_>>(), ["h1"], "a report no longer listed is gone");
-        assert!(second.get("h1").is_some_and(|p| p.ok), "read once, kept");
-        assert!(engine.report_kept::<PullResult>(id, "h1"));
-        assert!(!engine.report_kept::<HostResult>(id, "h1"));
+        store.put(&layout::pull(ID, "h0"), &pull(false, "")).await.unwrap();
+        store.put(&layout::pull(ID, "h1"), &pull(true, "")).await.unwrap();
+        store.delete(&layout::pull(ID, "h1")).await.unwrap();
+        let second = engine.reports::<PullResult>(ID).await.unwrap();
+        assert_eq!(second.keys().collect::<Vec<_>>(), ["h0"], "a report no longer listed is gone");
+        assert!(second.get("h0").is_some_and(|p| p.ok), "read once, kept");
+        assert!(engine.report_kept::<PullResult>(&plan, "h0"));
+        assert!(!engine.report_kept::<HostResult>(&plan, "h0"));
+        assert!(!engine.report_kept::<PullResult>(&plan, "h2"));
     }
 
     #[test]
     fn a_kept_pull_leaves_its_output_out_and_the_bound_starts_over() {
         let mut reports = Reports::default();
-        let kept = PullResult::kept(reports.of("r1"));
-        kept.insert("h1".into(), pull(true, "pulled").slim());
-        assert_eq!(kept.get("h1").map(|p| p.output.stdout.as_str()), Some(""));
+        let plan = plan(3);
+        pull(true, "pulled").keep(reports.place(&plan, "h1").unwrap());
+        assert_eq!(reports.get(&plan, "h1").and_then(PullResult::kept), Some(pull(true, "")));
+        assert!(reports.get(&plan, "h1").and_then(HostResult::kept).is_none());
+        assert!(reports.place(&plan, "not-planned").is_none());
+        assert_eq!(reports.kept, 3, "a place for every host of the plan");
         reports.kept = MAX_KEPT;
-        assert!(PullResult::kept(reports.of("r2")).is_empty());
-        assert!(!reports.releases.contains_key("r1"), "the bound clears what was kept");
-        assert_eq!(reports.kept, 0);
+        let other = Plan::new(Release { id: "other".into(), ..plan.release.clone() });
+        assert!(reports.place(&other, "h1").is_some());
+        assert!(reports.get(&plan, "h1").is_none(), "the bound clears what was kept");
+        assert_eq!(reports.kept, 3);
     }
 }

@@ -47,7 +47,7 @@ pub async fn upload_log_part(
     }
     let plan = engine.plan(id).await?.ok_or_else(never)?;
     let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
-    if plan.known_settled(planned, kind) || reported(&engine, id, name, kind).await? {
+    if plan.known_settled(planned, kind) || reported(&engine, &plan, name, kind).await? {
         return Err(ApiError::Conflict { code: "job_settled", message: "the job was already reported".into() });
     }
     // Only the job due now: a part for a job of another phase, or of a release that ended,

@@ -129,7 +129,7 @@ pub async fn report(
         && body.log_parts.is_none()
         && serde_json::to_vec(&body.logs.pull).is_ok_and(|v| v.len() <= release::INLINE_LOG_BYTES);
     let settled = || async {
-        let settled = plan.known_settled(planned, body.kind) || reported(&engine, id, name, body.kind).await?;
+        let settled = plan.known_settled(planned, body.kind) || reported(&engine, &plan, name, body.kind).await?;
         if settled {
             plan.note_settled(planned, body.kind);
         }
@@ -167,7 +167,7 @@ pub async fn report(
                 PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
             let written = create_once(store, &layout::pull(id, name), &pull).await?;
             if written {
-                engine.keep_report(id, name, pull);
+                engine.keep_report(&plan, name, pull);
             }
             if written && !body.ok {
                 // A host that cannot pull does not run: it fails as a pull failure.
@@ -179,7 +179,7 @@ pub async fn report(
                     at: now,
                 };
                 if create_once(store, &layout::result(id, name), &result).await? {
-                    engine.keep_report(id, name, result);
+                    engine.keep_report(&plan, name, result);
                     berth_shared::platform::metrics::release_host_finished(false);
                 }
             }
@@ -197,7 +197,7 @@ pub async fn report(
             };
             let written = create_once(store, &layout::result(id, name), &result).await?;
             if written {
-                engine.keep_report(id, name, result);
+                engine.keep_report(&plan, name, result);
                 berth_shared::platform::metrics::release_host_finished(body.ok);
             }
             if written && body.ok {
