@@ -160,16 +160,20 @@ impl Agent {
         let mut backoff = Duration::from_millis(500);
         // The release whose health check this host keeps probing, while it runs.
         let mut watch: Option<Watch> = None;
+        // The job of the last report Berth took, named in the polls that follow.
+        let mut reported: Option<String> = None;
         loop {
             // A report from before (a refused delivery, a restart) goes first, and alone.
             if let Some(pending) = self.pending() {
-                self.deliver(&token, &pending).await;
+                if self.deliver(&token, &pending).await {
+                    reported = Some(pending.report.job_id.clone());
+                }
                 continue;
             }
             let asked = std::time::Instant::now();
             // With the channel open a poll is short: Berth wakes this host when a job is due.
             let hold = !channel.as_ref().is_some_and(|c| c.connected());
-            let polled = self.poll(&token, watch.as_ref().map(|w| w.release.as_str()), hold).await;
+            let polled = self.poll(&token, watch.as_ref().map(|w| w.release.as_str()), hold, reported.as_deref()).await;
             if let Ok((_, Some(false))) = &polled {
                 watch = None;
             }
@@ -211,7 +215,9 @@ impl Agent {
                         "berth-agent: release {}: {:?} ok={} step={:?}",
                         job.release, job.kind, pending.report.ok, pending.report.step
                     );
-                    self.deliver(&token, &pending).await;
+                    if self.deliver(&token, &pending).await {
+                        reported = Some(job.job_id.clone());
+                    }
                     if let Some(check) = job.health.clone().filter(|_| pending.report.ok && job.kind == JobKind::Run) {
                         watch = Some(self.watch(&job, check, &token));
                     }

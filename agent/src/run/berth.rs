@@ -35,17 +35,23 @@ impl Agent {
     }
 
     /// Asks for a job; with `watching`, also whether that release still runs (`Some(false)`:
-    /// stop watching it). With `hold`, Berth may hold the poll until there is one.
+    /// stop watching it). With `hold`, Berth may hold the poll until there is one. `reported`
+    /// names the job of the last report Berth took, which spares it a read when the report
+    /// went to another of its processes.
     pub(super) async fn poll(
         &self,
         token: &str,
         watching: Option<&str>,
         hold: bool,
+        reported: Option<&str>,
     ) -> Result<(Option<Job>, Option<bool>), BerthError> {
         let wait = if hold { self.poll_seconds } else { 0 };
         let mut query = vec![("wait_seconds", wait.to_string())];
         if let Some(release) = watching {
             query.push(("watch", release.to_owned()));
+        }
+        if let Some(job) = reported {
+            query.push(("reported", job.to_owned()));
         }
         let response = self
             .http
@@ -74,8 +80,8 @@ impl Agent {
     /// Sends a report until Berth takes it (or refuses it for good).
     /// Delivers a report (its log parts first), retrying with backoff for as long as Berth
     /// cannot take it; the job is recorded as run before anything is sent, so it never runs
-    /// again whatever happens to the delivery.
-    pub(super) async fn deliver(&self, token: &str, pending: &Pending) {
+    /// again whatever happens to the delivery. True when Berth took the report.
+    pub(super) async fn deliver(&self, token: &str, pending: &Pending) -> bool {
         let report = &pending.report;
         let spool = Spool::open(pending.spool.clone());
         let refs = match report.log_parts {
@@ -138,6 +144,7 @@ impl Agent {
         }
         spool.remove();
         let _ = std::fs::remove_file(self.pending_file());
+        delivered
     }
 
     /// Sends until Berth answers: `Ok` when it took the request, `Err` when it refused it for

@@ -188,3 +188,39 @@ async fn closing_the_engine_answers_held_polls_at_once() {
         assert!(waited < Duration::from_secs(10), "a held poll answered only after {waited:?} of its 30 s");
     }
 }
+
+/// A host whose report another process took names that job in its next poll: this process
+/// neither reads the report nor hands the job out again. The word holds for that poll only:
+/// a poll without it (or naming another job) reads as before. The report is deleted from the
+/// store to make a read show: one that reads finds the job not reported and hands it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_naming_the_job_reported_elsewhere_does_not_read_it() {
+    let context = FunctionContext::ephemeral();
+    let (a, b) = (Engine::new(context.clone()), Engine::new(context.clone()));
+    let (router_a, router_b) = (berth_releases::router(a.clone()), berth_releases::router(b.clone()));
+    let (token, hosts) = setup(&context, &router_a).await;
+    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
+    let (status, release) = call(&router_a, Method::POST, "/v1/releases", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{release}");
+    let id = release["id"].as_str().unwrap().to_owned();
+    a.advance(&id).await.unwrap();
+    let (_, job) = call(&router_a, Method::GET, "/v1/agent/jobs?wait_seconds=0", &hosts[0], None).await;
+    let job: Job = serde_json::from_value(job).unwrap();
+    let (status, answer) = call(&router_b, Method::POST, "/v1/agent/reports", &hosts[0], Some(pulled(&job))).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    context.store.delete(&berth_releases::store_layout::pull(&id, "h1")).await.unwrap();
+
+    let poll = |reported: &str| format!("/v1/agent/jobs?wait_seconds=0{reported}");
+    let named = poll(&format!("&reported={}", job.job_id));
+    let (status, _) = call(&router_a, Method::GET, &named, &hosts[0], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "the host's word spared the read");
+    let other = poll(&format!("&reported={}", berth_shared::release::job_id(&id, "h2", JobKind::Pull)));
+    for unnamed in [poll(""), other] {
+        let (status, again) = call(&router_a, Method::GET, &unnamed, &hosts[0], None).await;
+        assert_eq!(status, StatusCode::OK, "read, and found not reported: {again}");
+        assert_eq!(again["job_id"], json!(job.job_id));
+    }
+    let long = poll(&format!("&reported={}", "j".repeat(65)));
+    let (status, problem) = call(&router_a, Method::GET, &long, &hosts[0], None).await;
+    assert_eq!((status, &problem["field"]), (StatusCode::BAD_REQUEST, &json!("reported")), "{problem}");
+}

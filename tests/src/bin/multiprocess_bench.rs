@@ -366,9 +366,15 @@ async fn agent(
         next += 1;
         urls[next % urls.len()].clone()
     };
+    // As `berth-agent` does: each poll names the job of its last report.
+    let mut reported = String::new();
     loop {
-        let response =
-            http.get(format!("{}/v1/agent/jobs?wait_seconds=30", url())).bearer_auth(&token).send().await.unwrap();
+        let response = http
+            .get(format!("{}/v1/agent/jobs?wait_seconds=30{reported}", url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         if response.status() == 204 {
             continue;
         }
@@ -386,6 +392,7 @@ async fn agent(
             timeline.first_job[phase].get_or_insert(now);
             timeline.last_job[phase] = Some(now);
         }
+        reported = format!("&reported={}", job.job_id);
         let report = Report::succeeded(job.job_id, job.release, kind);
         let response = http.post(format!("{}/v1/agent/reports", url())).bearer_auth(&token).json(&report).send().await;
         let response = response.unwrap();

@@ -16,11 +16,12 @@ const POLL_RECHECK: Duration = Duration::from_secs(1);
 
 /// Holds a poll until there is a job for `host` or `until`. 100,000 of these wait at once, so
 /// what lives across the wait is kept small: the reads are boxed, and the group's snapshot
-/// is shared.
+/// is shared. `said_reported` is the job of the host's last report Berth took, by the host's word.
 pub(crate) async fn hold_for_job(
     engine: &Engine,
     host: &HostRef,
     until: tokio::time::Instant,
+    said_reported: Option<&str>,
 ) -> Result<Option<Job>, ApiError> {
     // What the group's release looked like when this poll last found nothing to do.
     let mut looked_at = None;
@@ -37,7 +38,7 @@ pub(crate) async fn hold_for_job(
         let snapshot = engine.snapshot(&host.group).await?;
         if looked_at.as_ref() != Some(&snapshot) {
             if !nothing_due(engine, host, &snapshot)
-                && let Some(job) = Box::pin(job_for(engine, host, &snapshot)).await?
+                && let Some(job) = Box::pin(job_for(engine, host, &snapshot, said_reported)).await?
             {
                 return Ok(Some(job));
             }
@@ -74,19 +75,24 @@ fn nothing_due(engine: &Engine, host: &HostRef, snapshot: &GroupSnapshot) -> boo
 /// convergence. The group's snapshot (two seconds old at most) says whether it has anything
 /// to do in the release, and the release's own state is read only to confirm one before it is
 /// handed out: most looks find nothing, and then cost no read of the state.
-async fn job_for(engine: &Engine, host: &HostRef, snapshot: &GroupSnapshot) -> Result<Option<Job>, ApiError> {
+async fn job_for(
+    engine: &Engine,
+    host: &HostRef,
+    snapshot: &GroupSnapshot,
+    said_reported: Option<&str>,
+) -> Result<Option<Job>, ApiError> {
     let store = &engine.context.store;
     if let (Some(id), Some((status, phase))) = (snapshot.active(), snapshot.state())
         && !status.is_terminal()
     {
         let Some(plan) = engine.plan(id).await? else { return Ok(None) };
-        let Some(kind) = due(engine, host, &plan, status, phase).await? else { return Ok(None) };
+        let Some(kind) = due(engine, host, &plan, status, phase, said_reported).await? else { return Ok(None) };
         let Some(state) = engine.state(id).await?.map(|d| d.value) else { return Ok(None) };
         if (state.status, state.phase) == (status, phase) {
             return Ok(Some(job(engine, host, id, &plan, kind)?));
         }
         if !state.status.is_terminal() {
-            return job_at(engine, host, id, &plan, &state).await;
+            return job_at(engine, host, id, &plan, &state, said_reported).await;
         }
         // It ended since: the host's convergence, if any, below.
     }
@@ -105,7 +111,7 @@ async fn job_for(engine: &Engine, host: &HostRef, snapshot: &GroupSnapshot) -> R
         engine.request_advance(&id, &host.group.account).await?;
         return Ok(None);
     }
-    job_at(engine, host, &id, &plan, &state).await
+    job_at(engine, host, &id, &plan, &state, said_reported).await
 }
 
 /// The job `host` has in release `id` at `state`, if any.
@@ -115,8 +121,9 @@ async fn job_at(
     id: &str,
     plan: &Plan,
     state: &ReleaseState,
+    said_reported: Option<&str>,
 ) -> Result<Option<Job>, ApiError> {
-    match due(engine, host, plan, state.status, state.phase).await? {
+    match due(engine, host, plan, state.status, state.phase, said_reported).await? {
         Some(kind) => Ok(Some(job(engine, host, id, plan, kind)?)),
         None => Ok(None),
     }
@@ -124,16 +131,23 @@ async fn job_at(
 
 /// Which job `host` is due in the plan's release at this status and phase: a host outside the
 /// phase reads nothing, one in it reads whether it already reported (unless this process
-/// knows it did).
+/// knows it did, or the host says so).
 async fn due(
     engine: &Engine,
     host: &HostRef,
     plan: &Plan,
     status: release::ReleaseStatus,
     phase: release::Phase,
+    said_reported: Option<&str>,
 ) -> Result<Option<JobKind>, ApiError> {
     let Some(planned) = plan.host(&host.host) else { return Ok(None) };
     let Some(kind) = release::next_job_at(status, phase, Some(planned.batch), false, false) else { return Ok(None) };
+    // The host's word that this process took its report elsewhere (another process, another
+    // Lambda instance) saves the read. Believed for this poll only and not noted as settled:
+    // a host that lies withholds only its own job, and its report is still taken.
+    if said_reported.is_some_and(|job| job == release::job_id(&plan.release.id, &host.host, kind)) {
+        return Ok(None);
+    }
     if plan.known_settled(planned, kind) || reported(engine, plan, &host.host, kind).await? {
         plan.note_settled(planned, kind);
         return Ok(None);

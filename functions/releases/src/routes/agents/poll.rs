@@ -20,7 +20,14 @@ pub struct PollQuery {
     /// runs (header [`WATCH_HEADER`]).
     #[serde(default)]
     watch: Option<String>,
+    /// The job of the host's last report Berth took: the poll need not read whether that one
+    /// is reported (see [`hold_for_job`]).
+    #[serde(default)]
+    reported: Option<String>,
 }
+
+/// Longest `reported` a poll may name: a job id is 37 bytes.
+const MAX_JOB_ID_BYTES: usize = 64;
 
 /// Answers a poll that names a watched release: `running` while the host should keep probing
 /// for it, `ended` once it should stop.
@@ -34,6 +41,9 @@ pub async fn poll(
     ApiQuery(query): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
     host.check_named(query.host.as_deref())?;
+    if query.reported.as_ref().is_some_and(|j| j.len() > MAX_JOB_ID_BYTES) {
+        return Err(ApiError::invalid("reported", "too_long", format!("a job id is at most {MAX_JOB_ID_BYTES} bytes")));
+    }
     // Boxed, like the reads below: a convergence's writes would otherwise size every held
     // poll's state (4 KiB instead of 0.7 at 100,000 polls). And only built when there is work:
     // boxing 4 KiB was 4% of a 100,000-host dispatch's CPU.
@@ -53,7 +63,7 @@ pub async fn poll(
     let Host { host, record } = host;
     drop(record);
     let _polling = berth_shared::platform::metrics::host_polling();
-    let mut answer = match hold_for_job(&engine, &host, until).await? {
+    let mut answer = match hold_for_job(&engine, &host, until, query.reported.as_deref()).await? {
         Some(job) => Json(job).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     };
