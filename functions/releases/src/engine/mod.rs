@@ -225,7 +225,12 @@ impl Engine {
 
     /// Writes a release's new state if it is still at `version`.
     pub async fn save(&self, release: &Release, version: &Version) -> Result<Version, StoreError> {
-        self.store().update(&layout::release(&release.id), &ReleaseState::of(release), version).await
+        let state = ReleaseState::of(release);
+        let saved = self.store().update(&layout::release(&release.id), &state, version).await;
+        if let Some(plan) = self.cached_plan(&release.id) {
+            plan.note_state(saved.as_ref().ok().map(|_| &state));
+        }
+        saved
     }
 
     /// Changes a release's state by compare-and-swap, retried while others win.
@@ -241,7 +246,9 @@ impl Engine {
                 let current = current.ok_or_else(|| StoreError::NotFound(layout::release(id)))?.on(&plan.release);
                 change(&current).map(|next| ReleaseState::of(&next))
             })
-            .await?;
+            .await
+            .inspect_err(|_| plan.note_state(None))?;
+        plan.note_state(Some(&changed.value));
         Ok(Some(changed.value.on(&plan.release)))
     }
 

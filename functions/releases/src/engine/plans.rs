@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Plans kept in memory per process; past this the cache starts over.
 const MAX_CACHED_PLANS: usize = 64;
 
+/// How long a release's state, read to confirm a poll's job, answers the polls after it. Every
+/// host of a phase polls within moments of each other: 100,000 reads of one small document
+/// become a few. A job handed out that much after a change elsewhere is no staler than one
+/// still on its way to the host; changes made in this process are seen at once.
+const STATE_REUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A minted pull key: username, password, expiry (seconds since the epoch).
 pub(super) type CachedKey = (String, String, u64);
 
@@ -22,6 +28,8 @@ pub struct Plan {
     /// result is created once and never changes, so a host polling again right after its
     /// report (every host, in every phase) finds it has nothing to do without a read.
     settled: [Box<[AtomicU64]>; 2],
+    /// The release's state as this process last read or wrote it, and when.
+    recent_state: Mutex<Option<(std::time::Instant, ReleaseState)>>,
 }
 
 /// A read of one plan: waiting for the read before it, or making it. The last one out removes
@@ -69,7 +77,7 @@ impl Plan {
             .map(|(index, (host, batch))| (host, PlannedHost { batch, index }))
             .collect();
         let bits = || (0..hosts.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        Self { release, settled: [bits(), bits()], hosts }
+        Self { release, settled: [bits(), bits()], hosts, recent_state: Mutex::new(None) }
     }
 
     /// Where the host is in the plan, if it is.
@@ -105,7 +113,30 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Keeps the release's state as just read or written (none: forget it, after a write that
+    /// may or may not have landed).
+    pub(super) fn note_state(&self, state: Option<&ReleaseState>) {
+        *self.recent_state.lock() = state.map(|s| (std::time::Instant::now(), s.clone()));
+    }
+}
+
 impl Engine {
+    /// The release's state to confirm a poll's job with: read, unless this process read or
+    /// wrote it within [`STATE_REUSE`].
+    pub(super) async fn state_for_poll(&self, plan: &Plan) -> Result<Option<ReleaseState>, StoreError> {
+        let recent =
+            plan.recent_state.lock().as_ref().filter(|(at, _)| at.elapsed() < STATE_REUSE).map(|(_, s)| s.clone());
+        if let Some(state) = recent {
+            return Ok(Some(state));
+        }
+        let state = self.state(&plan.release.id).await?.map(|d| d.value);
+        if let Some(state) = &state {
+            plan.note_state(Some(state));
+        }
+        Ok(state)
+    }
+
     /// A pull key for the release's image only (its repository, pull only), shared by the
     /// release's jobs in this process: one signature per release instead of one per host,
     /// with the same grant. A key is reused only while it outlives a whole job.
@@ -221,5 +252,28 @@ mod tests {
         drop(held);
         assert!(engine.plan_reads.lock().is_empty());
         assert!(engine.plans.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_state_read_for_a_poll_answers_the_polls_just_after_and_one_written_here_at_once() {
+        use berth_shared::release::{Phase, ReleaseStatus};
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release);
+        let id = plan.release.id.clone();
+        let store = engine.store();
+        let running = ReleaseState::of(&plan.release);
+        store.put(&layout::release(&id), &running).await.unwrap();
+        assert_eq!(engine.state_for_poll(&plan).await.unwrap().as_ref(), Some(&running));
+        // Another process moves it: this one answers from its read for a moment, then reads.
+        let moved = ReleaseState { phase: Phase::Batch { batch: 0 }, ..running.clone() };
+        store.put(&layout::release(&id), &moved).await.unwrap();
+        assert_eq!(engine.state_for_poll(&plan).await.unwrap().as_ref(), Some(&running), "reused");
+        tokio::time::sleep(STATE_REUSE).await;
+        assert_eq!(engine.state_for_poll(&plan).await.unwrap().as_ref(), Some(&moved), "read again");
+        // A change made here is seen at once.
+        let cancel = |r: &Release| Ok::<_, StoreError>(Release { status: ReleaseStatus::Cancelled, ..r.clone() });
+        engine.modify(&id, cancel).await.unwrap();
+        let seen = engine.state_for_poll(&plan).await.unwrap().map(|s| s.status);
+        assert_eq!(seen, Some(ReleaseStatus::Cancelled));
     }
 }

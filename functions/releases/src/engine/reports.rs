@@ -204,7 +204,7 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use berth_shared::release::{
         Deployment, GroupKind, ImageRef, Phase, RegistryEndpoint, ReleaseRequest, ReleaseStatus, Trigger, plan_batches,
@@ -213,7 +213,7 @@ mod tests {
 
     const ID: &str = "0b9e7c34-5d1f-4f43-9a55-3c1f0e2d8a61";
 
-    fn plan(hosts: usize) -> Plan {
+    pub(in crate::engine) fn plan(hosts: usize) -> Plan {
         let request: ReleaseRequest =
             serde_json::from_value(serde_json::json!({ "application": "app", "deployment": "web", "group": "prod" }))
                 .unwrap();
