@@ -32,10 +32,11 @@ impl From<StoreError> for Skip {
 async fn modify_instance(
     store: &DocumentStore,
     path: &str,
+    read: Option<Versioned<HostRecord>>,
     mut change: impl FnMut(&mut HostRecord) -> bool,
 ) -> Result<Option<HostRecord>, StoreError> {
     let changed = store
-        .modify::<HostRecord, Skip, _>(path, |current| {
+        .modify_from::<HostRecord, Skip, _>(path, read, |current| {
             let mut instance = current.ok_or(Skip::Gone)?;
             if change(&mut instance) { Ok(instance) } else { Err(Skip::Same) }
         })
@@ -167,15 +168,24 @@ impl Engine {
 
     /// Records a successful run of `release` in the host's ledger (the run before becomes its
     /// previous). A duplicate, or a host removed since, writes nothing.
-    pub async fn record_run(&self, release: &Release, host: &str, at: u64) -> Result<(), StoreError> {
+    /// `read`: the host's record as just read, if it was (it saves a read when still current).
+    pub async fn record_run(
+        &self,
+        release: &Release,
+        host: &str,
+        at: u64,
+        read: Option<Versioned<HostRecord>>,
+    ) -> Result<(), StoreError> {
         let ran = Ran { revision: RevisionId::of(&release.deployment), release: release.id.clone(), at };
         let path = layout::host_record(&Self::group_of(release), host);
-        modify_instance(self.store(), &path, |instance| match release::record_run(&instance.ledger, ran.clone()) {
-            Some(ledger) => {
-                instance.ledger = ledger;
-                true
+        modify_instance(self.store(), &path, read, |instance| {
+            match release::record_run(&instance.ledger, ran.clone()) {
+                Some(ledger) => {
+                    instance.ledger = ledger;
+                    true
+                }
+                None => false,
             }
-            None => false,
         })
         .await?;
         self.note_recorded(&release.id, host);
@@ -192,13 +202,10 @@ impl Engine {
         // A run recorded here needs no look: its record names this release or a later one.
         for (host, result) in results.into_iter().filter(|(host, r)| r.ok && !self.recorded_here(plan.as_deref(), host))
         {
-            let recorded = self
-                .store()
-                .get::<HostRecord>(&layout::host_record(&group, &host))
-                .await?
-                .is_none_or(|i| i.value.ledger.current.as_ref().is_some_and(|c| c.release == release.id));
-            if !recorded {
-                self.record_run(release, &host, result.at).await?;
+            let read = self.store().get::<HostRecord>(&layout::host_record(&group, &host)).await?;
+            if let Some(read) = read.filter(|i| i.value.ledger.current.as_ref().is_none_or(|c| c.release != release.id))
+            {
+                self.record_run(release, &host, result.at, Some(read)).await?;
             }
         }
         Ok(())
@@ -343,7 +350,7 @@ impl Engine {
         let plan = self.create_documents(created).await?;
         let path = layout::host_record(&host.group, &host.host);
         let mut before = None;
-        modify_instance(store, &path, |instance| {
+        modify_instance(store, &path, None, |instance| {
             before = instance.convergence.clone();
             let changed = instance.convergence.as_deref() != Some(id.as_str());
             instance.convergence = Some(id.clone());

@@ -330,17 +330,37 @@ impl DocumentStore {
     /// Read-modify-write with compare-and-swap, retried while other writers win.
     /// `change` sees the current document (or `None`) and returns the new one, or an error
     /// that aborts without writing.
-    pub async fn modify<T, E, F>(&self, path: &str, mut change: F) -> Result<Versioned<T>, E>
+    pub async fn modify<T, E, F>(&self, path: &str, change: F) -> Result<Versioned<T>, E>
     where
         T: Serialize + DeserializeOwned,
         E: From<StoreError>,
         F: FnMut(Option<T>) -> Result<T, E>,
     {
+        self.modify_from(path, None, change).await
+    }
+
+    /// [`Self::modify`], starting from a document the caller has just read (one read fewer
+    /// when no one wrote it since; read again if someone did).
+    pub async fn modify_from<T, E, F>(
+        &self,
+        path: &str,
+        read: Option<Versioned<T>>,
+        mut change: F,
+    ) -> Result<Versioned<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<StoreError>,
+        F: FnMut(Option<T>) -> Result<T, E>,
+    {
+        let mut read = read;
         for attempt in 0..MODIFY_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let current = self.get::<T>(path).await?;
+            let current = match read.take() {
+                Some(doc) => Some(doc),
+                None => self.get::<T>(path).await?,
+            };
             let (value, version) = match current {
                 Some(doc) => (Some(doc.value), Some(doc.version)),
                 None => (None, None),
@@ -410,5 +430,33 @@ fn backend(error: object_store::Error) -> StoreError {
     match error {
         object_store::Error::NotFound { path, .. } => StoreError::NotFound(path),
         other => StoreError::ObjectStore(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_modify_from_a_stale_read_reads_again_and_loses_no_write() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [DocumentStore::in_memory(), DocumentStore::local(dir.path().to_path_buf()).unwrap()] {
+            store.put("a.json", &1).await.unwrap();
+            let stale = store.get::<i32>("a.json").await.unwrap();
+            store.put("a.json", &5).await.unwrap();
+            let mut seen = Vec::new();
+            let add = |seen: &mut Vec<Option<i32>>, v: Option<i32>| {
+                seen.push(v);
+                Ok::<_, StoreError>(v.unwrap_or(0) + 1)
+            };
+            let done = store.modify_from("a.json", stale, |v| add(&mut seen, v)).await.unwrap();
+            assert_eq!((done.value, &seen[..]), (6, &[Some(1), Some(5)][..]), "the write lost to another, then read");
+            // From a current read, the change sees that read and writes once.
+            let current = store.get::<i32>("a.json").await.unwrap();
+            seen.clear();
+            let done = store.modify_from("a.json", current, |v| add(&mut seen, v)).await.unwrap();
+            assert_eq!((done.value, &seen[..]), (7, &[Some(6)][..]));
+            assert_eq!(store.get::<i32>("a.json").await.unwrap().map(|d| d.value), Some(7));
+        }
     }
 }

@@ -100,6 +100,7 @@ pub async fn report(
     LimitedBody(body): LimitedBody<{ release::MAX_REPORT_BYTES }>,
 ) -> Result<Json<ReportAccepted>, ApiError> {
     host.check_named(query.host.as_deref())?;
+    let Host { host, record } = host;
     // Parsed here rather than by ApiJson: a report carries whole outputs, past its 1 MiB.
     let body: Report = match body.len() <= berth_shared::platform::http::request::INLINE_PARSE_BYTES {
         true => berth_shared::platform::http::request::parse_json(&body)?,
@@ -110,7 +111,7 @@ pub async fn report(
             .await??
         }
     };
-    let name = host.host.host.as_str();
+    let name = host.host.as_str();
     let id = body.release.as_str();
     // Another group's release, or one that does not exist: the same answer, revealing nothing.
     let never = || refused(format!("no job of this release was handed to host '{name}'"));
@@ -120,7 +121,7 @@ pub async fn report(
     let store = &engine.context.store;
     let plan = engine.plan(id).await?.ok_or_else(never)?;
     let release = &plan.release;
-    let planned = planned_in(&plan, &host.host).ok_or_else(never)?;
+    let planned = planned_in(&plan, &host).ok_or_else(never)?;
     let batch = planned.batch;
     release::check_job(id, name, &body).map_err(refused)?;
     // A pull's usual few lines stay in its result (one write); a long output is stored as a
@@ -201,7 +202,8 @@ pub async fn report(
                 berth_shared::platform::metrics::release_host_finished(body.ok);
             }
             if written && body.ok {
-                engine.record_run(release, name, now).await?;
+                // The record read to authenticate the host saves a read, unless it changed since.
+                engine.record_run(release, name, now, Some(*record)).await?;
             }
             written
         }
