@@ -224,3 +224,49 @@ async fn a_poll_naming_the_job_reported_elsewhere_does_not_read_it() {
     let (status, problem) = call(&router_a, Method::GET, &long, &hosts[0], None).await;
     assert_eq!((status, &problem["field"]), (StatusCode::BAD_REQUEST, &json!("reported")), "{problem}");
 }
+
+/// A host whose last report was the release's pull is due its run: the poll that names that
+/// pull hands the run out without reading whether it was reported (an agent reports in order).
+/// A result put in the store behind the engine's back makes the read show: without the host's
+/// word, the poll reads it and hands nothing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_naming_the_pull_it_reported_is_handed_its_run_without_a_read() {
+    let context = FunctionContext::ephemeral();
+    let engine = Engine::new(context.clone());
+    let router = berth_releases::router(engine.clone());
+    let (token, hosts) = setup(&context, &router).await;
+    let body = json!({ "application": "app", "deployment": "d", "group": "g", "batches": 1 });
+    let (status, release) = call(&router, Method::POST, "/v1/releases", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{release}");
+    let id = release["id"].as_str().unwrap().to_owned();
+    engine.advance(&id).await.unwrap();
+    let mut pulls = Vec::new();
+    for host in &hosts {
+        let (_, job) = call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", host, None).await;
+        let job: Job = serde_json::from_value(job).unwrap();
+        let (status, answer) = call(&router, Method::POST, "/v1/agent/reports", host, Some(pulled(&job))).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        pulls.push(job.job_id);
+    }
+    engine.advance(&id).await.unwrap();
+    let result = berth_shared::release::HostResult {
+        ok: true,
+        step: berth_shared::release::Step::Start,
+        exit_code: Some(0),
+        reason: None,
+        at: 1,
+    };
+    context.store.put(&berth_releases::store_layout::result(&id, "h1"), &result).await.unwrap();
+
+    let named = format!("/v1/agent/jobs?wait_seconds=0&reported={}", pulls[0]);
+    let (status, run) = call(&router, Method::GET, &named, &hosts[0], None).await;
+    assert_eq!(status, StatusCode::OK, "no read: {run}");
+    assert_eq!(run["kind"], json!("run"));
+    // Naming another host's pull is no word about this one: read, and found reported.
+    let other = format!("/v1/agent/jobs?wait_seconds=0&reported={}", pulls[1]);
+    let (status, _) = call(&router, Method::GET, &other, &hosts[0], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Known here from then on, whatever the host says.
+    let (status, _) = call(&router, Method::GET, &named, &hosts[0], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
