@@ -46,6 +46,20 @@ async fn setup(context: &FunctionContext, router: &axum::Router) -> (String, Vec
     (token, hosts)
 }
 
+/// Two engines over the context's store and queue, and their routers.
+fn two_processes(context: &FunctionContext) -> (Engine, Engine, axum::Router, axum::Router) {
+    let (a, b) = (Engine::new(context.clone()), Engine::new(context.clone()));
+    let (router_a, router_b) = (berth_releases::router(a.clone()), berth_releases::router(b.clone()));
+    (a, b, router_a, router_b)
+}
+
+/// Creates a release through `router`: its id.
+async fn create_release(router: &axum::Router, token: &str, body: serde_json::Value) -> String {
+    let (status, release) = call(router, Method::POST, "/v1/releases", token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{release}");
+    release["id"].as_str().unwrap().to_owned()
+}
+
 fn pulled(job: &Job) -> serde_json::Value {
     let report = Report::succeeded(job.job_id.clone(), job.release.clone(), JobKind::Pull);
     serde_json::to_value(report).unwrap()
@@ -54,8 +68,7 @@ fn pulled(job: &Job) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_poll_wakes_on_another_process_move_and_advances_count_its_reports() {
     let context = FunctionContext::ephemeral();
-    let (a, b) = (Engine::new(context.clone()), Engine::new(context.clone()));
-    let (router_a, router_b) = (berth_releases::router(a.clone()), berth_releases::router(b.clone()));
+    let (_, b, router_a, router_b) = two_processes(&context);
     let (token, hosts) = setup(&context, &router_a).await;
 
     // h1 holds a poll in A while B creates and starts the release: A's watch of the group
@@ -70,9 +83,7 @@ async fn a_held_poll_wakes_on_another_process_move_and_advances_count_its_report
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let body = json!({ "application": "app", "deployment": "d", "group": "g" });
-    let (status, release) = call(&router_b, Method::POST, "/v1/releases", &token, Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{release}");
-    let id = release["id"].as_str().unwrap().to_owned();
+    let id = create_release(&router_b, &token, body).await;
     b.advance(&id).await.unwrap();
     let ((status, job), waited) = held.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{job}");
@@ -115,13 +126,10 @@ async fn over_a_shared_queue_a_report_in_one_process_ends_the_wait_of_an_advance
     config.queue =
         QueueLocation::Sqs { url: "https://sqs.us-east-1.amazonaws.com/0/shared".into(), dead_letter_url: None };
     context.config = Arc::new(config);
-    let (a, b) = (Engine::new(context.clone()), Engine::new(context.clone()));
-    let (router_a, router_b) = (berth_releases::router(a.clone()), berth_releases::router(b.clone()));
+    let (a, _, router_a, router_b) = two_processes(&context);
     let (token, hosts) = setup(&context, &router_a).await;
     let body = json!({ "application": "app", "deployment": "d", "group": "g" });
-    let (status, release) = call(&router_a, Method::POST, "/v1/releases", &token, Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{release}");
-    let id = release["id"].as_str().unwrap().to_owned();
+    let id = create_release(&router_a, &token, body).await;
     // A lists the pulls (none yet); h1 then reports through A, which counts it.
     a.advance(&id).await.unwrap();
     let mut jobs = Vec::new();
@@ -196,13 +204,10 @@ async fn closing_the_engine_answers_held_polls_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_naming_the_job_reported_elsewhere_does_not_read_it() {
     let context = FunctionContext::ephemeral();
-    let (a, b) = (Engine::new(context.clone()), Engine::new(context.clone()));
-    let (router_a, router_b) = (berth_releases::router(a.clone()), berth_releases::router(b.clone()));
+    let (a, _, router_a, router_b) = two_processes(&context);
     let (token, hosts) = setup(&context, &router_a).await;
     let body = json!({ "application": "app", "deployment": "d", "group": "g" });
-    let (status, release) = call(&router_a, Method::POST, "/v1/releases", &token, Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{release}");
-    let id = release["id"].as_str().unwrap().to_owned();
+    let id = create_release(&router_a, &token, body).await;
     a.advance(&id).await.unwrap();
     let (_, job) = call(&router_a, Method::GET, "/v1/agent/jobs?wait_seconds=0", &hosts[0], None).await;
     let job: Job = serde_json::from_value(job).unwrap();
@@ -236,9 +241,7 @@ async fn a_poll_naming_the_pull_it_reported_is_handed_its_run_without_a_read() {
     let router = berth_releases::router(engine.clone());
     let (token, hosts) = setup(&context, &router).await;
     let body = json!({ "application": "app", "deployment": "d", "group": "g", "batches": 1 });
-    let (status, release) = call(&router, Method::POST, "/v1/releases", &token, Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{release}");
-    let id = release["id"].as_str().unwrap().to_owned();
+    let id = create_release(&router, &token, body).await;
     engine.advance(&id).await.unwrap();
     let mut pulls = Vec::new();
     for host in &hosts {
