@@ -286,10 +286,9 @@ async fn bench() {
         let (router, timeline, batch_of) = (router.clone(), timeline.clone(), batch_of.clone());
         let agent = async move {
             let batch = batch_of[i];
-            // As `berth-agent` does: a poll after a report names its job.
-            let mut poll = String::from("/v1/agent/jobs?wait_seconds=30");
             loop {
-                let (status, answer) = call_bytes(&router, Method::GET, &poll, &host_token, None).await;
+                let (status, answer) =
+                    call_bytes(&router, Method::GET, "/v1/agent/jobs?wait_seconds=30", &host_token, None).await;
                 if status == StatusCode::NO_CONTENT {
                     continue;
                 }
@@ -300,7 +299,6 @@ async fn bench() {
                     let job: Job = serde_json::from_slice(&{ answer }).unwrap();
                     let kind = job.kind;
                     timeline.lock().unwrap().handed_out(kind, batch, hosts);
-                    poll = format!("/v1/agent/jobs?wait_seconds=30&reported={}", job.job_id);
                     let report = Report::succeeded(job.job_id, job.release, kind);
                     (kind, Some(serde_json::to_vec(&report).unwrap()))
                 };

@@ -142,22 +142,11 @@ async fn due(
 ) -> Result<Option<JobKind>, ApiError> {
     let Some(planned) = plan.host(&host.host) else { return Ok(None) };
     let Some(kind) = release::next_job_at(status, phase, Some(planned.batch), false, false) else { return Ok(None) };
-    // The host's word saves the read: that it reported this job (to another process, say),
-    // or that its last report was this release's pull, so its run cannot be reported yet (an
-    // agent reports its jobs in order). Believed for this poll only and not noted as settled:
-    // a host that lies only withholds its own job or is handed one it already ran, which an
-    // agent does not run twice; its report is taken as before.
-    if let Some(said) = said_reported {
-        let id = &plan.release.id;
-        if said == release::job_id(id, &host.host, kind) {
-            return Ok(None);
-        }
-        if kind == JobKind::Run
-            && !plan.known_settled(planned, kind)
-            && said == release::job_id(id, &host.host, JobKind::Pull)
-        {
-            return Ok(Some(kind));
-        }
+    // The host's word that this process took its report elsewhere (another process, another
+    // Lambda instance) saves the read. Believed for this poll only and not noted as settled:
+    // a host that lies withholds only its own job, and its report is still taken.
+    if said_reported.is_some_and(|job| job == release::job_id(&plan.release.id, &host.host, kind)) {
+        return Ok(None);
     }
     if plan.known_settled(planned, kind) || reported(engine, plan, &host.host, kind).await? {
         plan.note_settled(planned, kind);
