@@ -87,7 +87,7 @@ async fn job_for(
     {
         let Some(plan) = engine.plan(id).await? else { return Ok(None) };
         let Some(kind) = due(engine, host, &plan, status, phase, said_reported).await? else { return Ok(None) };
-        let Some(state) = engine.state_for_poll(&plan).await? else { return Ok(None) };
+        let Some(state) = engine.state_for_poll(&plan, (status, phase)).await? else { return Ok(None) };
         if (state.status, state.phase) == (status, phase) {
             return Ok(Some(job(engine, host, id, &plan, kind)?));
         }

@@ -122,11 +122,20 @@ impl Plan {
 }
 
 impl Engine {
-    /// The release's state to confirm a poll's job with: read, unless this process read or
-    /// wrote it within [`STATE_REUSE`].
-    pub(super) async fn state_for_poll(&self, plan: &Plan) -> Result<Option<ReleaseState>, StoreError> {
-        let recent =
-            plan.recent_state.lock().as_ref().filter(|(at, _)| at.elapsed() < STATE_REUSE).map(|(_, s)| s.clone());
+    /// The release's state to confirm a poll's job with, where the group's snapshot shows it
+    /// at `seen`: read, unless this process read or wrote it within [`STATE_REUSE`] and found
+    /// it there too (a snapshot ahead of what was read, news of a move elsewhere, reads it).
+    pub(super) async fn state_for_poll(
+        &self,
+        plan: &Plan,
+        seen: (release::ReleaseStatus, release::Phase),
+    ) -> Result<Option<ReleaseState>, StoreError> {
+        let recent = plan
+            .recent_state
+            .lock()
+            .as_ref()
+            .filter(|(at, s)| at.elapsed() < STATE_REUSE && (s.status, s.phase) == seen)
+            .map(|(_, s)| s.clone());
         if let Some(state) = recent {
             return Ok(Some(state));
         }
@@ -263,17 +272,24 @@ mod tests {
         let store = engine.store();
         let running = ReleaseState::of(&plan.release);
         store.put(&layout::release(&id), &running).await.unwrap();
-        assert_eq!(engine.state_for_poll(&plan).await.unwrap().as_ref(), Some(&running));
-        // Another process moves it: this one answers from its read for a moment, then reads.
+        let pulling = (running.status, running.phase);
+        assert_eq!(engine.state_for_poll(&plan, pulling).await.unwrap().as_ref(), Some(&running));
+        // Another process moves it: while the snapshot still shows the state read, that read
+        // answers for a moment, then the state is read again.
         let moved = ReleaseState { phase: Phase::Batch { batch: 0 }, ..running.clone() };
         store.put(&layout::release(&id), &moved).await.unwrap();
-        assert_eq!(engine.state_for_poll(&plan).await.unwrap().as_ref(), Some(&running), "reused");
+        assert_eq!(engine.state_for_poll(&plan, pulling).await.unwrap().as_ref(), Some(&running), "reused");
         tokio::time::sleep(STATE_REUSE).await;
-        assert_eq!(engine.state_for_poll(&plan).await.unwrap().as_ref(), Some(&moved), "read again");
+        assert_eq!(engine.state_for_poll(&plan, pulling).await.unwrap().as_ref(), Some(&moved), "read again");
+        // A snapshot that shows another state than the one read has it read at once.
+        store.put(&layout::release(&id), &running).await.unwrap();
+        let batch = (moved.status, moved.phase);
+        assert_eq!(engine.state_for_poll(&plan, batch).await.unwrap().as_ref(), Some(&moved), "reused");
+        assert_eq!(engine.state_for_poll(&plan, pulling).await.unwrap().as_ref(), Some(&running), "read");
         // A change made here is seen at once.
         let cancel = |r: &Release| Ok::<_, StoreError>(Release { status: ReleaseStatus::Cancelled, ..r.clone() });
-        engine.modify(&id, cancel).await.unwrap();
-        let seen = engine.state_for_poll(&plan).await.unwrap().map(|s| s.status);
-        assert_eq!(seen, Some(ReleaseStatus::Cancelled));
+        let cancelled = engine.modify(&id, cancel).await.unwrap().unwrap();
+        let seen = engine.state_for_poll(&plan, (cancelled.status, cancelled.phase)).await.unwrap();
+        assert_eq!(seen.map(|s| s.status), Some(ReleaseStatus::Cancelled));
     }
 }
