@@ -142,13 +142,16 @@ async fn due(
 ) -> Result<Option<JobKind>, ApiError> {
     let Some(planned) = plan.host(&host.host) else { return Ok(None) };
     let Some(kind) = release::next_job_at(status, phase, Some(planned.batch), false, false) else { return Ok(None) };
+    if plan.known_settled(planned, kind) {
+        return Ok(None);
+    }
     // The host's word that this process took its report elsewhere (another process, another
     // Lambda instance) saves the read. Believed for this poll only and not noted as settled:
     // a host that lies withholds only its own job, and its report is still taken.
     if said_reported.is_some_and(|job| job == release::job_id(&plan.release.id, &host.host, kind)) {
         return Ok(None);
     }
-    if plan.known_settled(planned, kind) || reported(engine, plan, &host.host, kind).await? {
+    if reported(engine, plan, &host.host, kind).await? {
         plan.note_settled(planned, kind);
         return Ok(None);
     }
