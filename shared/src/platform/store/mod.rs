@@ -182,6 +182,14 @@ impl DocumentStore {
 
     /// Reads a document, or `None` if there is none.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        let Some((bytes, version)) = self.read(path).await? else { return Ok(None) };
+        Ok(Some(Versioned { value: decode(path, &bytes)?, version }))
+    }
+
+    /// A document's bytes and version. The reads and writes below keep what does not depend on
+    /// the document's type out of the generic methods: compiled once, not once per type (27
+    /// copies of a read in `berth`).
+    async fn read(&self, path: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
         let location = parse_path(path)?;
         let result = match self.inner.get(&location).await {
             Ok(result) => result,
@@ -194,13 +202,16 @@ impl DocumentStore {
             Swap::Native => Version(e_tag.ok_or_else(|| StoreError::Backend("store returned no e-tag".into()))?),
             Swap::Local { .. } => content_version(&bytes),
         };
-        Ok(Some(Versioned { value: decode(path, &bytes)?, version }))
+        Ok(Some((bytes, version)))
     }
 
     /// Creates a document; fails with [`StoreError::AlreadyExists`] if one is there.
     pub async fn create<T: Serialize>(&self, path: &str, value: &T) -> Result<Version, StoreError> {
+        self.create_bytes(path, encode(path, value)?).await
+    }
+
+    async fn create_bytes(&self, path: &str, bytes: Bytes) -> Result<Version, StoreError> {
         let location = parse_path(path)?;
-        let bytes = encode(path, value)?;
         if let Swap::Local { store, locks } = &self.swap {
             return local_write(store, locks, &location, path, Expect::Absent, Some(bytes)).await;
         }
@@ -217,8 +228,11 @@ impl DocumentStore {
     /// Replaces a document only if it is still at `expected`; fails with
     /// [`StoreError::Conflict`] otherwise.
     pub async fn update<T: Serialize>(&self, path: &str, value: &T, expected: &Version) -> Result<Version, StoreError> {
+        self.update_bytes(path, encode(path, value)?, expected).await
+    }
+
+    async fn update_bytes(&self, path: &str, bytes: Bytes, expected: &Version) -> Result<Version, StoreError> {
         let location = parse_path(path)?;
-        let bytes = encode(path, value)?;
         match &self.swap {
             Swap::Native => {
                 let mode = PutMode::Update(UpdateVersion { e_tag: Some(expected.0.clone()), version: None });
@@ -238,8 +252,11 @@ impl DocumentStore {
 
     /// Writes a document whatever is there. Use only for documents with a single writer.
     pub async fn put<T: Serialize>(&self, path: &str, value: &T) -> Result<Version, StoreError> {
+        self.put_bytes(path, encode(path, value)?).await
+    }
+
+    async fn put_bytes(&self, path: &str, bytes: Bytes) -> Result<Version, StoreError> {
         let location = parse_path(path)?;
-        let bytes = encode(path, value)?;
         if let Swap::Local { store, locks } = &self.swap {
             return local_write(store, locks, &location, path, Expect::Anything, Some(bytes)).await;
         }
