@@ -163,7 +163,14 @@ impl Fleet {
         let mut instance = self.context.store.get::<HostRecord>(&path).await.unwrap().unwrap().value;
         instance.registered_at = unix_now() - ago;
         instance.last_seen = Some(unix_now() - ago);
-        self.context.store.put(&path, &instance).await.unwrap();
+        self.put_record(&path, &instance).await;
+    }
+
+    /// Writes a host's record behind the engine, as another process would: its next request
+    /// here sees it once the record read for its token lapses (100 ms, `engine::tokens`).
+    async fn put_record(&self, path: &str, record: &HostRecord) {
+        self.context.store.put(path, record).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
     }
 }
 
@@ -238,7 +245,7 @@ async fn revisions_ledgers_rollbacks_and_convergence() {
     let mut h2 = f.context.store.get::<HostRecord>(&path).await.unwrap().unwrap().value;
     h2.ledger.current = h2.ledger.previous.take();
     assert_eq!(h2.ledger.current.as_ref().unwrap().revision.revision, 2);
-    f.context.store.put(&path, &h2).await.unwrap();
+    f.put_record(&path, &h2).await;
     let (status, job) = call(&f.router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &f.hosts["h2"], None).await;
     assert_eq!(status, StatusCode::OK, "the convergence job is handed out at once");
     let conv2 = f.group().await["instances"][1]["convergence"].as_str().unwrap().to_owned();
@@ -349,7 +356,7 @@ async fn a_convergence_a_later_release_overtook_is_never_handed_out() {
     let path = layout::host_record(&Fleet::group_ref(), "h1");
     let mut h1 = f.context.store.get::<HostRecord>(&path).await.unwrap().unwrap().value;
     h1.ledger = Default::default();
-    f.context.store.put(&path, &h1).await.unwrap();
+    f.put_record(&path, &h1).await;
     let (status, job) = call(&f.router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &f.hosts["h1"], None).await;
     assert_eq!(status, StatusCode::OK);
     let conv = job["release"].as_str().unwrap().to_owned();

@@ -229,3 +229,30 @@ async fn a_poll_naming_the_job_reported_elsewhere_does_not_read_it() {
     let (status, problem) = call(&router_a, Method::GET, &long, &hosts[0], None).await;
     assert_eq!((status, &problem["field"]), (StatusCode::BAD_REQUEST, &json!("reported")), "{problem}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_record_answers_its_token_for_a_moment_and_a_removal_here_refuses_it_at_once() {
+    let context = FunctionContext::ephemeral();
+    let (_, _, router_a, router_b) = two_processes(&context);
+    let (token, hosts) = setup(&context, &router_a).await;
+    let poll = |router: &axum::Router, host: &str| {
+        let (router, host) = (router.clone(), host.to_owned());
+        async move { call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &host, None).await.0 }
+    };
+    // B reads h1's record to authenticate its poll; the record deleted behind it, the next
+    // poll there is still answered from that read (a moment is all it lasts).
+    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT);
+    let record = "accounts/acme/applications/app/groups/g/instances/h1.json";
+    let kept = context.store.get::<serde_json::Value>(record).await.unwrap().unwrap().value;
+    context.store.delete(record).await.unwrap();
+    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT, "answered from the record just read");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::UNAUTHORIZED, "read again once the moment passed");
+    context.store.put(record, &kept).await.unwrap();
+
+    // A removal in the process that kept the record refuses the token there at once.
+    assert_eq!(poll(&router_a, &hosts[1]).await, StatusCode::NO_CONTENT);
+    let (status, _) = call(&router_a, Method::DELETE, "/v1/applications/app/groups/g/instances/h2", &token, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(poll(&router_a, &hosts[1]).await, StatusCode::UNAUTHORIZED, "refused at once where it was removed");
+}

@@ -6,7 +6,8 @@
 //! store writes and queue messages per host, the batch-to-batch overhead (last report of a
 //! batch until the first job of the next is handed out), and the process's peak RSS (Berth's
 //! router, engine and store together with the simulated agents and their tokens).
-//! `BENCH_TRACE_RSS=1` also prints when the RSS grew, and the size of one agent's future.
+//! `BENCH_TRACE_RSS=1` also prints when the RSS grew, and the size of one agent's future;
+//! `BENCH_TRACE=1` every store write and `BENCH_TRACE_READS=1` every store read, by path.
 
 #![allow(
     clippy::unwrap_used,
@@ -81,6 +82,12 @@ impl ObjectStore for Counting {
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        // Which documents a host costs reads of, by path (how the record and state reuse of
+        // the sixth pass was found).
+        static TRACE_READS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *TRACE_READS.get_or_init(|| std::env::var_os("BENCH_TRACE_READS").is_some()) {
+            eprintln!("read {location}");
+        }
         self.inner.get_opts(location, options).await
     }
     fn delete_stream(

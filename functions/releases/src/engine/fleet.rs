@@ -178,7 +178,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let ran = Ran { revision: RevisionId::of(&release.deployment), release: release.id.clone(), at };
         let path = layout::host_record(&Self::group_of(release), host);
-        modify_instance(self.store(), &path, read, |instance| {
+        let written = modify_instance(self.store(), &path, read, |instance| {
             match release::record_run(&instance.ledger, ran.clone()) {
                 Some(ledger) => {
                     instance.ledger = ledger;
@@ -188,6 +188,10 @@ impl Engine {
             }
         })
         .await?;
+        // A record kept to authenticate the host's next requests no longer shows its ledger.
+        if let Some(digest) = written.and_then(|record| record.host_token_sha256) {
+            self.forget_recent_record(&digest);
+        }
         self.note_recorded(&release.id, host);
         Ok(())
     }
@@ -397,7 +401,16 @@ impl Engine {
         // The cached snapshot can be two seconds old: a release that started or just failed
         // since (its hosts on its newer revision) must not make them look behind. The group
         // as it is now decides; only a host that looks behind pays this read.
-        let Some(last) = behind(&self.read_snapshot(&host.group).await?, instance) else { return Ok(()) };
+        let group = self.read_snapshot(&host.group).await?;
+        if behind(&group, instance).is_none() {
+            return Ok(());
+        }
+        // So does the host's record as it is now: the poll's may be one read a moment ago
+        // ([`Engine::recent_record`]), before a report elsewhere recorded its run.
+        let path = layout::host_record(&host.group, &host.host);
+        let Some(now) = self.store().get::<HostRecord>(&path).await? else { return Ok(()) };
+        let instance = &now.value;
+        let Some(last) = behind(&group, instance) else { return Ok(()) };
         // Its convergence to this release, running or ended, is the one attempt it gets.
         if let Some(convergence) = &instance.convergence
             && let Some(plan) = self.plan(convergence).await?
@@ -437,7 +450,11 @@ impl Engine {
         let mut next = instance.value.clone();
         next.last_seen = Some(now);
         match self.store().update(&key, &next, &instance.version).await {
-            Ok(_) => {}
+            Ok(version) => {
+                if let Some(digest) = next.host_token_sha256.clone() {
+                    self.note_record(&digest, &Arc::new(Versioned { value: next, version }));
+                }
+            }
             // Another poll (or a report, a registration) wrote it: that one did the work.
             Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => return Ok(false),
             Err(e) => return Err(e.into()),

@@ -146,6 +146,22 @@ impl Engine {
         Ok(state)
     }
 
+    /// The release's state to check a report of one of its hosts against: like a poll's
+    /// ([`Self::state_for_poll`]) where this process holds a fresh snapshot of the group showing
+    /// the release, read otherwise (no snapshot is read for it). A report checked against a
+    /// state a moment old changes nothing it should not: each outcome is created once, and a
+    /// host the release has timed out already has its failure written.
+    pub async fn state_for_report(&self, plan: &Plan, group: &GroupRef) -> Result<Option<ReleaseState>, StoreError> {
+        let seen = self
+            .fresh_snapshot(group)
+            .filter(|snapshot| snapshot.active() == Some(plan.release.id.as_str()))
+            .and_then(|snapshot| snapshot.state());
+        match seen {
+            Some(seen) => self.state_for_poll(plan, seen).await,
+            None => Ok(self.state(&plan.release.id).await?.map(|d| d.value)),
+        }
+    }
+
     /// A pull key for the release's image only (its repository, pull only), shared by the
     /// release's jobs in this process: one signature per release instead of one per host,
     /// with the same grant. A key is reused only while it outlives a whole job.

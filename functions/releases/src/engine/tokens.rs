@@ -1,16 +1,30 @@
 //! Where the host tokens this process has seen point. A token's index entry (its host and
 //! group) is created once and only ever deleted, never changed, so it is read once per
-//! process instead of on every poll and report. The host's own record is still read on every
-//! request, and it alone says whether the token acts for the host: a cached place grants
-//! nothing by itself.
+//! process instead of on every poll and report. The host's own record alone says whether the
+//! token acts for the host: a cached place grants nothing by itself. The record is read again
+//! for a request unless this process read it for the same token within [`RECORD_REUSE`] (a
+//! host's poll, report and next poll come moments apart: three reads become one), and this
+//! process forgets it at once when it re-registers or removes the host.
 
 use super::*;
 
 use std::collections::HashSet;
+use std::time::Instant;
+
+use crate::store_layout::HostRecord;
 
 /// Places kept at most: past this the cache starts again. About 60 bytes each with their host
 /// ids; 100,000 hosts keep about 9 MiB.
 const MAX_TOKEN_PLACES: usize = 200_000;
+
+/// How long a host record read to authenticate a token answers that token's next requests in
+/// this process. A token revoked in another process (the host registered again, or removed)
+/// acts here that much longer at most: no longer than a job already on its way to the host.
+const RECORD_REUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Records kept for reuse at most (about 300 bytes each): the hosts of a phase that poll
+/// within [`RECORD_REUSE`] of each other, not the fleet.
+const MAX_RECENT_RECORDS: usize = 8192;
 
 /// The cache, keyed by the first 128 bits of the token's SHA-256. A collision (never met in
 /// practice) only points a token at a host whose record does not name it, which
@@ -25,6 +39,8 @@ struct Places {
     by_token: HashMap<u128, (Arc<GroupRef>, Box<str>)>,
     /// Each group once, shared by its hosts' places and the requests made from them.
     groups: HashSet<Arc<GroupRef>>,
+    /// Records that named the token, as read, and when.
+    recent: HashMap<u128, (Instant, Arc<Versioned<HostRecord>>)>,
 }
 
 /// The cache key of a token's hex SHA-256.
@@ -58,11 +74,42 @@ impl Engine {
         places.by_token.insert(key, (group, host.host.as_str().into()));
     }
 
-    /// Drops a token's place: its host's record did not name it (rotated, removed, deleted).
+    /// Drops a token's place and its record: its host's record did not name it, or this
+    /// process rotated it or removed the host.
     pub fn forget_token_place(&self, digest: &str) {
         if let Some(key) = key(digest) {
-            self.token_places.places.lock().by_token.remove(&key);
+            let mut places = self.token_places.places.lock();
+            places.by_token.remove(&key);
+            places.recent.remove(&key);
         }
+    }
+
+    /// Drops the record kept for this token: this process wrote the host's record.
+    pub fn forget_recent_record(&self, digest: &str) {
+        if let Some(key) = key(digest) {
+            self.token_places.places.lock().recent.remove(&key);
+        }
+    }
+
+    /// The host record read for this token within [`RECORD_REUSE`], if any.
+    pub fn recent_record(&self, digest: &str) -> Option<Arc<Versioned<HostRecord>>> {
+        let key = key(digest)?;
+        let places = self.token_places.places.lock();
+        let (at, record) = places.recent.get(&key)?;
+        (at.elapsed() < RECORD_REUSE).then(|| record.clone())
+    }
+
+    /// Keeps a host record just read that names this token, for [`Self::recent_record`].
+    pub fn note_record(&self, digest: &str, record: &Arc<Versioned<HostRecord>>) {
+        let Some(key) = key(digest) else { return };
+        let mut places = self.token_places.places.lock();
+        if places.recent.len() >= MAX_RECENT_RECORDS {
+            places.recent.retain(|_, (at, _)| at.elapsed() < RECORD_REUSE);
+            if places.recent.len() >= MAX_RECENT_RECORDS {
+                return;
+            }
+        }
+        places.recent.insert(key, (Instant::now(), record.clone()));
     }
 }
 

@@ -121,16 +121,19 @@ impl Engine {
     /// The group's active release and where it is: from the watch while it is fresh, else read.
     /// Shared, so that 100,000 polls looking at it copy nothing.
     pub async fn snapshot(&self, group: &GroupRef) -> Result<Arc<GroupSnapshot>, StoreError> {
-        let now = Instant::now();
-        let fresh = self.watches.groups.lock().get(group).and_then(|w| w.snapshot.clone());
-        // Twice the refresher's period: a stalled refresher (a frozen Lambda) is not trusted.
-        if let Some((read_at, snapshot)) = fresh
-            && now.duration_since(read_at) < self.snapshot_life() * 2
-        {
+        if let Some(snapshot) = self.fresh_snapshot(group) {
             return Ok(snapshot);
         }
         // Boxed: every look of a held poll awaits this, and almost always it is fresh.
-        Box::pin(self.read_and_keep_snapshot(group, now)).await
+        Box::pin(self.read_and_keep_snapshot(group, Instant::now())).await
+    }
+
+    /// The group's snapshot if this process holds a fresh one (it watches the group), without
+    /// reading.
+    pub(super) fn fresh_snapshot(&self, group: &GroupRef) -> Option<Arc<GroupSnapshot>> {
+        let fresh = self.watches.groups.lock().get(group).and_then(|w| w.snapshot.clone());
+        // Twice the refresher's period: a stalled refresher (a frozen Lambda) is not trusted.
+        fresh.filter(|(read_at, _)| read_at.elapsed() < self.snapshot_life() * 2).map(|(_, snapshot)| snapshot)
     }
 
     async fn read_and_keep_snapshot(&self, group: &GroupRef, now: Instant) -> Result<Arc<GroupSnapshot>, StoreError> {

@@ -306,7 +306,8 @@ pub async fn update_group(
 }
 
 /// `DELETE /v1/applications/{app}/groups/{group}/instances/{host}`: the host leaves the group.
-/// Its host token is refused at once, later releases do not plan it, and its agent cannot
+/// Its host token is refused at once (by other processes within 100 ms, see
+/// `engine::tokens`), later releases do not plan it, and its agent cannot
 /// register again with the join token it holds (a rotated one lets it back).
 pub async fn remove_host(
     State(engine): State<Engine>,
@@ -329,6 +330,7 @@ pub async fn remove_host(
     store.delete(&path).await?;
     if let Some(digest) = instance.host_token_sha256 {
         store.delete(&layout::host_token(&digest)).await?;
+        engine.forget_token_place(&digest);
     }
     engine.close_channel(&reference, &host).await?;
     tracing::info!(application = %app, %group, %host, "host removed");

@@ -2,6 +2,7 @@
 
 use super::*;
 use berth_shared::platform::token_kind::{HOST_TOKEN, RandomKind};
+use std::sync::Arc;
 
 /// The bearer token of a request, if it is of the given kind by its prefix.
 pub(crate) fn bearer(parts: &Parts, kind: RandomKind) -> Option<&str> {
@@ -22,9 +23,10 @@ const MAX_TOKEN_BYTES: usize = 128;
 pub struct Host {
     /// The host and its group.
     pub host: HostRef,
-    /// Its record as read to authenticate it (its version for a `last_seen` swap). Boxed, and
-    /// dropped by a poll before it is held: 100,000 held polls do not keep 100,000 records.
-    pub record: Box<Versioned<HostRecord>>,
+    /// Its record as read to authenticate it (its version for a `last_seen` swap). Shared with
+    /// the token cache ([`Engine::recent_record`]), and dropped by a poll before it is held:
+    /// 100,000 held polls do not keep 100,000 records.
+    pub record: Arc<Versioned<HostRecord>>,
 }
 
 impl FromRequestParts<Engine> for Host {
@@ -52,6 +54,9 @@ async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
     // Where the token points is read once per process; whether it still acts for that host,
     // on every request.
     if let Some(host) = engine.token_place(&digest) {
+        if let Some(record) = engine.recent_record(&digest) {
+            return Ok(Host { host, record });
+        }
         if let Some(record) = named_by(engine, &host, &digest).await? {
             return Ok(Host { host, record });
         }
@@ -65,15 +70,19 @@ async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
 }
 
 /// The host's record, if it names this token: only the token the record names acts for the
-/// host (registering again replaces it).
+/// host (registering again replaces it). Kept for the token's next requests.
 async fn named_by(
     engine: &Engine,
     host: &HostRef,
     digest: &str,
-) -> Result<Option<Box<Versioned<HostRecord>>>, ApiError> {
+) -> Result<Option<Arc<Versioned<HostRecord>>>, ApiError> {
     let path = layout::host_record(&host.group, &host.host);
     let record = engine.context.store.get::<HostRecord>(&path).await?;
-    Ok(record.filter(|i| i.value.host_token_sha256.as_deref() == Some(digest)).map(Box::new))
+    let Some(record) = record.filter(|i| i.value.host_token_sha256.as_deref() == Some(digest)).map(Arc::new) else {
+        return Ok(None);
+    };
+    engine.note_record(digest, &record);
+    Ok(Some(record))
 }
 
 impl Host {

@@ -146,7 +146,7 @@ pub async fn report(
         }
         return Ok(Json(ReportAccepted { accepted: false }));
     }
-    let state = engine.state(id).await?.ok_or_else(never)?.value;
+    let state = engine.state_for_report(&plan, &host.group).await?.ok_or_else(never)?;
     engine.saw(release, state.status, state.phase);
     if let Err(why) = release::check_due(state.status, state.phase, batch, body.kind) {
         // A repeat of a pull settled before the release moved on changes nothing either.
@@ -203,7 +203,7 @@ pub async fn report(
             }
             if written && body.ok {
                 // The record read to authenticate the host saves a read, unless it changed since.
-                engine.record_run(release, name, now, Some(*record)).await?;
+                engine.record_run(release, name, now, Some(std::sync::Arc::unwrap_or_clone(record))).await?;
             }
             written
         }
