@@ -312,15 +312,49 @@ pub async fn create_once<T: serde::Serialize>(
     }
 }
 
+/// Paths one task of [`read_all`] reads: a large folder's reads (a 100,000-host plan's host
+/// records) are spread over the runtime's workers, and on S3 over more requests at once.
+const READS_PER_TASK: usize = 4096;
+
+/// Tasks of one [`read_all`] at once, each with its own reads in flight.
+const READ_TASKS: usize = 4;
+
 /// Every document under a folder, keyed by its stem (the host). Read into the map as they
 /// come, without their versions: at a 100,000-host release's last batch, a list of every
 /// versioned document first, then the map, was its peak memory.
-pub async fn read_all<T: serde::de::DeserializeOwned>(
+pub async fn read_all<T: serde::de::DeserializeOwned + Send + 'static>(
     store: &DocumentStore,
     folder: &str,
 ) -> Result<BTreeMap<String, T>, StoreError> {
-    use futures::{StreamExt, TryStreamExt};
+    use futures::StreamExt;
     let paths = store.list_paths(folder).await?;
+    if paths.len() <= READS_PER_TASK {
+        return read_into(store, paths).await;
+    }
+    let mut paths = paths.into_iter();
+    let chunks = std::iter::from_fn(move || {
+        let chunk: Vec<String> = paths.by_ref().take(READS_PER_TASK).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    });
+    let mut parts = futures::stream::iter(chunks)
+        .map(|chunk| {
+            let store = store.clone();
+            tokio::spawn(async move { read_into::<T>(&store, chunk).await })
+        })
+        .buffer_unordered(READ_TASKS);
+    let mut all = BTreeMap::new();
+    while let Some(part) = parts.next().await {
+        let mut part = part.map_err(|e| StoreError::Backend(format!("a read task ended: {e}")))??;
+        all.append(&mut part);
+    }
+    Ok(all)
+}
+
+async fn read_into<T: serde::de::DeserializeOwned>(
+    store: &DocumentStore,
+    paths: Vec<String>,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    use futures::{StreamExt, TryStreamExt};
     let mut documents = futures::stream::iter(paths)
         .map(|path| async move {
             let document = store.get::<T>(&path).await?;
