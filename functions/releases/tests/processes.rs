@@ -256,3 +256,34 @@ async fn a_host_record_answers_its_token_for_a_moment_and_a_removal_here_refuses
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(poll(&router_a, &hosts[1]).await, StatusCode::UNAUTHORIZED, "refused at once where it was removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_names_its_host_for_a_process_that_never_saw_it_and_one_from_before_uses_its_index() {
+    use base64::Engine as _;
+    let context = FunctionContext::ephemeral();
+    let (_, _, router_a, router_b) = two_processes(&context);
+    let (_, hosts) = setup(&context, &router_a).await;
+    let poll = |router: &axum::Router, host: &str| {
+        let (router, host) = (router.clone(), host.to_owned());
+        async move { call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &host, None).await.0 }
+    };
+    // B never saw h1's token: its index deleted, the token's own place finds the record.
+    let digest = |token: &str| berth_shared::platform::digest::sha256_hex(token.as_bytes());
+    context.store.delete(&format!("host-tokens/{}.json", digest(&hosts[0]))).await.unwrap();
+    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT);
+    // A place rewritten to name another host finds a record that names another digest.
+    let random = &hosts[0][4..47];
+    let h2 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("acme/app/g/h2");
+    assert_eq!(poll(&router_b, &format!("bht_{random}{h2}")).await, StatusCode::UNAUTHORIZED);
+
+    // A token from before (no place in it) is found through its index, as it was.
+    let old = berth_shared::platform::token_kind::HOST_TOKEN.mint();
+    let record = "accounts/acme/applications/app/groups/g/instances/h2.json";
+    let mut h2 = context.store.get::<serde_json::Value>(record).await.unwrap().unwrap().value;
+    h2["host_token_sha256"] = json!(digest(&old));
+    context.store.put(record, &h2).await.unwrap();
+    let place = json!({ "account": "acme", "application": "app", "group": "g", "host": "h2" });
+    context.store.put(&format!("host-tokens/{}.json", digest(&old)), &place).await.unwrap();
+    assert_eq!(poll(&router_b, &old).await, StatusCode::NO_CONTENT);
+    assert_eq!(poll(&router_b, &hosts[1]).await, StatusCode::UNAUTHORIZED, "the record names the old token now");
+}

@@ -138,6 +138,7 @@ mod reports;
 mod sweep;
 mod tally;
 mod tokens;
+pub use tokens::{host_token, place_in_token};
 mod wake;
 mod watch;
 

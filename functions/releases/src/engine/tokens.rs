@@ -1,6 +1,6 @@
-//! Where the host tokens this process has seen point. A token's index entry (its host and
-//! group) is created once and only ever deleted, never changed, so it is read once per
-//! process instead of on every poll and report. The host's own record alone says whether the
+//! Where the host tokens this process has seen point. A token names its host's place itself
+//! ([`host_token`]); one from before is looked up in its index entry (created once and only
+//! ever deleted, never changed), once per process instead of on every poll and report. The host's own record alone says whether the
 //! token acts for the host: a cached place grants nothing by itself. The record is read again
 //! for a request unless this process read it for the same token within [`RECORD_REUSE`] (a
 //! host's poll, report and next poll come moments apart: three reads become one), and this
@@ -41,6 +41,41 @@ struct Places {
     groups: HashSet<Arc<GroupRef>>,
     /// Records that named the token, as read, and when.
     recent: HashMap<u128, (Instant, Arc<Versioned<HostRecord>>)>,
+}
+
+/// Random characters of a host token after its prefix (32 bytes in URL-safe base64).
+const RANDOM_CHARS: usize = 43;
+
+/// A new host token for `host`: its kind's prefix, 32 random bytes, then where its host's
+/// record is (`account/application/group/host`, URL-safe base64). A process that has not
+/// seen the token finds the record without reading the token's index: at a host's first
+/// request in each process (each Lambda instance), one read fewer. Where it points grants
+/// nothing: the record found must name the whole token's digest.
+pub fn host_token(host: &layout::HostRef) -> String {
+    use base64::Engine as _;
+    let GroupRef { account, application, group } = &*host.group;
+    let place = format!("{account}/{application}/{group}/{}", host.host);
+    let mut token = berth_shared::platform::token_kind::HOST_TOKEN.mint();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(place, &mut token);
+    token
+}
+
+/// Where a host token made by [`host_token`] says its host is (tokens from before name none).
+pub fn place_in_token(token: &str) -> Option<layout::HostRef> {
+    use base64::Engine as _;
+    let rest = token.strip_prefix(berth_shared::platform::token_kind::HOST_TOKEN.prefix)?;
+    let encoded = rest.get(RANDOM_CHARS..).filter(|p| !p.is_empty())?;
+    let place = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    let place = String::from_utf8(place).ok()?;
+    let mut parts = place.split('/');
+    let (account, application, group, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let names_ok = [application, group, host].iter().all(|n| release::validate_name("host", n).is_ok());
+    if parts.next().is_some() || !names_ok {
+        return None;
+    }
+    let account = berth_shared::names::AccountId::parse(account).ok()?;
+    let group = GroupRef { account, application: application.into(), group: group.into() };
+    Some(layout::HostRef { group: Arc::new(group), host: host.into() })
 }
 
 /// The cache key of a token's hex SHA-256.
@@ -127,6 +162,36 @@ mod tests {
 
     fn digest(n: u8) -> String {
         berth_shared::platform::digest::sha256_hex(&[n])
+    }
+
+    #[test]
+    fn a_host_token_names_its_host_and_nothing_else_passes_for_one() {
+        let longest = "a".repeat(berth_shared::names::MAX_NAME_LEN);
+        let account = berth_shared::names::AccountId::parse(&"b".repeat(berth_shared::names::MAX_ACCOUNT_ID_LEN));
+        let group = GroupRef { account: account.unwrap(), application: longest.clone(), group: longest.clone() };
+        let far = layout::HostRef { group: Arc::new(group), host: longest };
+        for place in [host("web", "h1"), far] {
+            let token = host_token(&place);
+            assert!(token.starts_with("bht_") && token.len() <= 1024, "{}", token.len());
+            assert_eq!(place_in_token(&token), Some(place.clone()));
+            assert_ne!(host_token(&place), token, "random");
+            assert_eq!(berth_shared::platform::secret::redact(&token), "[redacted]", "blanked whole in logs");
+        }
+        use base64::Engine as _;
+        let encode = |place: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(place);
+        let minted = berth_shared::platform::token_kind::HOST_TOKEN.mint();
+        let random = minted.strip_prefix("bht_").unwrap();
+        for refused in [
+            berth_shared::platform::token_kind::HOST_TOKEN.mint(), // one from before: read through its index
+            format!("bht_{random}{}", encode("acme/app/web")),
+            format!("bht_{random}{}", encode("acme/app/web/h1/more")),
+            format!("bht_{random}{}", encode("acme/app/../h1")),
+            format!("bht_{random}{}", encode("ACME/app/web/h1")),
+            format!("bht_{random}not base64!"),
+            format!("bjt_{random}{}", encode("acme/app/web/h1")),
+        ] {
+            assert_eq!(place_in_token(&refused), None, "{refused}");
+        }
     }
 
     #[test]

@@ -65,10 +65,6 @@ impl FromRequestParts<Engine> for Registrant {
     }
 }
 
-fn new_host_token() -> String {
-    HOST_TOKEN.mint()
-}
-
 fn host_live(host: &str) -> ApiError {
     ApiError::Conflict {
         code: "host_registered",
@@ -105,9 +101,9 @@ pub async fn register(
             (host.host.group.clone(), None, host.record.value.host_token_sha256.clone())
         }
     };
-    let token = new_host_token();
-    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let reference = HostRef { group: group.clone(), host: body.host.clone() };
+    let token = crate::engine::host_token(&reference);
+    let digest = berth_shared::platform::digest::sha256_hex(token.as_bytes());
     let store = &engine.context.store;
     let removed_path = layout::removed(&group, &body.host);
     let removal_of = |removal: Option<Versioned<release::Removal>>| {

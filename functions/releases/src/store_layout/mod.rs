@@ -12,7 +12,7 @@
 //! accounts/{acct}/applications/{app}/groups/{group}/channels/{host}.json   its API Gateway wake channel
 //! channel-connections/{sha256 of connection id}.json                  API Gateway connection -> host
 //! join-tokens/{sha256 of token}.json                                  join token -> group
-//! host-tokens/{sha256 of token}.json                                  host token -> host
+//! host-tokens/{sha256 of token}.json                                  host token -> host (tokens from before they named it)
 //! releases/{id}/plan.json                                             the release as created (immutable)
 //! releases/{id}/release.json                                          its state: status, phase (CAS)
 //! releases/{id}/pulls/{host}.json                                     pull outcome, created once

@@ -15,8 +15,9 @@ pub(crate) fn bearer(parts: &Parts, kind: RandomKind) -> Option<&str> {
         .filter(|t| kind.marks(t) && t.len() <= MAX_TOKEN_BYTES)
 }
 
-/// Longest bearer token looked up (ours are 47 bytes).
-const MAX_TOKEN_BYTES: usize = 128;
+/// Longest bearer token looked up (a host token naming its host's place: up to about 650
+/// bytes with the longest names).
+const MAX_TOKEN_BYTES: usize = 1024;
 
 /// A host, authenticated by its own host token (`Authorization: Bearer bht_...`): it polls
 /// and reports for itself only.
@@ -62,8 +63,13 @@ async fn host_of(engine: &Engine, token: &str) -> Result<Host, ApiError> {
         }
         engine.forget_token_place(&digest);
     }
-    let store = &engine.context.store;
-    let host = store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(host_refused)?.value;
+    let host = match crate::engine::place_in_token(token) {
+        Some(host) => host,
+        None => {
+            let store = &engine.context.store;
+            store.get::<HostRef>(&layout::host_token(&digest)).await?.ok_or_else(host_refused)?.value
+        }
+    };
     let record = named_by(engine, &host, &digest).await?.ok_or_else(host_refused)?;
     engine.remember_token_place(&digest, &host);
     Ok(Host { host, record })
