@@ -53,6 +53,11 @@ fn two_processes(context: &FunctionContext) -> (Engine, Engine, axum::Router, ax
     (a, b, router_a, router_b)
 }
 
+/// A poll that is not held: its status.
+async fn poll_now(router: &axum::Router, host_token: &str) -> StatusCode {
+    call(router, Method::GET, "/v1/agent/jobs?wait_seconds=0", host_token, None).await.0
+}
+
 /// Creates a release through `router`: its id.
 async fn create_release(router: &axum::Router, token: &str, body: serde_json::Value) -> String {
     let (status, release) = call(router, Method::POST, "/v1/releases", token, Some(body)).await;
@@ -235,26 +240,22 @@ async fn a_host_record_answers_its_token_for_a_moment_and_a_removal_here_refuses
     let context = FunctionContext::ephemeral();
     let (_, _, router_a, router_b) = two_processes(&context);
     let (token, hosts) = setup(&context, &router_a).await;
-    let poll = |router: &axum::Router, host: &str| {
-        let (router, host) = (router.clone(), host.to_owned());
-        async move { call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &host, None).await.0 }
-    };
     // B reads h1's record to authenticate its poll; the record deleted behind it, the next
     // poll there is still answered from that read (a moment is all it lasts).
-    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT);
+    assert_eq!(poll_now(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT);
     let record = "accounts/acme/applications/app/groups/g/instances/h1.json";
     let kept = context.store.get::<serde_json::Value>(record).await.unwrap().unwrap().value;
     context.store.delete(record).await.unwrap();
-    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT, "answered from the record just read");
+    assert_eq!(poll_now(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT, "answered from the record just read");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::UNAUTHORIZED, "read again once the moment passed");
+    assert_eq!(poll_now(&router_b, &hosts[0]).await, StatusCode::UNAUTHORIZED, "read again once the moment passed");
     context.store.put(record, &kept).await.unwrap();
 
     // A removal in the process that kept the record refuses the token there at once.
-    assert_eq!(poll(&router_a, &hosts[1]).await, StatusCode::NO_CONTENT);
+    assert_eq!(poll_now(&router_a, &hosts[1]).await, StatusCode::NO_CONTENT);
     let (status, _) = call(&router_a, Method::DELETE, "/v1/applications/app/groups/g/instances/h2", &token, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(poll(&router_a, &hosts[1]).await, StatusCode::UNAUTHORIZED, "refused at once where it was removed");
+    assert_eq!(poll_now(&router_a, &hosts[1]).await, StatusCode::UNAUTHORIZED, "refused at once where it was removed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,18 +264,14 @@ async fn a_token_names_its_host_for_a_process_that_never_saw_it_and_one_from_bef
     let context = FunctionContext::ephemeral();
     let (_, _, router_a, router_b) = two_processes(&context);
     let (_, hosts) = setup(&context, &router_a).await;
-    let poll = |router: &axum::Router, host: &str| {
-        let (router, host) = (router.clone(), host.to_owned());
-        async move { call(&router, Method::GET, "/v1/agent/jobs?wait_seconds=0", &host, None).await.0 }
-    };
     // B never saw h1's token: its index deleted, the token's own place finds the record.
     let digest = |token: &str| berth_shared::platform::digest::sha256_hex(token.as_bytes());
     context.store.delete(&format!("host-tokens/{}.json", digest(&hosts[0]))).await.unwrap();
-    assert_eq!(poll(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT);
+    assert_eq!(poll_now(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT);
     // A place rewritten to name another host finds a record that names another digest.
     let random = &hosts[0][4..47];
     let h2 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("acme/app/g/h2");
-    assert_eq!(poll(&router_b, &format!("bht_{random}{h2}")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(poll_now(&router_b, &format!("bht_{random}{h2}")).await, StatusCode::UNAUTHORIZED);
 
     // A token from before (no place in it) is found through its index, as it was.
     let old = berth_shared::platform::token_kind::HOST_TOKEN.mint();
@@ -284,6 +281,6 @@ async fn a_token_names_its_host_for_a_process_that_never_saw_it_and_one_from_bef
     context.store.put(record, &h2).await.unwrap();
     let place = json!({ "account": "acme", "application": "app", "group": "g", "host": "h2" });
     context.store.put(&format!("host-tokens/{}.json", digest(&old)), &place).await.unwrap();
-    assert_eq!(poll(&router_b, &old).await, StatusCode::NO_CONTENT);
-    assert_eq!(poll(&router_b, &hosts[1]).await, StatusCode::UNAUTHORIZED, "the record names the old token now");
+    assert_eq!(poll_now(&router_b, &old).await, StatusCode::NO_CONTENT);
+    assert_eq!(poll_now(&router_b, &hosts[1]).await, StatusCode::UNAUTHORIZED, "the record names the old token now");
 }
