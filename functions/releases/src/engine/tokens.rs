@@ -1,10 +1,11 @@
 //! Where the host tokens this process has seen point. A token names its host's place itself
 //! ([`host_token`]); one from before is looked up in its index entry (created once and only
-//! ever deleted, never changed), once per process instead of on every poll and report. The host's own record alone says whether the
-//! token acts for the host: a cached place grants nothing by itself. The record is read again
-//! for a request unless this process read it for the same token within [`RECORD_REUSE`] (a
-//! host's poll, report and next poll come moments apart: three reads become one), and this
-//! process forgets it at once when it re-registers or removes the host.
+//! ever deleted, never changed), once per process instead of on every poll and report. The
+//! host's own record alone says whether the token acts for the host: a cached place grants
+//! nothing by itself. The record is read again for a request unless this process read it for
+//! the same token within [`RECORD_REUSE`] (a host's poll, report and next poll come moments
+//! apart: three reads become one), and this process forgets it at once when it re-registers
+//! or removes the host.
 
 use super::*;
 

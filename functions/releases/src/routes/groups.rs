@@ -306,9 +306,9 @@ pub async fn update_group(
 }
 
 /// `DELETE /v1/applications/{app}/groups/{group}/instances/{host}`: the host leaves the group.
-/// Its host token is refused at once (by other processes within 100 ms, see
-/// `engine::tokens`), later releases do not plan it, and its agent cannot
-/// register again with the join token it holds (a rotated one lets it back).
+/// Its host token is refused at once (by other processes within 100 ms, see `engine::tokens`),
+/// later releases do not plan it, and its agent cannot register again with the join token it
+/// holds (a rotated one lets it back).
 pub async fn remove_host(
     State(engine): State<Engine>,
     account: Account,
