@@ -425,6 +425,7 @@ pub(crate) async fn delete_marked(engine: &Engine, reference: &GroupRef) -> Resu
         store.delete(&path).await?;
         if let Some(digest) = doc.value.host_token_sha256 {
             store.delete(&layout::host_token(&digest)).await?;
+            engine.forget_token_place(&digest);
         }
     }
     let path = layout::group_doc(reference);
