@@ -204,8 +204,8 @@ async fn closing_the_engine_answers_held_polls_at_once() {
 
 /// A host whose report another process took names that job in its next poll: this process
 /// neither reads the report nor hands the job out again. The word holds for that poll only:
-/// a poll without it (or naming another job) reads as before. The report is deleted from the
-/// store to make a read show: one that reads finds the job not reported and hands it out.
+/// a poll without it reads as before. The report is deleted from the store to make a read
+/// show: one that reads finds the job not reported and hands it out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_naming_the_job_reported_elsewhere_does_not_read_it() {
     let context = FunctionContext::ephemeral();
@@ -224,15 +224,34 @@ async fn a_poll_naming_the_job_reported_elsewhere_does_not_read_it() {
     let named = poll(&format!("&reported={}", job.job_id));
     let (status, _) = call(&router_a, Method::GET, &named, &hosts[0], None).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "the host's word spared the read");
-    let other = poll(&format!("&reported={}", berth_shared::release::job_id(&id, "h2", JobKind::Pull)));
-    for unnamed in [poll(""), other] {
-        let (status, again) = call(&router_a, Method::GET, &unnamed, &hosts[0], None).await;
-        assert_eq!(status, StatusCode::OK, "read, and found not reported: {again}");
-        assert_eq!(again["job_id"], json!(job.job_id));
-    }
+    let (status, again) = call(&router_a, Method::GET, &poll(""), &hosts[0], None).await;
+    assert_eq!(status, StatusCode::OK, "read, and found not reported: {again}");
+    assert_eq!(again["job_id"], json!(job.job_id));
     let long = poll(&format!("&reported={}", "j".repeat(65)));
     let (status, problem) = call(&router_a, Method::GET, &long, &hosts[0], None).await;
     assert_eq!((status, &problem["field"]), (StatusCode::BAD_REQUEST, &json!("reported")), "{problem}");
+}
+
+/// A host whose last report was another job (its previous release's run) is handed the pull
+/// without a read; without its word the pull's report is read, and found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_naming_another_job_is_handed_its_pull_without_a_read() {
+    let context = FunctionContext::ephemeral();
+    let (a, _, router_a, router_b) = two_processes(&context);
+    let (token, hosts) = setup(&context, &router_a).await;
+    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
+    let id = create_release(&router_a, &token, body).await;
+    a.advance(&id).await.unwrap();
+    let (_, job) = call(&router_a, Method::GET, "/v1/agent/jobs?wait_seconds=0", &hosts[0], None).await;
+    let job: Job = serde_json::from_value(job).unwrap();
+    let (status, _) = call(&router_a, Method::POST, "/v1/agent/reports", &hosts[0], Some(pulled(&job))).await;
+    assert_eq!(status, StatusCode::OK);
+    // B never saw that report. A poll naming an earlier release's run takes the host's word.
+    let earlier = berth_shared::release::job_id("0b9e7c34-5d1f-4f43-9a55-3c1f0e2d8a61", "h1", JobKind::Run);
+    let named = format!("/v1/agent/jobs?wait_seconds=0&reported={earlier}");
+    let (status, again) = call(&router_b, Method::GET, &named, &hosts[0], None).await;
+    assert_eq!((status, &again["job_id"]), (StatusCode::OK, &json!(job.job_id)), "handed without a read: {again}");
+    assert_eq!(poll_now(&router_b, &hosts[0]).await, StatusCode::NO_CONTENT, "read, and found reported");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

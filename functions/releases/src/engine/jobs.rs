@@ -145,11 +145,19 @@ async fn due(
     if plan.known_settled(planned, kind) {
         return Ok(None);
     }
-    // The host's word that this process took its report elsewhere (another process, another
-    // Lambda instance) saves the read. Believed for this poll only and not noted as settled:
-    // a host that lies withholds only its own job, and its report is still taken.
-    if said_reported.is_some_and(|job| job == release::job_id(&plan.release.id, &host.host, kind)) {
-        return Ok(None);
+    // The host's word on its last report Berth took saves the read. Believed for this poll only
+    // and never noted as settled: a host that lies withholds only its own job, or is handed a
+    // pull it made (it pulls what it has; its report is a repeat).
+    if let Some(said) = said_reported {
+        if said == release::job_id(&plan.release.id, &host.host, kind) {
+            return Ok(None);
+        }
+        // An agent reports a job before it polls again, so one whose last report was another
+        // job has not reported this pull. Never a run on its word: the release may have timed
+        // the host out (its failure written for it) and a run handed out again would run.
+        if kind == JobKind::Pull {
+            return Ok(Some(kind));
+        }
     }
     if reported(engine, plan, &host.host, kind).await? {
         plan.note_settled(planned, kind);
