@@ -147,7 +147,7 @@ impl Engine {
     }
 
     /// The release's state to check a report of one of its hosts against: like a poll's
-    /// ([`Self::state_for_poll`]) where this process holds a fresh snapshot of the group showing
+    /// (`state_for_poll`) where this process holds a fresh snapshot of the group showing
     /// the release, read otherwise (no snapshot is read for it). A report checked against a
     /// state a moment old changes nothing it should not: each outcome is created once, and a
     /// host the release has timed out already has its failure written.

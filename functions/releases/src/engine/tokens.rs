@@ -127,7 +127,7 @@ impl Engine {
         }
     }
 
-    /// The host record read for this token within [`RECORD_REUSE`], if any.
+    /// The host record read for this token within `RECORD_REUSE` (100 ms), if any.
     pub fn recent_record(&self, digest: &str) -> Option<Arc<Versioned<HostRecord>>> {
         let key = key(digest)?;
         let places = self.token_places.places.lock();
