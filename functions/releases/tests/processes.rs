@@ -53,6 +53,15 @@ fn two_processes(context: &FunctionContext) -> (Engine, Engine, axum::Router, ax
     (a, b, router_a, router_b)
 }
 
+/// A release started through `router` and `engine`, and the pull job handed to `host`.
+async fn pulling(engine: &Engine, router: &axum::Router, token: &str, host: &str) -> (String, Job) {
+    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
+    let id = create_release(router, token, body).await;
+    engine.advance(&id).await.unwrap();
+    let (_, job) = call(router, Method::GET, "/v1/agent/jobs?wait_seconds=0", host, None).await;
+    (id, serde_json::from_value(job).unwrap())
+}
+
 /// A poll that is not held: its status.
 async fn poll_now(router: &axum::Router, host_token: &str) -> StatusCode {
     call(router, Method::GET, "/v1/agent/jobs?wait_seconds=0", host_token, None).await.0
@@ -211,11 +220,7 @@ async fn a_poll_naming_the_job_reported_elsewhere_does_not_read_it() {
     let context = FunctionContext::ephemeral();
     let (a, _, router_a, router_b) = two_processes(&context);
     let (token, hosts) = setup(&context, &router_a).await;
-    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
-    let id = create_release(&router_a, &token, body).await;
-    a.advance(&id).await.unwrap();
-    let (_, job) = call(&router_a, Method::GET, "/v1/agent/jobs?wait_seconds=0", &hosts[0], None).await;
-    let job: Job = serde_json::from_value(job).unwrap();
+    let (id, job) = pulling(&a, &router_a, &token, &hosts[0]).await;
     let (status, answer) = call(&router_b, Method::POST, "/v1/agent/reports", &hosts[0], Some(pulled(&job))).await;
     assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
     context.store.delete(&berth_releases::store_layout::pull(&id, "h1")).await.unwrap();
@@ -239,11 +244,7 @@ async fn a_poll_naming_another_job_is_handed_its_pull_without_a_read() {
     let context = FunctionContext::ephemeral();
     let (a, _, router_a, router_b) = two_processes(&context);
     let (token, hosts) = setup(&context, &router_a).await;
-    let body = json!({ "application": "app", "deployment": "d", "group": "g" });
-    let id = create_release(&router_a, &token, body).await;
-    a.advance(&id).await.unwrap();
-    let (_, job) = call(&router_a, Method::GET, "/v1/agent/jobs?wait_seconds=0", &hosts[0], None).await;
-    let job: Job = serde_json::from_value(job).unwrap();
+    let (_, job) = pulling(&a, &router_a, &token, &hosts[0]).await;
     let (status, _) = call(&router_a, Method::POST, "/v1/agent/reports", &hosts[0], Some(pulled(&job))).await;
     assert_eq!(status, StatusCode::OK);
     // B never saw that report. A poll naming an earlier release's run takes the host's word.
