@@ -1,7 +1,8 @@
 //! Every kind of credential Berth hands out, and how each shows in text.
 //!
 //! The random kinds (join token, host token, instance credential) are a prefix that names the
-//! kind and 32 random bytes; only their digest is ever stored. The signed kinds are JWTs
+//! kind and 32 random bytes (a host token then names its host's place, in the same URL-safe
+//! base64); only their digest is ever stored. The signed kinds are JWTs
 //! (`eyJ...`), told apart by their `typ` and audience. The log redaction
 //! ([`redact`](super::secret::redact)) blanks every word with a prefix listed here and every
 //! JWT; a test mints a token of each kind in [`TokenKind::ALL`] and checks that it is blanked,
