@@ -1,6 +1,5 @@
 //! The plumbing every function shares. Nothing here imports the domain (a test checks it).
 
-mod allocator;
 pub mod aws;
 pub mod clock;
 pub mod config;
