@@ -158,7 +158,7 @@ impl ProcessNews {
     }
 
     /// Tells every other process `envelope`, concurrently; failures are logged (news is a hint).
-    pub async fn tell_others(&self, envelope: &Envelope) {
+    pub async fn tell_others(self: &Arc<Self>, envelope: &Envelope) {
         let peers = self.peers().await;
         futures::stream::iter(peers.iter())
             .for_each_concurrent(16, |peer| async move {
@@ -169,14 +169,23 @@ impl ProcessNews {
             .await;
     }
 
-    /// The others' queues: the last listing while it is young, else a new one.
-    async fn peers(&self) -> Arc<[Peer]> {
-        let young = |peers: &Option<(Instant, Arc<[Peer]>)>| {
-            peers.as_ref().filter(|(at, _)| at.elapsed() < PEERS_LIFE).map(|(_, p)| p.clone())
-        };
-        if let Some(peers) = young(&self.peers.lock()) {
-            return peers;
+    /// The others' queues: the last listing, listed again behind this news once it is old (a
+    /// move's news does not wait for a listing's round trips); the first listing is waited for.
+    async fn peers(self: &Arc<Self>) -> Arc<[Peer]> {
+        let last = self.peers.lock().clone();
+        match last {
+            Some((at, peers)) if at.elapsed() < PEERS_LIFE => peers,
+            Some((_, peers)) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.list_peers().await });
+                peers
+            }
+            None => self.list_peers().await,
         }
+    }
+
+    /// Lists the others' queues now, unless another teller does (then the last listing).
+    async fn list_peers(&self) -> Arc<[Peer]> {
         let Ok(_listing) = self.listing.try_lock() else {
             // Another teller lists now: use what there is rather than wait for it.
             return self.peers.lock().as_ref().map(|(_, p)| p.clone()).unwrap_or_else(|| Arc::from([]));
@@ -233,12 +242,18 @@ impl ProcessNews {
             match received {
                 Ok(deliveries) => {
                     backoff = BACKOFF;
+                    // Handed on before it is settled: the settling is a round trip to the
+                    // queue that the news need not wait for (news comes again at worst).
+                    let mut settle = Vec::with_capacity(deliveries.len());
                     for delivery in deliveries {
-                        if let Err(error) = own.ack(&delivery).await {
-                            tracing::debug!(%error, "settling news failed; it may come again");
-                        }
-                        if heard.try_send(delivery.envelope).is_err() {
+                        if heard.try_send(delivery.envelope.clone()).is_err() {
                             tracing::debug!("news backlog full; dropped");
+                        }
+                        settle.push(delivery);
+                    }
+                    for delivery in &settle {
+                        if let Err(error) = own.ack(delivery).await {
+                            tracing::debug!(%error, "settling news failed; it may come again");
                         }
                     }
                 }
