@@ -12,7 +12,9 @@ const MAX_CACHED_PLANS: usize = 64;
 /// How long a release's state, read to confirm a poll's job, answers the polls after it. Every
 /// host of a phase polls within moments of each other: 100,000 reads of one small document
 /// become a few. A job handed out that much after a change elsewhere is no staler than one
-/// still on its way to the host; changes made in this process are seen at once.
+/// still on its way to the host; changes made in this process are seen at once. Polls that
+/// ask while a read is under way wait for it and take its answer (one read, not one a poll,
+/// when a read takes longer than this: S3 under load, moto).
 const STATE_REUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A minted pull key: username, password, expiry (seconds since the epoch).
@@ -30,6 +32,8 @@ pub struct Plan {
     settled: [Box<[AtomicU64]>; 2],
     /// The release's state as this process last read or wrote it, and when.
     recent_state: Mutex<Option<(std::time::Instant, ReleaseState)>>,
+    /// One read of the state at a time: the polls that ask meanwhile take its answer.
+    state_read: tokio::sync::Mutex<()>,
 }
 
 /// A read of one plan: waiting for the read before it, or making it. The last one out removes
@@ -77,7 +81,13 @@ impl Plan {
             .map(|(index, (host, batch))| (host, PlannedHost { batch, index }))
             .collect();
         let bits = || (0..hosts.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        Self { release, settled: [bits(), bits()], hosts, recent_state: Mutex::new(None) }
+        Self {
+            release,
+            settled: [bits(), bits()],
+            hosts,
+            recent_state: Mutex::new(None),
+            state_read: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Where the host is in the plan, if it is.
@@ -124,19 +134,37 @@ impl Plan {
 impl Engine {
     /// The release's state to confirm a poll's job with, where the group's snapshot shows it
     /// at `seen`: read, unless this process read or wrote it within [`STATE_REUSE`] and found
-    /// it there too (a snapshot ahead of what was read, news of a move elsewhere, reads it).
+    /// it there too (a snapshot ahead of what was read, news of a move elsewhere, reads it), or
+    /// read or wrote it after this poll asked (a read under way when it asked is waited for).
     pub(super) async fn state_for_poll(
         &self,
         plan: &Plan,
         seen: (release::ReleaseStatus, release::Phase),
     ) -> Result<Option<ReleaseState>, StoreError> {
-        let recent = plan
-            .recent_state
-            .lock()
-            .as_ref()
-            .filter(|(at, s)| at.elapsed() < STATE_REUSE && (s.status, s.phase) == seen)
-            .map(|(_, s)| s.clone());
-        if let Some(state) = recent {
+        self.shared_state(plan, Some(seen)).await
+    }
+
+    /// [`Self::state_for_poll`]; without a snapshot (`seen` none), only a state read or written
+    /// after this asked answers it.
+    async fn shared_state(
+        &self,
+        plan: &Plan,
+        seen: Option<(release::ReleaseStatus, release::Phase)>,
+    ) -> Result<Option<ReleaseState>, StoreError> {
+        let asked = std::time::Instant::now();
+        // As fresh as a read of its own: read or written after this asked.
+        let recent = || {
+            plan.recent_state
+                .lock()
+                .as_ref()
+                .filter(|(at, s)| *at >= asked || (at.elapsed() < STATE_REUSE && Some((s.status, s.phase)) == seen))
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(state) = recent() {
+            return Ok(Some(state));
+        }
+        let _reading = plan.state_read.lock().await;
+        if let Some(state) = recent() {
             return Ok(Some(state));
         }
         let state = self.state(&plan.release.id).await?.map(|d| d.value);
@@ -148,18 +176,16 @@ impl Engine {
 
     /// The release's state to check a report of one of its hosts against: like a poll's
     /// (`state_for_poll`) where this process holds a fresh snapshot of the group showing
-    /// the release, read otherwise (no snapshot is read for it). A report checked against a
-    /// state a moment old changes nothing it should not: each outcome is created once, and a
-    /// host the release has timed out already has its failure written.
+    /// the release, else read (or the answer of a read under way taken: no snapshot is read
+    /// for it). A report checked against a state a moment old changes nothing it should not:
+    /// each outcome is created once, and a host the release has timed out already has its
+    /// failure written.
     pub async fn state_for_report(&self, plan: &Plan, group: &GroupRef) -> Result<Option<ReleaseState>, StoreError> {
         let seen = self
             .fresh_snapshot(group)
             .filter(|snapshot| snapshot.active() == Some(plan.release.id.as_str()))
             .and_then(|snapshot| snapshot.state());
-        match seen {
-            Some(seen) => self.state_for_poll(plan, seen).await,
-            None => Ok(self.state(&plan.release.id).await?.map(|d| d.value)),
-        }
+        self.shared_state(plan, seen).await
     }
 
     /// A pull key for the release's image only (its repository, pull only), shared by the
@@ -307,5 +333,32 @@ mod tests {
         let cancelled = engine.modify(&id, cancel).await.unwrap().unwrap();
         let seen = engine.state_for_poll(&plan, (cancelled.status, cancelled.phase)).await.unwrap();
         assert_eq!(seen.map(|s| s.status), Some(ReleaseStatus::Cancelled));
+    }
+
+    /// Polls that ask while a read of the state is under way wait for it and take what it
+    /// found, whatever their snapshot shows: one read, however long it takes.
+    #[tokio::test]
+    async fn polls_that_ask_while_a_state_read_is_under_way_take_its_answer() {
+        use berth_shared::release::Phase;
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release);
+        let pulling = ReleaseState::of(&plan.release);
+        let seen = (pulling.status, pulling.phase);
+        let found = ReleaseState { phase: Phase::Batch { batch: 0 }, ..pulling.clone() };
+        // The store holds no state: a poll that read would find none.
+        let reading = plan.state_read.lock().await;
+        let read_ends = async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            plan.note_state(Some(&found));
+            drop(reading);
+        };
+        let polls = futures::future::join_all((0..8).map(|_| engine.state_for_poll(&plan, seen)));
+        let (answers, ()) = futures::join!(polls, read_ends);
+        for answer in answers {
+            assert_eq!(answer.unwrap().as_ref(), Some(&found), "took the answer of the read under way");
+        }
+        // One that asks once that answer is old reads (and finds none).
+        tokio::time::sleep(STATE_REUSE).await;
+        assert_eq!(engine.state_for_poll(&plan, seen).await.unwrap(), None);
     }
 }
