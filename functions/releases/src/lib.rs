@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn event_types_and_payloads_are_stable_on_the_wire() {
         use berth_shared::platform::events::{Event, envelope};
-        let advance = envelope(&Advance { release: "r-1".into(), reported_in: None }, None).unwrap();
+        let advance = envelope(&Advance { release: "r-1".into(), reported_in: None, report: None }, None).unwrap();
         assert_eq!(
             (advance.kind.as_str(), advance.payload.to_string()),
             ("release.advance", r#"{"release":"r-1"}"#.into())

@@ -12,6 +12,9 @@ impl Engine {
     /// [`Engine::note_news`]), then advances.
     pub async fn advance_on(&self, event: &Advance) -> Result<(), EventError> {
         if let Some(process) = &event.reported_in {
+            if let Some(report) = event.report.as_ref().filter(|_| *process != self.process) {
+                self.keep_told(&event.release, report).await;
+            }
             self.note_news(&event.release, *process != self.process);
         }
         self.advance(&event.release).await
@@ -105,7 +108,7 @@ impl Engine {
                             now,
                         ),
                     };
-                    self.save_moved(&next, &doc.version).await?;
+                    self.save_moved(&current, &next, &doc.version).await?;
                     continue;
                 }
                 // Healthy hosts go back as they come, not when the whole batch is in.
@@ -157,7 +160,7 @@ impl Engine {
                     match self.save(&next, &doc.version).await {
                         Ok(_) => {
                             tracing::info!(release = id, status = ?next.status, phase = ?next.phase, "release moved");
-                            self.moved(&next).await;
+                            self.moved_from(Some((current.status, current.phase)), &next).await;
                         }
                         // Someone else moved it (cancel, confirm, another process): decide again.
                         Err(StoreError::Conflict(_)) => {}
@@ -169,12 +172,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Saves a release's move; a conflict (someone else moved it) is left for the next round.
-    async fn save_moved(&self, next: &Release, version: &Version) -> Result<(), EventError> {
+    /// Saves a release's move from `current`; a conflict (someone else moved it) is left for
+    /// the next round.
+    async fn save_moved(&self, current: &Release, next: &Release, version: &Version) -> Result<(), EventError> {
         match self.save(next, version).await {
             Ok(_) => {
                 tracing::info!(release = %next.id, status = ?next.status, phase = ?next.phase, "release moved");
-                self.moved(next).await;
+                self.moved_from(Some((current.status, current.phase)), next).await;
                 Ok(())
             }
             Err(StoreError::Conflict(_)) => Ok(()),
@@ -185,7 +189,7 @@ impl Engine {
     async fn finish_failed(&self, current: &Release, version: &Version, reason: String) -> Result<(), EventError> {
         tracing::warn!(release = %current.id, %reason, "release failed by its alarms");
         let next = release::apply(current, &Decision::Finish(release::ReleaseStatus::Failed, Some(reason)), unix_now());
-        self.save_moved(&next, version).await
+        self.save_moved(current, &next, version).await
     }
 
     /// Whether deciding needs the reports read: every host of the phase reported (counted

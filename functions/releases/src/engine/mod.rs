@@ -38,6 +38,40 @@ pub struct Advance {
     /// they may have come in elsewhere (see [`Engine::note_news`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_in: Option<String>,
+    /// That report, as written: the process that receives the event keeps it as if it had
+    /// read it (its advance and views of the release then read only the reports no event
+    /// brought it). Without it (a long reason, a sender from before) the report is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ToldReport>,
+}
+
+/// A host's report as the process that took it wrote it (a pull without its output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToldReport {
+    /// The host.
+    pub host: String,
+    /// Its pull's outcome, for a pull's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullResult>,
+    /// Its final outcome: a run's, or a failed pull's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<HostResult>,
+}
+
+/// Longest reason told with a report; a report with a longer one is read where needed (an
+/// event stays far below the queue's 256 KiB).
+const MAX_TOLD_REASON_BYTES: usize = 1024;
+
+impl ToldReport {
+    /// The report of `host` as written, unless a reason is too long to tell.
+    pub fn of(host: &str, pull: Option<&PullResult>, result: Option<&HostResult>) -> Option<Self> {
+        let short = |reason: &Option<String>| reason.as_ref().is_none_or(|r| r.len() <= MAX_TOLD_REASON_BYTES);
+        if !pull.is_none_or(|p| short(&p.reason)) || !result.is_none_or(|r| short(&r.reason)) {
+            return None;
+        }
+        let pull = pull.map(|p| PullResult { output: StepOutput::default(), ..p.clone() });
+        Some(Self { host: host.to_owned(), pull, result: result.cloned() })
+    }
 }
 
 impl Event for Advance {
@@ -275,7 +309,7 @@ impl Engine {
             *again = true;
             return Ok(());
         }
-        let advance = Advance { release: id.to_owned(), reported_in: None };
+        let advance = Advance { release: id.to_owned(), reported_in: None, report: None };
         events::send(self.context.queue.as_ref(), Some(account.clone()), &advance).await
     }
 
@@ -289,12 +323,13 @@ impl Engine {
         &self,
         id: &str,
         account: &AccountId,
+        report: Option<ToldReport>,
     ) -> Result<(), berth_shared::platform::queue::QueueError> {
         let coalesced = self.advancing.lock().get_mut(id).map(|again| *again = true).is_some();
         if coalesced && !self.queue_shared {
             return Ok(());
         }
-        let advance = Advance { release: id.to_owned(), reported_in: Some(self.process.clone()) };
+        let advance = Advance { release: id.to_owned(), reported_in: Some(self.process.clone()), report };
         events::send(self.context.queue.as_ref(), Some(account.clone()), &advance).await
     }
 }

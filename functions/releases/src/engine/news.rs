@@ -20,6 +20,20 @@ pub struct ReleaseMoved {
     pub release: String,
     /// Its group.
     pub group: GroupRef,
+    /// Where it moved from and to, when the mover knew both (news from before has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<StateChange>,
+}
+
+/// A release's state saved over the one it was at: a process whose snapshot of the group shows
+/// `from` takes `to` without reading the release. Each of a phase's held polls in that process
+/// read the state when the news only said "moved".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// The status and phase the save replaced.
+    pub from: (release::ReleaseStatus, release::Phase),
+    /// The state saved.
+    pub to: ReleaseState,
 }
 
 impl Event for ReleaseMoved {
@@ -49,10 +63,11 @@ impl Engine {
         }
     }
 
-    /// Tells the other processes that `release` moved.
-    pub(super) async fn tell_moved(&self, release: &Release) {
+    /// Tells the other processes that `release` moved (from `from`, when known).
+    pub(super) async fn tell_moved(&self, release: &Release, from: Option<(release::ReleaseStatus, release::Phase)>) {
         let Some(news) = self.news.get() else { return };
-        let moved = ReleaseMoved { release: release.id.clone(), group: Self::group_of(release) };
+        let change = from.map(|from| StateChange { from, to: ReleaseState::of(release) });
+        let moved = ReleaseMoved { release: release.id.clone(), group: Self::group_of(release), change };
         match events::envelope(&moved, Some(release.account.clone())) {
             Ok(envelope) => news.tell_others(&envelope).await,
             Err(error) => tracing::warn!(%error, "news of a move could not be written"),
@@ -74,9 +89,13 @@ impl Engine {
     }
 
     /// Another process moved a release: the group's held polls look again when its snapshot
-    /// changed, and this process's wake channels of its hosts are woken.
+    /// changed (taken from the news when it follows on the snapshot, else read), and this
+    /// process's wake channels of its hosts are woken.
     async fn heard_moved(&self, moved: ReleaseMoved) {
-        self.refresh_watched(&moved.group).await;
+        match &moved.change {
+            Some(change) if self.take_change(&moved.release, &moved.group, change) => self.changed.notify_waiters(),
+            _ => self.refresh_watched(&moved.group).await,
+        }
         if self.poster.is_some() || self.channels.is_empty() {
             return;
         }

@@ -183,6 +183,29 @@ impl Engine {
         }
     }
 
+    /// Keeps a report another process took, as its advance event told it (the plan is read
+    /// for it if need be: the advance reads it next anyway). A host outside the plan is
+    /// ignored.
+    pub(super) async fn keep_told(&self, release: &str, report: &ToldReport) {
+        let plan = match self.plan(release).await {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%error, release, "a told report is not kept: the plan did not read");
+                return;
+            }
+        };
+        let Some(planned) = plan.host(&report.host) else { return };
+        if let Some(pull) = &report.pull {
+            self.keep_report(&plan, &report.host, pull.clone());
+            plan.note_settled(planned, release::JobKind::Pull);
+        }
+        if let Some(result) = &report.result {
+            self.keep_report(&plan, &report.host, result.clone());
+            plan.note_settled(planned, release::JobKind::Run);
+        }
+    }
+
     /// Whether this process knows the host's report of this kind exists.
     pub(crate) fn report_kept<T: Kept>(&self, plan: &Plan, host: &str) -> bool {
         self.reports.lock().get(plan, host).is_some_and(T::is_kept)
@@ -286,6 +309,33 @@ pub(super) mod tests {
         assert!(engine.report_kept::<PullResult>(&plan, "h0"));
         assert!(!engine.report_kept::<HostResult>(&plan, "h0"));
         assert!(!engine.report_kept::<PullResult>(&plan, "h2"));
+    }
+
+    /// A report another process took, told with the advance it asked for, is kept as if read:
+    /// the listing shows it as told (the stored one is not read), and the host's job counts as
+    /// reported. A report with a long reason is not told.
+    #[tokio::test]
+    async fn a_told_report_is_kept_as_if_read() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let store = engine.store();
+        let plan = engine.keep_plan(plan(3).release);
+        let result = HostResult { ok: false, step: Step::Pull, exit_code: Some(1), reason: Some("no".into()), at: 1 };
+        let told = ToldReport::of("h0", Some(&pull(false, "pulled")), Some(&result)).unwrap();
+        assert_eq!(told.pull.as_ref().map(|p| p.output.stdout.as_str()), Some(""), "told without its output");
+        // Changed behind the engine: a read would show it.
+        store.put(&layout::pull(ID, "h0"), &pull(true, "")).await.unwrap();
+        store.put(&layout::result(ID, "h0"), &HostResult { ok: true, ..result.clone() }).await.unwrap();
+        engine.keep_told(ID, &ToldReport { host: "not-planned".into(), ..told.clone() }).await;
+        engine.keep_told(ID, &told).await;
+        let pulls = engine.reports::<PullResult>(ID).await.unwrap();
+        assert_eq!(pulls.get("h0").map(|p| p.ok), Some(false), "as told, not read");
+        assert_eq!(engine.reports::<HostResult>(ID).await.unwrap().get("h0"), Some(&result));
+        let planned = plan.host("h0").unwrap();
+        assert!(
+            plan.known_settled(planned, release::JobKind::Pull) && plan.known_settled(planned, release::JobKind::Run)
+        );
+        let long = HostResult { reason: Some("x".repeat(MAX_TOLD_REASON_BYTES + 1)), ..result };
+        assert!(ToldReport::of("h1", None, Some(&long)).is_none());
     }
 
     #[test]

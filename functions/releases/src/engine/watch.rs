@@ -160,6 +160,13 @@ impl Engine {
     /// Wakes held polls after `release` moved in this process. Its group's snapshot is read
     /// once here first, so that 100,000 woken polls find it fresh instead of all reading it.
     pub async fn moved(&self, release: &Release) {
+        self.moved_from(None, release).await;
+    }
+
+    /// [`Self::moved`], from the status and phase the move's save replaced, when known: the
+    /// group's snapshot then follows without a read when it showed them, here and in the
+    /// processes told.
+    pub(super) async fn moved_from(&self, from: Option<(release::ReleaseStatus, release::Phase)>, release: &Release) {
         if release.status.is_terminal() {
             berth_shared::platform::metrics::release_entered(release.status.name());
         }
@@ -169,15 +176,43 @@ impl Engine {
             group: release.group.clone(),
         };
         let here = async {
-            let read = self.read_snapshot(&group).await;
-            if let Some(watched) = self.watches.groups.lock().get_mut(&group) {
-                // Unread, the snapshot is dropped: the polls read it themselves.
-                watched.snapshot = read.ok().map(|s| (Instant::now(), Arc::new(s)));
+            let change = from.map(|from| news::StateChange { from, to: ReleaseState::of(release) });
+            if !change.is_some_and(|change| self.take_change(&release.id, &group, &change)) {
+                let read = self.read_snapshot(&group).await;
+                if let Some(watched) = self.watches.groups.lock().get_mut(&group) {
+                    // Unread, the snapshot is dropped: the polls read it themselves.
+                    watched.snapshot = read.ok().map(|s| (Instant::now(), Arc::new(s)));
+                }
             }
             self.changed.notify_waiters();
             self.wake(release).await;
         };
-        futures::join!(here, self.tell_moved(release));
+        futures::join!(here, self.tell_moved(release, from));
+    }
+
+    /// Takes a running release's change of state into its group's snapshot without reading,
+    /// when the snapshot shows the release where the change began (or already where it ended),
+    /// and keeps the state for the release's polls as if just read. False otherwise (news out
+    /// of order, a move missed, an end: the group's last release changes with it): read then.
+    pub(super) fn take_change(&self, id: &str, group: &GroupRef, change: &news::StateChange) -> bool {
+        let to = (change.to.status, change.to.phase);
+        if to.0.is_terminal() {
+            return false;
+        }
+        {
+            let mut groups = self.watches.groups.lock();
+            let Some(watched) = groups.get_mut(group) else { return false };
+            let Some((_, snapshot)) = &watched.snapshot else { return false };
+            if snapshot.active() != Some(id) || (snapshot.state != Some(change.from) && snapshot.state != Some(to)) {
+                return false;
+            }
+            let taken = GroupSnapshot { state: Some(to), ..GroupSnapshot::clone(snapshot) };
+            watched.snapshot = Some((Instant::now(), Arc::new(taken)));
+        }
+        if let Some(plan) = self.cached_plan(id) {
+            plan.note_state(Some(&change.to));
+        }
+        true
     }
 
     /// Re-reads a watched group's snapshot now (news of a move elsewhere) and wakes its held
@@ -293,5 +328,49 @@ impl Engine {
                 self.changed.notify_waiters();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_shared::release::{Phase, ReleaseStatus};
+
+    /// A move told with where it began is taken into the group's snapshot and the release's
+    /// kept state without a read, only when the snapshot shows it where the move began (or
+    /// already where it ended); anything else (out of order, a move missed, an end) is read.
+    #[tokio::test]
+    async fn a_change_that_follows_on_the_snapshot_is_taken_without_a_read() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release);
+        let (id, group) = (plan.release.id.clone(), Engine::group_of(&plan.release));
+        let pulling = ReleaseState::of(&plan.release);
+        let batch = ReleaseState { phase: Phase::Batch { batch: 0 }, ..pulling.clone() };
+        let change = |from: &ReleaseState, to: &ReleaseState| news::StateChange {
+            from: (from.status, from.phase),
+            to: to.clone(),
+        };
+        // Not watched here: nothing to take.
+        assert!(!engine.take_change(&id, &group, &change(&pulling, &batch)));
+        let _hold = engine.hold(&group);
+        let at_pulling =
+            GroupSnapshot { active: Some(id.clone()), state: Some((pulling.status, pulling.phase)), last_good: None };
+        engine.keep_snapshot(&group, at_pulling.clone());
+        // From another state than the snapshot's: read instead.
+        let later = ReleaseState { phase: Phase::Batch { batch: 1 }, ..pulling.clone() };
+        assert!(!engine.take_change(&id, &group, &change(&batch, &later)));
+        assert!(!engine.take_change("another", &group, &change(&pulling, &batch)));
+        let ended = ReleaseState { status: ReleaseStatus::Cancelled, ..pulling.clone() };
+        assert!(!engine.take_change(&id, &group, &change(&pulling, &ended)), "an end is read");
+        assert_eq!(engine.fresh_snapshot(&group).as_deref(), Some(&at_pulling));
+
+        assert!(engine.take_change(&id, &group, &change(&pulling, &batch)));
+        let taken = engine.fresh_snapshot(&group).unwrap();
+        assert_eq!((taken.active(), taken.state()), (Some(id.as_str()), Some((batch.status, batch.phase))));
+        // The release's state is kept as if read: a poll that sees it reads nothing (the store
+        // holds no state at all).
+        assert_eq!(engine.state_for_poll(&plan, (batch.status, batch.phase)).await.unwrap(), Some(batch.clone()));
+        // The same news again (a duplicate) finds the snapshot where it ended: taken again.
+        assert!(engine.take_change(&id, &group, &change(&pulling, &batch)));
     }
 }

@@ -156,6 +156,8 @@ pub async fn report(
         return Err(refused(why));
     }
     let now = unix_now();
+    // What this report wrote, told with the advance it asks for.
+    let mut told = None;
     let written = match body.kind {
         JobKind::Pull => {
             let output = if inline {
@@ -167,9 +169,7 @@ pub async fn report(
             let pull =
                 PullResult { ok: body.ok, exit_code: body.exit_code, reason: body.reason.clone(), output, at: now };
             let written = create_once(store, &layout::pull(id, name), &pull).await?;
-            if written {
-                engine.keep_report(&plan, name, pull);
-            }
+            let mut failed = None;
             if written && !body.ok {
                 // A host that cannot pull does not run: it fails as a pull failure.
                 let result = HostResult {
@@ -180,9 +180,14 @@ pub async fn report(
                     at: now,
                 };
                 if create_once(store, &layout::result(id, name), &result).await? {
-                    engine.keep_report(&plan, name, result);
+                    engine.keep_report(&plan, name, result.clone());
                     berth_shared::platform::metrics::release_host_finished(false);
+                    failed = Some(result);
                 }
+            }
+            if written {
+                told = crate::engine::ToldReport::of(name, Some(&pull), failed.as_ref());
+                engine.keep_report(&plan, name, pull);
             }
             written
         }
@@ -198,6 +203,7 @@ pub async fn report(
             };
             let written = create_once(store, &layout::result(id, name), &result).await?;
             if written {
+                told = crate::engine::ToldReport::of(name, None, Some(&result));
                 engine.keep_report(&plan, name, result);
                 berth_shared::platform::metrics::release_host_finished(body.ok);
             }
@@ -217,7 +223,7 @@ pub async fn report(
             JobKind::Run => release::Phase::Batch { batch },
         };
         engine.note_report(id, due_in);
-        engine.request_advance_after_report(id, &release.account).await?;
+        engine.request_advance_after_report(id, &release.account, told).await?;
     }
     Ok(Json(ReportAccepted { accepted: written }))
 }
