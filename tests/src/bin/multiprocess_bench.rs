@@ -70,6 +70,8 @@ struct Run {
     /// Store and queue requests of every process, from the release request to its end.
     store_requests: f64,
     queue_requests: f64,
+    /// The same by kind (`store get`, `queue send`, ...), for the breakdown line.
+    by_kind: std::collections::BTreeMap<String, f64>,
 }
 
 struct Fleet {
@@ -124,6 +126,8 @@ async fn bench() {
                     run.queue_requests,
                     load()
                 );
+                let kinds: Vec<String> = run.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                println!("    by kind: {}", kinds.join(", "));
                 runs[b][processes - 1].push(run);
             }
         }
@@ -159,6 +163,9 @@ async fn bench() {
         ratios.push(two / one);
     }
     goals::report(Goal::at_most(format!("release-{hosts}-hosts/2-processes-vs-1"), ratios[0], 1.0 + MARGIN, "x"));
+    if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        println!("the processes' logs are kept in {}", fleet.dir.keep().display());
+    }
 }
 
 /// How often the bench reads the release to see it end (`BENCH_WATCH_MS`, default 10).
@@ -330,21 +337,34 @@ async fn release(
         dispatches,
         store_requests: requests_after.0 - requests_before.0,
         queue_requests: requests_after.1 - requests_before.1,
+        by_kind: requests_after
+            .2
+            .into_iter()
+            .map(|(kind, n)| {
+                let before = requests_before.2.get(&kind).copied().unwrap_or(0.0);
+                (kind, n - before)
+            })
+            .filter(|(_, n)| *n > 0.0)
+            .collect(),
     }
 }
 
-/// Store and queue requests every process made so far, from their `/metrics`.
-async fn requests(http: &reqwest::Client, metrics: &[String]) -> (f64, f64) {
-    let mut sums = (0.0, 0.0);
+/// Store and queue requests every process made so far, from their `/metrics`: in all, and by
+/// kind.
+async fn requests(http: &reqwest::Client, metrics: &[String]) -> (f64, f64, std::collections::BTreeMap<String, f64>) {
+    let mut sums = (0.0, 0.0, std::collections::BTreeMap::new());
     for address in metrics {
         let text = http.get(format!("http://{address}/metrics")).send().await.unwrap().text().await.unwrap();
         for line in text.lines() {
             let Some((name, value)) = line.rsplit_once(' ') else { continue };
             let value: f64 = value.parse().unwrap_or(0.0);
+            let kind = name.split('"').nth(1).unwrap_or("");
             if name.starts_with(berth_shared::platform::metrics::STORE_REQUESTS) {
                 sums.0 += value;
+                *sums.2.entry(format!("store {kind}")).or_insert(0.0) += value;
             } else if name.starts_with(berth_shared::platform::metrics::QUEUE_REQUESTS) {
                 sums.1 += value;
+                *sums.2.entry(format!("queue {kind}")).or_insert(0.0) += value;
             }
         }
     }
