@@ -304,3 +304,32 @@ async fn a_token_names_its_host_for_a_process_that_never_saw_it_and_one_from_bef
     assert_eq!(poll_now(&router_b, &old).await, StatusCode::NO_CONTENT);
     assert_eq!(poll_now(&router_b, &hosts[1]).await, StatusCode::UNAUTHORIZED, "the record names the old token now");
 }
+
+/// The only process over its store (`berth serve` on its data directory) takes every report of
+/// the releases it creates: whether a host reported is never read. A pull's report written
+/// behind it (which no process of such a deployment can write) shows it: the poll does not
+/// read it and hands the pull out, where an engine that is not alone reads it and hands out
+/// nothing. Reports it takes and its time-outs it knows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_process_knows_which_hosts_reported_without_reading() {
+    let context = FunctionContext::ephemeral();
+    let sole = Engine::new(context.clone()).as_sole_process();
+    let router = berth_releases::router(sole.clone());
+    let (token, hosts) = setup(&context, &router).await;
+    let (id, job) = pulling(&sole, &router, &token, &hosts[0]).await;
+    assert_eq!(job.kind, JobKind::Pull);
+    let behind = berth_shared::release::PullResult {
+        ok: true,
+        exit_code: Some(0),
+        reason: None,
+        output: Default::default(),
+        at: 1,
+    };
+    context.store.put(&berth_releases::store_layout::pull(&id, "h2"), &behind).await.unwrap();
+    assert_eq!(poll_now(&router, &hosts[1]).await, StatusCode::OK, "not read: handed out");
+    let other = berth_releases::router(Engine::new(context.clone()));
+    assert_eq!(poll_now(&other, &hosts[1]).await, StatusCode::NO_CONTENT, "read, and found reported");
+    let (status, answer) = call(&router, Method::POST, "/v1/agent/reports", &hosts[0], Some(pulled(&job))).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    assert_eq!(poll_now(&router, &hosts[0]).await, StatusCode::NO_CONTENT, "its own report known");
+}

@@ -198,7 +198,8 @@ async fn bench() {
     });
     let context =
         FunctionContext { store: DocumentStore::with_native_swap(store.clone()), queue: queue.clone(), ..base.clone() };
-    let engine = berth_releases::engine::Engine::new(context.clone());
+    // One process over its own store, as `berth serve` on its data directory is.
+    let engine = berth_releases::engine::Engine::new(context.clone()).as_sole_process();
     let router = berth_releases::router(engine.clone());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let consumer = tokio::spawn(consume(

@@ -289,6 +289,15 @@ impl Engine {
         if create_once(self.store(), &layout::result(&release.id, host), &result).await? {
             berth_shared::platform::metrics::release_host_finished(false);
         }
+        // Written now or before: settled for good (a plan witnessed here knows it only so).
+        if let Some(plan) = self.cached_plan(&release.id)
+            && let Some(planned) = plan.host(host)
+        {
+            if step == Step::Pull {
+                plan.note_settled(planned, release::JobKind::Pull);
+            }
+            plan.note_settled(planned, release::JobKind::Run);
+        }
         Ok(())
     }
 }

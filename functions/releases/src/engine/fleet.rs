@@ -150,7 +150,7 @@ impl Engine {
         }
         // A duplicate goes on with the plan that won, so both write the same index key.
         let plan = if create_once(store, &layout::plan(id), &head).await? {
-            self.keep_plan(created)
+            self.keep_plan(created, true)
         } else {
             self.plan(id).await?.ok_or_else(|| ApiError::NotFound(format!("release '{id}'")))?
         };

@@ -150,6 +150,10 @@ pub struct EngineState {
     /// Whether other processes may move releases: the queue is SQS, which every process on
     /// the store shares (an in-process queue is this process's alone).
     queue_shared: bool,
+    /// Whether this is the only process over its store and queue (`berth serve` on its own
+    /// data directory: a file store and an in-process queue), so that every report of a
+    /// release it created passes through it (see [`Plan::witnessed`]).
+    sole: std::sync::atomic::AtomicBool,
     /// Whether another process's report was told here: other processes take reports.
     others_report: std::sync::atomic::AtomicBool,
     /// What this process tells the others and hears from them, once started (see [`news`]).
@@ -212,10 +216,13 @@ impl Engine {
     ) -> Self {
         let poster =
             context.config.wake_endpoint.as_deref().map(|url| wake::Poster::new(url, &context.config.s3.region));
-        let queue_shared = matches!(context.config.queue, berth_shared::platform::config::QueueLocation::Sqs { .. });
+        use berth_shared::platform::config::{QueueLocation, StoreLocation};
+        let queue_shared = matches!(context.config.queue, QueueLocation::Sqs { .. });
+        let sole = matches!((&context.config.store, &context.config.queue), (StoreLocation::File(_), QueueLocation::InProcess));
         Self(Arc::new(EngineState {
             process: uuid::Uuid::new_v4().to_string(),
             queue_shared,
+            sole: std::sync::atomic::AtomicBool::new(sole),
             others_report: std::sync::atomic::AtomicBool::new(false),
             news: std::sync::OnceLock::new(),
             channels: wake::Channels::default(),
@@ -238,6 +245,13 @@ impl Engine {
             seen: Arc::new(Mutex::new(HashMap::new())),
             token_places: tokens::TokenPlaces::default(),
         }))
+    }
+
+    /// Marks this engine the only one over its store and queue, as `berth serve` on a file
+    /// store is (an in-memory store's engine, in a bench of one process).
+    pub fn as_sole_process(self) -> Self {
+        self.sole.store(true, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// Asks the engine to stop: held polls answer at once (they wait on `changed` only).

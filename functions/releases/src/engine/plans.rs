@@ -34,6 +34,10 @@ pub struct Plan {
     recent_state: Mutex<Option<(std::time::Instant, ReleaseState)>>,
     /// One read of the state at a time: the polls that ask meanwhile take its answer.
     state_read: tokio::sync::Mutex<()>,
+    /// Whether every report of the release passes through this process: it created the plan
+    /// and is the only process (see `EngineState::sole`). Its settled bits are then the whole
+    /// truth, and whether a host reported is never read.
+    pub(super) witnessed: bool,
 }
 
 /// A read of one plan: waiting for the read before it, or making it. The last one out removes
@@ -72,6 +76,10 @@ pub struct PlannedHost {
 
 impl Plan {
     pub fn new(release: Release) -> Self {
+        Self::kept(release, false)
+    }
+
+    fn kept(release: Release, witnessed: bool) -> Self {
         let hosts: HashMap<String, PlannedHost> = release
             .batches
             .iter()
@@ -87,6 +95,7 @@ impl Plan {
             hosts,
             recent_state: Mutex::new(None),
             state_read: tokio::sync::Mutex::new(()),
+            witnessed,
         }
     }
 
@@ -267,15 +276,17 @@ impl Engine {
         };
         let release = release::join_plan(doc.value, parts)
             .map_err(|why| StoreError::Corrupt { path: layout::plan(id), reason: why })?;
-        Ok(Some(self.keep_plan(release)))
+        Ok(Some(self.keep_plan(release, false)))
     }
 
     /// Keeps a release's plan in memory: one read here, or one this process just wrote, so
     /// that the polls and the advance that follow do not each read it back (at 100,000 hosts,
     /// a read and a join of its parts).
-    pub(super) fn keep_plan(&self, release: Release) -> Arc<Plan> {
+    /// `created`: this process wrote it (it witnesses its reports if it is the only process).
+    pub(super) fn keep_plan(&self, release: Release, created: bool) -> Arc<Plan> {
         let id = release.id.clone();
-        let plan = Arc::new(Plan::new(release));
+        let witnessed = created && self.sole.load(Ordering::Relaxed);
+        let plan = Arc::new(Plan::kept(release, witnessed));
         let mut plans = self.plans.lock();
         if plans.len() >= MAX_CACHED_PLANS {
             plans.clear();
@@ -309,7 +320,7 @@ mod tests {
     async fn a_state_read_for_a_poll_answers_the_polls_just_after_and_one_written_here_at_once() {
         use berth_shared::release::{Phase, ReleaseStatus};
         let engine = Engine::new(FunctionContext::ephemeral());
-        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release);
+        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release, false);
         let id = plan.release.id.clone();
         let store = engine.store();
         let running = ReleaseState::of(&plan.release);
@@ -341,7 +352,7 @@ mod tests {
     async fn polls_that_ask_while_a_state_read_is_under_way_take_its_answer() {
         use berth_shared::release::Phase;
         let engine = Engine::new(FunctionContext::ephemeral());
-        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release);
+        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release, false);
         let pulling = ReleaseState::of(&plan.release);
         let seen = (pulling.status, pulling.phase);
         let found = ReleaseState { phase: Phase::Batch { batch: 0 }, ..pulling.clone() };

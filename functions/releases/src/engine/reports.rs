@@ -292,7 +292,7 @@ pub(super) mod tests {
     async fn each_report_is_read_once_and_shown_only_while_listed() {
         let engine = Engine::new(FunctionContext::ephemeral());
         let store = engine.store();
-        let plan = engine.keep_plan(plan(3).release);
+        let plan = engine.keep_plan(plan(3).release, false);
         store.put(&layout::pull(ID, "h0"), &pull(true, "pulled")).await.unwrap();
         engine.keep_report(&plan, "h1", pull(false, ""));
         store.put(&layout::pull(ID, "h1"), &pull(false, "")).await.unwrap();
@@ -318,7 +318,7 @@ pub(super) mod tests {
     async fn a_told_report_is_kept_as_if_read() {
         let engine = Engine::new(FunctionContext::ephemeral());
         let store = engine.store();
-        let plan = engine.keep_plan(plan(3).release);
+        let plan = engine.keep_plan(plan(3).release, false);
         let result = HostResult { ok: false, step: Step::Pull, exit_code: Some(1), reason: Some("no".into()), at: 1 };
         let told = ToldReport::of("h0", Some(&pull(false, "pulled")), Some(&result)).unwrap();
         assert_eq!(told.pull.as_ref().map(|p| p.output.stdout.as_str()), Some(""), "told without its output");

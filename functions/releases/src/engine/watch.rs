@@ -342,7 +342,7 @@ mod tests {
     #[tokio::test]
     async fn a_change_that_follows_on_the_snapshot_is_taken_without_a_read() {
         let engine = Engine::new(FunctionContext::ephemeral());
-        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release);
+        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release, false);
         let (id, group) = (plan.release.id.clone(), Engine::group_of(&plan.release));
         let pulling = ReleaseState::of(&plan.release);
         let batch = ReleaseState { phase: Phase::Batch { batch: 0 }, ..pulling.clone() };

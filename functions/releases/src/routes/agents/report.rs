@@ -179,7 +179,9 @@ pub async fn report(
                     reason: body.reason.clone(),
                     at: now,
                 };
-                if create_once(store, &layout::result(id, name), &result).await? {
+                let written = create_once(store, &layout::result(id, name), &result).await?;
+                plan.note_settled(planned, JobKind::Run);
+                if written {
                     engine.keep_report(&plan, name, result.clone());
                     berth_shared::platform::metrics::release_host_finished(false);
                     failed = Some(result);
