@@ -218,7 +218,10 @@ impl Engine {
             context.config.wake_endpoint.as_deref().map(|url| wake::Poster::new(url, &context.config.s3.region));
         use berth_shared::platform::config::{QueueLocation, StoreLocation};
         let queue_shared = matches!(context.config.queue, QueueLocation::Sqs { .. });
-        let sole = matches!((&context.config.store, &context.config.queue), (StoreLocation::File(_), QueueLocation::InProcess));
+        let sole = matches!(
+            (&context.config.store, &context.config.queue),
+            (StoreLocation::File(_), QueueLocation::InProcess)
+        );
         Self(Arc::new(EngineState {
             process: uuid::Uuid::new_v4().to_string(),
             queue_shared,

@@ -26,8 +26,8 @@ pub struct ReleaseMoved {
 }
 
 /// A release's state saved over the one it was at: a process whose snapshot of the group shows
-/// `from` takes `to` without reading the release. Each of a phase's held polls in that process
-/// read the state when the news only said "moved".
+/// `from` takes `to` without reading the release (news that only said "moved" had each of a
+/// phase's held polls there read the state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateChange {
     /// The status and phase the save replaced.
