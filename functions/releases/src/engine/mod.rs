@@ -56,6 +56,10 @@ pub struct ToldReport {
     /// Its final outcome: a run's, or a failed pull's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<HostResult>,
+    /// Whether the process that took it recorded the host's successful run in its ledger: the
+    /// release's end then need not look at the host's record (see `reconcile_ledgers`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
 }
 
 /// Longest reason told with a report; a report with a longer one is read where needed (an
@@ -70,7 +74,7 @@ impl ToldReport {
             return None;
         }
         let pull = pull.map(|p| PullResult { output: StepOutput::default(), ..p.clone() });
-        Some(Self { host: host.to_owned(), pull, result: result.cloned() })
+        Some(Self { host: host.to_owned(), pull, result: result.cloned(), recorded: false })
     }
 }
 

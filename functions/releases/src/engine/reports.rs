@@ -204,6 +204,9 @@ impl Engine {
             self.keep_report(&plan, &report.host, result.clone());
             plan.note_settled(planned, release::JobKind::Run);
         }
+        if report.recorded {
+            self.note_recorded(release, &report.host);
+        }
     }
 
     /// Whether this process knows the host's report of this kind exists.
@@ -334,6 +337,11 @@ pub(super) mod tests {
         assert!(
             plan.known_settled(planned, release::JobKind::Pull) && plan.known_settled(planned, release::JobKind::Run)
         );
+        assert!(!engine.recorded_here(Some(&plan), "h0"));
+        let ran = HostResult { ok: true, step: Step::Start, exit_code: Some(0), reason: None, at: 2 };
+        let recorded = ToldReport { recorded: true, ..ToldReport::of("h1", None, Some(&ran)).unwrap() };
+        engine.keep_told(ID, &recorded).await;
+        assert!(engine.recorded_here(Some(&plan), "h1"), "its ledger written where it was taken");
         let long = HostResult { reason: Some("x".repeat(MAX_TOLD_REASON_BYTES + 1)), ..result };
         assert!(ToldReport::of("h1", None, Some(&long)).is_none());
     }

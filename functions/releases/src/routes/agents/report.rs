@@ -212,6 +212,9 @@ pub async fn report(
             if written && body.ok {
                 // The record read to authenticate the host saves a read, unless it changed since.
                 engine.record_run(release, name, now, Some(std::sync::Arc::unwrap_or_clone(record))).await?;
+                if let Some(told) = &mut told {
+                    told.recorded = true;
+                }
             }
             written
         }
