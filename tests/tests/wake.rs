@@ -476,3 +476,79 @@ async fn a_release_created_in_one_process_wakes_channels_held_in_another() {
     b.stop();
     assert_eq!(news_queues().await, 0, "a stopped process removes its news queue");
 }
+
+/// Two `berth serve` processes on one store and one SQS queue: a host token rotated in one is
+/// refused in the other as soon as the news of its revocation arrives. The other process
+/// keeps the host record it read to authenticate the token for five seconds (news tells it of
+/// revocations), so without that news the old token would act there that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_in_one_process_is_refused_in_another_on_its_news() {
+    let moto = Moto::start();
+    let sqs = moto.sqs();
+    let queue = sqs.create_queue().queue_name("berth-revoke").send().await.unwrap().queue_url.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let account_key = berth_tests::write_account_key(dir.path()).display().to_string();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let env = [
+        ("BERTH_STORE_URL", store.as_str()),
+        ("BERTH_ACCOUNT_KEY_FILE", account_key.as_str()),
+        ("BERTH_QUEUE_URL", queue.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("BERTH_MAX_POLL_HOLD_SECONDS", "0"),
+    ];
+    let serve =
+        |name: &str| BerthServe::start(&dir.path().join(name), &dir.path().join(format!("{name}.log")), 0, &env);
+    let (a, b) = (serve("a"), serve("b"));
+    let news_queues = || async {
+        let listed = sqs.list_queues().queue_name_prefix("berth-revoke-news-").send().await.unwrap();
+        listed.queue_urls.unwrap_or_default().len()
+    };
+    let started = Instant::now();
+    while news_queues().await < 2 {
+        assert!(started.elapsed() < Duration::from_secs(20), "each process makes its news queue");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys = berth_shared::platform::http::account::AccountKeys::load(
+        Path::new(&account_key),
+        berth_shared::platform::config::DEFAULT_ACCOUNT_ISSUER,
+    )
+    .unwrap();
+    let token = keys.issue(&berth_shared::names::AccountId::parse(ACCOUNT).unwrap(), 600).unwrap();
+    let http = reqwest::Client::new();
+    let post = |url: &str, path: &str, bearer: &str, body: Value| {
+        let request = http.post(format!("{url}{path}")).bearer_auth(bearer).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    post(&a.url, "/v1/applications", &token, json!({ "name": "app" })).await;
+    let group = post(&a.url, "/v1/applications/app/groups", &token, json!({ "name": "g" })).await;
+    let join = group["join_token"].as_str().unwrap();
+    let registered = post(&a.url, "/v1/agent/register", join, json!({ "host": "h1" })).await;
+    let old = registered["host_token"].as_str().unwrap().to_owned();
+    let poll = |bearer: &str| {
+        let request = http.get(format!("{}/v1/agent/jobs?wait_seconds=0", b.url)).bearer_auth(bearer);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // `b` reads the record to authenticate the token, and keeps it.
+    assert_eq!(poll(&old).await, 204);
+    let rotated = post(&a.url, "/v1/agent/register", &old, json!({ "host": "h1" })).await;
+    let rotated_at = Instant::now();
+    while poll(&old).await != 401 {
+        assert!(
+            rotated_at.elapsed() < Duration::from_secs(4),
+            "the old token still acts in the other process:\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the rotated token was refused in the other process after {:?}", rotated_at.elapsed());
+    assert_eq!(poll(rotated["host_token"].as_str().unwrap()).await, 204, "the new token acts");
+    a.stop();
+    b.stop();
+}
