@@ -374,40 +374,7 @@ async fn idle_connected_agents_make_no_store_reads_and_at_most_their_heartbeat_w
 /// poll, a minute away. The news queues go when the processes stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_created_in_one_process_wakes_channels_held_in_another() {
-    let moto = Moto::start();
-    let sqs = moto.sqs();
-    let queue = sqs.create_queue().queue_name("berth-two").send().await.unwrap().queue_url.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let account_key = berth_tests::write_account_key(dir.path()).display().to_string();
-    let store = format!("file://{}", dir.path().join("store").display());
-    let env = [
-        ("BERTH_STORE_URL", store.as_str()),
-        ("BERTH_ACCOUNT_KEY_FILE", account_key.as_str()),
-        ("BERTH_QUEUE_URL", queue.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("BERTH_MAX_POLL_HOLD_SECONDS", "0"),
-    ];
-    let serve =
-        |name: &str| BerthServe::start(&dir.path().join(name), &dir.path().join(format!("{name}.log")), 0, &env);
-    let (a, b) = (serve("a"), serve("b"));
-    let news_queues = || async {
-        let listed = sqs.list_queues().queue_name_prefix("berth-two-news-").send().await.unwrap();
-        listed.queue_urls.unwrap_or_default().len()
-    };
-    let started = Instant::now();
-    while news_queues().await < 2 {
-        assert!(started.elapsed() < Duration::from_secs(20), "each process makes its news queue");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let keys = berth_shared::platform::http::account::AccountKeys::load(
-        Path::new(&account_key),
-        berth_shared::platform::config::DEFAULT_ACCOUNT_ISSUER,
-    )
-    .unwrap();
-    let token = keys.issue(&berth_shared::names::AccountId::parse(ACCOUNT).unwrap(), 600).unwrap();
+    let TwoProcesses { moto, dir, a, b, token } = two_processes("berth-two").await;
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         let request = http.post(format!("{}{path}", a.url)).bearer_auth(&token).json(&body);
@@ -474,18 +441,23 @@ async fn a_release_created_in_one_process_wakes_channels_held_in_another() {
 
     a.stop();
     b.stop();
-    assert_eq!(news_queues().await, 0, "a stopped process removes its news queue");
+    assert_eq!(news_queues(&moto, "berth-two").await, 0, "a stopped process removes its news queue");
 }
 
-/// Two `berth serve` processes on one store and one SQS queue: a host token rotated in one is
-/// refused in the other as soon as the news of its revocation arrives. The other process
-/// keeps the host record it read to authenticate the token for five seconds (news tells it of
-/// revocations), so without that news the old token would act there that long.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_rotated_in_one_process_is_refused_in_another_on_its_news() {
+/// Two `berth serve` processes on one file store and one SQS queue (moto), once each has made
+/// its news queue, and an account token.
+struct TwoProcesses {
+    moto: Moto,
+    dir: tempfile::TempDir,
+    a: BerthServe,
+    b: BerthServe,
+    token: String,
+}
+
+async fn two_processes(queue_name: &str) -> TwoProcesses {
     let moto = Moto::start();
     let sqs = moto.sqs();
-    let queue = sqs.create_queue().queue_name("berth-revoke").send().await.unwrap().queue_url.unwrap();
+    let queue = sqs.create_queue().queue_name(queue_name).send().await.unwrap().queue_url.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let account_key = berth_tests::write_account_key(dir.path()).display().to_string();
     let store = format!("file://{}", dir.path().join("store").display());
@@ -501,12 +473,8 @@ async fn a_token_rotated_in_one_process_is_refused_in_another_on_its_news() {
     let serve =
         |name: &str| BerthServe::start(&dir.path().join(name), &dir.path().join(format!("{name}.log")), 0, &env);
     let (a, b) = (serve("a"), serve("b"));
-    let news_queues = || async {
-        let listed = sqs.list_queues().queue_name_prefix("berth-revoke-news-").send().await.unwrap();
-        listed.queue_urls.unwrap_or_default().len()
-    };
     let started = Instant::now();
-    while news_queues().await < 2 {
+    while news_queues(&moto, queue_name).await < 2 {
         assert!(started.elapsed() < Duration::from_secs(20), "each process makes its news queue");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -516,6 +484,22 @@ async fn a_token_rotated_in_one_process_is_refused_in_another_on_its_news() {
     )
     .unwrap();
     let token = keys.issue(&berth_shared::names::AccountId::parse(ACCOUNT).unwrap(), 600).unwrap();
+    TwoProcesses { moto, dir, a, b, token }
+}
+
+/// The news queues of the processes on the SQS queue `queue_name`.
+async fn news_queues(moto: &Moto, queue_name: &str) -> usize {
+    let listed = moto.sqs().list_queues().queue_name_prefix(format!("{queue_name}-news-")).send().await.unwrap();
+    listed.queue_urls.unwrap_or_default().len()
+}
+
+/// Two `berth serve` processes on one store and one SQS queue: a host token rotated in one is
+/// refused in the other as soon as the news of its revocation arrives. The other process
+/// keeps the host record it read to authenticate the token for five seconds (news tells it of
+/// revocations), so without that news the old token would act there that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_in_one_process_is_refused_in_another_on_its_news() {
+    let TwoProcesses { moto: _moto, dir: _dir, a, b, token } = two_processes("berth-revoke").await;
     let http = reqwest::Client::new();
     let post = |url: &str, path: &str, bearer: &str, body: Value| {
         let request = http.post(format!("{url}{path}")).bearer_auth(bearer).json(&body);
