@@ -25,6 +25,15 @@ impl Registry {
     /// Starts `docker-registry serve` on `port` with token auth: `realm` is Berth's token
     /// endpoint, `certificate` Berth's signing certificate.
     pub fn start(dir: &Path, port: u16, realm: &str, certificate: &Path) -> Self {
+        Self::try_start(dir, port, realm, certificate).unwrap_or_else(|| {
+            panic!("docker-registry did not answer on port {port}: another process took the port it was picked for")
+        })
+    }
+
+    /// [`Registry::start`], or none when what answers on `port` is not this registry: a port
+    /// picked free before the registry starts can be taken meanwhile by a server of another
+    /// test binding port 0 (seen in CI as a 404 from the registry's `/v2/`).
+    pub fn try_start(dir: &Path, port: u16, realm: &str, certificate: &Path) -> Option<Self> {
         let binary = Path::new("/usr/bin/docker-registry");
         assert!(binary.exists(), "docker-registry is missing: run `make deps`");
         let config = dir.join("registry.yml");
@@ -47,15 +56,40 @@ impl Registry {
             .stderr(std::fs::File::create(&log).expect("registry log"))
             .spawn()
             .expect("start docker-registry");
-        let child = ChildGuard(child);
+        let mut child = ChildGuard(child);
         wait_for_port(port, Duration::from_secs(10), "docker-registry");
-        Self { host: format!("127.0.0.1:{port}"), log, _child: child }
+        // This registry asks for a token at `/v2/` (401); anything else, or the registry
+        // gone (its port taken), is another process.
+        let started = std::time::Instant::now();
+        loop {
+            if child.0.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            match status_of_v2(port) {
+                Some(401) => break,
+                Some(_) => return None,
+                None if started.elapsed() > Duration::from_secs(10) => return None,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        Some(Self { host: format!("127.0.0.1:{port}"), log, _child: child })
     }
 
     /// A free port for a registry started later (Berth needs to know it first).
     pub fn pick_port() -> u16 {
         free_port()
     }
+}
+
+/// The status of `GET /v2/` on `port`, if something answers HTTP there.
+fn status_of_v2(port: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()
 }
 
 /// Writes an OCI image layout at `dir` with one tag: a single uncompressed layer holding

@@ -24,16 +24,24 @@ pub struct Stack {
 impl Stack {
     /// Starts both, with extra environment for `berth serve`.
     pub fn start(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let port = Registry::pick_port();
-        let host = format!("127.0.0.1:{port}");
-        let mut all = vec![("BERTH_REGISTRY_HOST", host.as_str()), ("BERTH_REGISTRY_SERVICE", SERVICE)];
-        all.extend_from_slice(env);
-        let berth = BerthServe::start(&dir.path().join("data"), &dir.path().join("berth.log"), 0, &all);
-        let realm = format!("{}/v1/registry/token", berth.url);
-        let registry = Registry::start(dir.path(), port, &realm, &berth.signing_certificate());
-        let api = ApiClient::new(berth.url.clone());
-        Self { dir, berth, registry, http: api.http.clone(), api }
+        // Berth must know the registry's port before the registry starts: a port taken
+        // meanwhile by another test's server is picked again, with a new Berth.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let port = Registry::pick_port();
+            let host = format!("127.0.0.1:{port}");
+            let mut all = vec![("BERTH_REGISTRY_HOST", host.as_str()), ("BERTH_REGISTRY_SERVICE", SERVICE)];
+            all.extend_from_slice(env);
+            let berth = BerthServe::start(&dir.path().join("data"), &dir.path().join("berth.log"), 0, &all);
+            let realm = format!("{}/v1/registry/token", berth.url);
+            let Some(registry) = Registry::try_start(dir.path(), port, &realm, &berth.signing_certificate()) else {
+                eprintln!("the registry's port {port} was taken before it started; picking another");
+                continue;
+            };
+            let api = ApiClient::new(berth.url.clone());
+            return Self { dir, berth, registry, http: api.http.clone(), api };
+        }
+        panic!("five ports picked for the registry were taken before it started")
     }
 
     /// Calls the API as `account`; returns status and JSON body.
