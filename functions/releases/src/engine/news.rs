@@ -46,7 +46,7 @@ impl Event for ReleaseMoved {
 /// SHA-256 of each: a process that kept a host record for one forgets it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokensRevoked {
-    /// Hex digests, at most [`super::tokens::MAX_REVOCATIONS_TOLD`] heeded.
+    /// Hex digests, at most 1,024 heeded (a longer list is told in several messages).
     pub digests: Vec<String>,
 }
 
