@@ -113,7 +113,7 @@ async fn raced_advances_and_repeated_reports_give_the_orderly_outcome() {
     assert_eq!(group["active_release"], Value::Null);
     assert_eq!(
         group["scaling"],
-        json!({ "paused": false, "suspended": false, "pauses": 1, "resumes": 1 }),
+        json!({ "paused": false, "suspended": false, "pauses": 1, "resumes": 1, "ended": [id] }),
         "paused once, resumed once"
     );
     // More advances of a finished release change nothing.

@@ -35,7 +35,16 @@ pub struct ScalingState {
     /// answer); cleared once one succeeds. Berth retries meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The releases whose end resumed scaling last (at most [`MAX_ENDED_KEPT`], newest
+    /// last): an advance that read one of them before it ended must not pause scaling again
+    /// for it (a cancel ends a release while its advance may be under way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<String>,
 }
+
+/// Ended releases a group's scaling state remembers: one group runs one release at a time,
+/// so an advance that lags behind its release's end finds it among the last few.
+pub const MAX_ENDED_KEPT: usize = 8;
 
 /// A durable claim on a group's scaling pause by one release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +76,9 @@ pub fn take_lease(
         }
         _ => {}
     }
+    if state.ended.iter().any(|ended| ended == release) {
+        return Err(format!("release {release} ended and resumed scaling; it pauses it no more"));
+    }
     if !state.paused {
         next.pauses += 1;
     }
@@ -96,9 +108,16 @@ pub fn scaling_failed(state: &ScalingState, why: &str) -> ScalingState {
 }
 
 /// Releases `release`'s pause; anything else (no lease, another release's lease) is left alone.
-pub fn release_lease(state: &ScalingState, release: &str) -> ScalingState {
+/// A release that `ended` is remembered, so that it never takes the pause again.
+pub fn release_lease(state: &ScalingState, release: &str, ended: bool) -> ScalingState {
     let mut next = state.clone();
     if state.lease.as_ref().is_some_and(|l| l.release == release) {
+        if ended && !next.ended.iter().any(|e| e == release) {
+            if next.ended.len() >= MAX_ENDED_KEPT {
+                next.ended.remove(0);
+            }
+            next.ended.push(release.to_owned());
+        }
         next.lease = None;
         next.suspended = false;
         next.error = None;

@@ -96,9 +96,9 @@ pub use gates::{
     validate_alarm_unreachable, validate_alarms, validate_load_balancer,
 };
 pub use group::{
-    GroupKind, GroupMember, MAX_AUTO_SCALING_GROUP_NAME, SUSPENDED_PROCESSES, ScalingLease, ScalingState,
-    confirm_suspended, hosts_in_auto_scaling_group, lease_needs_renewal, release_lease, scaling_failed, take_lease,
-    validate_auto_scaling_group, validate_instance_id,
+    GroupKind, GroupMember, MAX_AUTO_SCALING_GROUP_NAME, MAX_ENDED_KEPT, SUSPENDED_PROCESSES, ScalingLease,
+    ScalingState, confirm_suspended, hosts_in_auto_scaling_group, lease_needs_renewal, release_lease, scaling_failed,
+    take_lease, validate_auto_scaling_group, validate_instance_id,
 };
 pub use health::{
     LOGGED_PROBE_BYTES, MAX_EXPECT_BODY_BYTES, MAX_PROBE_TARGET_BYTES, MAX_UNHEALTHY_REASON_BYTES, PROBE_BODY_BYTES,

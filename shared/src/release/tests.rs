@@ -435,7 +435,7 @@ fn a_suspend_is_confirmed_only_for_the_lease_that_asked() {
     assert!(confirmed.suspended);
     assert_eq!(confirm_suspended(&s, "r2"), s, "another release's confirmation changes nothing");
     assert!(take_lease(&confirmed, "r1", None, 200).unwrap().suspended, "a renewal keeps it");
-    assert!(!release_lease(&confirmed, "r1").suspended);
+    assert!(!release_lease(&confirmed, "r1", true).suspended);
     let aws = take_lease(&ScalingState::default(), "r1", Some("web-asg"), 100).unwrap();
     let failed = scaling_failed(&aws, "throttled");
     assert_eq!((failed.suspended, failed.error.as_deref()), (false, Some("throttled")), "a failure is no suspend");
@@ -477,11 +477,23 @@ fn leases_pause_once_and_resume_once() {
     assert_eq!((renewed.pauses, renewed.lease.as_ref().unwrap().expires_at), (1, 200 + LEASE_SECONDS));
     assert!(take_lease(&renewed, "r2", None, 300).is_err(), "a live lease of another release");
     assert!(take_lease(&renewed, "r2", None, 200 + LEASE_SECONDS).is_ok(), "an expired one is taken over");
-    let resumed = release_lease(&renewed, "r1");
+    let resumed = release_lease(&renewed, "r1", true);
     assert!(!resumed.paused);
     assert_eq!(resumed.resumes, 1);
-    assert_eq!(release_lease(&resumed, "r1"), resumed, "releasing twice changes nothing");
-    assert_eq!(release_lease(&renewed, "r2"), renewed, "another release's lease is left alone");
+    assert_eq!(release_lease(&resumed, "r1", true), resumed, "releasing twice changes nothing");
+    assert_eq!(release_lease(&renewed, "r2", true), renewed, "another release's lease is left alone");
+    // An advance that read r1 before its end (a cancel) does not pause scaling again for it;
+    // a lease reaped because it expired, its release still running, is taken again.
+    assert!(take_lease(&resumed, "r1", None, 300).is_err(), "an ended release pauses no more");
+    let reaped = release_lease(&renewed, "r1", false);
+    assert_eq!(take_lease(&reaped, "r1", None, 300).unwrap().pauses, 2);
+    let mut many = resumed.clone();
+    for i in 2..20 {
+        let id = format!("r{i}");
+        many = release_lease(&take_lease(&many, &id, None, 300).unwrap(), &id, true);
+    }
+    assert_eq!(many.ended.len(), MAX_ENDED_KEPT, "the remembered ends are bounded");
+    assert!(take_lease(&many, "r19", None, 300).is_err() && take_lease(&many, "r1", None, 300).is_ok());
     assert!(!lease_needs_renewal(&renewed, "r1", 201));
     assert!(lease_needs_renewal(&renewed, "r1", 200 + LEASE_SECONDS / 2 + 1));
 }

@@ -93,7 +93,7 @@ impl Engine {
         let group = Self::group_of(release);
         let store = self.store();
         if release.pauses_scaling() {
-            self.resume(&group, &release.id).await?;
+            self.resume(&group, &release.id, true).await?;
         }
         // Before a rollback starts: it drains the hosts it runs on afresh.
         self.put_back_at_end(release).await?;
@@ -133,8 +133,9 @@ impl Engine {
     }
 
     /// Resumes scaling held by `release` and drops its lease: the adapter first, so a failed
-    /// resume keeps the lease for the reaper to retry.
-    pub(super) async fn resume(&self, group: &GroupRef, release: &str) -> Result<(), StoreError> {
+    /// resume keeps the lease for the reaper to retry. A release that `ended` never takes the
+    /// pause again (see [`release::ScalingState::ended`]).
+    pub(super) async fn resume(&self, group: &GroupRef, release: &str, ended: bool) -> Result<(), StoreError> {
         let store = self.store();
         let path = layout::scaling(group);
         if let Some(state) = store.get::<ScalingState>(&path).await?
@@ -152,7 +153,7 @@ impl Engine {
             let id = release.to_owned();
             store
                 .modify::<ScalingState, StoreError, _>(&path, |current| {
-                    Ok(release::release_lease(&current.unwrap_or_default(), &id))
+                    Ok(release::release_lease(&current.unwrap_or_default(), &id, ended))
                 })
                 .await?;
             tracing::info!(release, group = %group.group, "scaling resumed");
@@ -170,5 +171,27 @@ pub(super) enum PauseError {
 impl From<StoreError> for PauseError {
     fn from(error: StoreError) -> Self {
         Self::Store(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cancel ends a release and resumes scaling while an advance that read it running may
+    /// be about to renew its lease: that advance must not pause scaling again.
+    #[tokio::test]
+    async fn an_advance_that_read_its_release_before_the_end_does_not_pause_scaling_again() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let running = super::super::reports::tests::plan(2).release;
+        let now = unix_now();
+        engine.hold_lease(&running, now).await.unwrap();
+        let mut cancelled = running.clone();
+        cancelled.status = release::ReleaseStatus::Cancelled;
+        engine.clean_up(&cancelled).await.unwrap();
+        assert!(engine.hold_lease(&running, now).await.is_err(), "the ended release is refused the pause");
+        let path = layout::scaling(&Engine::group_of(&running));
+        let state = engine.store().get::<ScalingState>(&path).await.unwrap().unwrap().value;
+        assert_eq!((state.paused, state.pauses, state.resumes), (false, 1, 1), "{state:?}");
     }
 }

@@ -50,7 +50,7 @@ impl Engine {
             .is_none_or(|lease| lease.release != id || lease.expires_at <= now);
         if ended || expired {
             tracing::info!(release = %id, ended, expired, "reaping scaling lease");
-            self.resume(&entry.value.group, id).await?;
+            self.resume(&entry.value.group, id, ended).await?;
         }
         Ok(())
     }
@@ -114,6 +114,7 @@ mod tests {
             pauses: 1,
             resumes: 0,
             error: None,
+            ended: Vec::new(),
         };
         engine.store().put(&layout::scaling(group), &state).await.unwrap();
         engine.store().put(&layout::lease(release), &LeaseIndex { group: group.clone() }).await.unwrap();
