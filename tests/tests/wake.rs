@@ -492,3 +492,47 @@ async fn news_queues(moto: &Moto, queue_name: &str) -> usize {
     let listed = moto.sqs().list_queues().queue_name_prefix(format!("{queue_name}-news-")).send().await.unwrap();
     listed.queue_urls.unwrap_or_default().len()
 }
+
+/// Two `berth serve` processes on one store and one SQS queue: a host token rotated in one is
+/// refused in the other as soon as the news of its revocation arrives. The other process
+/// keeps the host record it read to authenticate the token for five seconds (news tells it of
+/// revocations), so without that news the old token would act there that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_in_one_process_is_refused_in_another_on_its_news() {
+    let TwoProcesses { moto: _moto, dir: _dir, a, b, token } = two_processes("berth-revoke").await;
+    let http = reqwest::Client::new();
+    let post = |url: &str, path: &str, bearer: &str, body: Value| {
+        let request = http.post(format!("{url}{path}")).bearer_auth(bearer).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    post(&a.url, "/v1/applications", &token, json!({ "name": "app" })).await;
+    let group = post(&a.url, "/v1/applications/app/groups", &token, json!({ "name": "g" })).await;
+    let join = group["join_token"].as_str().unwrap();
+    let registered = post(&a.url, "/v1/agent/register", join, json!({ "host": "h1" })).await;
+    let old = registered["host_token"].as_str().unwrap().to_owned();
+    let poll = |bearer: &str| {
+        let request = http.get(format!("{}/v1/agent/jobs?wait_seconds=0", b.url)).bearer_auth(bearer);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // `b` reads the record to authenticate the token, and keeps it.
+    assert_eq!(poll(&old).await, 204);
+    let rotated = post(&a.url, "/v1/agent/register", &old, json!({ "host": "h1" })).await;
+    let rotated_at = Instant::now();
+    while poll(&old).await != 401 {
+        assert!(
+            rotated_at.elapsed() < Duration::from_secs(4),
+            "the old token still acts in the other process:\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the rotated token was refused in the other process after {:?}", rotated_at.elapsed());
+    assert_eq!(poll(rotated["host_token"].as_str().unwrap()).await, 204, "the new token acts");
+    a.stop();
+    b.stop();
+}

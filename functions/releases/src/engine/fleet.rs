@@ -354,13 +354,17 @@ impl Engine {
         let plan = self.create_documents(created).await?;
         let path = layout::host_record(&host.group, &host.host);
         let mut before = None;
-        modify_instance(store, &path, None, |instance| {
+        let written = modify_instance(store, &path, None, |instance| {
             before = instance.convergence.clone();
             let changed = instance.convergence.as_deref() != Some(id.as_str());
             instance.convergence = Some(id.clone());
             changed
         })
         .await?;
+        // A record kept to authenticate the host's next requests no longer shows it.
+        if let Some(digest) = written.and_then(|record| record.host_token_sha256) {
+            self.forget_recent_record(&digest);
+        }
         // A convergence of an earlier arrival still running would never be handed out now:
         // end it, rather than let it time out as a failure.
         if let Some(before) = before.filter(|b| *b != id) {
@@ -405,7 +409,7 @@ impl Engine {
         if behind(&group, instance).is_none() {
             return Ok(());
         }
-        // So does the host's record as it is now: the poll's may be one read a moment ago
+        // So does the host's record as it is now: the poll's may be one read seconds ago
         // ([`Engine::recent_record`]), before a report elsewhere recorded its run.
         let path = layout::host_record(&host.group, &host.host);
         let Some(now) = self.store().get::<HostRecord>(&path).await? else { return Ok(()) };

@@ -155,8 +155,9 @@ pub struct EngineState {
     /// the store shares (an in-process queue is this process's alone).
     queue_shared: bool,
     /// Whether this is the only process over its store and queue (`berth serve` on its own
-    /// data directory: a file store and an in-process queue), so that every report of a
-    /// release it created passes through it (see [`Plan::witnessed`]).
+    /// data directory: a file store and an in-process queue, which it holds a lease on), so
+    /// that every report of a release it created, and every revocation of a host token, passes
+    /// through it (see [`Plan::witnessed`] and `tokens`).
     sole: std::sync::atomic::AtomicBool,
     /// Whether another process's report was told here: other processes take reports.
     others_report: std::sync::atomic::AtomicBool,
@@ -187,7 +188,7 @@ mod watch;
 pub(crate) use fleet::behind;
 pub use fleet::last_release_of;
 pub use gates::BALANCER_PATIENCE_SECONDS;
-pub use news::ReleaseMoved;
+pub use news::{ReleaseMoved, TokensRevoked};
 use plans::CachedKey;
 pub use plans::{Plan, PlannedHost};
 pub use reports::Kept;

@@ -1,7 +1,9 @@
 //! What the processes of one deployment tell each other (see
-//! [`berth_shared::platform::news`]): that a release moved. Agent polls held in a process and
-//! its wake channels hear of a move made in another within a queue's round trip, not at the
-//! next re-read of the group's snapshot ([`SNAPSHOT_LIFE`](super::SNAPSHOT_LIFE)).
+//! [`berth_shared::platform::news`]): that a release moved, and that host tokens were revoked.
+//! Agent polls held in a process and its wake channels hear of a move made in another within
+//! a queue's round trip, not at the next re-read of the group's snapshot
+//! ([`SNAPSHOT_LIFE`](super::SNAPSHOT_LIFE)); a host record kept to authenticate a token is
+//! forgotten as soon as another process revokes the token.
 //!
 //! Only processes that hold polls and channels take part: `berth serve` and any long-running
 //! function process on a shared (SQS) queue. Under Lambda no instance holds either (agents wait
@@ -40,6 +42,18 @@ impl Event for ReleaseMoved {
     const TYPE: &'static str = "release.moved";
 }
 
+/// News: host tokens that no longer act (their hosts registered again, or removed), by the
+/// SHA-256 of each: a process that kept a host record for one forgets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokensRevoked {
+    /// Hex digests, at most 1,024 heeded (a longer list is told in several messages).
+    pub digests: Vec<String>,
+}
+
+impl Event for TokensRevoked {
+    const TYPE: &'static str = "host-tokens.revoked";
+}
+
 impl Engine {
     /// Starts telling and hearing news, where other processes may move releases (a shared
     /// queue) and this one holds polls (not under Lambda).
@@ -74,8 +88,24 @@ impl Engine {
         }
     }
 
+    /// Tells the other processes that these host tokens no longer act.
+    pub(super) async fn tell_revoked(&self, digests: &[String]) {
+        let Some(news) = self.news.get() else { return };
+        match events::envelope(&TokensRevoked { digests: digests.to_vec() }, None) {
+            Ok(envelope) => news.tell_others(&envelope).await,
+            Err(error) => tracing::warn!(%error, "news of revoked host tokens could not be written"),
+        }
+    }
+
     async fn hear(self, mut heard: mpsc::Receiver<Envelope>) {
         while let Some(envelope) = heard.recv().await {
+            if envelope.kind == TokensRevoked::TYPE {
+                match serde_json::from_value::<TokensRevoked>(envelope.payload) {
+                    Ok(revoked) => self.heard_revoked(&revoked),
+                    Err(error) => tracing::warn!(%error, "news of revoked host tokens that does not read; ignored"),
+                }
+                continue;
+            }
             if envelope.kind != ReleaseMoved::TYPE {
                 continue;
             }
@@ -85,6 +115,14 @@ impl Engine {
                 Ok(_) => tracing::warn!("news of a move in another account than its envelope's; ignored"),
                 Err(error) => tracing::warn!(%error, "news of a move that does not read; ignored"),
             }
+        }
+    }
+
+    /// Another process revoked host tokens: their places and kept records are forgotten.
+    /// Forgetting costs at most a read again, so whatever the news names is safe to heed.
+    pub(super) fn heard_revoked(&self, revoked: &TokensRevoked) {
+        for digest in revoked.digests.iter().take(super::tokens::MAX_REVOCATIONS_TOLD) {
+            self.forget_token_place(digest);
         }
     }
 

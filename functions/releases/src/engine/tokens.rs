@@ -5,7 +5,9 @@
 //! nothing by itself. The record is read again for a request unless this process read it for
 //! the same token within [`RECORD_REUSE`] (a host's poll, report and next poll come moments
 //! apart: three reads become one), and this process forgets it at once when it re-registers
-//! or removes the host.
+//! or removes the host. Where every revocation reaches this process at once (it is the only
+//! process, or the others tell it as news) a record answers for [`RECORD_REUSE_TOLD`]: a
+//! host's requests over a whole release, spread over processes, cost one read in each.
 
 use super::*;
 
@@ -22,6 +24,15 @@ const MAX_TOKEN_PLACES: usize = 200_000;
 /// this process. A token revoked in another process (the host registered again, or removed)
 /// acts here that much longer at most: no longer than a job already on its way to the host.
 const RECORD_REUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// As [`RECORD_REUSE`], where revocations made elsewhere are told (news) or there is no
+/// elsewhere (the only process): the bound on a revocation whose news was lost, as the
+/// group's snapshot is re-read every five seconds under news.
+const RECORD_REUSE_TOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Digests a revocation tells in one message (64 bytes each: far below a queue message's
+/// 256 KiB); more are told in several.
+pub(super) const MAX_REVOCATIONS_TOLD: usize = 1024;
 
 /// Records kept for reuse at most (about 300 bytes each): the hosts of a phase that poll
 /// within [`RECORD_REUSE`] of each other, not the fleet.
@@ -42,6 +53,9 @@ struct Places {
     groups: HashSet<Arc<GroupRef>>,
     /// Records that named the token, as read, and when.
     recent: HashMap<u128, (Instant, Arc<Versioned<HostRecord>>)>,
+    /// When `recent`, full, was last rid of its expired records (at most once per reuse
+    /// period: a scan on every note of a full cache was quadratic in a large fleet).
+    swept: Option<Instant>,
 }
 
 /// Random characters of a host token after its prefix (32 bytes in URL-safe base64).
@@ -127,20 +141,45 @@ impl Engine {
         }
     }
 
-    /// The host record read for this token within `RECORD_REUSE` (100 ms), if any.
+    /// The host record read for this token within the reuse period, if any.
     pub fn recent_record(&self, digest: &str) -> Option<Arc<Versioned<HostRecord>>> {
         let key = key(digest)?;
+        let reuse = self.record_reuse();
         let places = self.token_places.places.lock();
         let (at, record) = places.recent.get(&key)?;
-        (at.elapsed() < RECORD_REUSE).then(|| record.clone())
+        (at.elapsed() < reuse).then(|| record.clone())
+    }
+
+    /// How long a host record read here answers its token: [`RECORD_REUSE_TOLD`] where every
+    /// revocation reaches this process at once, [`RECORD_REUSE`] elsewhere (under Lambda, or
+    /// before the others tell this process).
+    fn record_reuse(&self) -> std::time::Duration {
+        let told = self.news.get().is_some_and(|news| news.heard());
+        if told || self.sole.load(std::sync::atomic::Ordering::Relaxed) { RECORD_REUSE_TOLD } else { RECORD_REUSE }
+    }
+
+    /// Revokes host tokens this process replaced or whose hosts it removed: forgotten here at
+    /// once, and told to the other processes, which forget them as they hear it.
+    pub async fn revoke_tokens(&self, digests: &[String]) {
+        for digest in digests {
+            self.forget_token_place(digest);
+        }
+        for chunk in digests.chunks(MAX_REVOCATIONS_TOLD) {
+            self.tell_revoked(chunk).await;
+        }
     }
 
     /// Keeps a host record just read that names this token, for [`Self::recent_record`].
     pub fn note_record(&self, digest: &str, record: &Arc<Versioned<HostRecord>>) {
         let Some(key) = key(digest) else { return };
+        let reuse = self.record_reuse();
         let mut places = self.token_places.places.lock();
-        if places.recent.len() >= MAX_RECENT_RECORDS {
-            places.recent.retain(|_, (at, _)| at.elapsed() < RECORD_REUSE);
+        if places.recent.len() >= MAX_RECENT_RECORDS && !places.recent.contains_key(&key) {
+            if places.swept.is_some_and(|at| at.elapsed() < reuse) {
+                return;
+            }
+            places.recent.retain(|_, (at, _)| at.elapsed() < reuse);
+            places.swept = Some(Instant::now());
             if places.recent.len() >= MAX_RECENT_RECORDS {
                 return;
             }
@@ -193,6 +232,35 @@ mod tests {
         ] {
             assert_eq!(place_in_token(&refused), None, "{refused}");
         }
+    }
+
+    async fn record(engine: &Engine, digest: &str) -> Arc<Versioned<HostRecord>> {
+        let value = HostRecord { host_token_sha256: Some(digest.to_owned()), ..HostRecord::default() };
+        let path = format!("records/{digest}.json");
+        engine.store().put(&path, &value).await.unwrap();
+        Arc::new(engine.store().get::<HostRecord>(&path).await.unwrap().unwrap())
+    }
+
+    /// A record kept to authenticate a token answers it for 100 ms where a revocation made
+    /// elsewhere may not reach this process, for five seconds where every one does (the only
+    /// process; news), and not once the token is revoked, here or by news.
+    #[tokio::test]
+    async fn a_kept_record_answers_longer_only_where_revocations_reach_the_process() {
+        let shared = Engine::new(FunctionContext::ephemeral());
+        let sole = Engine::new(FunctionContext::ephemeral()).as_sole_process();
+        for engine in [&shared, &sole] {
+            engine.remember_token_place(&digest(1), &host("web", "h1"));
+            engine.note_record(&digest(1), &record(engine, &digest(1)).await);
+            engine.remember_token_place(&digest(2), &host("web", "h2"));
+            engine.note_record(&digest(2), &record(engine, &digest(2)).await);
+        }
+        tokio::time::sleep(RECORD_REUSE + std::time::Duration::from_millis(20)).await;
+        assert!(shared.recent_record(&digest(1)).is_none(), "100 ms where revocations may not reach it");
+        assert!(sole.recent_record(&digest(1)).is_some(), "longer where every revocation is made here");
+        sole.revoke_tokens(&[digest(1)]).await;
+        assert!(sole.recent_record(&digest(1)).is_none() && sole.token_place(&digest(1)).is_none());
+        sole.heard_revoked(&super::news::TokensRevoked { digests: vec![digest(2), "not hex".into()] });
+        assert!(sole.recent_record(&digest(2)).is_none(), "forgotten on news of its revocation");
     }
 
     #[test]

@@ -306,9 +306,9 @@ pub async fn update_group(
 }
 
 /// `DELETE /v1/applications/{app}/groups/{group}/instances/{host}`: the host leaves the group.
-/// Its host token is refused at once (by other processes within 100 ms, see `engine::tokens`),
-/// later releases do not plan it, and its agent cannot register again with the join token it
-/// holds (a rotated one lets it back).
+/// Its host token is refused at once (by other processes as soon as they hear it, see
+/// `engine::tokens`), later releases do not plan it, and its agent cannot register again with
+/// the join token it holds (a rotated one lets it back).
 pub async fn remove_host(
     State(engine): State<Engine>,
     account: Account,
@@ -330,7 +330,7 @@ pub async fn remove_host(
     store.delete(&path).await?;
     if let Some(digest) = instance.host_token_sha256 {
         store.delete(&layout::host_token(&digest)).await?;
-        engine.forget_token_place(&digest);
+        engine.revoke_tokens(&[digest]).await;
     }
     engine.close_channel(&reference, &host).await?;
     tracing::info!(application = %app, %group, %host, "host removed");
@@ -419,6 +419,7 @@ pub(crate) async fn mark_deleting(engine: &Engine, reference: &GroupRef) -> Resu
 /// the group. Releases stay readable by id.
 pub(crate) async fn delete_marked(engine: &Engine, reference: &GroupRef) -> Result<(), ApiError> {
     let store = &engine.context.store;
+    let mut revoked = Vec::new();
     for (path, doc) in store.list::<HostRecord>(&layout::host_records(reference)).await? {
         // The record first: it alone lets a token act (a process may know where the token
         // points without its index entry), so a crash between the two leaves nothing usable.
@@ -426,8 +427,10 @@ pub(crate) async fn delete_marked(engine: &Engine, reference: &GroupRef) -> Resu
         if let Some(digest) = doc.value.host_token_sha256 {
             store.delete(&layout::host_token(&digest)).await?;
             engine.forget_token_place(&digest);
+            revoked.push(digest);
         }
     }
+    engine.revoke_tokens(&revoked).await;
     let path = layout::group_doc(reference);
     if let Some(doc) = store.get::<Group>(&path).await?
         && let Some(digest) = doc.value.join_token_sha256

@@ -129,7 +129,7 @@ pub async fn register(
     let instance_id = body.instance_id.clone();
     // Decided inside the compare-and-swap: a registration racing another, or the host's own
     // rotation, sees the record the other wrote.
-    let written = store
+    let written: Result<Versioned<HostRecord>, ApiError> = store
         .modify::<HostRecord, ApiError, _>(&instance_path, |current| {
             let registered = current.as_ref().map(|i| release::Registered {
                 has_token: i.host_token_sha256.is_some(),
@@ -165,10 +165,13 @@ pub async fn register(
             })
         })
         .await;
-    if let Err(refusal) = written {
-        store.delete(&layout::host_token(&digest)).await?;
-        return Err(refusal);
-    }
+    let written = match written {
+        Ok(written) => written,
+        Err(refusal) => {
+            store.delete(&layout::host_token(&digest)).await?;
+            return Err(refusal);
+        }
+    };
     // A removal that raced this registration wins: look again now that the record is written.
     if removal.is_none() && removal_of(store.get::<release::Removal>(&removed_path).await?).is_some() {
         store.delete(&instance_path).await?;
@@ -178,15 +181,16 @@ pub async fn register(
     if removal.is_some() {
         store.delete(&removed_path).await?;
     }
-    // Its agent polls next, most likely here.
+    // Its agent polls next, most likely here: its record as written answers it.
     engine.remember_token_place(&digest, &reference);
+    engine.note_record(&digest, &Arc::new(written));
     if joining.is_some() {
         // A machine (re)joining may have been rebuilt: it converges. A rotation changes nothing it runs.
         engine.converge(&reference, release::Arrival::Registered, now).await?;
     }
     if let Some(old) = replaced {
         store.delete(&layout::host_token(&old)).await?;
-        engine.forget_token_place(&old);
+        engine.revoke_tokens(&[old]).await;
         // Its wake channel, opened with the old token, is closed: the new token opens another.
         engine.close_channel(&reference.group, &reference.host).await?;
         tracing::info!(host = %body.host, group = %group.group, "host re-registered; its old token is refused");
