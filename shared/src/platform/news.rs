@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::platform::clock::unix_now;
 use crate::platform::queue::{Envelope, QueueError, SharedQueue, SqsQueue};
-use crate::platform::store::DocumentStore;
+use crate::platform::store::{DocumentStore, Versioned};
 
 /// Where processes announce their news queues.
 const FOLDER: &str = "processes/";
@@ -44,6 +44,10 @@ const PEERS_LIFE: Duration = Duration::from_secs(2);
 /// Processes told at most (the freshest): a store full of announcements cannot make one
 /// piece of news cost thousands of requests.
 const MAX_PEERS: usize = 64;
+/// What a process that just listed the others tells them, so that they tell it at once.
+const HELLO: &str = "news.hello";
+/// Longest queue URL a greeting may name (SQS's are about 100 bytes).
+const MAX_QUEUE_URL_BYTES: usize = 512;
 /// Envelopes received and not yet taken by the listener; past this, news is dropped.
 const BACKLOG: usize = 256;
 /// How long a receive waits for news (SQS's longest long poll).
@@ -99,6 +103,7 @@ struct Announcement {
     renewed_at: u64,
 }
 
+#[derive(Clone)]
 struct Peer {
     url: String,
     queue: SharedQueue,
@@ -205,26 +210,50 @@ impl ProcessNews {
     /// Every fresh announcement but this process's, the freshest first, reusing the queues
     /// already open.
     async fn list_others(&self) -> Result<Arc<[Peer]>, crate::platform::store::StoreError> {
-        let mut fresh: Vec<(u64, String)> = self
-            .store
-            .list::<Announcement>(FOLDER)
-            .await?
-            .into_iter()
+        Ok(self.others_in(&self.store.list::<Announcement>(FOLDER).await?))
+    }
+
+    /// The others' queues among `announcements`, as [`Self::list_others`].
+    fn others_in(&self, announcements: &[(String, Versioned<Announcement>)]) -> Arc<[Peer]> {
+        let mut fresh: Vec<(u64, &str)> = announcements
+            .iter()
             .filter(|(path, a)| {
                 *path != announcement_path(&self.process) && a.value.renewed_at + STALE_SECONDS >= unix_now()
             })
-            .map(|(_, a)| (a.value.renewed_at, a.value.queue))
+            .map(|(_, a)| (a.value.renewed_at, a.value.queue.as_str()))
             .collect();
         fresh.sort_unstable_by(|a, b| b.cmp(a));
         fresh.truncate(MAX_PEERS);
         let open = self.peers.lock().as_ref().map(|(_, p)| p.clone()).unwrap_or_else(|| Arc::from([]));
-        Ok(fresh
-            .into_iter()
-            .map(|(_, url)| match open.iter().find(|p| p.url == url) {
-                Some(peer) => Peer { url, queue: peer.queue.clone() },
-                None => Peer { queue: self.queues.open(&url), url },
-            })
-            .collect())
+        fresh.into_iter().map(|(_, url)| self.peer(url, &open)).collect()
+    }
+
+    fn peer(&self, url: &str, open: &[Peer]) -> Peer {
+        match open.iter().find(|p| p.url == url) {
+            Some(peer) => Peer { url: url.to_owned(), queue: peer.queue.clone() },
+            None => Peer { queue: self.queues.open(url), url: url.to_owned() },
+        }
+    }
+
+    /// A process that started after this one listed the others says so: it is told from now
+    /// on, not only once a listing finds it. Only a queue beside this process's own is taken
+    /// (news is never sent anywhere else, whoever could write to the queue).
+    fn greeted(&self, own_url: &str, hello: &Envelope) {
+        let Some(url) = hello.payload.get("queue").and_then(|q| q.as_str()) else { return };
+        let beside = |u: &str| u.rsplit_once('/').map(|(dir, _)| dir.to_owned());
+        if url == own_url || url.len() > MAX_QUEUE_URL_BYTES || beside(url).is_none() || beside(url) != beside(own_url)
+        {
+            return;
+        }
+        // Without a listing yet, the first teller's finds the greeter (it announced first).
+        let mut peers = self.peers.lock();
+        let Some((_, known)) = peers.as_mut() else { return };
+        if known.len() >= MAX_PEERS || known.iter().any(|p| p.url == url) {
+            return;
+        }
+        let mut more = known.to_vec();
+        more.push(self.peer(url, &[]));
+        *known = more.into();
     }
 
     async fn listen(self: Arc<Self>, heard: mpsc::Sender<Envelope>, closing: CancellationToken) {
@@ -246,7 +275,9 @@ impl ProcessNews {
                     // queue that the news need not wait for (news comes again at worst).
                     let mut settle = Vec::with_capacity(deliveries.len());
                     for delivery in deliveries {
-                        if heard.try_send(delivery.envelope.clone()).is_err() {
+                        if delivery.envelope.kind == HELLO {
+                            self.greeted(&url, &delivery.envelope);
+                        } else if heard.try_send(delivery.envelope.clone()).is_err() {
                             tracing::debug!("news backlog full; dropped");
                         }
                         settle.push(delivery);
@@ -288,9 +319,11 @@ impl ProcessNews {
         }
     }
 
-    /// Announces `url` now and every [`RENEW`], and removes what crashed processes left.
+    /// Announces `url` now and every [`RENEW`], lists the others (whom the first listing
+    /// greets: they tell this process from then on), and removes what crashed processes left.
     async fn renew(self: Arc<Self>, url: String, closing: CancellationToken) {
         let mut ticks = tokio::time::interval(RENEW);
+        let mut greeted = false;
         loop {
             tokio::select! {
                 _ = closing.cancelled() => return,
@@ -301,19 +334,31 @@ impl ProcessNews {
                 Ok(_) => self.announced.store(true, std::sync::atomic::Ordering::Relaxed),
                 Err(error) => tracing::warn!(%error, "announcing this process's news queue failed"),
             }
-            self.forget_gone().await;
+            let announcements = match self.store.list::<Announcement>(FOLDER).await {
+                Ok(announcements) => announcements,
+                Err(error) => {
+                    tracing::warn!(%error, "listing the other processes failed");
+                    continue;
+                }
+            };
+            // The listing the renewal makes anyway: the first news told needs none of its own.
+            let others = self.others_in(&announcements);
+            *self.peers.lock() = Some((Instant::now(), others.clone()));
+            if !greeted && self.heard() {
+                greeted = true;
+                let hello = Envelope::new(HELLO, None, serde_json::json!({ "queue": url }));
+                for peer in others.iter() {
+                    if let Err(error) = peer.queue.send(&hello).await {
+                        tracing::debug!(%error, queue = %peer.url, "greeting another process failed");
+                    }
+                }
+            }
+            self.forget_gone(announcements).await;
         }
     }
 
     /// Removes the queues and announcements of processes gone for [`FORGET_SECONDS`].
-    async fn forget_gone(&self) {
-        let announcements = match self.store.list::<Announcement>(FOLDER).await {
-            Ok(announcements) => announcements,
-            Err(error) => {
-                tracing::warn!(%error, "listing the other processes failed");
-                return;
-            }
-        };
+    async fn forget_gone(&self, announcements: Vec<(String, Versioned<Announcement>)>) {
         for (path, announcement) in announcements {
             if announcement.value.renewed_at + FORGET_SECONDS >= unix_now() {
                 continue;
@@ -424,6 +469,39 @@ mod tests {
         assert!(heard(&mut heard_b).await.is_none());
         announced(&store, 0).await;
         assert!(queues.0.lock().is_empty());
+    }
+
+    /// A process that starts after another listed the others is told that one's next news,
+    /// though the listing is fresh and not made again: it greeted the other.
+    #[tokio::test]
+    async fn a_process_that_starts_later_is_told_without_a_new_listing() {
+        let store = DocumentStore::in_memory();
+        let queues: Arc<Queues> = Arc::default();
+        let closing = CancellationToken::new();
+        let (a, _heard_a) = ProcessNews::start(store.clone(), queues.clone(), "a", closing.clone());
+        for _ in 0..200 {
+            if a.peers.lock().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(a.peers.lock().as_ref().is_some_and(|(_, p)| p.is_empty()), "a listed the others at start: none");
+        let (_b, mut heard_b) = ProcessNews::start(store.clone(), queues.clone(), "b", closing.clone());
+        for _ in 0..200 {
+            if a.peers.lock().as_ref().is_some_and(|(_, p)| !p.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let news = Envelope::new("test.news", None, serde_json::json!({ "n": 1 }));
+        a.tell_others(&news).await;
+        assert_eq!(heard(&mut heard_b).await.map(|e| e.id), Some(news.id));
+        // A greeting naming a queue anywhere but beside this process's own is not taken.
+        let own = queues.create("a").await.unwrap();
+        a.greeted(&own, &Envelope::new(HELLO, None, serde_json::json!({ "queue": "https://attacker.example/q" })));
+        a.greeted(&own, &Envelope::new(HELLO, None, serde_json::json!({ "queue": own })));
+        assert_eq!(a.peers.lock().as_ref().map(|(_, p)| p.len()), Some(1), "only b");
+        closing.cancel();
     }
 
     #[tokio::test]
