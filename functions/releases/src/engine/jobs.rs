@@ -86,6 +86,13 @@ async fn job_for(
         && !status.is_terminal()
     {
         let Some(plan) = engine.plan(id).await? else { return Ok(None) };
+        // A snapshot may name a release told by news: only one of the host's own group acts.
+        let (release, group) = (&plan.release, &host.group);
+        if (&release.account, &release.application, &release.group)
+            != (&group.account, &group.application, &group.group)
+        {
+            return Ok(None);
+        }
         let Some(kind) = due(engine, host, &plan, status, phase, said_reported).await? else { return Ok(None) };
         let Some(state) = engine.state_for_poll(&plan, (status, phase)).await? else { return Ok(None) };
         if (state.status, state.phase) == (status, phase) {

@@ -203,10 +203,16 @@ impl Engine {
             let mut groups = self.watches.groups.lock();
             let Some(watched) = groups.get_mut(group) else { return false };
             let Some((_, snapshot)) = &watched.snapshot else { return false };
-            if snapshot.active() != Some(id) || (snapshot.state != Some(change.from) && snapshot.state != Some(to)) {
+            // A release's first move, on a group the snapshot shows free: the release is new.
+            // (Its plan, read before any job is handed out, must be the group's.)
+            let started = snapshot.active().is_none() && change.from.1 == release::Phase::Starting;
+            let follows =
+                snapshot.active() == Some(id) && (snapshot.state == Some(change.from) || snapshot.state == Some(to));
+            if !started && !follows {
                 return false;
             }
-            let taken = GroupSnapshot { state: Some(to), ..GroupSnapshot::clone(snapshot) };
+            let taken =
+                GroupSnapshot { active: Some(id.to_owned()), state: Some(to), ..GroupSnapshot::clone(snapshot) };
             watched.snapshot = Some((Instant::now(), Arc::new(taken)));
         }
         if let Some(plan) = self.cached_plan(id) {
@@ -372,5 +378,17 @@ mod tests {
         assert_eq!(engine.state_for_poll(&plan, (batch.status, batch.phase)).await.unwrap(), Some(batch.clone()));
         // The same news again (a duplicate) finds the snapshot where it ended: taken again.
         assert!(engine.take_change(&id, &group, &change(&pulling, &batch)));
+
+        // A release's first move on a group the snapshot shows free starts it there; on a
+        // group busy with another release, or a later move, it is read.
+        let starting = ReleaseState { phase: Phase::Starting, ..pulling.clone() };
+        let free = GroupSnapshot { active: None, state: None, last_good: None };
+        engine.keep_snapshot(&group, free.clone());
+        assert!(!engine.take_change(&id, &group, &change(&pulling, &batch)), "a later move on a free group");
+        assert!(engine.take_change(&id, &group, &change(&starting, &pulling)));
+        let taken = engine.fresh_snapshot(&group).unwrap();
+        assert_eq!((taken.active(), taken.state()), (Some(id.as_str()), Some((pulling.status, pulling.phase))));
+        engine.keep_snapshot(&group, at_pulling);
+        assert!(!engine.take_change("another", &group, &change(&starting, &pulling)), "the group is busy");
     }
 }
