@@ -391,4 +391,29 @@ mod tests {
         engine.keep_snapshot(&group, at_pulling);
         assert!(!engine.take_change("another", &group, &change(&starting, &pulling)), "the group is busy");
     }
+
+    /// Whatever release a group's snapshot names (news may name one), a poll hands out jobs
+    /// only of a release of the host's own group: a host of another group with a planned
+    /// host's name gets nothing.
+    #[tokio::test]
+    async fn a_poll_takes_a_job_only_from_a_release_of_its_own_group() {
+        let engine = Engine::new(FunctionContext::ephemeral());
+        let plan = engine.keep_plan(super::super::reports::tests::plan(2).release, false);
+        let id = plan.release.id.clone();
+        let pulling = ReleaseState::of(&plan.release);
+        let starting = news::StateChange { from: (pulling.status, Phase::Starting), to: pulling.clone() };
+        let own = Engine::group_of(&plan.release);
+        let other = GroupRef { group: "other".into(), ..own.clone() };
+        let free = GroupSnapshot { active: None, state: None, last_good: None };
+        let mut polls = Vec::new();
+        for group in [&other, &own] {
+            let _hold = engine.hold(group);
+            engine.keep_snapshot(group, free.clone());
+            assert!(engine.take_change(&id, group, &starting));
+            let host = layout::HostRef { group: Arc::new(group.clone()), host: "h0".into() };
+            polls.push(super::super::jobs::hold_for_job(&engine, &host, Instant::now(), None).await.unwrap());
+        }
+        assert!(polls[0].is_none(), "a host of another group: {:?}", polls[0]);
+        assert_eq!(polls[1].as_ref().map(|job| job.kind), Some(release::JobKind::Pull), "the release's own host");
+    }
 }
