@@ -103,6 +103,12 @@ struct Announcement {
     renewed_at: u64,
 }
 
+/// A process's greeting: its news queue.
+#[derive(Debug, Serialize, Deserialize)]
+struct Greeting {
+    queue: String,
+}
+
 #[derive(Clone)]
 struct Peer {
     url: String,
@@ -239,7 +245,8 @@ impl ProcessNews {
     /// on, not only once a listing finds it. Only a queue beside this process's own is taken
     /// (news is never sent anywhere else, whoever could write to the queue).
     fn greeted(&self, own_url: &str, hello: &Envelope) {
-        let Some(url) = hello.payload.get("queue").and_then(|q| q.as_str()) else { return };
+        let Ok(Greeting { queue: url }) = serde_json::from_value::<Greeting>(hello.payload.clone()) else { return };
+        let url = url.as_str();
         let beside = |u: &str| u.rsplit_once('/').map(|(dir, _)| dir.to_owned());
         if url == own_url || url.len() > MAX_QUEUE_URL_BYTES || beside(url).is_none() || beside(url) != beside(own_url)
         {
@@ -346,7 +353,8 @@ impl ProcessNews {
             *self.peers.lock() = Some((Instant::now(), others.clone()));
             if !greeted && self.heard() {
                 greeted = true;
-                let hello = Envelope::new(HELLO, None, serde_json::json!({ "queue": url }));
+                let greeting = Greeting { queue: url.clone() };
+                let hello = Envelope::new(HELLO, None, serde_json::to_value(&greeting).unwrap_or_default());
                 for peer in others.iter() {
                     if let Err(error) = peer.queue.send(&hello).await {
                         tracing::debug!(%error, queue = %peer.url, "greeting another process failed");
